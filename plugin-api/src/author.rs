@@ -1,0 +1,284 @@
+//! The Rust-side API a plugin author implements, and the adapters that put it behind the ABI.
+//!
+//! Authors implement [`Plugin`] and [`Session`] with ordinary Rust types and call
+//! [`crate::export_plugin!`]. The adapters here catch every panic at the boundary: a panic that
+//! crossed into the host would abort the whole server, so a faulting session is reported to the
+//! host as an error instead, and the host closes that one session.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RResult, RSlice, RStr, RString};
+
+use crate::ffi::{FfiPlugin, FfiSession, FfiSession_TO, HostRef, PluginBox, SessionBox};
+use crate::types::{
+    ByteRange, CreateError, HostError, LogLevel, PluginInfo, PluginKind, PointInfo, SessionInfo,
+    SettingError, StreamEnded,
+};
+
+/// Static metadata of a plugin.
+#[derive(Clone, Copy, Debug)]
+pub struct PluginMeta {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub description: &'static str,
+    pub kind: PluginKind,
+}
+
+/// A plugin: created once per load from its settings, it makes one [`Session`] per connection.
+pub trait Plugin: Send + Sync + Sized + 'static {
+    fn meta() -> PluginMeta;
+    /// Validate the settings (TOML text; see [`crate::parse_settings`]) and build the plugin.
+    fn create(settings: &str) -> Result<Self, Vec<SettingError>>;
+    fn new_session(&self, info: &SessionInfo) -> Box<dyn Session>;
+}
+
+/// A sans-IO protocol state machine for one client connection. It reacts to events and tells
+/// the [`Host`] what to do; it never touches sockets, clocks or threads itself.
+pub trait Session: Send + 'static {
+    fn on_data(&mut self, host: &mut Host<'_>, data: &[u8]);
+    fn on_timer(&mut self, host: &mut Host<'_>, timer: u64) {
+        let _ = (host, timer);
+    }
+    /// By default the connection is closed when its media stops.
+    fn on_stream_ended(&mut self, host: &mut Host<'_>, ended: &StreamEnded) {
+        let _ = ended;
+        host.close();
+    }
+    fn on_peer_closed(&mut self, host: &mut Host<'_>) {
+        let _ = host;
+    }
+}
+
+/// The host, as seen by a session during one event.
+pub struct Host<'a> {
+    ffi: HostRef<'a>,
+}
+
+impl<'a> Host<'a> {
+    pub fn new(ffi: HostRef<'a>) -> Self {
+        Self { ffi }
+    }
+
+    /// Queue bytes for the client.
+    pub fn write(&mut self, data: &[u8]) {
+        self.ffi.write(RSlice::from_slice(data));
+    }
+
+    /// Close the connection once queued output has been sent.
+    pub fn close(&mut self) {
+        self.ffi.close();
+    }
+
+    /// (Re)arm a one-shot timer; [`Session::on_timer`] receives `timer` when it fires.
+    pub fn set_timer(&mut self, timer: u64, after: Duration) {
+        let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        self.ffi.set_timer(timer, ms);
+    }
+
+    pub fn cancel_timer(&mut self, timer: u64) {
+        self.ffi.cancel_timer(timer);
+    }
+
+    /// Resolve `point` or `point/file` for this plugin's protocol.
+    pub fn lookup(&self, path: &str) -> Result<PointInfo, HostError> {
+        self.ffi.lookup(RStr::from_str(path)).into_result()
+    }
+
+    /// Start media after what is queued; see [`crate::ffi::FfiHost::play`].
+    pub fn play(&mut self, path: &str, range: ByteRange) -> Result<PointInfo, HostError> {
+        self.ffi.play(RStr::from_str(path), range).into_result()
+    }
+
+    pub fn stop(&mut self) {
+        self.ffi.stop();
+    }
+
+    /// Become the encoder of a broadcast point.
+    pub fn publish(&mut self, path: &str) -> Result<PointInfo, HostError> {
+        self.ffi.publish(RStr::from_str(path)).into_result()
+    }
+
+    /// Feed MPEG-TS bytes to the point this session publishes.
+    pub fn push_media(&mut self, data: &[u8]) -> Result<(), HostError> {
+        self.ffi.push_media(RSlice::from_slice(data)).into_result()
+    }
+
+    pub fn log(&self, level: LogLevel, message: &str) {
+        self.ffi.log(level, RStr::from_str(message));
+    }
+
+    pub fn session(&self) -> SessionInfo {
+        self.ffi.session()
+    }
+}
+
+/// Run `f`, turning a panic into its message.
+fn guard<T>(f: impl FnOnce() -> T) -> Result<T, RString> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| RString::from(panic_message(&*payload)))
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+/// Puts a [`Plugin`] behind [`FfiPlugin`].
+struct PluginAdapter<P: Plugin>(P);
+
+impl<P: Plugin> FfiPlugin for PluginAdapter<P> {
+    fn new_session(&self, info: SessionInfo) -> RResult<SessionBox, RString> {
+        guard(|| {
+            let session = self.0.new_session(&info);
+            FfiSession_TO::from_value(
+                SessionAdapter {
+                    session,
+                    faulted: None,
+                },
+                TD_Opaque,
+            )
+        })
+        .into()
+    }
+}
+
+/// Puts a [`Session`] behind [`FfiSession`]. After a panic the session's state may be broken,
+/// so every later call fails with the same fault instead of running it again.
+struct SessionAdapter {
+    session: Box<dyn Session>,
+    faulted: Option<RString>,
+}
+
+impl SessionAdapter {
+    fn call(&mut self, host: HostRef<'_>, f: impl FnOnce(&mut dyn Session, &mut Host<'_>)) -> RResult<(), RString> {
+        if let Some(fault) = &self.faulted {
+            return RResult::RErr(fault.clone());
+        }
+        let mut host = Host::new(host);
+        let session = &mut *self.session;
+        match guard(|| f(session, &mut host)) {
+            Ok(()) => RResult::ROk(()),
+            Err(fault) => {
+                self.faulted = Some(fault.clone());
+                RResult::RErr(fault)
+            }
+        }
+    }
+}
+
+impl FfiSession for SessionAdapter {
+    fn on_data<'a>(&mut self, host: HostRef<'a>, data: RSlice<'a, u8>) -> RResult<(), RString> {
+        self.call(host, |s, h| s.on_data(h, data.as_slice()))
+    }
+
+    fn on_timer<'a>(&mut self, host: HostRef<'a>, timer: u64) -> RResult<(), RString> {
+        self.call(host, |s, h| s.on_timer(h, timer))
+    }
+
+    fn on_stream_ended<'a>(&mut self, host: HostRef<'a>, ended: StreamEnded) -> RResult<(), RString> {
+        self.call(host, |s, h| s.on_stream_ended(h, &ended))
+    }
+
+    fn on_peer_closed<'a>(&mut self, host: HostRef<'a>) -> RResult<(), RString> {
+        self.call(host, |s, h| s.on_peer_closed(h))
+    }
+}
+
+/// The root module's `info` entry, for plugin `P`. Used by [`crate::export_plugin!`].
+#[doc(hidden)]
+pub fn info_of<P: Plugin>() -> PluginInfo {
+    // A panic here would cross the boundary; metadata is static, so fall back to a marker
+    // that the host refuses as a plugin without a name.
+    guard(|| {
+        let meta = P::meta();
+        PluginInfo {
+            name: meta.name.into(),
+            version: meta.version.into(),
+            description: meta.description.into(),
+            kind: meta.kind,
+        }
+    })
+    .unwrap_or_else(|fault| PluginInfo {
+        name: RString::new(),
+        version: RString::new(),
+        description: format!("plugin panicked while describing itself: {fault}").into(),
+        kind: PluginKind::CONTROL,
+    })
+}
+
+/// The root module's `create` entry, for plugin `P`. Used by [`crate::export_plugin!`].
+#[doc(hidden)]
+pub fn create_of<P: Plugin>(settings: RStr<'_>) -> RResult<PluginBox, CreateError> {
+    match guard(|| P::create(settings.as_str())) {
+        Ok(Ok(plugin)) => RResult::ROk(crate::ffi::FfiPlugin_TO::from_value(
+            PluginAdapter(plugin),
+            TD_Opaque,
+        )),
+        Ok(Err(errors)) => RResult::RErr(CreateError {
+            settings: errors.into(),
+            fault: RString::new(),
+        }),
+        Err(fault) => RResult::RErr(CreateError {
+            settings: Default::default(),
+            fault,
+        }),
+    }
+}
+
+/// Export a [`Plugin`] type as this library's ferrocast plugin.
+///
+/// ```ignore
+/// ferrocast_plugin_api::export_plugin!(MyPlugin);
+/// ```
+///
+/// The crate must be built with `crate-type = ["cdylib"]` and its library named
+/// `ferrocast_<name>` so that the file is `libferrocast_<name>.so`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        const _: () = {
+            use $crate::__private::abi_stable;
+
+            extern "C" fn ferrocast_plugin_info() -> $crate::PluginInfo {
+                $crate::__private::info_of::<$plugin>()
+            }
+
+            extern "C" fn ferrocast_plugin_create(
+                settings: abi_stable::std_types::RStr<'_>,
+            ) -> abi_stable::std_types::RResult<$crate::ffi::PluginBox, $crate::CreateError> {
+                $crate::__private::create_of::<$plugin>(settings)
+            }
+
+            fn ferrocast_plugin_root() -> $crate::ffi::PluginMod_Ref {
+                use abi_stable::prefix_type::PrefixTypeTrait;
+                $crate::ffi::PluginMod {
+                    info: ferrocast_plugin_info,
+                    create: ferrocast_plugin_create,
+                }
+                .leak_into_prefix()
+            }
+
+            extern "C" fn ferrocast_erased_root() -> abi_stable::library::RootModuleResult {
+                abi_stable::library::__call_root_module_loader(ferrocast_plugin_root)
+            }
+
+            // What `#[abi_stable::export_root_module]` generates, spelled out so that a plugin
+            // crate needs no direct dependency on abi_stable. The symbol name is
+            // `abi_stable::library::ROOT_MODULE_LOADER_NAME` (checked by a test).
+            #[no_mangle]
+            pub static _1as_0lib_1header_0root_bmodule_bloader: abi_stable::library::LibHeader = unsafe {
+                abi_stable::library::LibHeader::from_constructor::<$crate::ffi::PluginMod_Ref>(
+                    ferrocast_erased_root,
+                    abi_stable::library::CheckTypeLayout::Yes,
+                )
+            };
+        };
+    };
+}

@@ -1,0 +1,103 @@
+//! The binary interface between the host and a plugin library.
+//!
+//! Plugin authors never use this module directly: [`crate::export_plugin!`] builds the root
+//! module from a type implementing [`crate::Plugin`], and the host reaches it through
+//! `crate::host`. It is public because the export macro expands inside the plugin's crate.
+//!
+//! Evolution rules (the interface is version 1.x; see `docs/plugin-abi.md`):
+//! - the root module only grows by fields added after `create`, marked as the new last prefix
+//!   field;
+//! - the `#[sabi_trait]` traits only grow by methods with default bodies, added at the end;
+//! - data types never change layout; new meanings go into new integer constants.
+
+// The abi_stable macros generate items that trip these lints.
+#![allow(non_local_definitions, non_camel_case_types)]
+
+use abi_stable::library::RootModule;
+use abi_stable::sabi_types::{RMut, VersionStrings};
+use abi_stable::std_types::{RBox, RResult, RSlice, RStr, RString};
+use abi_stable::{declare_root_module_statics, package_version_strings, sabi_trait, StableAbi};
+
+use crate::types::{
+    ByteRange, CreateError, HostError, LogLevel, PluginInfo, PointInfo, SessionInfo, StreamEnded,
+};
+
+/// A plugin instance as the host holds it.
+pub type PluginBox = FfiPlugin_TO<'static, RBox<()>>;
+/// A session as the host holds it.
+pub type SessionBox = FfiSession_TO<'static, RBox<()>>;
+/// The host, as a plugin sees it during one call.
+pub type HostRef<'a> = FfiHost_TO<'a, RMut<'a, ()>>;
+
+/// The root module every plugin library exports.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginMod_Ref)))]
+#[sabi(missing_field(panic))]
+pub struct PluginMod {
+    /// Name, version, description and kind.
+    pub info: extern "C" fn() -> PluginInfo,
+    /// Build an instance from the plugin's settings (TOML text, one `key = value` per line).
+    #[sabi(last_prefix_field)]
+    pub create: extern "C" fn(settings: RStr<'_>) -> RResult<PluginBox, CreateError>,
+}
+
+impl RootModule for PluginMod_Ref {
+    declare_root_module_statics! {PluginMod_Ref}
+    const BASE_NAME: &'static str = "ferrocast_plugin";
+    const NAME: &'static str = "ferrocast_plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// A configured plugin: it creates one session per client connection.
+#[sabi_trait]
+pub trait FfiPlugin: Send + Sync {
+    /// `Err` carries a panic message: the host logs PLUGIN_FAULT and refuses the connection.
+    fn new_session(&self, info: SessionInfo) -> RResult<SessionBox, RString>;
+}
+
+/// One client's protocol state machine. Every method returns `Err` only when the plugin
+/// panicked; the host then closes the session and logs PLUGIN_FAULT.
+#[sabi_trait]
+pub trait FfiSession: Send {
+    /// Bytes arrived from the client.
+    fn on_data<'a>(&mut self, host: HostRef<'a>, data: RSlice<'a, u8>) -> RResult<(), RString>;
+    /// A timer set with `set_timer` fired.
+    fn on_timer<'a>(&mut self, host: HostRef<'a>, timer: u64) -> RResult<(), RString>;
+    /// Media started with `play` stopped.
+    fn on_stream_ended<'a>(
+        &mut self,
+        host: HostRef<'a>,
+        ended: StreamEnded,
+    ) -> RResult<(), RString>;
+    /// The client closed its side of the connection.
+    fn on_peer_closed<'a>(&mut self, host: HostRef<'a>) -> RResult<(), RString>;
+}
+
+/// What a plugin can ask of the host during a call. The host owns every socket, timer and
+/// media buffer; a plugin only describes what should happen.
+#[sabi_trait]
+pub trait FfiHost {
+    /// Queue bytes for the client, after anything queued before.
+    fn write(&mut self, data: RSlice<'_, u8>);
+    /// Close the connection once queued output has been sent.
+    fn close(&mut self);
+    /// (Re)arm timer `timer` to fire once after `after_ms` milliseconds.
+    fn set_timer(&mut self, timer: u64, after_ms: u64);
+    fn cancel_timer(&mut self, timer: u64);
+    /// Resolve a request path (`point` or `point/file`) for this plugin's protocol.
+    fn lookup(&self, path: RStr<'_>) -> RResult<PointInfo, HostError>;
+    /// Start sending media from the point after what is queued: a live point from its most
+    /// recent keyframe (PAT/PMT first), an on-demand file over `range`.
+    fn play(&mut self, path: RStr<'_>, range: ByteRange) -> RResult<PointInfo, HostError>;
+    /// Stop media started with `play`.
+    fn stop(&mut self);
+    /// Become the encoder of a broadcast point.
+    fn publish(&mut self, path: RStr<'_>) -> RResult<PointInfo, HostError>;
+    /// Feed MPEG-TS bytes from the encoder to the point this session publishes.
+    fn push_media(&mut self, data: RSlice<'_, u8>) -> RResult<(), HostError>;
+    /// Log through the host's structured log, tagged with plugin and session.
+    fn log(&self, level: LogLevel, message: RStr<'_>);
+    /// This session's identity.
+    fn session(&self) -> SessionInfo;
+}

@@ -1,0 +1,274 @@
+//! Host side of the interface: loading plugin libraries and calling into them.
+//!
+//! Only the ferrocast server uses this (feature `host`). It keeps abi_stable out of the server:
+//! the server sees plain Rust types and the [`HostCalls`] trait.
+//!
+//! Loading uses `lib_header_from_path` followed by `init_root_module`, never
+//! `RootModule::load_from*`: those cache one module per root-module type, so a second plugin
+//! (or a second build of the same one) would silently come back as the first.
+
+#![allow(non_local_definitions, non_camel_case_types)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RResult, RSlice, RStr, RString};
+
+use crate::ffi::{FfiHost, FfiHost_TO, PluginBox, PluginMod_Ref, SessionBox};
+use crate::types::{
+    ByteRange, HostError, LogLevel, PluginInfo, PointInfo, SessionInfo, SettingError, StreamEnded,
+};
+
+/// The interface version this host was built with (`major.minor.patch`).
+pub fn host_abi_version() -> String {
+    PluginMod_Ref::VERSION_STRINGS.version.to_string()
+}
+
+/// Why a file could not be loaded as a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a loadable shared library: {reason}")]
+    NotALibrary { reason: String },
+    #[error("not a ferrocast plugin: it does not export a ferrocast root module ({reason})")]
+    NotAPlugin { reason: String },
+    #[error("incompatible plugin ABI: the plugin was built against plugin-api {found}, this server speaks {expected}; rebuild the plugin against plugin-api {expected_major}.x")]
+    IncompatibleVersion {
+        found: String,
+        expected: String,
+        expected_major: String,
+    },
+    #[error("incompatible plugin ABI: the plugin's interface layout does not match this server's plugin-api {expected}; rebuild the plugin against the server's plugin-api ({detail})")]
+    IncompatibleLayout { expected: String, detail: String },
+    #[error("the plugin failed to initialise: {reason}")]
+    InitFailed { reason: String },
+    #[error("the plugin has no name; it panicked or is broken ({description})")]
+    Nameless { description: String },
+}
+
+impl LoadError {
+    fn from_library(error: LibraryError) -> Self {
+        // abi_stable's Display starts with a newline and spans lines; keep it on one line.
+        let flat = |e: &dyn std::fmt::Display| {
+            e.to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match error {
+            LibraryError::OpenError { err, .. } => Self::NotALibrary {
+                reason: flat(&err),
+            },
+            LibraryError::GetSymbolError { .. } => Self::NotAPlugin {
+                reason: "missing symbol for the plugin header".to_owned(),
+            },
+            LibraryError::InvalidAbiHeader(header) => Self::IncompatibleLayout {
+                expected: host_abi_version(),
+                detail: format!("abi_stable header {header:?}"),
+            },
+            LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
+                let expected = host_abi_version();
+                Self::IncompatibleVersion {
+                    found: actual_version.to_string(),
+                    expected_major: expected.split('.').next().unwrap_or("1").to_owned(),
+                    expected,
+                }
+            }
+            LibraryError::ParseVersionError(e) => Self::IncompatibleLayout {
+                expected: host_abi_version(),
+                detail: flat(&e),
+            },
+            LibraryError::RootModule { err, .. } => Self::InitFailed { reason: flat(&err) },
+            other => Self::IncompatibleLayout {
+                expected: host_abi_version(),
+                detail: truncate(flat(&other), 400),
+            },
+        }
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+/// A plugin library that passed the version and layout checks.
+#[derive(Clone)]
+pub struct PluginLibrary {
+    pub info: PluginInfo,
+    /// The plugin-api version the plugin was built against.
+    pub abi_version: String,
+    pub path: PathBuf,
+    module: PluginMod_Ref,
+}
+
+impl std::fmt::Debug for PluginLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginLibrary")
+            .field("info", &self.info)
+            .field("abi_version", &self.abi_version)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Load `path` as a plugin library. The library stays mapped for the life of the process,
+/// because objects it created may still be alive.
+pub fn load_library(path: &Path) -> Result<PluginLibrary, LoadError> {
+    let header = lib_header_from_path(path).map_err(LoadError::from_library)?;
+    let abi_version = header.version_strings().version.to_string();
+    let module = header
+        .init_root_module::<PluginMod_Ref>()
+        .map_err(LoadError::from_library)?;
+    let info = (module.info())();
+    if info.name.is_empty() {
+        return Err(LoadError::Nameless {
+            description: info.description.to_string(),
+        });
+    }
+    Ok(PluginLibrary {
+        info,
+        abi_version,
+        path: path.to_owned(),
+        module,
+    })
+}
+
+/// Why a plugin instance could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateFailure {
+    #[error("invalid settings")]
+    Settings(Vec<SettingError>),
+    #[error("plugin panicked during initialisation: {0}")]
+    Fault(String),
+}
+
+impl PluginLibrary {
+    /// Ask the plugin to validate `settings` and build an instance.
+    pub fn create(&self, settings: &str) -> Result<PluginInstance, CreateFailure> {
+        match (self.module.create())(RStr::from_str(settings)) {
+            RResult::ROk(plugin) => Ok(PluginInstance { plugin }),
+            RResult::RErr(error) if !error.fault.is_empty() => {
+                Err(CreateFailure::Fault(error.fault.into_string()))
+            }
+            RResult::RErr(error) => Err(CreateFailure::Settings(error.settings.into_vec())),
+        }
+    }
+}
+
+/// A configured plugin.
+pub struct PluginInstance {
+    plugin: PluginBox,
+}
+
+impl PluginInstance {
+    /// `Err` is the message of a panic inside the plugin.
+    pub fn new_session(&self, info: SessionInfo) -> Result<PluginSession, String> {
+        match self.plugin.new_session(info) {
+            RResult::ROk(session) => Ok(PluginSession { session }),
+            RResult::RErr(fault) => Err(fault.into_string()),
+        }
+    }
+}
+
+/// What the host does for a session while the plugin handles one event.
+pub trait HostCalls {
+    fn write(&mut self, data: &[u8]);
+    fn close(&mut self);
+    fn set_timer(&mut self, timer: u64, after: Duration);
+    fn cancel_timer(&mut self, timer: u64);
+    fn lookup(&self, path: &str) -> Result<PointInfo, HostError>;
+    fn play(&mut self, path: &str, range: ByteRange) -> Result<PointInfo, HostError>;
+    fn stop(&mut self);
+    fn publish(&mut self, path: &str) -> Result<PointInfo, HostError>;
+    fn push_media(&mut self, data: &[u8]) -> Result<(), HostError>;
+    fn log(&self, level: LogLevel, message: &str);
+    fn session(&self) -> SessionInfo;
+}
+
+/// Presents a [`HostCalls`] as the ABI's [`FfiHost`].
+struct HostAdapter<'h, H: HostCalls>(&'h mut H);
+
+impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
+    fn write(&mut self, data: RSlice<'_, u8>) {
+        self.0.write(data.as_slice());
+    }
+    fn close(&mut self) {
+        self.0.close();
+    }
+    fn set_timer(&mut self, timer: u64, after_ms: u64) {
+        self.0.set_timer(timer, Duration::from_millis(after_ms));
+    }
+    fn cancel_timer(&mut self, timer: u64) {
+        self.0.cancel_timer(timer);
+    }
+    fn lookup(&self, path: RStr<'_>) -> RResult<PointInfo, HostError> {
+        self.0.lookup(path.as_str()).into()
+    }
+    fn play(&mut self, path: RStr<'_>, range: ByteRange) -> RResult<PointInfo, HostError> {
+        self.0.play(path.as_str(), range).into()
+    }
+    fn stop(&mut self) {
+        self.0.stop();
+    }
+    fn publish(&mut self, path: RStr<'_>) -> RResult<PointInfo, HostError> {
+        self.0.publish(path.as_str()).into()
+    }
+    fn push_media(&mut self, data: RSlice<'_, u8>) -> RResult<(), HostError> {
+        self.0.push_media(data.as_slice()).into()
+    }
+    fn log(&self, level: LogLevel, message: RStr<'_>) {
+        self.0.log(level, message.as_str());
+    }
+    fn session(&self) -> SessionInfo {
+        self.0.session()
+    }
+}
+
+/// A session inside a plugin. Every call returns `Err(panic message)` if the plugin faulted;
+/// the session must then be closed.
+pub struct PluginSession {
+    session: SessionBox,
+}
+
+fn fault(result: RResult<(), RString>) -> Result<(), String> {
+    result.into_result().map_err(RString::into_string)
+}
+
+impl PluginSession {
+    pub fn on_data(&mut self, host: &mut impl HostCalls, data: &[u8]) -> Result<(), String> {
+        let mut adapter = HostAdapter(host);
+        let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
+        fault(self.session.on_data(host, RSlice::from_slice(data)))
+    }
+
+    pub fn on_timer(&mut self, host: &mut impl HostCalls, timer: u64) -> Result<(), String> {
+        let mut adapter = HostAdapter(host);
+        let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
+        fault(self.session.on_timer(host, timer))
+    }
+
+    pub fn on_stream_ended(
+        &mut self,
+        host: &mut impl HostCalls,
+        ended: StreamEnded,
+    ) -> Result<(), String> {
+        let mut adapter = HostAdapter(host);
+        let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
+        fault(self.session.on_stream_ended(host, ended))
+    }
+
+    pub fn on_peer_closed(&mut self, host: &mut impl HostCalls) -> Result<(), String> {
+        let mut adapter = HostAdapter(host);
+        let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
+        fault(self.session.on_peer_closed(host))
+    }
+}

@@ -1,0 +1,157 @@
+//! A recording host for unit-testing sessions without a server.
+//!
+//! ```
+//! use ferrocast_plugin_api::testing::MockHost;
+//! let mut mock = MockHost::new();
+//! mock.run(|host| host.write(b"hello"));
+//! assert_eq!(mock.written, b"hello");
+//! ```
+
+#![allow(non_local_definitions, non_camel_case_types)]
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RResult, RSlice, RStr};
+
+use crate::author::Host;
+use crate::ffi::{FfiHost, FfiHost_TO};
+use crate::types::{
+    ByteRange, ErrorCode, HostError, LogLevel, PointInfo, PointKind, SessionInfo,
+};
+
+/// Everything a session asked of the host, plus scripted answers to its questions.
+#[derive(Debug, Default)]
+pub struct MockHost {
+    pub written: Vec<u8>,
+    pub closed: bool,
+    /// Armed timers: id → delay in milliseconds.
+    pub timers: BTreeMap<u64, u64>,
+    pub plays: Vec<(String, ByteRange)>,
+    pub stops: usize,
+    pub published: Vec<String>,
+    pub pushed: Vec<u8>,
+    /// Messages the session logged.
+    pub logs: RefCell<Vec<(LogLevel, String)>>,
+    /// Answers for `lookup`, `play` and `publish`, by path; unknown paths are NOT_FOUND.
+    pub points: HashMap<String, Result<PointInfo, HostError>>,
+    /// Answer `publish` with ALREADY_PUBLISHING for these paths.
+    pub busy: Vec<String>,
+}
+
+impl MockHost {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Script a point for `lookup`, `play` and `publish`.
+    pub fn add_point(&mut self, path: &str, kind: PointKind, size: u64) -> &mut Self {
+        let name = path.split('/').next().unwrap_or(path);
+        let item = path.split_once('/').map_or("", |(_, item)| item);
+        self.points.insert(
+            path.to_owned(),
+            Ok(PointInfo {
+                name: name.into(),
+                item: item.into(),
+                kind,
+                size,
+                duration_ms: 0,
+                live: kind == PointKind::BROADCAST,
+            }),
+        );
+        self
+    }
+
+    /// Script a refusal for `path`.
+    pub fn refuse(&mut self, path: &str, code: ErrorCode, message: &str) -> &mut Self {
+        self.points
+            .insert(path.to_owned(), Err(HostError::new(code, message)));
+        self
+    }
+
+    /// Run `f` with a [`Host`] backed by this mock.
+    pub fn run<T>(&mut self, f: impl FnOnce(&mut Host<'_>) -> T) -> T {
+        let mut host = Host::new(FfiHost_TO::from_ptr(self, TD_Opaque));
+        f(&mut host)
+    }
+
+    /// The written bytes as text (lossy), then cleared.
+    pub fn take_written(&mut self) -> String {
+        let text = String::from_utf8_lossy(&self.written).into_owned();
+        self.written.clear();
+        text
+    }
+
+    fn answer(&self, path: &str) -> Result<PointInfo, HostError> {
+        self.points.get(path).cloned().unwrap_or_else(|| {
+            Err(HostError::new(
+                ErrorCode::NOT_FOUND,
+                format!("no publishing point `{path}`"),
+            ))
+        })
+    }
+}
+
+impl FfiHost for MockHost {
+    fn write(&mut self, data: RSlice<'_, u8>) {
+        self.written.extend_from_slice(data.as_slice());
+    }
+    fn close(&mut self) {
+        self.closed = true;
+    }
+    fn set_timer(&mut self, timer: u64, after_ms: u64) {
+        self.timers.insert(timer, after_ms);
+    }
+    fn cancel_timer(&mut self, timer: u64) {
+        self.timers.remove(&timer);
+    }
+    fn lookup(&self, path: RStr<'_>) -> RResult<PointInfo, HostError> {
+        self.answer(path.as_str()).into()
+    }
+    fn play(&mut self, path: RStr<'_>, range: ByteRange) -> RResult<PointInfo, HostError> {
+        let answer = self.answer(path.as_str());
+        if answer.is_ok() {
+            self.plays.push((path.as_str().to_owned(), range));
+        }
+        answer.into()
+    }
+    fn stop(&mut self) {
+        self.stops += 1;
+    }
+    fn publish(&mut self, path: RStr<'_>) -> RResult<PointInfo, HostError> {
+        if self.busy.iter().any(|busy| busy == path.as_str()) {
+            return RResult::RErr(HostError::new(
+                ErrorCode::ALREADY_PUBLISHING,
+                "another encoder is publishing",
+            ));
+        }
+        let answer = self.answer(path.as_str());
+        if answer.is_ok() {
+            self.published.push(path.as_str().to_owned());
+        }
+        answer.into()
+    }
+    fn push_media(&mut self, data: RSlice<'_, u8>) -> RResult<(), HostError> {
+        if self.published.is_empty() {
+            return RResult::RErr(HostError::new(
+                ErrorCode::INVALID_STATE,
+                "not publishing",
+            ));
+        }
+        self.pushed.extend_from_slice(data.as_slice());
+        RResult::ROk(())
+    }
+    fn log(&self, level: LogLevel, message: RStr<'_>) {
+        self.logs
+            .borrow_mut()
+            .push((level, message.as_str().to_owned()));
+    }
+    fn session(&self) -> SessionInfo {
+        SessionInfo {
+            id: 1,
+            peer: "127.0.0.1:50000".into(),
+            local: "127.0.0.1:8080".into(),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Plain data that crosses the plugin boundary.
+//!
+//! Every type here is `#[repr(C)]` and derives `StableAbi`, so its layout is checked when a
+//! plugin is loaded. Enumerations are integer newtypes with named constants rather than Rust
+//! enums: a later interface version can add a value without changing the layout, and code that
+//! meets a value it does not know can treat it as "other".
+
+use abi_stable::std_types::{RString, RVec};
+use abi_stable::StableAbi;
+use std::fmt;
+
+/// What a plugin does for the server.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct PluginKind(pub u8);
+
+impl PluginKind {
+    /// A control protocol (HTTP, RTSP): talks to players and encoders.
+    pub const CONTROL: Self = Self(0);
+    /// A transport (TCP, UDP): carries media data.
+    pub const TRANSPORT: Self = Self(1);
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CONTROL => "control",
+            Self::TRANSPORT => "transport",
+            _ => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Static description of a plugin, reported by the host at load time.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct PluginInfo {
+    /// Unique name; it is the key of the plugin's table in the configuration (`[plugins.<name>]`)
+    /// and the name used in a publishing point's `protocols` list.
+    pub name: RString,
+    /// The plugin's own version.
+    pub version: RString,
+    pub description: RString,
+    pub kind: PluginKind,
+}
+
+/// One client connection handed to a plugin.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct SessionInfo {
+    /// Server-wide unique session number, as it appears in the host's log.
+    pub id: u64,
+    /// Remote address, `ip:port`.
+    pub peer: RString,
+    /// Local address the connection arrived on, `ip:port`.
+    pub local: RString,
+}
+
+/// Whether a publishing point is live or serves files.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct PointKind(pub u8);
+
+impl PointKind {
+    /// Live, fed by an encoder. Clients can only start and stop.
+    pub const BROADCAST: Self = Self(0);
+    /// Files. Clients can start, stop, pause and seek.
+    pub const ON_DEMAND: Self = Self(1);
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BROADCAST => "broadcast",
+            Self::ON_DEMAND => "on-demand",
+            _ => "unknown",
+        }
+    }
+}
+
+/// What the host knows about a publishing point (or a file inside a directory point).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct PointInfo {
+    /// The publishing point's name.
+    pub name: RString,
+    /// The file within a directory point (`""` for a point that is a single stream or file).
+    pub item: RString,
+    pub kind: PointKind,
+    /// Size in bytes of the on-demand file; 0 for broadcast points.
+    pub size: u64,
+    /// Duration of the on-demand file in milliseconds; 0 when unknown or live.
+    pub duration_ms: u64,
+    /// For broadcast points: an encoder is currently feeding the point.
+    pub live: bool,
+}
+
+/// Why the host refused a request.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ErrorCode(pub u16);
+
+impl ErrorCode {
+    /// No such publishing point, or no such file in a directory point.
+    pub const NOT_FOUND: Self = Self(1);
+    /// The point exists, but this plugin's protocol is not enabled on it.
+    pub const PROTOCOL_DISABLED: Self = Self(2);
+    /// The request names something outside the point (for example a path traversal).
+    pub const FORBIDDEN: Self = Self(3);
+    /// Another encoder is already publishing to the point.
+    pub const ALREADY_PUBLISHING: Self = Self(4);
+    /// The operation does not fit the point's kind (publishing to an on-demand point, say).
+    pub const WRONG_KIND: Self = Self(5);
+    /// A byte range outside the file.
+    pub const BAD_RANGE: Self = Self(6);
+    /// The point is temporarily unable to serve (a file could not be read, say).
+    pub const UNAVAILABLE: Self = Self(7);
+    /// The session is in a state where the call makes no sense (pushing media before publishing).
+    pub const INVALID_STATE: Self = Self(8);
+    /// The point or plugin is draining: existing sessions go on, new ones are refused.
+    pub const DRAINING: Self = Self(9);
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NOT_FOUND => "not found",
+            Self::PROTOCOL_DISABLED => "protocol disabled",
+            Self::FORBIDDEN => "forbidden",
+            Self::ALREADY_PUBLISHING => "already publishing",
+            Self::WRONG_KIND => "wrong point kind",
+            Self::BAD_RANGE => "bad range",
+            Self::UNAVAILABLE => "unavailable",
+            Self::INVALID_STATE => "invalid state",
+            Self::DRAINING => "draining",
+            _ => "error",
+        }
+    }
+}
+
+/// A refusal from the host, with a message written for the client or operator.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct HostError {
+    pub code: ErrorCode,
+    pub message: RString,
+}
+
+impl HostError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: RString::from(message.into()),
+        }
+    }
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for HostError {}
+
+/// A half-open byte range `start..end` of an on-demand file.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    /// The range that plays a live point, or a whole file.
+    pub const ALL: Self = Self {
+        start: 0,
+        end: u64::MAX,
+    };
+
+    pub fn len(self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why the media the host was sending to a session stopped.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct EndReason(pub u8);
+
+impl EndReason {
+    /// The requested byte range was sent in full.
+    pub const COMPLETE: Self = Self(0);
+    /// The live source ended and will not come back (for example its reconnect grace ran out).
+    pub const SOURCE_ENDED: Self = Self(1);
+    /// The point was removed or its protocol disabled for it.
+    pub const POINT_CLOSED: Self = Self(2);
+    /// Reading the source failed.
+    pub const SOURCE_ERROR: Self = Self(3);
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::COMPLETE => "complete",
+            Self::SOURCE_ENDED => "source ended",
+            Self::POINT_CLOSED => "point closed",
+            Self::SOURCE_ERROR => "source error",
+            _ => "ended",
+        }
+    }
+}
+
+/// Delivered to a session when the media it was playing stops.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct StreamEnded {
+    pub reason: EndReason,
+    pub message: RString,
+}
+
+/// Severity of a message a plugin logs through the host.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct LogLevel(pub u8);
+
+impl LogLevel {
+    pub const ERROR: Self = Self(1);
+    pub const WARN: Self = Self(2);
+    pub const INFO: Self = Self(3);
+    pub const DEBUG: Self = Self(4);
+    pub const TRACE: Self = Self(5);
+}
+
+/// One problem with a plugin's settings, found by the plugin itself.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct SettingError {
+    /// The setting's key within the plugin's table, or `""` for the table as a whole.
+    pub key: RString,
+    /// What is wrong and how to fix it.
+    pub message: RString,
+}
+
+impl SettingError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: RString::from(key.into()),
+            message: RString::from(message.into()),
+        }
+    }
+}
+
+/// Why a plugin could not create an instance from its settings.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct CreateError {
+    /// Problems with the settings; empty when the plugin faulted instead.
+    pub settings: RVec<SettingError>,
+    /// Set when the plugin panicked during initialisation.
+    pub fault: RString,
+}

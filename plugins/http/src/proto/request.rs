@@ -1,0 +1,569 @@
+//! Incremental parsing of HTTP/1.x request heads.
+//!
+//! [`HeadReader`] collects bytes as they arrive and yields one [`Request`] per complete head,
+//! leaving whatever follows (a body, or pipelined requests) in its buffer. It looks for the end
+//! of the head only in bytes it has not yet searched, so a head trickling in one byte at a time
+//! costs linear time, and it refuses heads larger than its limit before buffering more of them.
+//! httparse does the tokenising; this module adds what a server must decide on top of it:
+//! the request target (origin-form, absolute-form or `*`, then percent-decoded and normalised
+//! into a publishing-point path), message framing (`Content-Length` versus chunked, RFC 9112
+//! §6), persistence (`Connection`) and the few headers the session uses.
+
+use std::fmt;
+
+/// Most header fields in one request. More than this is treated like an oversized head.
+const MAX_HEADERS: usize = 64;
+
+/// Why a request head is refused. Each maps to one response status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// The head exceeds the size limit or has too many fields (`431`).
+    TooLarge,
+    /// Not a valid HTTP/1.x request (`400`).
+    Malformed(String),
+    /// An HTTP version other than 1.0 and 1.1 (`505`).
+    Version,
+    /// A transfer coding other than `chunked` (`501`, RFC 9112 §6.1).
+    UnsupportedCoding(String),
+}
+
+impl RequestError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::TooLarge => 431,
+            Self::Malformed(_) => 400,
+            Self::Version => 505,
+            Self::UnsupportedCoding(_) => 501,
+        }
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge => f.write_str("request head too large"),
+            Self::Malformed(why) => write!(f, "malformed request: {why}"),
+            Self::Version => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
+            Self::UnsupportedCoding(coding) => {
+                write!(f, "unsupported transfer coding `{coding}`; use chunked")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// How the request's body is delimited (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Neither `Content-Length` nor `Transfer-Encoding`.
+    None,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// As sent; methods are case-sensitive.
+    pub method: String,
+    /// The request target as sent, for logs.
+    pub target: String,
+    /// The decoded, normalised path without its leading slash, query or empty and `.`
+    /// segments: `point` or `point/file`, `""` for `/`. Empty for `*`.
+    pub path: String,
+    /// The target was `*` (only meaningful for `OPTIONS`).
+    pub asterisk: bool,
+    /// Minor version: `0` for HTTP/1.0, `1` for HTTP/1.1.
+    pub minor_version: u8,
+    /// The client allows the connection to stay open after the response.
+    pub keep_alive: bool,
+    pub framing: Framing,
+    /// `Expect: 100-continue` on an HTTP/1.1 request (1.0 clients do not know 100).
+    pub expect_continue: bool,
+    /// The `Range` header's value.
+    pub range: Option<String>,
+    /// An `If-Range` header is present.
+    pub if_range: bool,
+}
+
+impl Request {
+    /// The request carries a body that the server has to read or skip.
+    pub fn has_body(&self) -> bool {
+        !matches!(self.framing, Framing::None | Framing::Length(0))
+    }
+}
+
+/// Accumulates input and splits request heads off its front.
+#[derive(Debug)]
+pub struct HeadReader {
+    buf: Vec<u8>,
+    /// `buf[..searched]` holds no end of head (beyond any rejected by httparse as incomplete).
+    searched: usize,
+    max_head: usize,
+}
+
+impl HeadReader {
+    /// A reader refusing heads longer than `max_head` bytes.
+    pub fn new(max_head: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            searched: 0,
+            max_head,
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes buffered and not yet taken.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Take everything buffered (the start of a body, say).
+    pub fn take(&mut self) -> Vec<u8> {
+        self.searched = 0;
+        std::mem::take(&mut self.buf)
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.searched = 0;
+    }
+
+    /// The next complete request head, removed from the buffer; `Ok(None)` until one is
+    /// complete. After an error the buffer's contents are meaningless.
+    pub fn next_request(&mut self) -> Result<Option<Request>, RequestError> {
+        loop {
+            // A terminator may straddle the previous search boundary: back up two bytes.
+            let from = self.searched.saturating_sub(2);
+            let Some(end) = find_head_end(&self.buf[from..]).map(|end| from + end) else {
+                self.searched = self.buf.len();
+                return if self.buf.len() > self.max_head {
+                    Err(RequestError::TooLarge)
+                } else {
+                    Ok(None)
+                };
+            };
+            if end > self.max_head {
+                return Err(RequestError::TooLarge);
+            }
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Request::new(&mut headers);
+            match parsed.parse(&self.buf[..end]) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let request = build(&parsed)?;
+                    self.buf.drain(..len);
+                    self.searched = 0;
+                    return Ok(Some(request));
+                }
+                // Only leading empty lines so far (httparse skips them, RFC 9112 §2.2).
+                Ok(httparse::Status::Partial) => self.searched = end,
+                Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooLarge),
+                Err(httparse::Error::Version) => return Err(RequestError::Version),
+                Err(error) => return Err(RequestError::Malformed(error.to_string())),
+            }
+        }
+    }
+}
+
+/// End (exclusive) of the first blank line in `buf`: `\n\r\n` or `\n\n` (httparse, like most
+/// servers, accepts a bare LF as line end in the head).
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(offset) = buf[i..].iter().position(|&b| b == b'\n') {
+        let lf = i + offset;
+        match buf.get(lf + 1) {
+            Some(b'\n') => return Some(lf + 2),
+            Some(b'\r') if buf.get(lf + 2) == Some(&b'\n') => return Some(lf + 3),
+            _ => i = lf + 1,
+        }
+    }
+    None
+}
+
+fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
+    let method = parsed.method.unwrap_or_default().to_owned();
+    let target = parsed.path.unwrap_or_default().to_owned();
+    let minor_version = parsed.version.unwrap_or(1);
+
+    let mut connection = Vec::new();
+    let mut content_length: Option<u64> = None;
+    let mut codings = Vec::new();
+    let mut expect_continue = false;
+    let mut range = None;
+    let mut if_range = false;
+    for header in parsed.headers.iter() {
+        let name = header.name;
+        let value = || {
+            std::str::from_utf8(header.value)
+                .map(str::trim)
+                .map_err(|_| RequestError::Malformed(format!("non-UTF-8 value in {name}")))
+        };
+        if name.eq_ignore_ascii_case("connection") {
+            connection.extend(list(value()?).map(str::to_ascii_lowercase));
+        } else if name.eq_ignore_ascii_case("content-length") {
+            // Repeats or a list of one identical value are tolerated (RFC 9112 §6.3, item 5).
+            for item in value()?.split(',').map(str::trim) {
+                let length = parse_length(item)?;
+                if content_length.is_some_and(|known| known != length) {
+                    return Err(RequestError::Malformed("conflicting Content-Length".into()));
+                }
+                content_length = Some(length);
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            codings.extend(list(value()?).map(str::to_ascii_lowercase));
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect_continue |= value()?.eq_ignore_ascii_case("100-continue");
+        } else if name.eq_ignore_ascii_case("range") {
+            range = Some(value()?.to_owned());
+        } else if name.eq_ignore_ascii_case("if-range") {
+            if_range = true;
+        }
+    }
+
+    let framing = framing(&codings, content_length, minor_version)?;
+    let keep_alive = if connection.iter().any(|token| token == "close") {
+        false
+    } else if minor_version >= 1 {
+        true
+    } else {
+        connection.iter().any(|token| token == "keep-alive")
+    };
+    let (path, asterisk) = if target == "*" {
+        (String::new(), true)
+    } else {
+        (normalise_path(origin_path(&target)?)?, false)
+    };
+    Ok(Request {
+        method,
+        target,
+        path,
+        asterisk,
+        minor_version,
+        keep_alive,
+        framing,
+        expect_continue: expect_continue && minor_version >= 1,
+        range,
+        if_range,
+    })
+}
+
+/// Non-empty elements of a comma-separated header list.
+fn list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|item| !item.is_empty())
+}
+
+fn parse_length(text: &str) -> Result<u64, RequestError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(RequestError::Malformed(format!("invalid Content-Length `{text}`")));
+    }
+    text.parse()
+        .map_err(|_| RequestError::Malformed(format!("Content-Length `{text}` too large")))
+}
+
+/// Body framing per RFC 9112 §6.1 and §6.3.
+fn framing(codings: &[String], length: Option<u64>, minor_version: u8) -> Result<Framing, RequestError> {
+    if codings.is_empty() {
+        return Ok(length.map_or(Framing::None, Framing::Length));
+    }
+    // Both headers is how request smuggling starts; refuse rather than pick one.
+    if length.is_some() {
+        return Err(RequestError::Malformed(
+            "both Content-Length and Transfer-Encoding".into(),
+        ));
+    }
+    // HTTP/1.0 has no transfer codings, so the framing cannot be trusted (RFC 9112 §6.1).
+    if minor_version == 0 {
+        return Err(RequestError::Malformed(
+            "Transfer-Encoding in an HTTP/1.0 request".into(),
+        ));
+    }
+    if codings.last().map(String::as_str) != Some("chunked") {
+        return Err(RequestError::Malformed(
+            "Transfer-Encoding must end with chunked".into(),
+        ));
+    }
+    match codings.iter().find(|coding| *coding != "chunked") {
+        Some(other) => Err(RequestError::UnsupportedCoding(other.clone())),
+        None if codings.len() > 1 => Err(RequestError::Malformed("chunked applied twice".into())),
+        None => Ok(Framing::Chunked),
+    }
+}
+
+/// The path part of an origin-form (`/p?q`) or absolute-form (`http://host/p?q`) target.
+fn origin_path(target: &str) -> Result<&str, RequestError> {
+    let path = if target.starts_with('/') {
+        target
+    } else {
+        let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+        let rest = if lower.starts_with("http://") {
+            &target[7..]
+        } else if lower.starts_with("https://") {
+            &target[8..]
+        } else {
+            return Err(RequestError::Malformed(format!(
+                "request target `{target}` must start with /"
+            )));
+        };
+        rest.find('/').map_or("/", |slash| &rest[slash..])
+    };
+    Ok(path.split(['?', '#']).next().unwrap_or_default())
+}
+
+/// Percent-decode `raw` and normalise it into `point/file` form.
+///
+/// Empty and `.` segments are dropped; `..` is refused outright rather than resolved, because
+/// no player needs it and resolving it is how traversal bugs happen. Control characters and
+/// backslashes (a path separator on some hosts) are refused for the same reason.
+fn normalise_path(raw: &str) -> Result<String, RequestError> {
+    let decoded = percent_decode(raw)?;
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| RequestError::Malformed("path is not UTF-8 after percent-decoding".into()))?;
+    if decoded.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(RequestError::Malformed(
+            "control character or backslash in path".into(),
+        ));
+    }
+    let mut segments = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => return Err(RequestError::Malformed("`..` in path".into())),
+            _ => segments.push(segment),
+        }
+    }
+    Ok(segments.join("/"))
+}
+
+fn percent_decode(raw: &str) -> Result<Vec<u8>, RequestError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|pair| {
+                let text = std::str::from_utf8(pair).ok()?;
+                // from_str_radix alone would accept a sign (`%+1`).
+                pair.iter().all(u8::is_ascii_hexdigit).then(|| u8::from_str_radix(text, 16).ok())?
+            });
+            let Some(byte) = hex else {
+                return Err(RequestError::Malformed("bad percent-encoding in path".into()));
+            };
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FFPROBE: &[u8] = include_bytes!("../../tests/fixtures/ffprobe-get-vod.http");
+    const CURL_RANGE: &[u8] = include_bytes!("../../tests/fixtures/curl-range.http");
+    const CURL_HTTP10: &[u8] = include_bytes!("../../tests/fixtures/curl-http10.http");
+    const FFMPEG_PUT: &[u8] = include_bytes!("../../tests/fixtures/ffmpeg-put-live.http");
+
+    fn parse(bytes: &[u8]) -> Result<Option<Request>, RequestError> {
+        let mut reader = HeadReader::new(16384);
+        reader.push(bytes);
+        reader.next_request()
+    }
+
+    fn parse_ok(bytes: &[u8]) -> Request {
+        parse(bytes).unwrap().expect("complete head")
+    }
+
+    #[test]
+    fn parses_real_ffprobe_get() {
+        let request = parse_ok(FFPROBE);
+        assert_eq!(request.method, "GET");
+        assert_eq!(request.path, "vod");
+        assert_eq!(request.minor_version, 1);
+        assert!(!request.keep_alive, "ffprobe sends Connection: close");
+        assert_eq!(request.range.as_deref(), Some("bytes=0-"));
+        assert_eq!(request.framing, Framing::None);
+    }
+
+    #[test]
+    fn parses_real_curl_range_and_http10() {
+        let request = parse_ok(CURL_RANGE);
+        assert_eq!(request.path, "vod/clip.ts");
+        assert!(request.keep_alive, "HTTP/1.1 defaults to keep-alive");
+        assert_eq!(request.range.as_deref(), Some("bytes=100-199"));
+        let request = parse_ok(CURL_HTTP10);
+        assert_eq!(request.minor_version, 0);
+        assert!(!request.keep_alive, "HTTP/1.0 defaults to close");
+        let request = parse_ok(b"GET /vod HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(request.keep_alive);
+    }
+
+    #[test]
+    fn parses_real_ffmpeg_put_and_leaves_the_body() {
+        let mut reader = HeadReader::new(16384);
+        reader.push(FFMPEG_PUT);
+        let request = reader.next_request().unwrap().unwrap();
+        assert_eq!((request.method.as_str(), request.path.as_str()), ("PUT", "live"));
+        assert_eq!(request.framing, Framing::Chunked);
+        assert!(request.has_body());
+        let body = reader.take();
+        assert!(body.starts_with(b"c7c\r\n\x47"));
+        let head_len = FFMPEG_PUT.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(body, &FFMPEG_PUT[head_len..]);
+    }
+
+    #[test]
+    fn one_byte_at_a_time() {
+        let mut reader = HeadReader::new(16384);
+        for (i, byte) in CURL_RANGE.iter().enumerate() {
+            reader.push(std::slice::from_ref(byte));
+            let parsed = reader.next_request().unwrap();
+            assert_eq!(parsed.is_some(), i == CURL_RANGE.len() - 1, "byte {i}");
+        }
+        assert!(reader.is_empty());
+    }
+
+    #[test]
+    fn pipelined_heads_come_out_one_by_one() {
+        let mut reader = HeadReader::new(16384);
+        reader.push(b"\r\nGET /a HTTP/1.1\r\n\r\nHEAD /b HTTP/1.1\r\n\r\nGET /c");
+        assert_eq!(reader.next_request().unwrap().unwrap().path, "a");
+        assert_eq!(reader.next_request().unwrap().unwrap().method, "HEAD");
+        assert_eq!(reader.next_request().unwrap(), None);
+        assert_eq!(reader.buffered(), 6);
+    }
+
+    #[test]
+    fn bare_lf_heads_are_accepted() {
+        let request = parse_ok(b"GET /live HTTP/1.1\nHost: x\n\n");
+        assert_eq!(request.path, "live");
+    }
+
+    #[test]
+    fn size_limit_applies_with_and_without_a_terminator() {
+        let mut reader = HeadReader::new(1024);
+        reader.push(b"GET /live HTTP/1.1\r\nX-Pad: ");
+        reader.push(&[b'a'; 1000]);
+        assert_eq!(reader.next_request(), Err(RequestError::TooLarge));
+
+        let mut head = b"GET /live HTTP/1.1\r\nX-Pad: ".to_vec();
+        head.extend_from_slice(&[b'a'; 1000]);
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut reader = HeadReader::new(1024);
+        reader.push(&head);
+        assert_eq!(reader.next_request(), Err(RequestError::TooLarge));
+
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&many), Err(RequestError::TooLarge));
+    }
+
+    #[test]
+    fn garbage_and_bad_versions() {
+        assert!(matches!(parse(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"), Err(RequestError::Malformed(_))));
+        assert!(matches!(parse(b"GET /live\r\n\r\n"), Err(RequestError::Malformed(_)) | Err(RequestError::Version)));
+        assert_eq!(parse(b"GET /live HTTP/2.0\r\n\r\n"), Err(RequestError::Version));
+        assert!(matches!(parse(b"GET /live HTTP/1.1\r\nBad Header: x\r\n\r\n"), Err(RequestError::Malformed(_))));
+    }
+
+    #[test]
+    fn paths_are_decoded_and_normalised() {
+        let path = |target: &str| {
+            parse(format!("GET {target} HTTP/1.1\r\n\r\n").as_bytes())
+                .map(|request| request.unwrap().path)
+        };
+        assert_eq!(path("/live").unwrap(), "live");
+        assert_eq!(path("/live?token=1&x=/..").unwrap(), "live");
+        assert_eq!(path("//vod/./my%20clip.ts/").unwrap(), "vod/my clip.ts");
+        assert_eq!(path("/vod%2Fclip.ts").unwrap(), "vod/clip.ts");
+        assert_eq!(path("/caf%C3%A9").unwrap(), "café");
+        assert_eq!(path("/").unwrap(), "");
+        assert_eq!(path("http://example.com:8080/live?x").unwrap(), "live");
+        assert_eq!(path("HTTP://example.com").unwrap(), "");
+        for bad in [
+            "/vod/../etc/passwd",
+            "/vod/%2e%2e/secret",
+            "/vod/..%2fsecret",
+            "/%zz",
+            "/%4",
+            "/%+1",
+            "/%ff",
+            "/a%00b",
+            "/a%5cb",
+            "live",
+            "ftp://host/live",
+        ] {
+            assert!(matches!(path(bad), Err(RequestError::Malformed(_))), "{bad}");
+        }
+        let star = parse_ok(b"OPTIONS * HTTP/1.1\r\n\r\n");
+        assert!(star.asterisk);
+        assert_eq!(star.path, "");
+    }
+
+    #[test]
+    fn framing_rules() {
+        let framing = |headers: &str| {
+            parse(format!("PUT /live HTTP/1.1\r\n{headers}\r\n").as_bytes()).map(|r| r.unwrap().framing)
+        };
+        assert_eq!(framing(""), Ok(Framing::None));
+        assert_eq!(framing("Content-Length: 42\r\n"), Ok(Framing::Length(42)));
+        assert_eq!(framing("Content-Length: 42\r\nContent-Length: 42\r\n"), Ok(Framing::Length(42)));
+        assert_eq!(framing("Content-Length: 42, 42\r\n"), Ok(Framing::Length(42)));
+        assert_eq!(framing("Transfer-Encoding: Chunked\r\n"), Ok(Framing::Chunked));
+        for bad in [
+            "Content-Length: 42\r\nContent-Length: 43\r\n",
+            "Content-Length: -1\r\n",
+            "Content-Length: +5\r\n",
+            "Content-Length: \r\n",
+            "Content-Length: 0x10\r\n",
+            "Content-Length: 99999999999999999999999\r\n",
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: chunked, identity\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        ] {
+            assert!(matches!(framing(bad), Err(RequestError::Malformed(_))), "{bad:?}");
+        }
+        assert_eq!(
+            framing("Transfer-Encoding: gzip, chunked\r\n"),
+            Err(RequestError::UnsupportedCoding("gzip".into()))
+        );
+        assert!(matches!(
+            parse(b"PUT /live HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(RequestError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn connection_expect_and_if_range() {
+        let request = parse_ok(b"PUT /live HTTP/1.1\r\nConnection: TE, Close\r\nExpect: 100-Continue\r\nIf-Range: \"x\"\r\n\r\n");
+        assert!(!request.keep_alive);
+        assert!(request.expect_continue);
+        assert!(request.if_range);
+        let request = parse_ok(b"PUT /live HTTP/1.0\r\nExpect: 100-continue\r\n\r\n");
+        assert!(!request.expect_continue, "HTTP/1.0 clients do not understand 100");
+    }
+
+    #[test]
+    fn errors_map_to_statuses() {
+        assert_eq!(RequestError::TooLarge.status(), 431);
+        assert_eq!(RequestError::Malformed(String::new()).status(), 400);
+        assert_eq!(RequestError::Version.status(), 505);
+        assert_eq!(RequestError::UnsupportedCoding("gzip".into()).status(), 501);
+    }
+}

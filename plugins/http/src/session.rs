@@ -1,0 +1,671 @@
+//! One HTTP connection: the state machine that turns parsed requests into host actions.
+//!
+//! A connection is always in one of four states:
+//!
+//! - **Head**: collecting a request head, under the header timeout. Complete heads are handled
+//!   at once; several pipelined requests in one read are handled in order.
+//! - **Streaming**: a `GET` response body is being sent by the host after `play`. Nothing is
+//!   parsed until `on_stream_ended`, because a second response must not start before the first
+//!   has ended; pipelined bytes are held meanwhile.
+//! - **Pushing**: an encoder's `PUT`/`POST` body is being decoded and fed to `push_media`.
+//! - **Closed**: the connection is closing; further input is ignored.
+//!
+//! The session never buffers media: response bodies are sent by the host, and a pushed body is
+//! handed on as soon as each piece of it is decoded.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use ferrocast_plugin_api::{
+    ByteRange, EndReason, ErrorCode, Host, HostError, LogLevel, PointKind, Session, StreamEnded,
+};
+
+use crate::proto::chunked::ChunkedDecoder;
+use crate::proto::range;
+use crate::proto::request::{Framing, HeadReader, Request};
+use crate::proto::response::{self, ResponseHead};
+
+/// The `Server` header of every response.
+pub const SERVER: &str = concat!("ferrocast/", env!("CARGO_PKG_VERSION"));
+/// The timer id of the header timeout (the session's only timer).
+pub const HEADER_TIMER: u64 = 1;
+
+const MPEG_TS: &str = "video/mp2t";
+const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
+const ALLOW_ALL: &str = "GET, HEAD, PUT, POST, OPTIONS";
+
+/// Validated plugin settings shared by every session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Time allowed for a complete request head.
+    pub header_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// Requests served on one connection before it is closed.
+    pub keepalive_requests: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_millis(10_000),
+            max_header_bytes: 16 * 1024,
+            keepalive_requests: 100,
+        }
+    }
+}
+
+/// The status answering a host refusal.
+pub fn status_for(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::NOT_FOUND => 404,
+        ErrorCode::PROTOCOL_DISABLED | ErrorCode::FORBIDDEN => 403,
+        ErrorCode::ALREADY_PUBLISHING | ErrorCode::INVALID_STATE => 409,
+        ErrorCode::WRONG_KIND => 405,
+        ErrorCode::BAD_RANGE => 416,
+        ErrorCode::UNAVAILABLE | ErrorCode::DRAINING => 503,
+        _ => 500,
+    }
+}
+
+/// Refusals after which the connection is still in a known state: the request was understood
+/// and fully read, only its target was wrong. Anything else (bad syntax, server trouble,
+/// draining) closes the connection.
+fn keeps_connection(status: u16) -> bool {
+    matches!(status, 403 | 404 | 405 | 409 | 416)
+}
+
+/// What a log line and a response need to know about the request being answered.
+struct Exchange {
+    /// `METHOD /path`, with the normalised path (no query string, which may carry secrets).
+    label: String,
+    /// `HEAD`: the response has no body.
+    head_only: bool,
+}
+
+enum State {
+    Head,
+    Streaming { label: String, keep_alive: bool },
+    Pushing(Push),
+    Closed,
+}
+
+/// An encoder's body in progress.
+struct Push {
+    label: String,
+    body: Body,
+    pushed: u64,
+}
+
+enum Body {
+    /// `Content-Length`: bytes still to come.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// No framing headers: the body ends when the encoder closes the connection.
+    UntilClose,
+}
+
+/// How feeding a piece of pushed body went.
+enum PushOutcome {
+    More,
+    Done { label: String, pushed: u64 },
+    Failed { label: String, status: u16, message: String },
+}
+
+/// The HTTP session of one client connection.
+pub struct HttpSession {
+    config: Config,
+    state: State,
+    /// Unparsed input: a head in progress, or pipelined requests held while streaming.
+    input: HeadReader,
+    /// Requests received on this connection.
+    served: u32,
+    timer_armed: bool,
+}
+
+impl HttpSession {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            state: State::Head,
+            input: HeadReader::new(config.max_header_bytes),
+            served: 0,
+            timer_armed: false,
+        }
+    }
+
+    fn arm_header_timer(&mut self, host: &mut Host<'_>) {
+        if !self.timer_armed {
+            host.set_timer(HEADER_TIMER, self.config.header_timeout);
+            self.timer_armed = true;
+        }
+    }
+
+    fn cancel_header_timer(&mut self, host: &mut Host<'_>) {
+        if self.timer_armed {
+            host.cancel_timer(HEADER_TIMER);
+            self.timer_armed = false;
+        }
+    }
+
+    fn close(&mut self, host: &mut Host<'_>) {
+        self.cancel_header_timer(host);
+        self.input.clear();
+        self.state = State::Closed;
+        host.close();
+    }
+
+    /// A response has been sent in full: wait for the next request or close.
+    fn finish_response(&mut self, host: &mut Host<'_>, keep_alive: bool) {
+        if keep_alive {
+            self.state = State::Head;
+            self.arm_header_timer(host);
+        } else {
+            self.close(host);
+        }
+    }
+
+    /// Handle every complete request head in the buffer while no response is in progress.
+    fn drive(&mut self, host: &mut Host<'_>) {
+        while matches!(self.state, State::Head) {
+            match self.input.next_request() {
+                Ok(None) => break,
+                Ok(Some(request)) => {
+                    self.cancel_header_timer(host);
+                    self.handle(host, request);
+                }
+                Err(error) => {
+                    self.cancel_header_timer(host);
+                    let exchange = Exchange {
+                        label: "request".to_owned(),
+                        head_only: false,
+                    };
+                    self.refuse(host, &exchange, error.status(), &error.to_string(), &[], false);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, host: &mut Host<'_>, request: Request) {
+        self.served = self.served.saturating_add(1);
+        let exchange = Exchange {
+            label: if request.asterisk {
+                format!("{} *", request.method)
+            } else {
+                format!("{} /{}", request.method, request.path)
+            },
+            head_only: request.method == "HEAD",
+        };
+        // A body on a request that does not use one is not read; closing afterwards is simpler
+        // and safer than skipping it.
+        let keep_alive = request.keep_alive
+            && self.served < self.config.keepalive_requests
+            && !request.has_body();
+
+        if request.asterisk && request.method != "OPTIONS" {
+            let message = "`*` is only a valid target for OPTIONS";
+            return self.refuse(host, &exchange, 400, message, &[], false);
+        }
+        match request.method.as_str() {
+            "GET" | "HEAD" => self.get(host, &exchange, &request, keep_alive),
+            "PUT" | "POST" => self.push(host, &exchange, &request),
+            "OPTIONS" => {
+                let head = self
+                    .head(204)
+                    .header("Allow", ALLOW_ALL)
+                    .header("Connection", connection(keep_alive));
+                host.write(&head.encode());
+                host.log(LogLevel::INFO, &format!("{} -> 204", exchange.label));
+                self.finish_response(host, keep_alive);
+            }
+            other => {
+                let message = format!("method {other} is not supported; use {ALLOW_ALL}");
+                self.refuse(host, &exchange, 501, &message, &[], false);
+            }
+        }
+    }
+
+    /// `GET` or `HEAD`: a live stream or (part of) a file.
+    fn get(&mut self, host: &mut Host<'_>, exchange: &Exchange, request: &Request, keep_alive: bool) {
+        if request.path.is_empty() {
+            let message = "no publishing point in the request path; use /<point>";
+            return self.refuse(host, exchange, 404, message, &[], keep_alive);
+        }
+        let info = match host.lookup(&request.path) {
+            Ok(info) => info,
+            Err(error) => {
+                return self.refuse_host(host, exchange, &error, &[("Allow", "PUT, POST")], keep_alive)
+            }
+        };
+        match info.kind {
+            PointKind::BROADCAST => self.get_live(host, exchange, request),
+            PointKind::ON_DEMAND => self.get_file(host, exchange, request, info.size, keep_alive),
+            other => {
+                let message = format!(
+                    "publishing point `{}` has a kind this plugin does not serve ({})",
+                    info.name,
+                    other.as_str()
+                );
+                self.refuse(host, exchange, 500, &message, &[], false);
+            }
+        }
+    }
+
+    /// A live point has no length and no end: the body is delimited by closing the
+    /// connection, which HTTP/1.0 and 1.1 clients alike understand. A `Range` header (ffmpeg
+    /// sends `bytes=0-` on every request) cannot apply to a live stream and is ignored.
+    fn get_live(&mut self, host: &mut Host<'_>, exchange: &Exchange, request: &Request) {
+        let head = self
+            .head(200)
+            .header("Content-Type", MPEG_TS)
+            .header("Cache-Control", "no-cache, no-store")
+            .header("Connection", "close");
+        host.write(&head.encode());
+        host.log(LogLevel::INFO, &format!("{} -> 200 (live)", exchange.label));
+        if exchange.head_only {
+            return self.close(host);
+        }
+        match host.play(&request.path, ByteRange::ALL) {
+            Ok(_) => {
+                self.state = State::Streaming {
+                    label: exchange.label.clone(),
+                    keep_alive: false,
+                }
+            }
+            Err(error) => self.play_failed(host, exchange, &error),
+        }
+    }
+
+    fn get_file(
+        &mut self,
+        host: &mut Host<'_>,
+        exchange: &Exchange,
+        request: &Request,
+        size: u64,
+        keep_alive: bool,
+    ) {
+        // Without validators of our own, an If-Range condition cannot be checked, and an
+        // unchecked If-Range means the whole file must be sent (RFC 9110 §13.1.5).
+        let header = request.range.as_deref().filter(|_| !request.if_range);
+        let selected = match header.map(|value| range::resolve(value, size)) {
+            None => Ok(None),
+            Some(resolved) => resolved,
+        };
+        let (status, span) = match selected {
+            Ok(Some(span)) => (206, span),
+            Ok(None) => (200, 0..size),
+            Err(range::Unsatisfiable) => {
+                let message = format!(
+                    "range `{}` is outside `/{}` ({size} bytes)",
+                    header.unwrap_or_default(),
+                    request.path
+                );
+                let content_range = range::unsatisfied_range(size);
+                let extra = [("Content-Range", content_range.as_str())];
+                return self.refuse(host, exchange, 416, &message, &extra, keep_alive);
+            }
+        };
+        let mut head = self
+            .head(status)
+            .header("Content-Type", MPEG_TS)
+            .header("Accept-Ranges", "bytes")
+            .header("Content-Length", (span.end - span.start).to_string());
+        let detail = if status == 206 {
+            let content_range = range::content_range(&span, size);
+            head = head.header("Content-Range", content_range.clone());
+            content_range
+        } else {
+            format!("on-demand, {size} bytes")
+        };
+        head = head.header("Connection", connection(keep_alive));
+        host.write(&head.encode());
+        host.log(
+            LogLevel::INFO,
+            &format!("{} -> {status} ({detail})", exchange.label),
+        );
+        if exchange.head_only || span.is_empty() {
+            return self.finish_response(host, keep_alive);
+        }
+        match host.play(&request.path, byte_range(&span)) {
+            Ok(_) => {
+                self.state = State::Streaming {
+                    label: exchange.label.clone(),
+                    keep_alive,
+                }
+            }
+            Err(error) => self.play_failed(host, exchange, &error),
+        }
+    }
+
+    /// The head is already queued, so the status cannot change any more: closing before the
+    /// promised body is complete is how the client learns of the failure.
+    fn play_failed(&mut self, host: &mut Host<'_>, exchange: &Exchange, error: &HostError) {
+        host.log(
+            LogLevel::WARN,
+            &format!("{}: play refused after the response head: {error}", exchange.label),
+        );
+        self.close(host);
+    }
+
+    /// `PUT` or `POST`: an encoder publishing to a broadcast point.
+    fn push(&mut self, host: &mut Host<'_>, exchange: &Exchange, request: &Request) {
+        if request.path.is_empty() {
+            let message = "no publishing point in the request path; use /<point>";
+            return self.refuse(host, exchange, 404, message, &[], false);
+        }
+        let allow_get = [("Allow", "GET, HEAD")];
+        match host.lookup(&request.path) {
+            Err(error) => return self.refuse_host(host, exchange, &error, &allow_get, false),
+            Ok(info) if info.kind == PointKind::ON_DEMAND => {
+                let message = format!(
+                    "publishing point `{}` serves files; encoders can only push to broadcast points",
+                    info.name
+                );
+                return self.refuse(host, exchange, 405, &message, &allow_get, false);
+            }
+            Ok(_) => {}
+        }
+        if let Err(error) = host.publish(&request.path) {
+            return self.refuse_host(host, exchange, &error, &allow_get, false);
+        }
+        let (body, framing) = match request.framing {
+            Framing::None => (Body::UntilClose, "until close".to_owned()),
+            Framing::Length(length) => (Body::Length(length), format!("{length} bytes")),
+            Framing::Chunked => (Body::Chunked(ChunkedDecoder::new()), "chunked".to_owned()),
+        };
+        if request.expect_continue && request.has_body() {
+            host.write(response::CONTINUE);
+        }
+        host.log(
+            LogLevel::INFO,
+            &format!("{} -> publishing (body {framing})", exchange.label),
+        );
+        self.state = State::Pushing(Push {
+            label: exchange.label.clone(),
+            body,
+            pushed: 0,
+        });
+        // The start of the body may have arrived with the head.
+        let start = self.input.take();
+        self.push_body(host, &start);
+    }
+
+    fn push_body(&mut self, host: &mut Host<'_>, data: &[u8]) {
+        let State::Pushing(push) = &mut self.state else {
+            return;
+        };
+        match feed(push, host, data) {
+            PushOutcome::More => {}
+            PushOutcome::Done { label, pushed } => self.push_done(host, &label, pushed),
+            PushOutcome::Failed {
+                label,
+                status,
+                message,
+            } => {
+                let exchange = Exchange {
+                    label,
+                    head_only: false,
+                };
+                self.refuse(host, &exchange, status, &message, &[], false);
+            }
+        }
+    }
+
+    fn push_done(&mut self, host: &mut Host<'_>, label: &str, pushed: u64) {
+        let head = self
+            .head(200)
+            .header("Content-Length", "0")
+            .header("Connection", "close");
+        host.write(&head.encode());
+        host.log(
+            LogLevel::INFO,
+            &format!("{label} -> 200 ({pushed} bytes pushed)"),
+        );
+        self.close(host);
+    }
+
+    fn head(&self, status: u16) -> ResponseHead {
+        ResponseHead::new(status).header("Server", SERVER)
+    }
+
+    /// Answer a host refusal.
+    fn refuse_host(
+        &mut self,
+        host: &mut Host<'_>,
+        exchange: &Exchange,
+        error: &HostError,
+        allow: &[(&'static str, &str)],
+        keep_alive: bool,
+    ) {
+        let status = status_for(error.code);
+        // A 405 must say what is allowed (RFC 9110 §15.5.6).
+        let extra = if status == 405 { allow } else { &[] };
+        self.refuse(host, exchange, status, &error.message, extra, keep_alive);
+    }
+
+    /// Send an error response with a plain-text body, log it, and close unless the request
+    /// allows keeping the connection and `status` leaves it in a known state.
+    fn refuse(
+        &mut self,
+        host: &mut Host<'_>,
+        exchange: &Exchange,
+        status: u16,
+        message: &str,
+        extra: &[(&'static str, &str)],
+        keep_alive: bool,
+    ) {
+        let keep_alive = keep_alive && keeps_connection(status);
+        let body = format!("{message}\n");
+        let mut head = self.head(status).header("Content-Type", PLAIN_TEXT);
+        for (name, value) in extra {
+            head = head.header(name, *value);
+        }
+        head = head
+            .header("Content-Length", body.len().to_string())
+            .header("Connection", connection(keep_alive));
+        host.write(&head.encode());
+        if !exchange.head_only {
+            host.write(body.as_bytes());
+        }
+        host.log(
+            LogLevel::WARN,
+            &format!("{} -> {status}: {message}", exchange.label),
+        );
+        self.finish_response(host, keep_alive);
+    }
+}
+
+/// Decode `data` as the push body and hand its payload to the host.
+fn feed(push: &mut Push, host: &mut Host<'_>, data: &[u8]) -> PushOutcome {
+    let mut send = |bytes: &[u8], pushed: &mut u64| -> Result<(), HostError> {
+        if !bytes.is_empty() {
+            host.push_media(bytes)?;
+            *pushed += bytes.len() as u64;
+        }
+        Ok(())
+    };
+    let result = match &mut push.body {
+        Body::UntilClose => send(data, &mut push.pushed).map(|()| false),
+        Body::Length(remaining) => {
+            let take = usize::try_from(*remaining).map_or(data.len(), |r| r.min(data.len()));
+            *remaining -= take as u64;
+            let done = *remaining == 0;
+            send(&data[..take], &mut push.pushed).map(|()| done)
+        }
+        Body::Chunked(decoder) => {
+            let mut input = data;
+            loop {
+                if decoder.is_done() {
+                    break Ok(true);
+                }
+                if input.is_empty() {
+                    break Ok(false);
+                }
+                match decoder.decode(input) {
+                    Ok(decoded) => {
+                        input = &input[decoded.consumed..];
+                        if let Err(error) = send(decoded.data, &mut push.pushed) {
+                            break Err(error);
+                        }
+                    }
+                    Err(error) => {
+                        return PushOutcome::Failed {
+                            label: push.label.clone(),
+                            status: 400,
+                            message: format!("malformed chunked body: {error}"),
+                        }
+                    }
+                }
+            }
+        }
+    };
+    match result {
+        Ok(false) => PushOutcome::More,
+        Ok(true) => PushOutcome::Done {
+            label: push.label.clone(),
+            pushed: push.pushed,
+        },
+        Err(error) => PushOutcome::Failed {
+            label: push.label.clone(),
+            status: status_for(error.code),
+            message: error.message.to_string(),
+        },
+    }
+}
+
+/// The `Connection` header value for a response. HTTP/1.0 clients need `keep-alive` spelled
+/// out; HTTP/1.1 ones persist by default, and saying so anyway is harmless.
+fn connection(keep_alive: bool) -> &'static str {
+    if keep_alive {
+        "keep-alive"
+    } else {
+        "close"
+    }
+}
+
+fn byte_range(span: &Range<u64>) -> ByteRange {
+    ByteRange {
+        start: span.start,
+        end: span.end,
+    }
+}
+
+impl Session for HttpSession {
+    fn on_data(&mut self, host: &mut Host<'_>, data: &[u8]) {
+        match &mut self.state {
+            State::Closed => {}
+            State::Head => {
+                self.input.push(data);
+                self.arm_header_timer(host);
+                self.drive(host);
+            }
+            State::Streaming { label, keep_alive } => {
+                if !*keep_alive {
+                    return; // the connection closes after this response; nothing more is read
+                }
+                if self.input.buffered() + data.len() > self.config.max_header_bytes {
+                    // Held input is bounded: a client pipelining this much gets its current
+                    // response and then a closed connection, on which it retries the rest.
+                    host.log(
+                        LogLevel::WARN,
+                        &format!(
+                            "{label}: more than {} bytes pipelined during a response; closing after it",
+                            self.config.max_header_bytes
+                        ),
+                    );
+                    *keep_alive = false;
+                    self.input.clear();
+                } else {
+                    self.input.push(data);
+                }
+            }
+            State::Pushing(_) => self.push_body(host, data),
+        }
+    }
+
+    fn on_timer(&mut self, host: &mut Host<'_>, timer: u64) {
+        if timer != HEADER_TIMER {
+            return;
+        }
+        self.timer_armed = false;
+        if !matches!(self.state, State::Head) {
+            return; // a stale expiry from before the head completed
+        }
+        if self.input.is_empty() && self.served > 0 {
+            // An idle keep-alive connection: closing it silently is the usual courtesy.
+            return self.close(host);
+        }
+        let exchange = Exchange {
+            label: "request".to_owned(),
+            head_only: false,
+        };
+        let message = format!(
+            "request head not received within {} ms",
+            self.config.header_timeout.as_millis()
+        );
+        self.refuse(host, &exchange, 408, &message, &[], false);
+    }
+
+    fn on_stream_ended(&mut self, host: &mut Host<'_>, ended: &StreamEnded) {
+        match &self.state {
+            State::Streaming { label, keep_alive } => {
+                if ended.reason == EndReason::COMPLETE {
+                    let keep_alive = *keep_alive;
+                    self.finish_response(host, keep_alive);
+                    self.drive(host);
+                } else {
+                    host.log(
+                        LogLevel::INFO,
+                        &format!("{label}: stream ended ({}: {})", ended.reason.as_str(), ended.message),
+                    );
+                    self.close(host);
+                }
+            }
+            State::Pushing(push) => {
+                host.log(
+                    LogLevel::WARN,
+                    &format!(
+                        "{}: the point stopped taking media ({}: {})",
+                        push.label,
+                        ended.reason.as_str(),
+                        ended.message
+                    ),
+                );
+                self.close(host);
+            }
+            // Nothing is playing: a late notice of a stream already finished.
+            State::Head | State::Closed => {}
+        }
+    }
+
+    fn on_peer_closed(&mut self, host: &mut Host<'_>) {
+        match &mut self.state {
+            State::Closed => {}
+            State::Head => self.close(host),
+            // The client may only have shut down its sending side and still be reading, so the
+            // response goes on; but no further request can come.
+            State::Streaming { keep_alive, .. } => {
+                *keep_alive = false;
+                self.input.clear();
+            }
+            State::Pushing(push) => {
+                if matches!(push.body, Body::UntilClose) {
+                    let (label, pushed) = (push.label.clone(), push.pushed);
+                    self.push_done(host, &label, pushed);
+                } else {
+                    host.log(
+                        LogLevel::WARN,
+                        &format!(
+                            "{}: the encoder closed the connection before the end of the body ({} bytes pushed)",
+                            push.label, push.pushed
+                        ),
+                    );
+                    self.close(host);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

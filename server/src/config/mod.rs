@@ -1,0 +1,205 @@
+//! The configuration compiler: turns `ferrocast.toml` into a checked [`Config`].
+//!
+//! The server refuses to start on a bad configuration, so this module's job is
+//! to make fixing one quick: it reports *every* problem in one go, each as
+//! `file:line: what is wrong and how to fix it`, instead of stopping at the
+//! first. To get there it parses with `toml_edit` (which keeps byte spans for
+//! line numbers), walks the tables by hand, and checks each value on its own so
+//! one bad value never hides another.
+//!
+//! Plugins own their settings: every key in `[plugins.<name>]` other than the
+//! host keys `enabled` and `listen` is re-rendered one per line and handed to
+//! the plugin through [`PluginCatalog::validate_settings`]; the issues it
+//! returns are mapped back to lines of the original file.
+//!
+//! The format is documented in the default file, `config/ferrocast.toml`.
+
+mod compiler;
+mod error;
+mod lines;
+mod suggest;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors};
+
+/// What the configuration compiler needs to know about the loaded plugins.
+pub trait PluginCatalog {
+    /// Names of the plugins that were loaded, sorted.
+    fn plugin_names(&self) -> Vec<String>;
+    /// Ask the named (known) plugin to validate its own settings text.
+    fn validate_settings(&self, plugin: &str, settings: &str) -> Vec<SettingIssue>;
+}
+
+/// A problem a plugin found in its own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingIssue {
+    /// The setting's key as written in the settings text; empty when the
+    /// problem is not about one key (it is then reported at the table header).
+    pub key: String,
+    pub message: String,
+}
+
+/// A fully checked configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The config file as given.
+    pub path: PathBuf,
+    pub server: ServerConfig,
+    /// Only plugins that have a `[plugins.<name>]` table.
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Publishing points in file order; names are unique.
+    pub points: Vec<PointConfig>,
+    /// Things that are allowed but probably not intended, as `file:line: message`.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    pub fn point(&self, name: &str) -> Option<&PointConfig> {
+        self.points.iter().find(|point| point.name == name)
+    }
+
+    /// True when the plugin has a `[plugins.<name>]` table and is not disabled.
+    pub fn plugin_enabled(&self, name: &str) -> bool {
+        self.plugins.get(name).is_some_and(|plugin| plugin.enabled)
+    }
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Absolute, canonical directory of plugin libraries; `None` means the
+    /// directory of the ferrocast executable.
+    pub plugin_dir: Option<PathBuf>,
+    pub log_format: LogFormat,
+    /// Max chunks queued per live client before it is skipped ahead.
+    pub client_queue: usize,
+    /// A client whose socket accepts nothing for this long is disconnected.
+    pub write_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            plugin_dir: None,
+            log_format: LogFormat::Text,
+            client_queue: 1024,
+            write_timeout: Duration::from_millis(20_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// One `[plugins.<name>]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfig {
+    pub name: String,
+    pub enabled: bool,
+    pub listen: Vec<SocketAddr>,
+    /// The plugin's own keys as TOML, one `key = value` per line.
+    pub settings: String,
+    /// Line of the table header, for later messages about this plugin.
+    pub line: usize,
+}
+
+/// One `[[point]]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointConfig {
+    pub name: String,
+    pub kind: PointKind,
+    pub source: PointSource,
+    /// Names of the plugins that serve this point, in file order.
+    pub protocols: Vec<String>,
+    /// How long clients are held when a broadcast encoder drops; zero for
+    /// on-demand points, which have no encoder.
+    pub reconnect_grace: Duration,
+    /// Line of the `[[point]]` header.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointKind {
+    Broadcast,
+    OnDemand,
+}
+
+impl PointKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PointKind::Broadcast => "broadcast",
+            PointKind::OnDemand => "on-demand",
+        }
+    }
+}
+
+/// Where a point's media comes from. Paths are absolute and canonical.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PointSource {
+    /// An encoder pushes the stream to us.
+    Push,
+    /// A single `.ts` file.
+    File(PathBuf),
+    /// A directory of `.ts` files.
+    Directory(PathBuf),
+}
+
+/// Default `reconnect_grace_ms` of broadcast points.
+pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_millis(60_000);
+
+/// Checks `text`, the contents of the config file at `path`, against the
+/// loaded plugins. Relative paths in it are resolved against `path`'s directory.
+pub fn compile(
+    path: &Path,
+    text: &str,
+    catalog: &dyn PluginCatalog,
+) -> Result<Config, ConfigErrors> {
+    compiler::compile(path, text, catalog)
+}
+
+/// Reads and compiles the config file at `path`.
+pub fn load(path: &Path, catalog: &dyn PluginCatalog) -> Result<Config, ConfigErrors> {
+    let text = read(path)?;
+    compile(path, &text, catalog)
+}
+
+/// Only `[server] plugin_dir`, resolved and checked like [`compile`] does.
+///
+/// The plugins have to be loaded before the whole file can be compiled (the
+/// catalog checks plugin names and settings), but where to load them from is
+/// itself in the file; this breaks that cycle.
+pub fn read_plugin_dir(path: &Path, text: &str) -> Result<Option<PathBuf>, ConfigErrors> {
+    compiler::plugin_dir(path, text)
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|error| {
+        ConfigErrors(vec![ConfigError::new(
+            path,
+            0,
+            format!(
+                "cannot read the configuration file: {error}; check the path and its permissions"
+            ),
+        )])
+    })
+}

@@ -1,0 +1,35 @@
+//! Stable names of the events an operator acts on.
+//!
+//! Each is logged as the `event` field of a `tracing` record, so that log pipelines can match
+//! on it; the message says what happened and what to do next.
+
+/// A listener could not bind because another service holds the address (cf. WMS event 309).
+pub const PORT_IN_USE: &str = "PORT_IN_USE";
+/// A listener could not bind for another reason (address not on this host, permission).
+pub const BIND_FAILED: &str = "BIND_FAILED";
+/// A plugin library was loaded and passed the ABI checks.
+pub const PLUGIN_LOADED: &str = "PLUGIN_LOADED";
+/// A file in the plugin directory was refused (not a plugin, wrong ABI, duplicate name).
+pub const PLUGIN_REFUSED: &str = "PLUGIN_REFUSED";
+/// A plugin panicked; the session it was serving was closed.
+pub const PLUGIN_FAULT: &str = "PLUGIN_FAULT";
+/// A listener is accepting connections.
+pub const LISTENING: &str = "LISTENING";
+/// A client connected to a plugin's listener.
+pub const CONNECT: &str = "CONNECT";
+/// A session started playing a point.
+pub const PLAY: &str = "PLAY";
+/// A session stopped playing (finished, stopped or disconnected).
+pub const STOP: &str = "STOP";
+/// An encoder started pushing to a broadcast point.
+pub const PUSH_START: &str = "PUSH_START";
+/// An encoder stopped pushing.
+pub const PUSH_END: &str = "PUSH_END";
+/// A request was refused by the host (unknown point, protocol disabled, busy point …).
+pub const REFUSED: &str = "REFUSED";
+/// A live client fell too far behind and was skipped ahead or disconnected.
+pub const CLIENT_LAGGING: &str = "CLIENT_LAGGING";
+/// A session ended.
+pub const DISCONNECT: &str = "DISCONNECT";
+/// A broadcast point's source went away and did not come back within its grace period.
+pub const SOURCE_GAVE_UP: &str = "SOURCE_GAVE_UP";

@@ -1,0 +1,21 @@
+//! # ferrocast server
+//!
+//! The host process of ferrocast. It loads control-protocol and transport plugins as dynamic
+//! libraries (see `plugin-api`), owns every socket, timer and media buffer, and runs the
+//! publishing points that the TOML configuration declares.
+//!
+//! - [`config`]: compiles the TOML file, reporting every error with `file:line`.
+//! - [`plugins`]: finds and loads plugin libraries, refusing bad ones one by one.
+//! - [`points`]: publishing points; the live fan-out that frames once and shares.
+//! - [`media`]: MPEG-TS parsing: packet alignment, keyframes, PAT/PMT, file index.
+//! - [`session`]: one client connection driving one plugin session.
+//! - [`server`]: listeners and the accept loops.
+//! - [`events`]: stable names of operator-facing events.
+
+pub mod config;
+pub mod events;
+pub mod media;
+pub mod plugins;
+pub mod points;
+pub mod server;
+pub mod session;

@@ -1,0 +1,513 @@
+//! Publishing points at run time: name resolution, protocol checks, and the live fan-out.
+//!
+//! A broadcast point owns a [`LiveStream`]: the encoder's bytes are aligned and framed into
+//! chunks once, and every client receives the same refcounted chunks through a bounded
+//! broadcast ring. A client that falls behind the ring is skipped forward to the next keyframe
+//! by its own connection task; neither the encoder nor the other clients wait for it.
+//!
+//! On-demand points resolve to files; the connection task reads and sends them itself.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrocast_plugin_api::{ErrorCode, HostError, PointInfo, PointKind};
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+use crate::config::{self, PointConfig, PointSource};
+use crate::events;
+use crate::media::ingest::{Chunk, TsIngest};
+
+/// The most chunks kept from the last keyframe for late joiners; a longer GOP is not cached
+/// and late joiners wait for the next keyframe instead.
+const GOP_CACHE_MAX_CHUNKS: usize = 4096;
+
+/// What a live point sends to its clients.
+#[derive(Clone, Debug)]
+pub enum LiveEvent {
+    /// Media. `psi` (PAT + PMT) is attached to random-access chunks so that a client that has
+    /// to (re)start there can send it first.
+    Media { chunk: Chunk, psi: Option<Bytes> },
+    /// A new encoder connection took over: clients restart at its first keyframe.
+    SourceRestarted,
+    /// The source is gone for good; clients end their streams.
+    Ended,
+}
+
+/// Why a publish attempt was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("another encoder (session {0}) is already publishing to this point; stop it first or publish to another point")]
+    Busy(u64),
+}
+
+/// Mutable state of a live point, behind one lock so that a late joiner's snapshot and its
+/// subscription are taken atomically (no gap, no duplicate).
+struct LiveState {
+    publisher: Option<u64>,
+    ingest: TsIngest,
+    /// Chunks since the most recent keyframe, starting with it.
+    gop: Vec<Chunk>,
+    /// Bumped on every publisher change; grace timers check it to know they are stale.
+    epoch: u64,
+    /// Whether media arrived since the last publisher started (for "live").
+    has_media: bool,
+}
+
+/// The live fan-out of one broadcast point.
+pub struct LiveStream {
+    pub name: String,
+    state: Mutex<LiveState>,
+    tx: broadcast::Sender<LiveEvent>,
+    reconnect_grace: Duration,
+}
+
+/// What a late joiner receives before the live ring: PAT/PMT, then the current GOP.
+pub struct JoinSnapshot {
+    pub backlog: Vec<Bytes>,
+    /// Whether the backlog starts at a keyframe; if not, the client waits for the next one.
+    pub at_keyframe: bool,
+    pub rx: broadcast::Receiver<LiveEvent>,
+}
+
+impl LiveStream {
+    pub fn new(name: &str, queue: usize, reconnect_grace: Duration) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(queue.max(16));
+        Arc::new(Self {
+            name: name.to_owned(),
+            state: Mutex::new(LiveState {
+                publisher: None,
+                ingest: TsIngest::new(),
+                gop: Vec::new(),
+                epoch: 0,
+                has_media: false,
+            }),
+            tx,
+            reconnect_grace,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LiveState> {
+        // A panic while holding the lock cannot leave the state half-updated in a way that
+        // matters more than losing the point, so recover the guard.
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// An encoder is feeding the point now.
+    pub fn is_live(&self) -> bool {
+        self.lock().publisher.is_some()
+    }
+
+    /// Whether a play request can be served: a source is publishing now.
+    fn playable(&self) -> bool {
+        self.is_live()
+    }
+
+    pub fn publish(&self, session: u64) -> Result<(), PublishError> {
+        let mut state = self.lock();
+        if let Some(current) = state.publisher {
+            return Err(PublishError::Busy(current));
+        }
+        let restarted = state.epoch > 0;
+        state.publisher = Some(session);
+        state.epoch += 1;
+        state.ingest.reset();
+        state.gop.clear();
+        state.has_media = false;
+        if restarted {
+            // Clients still attached from the previous encoder resync on the new stream.
+            let _ = self.tx.send(LiveEvent::SourceRestarted);
+        }
+        Ok(())
+    }
+
+    /// Feed encoder bytes; returns `false` if `session` is not the publisher.
+    pub fn push(&self, session: u64, data: &[u8]) -> bool {
+        let mut state = self.lock();
+        if state.publisher != Some(session) {
+            return false;
+        }
+        let mut chunks = Vec::new();
+        state.ingest.push(data, &mut chunks);
+        for chunk in chunks {
+            state.has_media = true;
+            let psi = if chunk.random_access {
+                state.gop.clear();
+                state.ingest.psi()
+            } else {
+                None
+            };
+            if chunk.random_access || !state.gop.is_empty() {
+                if state.gop.len() < GOP_CACHE_MAX_CHUNKS {
+                    state.gop.push(chunk.clone());
+                } else {
+                    state.gop.clear();
+                }
+            }
+            // No receivers is normal (nobody watching); the chunk is simply dropped.
+            let _ = self.tx.send(LiveEvent::Media { chunk, psi });
+        }
+        true
+    }
+
+    /// The publisher went away. Clients stay attached for the reconnect grace; if no encoder
+    /// takes over by then, their streams end.
+    pub fn unpublish(self: &Arc<Self>, session: u64) {
+        let epoch = {
+            let mut state = self.lock();
+            if state.publisher != Some(session) {
+                return;
+            }
+            state.publisher = None;
+            state.epoch += 1;
+            state.epoch
+        };
+        let stream = Arc::clone(self);
+        let grace = self.reconnect_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let state = stream.lock();
+            if state.epoch == epoch && state.publisher.is_none() {
+                warn!(
+                    event = events::SOURCE_GAVE_UP,
+                    point = %stream.name,
+                    grace_ms = grace.as_millis() as u64,
+                    "no encoder reconnected within the reconnect grace; ending the point's streams"
+                );
+                let _ = stream.tx.send(LiveEvent::Ended);
+            }
+        });
+    }
+
+    /// Subscribe a new client: PAT/PMT and the current GOP, then everything after.
+    pub fn join(&self) -> JoinSnapshot {
+        let state = self.lock();
+        let rx = self.tx.subscribe();
+        let mut backlog = Vec::with_capacity(state.gop.len() + 1);
+        let at_keyframe = !state.gop.is_empty();
+        if at_keyframe {
+            if let Some(psi) = state.ingest.psi() {
+                backlog.push(psi);
+            }
+            backlog.extend(state.gop.iter().map(|chunk| chunk.data.clone()));
+        }
+        JoinSnapshot {
+            backlog,
+            at_keyframe,
+            rx,
+        }
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+/// What a point serves.
+pub enum PointMedia {
+    Live(Arc<LiveStream>),
+    File(PathBuf),
+    Directory(PathBuf),
+}
+
+/// A publishing point at run time.
+pub struct Point {
+    pub name: String,
+    pub kind: PointKind,
+    pub protocols: Vec<String>,
+    pub media: PointMedia,
+}
+
+/// What a request path resolved to.
+pub enum Resolved {
+    Live(Arc<LiveStream>),
+    File { path: PathBuf, size: u64 },
+}
+
+/// All publishing points, by name.
+#[derive(Default)]
+pub struct PointRegistry {
+    points: HashMap<String, Arc<Point>>,
+}
+
+impl PointRegistry {
+    pub fn from_config(points: &[PointConfig], client_queue: usize) -> Self {
+        let points = points
+            .iter()
+            .map(|point| {
+                let media = match &point.source {
+                    PointSource::Push => PointMedia::Live(LiveStream::new(
+                        &point.name,
+                        client_queue,
+                        point.reconnect_grace,
+                    )),
+                    PointSource::File(path) => PointMedia::File(path.clone()),
+                    PointSource::Directory(path) => PointMedia::Directory(path.clone()),
+                };
+                let kind = match point.kind {
+                    config::PointKind::Broadcast => PointKind::BROADCAST,
+                    config::PointKind::OnDemand => PointKind::ON_DEMAND,
+                };
+                let runtime = Point {
+                    name: point.name.clone(),
+                    kind,
+                    protocols: point.protocols.clone(),
+                    media,
+                };
+                (point.name.clone(), Arc::new(runtime))
+            })
+            .collect();
+        Self { points }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Point>> {
+        self.points.get(name)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.points.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Resolve `point` or `point/file` for a session of `plugin`.
+    pub fn resolve(&self, plugin: &str, path: &str) -> Result<(PointInfo, Resolved), HostError> {
+        let (name, item) = path.split_once('/').unwrap_or((path, ""));
+        let point = self.points.get(name).ok_or_else(|| {
+            HostError::new(
+                ErrorCode::NOT_FOUND,
+                format!("no publishing point named `{name}`"),
+            )
+        })?;
+        if !point.protocols.iter().any(|p| p == plugin) {
+            return Err(HostError::new(
+                ErrorCode::PROTOCOL_DISABLED,
+                format!(
+                    "{} is not enabled on publishing point `{name}`; the operator can add \"{plugin}\" to its protocols",
+                    plugin.to_uppercase()
+                ),
+            ));
+        }
+        let mut info = PointInfo {
+            name: name.into(),
+            item: item.into(),
+            kind: point.kind,
+            size: 0,
+            duration_ms: 0,
+            live: false,
+        };
+        let resolved = match &point.media {
+            PointMedia::Live(stream) => {
+                if !item.is_empty() {
+                    return Err(not_found_item(name, item));
+                }
+                info.live = stream.is_live();
+                Resolved::Live(Arc::clone(stream))
+            }
+            PointMedia::File(file) => {
+                if !item.is_empty() {
+                    return Err(not_found_item(name, item));
+                }
+                let size = file_size(file, name)?;
+                info.size = size;
+                Resolved::File {
+                    path: file.clone(),
+                    size,
+                }
+            }
+            PointMedia::Directory(root) => {
+                if item.is_empty() {
+                    return Err(HostError::new(
+                        ErrorCode::NOT_FOUND,
+                        format!("publishing point `{name}` is a directory; request /{name}/<file>.ts"),
+                    ));
+                }
+                let file = resolve_in_directory(root, name, item)?;
+                let size = file_size(&file, name)?;
+                info.size = size;
+                Resolved::File { path: file, size }
+            }
+        };
+        Ok((info, resolved))
+    }
+
+    /// Resolve for playing: like [`Self::resolve`], but a broadcast point must have a source.
+    pub fn resolve_playable(
+        &self,
+        plugin: &str,
+        path: &str,
+    ) -> Result<(PointInfo, Resolved), HostError> {
+        let (info, resolved) = self.resolve(plugin, path)?;
+        if let Resolved::Live(stream) = &resolved {
+            if !stream.playable() {
+                return Err(HostError::new(
+                    ErrorCode::UNAVAILABLE,
+                    format!(
+                        "no encoder is publishing to `{}` right now; try again once the encoder is connected",
+                        info.name
+                    ),
+                ));
+            }
+        }
+        Ok((info, resolved))
+    }
+
+    /// Every live stream, for logging at shutdown and the like.
+    pub fn live_streams(&self) -> impl Iterator<Item = &Arc<LiveStream>> {
+        self.points.values().filter_map(|point| match &point.media {
+            PointMedia::Live(stream) => Some(stream),
+            _ => None,
+        })
+    }
+}
+
+fn not_found_item(point: &str, item: &str) -> HostError {
+    HostError::new(
+        ErrorCode::NOT_FOUND,
+        format!("publishing point `{point}` has no item `{item}`; request /{point}"),
+    )
+}
+
+fn file_size(path: &Path, point: &str) -> Result<u64, HostError> {
+    std::fs::metadata(path).map(|m| m.len()).map_err(|error| {
+        warn!(point, path = %path.display(), %error, "on-demand file unavailable");
+        HostError::new(
+            ErrorCode::UNAVAILABLE,
+            format!("the media of publishing point `{point}` cannot be read right now"),
+        )
+    })
+}
+
+/// Map `item` to a `.ts` file under `root`, refusing anything that escapes it: `..`, absolute
+/// paths, and symlinks pointing outside.
+fn resolve_in_directory(root: &Path, point: &str, item: &str) -> Result<PathBuf, HostError> {
+    let forbidden = || {
+        HostError::new(
+            ErrorCode::FORBIDDEN,
+            format!("`{item}` is outside publishing point `{point}`"),
+        )
+    };
+    let relative = Path::new(item);
+    if item.contains('\0') || item.contains('\\') {
+        return Err(forbidden());
+    }
+    if !relative
+        .components()
+        .all(|component| matches!(component, Component::Normal(_)))
+    {
+        return Err(forbidden());
+    }
+    let not_found = || {
+        HostError::new(
+            ErrorCode::NOT_FOUND,
+            format!("publishing point `{point}` has no file `{item}`"),
+        )
+    };
+    if relative.extension().and_then(|e| e.to_str()) != Some("ts") {
+        return Err(not_found());
+    }
+    let candidate = root.join(relative);
+    let canonical = candidate.canonicalize().map_err(|_| not_found())?;
+    let canonical_root = root.canonicalize().map_err(|_| not_found())?;
+    if !canonical.starts_with(&canonical_root) {
+        return Err(forbidden());
+    }
+    if !canonical.is_file() {
+        return Err(not_found());
+    }
+    Ok(canonical)
+}
+
+/// Log a summary of the points at startup.
+pub fn log_points(points: &PointRegistry) {
+    for name in points.names() {
+        let point = &points.points[name];
+        let source = match &point.media {
+            PointMedia::Live(_) => "push".to_owned(),
+            PointMedia::File(path) | PointMedia::Directory(path) => path.display().to_string(),
+        };
+        info!(point = name, kind = point.kind.as_str(), %source, protocols = ?point.protocols, "publishing point ready");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_point(root: &Path) -> PointRegistry {
+        let mut points = HashMap::new();
+        points.insert(
+            "vod".to_owned(),
+            Arc::new(Point {
+                name: "vod".into(),
+                kind: PointKind::ON_DEMAND,
+                protocols: vec!["http".into()],
+                media: PointMedia::Directory(root.to_owned()),
+            }),
+        );
+        PointRegistry { points }
+    }
+
+    #[test]
+    fn directory_points_refuse_traversal() {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("media");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("a.ts"), [0x47u8; 188]).unwrap();
+        std::fs::write(outer.path().join("secret.ts"), b"secret").unwrap();
+        std::os::unix::fs::symlink(outer.path().join("secret.ts"), root.join("link.ts")).unwrap();
+        let points = dir_point(&root);
+
+        let (info, _) = points.resolve("http", "vod/a.ts").unwrap();
+        assert_eq!(info.size, 188);
+        for bad in ["vod/../secret.ts", "vod//etc/passwd", "vod/link.ts", "vod/./a.ts"] {
+            let error = points.resolve("http", bad).err().expect(bad);
+            assert_eq!(error.code, ErrorCode::FORBIDDEN, "{bad}: {error}");
+        }
+        let error = points.resolve("http", "vod/missing.ts").err().unwrap();
+        assert_eq!(error.code, ErrorCode::NOT_FOUND);
+        let error = points.resolve("http", "vod/a.txt").err().unwrap();
+        assert_eq!(error.code, ErrorCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn disabled_protocol_and_unknown_point_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let points = dir_point(dir.path());
+        let error = points.resolve("rtsp", "vod/a.ts").err().unwrap();
+        assert_eq!(error.code, ErrorCode::PROTOCOL_DISABLED);
+        assert!(error.message.contains("RTSP is not enabled on publishing point `vod`"));
+        let error = points.resolve("http", "nope").err().unwrap();
+        assert_eq!(error.code, ErrorCode::NOT_FOUND);
+    }
+
+    fn ts_packet(pid: u16, random_access: bool) -> Vec<u8> {
+        let mut packet = vec![0xffu8; 188];
+        packet[0] = 0x47;
+        packet[1] = (pid >> 8) as u8 & 0x1f;
+        packet[2] = pid as u8;
+        if random_access {
+            packet[3] = 0x30; // adaptation field + payload
+            packet[4] = 1;
+            packet[5] = 0x40; // random_access_indicator
+        } else {
+            packet[3] = 0x10;
+        }
+        packet
+    }
+
+    #[tokio::test]
+    async fn second_publisher_is_refused_and_first_can_republish() {
+        let stream = LiveStream::new("live", 64, Duration::from_secs(60));
+        stream.publish(1).unwrap();
+        assert!(matches!(stream.publish(2), Err(PublishError::Busy(1))));
+        assert!(!stream.push(2, &ts_packet(0x100, false)));
+        assert!(stream.push(1, &ts_packet(0x100, false)));
+        stream.unpublish(1);
+        stream.publish(2).unwrap();
+        assert!(stream.is_live());
+    }
+}

@@ -1,0 +1,163 @@
+//! Assembles a running server from a compiled configuration and the loaded plugins: creates
+//! the plugin instances, binds every listener, and accepts connections until shutdown.
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::events;
+use crate::plugins::PluginRegistry;
+use crate::points::{log_points, PointRegistry};
+use crate::session::{serve_connection, ServingPlugin, Shared};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{count} listener(s) could not be bound (see the PORT_IN_USE / BIND_FAILED events above)")]
+    Bind { count: usize },
+    #[error("plugin `{plugin}` could not be started: {reason}")]
+    PluginStart { plugin: String, reason: String },
+}
+
+/// A listener that could not be bound, with the operator-facing explanation.
+#[derive(Debug)]
+pub struct BindFailure {
+    pub plugin: String,
+    pub address: SocketAddr,
+    pub message: String,
+}
+
+/// Bind `address` for `plugin`, explaining a failure the way an operator needs it.
+pub async fn bind(plugin: &str, address: SocketAddr) -> Result<TcpListener, BindFailure> {
+    TcpListener::bind(address).await.map_err(|err| {
+        let (event, message) = match err.kind() {
+            ErrorKind::AddrInUse => (
+                events::PORT_IN_USE,
+                format!(
+                    "plugin `{plugin}` cannot listen on {address}: another service is already using this port. \
+                     Fix: choose another port in [plugins.{plugin}] listen, or bind a specific IP address \
+                     (e.g. \"127.0.0.1:{port}\") that the other service does not use.",
+                    port = address.port()
+                ),
+            ),
+            ErrorKind::AddrNotAvailable => (
+                events::BIND_FAILED,
+                format!(
+                    "plugin `{plugin}` cannot listen on {address}: that IP address is not configured on this host. \
+                     Fix: use an address of one of this host's interfaces, or 0.0.0.0 for all of them."
+                ),
+            ),
+            ErrorKind::PermissionDenied => (
+                events::BIND_FAILED,
+                format!(
+                    "plugin `{plugin}` cannot listen on {address}: permission denied. \
+                     Fix: use a port above 1023, or grant the CAP_NET_BIND_SERVICE capability."
+                ),
+            ),
+            _ => (
+                events::BIND_FAILED,
+                format!("plugin `{plugin}` cannot listen on {address}: {err}"),
+            ),
+        };
+        error!(event, plugin, %address, "{message}");
+        BindFailure {
+            plugin: plugin.to_owned(),
+            address,
+            message,
+        }
+    })
+}
+
+/// The bound, ready-to-run server.
+pub struct Server {
+    shared: Arc<Shared>,
+    listeners: Vec<(Arc<ServingPlugin>, TcpListener)>,
+}
+
+impl Server {
+    /// Create plugin instances and bind every listener. Binding is all or nothing: if any
+    /// address fails, nothing is served and every failure has been reported.
+    pub async fn start(config: &Config, registry: &PluginRegistry) -> Result<Self, ServerError> {
+        let points = PointRegistry::from_config(&config.points, config.server.client_queue);
+        log_points(&points);
+        let shared = Arc::new(Shared::new(points, config.server.write_timeout));
+
+        let mut listeners = Vec::new();
+        let mut failures = Vec::new();
+        for plugin in config.plugins.values().filter(|p| p.enabled) {
+            let instance = registry
+                .instantiate(&plugin.name, &plugin.settings)
+                .map_err(|reason| ServerError::PluginStart {
+                    plugin: plugin.name.clone(),
+                    reason,
+                })?;
+            let serving = Arc::new(ServingPlugin {
+                name: plugin.name.clone(),
+                instance,
+            });
+            for &address in &plugin.listen {
+                match bind(&plugin.name, address).await {
+                    Ok(listener) => listeners.push((Arc::clone(&serving), listener)),
+                    Err(failure) => failures.push(failure),
+                }
+            }
+        }
+        if !failures.is_empty() {
+            return Err(ServerError::Bind {
+                count: failures.len(),
+            });
+        }
+        Ok(Self { shared, listeners })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addresses(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|(plugin, l)| l.local_addr().ok().map(|a| (plugin.name.clone(), a)))
+            .collect()
+    }
+
+    /// Accept connections until `shutdown` completes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut accept_tasks = Vec::new();
+        for (plugin, listener) in self.listeners {
+            if let Ok(address) = listener.local_addr() {
+                info!(event = events::LISTENING, plugin = %plugin.name, %address, "listening");
+            }
+            let shared = Arc::clone(&self.shared);
+            accept_tasks.push(tokio::spawn(accept_loop(listener, plugin, shared)));
+        }
+        shutdown.await;
+        info!("shutting down");
+        for task in accept_tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, plugin: Arc<ServingPlugin>, shared: Arc<Shared>) {
+    let local = listener.local_addr().ok();
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                let local = socket.local_addr().ok().or(local).unwrap_or(peer);
+                tokio::spawn(serve_connection(
+                    socket,
+                    peer,
+                    local,
+                    Arc::clone(&plugin),
+                    Arc::clone(&shared),
+                ));
+            }
+            Err(error) => {
+                // Typically out of file descriptors; back off instead of spinning.
+                warn!(plugin = %plugin.name, %error, "accept failed; retrying shortly");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! Support for ferrocast's integration tests: start the real `ferrocast` binary with real
+//! plugin libraries on loopback ports, drive real clients (ffmpeg, ffprobe, raw HTTP), and read
+//! what the server logged.
+//!
+//! Every wait here is bounded; a test that would hang fails with the server's log instead.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub use tempfile::TempDir;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_owned()
+}
+
+/// `target/debug`, where `cargo build` puts the binary and the plugin libraries.
+pub fn build_dir() -> PathBuf {
+    // The test executable lives in target/debug/deps.
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/debug")
+        .to_owned()
+}
+
+/// Build the binary and every plugin once per test process, so that `cargo test` alone always
+/// tests the current code (it does not place cdylibs in target/debug by itself).
+pub fn ensure_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--workspace", "--quiet"])
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --workspace failed");
+    });
+}
+
+/// Path of a library built by the workspace, e.g. `libferrocast_http.so`.
+pub fn built_library(file_name: &str) -> PathBuf {
+    ensure_built();
+    let path = build_dir().join(file_name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+pub fn ferrocast_binary() -> PathBuf {
+    ensure_built();
+    build_dir().join("ferrocast")
+}
+
+/// The sample shipped with the default configuration.
+pub fn sample_ts() -> PathBuf {
+    workspace().join("config/media/sample.ts")
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A plugin directory holding copies of the given libraries under the given names.
+pub fn plugin_dir(libraries: &[(&str, &Path)]) -> TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, source) in libraries {
+        std::fs::copy(source, dir.path().join(name)).expect("copy plugin");
+    }
+    dir
+}
+
+/// A plugin directory with the HTTP plugin (and the example plugin).
+pub fn standard_plugin_dir() -> TempDir {
+    plugin_dir(&[
+        ("libferrocast_http.so", &built_library("libferrocast_http.so")),
+        (
+            "libferrocast_example.so",
+            &built_library("libferrocast_example.so"),
+        ),
+    ])
+}
+
+/// Output captured from a child process, line by line, as it is produced.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<String>>);
+
+impl Captured {
+    fn attach(&self, stream: impl Read + Send + 'static) {
+        let sink = self.0.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A running `ferrocast` process. Killed on drop.
+pub struct Ferrocast {
+    child: Child,
+    pub output: Captured,
+    pub dir: TempDir,
+    pub http: SocketAddr,
+}
+
+impl Ferrocast {
+    /// Start ferrocast with `config` (TOML written to a temp dir; `{dir}` is replaced by that
+    /// dir) and the plugins in `plugins`, and wait until it listens on `http` (if given).
+    pub fn start(config: &str, plugins: &Path, http: SocketAddr) -> Self {
+        let server = Self::spawn(config, plugins, http);
+        server.wait_for("listening on", Duration::from_secs(20));
+        server
+    }
+
+    /// Start without waiting for anything.
+    pub fn spawn(config: &str, plugins: &Path, http: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = config.replace("{dir}", &dir.path().display().to_string());
+        let config_path = dir.path().join("ferrocast.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut child = Command::new(ferrocast_binary())
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--plugin-dir")
+            .arg(plugins)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ferrocast");
+        let output = Captured::default();
+        output.attach(child.stdout.take().unwrap());
+        output.attach(child.stderr.take().unwrap());
+        Self {
+            child,
+            output,
+            dir,
+            http,
+        }
+    }
+
+    /// Wait until the output contains `needle`; panic with the output if it does not in time.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.output.text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "ferrocast did not print {needle:?} within {timeout:?}; output:\n{}",
+            self.output.text()
+        );
+    }
+
+    /// Wait for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(200));
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "ferrocast did not exit within {timeout:?}; output:\n{}",
+            self.output.text()
+        );
+    }
+
+    pub fn logs(&self) -> String {
+        self.output.text()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/{}", self.http, path.trim_start_matches('/'))
+    }
+}
+
+impl Drop for Ferrocast {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Send `request` (raw bytes) and read the response head plus up to `max_body` bytes of body
+/// (or Content-Length, if smaller), within `timeout`.
+pub fn http_exchange(
+    address: SocketAddr,
+    request: &[u8],
+    max_body: usize,
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&address, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(request)?;
+    read_response(&mut stream, max_body, timeout)
+}
+
+/// Read one response from `stream`.
+pub fn read_response(
+    stream: &mut TcpStream,
+    max_body: usize,
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    let deadline = Instant::now() + timeout;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 65536];
+    let head_end = loop {
+        if let Some(pos) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        if Instant::now() > deadline {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("connection closed before a full head: {:?}", String::from_utf8_lossy(&data)),
+            ));
+        }
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut response = Response {
+        status,
+        head,
+        body: data[head_end..].to_vec(),
+    };
+    let limit = response
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(max_body, |len| len.min(max_body));
+    while response.body.len() < limit && Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.body.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+            Err(e) => return Err(e),
+        }
+    }
+    response.body.truncate(limit.max(response.body.len().min(limit)));
+    Ok(response)
+}
+
+/// `GET /path` and read up to `max_body` bytes.
+pub fn http_get(address: SocketAddr, path: &str, max_body: usize) -> Response {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    http_exchange(address, request.as_bytes(), max_body, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("GET {path} failed: {e}"))
+}
+
+/// An ffmpeg encoder pushing a generated test pattern (H.264 + AAC, one keyframe a second) in
+/// real time to `url` with HTTP PUT, for `seconds`. Killed on drop.
+pub struct Encoder {
+    child: Child,
+    pub output: Captured,
+}
+
+impl Encoder {
+    pub fn push(url: &str, seconds: u32) -> Self {
+        let mut child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", &seconds.to_string()])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+            .args(["-g", "25", "-keyint_min", "25", "-pix_fmt", "yuv420p", "-b:v", "400k"])
+            .args(["-c:a", "aac", "-b:a", "64k"])
+            .args(["-f", "mpegts", "-method", "PUT", url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ffmpeg (is it installed? .ci/run installs it)");
+        let output = Captured::default();
+        output.attach(child.stderr.take().unwrap());
+        Self { child, output }
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `GET path` until it answers 200 (the encoder is connected), within `timeout`.
+pub fn wait_until_live(address: SocketAddr, path: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let request = format!("HEAD {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        match http_exchange(address, request.as_bytes(), 0, Duration::from_secs(2)) {
+            Ok(r) if r.status == 200 => {
+                // HEAD answers 200 for a broadcast point even before a source; a GET proves it.
+                let get = http_get(address, path, 188);
+                if get.status == 200 {
+                    return;
+                }
+                last = format!("GET {}: {}", get.status, get.body_text());
+            }
+            Ok(r) => last = format!("HEAD {}: {}", r.status, r.head),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{path} did not go live within {timeout:?}; last answer: {last}");
+}
+
+/// What a player made of a stream.
+#[derive(Debug)]
+pub struct Decoded {
+    pub status: ExitStatus,
+    /// ffmpeg's messages at level `error` and above: empty for a clean decode.
+    pub errors: String,
+    pub video_frames: u64,
+}
+
+/// Decode `input` fully with ffmpeg (`extra` goes before `-i`, e.g. `-ss 5`), counting video
+/// frames and collecting decoder errors. `limit_seconds` caps the decoded duration.
+pub fn decode(input: &str, extra: &[&str], limit_seconds: Option<f64>) -> Decoded {
+    let mut command = Command::new("ffmpeg");
+    command
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-rw_timeout", "10000000"])
+        .args(extra)
+        .args(["-i", input]);
+    if let Some(limit) = limit_seconds {
+        command.args(["-t", &limit.to_string()]);
+    }
+    command
+        .args(["-map", "0:v:0", "-f", "framecrc", "-"])
+        .stdin(Stdio::null());
+    let output = command.output().expect("run ffmpeg");
+    let video_frames = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count() as u64;
+    Decoded {
+        status: output.status,
+        errors: String::from_utf8_lossy(&output.stderr).into_owned(),
+        video_frames,
+    }
+}
+
+/// The first `count` video frames of `input` as `(key_frame, pict_type)`, from ffprobe.
+pub fn first_frames(input: &str, count: usize) -> (Vec<(bool, String)>, String) {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "frame=key_frame,pict_type"])
+        .args(["-read_intervals", &format!("%+#{count}")])
+        .args(["-of", "csv=p=0", input])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ffprobe");
+    let frames = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(',');
+            let key = fields.next()?.trim() == "1";
+            let pict = fields.next().unwrap_or("").trim().to_owned();
+            Some((key, pict))
+        })
+        .collect();
+    (frames, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// A minimal config for tests: HTTP on `http`, the points given as TOML.
+pub fn config_with(http: SocketAddr, points: &str) -> String {
+    format!(
+        "[server]\nwrite_timeout_ms = 5000\n\n[plugins.http]\nlisten = [\"{http}\"]\n\n{points}"
+    )
+}
+
+/// Standard points: a live push point and the on-demand sample.
+pub fn standard_points() -> String {
+    format!(
+        r#"[[point]]
+name = "live"
+kind = "broadcast"
+source = "push"
+protocols = ["http"]
+
+[[point]]
+name = "vod"
+kind = "on-demand"
+source = "{sample}"
+protocols = ["http"]
+"#,
+        sample = sample_ts().display()
+    )
+}
+
+/// Loopback address with a fresh port.
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
