@@ -38,6 +38,10 @@ pub trait Plugin: Send + Sync + Sized + 'static {
 /// A sans-IO protocol state machine for one client connection. It reacts to events and tells
 /// the [`Host`] what to do; it never touches sockets, clocks or threads itself.
 pub trait Session: Send + 'static {
+    /// The connection is open; called once, before any other event. Arm timeouts here.
+    fn on_open(&mut self, host: &mut Host<'_>) {
+        let _ = host;
+    }
     fn on_data(&mut self, host: &mut Host<'_>, data: &[u8]);
     fn on_timer(&mut self, host: &mut Host<'_>, timer: u64) {
         let _ = (host, timer);
@@ -87,7 +91,8 @@ impl<'a> Host<'a> {
         self.ffi.lookup(RStr::from_str(path)).into_result()
     }
 
-    /// Start media after what is queued; see [`crate::ffi::FfiHost::play`].
+    /// Start media; it follows everything written during the current event, so play first
+    /// and write the success response after. See [`crate::ffi::FfiHost::play`].
     pub fn play(&mut self, path: &str, range: ByteRange) -> Result<PointInfo, HostError> {
         self.ffi.play(RStr::from_str(path), range).into_result()
     }
@@ -157,7 +162,11 @@ struct SessionAdapter {
 }
 
 impl SessionAdapter {
-    fn call(&mut self, host: HostRef<'_>, f: impl FnOnce(&mut dyn Session, &mut Host<'_>)) -> RResult<(), RString> {
+    fn call(
+        &mut self,
+        host: HostRef<'_>,
+        f: impl FnOnce(&mut dyn Session, &mut Host<'_>),
+    ) -> RResult<(), RString> {
         if let Some(fault) = &self.faulted {
             return RResult::RErr(fault.clone());
         }
@@ -182,12 +191,20 @@ impl FfiSession for SessionAdapter {
         self.call(host, |s, h| s.on_timer(h, timer))
     }
 
-    fn on_stream_ended<'a>(&mut self, host: HostRef<'a>, ended: StreamEnded) -> RResult<(), RString> {
+    fn on_stream_ended<'a>(
+        &mut self,
+        host: HostRef<'a>,
+        ended: StreamEnded,
+    ) -> RResult<(), RString> {
         self.call(host, |s, h| s.on_stream_ended(h, &ended))
     }
 
     fn on_peer_closed<'a>(&mut self, host: HostRef<'a>) -> RResult<(), RString> {
         self.call(host, |s, h| s.on_peer_closed(h))
+    }
+
+    fn on_open<'a>(&mut self, host: HostRef<'a>) -> RResult<(), RString> {
+        self.call(host, |s, h| s.on_open(h))
     }
 }
 

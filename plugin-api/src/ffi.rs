@@ -72,6 +72,11 @@ pub trait FfiSession: Send {
     ) -> RResult<(), RString>;
     /// The client closed its side of the connection.
     fn on_peer_closed<'a>(&mut self, host: HostRef<'a>) -> RResult<(), RString>;
+    /// The connection is open; called once, before any other event (arm timeouts here).
+    fn on_open<'a>(&mut self, host: HostRef<'a>) -> RResult<(), RString> {
+        let _ = host;
+        RResult::ROk(())
+    }
 }
 
 /// What a plugin can ask of the host during a call. The host owns every socket, timer and
@@ -87,8 +92,10 @@ pub trait FfiHost {
     fn cancel_timer(&mut self, timer: u64);
     /// Resolve a request path (`point` or `point/file`) for this plugin's protocol.
     fn lookup(&self, path: RStr<'_>) -> RResult<PointInfo, HostError>;
-    /// Start sending media from the point after what is queued: a live point from its most
-    /// recent keyframe (PAT/PMT first), an on-demand file over `range`.
+    /// Start sending media from the point: a live point from its most recent keyframe
+    /// (PAT/PMT first), an on-demand file over `range`. Media follows everything the plugin
+    /// writes during the current event, before or after this call, so a plugin can play
+    /// first and write its success response only once play was accepted.
     fn play(&mut self, path: RStr<'_>, range: ByteRange) -> RResult<PointInfo, HostError>;
     /// Stop media started with `play`.
     fn stop(&mut self);

@@ -57,9 +57,7 @@ impl LoadError {
                 .join(" ")
         };
         match error {
-            LibraryError::OpenError { err, .. } => Self::NotALibrary {
-                reason: flat(&err),
-            },
+            LibraryError::OpenError { err, .. } => Self::NotALibrary { reason: flat(&err) },
             LibraryError::GetSymbolError { .. } => Self::NotAPlugin {
                 reason: "missing symbol for the plugin header".to_owned(),
             },
@@ -244,6 +242,12 @@ fn fault(result: RResult<(), RString>) -> Result<(), String> {
 }
 
 impl PluginSession {
+    pub fn on_open(&mut self, host: &mut impl HostCalls) -> Result<(), String> {
+        let mut adapter = HostAdapter(host);
+        let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
+        fault(self.session.on_open(host))
+    }
+
     pub fn on_data(&mut self, host: &mut impl HostCalls, data: &[u8]) -> Result<(), String> {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);

@@ -57,16 +57,25 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_key() {
-        let errors = parse_settings::<Settings>("name = \"x\"\ntimeout_ms = \"soon\"\n").unwrap_err();
+        let errors =
+            parse_settings::<Settings>("name = \"x\"\ntimeout_ms = \"soon\"\n").unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].key.as_str(), "timeout_ms");
-        assert!(errors[0].message.contains("invalid type"), "{:?}", errors[0]);
+        assert!(
+            errors[0].message.contains("invalid type"),
+            "{:?}",
+            errors[0]
+        );
     }
 
     #[test]
     fn unknown_key_names_the_key() {
         let errors = parse_settings::<Settings>("name = \"x\"\ntimeotu_ms = 3\n").unwrap_err();
         assert_eq!(errors[0].key.as_str(), "timeotu_ms");
-        assert!(errors[0].message.contains("unknown field"), "{:?}", errors[0]);
+        assert!(
+            errors[0].message.contains("unknown field"),
+            "{:?}",
+            errors[0]
+        );
     }
 }

@@ -17,9 +17,7 @@ use abi_stable::std_types::{RResult, RSlice, RStr};
 
 use crate::author::Host;
 use crate::ffi::{FfiHost, FfiHost_TO};
-use crate::types::{
-    ByteRange, ErrorCode, HostError, LogLevel, PointInfo, PointKind, SessionInfo,
-};
+use crate::types::{ByteRange, ErrorCode, HostError, LogLevel, PointInfo, PointKind, SessionInfo};
 
 /// Everything a session asked of the host, plus scripted answers to its questions.
 #[derive(Debug, Default)]
@@ -134,10 +132,7 @@ impl FfiHost for MockHost {
     }
     fn push_media(&mut self, data: RSlice<'_, u8>) -> RResult<(), HostError> {
         if self.published.is_empty() {
-            return RResult::RErr(HostError::new(
-                ErrorCode::INVALID_STATE,
-                "not publishing",
-            ));
+            return RResult::RErr(HostError::new(ErrorCode::INVALID_STATE, "not publishing"));
         }
         self.pushed.extend_from_slice(data.as_slice());
         RResult::ROk(())

@@ -42,7 +42,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config_path = cli.check_config.clone().unwrap_or_else(|| cli.config.clone());
+    let config_path = cli
+        .check_config
+        .clone()
+        .unwrap_or_else(|| cli.config.clone());
     let text = std::fs::read_to_string(&config_path).with_context(|| {
         format!(
             "cannot read configuration file {}; pass --config FILE or run from the ferrocast directory",
@@ -154,13 +157,12 @@ struct EarlySettings {
 }
 
 fn peek_server_section(config_path: &Path, text: &str) -> EarlySettings {
-    let server = text
-        .parse::<toml_edit::DocumentMut>()
-        .ok()
-        .and_then(|doc| doc.get("server").and_then(|s| s.as_table_like()).map(|t| {
+    let server = text.parse::<toml_edit::DocumentMut>().ok().and_then(|doc| {
+        doc.get("server").and_then(|s| s.as_table_like()).map(|t| {
             let string = |key: &str| t.get(key).and_then(|v| v.as_str()).map(str::to_owned);
             (string("log_format"), string("plugin_dir"))
-        }));
+        })
+    });
     let (log_format, plugin_dir) = server.unwrap_or_default();
     let base = config_path.parent().unwrap_or(Path::new("."));
     EarlySettings {

@@ -194,7 +194,9 @@ mod tests {
     fn only_ferrocast_libraries_are_candidates() {
         assert!(is_plugin_file_name(Path::new("/x/libferrocast_http.so")));
         assert!(!is_plugin_file_name(Path::new("/x/libother.so")));
-        assert!(!is_plugin_file_name(Path::new("/x/libferrocast_http.so.bak")));
+        assert!(!is_plugin_file_name(Path::new(
+            "/x/libferrocast_http.so.bak"
+        )));
         assert!(!is_plugin_file_name(Path::new("/x/libferrocast_http.d")));
     }
 
@@ -206,7 +208,9 @@ mod tests {
         assert!(registry.plugins.is_empty());
         assert_eq!(registry.refused.len(), 1);
         assert!(
-            registry.refused[0].reason.contains("not a loadable shared library"),
+            registry.refused[0]
+                .reason
+                .contains("not a loadable shared library"),
             "{:?}",
             registry.refused
         );

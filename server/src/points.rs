@@ -93,7 +93,9 @@ impl LiveStream {
     fn lock(&self) -> MutexGuard<'_, LiveState> {
         // A panic while holding the lock cannot leave the state half-updated in a way that
         // matters more than losing the point, so recover the guard.
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// An encoder is feeding the point now.
@@ -322,7 +324,9 @@ impl PointRegistry {
                 if item.is_empty() {
                     return Err(HostError::new(
                         ErrorCode::NOT_FOUND,
-                        format!("publishing point `{name}` is a directory; request /{name}/<file>.ts"),
+                        format!(
+                            "publishing point `{name}` is a directory; request /{name}/<file>.ts"
+                        ),
                     ));
                 }
                 let file = resolve_in_directory(root, name, item)?;
@@ -373,7 +377,7 @@ fn not_found_item(point: &str, item: &str) -> HostError {
 
 fn file_size(path: &Path, point: &str) -> Result<u64, HostError> {
     std::fs::metadata(path).map(|m| m.len()).map_err(|error| {
-        warn!(point, path = %path.display(), %error, "on-demand file unavailable");
+        warn!(point = %point, path = %path.display(), %error, "on-demand file unavailable");
         HostError::new(
             ErrorCode::UNAVAILABLE,
             format!("the media of publishing point `{point}` cannot be read right now"),
@@ -429,7 +433,7 @@ pub fn log_points(points: &PointRegistry) {
             PointMedia::Live(_) => "push".to_owned(),
             PointMedia::File(path) | PointMedia::Directory(path) => path.display().to_string(),
         };
-        info!(point = name, kind = point.kind.as_str(), %source, protocols = ?point.protocols, "publishing point ready");
+        info!(point = %name, kind = point.kind.as_str(), %source, protocols = ?point.protocols, "publishing point ready");
     }
 }
 
@@ -463,7 +467,12 @@ mod tests {
 
         let (info, _) = points.resolve("http", "vod/a.ts").unwrap();
         assert_eq!(info.size, 188);
-        for bad in ["vod/../secret.ts", "vod//etc/passwd", "vod/link.ts", "vod/./a.ts"] {
+        for bad in [
+            "vod/../secret.ts",
+            "vod//etc/passwd",
+            "vod/link.ts",
+            "vod/./a.ts",
+        ] {
             let error = points.resolve("http", bad).err().expect(bad);
             assert_eq!(error.code, ErrorCode::FORBIDDEN, "{bad}: {error}");
         }
@@ -479,7 +488,9 @@ mod tests {
         let points = dir_point(dir.path());
         let error = points.resolve("rtsp", "vod/a.ts").err().unwrap();
         assert_eq!(error.code, ErrorCode::PROTOCOL_DISABLED);
-        assert!(error.message.contains("RTSP is not enabled on publishing point `vod`"));
+        assert!(error
+            .message
+            .contains("RTSP is not enabled on publishing point `vod`"));
         let error = points.resolve("http", "nope").err().unwrap();
         assert_eq!(error.code, ErrorCode::NOT_FOUND);
     }

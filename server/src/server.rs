@@ -16,7 +16,9 @@ use crate::session::{serve_connection, ServingPlugin, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("{count} listener(s) could not be bound (see the PORT_IN_USE / BIND_FAILED events above)")]
+    #[error(
+        "{count} listener(s) could not be bound (see the PORT_IN_USE / BIND_FAILED events above)"
+    )]
     Bind { count: usize },
     #[error("plugin `{plugin}` could not be started: {reason}")]
     PluginStart { plugin: String, reason: String },
@@ -62,7 +64,7 @@ pub async fn bind(plugin: &str, address: SocketAddr) -> Result<TcpListener, Bind
                 format!("plugin `{plugin}` cannot listen on {address}: {err}"),
             ),
         };
-        error!(event, plugin, %address, "{message}");
+        error!(event, plugin = %plugin, %address, "{message}");
         BindFailure {
             plugin: plugin.to_owned(),
             address,

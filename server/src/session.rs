@@ -35,6 +35,9 @@ const MAX_IOVECS: usize = 64;
 /// A live client that lags this many times within [`LAG_WINDOW`] is disconnected.
 const MAX_LAGS: usize = 5;
 const LAG_WINDOW: Duration = Duration::from_secs(60);
+/// How long, and how much, to keep reading from a client after closing our side.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// State shared by every connection.
 pub struct Shared {
@@ -150,6 +153,9 @@ struct ConnCtx<'a> {
     playing: Option<String>,
     publishing: Option<Arc<LiveStream>>,
     pending_end: Option<StreamEnded>,
+    /// Media a `play` call produced at once (a live point's PAT/PMT and current GOP); queued
+    /// after everything the plugin writes during the same event.
+    pending_media: Vec<Bytes>,
     bytes_sent: u64,
     bytes_pushed: u64,
 }
@@ -163,12 +169,13 @@ impl ConnCtx<'_> {
     }
 
     fn refuse(&self, action: &str, path: &str, error: &HostError) {
-        info!(event = events::REFUSED, plugin = self.plugin, session = self.info.id, peer = %self.info.peer, action, path, code = error.code.as_str(), reason = %error.message, "request refused");
+        info!(event = events::REFUSED, plugin = %self.plugin, session = self.info.id, peer = %self.info.peer, action, path, code = error.code.as_str(), reason = %error.message, "request refused");
     }
 
     fn stop_media(&mut self, why: &str) {
+        self.pending_media.clear();
         if let Some(point) = self.playing.take() {
-            info!(event = events::STOP, plugin = self.plugin, session = self.info.id, peer = %self.info.peer, %point, why, "play stopped");
+            info!(event = events::STOP, plugin = %self.plugin, session = self.info.id, peer = %self.info.peer, %point, why, "play stopped");
         }
         self.media = None;
     }
@@ -219,9 +226,7 @@ impl HostCalls for ConnCtx<'_> {
         let media = match resolved {
             Resolved::Live(stream) => {
                 let join = stream.join();
-                for data in join.backlog {
-                    self.enqueue(data);
-                }
+                self.pending_media = join.backlog;
                 Media::Live(LiveCursor {
                     stream,
                     rx: join.rx,
@@ -234,7 +239,10 @@ impl HostCalls for ConnCtx<'_> {
                 if range.start > end || (range.start == end && size > 0) {
                     let error = HostError::new(
                         ErrorCode::BAD_RANGE,
-                        format!("range {}..{} is outside the file ({size} bytes)", range.start, range.end),
+                        format!(
+                            "range {}..{} is outside the file ({size} bytes)",
+                            range.start, range.end
+                        ),
                     );
                     self.refuse("play", path, &error);
                     return Err(error);
@@ -247,7 +255,7 @@ impl HostCalls for ConnCtx<'_> {
                 })
             }
         };
-        info!(event = events::PLAY, plugin = self.plugin, session = self.info.id, peer = %self.info.peer, point = %info.name, item = %info.item, kind = info.kind.as_str(), start = range.start, "play started");
+        info!(event = events::PLAY, plugin = %self.plugin, session = self.info.id, peer = %self.info.peer, point = %info.name, item = %info.item, kind = info.kind.as_str(), start = range.start, "play started");
         self.media = Some(media);
         self.playing = Some(path.to_owned());
         Ok(info)
@@ -265,7 +273,10 @@ impl HostCalls for ConnCtx<'_> {
         if self.publishing.is_some() {
             return refused(
                 self,
-                HostError::new(ErrorCode::INVALID_STATE, "this session is already publishing"),
+                HostError::new(
+                    ErrorCode::INVALID_STATE,
+                    "this session is already publishing",
+                ),
             );
         }
         let (mut info, resolved) = match self.shared.points.resolve(self.plugin, path) {
@@ -287,7 +298,7 @@ impl HostCalls for ConnCtx<'_> {
                 HostError::new(ErrorCode::ALREADY_PUBLISHING, busy.to_string()),
             );
         }
-        info!(event = events::PUSH_START, plugin = self.plugin, session = self.info.id, peer = %self.info.peer, point = %info.name, "encoder started publishing");
+        info!(event = events::PUSH_START, plugin = %self.plugin, session = self.info.id, peer = %self.info.peer, point = %info.name, "encoder started publishing");
         info.live = true;
         self.publishing = Some(stream);
         Ok(info)
@@ -313,10 +324,10 @@ impl HostCalls for ConnCtx<'_> {
     fn log(&self, level: LogLevel, message: &str) {
         let (plugin, session, peer) = (self.plugin, self.info.id, &*self.info.peer);
         match level {
-            LogLevel::ERROR => error!(plugin, session, peer, "{message}"),
-            LogLevel::WARN => warn!(plugin, session, peer, "{message}"),
-            LogLevel::INFO => info!(plugin, session, peer, "{message}"),
-            _ => debug!(plugin, session, peer, "{message}"),
+            LogLevel::ERROR => error!(plugin = %plugin, session, peer = %peer, "{message}"),
+            LogLevel::WARN => warn!(plugin = %plugin, session, peer = %peer, "{message}"),
+            LogLevel::INFO => info!(plugin = %plugin, session, peer = %peer, "{message}"),
+            _ => debug!(plugin = %plugin, session, peer = %peer, "{message}"),
         }
     }
 
@@ -369,16 +380,24 @@ pub async fn serve_connection(
         playing: None,
         publishing: None,
         pending_end: None,
+        pending_media: Vec::new(),
         bytes_sent: 0,
         bytes_pushed: 0,
     };
-    let ending = drive(socket, &mut session, &mut ctx).await;
+    let ending = match session.on_open(&mut ctx) {
+        Ok(()) => drive(socket, &mut session, &mut ctx).await,
+        Err(fault) => Ending::Fault(fault),
+    };
     ctx.stop_media("connection ended");
     if let Some(stream) = ctx.publishing.take() {
         info!(event = events::PUSH_END, plugin = %plugin.name, session = session_id, %peer, point = %stream.name, bytes = ctx.bytes_pushed, "encoder stopped publishing");
         stream.unpublish(session_id);
     }
-    let (plugin_name, seconds, sent) = (&plugin.name, started.elapsed().as_secs_f64(), ctx.bytes_sent);
+    let (plugin_name, seconds, sent) = (
+        &plugin.name,
+        started.elapsed().as_secs_f64(),
+        ctx.bytes_sent,
+    );
     match ending {
         Ending::Closed => {
             info!(event = events::DISCONNECT, plugin = %plugin_name, session = session_id, %peer, seconds, bytes_sent = sent, "session closed")
@@ -412,6 +431,11 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
     let write_timeout = ctx.shared.write_timeout;
 
     loop {
+        // Every plugin call returns to here, so media started during a call follows whatever
+        // the plugin wrote in that call (a response head, say).
+        for data in std::mem::take(&mut ctx.pending_media) {
+            ctx.enqueue(data);
+        }
         if let Some(ended) = ctx.pending_end.take() {
             call!(session.on_stream_ended(ctx, ended));
             continue;
@@ -420,6 +444,9 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
             stalled_since = None;
             if ctx.close_requested {
                 let _ = writer.shutdown().await;
+                if reading {
+                    linger(&mut reader, &mut read_buf).await;
+                }
                 return Ending::Closed;
             }
             if let Some(Media::File(cursor)) = &mut ctx.media {
@@ -437,8 +464,13 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
             stalled_since = Some(tokio::time::Instant::now());
         }
 
-        let next_timer = ctx.timers.iter().min_by_key(|(_, at)| **at).map(|(id, at)| (*id, *at));
-        let want_live = ctx.out_bytes < OUTPUT_HIGH_WATER && matches!(ctx.media, Some(Media::Live(_)));
+        let next_timer = ctx
+            .timers
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(id, at)| (*id, *at));
+        let want_live =
+            ctx.out_bytes < OUTPUT_HIGH_WATER && matches!(ctx.media, Some(Media::Live(_)));
         let write_deadline = stalled_since.map(|since| since + write_timeout);
         let session_id = ctx.info.id;
 
@@ -480,6 +512,20 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
     }
 }
 
+/// After our side is shut down, read and discard what the client is still sending for a
+/// short while, so that closing with unread data does not make the kernel send a reset that
+/// could destroy the response before the client reads it (e.g. a refused encoder mid-body).
+async fn linger(reader: &mut tokio::net::tcp::OwnedReadHalf, buf: &mut [u8]) {
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut discarded = 0usize;
+    while discarded < LINGER_MAX_BYTES {
+        match tokio::time::timeout_at(deadline, reader.read(buf)).await {
+            Ok(Ok(n)) if n > 0 => discarded += n,
+            _ => return,
+        }
+    }
+}
+
 /// Write as much of the queue as the socket takes in one vectored write. Pending forever when
 /// the queue is empty, so it can sit in a `select!`.
 async fn write_some(
@@ -489,7 +535,11 @@ async fn write_some(
     if out.is_empty() {
         return std::future::pending().await;
     }
-    let slices: Vec<IoSlice<'_>> = out.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b)).collect();
+    let slices: Vec<IoSlice<'_>> = out
+        .iter()
+        .take(MAX_IOVECS)
+        .map(|b| IoSlice::new(b))
+        .collect();
     let n = writer.write_vectored(&slices).await?;
     if n == 0 {
         return Err(std::io::ErrorKind::WriteZero.into());

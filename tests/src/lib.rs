@@ -84,7 +84,10 @@ pub fn plugin_dir(libraries: &[(&str, &Path)]) -> TempDir {
 /// A plugin directory with the HTTP plugin (and the example plugin).
 pub fn standard_plugin_dir() -> TempDir {
     plugin_dir(&[
-        ("libferrocast_http.so", &built_library("libferrocast_http.so")),
+        (
+            "libferrocast_http.so",
+            &built_library("libferrocast_http.so"),
+        ),
         (
             "libferrocast_example.so",
             &built_library("libferrocast_example.so"),
@@ -262,7 +265,10 @@ pub fn read_response(
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!("connection closed before a full head: {:?}", String::from_utf8_lossy(&data)),
+                format!(
+                    "connection closed before a full head: {:?}",
+                    String::from_utf8_lossy(&data)
+                ),
             ));
         }
         data.extend_from_slice(&buf[..n]);
@@ -291,15 +297,22 @@ pub fn read_response(
             Err(e) => return Err(e),
         }
     }
-    response.body.truncate(limit.max(response.body.len().min(limit)));
+    response
+        .body
+        .truncate(limit.max(response.body.len().min(limit)));
     Ok(response)
 }
 
 /// `GET /path` and read up to `max_body` bytes.
 pub fn http_get(address: SocketAddr, path: &str, max_body: usize) -> Response {
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    http_exchange(address, request.as_bytes(), max_body, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("GET {path} failed: {e}"))
+    http_exchange(
+        address,
+        request.as_bytes(),
+        max_body,
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("GET {path} failed: {e}"))
 }
 
 /// An ffmpeg encoder pushing a generated test pattern (H.264 + AAC, one keyframe a second) in
@@ -316,8 +329,24 @@ impl Encoder {
             .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
             .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
             .args(["-t", &seconds.to_string()])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
-            .args(["-g", "25", "-keyint_min", "25", "-pix_fmt", "yuv420p", "-b:v", "400k"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args([
+                "-g",
+                "25",
+                "-keyint_min",
+                "25",
+                "-pix_fmt",
+                "yuv420p",
+                "-b:v",
+                "400k",
+            ])
             .args(["-c:a", "aac", "-b:a", "64k"])
             .args(["-f", "mpegts", "-method", "PUT", url])
             .stdout(Stdio::null())
@@ -385,7 +414,14 @@ pub struct Decoded {
 pub fn decode(input: &str, extra: &[&str], limit_seconds: Option<f64>) -> Decoded {
     let mut command = Command::new("ffmpeg");
     command
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-rw_timeout", "10000000"])
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-rw_timeout",
+            "10000000",
+        ])
         .args(extra)
         .args(["-i", input]);
     if let Some(limit) = limit_seconds {

@@ -90,8 +90,14 @@ impl LineSession {
             ("QUIT", _) => host.close(),
             ("INFO", point) if !point.is_empty() => match host.lookup(point) {
                 Ok(info) => {
-                    let kind = if info.kind == PointKind::BROADCAST { "broadcast" } else { "on-demand" };
-                    host.write(format!("OK {kind} size={} live={}\n", info.size, info.live).as_bytes());
+                    let kind = if info.kind == PointKind::BROADCAST {
+                        "broadcast"
+                    } else {
+                        "on-demand"
+                    };
+                    host.write(
+                        format!("OK {kind} size={} live={}\n", info.size, info.live).as_bytes(),
+                    );
                 }
                 Err(error) => host.write(format!("ERR {}\n", error.message).as_bytes()),
             },
@@ -157,11 +163,13 @@ mod tests {
     use ferrocast_plugin_api::ErrorCode;
 
     fn session() -> Box<dyn Session> {
-        ExamplePlugin::create("").unwrap().new_session(&SessionInfo {
-            id: 1,
-            peer: "127.0.0.1:1".into(),
-            local: "127.0.0.1:2".into(),
-        })
+        ExamplePlugin::create("")
+            .unwrap()
+            .new_session(&SessionInfo {
+                id: 1,
+                peer: "127.0.0.1:1".into(),
+                local: "127.0.0.1:2".into(),
+            })
     }
 
     #[test]
@@ -179,10 +187,16 @@ mod tests {
     #[test]
     fn unknown_point_is_reported_and_closed() {
         let mut mock = MockHost::new();
-        mock.refuse("nope", ErrorCode::NOT_FOUND, "no publishing point named `nope`");
+        mock.refuse(
+            "nope",
+            ErrorCode::NOT_FOUND,
+            "no publishing point named `nope`",
+        );
         let mut session = session();
         mock.run(|host| session.on_data(host, b"PLAY nope\n"));
-        assert!(mock.take_written().contains("ERR no publishing point named `nope`"));
+        assert!(mock
+            .take_written()
+            .contains("ERR no publishing point named `nope`"));
         assert!(mock.closed);
     }
 

@@ -57,7 +57,13 @@ impl Default for Settings {
 }
 
 /// Check that `value` of setting `key` lies in `range`, recording an error that names the key.
-fn check(errors: &mut Vec<SettingError>, key: &str, value: u64, range: RangeInclusive<u64>, unit: &str) {
+fn check(
+    errors: &mut Vec<SettingError>,
+    key: &str,
+    value: u64,
+    range: RangeInclusive<u64>,
+    unit: &str,
+) {
     if !range.contains(&value) {
         errors.push(SettingError::new(
             key,
@@ -73,9 +79,27 @@ fn check(errors: &mut Vec<SettingError>, key: &str, value: u64, range: RangeIncl
 impl Settings {
     fn validate(&self) -> Result<Config, Vec<SettingError>> {
         let mut errors = Vec::new();
-        check(&mut errors, "header_timeout_ms", self.header_timeout_ms, 100..=600_000, "milliseconds");
-        check(&mut errors, "max_header_bytes", self.max_header_bytes, 1024..=1_048_576, "bytes");
-        check(&mut errors, "keepalive_requests", self.keepalive_requests, 1..=100_000, "requests");
+        check(
+            &mut errors,
+            "header_timeout_ms",
+            self.header_timeout_ms,
+            100..=600_000,
+            "milliseconds",
+        );
+        check(
+            &mut errors,
+            "max_header_bytes",
+            self.max_header_bytes,
+            1024..=1_048_576,
+            "bytes",
+        );
+        check(
+            &mut errors,
+            "keepalive_requests",
+            self.keepalive_requests,
+            1..=100_000,
+            "requests",
+        );
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -105,7 +129,8 @@ impl Plugin for HttpPlugin {
         PluginMeta {
             name: "http",
             version: env!("CARGO_PKG_VERSION"),
-            description: "HTTP/1.1: live and on-demand MPEG-TS for players, PUT/POST push for encoders",
+            description:
+                "HTTP/1.1: live and on-demand MPEG-TS for players, PUT/POST push for encoders",
             kind: PluginKind::CONTROL,
         }
     }
@@ -175,11 +200,26 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_their_keys_all_at_once() {
-        let found = errors("header_timeout_ms = 99\nmax_header_bytes = 1048577\nkeepalive_requests = 0\n");
+        let found =
+            errors("header_timeout_ms = 99\nmax_header_bytes = 1048577\nkeepalive_requests = 0\n");
         let keys: Vec<&str> = found.iter().map(|(key, _)| key.as_str()).collect();
-        assert_eq!(keys, ["header_timeout_ms", "max_header_bytes", "keepalive_requests"]);
-        assert_eq!(found[0].1, "99 is out of range; use 100 to 600000 milliseconds");
-        assert!(found[2].1.contains("use 1 to 100000 requests"), "{}", found[2].1);
+        assert_eq!(
+            keys,
+            [
+                "header_timeout_ms",
+                "max_header_bytes",
+                "keepalive_requests"
+            ]
+        );
+        assert_eq!(
+            found[0].1,
+            "99 is out of range; use 100 to 600000 milliseconds"
+        );
+        assert!(
+            found[2].1.contains("use 1 to 100000 requests"),
+            "{}",
+            found[2].1
+        );
     }
 
     #[test]

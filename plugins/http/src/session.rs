@@ -17,7 +17,8 @@ use std::ops::Range;
 use std::time::Duration;
 
 use ferrocast_plugin_api::{
-    ByteRange, EndReason, ErrorCode, Host, HostError, LogLevel, PointKind, Session, StreamEnded,
+    ByteRange, EndReason, ErrorCode, Host, HostError, LogLevel, PointInfo, PointKind, Session,
+    StreamEnded,
 };
 
 use crate::proto::chunked::ChunkedDecoder;
@@ -108,8 +109,15 @@ enum Body {
 /// How feeding a piece of pushed body went.
 enum PushOutcome {
     More,
-    Done { label: String, pushed: u64 },
-    Failed { label: String, status: u16, message: String },
+    Done {
+        label: String,
+        pushed: u64,
+    },
+    Failed {
+        label: String,
+        status: u16,
+        message: String,
+    },
 }
 
 /// The HTTP session of one client connection.
@@ -180,7 +188,14 @@ impl HttpSession {
                         label: "request".to_owned(),
                         head_only: false,
                     };
-                    self.refuse(host, &exchange, error.status(), &error.to_string(), &[], false);
+                    self.refuse(
+                        host,
+                        &exchange,
+                        error.status(),
+                        &error.to_string(),
+                        &[],
+                        false,
+                    );
                 }
             }
         }
@@ -226,7 +241,13 @@ impl HttpSession {
     }
 
     /// `GET` or `HEAD`: a live stream or (part of) a file.
-    fn get(&mut self, host: &mut Host<'_>, exchange: &Exchange, request: &Request, keep_alive: bool) {
+    fn get(
+        &mut self,
+        host: &mut Host<'_>,
+        exchange: &Exchange,
+        request: &Request,
+        keep_alive: bool,
+    ) {
         if request.path.is_empty() {
             let message = "no publishing point in the request path; use /<point>";
             return self.refuse(host, exchange, 404, message, &[], keep_alive);
@@ -234,11 +255,17 @@ impl HttpSession {
         let info = match host.lookup(&request.path) {
             Ok(info) => info,
             Err(error) => {
-                return self.refuse_host(host, exchange, &error, &[("Allow", "PUT, POST")], keep_alive)
+                return self.refuse_host(
+                    host,
+                    exchange,
+                    &error,
+                    &[("Allow", "PUT, POST")],
+                    keep_alive,
+                )
             }
         };
         match info.kind {
-            PointKind::BROADCAST => self.get_live(host, exchange, request),
+            PointKind::BROADCAST => self.get_live(host, exchange, request, &info),
             PointKind::ON_DEMAND => self.get_file(host, exchange, request, info.size, keep_alive),
             other => {
                 let message = format!(
@@ -254,7 +281,38 @@ impl HttpSession {
     /// A live point has no length and no end: the body is delimited by closing the
     /// connection, which HTTP/1.0 and 1.1 clients alike understand. A `Range` header (ffmpeg
     /// sends `bytes=0-` on every request) cannot apply to a live stream and is ignored.
-    fn get_live(&mut self, host: &mut Host<'_>, exchange: &Exchange, request: &Request) {
+    ///
+    /// `play` comes before the head: media starts only after what is written during this
+    /// event, and a refusal (no encoder publishing, say) can still get its own status.
+    fn get_live(
+        &mut self,
+        host: &mut Host<'_>,
+        exchange: &Exchange,
+        request: &Request,
+        info: &PointInfo,
+    ) {
+        if exchange.head_only {
+            if !info.live {
+                let error = HostError::new(
+                    ErrorCode::UNAVAILABLE,
+                    format!("no encoder is publishing to `{}` right now", info.name),
+                );
+                return self.refuse_host(host, exchange, &error, &[], false);
+            }
+            self.write_live_head(host, exchange);
+            return self.close(host);
+        }
+        if let Err(error) = host.play(&request.path, ByteRange::ALL) {
+            return self.refuse_host(host, exchange, &error, &[], false);
+        }
+        self.write_live_head(host, exchange);
+        self.state = State::Streaming {
+            label: exchange.label.clone(),
+            keep_alive: false,
+        };
+    }
+
+    fn write_live_head(&self, host: &mut Host<'_>, exchange: &Exchange) {
         let head = self
             .head(200)
             .header("Content-Type", MPEG_TS)
@@ -262,18 +320,6 @@ impl HttpSession {
             .header("Connection", "close");
         host.write(&head.encode());
         host.log(LogLevel::INFO, &format!("{} -> 200 (live)", exchange.label));
-        if exchange.head_only {
-            return self.close(host);
-        }
-        match host.play(&request.path, ByteRange::ALL) {
-            Ok(_) => {
-                self.state = State::Streaming {
-                    label: exchange.label.clone(),
-                    keep_alive: false,
-                }
-            }
-            Err(error) => self.play_failed(host, exchange, &error),
-        }
     }
 
     fn get_file(
@@ -318,33 +364,26 @@ impl HttpSession {
             format!("on-demand, {size} bytes")
         };
         head = head.header("Connection", connection(keep_alive));
+        let streams_body = !exchange.head_only && !span.is_empty();
+        if streams_body {
+            // Before the head, so that a refusal can still get its own status; the media
+            // starts after the head written below.
+            if let Err(error) = host.play(&request.path, byte_range(&span)) {
+                return self.refuse_host(host, exchange, &error, &[], keep_alive);
+            }
+        }
         host.write(&head.encode());
         host.log(
             LogLevel::INFO,
             &format!("{} -> {status} ({detail})", exchange.label),
         );
-        if exchange.head_only || span.is_empty() {
+        if !streams_body {
             return self.finish_response(host, keep_alive);
         }
-        match host.play(&request.path, byte_range(&span)) {
-            Ok(_) => {
-                self.state = State::Streaming {
-                    label: exchange.label.clone(),
-                    keep_alive,
-                }
-            }
-            Err(error) => self.play_failed(host, exchange, &error),
-        }
-    }
-
-    /// The head is already queued, so the status cannot change any more: closing before the
-    /// promised body is complete is how the client learns of the failure.
-    fn play_failed(&mut self, host: &mut Host<'_>, exchange: &Exchange, error: &HostError) {
-        host.log(
-            LogLevel::WARN,
-            &format!("{}: play refused after the response head: {error}", exchange.label),
-        );
-        self.close(host);
+        self.state = State::Streaming {
+            label: exchange.label.clone(),
+            keep_alive,
+        };
     }
 
     /// `PUT` or `POST`: an encoder publishing to a broadcast point.
@@ -551,6 +590,12 @@ fn byte_range(span: &Range<u64>) -> ByteRange {
 }
 
 impl Session for HttpSession {
+    fn on_open(&mut self, host: &mut Host<'_>) {
+        // The head timeout runs from the moment the connection opens, so a client that
+        // connects and sends nothing is timed out too.
+        self.arm_header_timer(host);
+    }
+
     fn on_data(&mut self, host: &mut Host<'_>, data: &[u8]) {
         match &mut self.state {
             State::Closed => {}
@@ -616,7 +661,11 @@ impl Session for HttpSession {
                 } else {
                     host.log(
                         LogLevel::INFO,
-                        &format!("{label}: stream ended ({}: {})", ended.reason.as_str(), ended.message),
+                        &format!(
+                            "{label}: stream ended ({}: {})",
+                            ended.reason.as_str(),
+                            ended.message
+                        ),
                     );
                     self.close(host);
                 }

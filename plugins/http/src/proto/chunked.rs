@@ -193,9 +193,10 @@ impl ChunkedDecoder {
             (State::TrailerStart | State::TrailerLine, _) => State::TrailerLine,
             (State::TrailerLineLf, b'\n') => State::TrailerStart,
             (State::EndLf, b'\n') => State::Done,
-            (State::SizeLf | State::DataCr | State::DataLf | State::TrailerLineLf | State::EndLf, _) => {
-                return Err(ChunkedError::BadLineEnd)
-            }
+            (
+                State::SizeLf | State::DataCr | State::DataLf | State::TrailerLineLf | State::EndLf,
+                _,
+            ) => return Err(ChunkedError::BadLineEnd),
             (State::Data | State::Done, _) => unreachable!("handled by decode"),
         };
         Ok(())
@@ -216,7 +217,10 @@ mod tests {
 
     /// Decode `input` delivered in pieces of `piece` bytes; returns payload, whether the body
     /// ended, and the bytes left unconsumed after its end.
-    fn decode_in_pieces(input: &[u8], piece: usize) -> Result<(Vec<u8>, bool, usize), ChunkedError> {
+    fn decode_in_pieces(
+        input: &[u8],
+        piece: usize,
+    ) -> Result<(Vec<u8>, bool, usize), ChunkedError> {
         let mut decoder = ChunkedDecoder::new();
         let mut payload = Vec::new();
         let mut left_over = 0;
@@ -304,13 +308,21 @@ mod tests {
             b"5 5\r\n",
             b"5 \r\nhello\r\n",
         ] {
-            assert_eq!(decode_all(bad), Err(ChunkedError::BadSize), "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                decode_all(bad),
+                Err(ChunkedError::BadSize),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
     #[test]
     fn rejects_size_overflow() {
-        assert_eq!(decode_all(b"10000000000000000\r\n"), Err(ChunkedError::SizeOverflow));
+        assert_eq!(
+            decode_all(b"10000000000000000\r\n"),
+            Err(ChunkedError::SizeOverflow)
+        );
         // Sixteen digits still fit.
         let (data, done, _) = decode_all(b"000000000000000000000001\r\nz").unwrap();
         assert_eq!((data.as_slice(), done), (&b"z"[..], false));
@@ -322,7 +334,10 @@ mod tests {
     fn rejects_bare_lf_and_missing_crlf_after_data() {
         assert_eq!(decode_all(b"5\nhello\r\n"), Err(ChunkedError::BadSize));
         assert_eq!(decode_all(b"5\r\rhello"), Err(ChunkedError::BadLineEnd));
-        assert_eq!(decode_all(b"5\r\nhelloX\r\n"), Err(ChunkedError::BadLineEnd));
+        assert_eq!(
+            decode_all(b"5\r\nhelloX\r\n"),
+            Err(ChunkedError::BadLineEnd)
+        );
         assert_eq!(decode_all(b"5\r\nhello\r\r"), Err(ChunkedError::BadLineEnd));
         assert_eq!(decode_all(b"5;a\nhello"), Err(ChunkedError::BadLineEnd));
         assert_eq!(decode_all(b"0\r\n\n"), Err(ChunkedError::BadLineEnd));

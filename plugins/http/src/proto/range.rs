@@ -55,13 +55,21 @@ fn parse(header: &str) -> Option<Vec<Spec>> {
     }
     let mut specs = Vec::new();
     // Empty list elements (`bytes=0-1,,5-`) are allowed by the list syntax (RFC 9110 §5.6.1).
-    for part in set.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+    for part in set
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+    {
         let (first, last) = part.split_once('-')?;
         let spec = if first.is_empty() {
             Spec::Suffix(number(last)?)
         } else {
             let first = number(first)?;
-            let last = if last.is_empty() { None } else { Some(number(last)?) };
+            let last = if last.is_empty() {
+                None
+            } else {
+                Some(number(last)?)
+            };
             if last.is_some_and(|last| last < first) {
                 return None; // invalid, so the whole header is ignored (RFC 9110 §14.1.1)
             }
@@ -107,7 +115,10 @@ mod tests {
     #[test]
     fn last_beyond_the_end_is_clamped() {
         assert_eq!(resolve("bytes=500-5000", 1000), Ok(Some(500..1000)));
-        assert_eq!(resolve("bytes=0-99999999999999999999999", 1000), Ok(Some(0..1000)));
+        assert_eq!(
+            resolve("bytes=0-99999999999999999999999", 1000),
+            Ok(Some(0..1000))
+        );
     }
 
     #[test]
@@ -129,7 +140,10 @@ mod tests {
         assert_eq!(resolve("bytes=1000-", 1000), Err(Unsatisfiable));
         assert_eq!(resolve("bytes=1000-2000", 1000), Err(Unsatisfiable));
         assert_eq!(resolve("bytes=0-", 0), Err(Unsatisfiable));
-        assert_eq!(resolve("bytes=99999999999999999999-", 1000), Err(Unsatisfiable));
+        assert_eq!(
+            resolve("bytes=99999999999999999999-", 1000),
+            Err(Unsatisfiable)
+        );
     }
 
     #[test]

@@ -259,19 +259,28 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
 
 /// Non-empty elements of a comma-separated header list.
 fn list(value: &str) -> impl Iterator<Item = &str> {
-    value.split(',').map(str::trim).filter(|item| !item.is_empty())
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
 }
 
 fn parse_length(text: &str) -> Result<u64, RequestError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(RequestError::Malformed(format!("invalid Content-Length `{text}`")));
+        return Err(RequestError::Malformed(format!(
+            "invalid Content-Length `{text}`"
+        )));
     }
     text.parse()
         .map_err(|_| RequestError::Malformed(format!("Content-Length `{text}` too large")))
 }
 
 /// Body framing per RFC 9112 §6.1 and §6.3.
-fn framing(codings: &[String], length: Option<u64>, minor_version: u8) -> Result<Framing, RequestError> {
+fn framing(
+    codings: &[String],
+    length: Option<u64>,
+    minor_version: u8,
+) -> Result<Framing, RequestError> {
     if codings.is_empty() {
         return Ok(length.map_or(Framing::None, Framing::Length));
     }
@@ -353,10 +362,14 @@ fn percent_decode(raw: &str) -> Result<Vec<u8>, RequestError> {
             let hex = bytes.get(i + 1..i + 3).and_then(|pair| {
                 let text = std::str::from_utf8(pair).ok()?;
                 // from_str_radix alone would accept a sign (`%+1`).
-                pair.iter().all(u8::is_ascii_hexdigit).then(|| u8::from_str_radix(text, 16).ok())?
+                pair.iter()
+                    .all(u8::is_ascii_hexdigit)
+                    .then(|| u8::from_str_radix(text, 16).ok())?
             });
             let Some(byte) = hex else {
-                return Err(RequestError::Malformed("bad percent-encoding in path".into()));
+                return Err(RequestError::Malformed(
+                    "bad percent-encoding in path".into(),
+                ));
             };
             out.push(byte);
             i += 3;
@@ -416,12 +429,19 @@ mod tests {
         let mut reader = HeadReader::new(16384);
         reader.push(FFMPEG_PUT);
         let request = reader.next_request().unwrap().unwrap();
-        assert_eq!((request.method.as_str(), request.path.as_str()), ("PUT", "live"));
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("PUT", "live")
+        );
         assert_eq!(request.framing, Framing::Chunked);
         assert!(request.has_body());
         let body = reader.take();
         assert!(body.starts_with(b"c7c\r\n\x47"));
-        let head_len = FFMPEG_PUT.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head_len = FFMPEG_PUT
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap()
+            + 4;
         assert_eq!(body, &FFMPEG_PUT[head_len..]);
     }
 
@@ -476,10 +496,22 @@ mod tests {
 
     #[test]
     fn garbage_and_bad_versions() {
-        assert!(matches!(parse(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"), Err(RequestError::Malformed(_))));
-        assert!(matches!(parse(b"GET /live\r\n\r\n"), Err(RequestError::Malformed(_)) | Err(RequestError::Version)));
-        assert_eq!(parse(b"GET /live HTTP/2.0\r\n\r\n"), Err(RequestError::Version));
-        assert!(matches!(parse(b"GET /live HTTP/1.1\r\nBad Header: x\r\n\r\n"), Err(RequestError::Malformed(_))));
+        assert!(matches!(
+            parse(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"),
+            Err(RequestError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"GET /live\r\n\r\n"),
+            Err(RequestError::Malformed(_)) | Err(RequestError::Version)
+        ));
+        assert_eq!(
+            parse(b"GET /live HTTP/2.0\r\n\r\n"),
+            Err(RequestError::Version)
+        );
+        assert!(matches!(
+            parse(b"GET /live HTTP/1.1\r\nBad Header: x\r\n\r\n"),
+            Err(RequestError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -509,7 +541,10 @@ mod tests {
             "live",
             "ftp://host/live",
         ] {
-            assert!(matches!(path(bad), Err(RequestError::Malformed(_))), "{bad}");
+            assert!(
+                matches!(path(bad), Err(RequestError::Malformed(_))),
+                "{bad}"
+            );
         }
         let star = parse_ok(b"OPTIONS * HTTP/1.1\r\n\r\n");
         assert!(star.asterisk);
@@ -519,13 +554,23 @@ mod tests {
     #[test]
     fn framing_rules() {
         let framing = |headers: &str| {
-            parse(format!("PUT /live HTTP/1.1\r\n{headers}\r\n").as_bytes()).map(|r| r.unwrap().framing)
+            parse(format!("PUT /live HTTP/1.1\r\n{headers}\r\n").as_bytes())
+                .map(|r| r.unwrap().framing)
         };
         assert_eq!(framing(""), Ok(Framing::None));
         assert_eq!(framing("Content-Length: 42\r\n"), Ok(Framing::Length(42)));
-        assert_eq!(framing("Content-Length: 42\r\nContent-Length: 42\r\n"), Ok(Framing::Length(42)));
-        assert_eq!(framing("Content-Length: 42, 42\r\n"), Ok(Framing::Length(42)));
-        assert_eq!(framing("Transfer-Encoding: Chunked\r\n"), Ok(Framing::Chunked));
+        assert_eq!(
+            framing("Content-Length: 42\r\nContent-Length: 42\r\n"),
+            Ok(Framing::Length(42))
+        );
+        assert_eq!(
+            framing("Content-Length: 42, 42\r\n"),
+            Ok(Framing::Length(42))
+        );
+        assert_eq!(
+            framing("Transfer-Encoding: Chunked\r\n"),
+            Ok(Framing::Chunked)
+        );
         for bad in [
             "Content-Length: 42\r\nContent-Length: 43\r\n",
             "Content-Length: -1\r\n",
@@ -537,7 +582,10 @@ mod tests {
             "Transfer-Encoding: chunked, identity\r\n",
             "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
         ] {
-            assert!(matches!(framing(bad), Err(RequestError::Malformed(_))), "{bad:?}");
+            assert!(
+                matches!(framing(bad), Err(RequestError::Malformed(_))),
+                "{bad:?}"
+            );
         }
         assert_eq!(
             framing("Transfer-Encoding: gzip, chunked\r\n"),
@@ -556,7 +604,10 @@ mod tests {
         assert!(request.expect_continue);
         assert!(request.if_range);
         let request = parse_ok(b"PUT /live HTTP/1.0\r\nExpect: 100-continue\r\n\r\n");
-        assert!(!request.expect_continue, "HTTP/1.0 clients do not understand 100");
+        assert!(
+            !request.expect_continue,
+            "HTTP/1.0 clients do not understand 100"
+        );
     }
 
     #[test]
