@@ -36,6 +36,9 @@ pub struct MockHost {
     pub points: HashMap<String, Result<PointInfo, HostError>>,
     /// Answer `publish` with ALREADY_PUBLISHING for these paths.
     pub busy: Vec<String>,
+    /// Refuse `play` for these paths (after a successful `lookup`), e.g. a live point
+    /// without an encoder.
+    pub play_refusals: HashMap<String, HostError>,
 }
 
 impl MockHost {
@@ -108,6 +111,9 @@ impl FfiHost for MockHost {
         self.answer(path.as_str()).into()
     }
     fn play(&mut self, path: RStr<'_>, range: ByteRange) -> RResult<PointInfo, HostError> {
+        if let Some(refusal) = self.play_refusals.get(path.as_str()) {
+            return RResult::RErr(refusal.clone());
+        }
         let answer = self.answer(path.as_str());
         if answer.is_ok() {
             self.plays.push((path.as_str().to_owned(), range));

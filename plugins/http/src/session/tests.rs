@@ -219,6 +219,27 @@ fn live_get_from_real_ffmpeg_plays_all_and_ignores_its_range() {
 }
 
 #[test]
+fn live_get_refused_by_play_gets_its_own_status_and_no_200() {
+    let mut client = Client::new();
+    client.mock.play_refusals.insert(
+        "live".into(),
+        HostError::new(
+            ErrorCode::UNAVAILABLE,
+            "no encoder is publishing to `live` right now",
+        ),
+    );
+    client.send(b"GET /live HTTP/1.1\r\nHost: t\r\n\r\n");
+    let written = client.mock.take_written();
+    assert!(written.starts_with("HTTP/1.1 503 "), "{written}");
+    assert!(!written.contains("200 OK"), "{written}");
+    assert!(
+        written.ends_with("no encoder is publishing to `live` right now\n"),
+        "{written}"
+    );
+    assert!(client.mock.closed);
+}
+
+#[test]
 fn live_get_closes_even_when_the_stream_completes() {
     let mut client = Client::new();
     client.send(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\nGET /vod HTTP/1.1\r\n\r\n");
