@@ -31,5 +31,9 @@ pub const REFUSED: &str = "REFUSED";
 pub const CLIENT_LAGGING: &str = "CLIENT_LAGGING";
 /// A session ended.
 pub const DISCONNECT: &str = "DISCONNECT";
+/// A broadcast point's encoder disconnected or went silent; clients are held for its grace.
+pub const SOURCE_LOST: &str = "SOURCE_LOST";
+/// An encoder published again within the grace; clients resume at its first keyframe.
+pub const SOURCE_RESUMED: &str = "SOURCE_RESUMED";
 /// A broadcast point's source went away and did not come back within its grace period.
 pub const SOURCE_GAVE_UP: &str = "SOURCE_GAVE_UP";

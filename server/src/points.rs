@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::config::{self, PointConfig, PointSource};
 use crate::events;
 use crate::media::ingest::{Chunk, TsIngest};
+use crate::media::ts::{mark_discontinuity, null_packet, TS_PACKET_LEN};
 
 /// The most chunks kept from the last keyframe for late joiners; a longer GOP is not cached
 /// and late joiners wait for the next keyframe instead.
@@ -44,25 +45,56 @@ pub enum PublishError {
     Busy(u64),
 }
 
+/// Where a broadcast point is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveState {
+    /// No encoder has published yet.
+    Waiting,
+    /// An encoder is publishing.
+    Live,
+    /// The encoder went away; clients are held until `deadline` for it to come back.
+    SourceLost { deadline: tokio::time::Instant },
+    /// The encoder did not come back in time; clients were ended. A new encoder may publish.
+    Ended,
+}
+
+impl LiveState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Live => "live",
+            Self::SourceLost { .. } => "source lost",
+            Self::Ended => "ended",
+        }
+    }
+}
+
+/// How often a point without its source sends a null packet to its clients.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Mutable state of a live point, behind one lock so that a late joiner's snapshot and its
 /// subscription are taken atomically (no gap, no duplicate).
-struct LiveState {
+struct LiveInner {
+    state: LiveState,
     publisher: Option<u64>,
     ingest: TsIngest,
     /// Chunks since the most recent keyframe, starting with it.
     gop: Vec<Chunk>,
     /// Bumped on every publisher change; grace timers check it to know they are stale.
     epoch: u64,
-    /// Whether media arrived since the last publisher started (for "live").
-    has_media: bool,
+    /// The next keyframe (and its PAT/PMT) is the first after a source change: flag it.
+    mark_discontinuity: bool,
+    reconnects: u64,
 }
 
 /// The live fan-out of one broadcast point.
 pub struct LiveStream {
     pub name: String,
-    state: Mutex<LiveState>,
+    inner: Mutex<LiveInner>,
     tx: broadcast::Sender<LiveEvent>,
     reconnect_grace: Duration,
+    /// An encoder silent for this long is treated as gone.
+    pub source_timeout: Duration,
 }
 
 /// What a late joiner receives before the live ring: PAT/PMT, then the current GOP.
@@ -74,53 +106,78 @@ pub struct JoinSnapshot {
 }
 
 impl LiveStream {
-    pub fn new(name: &str, queue: usize, reconnect_grace: Duration) -> Arc<Self> {
+    pub fn new(
+        name: &str,
+        queue: usize,
+        reconnect_grace: Duration,
+        source_timeout: Duration,
+    ) -> Arc<Self> {
         let (tx, _) = broadcast::channel(queue.max(16));
         Arc::new(Self {
             name: name.to_owned(),
-            state: Mutex::new(LiveState {
+            inner: Mutex::new(LiveInner {
+                state: LiveState::Waiting,
                 publisher: None,
                 ingest: TsIngest::new(),
                 gop: Vec::new(),
                 epoch: 0,
-                has_media: false,
+                mark_discontinuity: false,
+                reconnects: 0,
             }),
             tx,
             reconnect_grace,
+            source_timeout,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, LiveState> {
+    fn lock(&self) -> MutexGuard<'_, LiveInner> {
         // A panic while holding the lock cannot leave the state half-updated in a way that
         // matters more than losing the point, so recover the guard.
-        self.state
+        self.inner
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// An encoder is feeding the point now.
-    pub fn is_live(&self) -> bool {
-        self.lock().publisher.is_some()
+    pub fn state(&self) -> LiveState {
+        self.lock().state
     }
 
-    /// Whether a play request can be served: a source is publishing now.
+    /// An encoder is feeding the point now.
+    pub fn is_live(&self) -> bool {
+        self.state() == LiveState::Live
+    }
+
+    /// Whether a play request can be served: the point is live, or waiting within its grace
+    /// for the encoder to come back (the client is held like those already attached).
     fn playable(&self) -> bool {
-        self.is_live()
+        matches!(self.state(), LiveState::Live | LiveState::SourceLost { .. })
     }
 
     pub fn publish(&self, session: u64) -> Result<(), PublishError> {
-        let mut state = self.lock();
-        if let Some(current) = state.publisher {
+        let mut inner = self.lock();
+        if let Some(current) = inner.publisher {
             return Err(PublishError::Busy(current));
         }
-        let restarted = state.epoch > 0;
-        state.publisher = Some(session);
-        state.epoch += 1;
-        state.ingest.reset();
-        state.gop.clear();
-        state.has_media = false;
-        if restarted {
-            // Clients still attached from the previous encoder resync on the new stream.
+        let previous = inner.state;
+        inner.publisher = Some(session);
+        inner.state = LiveState::Live;
+        inner.epoch += 1;
+        inner.ingest.reset();
+        inner.gop.clear();
+        if let LiveState::SourceLost { deadline } = previous {
+            inner.reconnects += 1;
+            inner.mark_discontinuity = true;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            info!(
+                event = events::SOURCE_RESUMED,
+                point = %self.name,
+                session,
+                reconnects = inner.reconnects,
+                grace_left_ms = left.as_millis() as u64,
+                clients = self.tx.receiver_count(),
+                "encoder is back; clients resume at its first keyframe"
+            );
+            // Clients still attached resync on the new stream.
             let _ = self.tx.send(LiveEvent::SourceRestarted);
         }
         Ok(())
@@ -128,25 +185,28 @@ impl LiveStream {
 
     /// Feed encoder bytes; returns `false` if `session` is not the publisher.
     pub fn push(&self, session: u64, data: &[u8]) -> bool {
-        let mut state = self.lock();
-        if state.publisher != Some(session) {
+        let mut inner = self.lock();
+        if inner.publisher != Some(session) {
             return false;
         }
         let mut chunks = Vec::new();
-        state.ingest.push(data, &mut chunks);
-        for chunk in chunks {
-            state.has_media = true;
-            let psi = if chunk.random_access {
-                state.gop.clear();
-                state.ingest.psi()
-            } else {
-                None
-            };
-            if chunk.random_access || !state.gop.is_empty() {
-                if state.gop.len() < GOP_CACHE_MAX_CHUNKS {
-                    state.gop.push(chunk.clone());
+        inner.ingest.push(data, &mut chunks);
+        for mut chunk in chunks {
+            let mut psi = None;
+            if chunk.random_access {
+                inner.gop.clear();
+                psi = inner.ingest.psi();
+                if inner.mark_discontinuity {
+                    inner.mark_discontinuity = false;
+                    psi = psi.map(|psi| flag_discontinuity(&psi));
+                    chunk.data = flag_discontinuity(&chunk.data);
+                }
+            }
+            if chunk.random_access || !inner.gop.is_empty() {
+                if inner.gop.len() < GOP_CACHE_MAX_CHUNKS {
+                    inner.gop.push(chunk.clone());
                 } else {
-                    state.gop.clear();
+                    inner.gop.clear();
                 }
             }
             // No receivers is normal (nobody watching); the chunk is simply dropped.
@@ -155,46 +215,80 @@ impl LiveStream {
         true
     }
 
-    /// The publisher went away. Clients stay attached for the reconnect grace; if no encoder
-    /// takes over by then, their streams end.
-    pub fn unpublish(self: &Arc<Self>, session: u64) {
+    /// The publisher went away (`why`). Clients stay attached for the reconnect grace, kept
+    /// alive with null packets; if no encoder takes over by then, their streams end.
+    pub fn unpublish(self: &Arc<Self>, session: u64, why: &str) {
+        let grace = self.reconnect_grace;
+        let deadline = tokio::time::Instant::now() + grace;
         let epoch = {
-            let mut state = self.lock();
-            if state.publisher != Some(session) {
+            let mut inner = self.lock();
+            if inner.publisher != Some(session) {
                 return;
             }
-            state.publisher = None;
-            state.epoch += 1;
-            state.epoch
+            inner.publisher = None;
+            inner.state = LiveState::SourceLost { deadline };
+            inner.epoch += 1;
+            inner.gop.clear();
+            inner.epoch
         };
+        warn!(
+            event = events::SOURCE_LOST,
+            point = %self.name,
+            session,
+            reason = why,
+            grace_ms = grace.as_millis() as u64,
+            clients = self.tx.receiver_count(),
+            "encoder lost; holding clients for it to reconnect"
+        );
         let stream = Arc::clone(self);
-        let grace = self.reconnect_grace;
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            let state = stream.lock();
-            if state.epoch == epoch && state.publisher.is_none() {
+        tokio::spawn(async move { stream.hold_clients(epoch, deadline).await });
+    }
+
+    /// While the source is lost: keep clients' connections busy, then end them at `deadline`
+    /// unless an encoder came back (the epoch moved on).
+    async fn hold_clients(&self, epoch: u64, deadline: tokio::time::Instant) {
+        let keepalive = Chunk {
+            data: Bytes::copy_from_slice(&null_packet()),
+            random_access: false,
+            pcr_90k: None,
+        };
+        loop {
+            let next = (tokio::time::Instant::now() + KEEPALIVE_INTERVAL).min(deadline);
+            tokio::time::sleep_until(next).await;
+            let mut inner = self.lock();
+            if inner.epoch != epoch {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                inner.state = LiveState::Ended;
                 warn!(
                     event = events::SOURCE_GAVE_UP,
-                    point = %stream.name,
-                    grace_ms = grace.as_millis() as u64,
+                    point = %self.name,
+                    grace_ms = self.reconnect_grace.as_millis() as u64,
+                    clients = self.tx.receiver_count(),
                     "no encoder reconnected within the reconnect grace; ending the point's streams"
                 );
-                let _ = stream.tx.send(LiveEvent::Ended);
+                let _ = self.tx.send(LiveEvent::Ended);
+                return;
             }
-        });
+            let _ = self.tx.send(LiveEvent::Media {
+                chunk: keepalive.clone(),
+                psi: None,
+            });
+        }
     }
 
     /// Subscribe a new client: PAT/PMT and the current GOP, then everything after.
     pub fn join(&self) -> JoinSnapshot {
-        let state = self.lock();
+        let inner = self.lock();
         let rx = self.tx.subscribe();
-        let mut backlog = Vec::with_capacity(state.gop.len() + 1);
-        let at_keyframe = !state.gop.is_empty();
+        let mut backlog = Vec::with_capacity(inner.gop.len() + 1);
+        let at_keyframe = !inner.gop.is_empty();
         if at_keyframe {
-            if let Some(psi) = state.ingest.psi() {
+            if let Some(psi) = inner.ingest.psi() {
                 backlog.push(psi);
             }
-            backlog.extend(state.gop.iter().map(|chunk| chunk.data.clone()));
+            backlog.extend(inner.gop.iter().map(|chunk| chunk.data.clone()));
         }
         JoinSnapshot {
             backlog,
@@ -206,6 +300,16 @@ impl LiveStream {
     pub fn client_count(&self) -> usize {
         self.tx.receiver_count()
     }
+}
+
+/// A copy of `data` (whole TS packets) with the discontinuity indicator set on every packet
+/// that can carry it, for the first keyframe after a source change.
+fn flag_discontinuity(data: &Bytes) -> Bytes {
+    let mut copy = data.to_vec();
+    for packet in copy.chunks_exact_mut(TS_PACKET_LEN) {
+        mark_discontinuity(packet);
+    }
+    Bytes::from(copy)
 }
 
 /// What a point serves.
@@ -245,6 +349,7 @@ impl PointRegistry {
                         &point.name,
                         client_queue,
                         point.reconnect_grace,
+                        point.source_timeout,
                     )),
                     PointSource::File(path) => PointMedia::File(path.clone()),
                     PointSource::Directory(path) => PointMedia::Directory(path.clone()),
@@ -512,13 +617,100 @@ mod tests {
 
     #[tokio::test]
     async fn second_publisher_is_refused_and_first_can_republish() {
-        let stream = LiveStream::new("live", 64, Duration::from_secs(60));
+        let stream = LiveStream::new("live", 64, Duration::from_secs(60), Duration::from_secs(5));
+        assert_eq!(stream.state(), LiveState::Waiting);
         stream.publish(1).unwrap();
         assert!(matches!(stream.publish(2), Err(PublishError::Busy(1))));
         assert!(!stream.push(2, &ts_packet(0x100, false)));
         assert!(stream.push(1, &ts_packet(0x100, false)));
-        stream.unpublish(1);
+        stream.unpublish(1, "test");
+        assert!(matches!(stream.state(), LiveState::SourceLost { .. }));
+        assert!(
+            stream.playable(),
+            "clients may join while the encoder is expected back"
+        );
         stream.publish(2).unwrap();
         assert!(stream.is_live());
+    }
+
+    /// PAT, PMT (H.264 on PID 0x100), then a keyframe packet: what an encoder sends first.
+    fn stream_start() -> Vec<u8> {
+        use crate::media::test_support::{pat_packet, pmt_packet};
+        let mut data = pat_packet(0x1000, 0).to_vec();
+        data.extend_from_slice(&pmt_packet(0x1000, 0x100, &[(0x1b, 0x100)], 0));
+        data.extend_from_slice(&ts_packet(0x100, true));
+        data
+    }
+
+    async fn next_event(rx: &mut broadcast::Receiver<LiveEvent>) -> LiveEvent {
+        tokio::time::timeout(Duration::from_secs(3600), rx.recv())
+            .await
+            .expect("an event")
+            .expect("open channel")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_source_keeps_clients_alive_then_ends_them_at_the_deadline() {
+        let stream = LiveStream::new("live", 64, Duration::from_secs(2), Duration::from_secs(5));
+        stream.publish(1).unwrap();
+        let mut rx = stream.join().rx;
+        let lost_at = tokio::time::Instant::now();
+        stream.unpublish(1, "test");
+
+        let mut keepalives = 0;
+        let ended_at = loop {
+            match next_event(&mut rx).await {
+                LiveEvent::Media { chunk, .. } => {
+                    assert_eq!(chunk.data.as_ref(), &null_packet()[..]);
+                    keepalives += 1;
+                }
+                LiveEvent::Ended => break tokio::time::Instant::now(),
+                LiveEvent::SourceRestarted => panic!("no encoder came back"),
+            }
+        };
+        assert!(keepalives >= 3, "{keepalives} keepalives in a 2 s grace");
+        assert_eq!(ended_at - lost_at, Duration::from_secs(2));
+        assert_eq!(stream.state(), LiveState::Ended);
+        assert!(!stream.playable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_encoder_back_within_the_grace_resumes_on_a_flagged_keyframe() {
+        let stream = LiveStream::new("live", 64, Duration::from_secs(2), Duration::from_secs(5));
+        stream.publish(1).unwrap();
+        assert!(stream.push(1, &stream_start()));
+        let mut rx = stream.join().rx;
+        stream.unpublish(1, "test");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        stream.publish(2).unwrap();
+        assert!(stream.push(2, &stream_start()));
+
+        let mut saw_restart = false;
+        loop {
+            match next_event(&mut rx).await {
+                LiveEvent::SourceRestarted => saw_restart = true,
+                LiveEvent::Media { chunk, psi } if chunk.random_access => {
+                    assert!(saw_restart, "restart is announced before the new stream");
+                    let first =
+                        crate::media::ts::TsPacket::new(&chunk.data[..TS_PACKET_LEN]).unwrap();
+                    assert!(first.discontinuity_indicator());
+                    let psi = psi.expect("PAT/PMT come with the keyframe");
+                    for packet in psi.chunks(TS_PACKET_LEN) {
+                        assert!(crate::media::ts::TsPacket::new(packet)
+                            .unwrap()
+                            .discontinuity_indicator());
+                    }
+                    break;
+                }
+                LiveEvent::Media { .. } => {}
+                LiveEvent::Ended => panic!("the encoder came back in time"),
+            }
+        }
+        // The grace timer of the lost source must not end the resumed stream.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(stream.is_live());
+        while let Ok(event) = rx.try_recv() {
+            assert!(!matches!(event, LiveEvent::Ended));
+        }
     }
 }

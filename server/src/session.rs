@@ -158,6 +158,8 @@ struct ConnCtx<'a> {
     pending_media: Vec<Bytes>,
     bytes_sent: u64,
     bytes_pushed: u64,
+    /// When the publishing encoder last delivered media (or started publishing).
+    last_push: tokio::time::Instant,
 }
 
 impl ConnCtx<'_> {
@@ -300,6 +302,7 @@ impl HostCalls for ConnCtx<'_> {
         }
         info!(event = events::PUSH_START, plugin = %self.plugin, session = self.info.id, peer = %self.info.peer, point = %info.name, "encoder started publishing");
         info.live = true;
+        self.last_push = tokio::time::Instant::now();
         self.publishing = Some(stream);
         Ok(info)
     }
@@ -318,6 +321,7 @@ impl HostCalls for ConnCtx<'_> {
             ));
         }
         self.bytes_pushed += data.len() as u64;
+        self.last_push = tokio::time::Instant::now();
         Ok(())
     }
 
@@ -339,6 +343,8 @@ impl HostCalls for ConnCtx<'_> {
 /// Why a connection ended.
 enum Ending {
     Closed,
+    /// A publishing encoder sent nothing for the point's source timeout.
+    SourceSilent(Duration),
     PeerGone(String),
     TooSlow,
     Fault(String),
@@ -383,6 +389,7 @@ pub async fn serve_connection(
         pending_media: Vec::new(),
         bytes_sent: 0,
         bytes_pushed: 0,
+        last_push: tokio::time::Instant::now(),
     };
     let ending = match session.on_open(&mut ctx) {
         Ok(()) => drive(socket, &mut session, &mut ctx).await,
@@ -391,7 +398,14 @@ pub async fn serve_connection(
     ctx.stop_media("connection ended");
     if let Some(stream) = ctx.publishing.take() {
         info!(event = events::PUSH_END, plugin = %plugin.name, session = session_id, %peer, point = %stream.name, bytes = ctx.bytes_pushed, "encoder stopped publishing");
-        stream.unpublish(session_id);
+        let why = match &ending {
+            Ending::SourceSilent(timeout) => {
+                format!("no data from the encoder for {} ms", timeout.as_millis())
+            }
+            Ending::Fault(_) => "the plugin serving the encoder faulted".to_owned(),
+            _ => "the encoder disconnected".to_owned(),
+        };
+        stream.unpublish(session_id, &why);
     }
     let (plugin_name, seconds, sent) = (
         &plugin.name,
@@ -404,6 +418,9 @@ pub async fn serve_connection(
         }
         Ending::PeerGone(why) => {
             info!(event = events::DISCONNECT, plugin = %plugin_name, session = session_id, %peer, seconds, bytes_sent = sent, reason = %why, "client went away")
+        }
+        Ending::SourceSilent(timeout) => {
+            warn!(event = events::DISCONNECT, plugin = %plugin_name, session = session_id, %peer, seconds, timeout_ms = timeout.as_millis() as u64, "encoder sent nothing within the source timeout; connection closed")
         }
         Ending::TooSlow => {
             warn!(event = events::DISCONNECT, plugin = %plugin_name, session = session_id, %peer, seconds, bytes_sent = sent, timeout_ms = shared.write_timeout.as_millis() as u64, "client stopped reading; disconnected")
@@ -472,6 +489,10 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
         let want_live =
             ctx.out_bytes < OUTPUT_HIGH_WATER && matches!(ctx.media, Some(Media::Live(_)));
         let write_deadline = stalled_since.map(|since| since + write_timeout);
+        let source_deadline = ctx
+            .publishing
+            .as_ref()
+            .map(|stream| ctx.last_push + stream.source_timeout);
         let session_id = ctx.info.id;
 
         tokio::select! {
@@ -498,6 +519,10 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
                 Err(error) => return Ending::PeerGone(error.to_string()),
             },
             _ = sleep_until_opt(write_deadline) => return Ending::TooSlow,
+            _ = sleep_until_opt(source_deadline) => {
+                let timeout = ctx.publishing.as_ref().map_or(Duration::ZERO, |s| s.source_timeout);
+                return Ending::SourceSilent(timeout);
+            }
             step = next_live(&mut ctx.media, session_id), if want_live => match step {
                 LiveStep::Data(buffers) => buffers.into_iter().for_each(|b| ctx.enqueue(b)),
                 LiveStep::End(reason, message) => ctx.end_media(reason, message),

@@ -494,3 +494,138 @@ protocols = ["http"]
 pub fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
+
+impl Encoder {
+    /// The encoder's process id (to stop it with a signal, simulating a stalled encoder).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal (`"STOP"`, `"CONT"`, `"KILL"`) to the encoder process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+}
+
+/// A raw HTTP client reading a live stream on a thread, recording when each piece arrived.
+/// Pieces of a stream with the time each arrived.
+type Arrivals = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
+
+pub struct LiveReader {
+    received: Arrivals,
+    done: Arc<Mutex<Option<Instant>>>,
+    pub started: Instant,
+}
+
+impl LiveReader {
+    /// `GET path` and keep reading until the server ends the stream (or 120 s pass).
+    pub fn start(address: SocketAddr, path: &str) -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(Mutex::new(None));
+        let mut stream = TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        let (sink, finished) = (received.clone(), done.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut buf = vec![0u8; 64 * 1024];
+            while Instant::now() < deadline {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sink
+                        .lock()
+                        .unwrap()
+                        .push((Instant::now(), buf[..n].to_vec())),
+                }
+            }
+            *finished.lock().unwrap() = Some(Instant::now());
+        });
+        Self {
+            received,
+            done,
+            started: Instant::now(),
+        }
+    }
+
+    /// When the server ended the stream, if it has.
+    pub fn ended_at(&self) -> Option<Instant> {
+        *self.done.lock().unwrap()
+    }
+
+    /// Wait up to `timeout` for the stream to end.
+    pub fn wait_end(&self, timeout: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(at) = self.ended_at() {
+                return Some(at);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Everything received so far, the HTTP head included.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, data)| data.clone())
+            .collect()
+    }
+
+    /// The body received so far (after the response head).
+    pub fn body(&self) -> Vec<u8> {
+        let bytes = self.bytes();
+        let start = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(bytes.len(), |p| p + 4);
+        bytes[start..].to_vec()
+    }
+
+    /// The longest time between two consecutive reads after `since`.
+    pub fn longest_silence_since(&self, since: Instant) -> Duration {
+        let received = self.received.lock().unwrap();
+        let times: Vec<Instant> = received
+            .iter()
+            .map(|(at, _)| *at)
+            .filter(|at| *at >= since)
+            .collect();
+        times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// When the first packet of a PID other than the null PID arrived after `since`.
+    pub fn first_media_after(&self, since: Instant) -> Option<Instant> {
+        // Arrival time of every body byte's read, then look packet by packet.
+        let received = self.received.lock().unwrap();
+        let mut bytes = Vec::new();
+        let mut arrivals = Vec::new(); // (end offset of a read, when it arrived)
+        for (at, data) in received.iter() {
+            bytes.extend_from_slice(data);
+            arrivals.push((bytes.len(), *at));
+        }
+        let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let body = &bytes[head_end..];
+        body.chunks_exact(188).enumerate().find_map(|(index, packet)| {
+            let complete_at = head_end + (index + 1) * 188;
+            let arrived = arrivals.iter().find(|(end, _)| *end >= complete_at)?.1;
+            let pid = (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2]);
+            (arrived >= since && packet[0] == 0x47 && pid != 0x1fff).then_some(arrived)
+        })
+    }
+}
+

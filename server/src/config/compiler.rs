@@ -20,7 +20,7 @@ use super::suggest::{did_you_mean, suggestion_suffix};
 use super::value::{describe, settings_line};
 use super::{
     Config, LogFormat, PluginCatalog, PluginConfig, PointConfig, PointKind, PointSource,
-    ServerConfig, SettingIssue, DEFAULT_RECONNECT_GRACE,
+    ServerConfig, SettingIssue, DEFAULT_RECONNECT_GRACE, DEFAULT_SOURCE_TIMEOUT,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &["server", "plugins", "point"];
@@ -32,13 +32,21 @@ const SERVER_KEYS: &[&str] = &[
 ];
 /// Keys of a `[plugins.<name>]` table that the host reads; all others belong to the plugin.
 const PLUGIN_HOST_KEYS: &[&str] = &["enabled", "listen"];
-const POINT_KEYS: &[&str] = &["name", "kind", "source", "protocols", "reconnect_grace_ms"];
+const POINT_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "source",
+    "protocols",
+    "reconnect_grace_ms",
+    "source_timeout_ms",
+];
 
 const LOG_FORMATS: &[&str] = &["text", "json"];
 const POINT_KINDS: &[&str] = &["broadcast", "on-demand"];
 const CLIENT_QUEUE_RANGE: RangeInclusive<i64> = 16..=65_536;
 const WRITE_TIMEOUT_MS_RANGE: RangeInclusive<i64> = 100..=600_000;
 const RECONNECT_GRACE_MS_RANGE: RangeInclusive<i64> = 0..=86_400_000;
+const SOURCE_TIMEOUT_MS_RANGE: RangeInclusive<i64> = 100..=3_600_000;
 const MAX_POINT_NAME_CHARS: usize = 64;
 
 const LISTEN_HINT: &str = "use ip:port, e.g. \"0.0.0.0:8080\" or \"[::1]:8080\"";
@@ -809,7 +817,20 @@ impl<'a> Compiler<'a> {
             });
         let source = self.point_source(section, kind);
         let protocols = self.protocols(section, plugins);
-        let reconnect_grace = self.reconnect_grace(section, kind);
+        let reconnect_grace = self.broadcast_duration(
+            section,
+            kind,
+            "reconnect_grace_ms",
+            RECONNECT_GRACE_MS_RANGE,
+            DEFAULT_RECONNECT_GRACE,
+        );
+        let source_timeout = self.broadcast_duration(
+            section,
+            kind,
+            "source_timeout_ms",
+            SOURCE_TIMEOUT_MS_RANGE,
+            DEFAULT_SOURCE_TIMEOUT,
+        );
 
         Some(PointConfig {
             name: name?,
@@ -817,6 +838,7 @@ impl<'a> Compiler<'a> {
             source: source?,
             protocols: protocols?,
             reconnect_grace,
+            source_timeout,
             line: section.line,
         })
     }
@@ -986,24 +1008,28 @@ impl<'a> Compiler<'a> {
         Some(protocols)
     }
 
-    /// On-demand points have no encoder to wait for, so their grace is zero
-    /// and setting one is a mistake worth pointing out.
-    fn reconnect_grace(&mut self, section: &Section<'_>, kind: Option<PointKind>) -> Duration {
-        const KEY: &str = "reconnect_grace_ms";
+    /// A duration that only broadcast points have (they have an encoder to wait for): zero
+    /// for on-demand points, where setting one is a mistake worth pointing out.
+    fn broadcast_duration(
+        &mut self,
+        section: &Section<'_>,
+        kind: Option<PointKind>,
+        key: &str,
+        range: RangeInclusive<i64>,
+        default: Duration,
+    ) -> Duration {
         if kind == Some(PointKind::OnDemand) {
-            if section.table.contains_key(KEY) {
-                let line = self.key_line(section.table, KEY, section.line);
+            if section.table.contains_key(key) {
+                let line = self.key_line(section.table, key, section.line);
                 self.error(
                     line,
-                    format!("`{KEY}` only applies to broadcast points; remove it from this on-demand point"),
+                    format!("`{key}` only applies to broadcast points; remove it from this on-demand point"),
                 );
             }
             return Duration::ZERO;
         }
-        self.read_integer(section, KEY, RECONNECT_GRACE_MS_RANGE)
-            .map_or(DEFAULT_RECONNECT_GRACE, |ms| {
-                Duration::from_millis(ms.unsigned_abs())
-            })
+        self.read_integer(section, key, range)
+            .map_or(default, |ms| Duration::from_millis(ms.unsigned_abs()))
     }
 }
 

@@ -134,6 +134,9 @@ pub struct PointConfig {
     /// How long clients are held when a broadcast encoder drops; zero for
     /// on-demand points, which have no encoder.
     pub reconnect_grace: Duration,
+    /// A pushing encoder that sends nothing for this long is treated as gone; zero for
+    /// on-demand points.
+    pub source_timeout: Duration,
     /// Line of the `[[point]]` header.
     pub line: usize,
 }
@@ -166,6 +169,8 @@ pub enum PointSource {
 
 /// Default `reconnect_grace_ms` of broadcast points.
 pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_millis(60_000);
+/// Default `source_timeout_ms` of broadcast points.
+pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_millis(10_000);
 
 /// Checks `text`, the contents of the config file at `path`, against the
 /// loaded plugins. Relative paths in it are resolved against `path`'s directory.

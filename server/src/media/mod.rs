@@ -8,7 +8,7 @@ pub mod ingest;
 pub mod ts;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use index::{index_file, FileIndex, IndexEntry, IndexError};
 pub use ingest::{Chunk, IngestStats, TsIngest};

@@ -191,6 +191,42 @@ pub fn set_discontinuity(packet: &mut [u8]) -> bool {
     true
 }
 
+/// Flag a packet as the first after a discontinuity (a new encoder, say): set the
+/// discontinuity_indicator in its adaptation field, inserting a minimal adaptation field into a
+/// packet without one when its payload ends in at least two stuffing bytes (PSI packets do).
+/// Returns whether the packet now carries the flag.
+pub fn mark_discontinuity(packet: &mut [u8]) -> bool {
+    if packet.len() != TS_PACKET_LEN || packet[0] != SYNC_BYTE {
+        return false;
+    }
+    if packet[3] & 0x20 != 0 {
+        if packet[4] == 0 {
+            return false; // a single stuffing byte: no room for flags
+        }
+        return set_discontinuity(packet);
+    }
+    if packet[3] & 0x10 == 0 || packet[TS_PACKET_LEN - 2..] != [0xff, 0xff] {
+        return false;
+    }
+    // Shift the payload right by two and drop two stuffing bytes from its end.
+    packet.copy_within(4..TS_PACKET_LEN - 2, 6);
+    packet[3] |= 0x20;
+    packet[4] = 1; // adaptation_field_length: just the flags byte
+    packet[5] = 0x80; // discontinuity_indicator
+    true
+}
+
+/// A null packet (PID 0x1FFF): ignored by every receiver, it keeps a connection carrying
+/// bytes while a source is away, so that players do not time out.
+pub fn null_packet() -> [u8; TS_PACKET_LEN] {
+    let mut packet = [0xffu8; TS_PACKET_LEN];
+    packet[0] = SYNC_BYTE;
+    packet[1] = (NULL_PID >> 8) as u8;
+    packet[2] = NULL_PID as u8;
+    packet[3] = 0x10;
+    packet
+}
+
 /// Finds packet boundaries in a byte stream that arrives in arbitrary pieces
 /// and may start mid-packet or contain garbage.
 ///
@@ -596,6 +632,28 @@ pub fn crc32_mpeg2(data: &[u8]) -> u32 {
 mod tests {
     use super::super::test_support::*;
     use super::*;
+
+    #[test]
+    fn discontinuity_is_set_in_place_or_inserted_into_psi() {
+        let mut with_af = PacketSpec::new(0x0100).rai().payload(&[1, 2, 3]).build();
+        assert!(mark_discontinuity(&mut with_af));
+        assert!(TsPacket::new(&with_af).unwrap().discontinuity_indicator());
+        assert_eq!(TsPacket::new(&with_af).unwrap().payload(), &[1, 2, 3]);
+
+        let mut psi = null_packet();
+        psi[1] = 0x40; // payload_unit_start, PID 0
+        psi[2] = 0;
+        psi[4..12].copy_from_slice(&[0, 0, 0xb0, 0x0d, 0, 1, 0xc1, 0]);
+        let payload_before = psi[4..20].to_vec();
+        assert!(mark_discontinuity(&mut psi));
+        let packet = TsPacket::new(&psi).unwrap();
+        assert!(packet.discontinuity_indicator());
+        assert_eq!(&packet.payload()[..16], &payload_before[..]);
+
+        // A full payload with no stuffing cannot take an adaptation field.
+        let mut full = PacketSpec::new(0x0101).payload(&[7u8; 184]).build();
+        assert!(!mark_discontinuity(&mut full));
+    }
 
     #[test]
     fn crc_matches_known_vector() {

@@ -1,0 +1,128 @@
+//! Encoder loss on a push point, with real ffmpeg encoders and players: clients stay attached
+//! through a dropped or stalled encoder, are kept busy with null packets, resume on the next
+//! encoder's first keyframe and decode without errors; when the grace runs out they get a
+//! clean end of stream close to the deadline.
+
+use std::time::{Duration, Instant};
+
+use ferrocast_tests::*;
+
+fn server(grace_ms: u64, source_timeout_ms: u64) -> (Ferrocast, TempDir) {
+    let plugins = standard_plugin_dir();
+    let address = loopback();
+    let points = standard_points().replace(
+        "source = \"push\"\n",
+        &format!("source = \"push\"\nreconnect_grace_ms = {grace_ms}\nsource_timeout_ms = {source_timeout_ms}\n"),
+    );
+    let server = Ferrocast::start(&config_with(address, &points), plugins.path(), address);
+    (server, plugins)
+}
+
+/// Decode a TS body captured by a raw client and require a clean decode.
+fn assert_decodes(server: &Ferrocast, body: &[u8], min_frames: u64) {
+    let file = server.dir.path().join("captured.ts");
+    std::fs::write(&file, body).unwrap();
+    let decoded = decode(&file.display().to_string(), &[], None);
+    assert!(
+        decoded.errors.trim().is_empty(),
+        "decoder errors: {}",
+        decoded.errors
+    );
+    assert!(
+        decoded.video_frames >= min_frames,
+        "only {} frames",
+        decoded.video_frames
+    );
+}
+
+#[test]
+fn a_restarted_encoder_resumes_attached_clients() {
+    let (server, _plugins) = server(10_000, 10_000);
+    let first = Encoder::push(&server.url("live"), 60);
+    wait_until_live(server.http, "/live", Duration::from_secs(15));
+    let reader = LiveReader::start(server.http, "/live");
+    std::thread::sleep(Duration::from_secs(2));
+
+    first.signal("KILL");
+    server.wait_for("SOURCE_LOST", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    let restarted = Instant::now();
+    let _second = Encoder::push(&server.url("live"), 60);
+    server.wait_for("SOURCE_RESUMED", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+
+    assert!(reader.ended_at().is_none(), "the client must stay attached");
+    // Null packets kept the connection busy while the encoder was away.
+    let gap = reader.longest_silence_since(reader.started + Duration::from_millis(500));
+    assert!(
+        gap < Duration::from_millis(1500),
+        "client saw {gap:?} of silence"
+    );
+    let resumed = reader
+        .first_media_after(restarted)
+        .expect("media after the restart");
+    // ffmpeg needs a moment to start and encode; the server adds no wait of its own.
+    assert!(
+        resumed - restarted < Duration::from_secs(5),
+        "resumed after {:?}",
+        resumed - restarted
+    );
+    // Both encoders' pictures decode cleanly, across the switch.
+    assert_decodes(&server, &reader.body(), 100);
+    let logs = server.logs();
+    assert!(logs.contains("reconnects=1"), "{logs}");
+}
+
+#[test]
+fn a_stalled_encoder_is_timed_out_and_a_new_one_takes_over() {
+    let (server, _plugins) = server(10_000, 1_000);
+    let stalled = Encoder::push(&server.url("live"), 60);
+    wait_until_live(server.http, "/live", Duration::from_secs(15));
+    let reader = LiveReader::start(server.http, "/live");
+    std::thread::sleep(Duration::from_secs(2));
+
+    // No data and no close: the encoder process is frozen.
+    stalled.signal("STOP");
+    server.wait_for(
+        "no data from the encoder for 1000 ms",
+        Duration::from_secs(5),
+    );
+    // The point is free for a new encoder at once (no 409 against the frozen one).
+    let _second = Encoder::push(&server.url("live"), 60);
+    server.wait_for("SOURCE_RESUMED", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    stalled.signal("CONT");
+
+    assert!(reader.ended_at().is_none(), "the client must stay attached");
+    assert_decodes(&server, &reader.body(), 100);
+}
+
+#[test]
+fn an_expired_grace_ends_clients_cleanly_near_the_deadline() {
+    let grace = Duration::from_millis(1500);
+    let (server, _plugins) = server(grace.as_millis() as u64, 10_000);
+    let encoder = Encoder::push(&server.url("live"), 60);
+    wait_until_live(server.http, "/live", Duration::from_secs(15));
+    let reader = LiveReader::start(server.http, "/live");
+    std::thread::sleep(Duration::from_secs(2));
+
+    let killed = Instant::now();
+    encoder.signal("KILL");
+    let ended = reader
+        .wait_end(Duration::from_secs(10))
+        .expect("the stream must end");
+    let after = ended - killed;
+    assert!(
+        after >= grace - Duration::from_millis(100),
+        "ended too early: {after:?}"
+    );
+    assert!(
+        after <= grace + Duration::from_secs(1),
+        "ended {after:?} after the encoder died"
+    );
+    server.wait_for("SOURCE_GAVE_UP", Duration::from_secs(2));
+    assert_decodes(&server, &reader.body(), 25);
+
+    // The point can be published to again, and new clients are told plainly until then.
+    assert_eq!(http_get(server.http, "/live", 4096).status, 503);
+}
