@@ -14,9 +14,10 @@ use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 
 use crate::ffi::{FfiPlugin, FfiSession, FfiSession_TO, HostRef, PluginBox, SessionBox};
 use crate::types::{
-    ByteRange, CreateError, HostError, LogLevel, PluginInfo, PluginKind, PointInfo, SessionInfo,
-    SettingError, StreamEnded,
+    ByteRange, CreateError, HostError, LogLevel, OutputSpec, PlayInfo, PluginInfo, PluginKind,
+    PointInfo, SessionInfo, SettingError, StreamEnded, TransportInfo, TransportRequest,
 };
+use abi_stable::std_types::RVec;
 
 /// Static metadata of a plugin.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +34,15 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     /// Validate the settings (TOML text; see [`crate::parse_settings`]) and build the plugin.
     fn create(settings: &str) -> Result<Self, Vec<SettingError>>;
     fn new_session(&self, info: &SessionInfo) -> Box<dyn Session>;
+    /// Transport plugins: accept or refuse a transport for a client at `peer` (`ip:port`).
+    fn validate_transport(&self, request: &TransportRequest, peer: &str) -> Result<(), HostError> {
+        let _ = (request, peer);
+        Ok(())
+    }
+    /// Transport plugins: standalone outputs for the host to run (UDP pushes).
+    fn outputs(&self) -> Vec<OutputSpec> {
+        Vec::new()
+    }
 }
 
 /// A sans-IO protocol state machine for one client connection. It reacts to events and tells
@@ -53,6 +63,10 @@ pub trait Session: Send + 'static {
     }
     fn on_peer_closed(&mut self, host: &mut Host<'_>) {
         let _ = host;
+    }
+    /// The client showed life on transport `transport` (an RTCP report): a keep-alive.
+    fn on_transport_activity(&mut self, host: &mut Host<'_>, transport: u64) {
+        let _ = (host, transport);
     }
 }
 
@@ -118,6 +132,31 @@ impl<'a> Host<'a> {
     pub fn session(&self) -> SessionInfo {
         self.ffi.session()
     }
+
+    /// Set up a media transport (RTSP SETUP) through the transport plugin for its kind.
+    pub fn setup_transport(
+        &mut self,
+        request: TransportRequest,
+    ) -> Result<TransportInfo, HostError> {
+        self.ffi.setup_transport(request).into_result()
+    }
+
+    pub fn teardown_transport(&mut self, transport: u64) {
+        self.ffi.teardown_transport(transport);
+    }
+
+    /// Start or resume media on the session's transports; `start_ms` seeks on-demand points
+    /// ([`crate::RESUME`] continues where paused).
+    pub fn play_transports(&mut self, path: &str, start_ms: u64) -> Result<PlayInfo, HostError> {
+        self.ffi
+            .play_transports(RStr::from_str(path), start_ms)
+            .into_result()
+    }
+
+    /// Pause media on the session's transports; returns the position in milliseconds.
+    pub fn pause_transports(&mut self) -> Result<u64, HostError> {
+        self.ffi.pause_transports().into_result()
+    }
 }
 
 /// Run `f`, turning a panic into its message.
@@ -151,6 +190,24 @@ impl<P: Plugin> FfiPlugin for PluginAdapter<P> {
             )
         })
         .into()
+    }
+
+    fn validate_transport(
+        &self,
+        request: TransportRequest,
+        peer: RStr<'_>,
+    ) -> RResult<(), HostError> {
+        match guard(|| self.0.validate_transport(&request, peer.as_str())) {
+            Ok(answer) => answer.into(),
+            Err(fault) => RResult::RErr(HostError::new(
+                crate::ErrorCode::UNSUPPORTED_TRANSPORT,
+                format!("the transport plugin faulted: {fault}"),
+            )),
+        }
+    }
+
+    fn outputs(&self) -> RVec<OutputSpec> {
+        guard(|| self.0.outputs()).unwrap_or_default().into()
     }
 }
 
@@ -205,6 +262,14 @@ impl FfiSession for SessionAdapter {
 
     fn on_open<'a>(&mut self, host: HostRef<'a>) -> RResult<(), RString> {
         self.call(host, |s, h| s.on_open(h))
+    }
+
+    fn on_transport_activity<'a>(
+        &mut self,
+        host: HostRef<'a>,
+        transport: u64,
+    ) -> RResult<(), RString> {
+        self.call(host, |s, h| s.on_transport_activity(h, transport))
     }
 }
 

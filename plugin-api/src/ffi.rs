@@ -19,8 +19,17 @@ use abi_stable::std_types::{RBox, RResult, RSlice, RStr, RString};
 use abi_stable::{declare_root_module_statics, package_version_strings, sabi_trait, StableAbi};
 
 use crate::types::{
-    ByteRange, CreateError, HostError, LogLevel, PluginInfo, PointInfo, SessionInfo, StreamEnded,
+    ByteRange, CreateError, ErrorCode, HostError, LogLevel, OutputSpec, PlayInfo, PluginInfo,
+    PointInfo, SessionInfo, StreamEnded, TransportInfo, TransportRequest,
 };
+use abi_stable::std_types::RVec;
+
+fn unsupported(what: &str) -> HostError {
+    HostError::new(
+        ErrorCode::UNSUPPORTED_TRANSPORT,
+        format!("{what} is not supported by this server"),
+    )
+}
 
 /// A plugin instance as the host holds it.
 pub type PluginBox = FfiPlugin_TO<'static, RBox<()>>;
@@ -54,6 +63,20 @@ impl RootModule for PluginMod_Ref {
 pub trait FfiPlugin: Send + Sync {
     /// `Err` carries a panic message: the host logs PLUGIN_FAULT and refuses the connection.
     fn new_session(&self, info: SessionInfo) -> RResult<SessionBox, RString>;
+    /// Transport plugins: accept or refuse a transport a control plugin asked for, for a
+    /// client at `peer` (`ip:port`). `Err(UNSUPPORTED_TRANSPORT)` with a reason refuses it.
+    fn validate_transport(
+        &self,
+        request: TransportRequest,
+        peer: RStr<'_>,
+    ) -> RResult<(), HostError> {
+        let _ = (request, peer);
+        RResult::ROk(())
+    }
+    /// Transport plugins: standalone outputs the host should run (UDP pushes).
+    fn outputs(&self) -> RVec<OutputSpec> {
+        RVec::new()
+    }
 }
 
 /// One client's protocol state machine. Every method returns `Err` only when the plugin
@@ -75,6 +98,15 @@ pub trait FfiSession: Send {
     /// The connection is open; called once, before any other event (arm timeouts here).
     fn on_open<'a>(&mut self, host: HostRef<'a>) -> RResult<(), RString> {
         let _ = host;
+        RResult::ROk(())
+    }
+    /// The client showed life on a transport (an RTCP receiver report arrived): a keep-alive.
+    fn on_transport_activity<'a>(
+        &mut self,
+        host: HostRef<'a>,
+        transport: u64,
+    ) -> RResult<(), RString> {
+        let _ = (host, transport);
         RResult::ROk(())
     }
 }
@@ -107,4 +139,25 @@ pub trait FfiHost {
     fn log(&self, level: LogLevel, message: RStr<'_>);
     /// This session's identity.
     fn session(&self) -> SessionInfo;
+    /// Set up a media transport for this session (RTSP SETUP), through the transport plugin
+    /// for `request.kind`, which must be enabled on the point.
+    fn setup_transport(&mut self, request: TransportRequest) -> RResult<TransportInfo, HostError> {
+        let _ = request;
+        RResult::RErr(unsupported("setting up transports"))
+    }
+    /// Release a transport.
+    fn teardown_transport(&mut self, transport: u64) {
+        let _ = transport;
+    }
+    /// Start or resume media on this session's transports (RTSP PLAY). On-demand points seek
+    /// to `start_ms` (or resume, with [`crate::types::RESUME`]) and are paced in real time.
+    fn play_transports(&mut self, path: RStr<'_>, start_ms: u64) -> RResult<PlayInfo, HostError> {
+        let _ = (path, start_ms);
+        RResult::RErr(unsupported("playing over transports"))
+    }
+    /// Pause media on this session's transports; returns the position in milliseconds.
+    /// Broadcast points refuse with NOT_SEEKABLE.
+    fn pause_transports(&mut self) -> RResult<u64, HostError> {
+        RResult::RErr(unsupported("pausing transports"))
+    }
 }

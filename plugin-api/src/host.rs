@@ -18,7 +18,8 @@ use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 
 use crate::ffi::{FfiHost, FfiHost_TO, PluginBox, PluginMod_Ref, SessionBox};
 use crate::types::{
-    ByteRange, HostError, LogLevel, PluginInfo, PointInfo, SessionInfo, SettingError, StreamEnded,
+    ByteRange, HostError, LogLevel, OutputSpec, PlayInfo, PluginInfo, PointInfo, SessionInfo,
+    SettingError, StreamEnded, TransportInfo, TransportRequest,
 };
 
 /// The interface version this host was built with (`major.minor.patch`).
@@ -175,6 +176,22 @@ impl PluginInstance {
             RResult::RErr(fault) => Err(fault.into_string()),
         }
     }
+
+    /// Ask a transport plugin whether it carries `request` for a client at `peer`.
+    pub fn validate_transport(
+        &self,
+        request: TransportRequest,
+        peer: &str,
+    ) -> Result<(), HostError> {
+        self.plugin
+            .validate_transport(request, RStr::from_str(peer))
+            .into_result()
+    }
+
+    /// Standalone outputs the plugin's settings ask for.
+    pub fn outputs(&self) -> Vec<OutputSpec> {
+        self.plugin.outputs().into_vec()
+    }
 }
 
 /// What the host does for a session while the plugin handles one event.
@@ -190,6 +207,10 @@ pub trait HostCalls {
     fn push_media(&mut self, data: &[u8]) -> Result<(), HostError>;
     fn log(&self, level: LogLevel, message: &str);
     fn session(&self) -> SessionInfo;
+    fn setup_transport(&mut self, request: TransportRequest) -> Result<TransportInfo, HostError>;
+    fn teardown_transport(&mut self, transport: u64);
+    fn play_transports(&mut self, path: &str, start_ms: u64) -> Result<PlayInfo, HostError>;
+    fn pause_transports(&mut self) -> Result<u64, HostError>;
 }
 
 /// Presents a [`HostCalls`] as the ABI's [`FfiHost`].
@@ -228,6 +249,18 @@ impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
     }
     fn session(&self) -> SessionInfo {
         self.0.session()
+    }
+    fn setup_transport(&mut self, request: TransportRequest) -> RResult<TransportInfo, HostError> {
+        self.0.setup_transport(request).into()
+    }
+    fn teardown_transport(&mut self, transport: u64) {
+        self.0.teardown_transport(transport);
+    }
+    fn play_transports(&mut self, path: RStr<'_>, start_ms: u64) -> RResult<PlayInfo, HostError> {
+        self.0.play_transports(path.as_str(), start_ms).into()
+    }
+    fn pause_transports(&mut self) -> RResult<u64, HostError> {
+        self.0.pause_transports().into()
     }
 }
 
@@ -268,6 +301,16 @@ impl PluginSession {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_stream_ended(host, ended))
+    }
+
+    pub fn on_transport_activity(
+        &mut self,
+        host: &mut impl HostCalls,
+        transport: u64,
+    ) -> Result<(), String> {
+        let mut adapter = HostAdapter(host);
+        let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
+        fault(self.session.on_transport_activity(host, transport))
     }
 
     pub fn on_peer_closed(&mut self, host: &mut impl HostCalls) -> Result<(), String> {

@@ -38,8 +38,9 @@ pub mod types;
 pub use author::{Host, Plugin, PluginMeta, Session};
 pub use settings::parse_settings;
 pub use types::{
-    ByteRange, CreateError, EndReason, ErrorCode, HostError, LogLevel, PluginInfo, PluginKind,
-    PointInfo, PointKind, SessionInfo, SettingError, StreamEnded,
+    ByteRange, CreateError, EndReason, ErrorCode, Framing, HostError, LogLevel, OutputSpec,
+    PlayInfo, PluginInfo, PluginKind, PointInfo, PointKind, SessionInfo, SettingError, StreamEnded,
+    TransportInfo, TransportKind, TransportRequest, RESUME,
 };
 
 /// Used by [`export_plugin!`]; not part of the public API.

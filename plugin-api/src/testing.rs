@@ -17,7 +17,10 @@ use abi_stable::std_types::{RResult, RSlice, RStr};
 
 use crate::author::Host;
 use crate::ffi::{FfiHost, FfiHost_TO};
-use crate::types::{ByteRange, ErrorCode, HostError, LogLevel, PointInfo, PointKind, SessionInfo};
+use crate::types::{
+    ByteRange, ErrorCode, HostError, LogLevel, PlayInfo, PointInfo, PointKind, SessionInfo,
+    TransportInfo, TransportKind, TransportRequest, RESUME,
+};
 
 /// Everything a session asked of the host, plus scripted answers to its questions.
 #[derive(Debug, Default)]
@@ -39,6 +42,17 @@ pub struct MockHost {
     /// Refuse `play` for these paths (after a successful `lookup`), e.g. a live point
     /// without an encoder.
     pub play_refusals: HashMap<String, HostError>,
+    /// Transports set up, in order; their ids are 1, 2, …
+    pub transports: Vec<TransportRequest>,
+    /// Refuse `setup_transport` for these kinds (a transport disabled on the point, say).
+    pub transport_refusals: HashMap<u8, HostError>,
+    pub torn_down: Vec<u64>,
+    /// `play_transports` calls: (path, start_ms).
+    pub transport_plays: Vec<(String, u64)>,
+    /// How many times `pause_transports` was called.
+    pub pauses: usize,
+    /// What `pause_transports` answers; position 0 when unset.
+    pub pause_answer: Option<Result<u64, HostError>>,
 }
 
 impl MockHost {
@@ -147,6 +161,50 @@ impl FfiHost for MockHost {
         self.logs
             .borrow_mut()
             .push((level, message.as_str().to_owned()));
+    }
+    fn setup_transport(&mut self, request: TransportRequest) -> RResult<TransportInfo, HostError> {
+        if let Some(refusal) = self.transport_refusals.get(&request.kind.0) {
+            return RResult::RErr(refusal.clone());
+        }
+        if let Err(error) = self.answer(request.path.as_str()) {
+            return RResult::RErr(error);
+        }
+        let udp = request.kind == TransportKind::UDP_UNICAST;
+        self.transports.push(request);
+        let id = self.transports.len() as u64;
+        RResult::ROk(TransportInfo {
+            id,
+            plugin: if udp { "udp" } else { "tcp" }.into(),
+            kind: self.transports[id as usize - 1].kind,
+            server_rtp_port: if udp { 6970 } else { 0 },
+            server_rtcp_port: if udp { 6971 } else { 0 },
+            destination: if udp { "127.0.0.1" } else { "" }.into(),
+            ssrc: 0x1234_5678,
+        })
+    }
+    fn teardown_transport(&mut self, transport: u64) {
+        self.torn_down.push(transport);
+    }
+    fn play_transports(&mut self, path: RStr<'_>, start_ms: u64) -> RResult<PlayInfo, HostError> {
+        if let Some(refusal) = self.play_refusals.get(path.as_str()) {
+            return RResult::RErr(refusal.clone());
+        }
+        let point = match self.answer(path.as_str()) {
+            Ok(point) => point,
+            Err(error) => return RResult::RErr(error),
+        };
+        self.transport_plays
+            .push((path.as_str().to_owned(), start_ms));
+        RResult::ROk(PlayInfo {
+            point,
+            start_ms: if start_ms == RESUME { 0 } else { start_ms },
+            rtp_seq: 1000,
+            rtp_time: 90_000,
+        })
+    }
+    fn pause_transports(&mut self) -> RResult<u64, HostError> {
+        self.pauses += 1;
+        self.pause_answer.clone().unwrap_or(Ok(0)).into()
     }
     fn session(&self) -> SessionInfo {
         SessionInfo {

@@ -121,6 +121,10 @@ impl ErrorCode {
     pub const INVALID_STATE: Self = Self(8);
     /// The point or plugin is draining: existing sessions go on, new ones are refused.
     pub const DRAINING: Self = Self(9);
+    /// The requested transport is not enabled on the point, or refused by its plugin.
+    pub const UNSUPPORTED_TRANSPORT: Self = Self(10);
+    /// The point cannot do that: pause or seek a broadcast point.
+    pub const NOT_SEEKABLE: Self = Self(11);
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -133,6 +137,8 @@ impl ErrorCode {
             Self::UNAVAILABLE => "unavailable",
             Self::INVALID_STATE => "invalid state",
             Self::DRAINING => "draining",
+            Self::UNSUPPORTED_TRANSPORT => "unsupported transport",
+            Self::NOT_SEEKABLE => "not seekable",
             _ => "error",
         }
     }
@@ -261,4 +267,98 @@ pub struct CreateError {
     pub settings: RVec<SettingError>,
     /// Set when the plugin panicked during initialisation.
     pub fault: RString,
+}
+
+/// How a transport carries media to a client.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct TransportKind(pub u8);
+
+impl TransportKind {
+    /// RTP/AVP over UDP to the client's ports (carried by the `udp` plugin).
+    pub const UDP_UNICAST: Self = Self(0);
+    /// RTP/AVP/TCP interleaved on the control connection (carried by the `tcp` plugin).
+    pub const TCP_INTERLEAVED: Self = Self(1);
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UDP_UNICAST => "RTP/AVP/UDP unicast",
+            Self::TCP_INTERLEAVED => "RTP/AVP/TCP interleaved",
+            _ => "unknown transport",
+        }
+    }
+}
+
+/// A control plugin's request for a media transport (an RTSP SETUP, say).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct TransportRequest {
+    /// `point` or `point/file`.
+    pub path: RString,
+    pub kind: TransportKind,
+    /// UDP: the client's RTP and RTCP ports.
+    pub client_rtp_port: u16,
+    pub client_rtcp_port: u16,
+    /// TCP interleaved: the channels for RTP and RTCP.
+    pub rtp_channel: u8,
+    pub rtcp_channel: u8,
+}
+
+/// A transport the host set up for a session.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct TransportInfo {
+    /// Identifies the transport in later calls and events.
+    pub id: u64,
+    /// The transport plugin that accepted it (`udp`, `tcp`).
+    pub plugin: RString,
+    pub kind: TransportKind,
+    /// UDP: the server's RTP and RTCP ports; 0 otherwise.
+    pub server_rtp_port: u16,
+    pub server_rtcp_port: u16,
+    /// UDP: the client address media goes to; empty otherwise.
+    pub destination: RString,
+    /// The RTP synchronisation source of the stream.
+    pub ssrc: u32,
+}
+
+/// Where transport media starts, for the reply to the client (RTSP `Range` and `RTP-Info`).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct PlayInfo {
+    pub point: PointInfo,
+    /// Media position of the first packet, in milliseconds (0 for live).
+    pub start_ms: u64,
+    /// Sequence number and timestamp of the first RTP packet the client will receive.
+    pub rtp_seq: u16,
+    pub rtp_time: u32,
+}
+
+/// `start_ms` for [`crate::Host::play_transports`]: resume where paused (or start at the
+/// beginning), rather than seek.
+pub const RESUME: u64 = u64::MAX;
+
+/// How a standalone output frames media.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Framing(pub u8);
+
+impl Framing {
+    /// MPEG-TS packets as they are, 7 per datagram.
+    pub const RAW_TS: Self = Self(0);
+    /// RTP/MP2T (RFC 2250), 7 TS packets per RTP packet.
+    pub const RTP: Self = Self(1);
+}
+
+/// A standalone output a transport plugin asks the host to run from its settings: a broadcast
+/// point pushed to a UDP (unicast or multicast) destination.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct OutputSpec {
+    pub point: RString,
+    /// `ip:port`; a multicast group is allowed.
+    pub destination: RString,
+    pub framing: Framing,
+    /// Multicast TTL (hops).
+    pub ttl: u8,
 }

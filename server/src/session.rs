@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferrocast_plugin_api::host::{HostCalls, PluginInstance, PluginSession};
 use ferrocast_plugin_api::{
-    ByteRange, EndReason, ErrorCode, HostError, LogLevel, PointInfo, SessionInfo, StreamEnded,
+    ByteRange, EndReason, ErrorCode, HostError, LogLevel, PlayInfo, PointInfo, SessionInfo,
+    StreamEnded, TransportInfo, TransportRequest,
 };
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -337,6 +338,33 @@ impl HostCalls for ConnCtx<'_> {
 
     fn session(&self) -> SessionInfo {
         self.info.clone()
+    }
+
+    fn setup_transport(&mut self, request: TransportRequest) -> Result<TransportInfo, HostError> {
+        let _ = request;
+        Err(HostError::new(
+            ErrorCode::UNSUPPORTED_TRANSPORT,
+            "transports are not available yet",
+        ))
+    }
+
+    fn teardown_transport(&mut self, transport: u64) {
+        let _ = transport;
+    }
+
+    fn play_transports(&mut self, path: &str, start_ms: u64) -> Result<PlayInfo, HostError> {
+        let _ = (path, start_ms);
+        Err(HostError::new(
+            ErrorCode::UNSUPPORTED_TRANSPORT,
+            "transports are not available yet",
+        ))
+    }
+
+    fn pause_transports(&mut self) -> Result<u64, HostError> {
+        Err(HostError::new(
+            ErrorCode::UNSUPPORTED_TRANSPORT,
+            "transports are not available yet",
+        ))
     }
 }
 

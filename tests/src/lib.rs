@@ -620,12 +620,13 @@ impl LiveReader {
         }
         let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
         let body = &bytes[head_end..];
-        body.chunks_exact(188).enumerate().find_map(|(index, packet)| {
-            let complete_at = head_end + (index + 1) * 188;
-            let arrived = arrivals.iter().find(|(end, _)| *end >= complete_at)?.1;
-            let pid = (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2]);
-            (arrived >= since && packet[0] == 0x47 && pid != 0x1fff).then_some(arrived)
-        })
+        body.chunks_exact(188)
+            .enumerate()
+            .find_map(|(index, packet)| {
+                let complete_at = head_end + (index + 1) * 188;
+                let arrived = arrivals.iter().find(|(end, _)| *end >= complete_at)?.1;
+                let pid = (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2]);
+                (arrived >= since && packet[0] == 0x47 && pid != 0x1fff).then_some(arrived)
+            })
     }
 }
-
