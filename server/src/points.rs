@@ -29,9 +29,9 @@ const GOP_CACHE_MAX_CHUNKS: usize = 4096;
 /// What a live point sends to its clients.
 #[derive(Clone, Debug)]
 pub enum LiveEvent {
-    /// Media. `psi` (PAT + PMT) is attached to random-access chunks so that a client that has
-    /// to (re)start there can send it first.
-    Media { chunk: Chunk, psi: Option<Bytes> },
+    /// Media. A random-access chunk starts with the point's current PAT and PMT, so that any
+    /// client (re)starting there, over any protocol, can decode from its first byte.
+    Media(Chunk),
     /// A new encoder connection took over: clients restart at its first keyframe.
     SourceRestarted,
     /// The source is gone for good; clients end their streams.
@@ -192,13 +192,15 @@ impl LiveStream {
         let mut chunks = Vec::new();
         inner.ingest.push(data, &mut chunks);
         for mut chunk in chunks {
-            let mut psi = None;
             if chunk.random_access {
                 inner.gop.clear();
-                psi = inner.ingest.psi();
+                // The PAT/PMT copies are the latest packets as received, so they are exact
+                // duplicates (same continuity counter), which decoders accept and drop.
+                if let Some(psi) = inner.ingest.psi() {
+                    chunk.data = [psi, chunk.data].concat().into();
+                }
                 if inner.mark_discontinuity {
                     inner.mark_discontinuity = false;
-                    psi = psi.map(|psi| flag_discontinuity(&psi));
                     chunk.data = flag_discontinuity(&chunk.data);
                 }
             }
@@ -210,7 +212,7 @@ impl LiveStream {
                 }
             }
             // No receivers is normal (nobody watching); the chunk is simply dropped.
-            let _ = self.tx.send(LiveEvent::Media { chunk, psi });
+            let _ = self.tx.send(LiveEvent::Media(chunk));
         }
         true
     }
@@ -271,25 +273,17 @@ impl LiveStream {
                 let _ = self.tx.send(LiveEvent::Ended);
                 return;
             }
-            let _ = self.tx.send(LiveEvent::Media {
-                chunk: keepalive.clone(),
-                psi: None,
-            });
+            let _ = self.tx.send(LiveEvent::Media(keepalive.clone()));
         }
     }
 
-    /// Subscribe a new client: PAT/PMT and the current GOP, then everything after.
+    /// Subscribe a new client: the current GOP (which starts with PAT/PMT and a keyframe),
+    /// then everything after.
     pub fn join(&self) -> JoinSnapshot {
         let inner = self.lock();
         let rx = self.tx.subscribe();
-        let mut backlog = Vec::with_capacity(inner.gop.len() + 1);
         let at_keyframe = !inner.gop.is_empty();
-        if at_keyframe {
-            if let Some(psi) = inner.ingest.psi() {
-                backlog.push(psi);
-            }
-            backlog.extend(inner.gop.iter().map(|chunk| chunk.data.clone()));
-        }
+        let backlog = inner.gop.iter().map(|chunk| chunk.data.clone()).collect();
         JoinSnapshot {
             backlog,
             at_keyframe,
@@ -660,7 +654,7 @@ mod tests {
         let mut keepalives = 0;
         let ended_at = loop {
             match next_event(&mut rx).await {
-                LiveEvent::Media { chunk, .. } => {
+                LiveEvent::Media(chunk) => {
                     assert_eq!(chunk.data.as_ref(), &null_packet()[..]);
                     keepalives += 1;
                 }
@@ -689,20 +683,22 @@ mod tests {
         loop {
             match next_event(&mut rx).await {
                 LiveEvent::SourceRestarted => saw_restart = true,
-                LiveEvent::Media { chunk, psi } if chunk.random_access => {
+                LiveEvent::Media(chunk) if chunk.random_access => {
                     assert!(saw_restart, "restart is announced before the new stream");
-                    let first =
-                        crate::media::ts::TsPacket::new(&chunk.data[..TS_PACKET_LEN]).unwrap();
-                    assert!(first.discontinuity_indicator());
-                    let psi = psi.expect("PAT/PMT come with the keyframe");
-                    for packet in psi.chunks(TS_PACKET_LEN) {
-                        assert!(crate::media::ts::TsPacket::new(packet)
-                            .unwrap()
-                            .discontinuity_indicator());
+                    // PAT, PMT, then the keyframe packet: all flagged.
+                    let packets: Vec<_> = chunk.data.chunks(TS_PACKET_LEN).collect();
+                    let pids: Vec<u16> = packets
+                        .iter()
+                        .map(|p| crate::media::ts::TsPacket::new(p).unwrap().pid())
+                        .collect();
+                    assert_eq!(pids, [0, 0x1000, 0x100]);
+                    for packet in packets {
+                        let packet = crate::media::ts::TsPacket::new(packet).unwrap();
+                        assert!(packet.discontinuity_indicator());
                     }
                     break;
                 }
-                LiveEvent::Media { .. } => {}
+                LiveEvent::Media(_) => {}
                 LiveEvent::Ended => panic!("the encoder came back in time"),
             }
         }

@@ -84,13 +84,12 @@ impl LiveCursor {
     async fn next(&mut self, session: u64) -> LiveStep {
         loop {
             match self.rx.recv().await {
-                Ok(LiveEvent::Media { chunk, psi }) => {
-                    if !self.waiting_for_keyframe {
-                        return LiveStep::Data(vec![chunk.data]);
-                    }
+                Ok(LiveEvent::Media(chunk)) => {
                     if chunk.random_access {
                         self.waiting_for_keyframe = false;
-                        return LiveStep::Data(psi.into_iter().chain([chunk.data]).collect());
+                    }
+                    if !self.waiting_for_keyframe {
+                        return LiveStep::Data(vec![chunk.data]);
                     }
                 }
                 Ok(LiveEvent::SourceRestarted) => self.waiting_for_keyframe = true,
