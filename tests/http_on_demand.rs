@@ -142,14 +142,28 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     stream
         .write_all(b"GET /vod HTTP/1.1\r\nHost: t\r\nRange: bytes=0-187\r\n\r\nGET /vod HTTP/1.1\r\nHost: t\r\nRange: bytes=188-375\r\n\r\n")
         .unwrap();
-    let first = read_response(&mut stream, 188, Duration::from_secs(5)).unwrap();
-    assert_eq!(first.status, 206);
-    assert_eq!(first.body, media[..188]);
-    // Any bytes of the second response read along with the first are in `first.body` beyond
-    // 188 only if the server mis-framed; read_response stops at Content-Length.
-    let second = read_response(&mut stream, 188, Duration::from_secs(5)).unwrap();
-    assert_eq!(second.status, 206, "{}", second.head);
-    assert_eq!(second.body, media[188..376]);
+    // Read until both responses are in: each is a head plus its Content-Length of body.
+    let mut data = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let responses = loop {
+        if let Some(parsed) = split_responses(&data, 2) {
+            break parsed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "got {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        let mut buf = [0u8; 4096];
+        let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
+        assert!(n > 0, "connection closed after {} bytes", data.len());
+        data.extend_from_slice(&buf[..n]);
+    };
+    let (first, second) = (&responses[0], &responses[1]);
+    assert!(first.0.starts_with("HTTP/1.1 206"), "{}", first.0);
+    assert_eq!(first.1, media[..188]);
+    assert!(second.0.starts_with("HTTP/1.1 206"), "{}", second.0);
+    assert_eq!(second.1, media[188..376]);
 }
 
 #[test]
@@ -259,4 +273,24 @@ fn the_default_configuration_serves_its_sample_out_of_the_box() {
         decoded.video_frames
     );
     assert_eq!(http_get(address, "/files/sample.ts", 0).status, 200);
+}
+
+/// The first `count` responses in `data` as (head, body), if all are complete.
+fn split_responses(data: &[u8], count: usize) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut responses = Vec::new();
+    let mut rest = data;
+    while responses.len() < count {
+        let head_end = rest.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&rest[..head_end]).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.trim().parse().ok())?;
+        if rest.len() < head_end + length {
+            return None;
+        }
+        responses.push((head, rest[head_end..head_end + length].to_vec()));
+        rest = &rest[head_end + length..];
+    }
+    Some(responses)
 }

@@ -361,4 +361,7 @@ pub struct OutputSpec {
     pub framing: Framing,
     /// Multicast TTL (hops).
     pub ttl: u8,
+    /// Local IP address to send from (and, for multicast, the interface to send on); empty
+    /// for the system's choice.
+    pub interface: RString,
 }

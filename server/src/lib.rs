@@ -9,13 +9,17 @@
 //! - [`points`]: publishing points; the live fan-out that frames once and shares.
 //! - [`media`]: MPEG-TS parsing: packet alignment, keyframes, PAT/PMT, file index.
 //! - [`session`]: one client connection driving one plugin session.
+//! - [`transport`]: RTP transports (UDP, interleaved) and RTCP for RTSP-style sessions.
+//! - [`outputs`]: standalone UDP pushes of broadcast points.
 //! - [`server`]: listeners and the accept loops.
 //! - [`events`]: stable names of operator-facing events.
 
 pub mod config;
 pub mod events;
 pub mod media;
+pub mod outputs;
 pub mod plugins;
 pub mod points;
 pub mod server;
 pub mod session;
+pub mod transport;

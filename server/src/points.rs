@@ -19,7 +19,9 @@ use tracing::{info, warn};
 
 use crate::config::{self, PointConfig, PointSource};
 use crate::events;
+use crate::media::index::{index_file, FileIndex};
 use crate::media::ingest::{Chunk, TsIngest};
+use crate::media::rtp::{RtpBatch, RtpClock, RtpPacketizer};
 use crate::media::ts::{mark_discontinuity, null_packet, TS_PACKET_LEN};
 
 /// The most chunks kept from the last keyframe for late joiners; a longer GOP is not cached
@@ -29,13 +31,30 @@ const GOP_CACHE_MAX_CHUNKS: usize = 4096;
 /// What a live point sends to its clients.
 #[derive(Clone, Debug)]
 pub enum LiveEvent {
-    /// Media. A random-access chunk starts with the point's current PAT and PMT, so that any
-    /// client (re)starting there, over any protocol, can decode from its first byte.
-    Media(Chunk),
+    /// Media, framed once for every protocol. A random-access chunk starts with the point's
+    /// current PAT and PMT, so that any client (re)starting there can decode from its first
+    /// byte.
+    Media(Arc<LiveChunk>),
     /// A new encoder connection took over: clients restart at its first keyframe.
     SourceRestarted,
     /// The source is gone for good; clients end their streams.
     Ended,
+}
+
+/// One chunk of a live point in every framing its clients use: raw TS (HTTP, raw TCP, UDP
+/// pushes) and RTP/MP2T (RTSP over UDP or interleaved, RTP pushes). Shared by reference.
+#[derive(Debug)]
+pub struct LiveChunk {
+    pub chunk: Chunk,
+    pub rtp: RtpBatch,
+}
+
+/// The RTP stream position a new RTP client starts at (RTSP `RTP-Info`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtpStart {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
 }
 
 /// Why a publish attempt was refused.
@@ -79,12 +98,26 @@ struct LiveInner {
     publisher: Option<u64>,
     ingest: TsIngest,
     /// Chunks since the most recent keyframe, starting with it.
-    gop: Vec<Chunk>,
+    gop: Vec<Arc<LiveChunk>>,
     /// Bumped on every publisher change; grace timers check it to know they are stale.
     epoch: u64,
     /// The next keyframe (and its PAT/PMT) is the first after a source change: flag it.
     mark_discontinuity: bool,
     reconnects: u64,
+    /// The point's one RTP stream: sequence numbers and timestamps continue across encoder
+    /// changes, so RTP clients never see the stream restart.
+    rtp: RtpPacketizer,
+    rtp_clock: RtpClock,
+}
+
+impl LiveInner {
+    fn frame(&mut self, chunk: Chunk) -> Arc<LiveChunk> {
+        let timestamp = self
+            .rtp_clock
+            .timestamp(chunk.pcr_90k, std::time::Instant::now());
+        let rtp = self.rtp.packetize(&chunk.data, timestamp);
+        Arc::new(LiveChunk { chunk, rtp })
+    }
 }
 
 /// The live fan-out of one broadcast point.
@@ -99,10 +132,12 @@ pub struct LiveStream {
 
 /// What a late joiner receives before the live ring: PAT/PMT, then the current GOP.
 pub struct JoinSnapshot {
-    pub backlog: Vec<Bytes>,
+    pub backlog: Vec<Arc<LiveChunk>>,
     /// Whether the backlog starts at a keyframe; if not, the client waits for the next one.
     pub at_keyframe: bool,
     pub rx: broadcast::Receiver<LiveEvent>,
+    /// Where an RTP client starts: the first packet of the backlog, or the next one.
+    pub rtp: RtpStart,
 }
 
 impl LiveStream {
@@ -123,6 +158,8 @@ impl LiveStream {
                 epoch: 0,
                 mark_discontinuity: false,
                 reconnects: 0,
+                rtp: RtpPacketizer::new(random_u32(), random_u32() as u16),
+                rtp_clock: RtpClock::new(random_u32()),
             }),
             tx,
             reconnect_grace,
@@ -167,6 +204,7 @@ impl LiveStream {
         if let LiveState::SourceLost { deadline } = previous {
             inner.reconnects += 1;
             inner.mark_discontinuity = true;
+            inner.rtp_clock.restart();
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             info!(
                 event = events::SOURCE_RESUMED,
@@ -204,15 +242,16 @@ impl LiveStream {
                     chunk.data = flag_discontinuity(&chunk.data);
                 }
             }
-            if chunk.random_access || !inner.gop.is_empty() {
+            let live = inner.frame(chunk);
+            if live.chunk.random_access || !inner.gop.is_empty() {
                 if inner.gop.len() < GOP_CACHE_MAX_CHUNKS {
-                    inner.gop.push(chunk.clone());
+                    inner.gop.push(Arc::clone(&live));
                 } else {
                     inner.gop.clear();
                 }
             }
             // No receivers is normal (nobody watching); the chunk is simply dropped.
-            let _ = self.tx.send(LiveEvent::Media(chunk));
+            let _ = self.tx.send(LiveEvent::Media(live));
         }
         true
     }
@@ -273,7 +312,8 @@ impl LiveStream {
                 let _ = self.tx.send(LiveEvent::Ended);
                 return;
             }
-            let _ = self.tx.send(LiveEvent::Media(keepalive.clone()));
+            let keepalive = inner.frame(keepalive.clone());
+            let _ = self.tx.send(LiveEvent::Media(keepalive));
         }
     }
 
@@ -282,18 +322,57 @@ impl LiveStream {
     pub fn join(&self) -> JoinSnapshot {
         let inner = self.lock();
         let rx = self.tx.subscribe();
-        let at_keyframe = !inner.gop.is_empty();
-        let backlog = inner.gop.iter().map(|chunk| chunk.data.clone()).collect();
         JoinSnapshot {
-            backlog,
-            at_keyframe,
+            backlog: inner.gop.clone(),
+            at_keyframe: !inner.gop.is_empty(),
             rx,
+            rtp: Self::rtp_start_of(&inner),
+        }
+    }
+
+    /// Where an RTP client joining now starts: the first packet of the cached GOP, or the
+    /// next packet the point will send.
+    pub fn rtp_start(&self) -> RtpStart {
+        Self::rtp_start_of(&self.lock())
+    }
+
+    fn rtp_start_of(inner: &LiveInner) -> RtpStart {
+        match inner.gop.first() {
+            Some(first) if !first.rtp.is_empty() => RtpStart {
+                ssrc: inner.rtp.ssrc(),
+                seq: first.rtp.first_seq(),
+                timestamp: rtp_timestamp_of(&first.rtp),
+            },
+            _ => RtpStart {
+                ssrc: inner.rtp.ssrc(),
+                seq: inner.rtp.next_seq(),
+                timestamp: inner.rtp_clock.last(),
+            },
         }
     }
 
     pub fn client_count(&self) -> usize {
         self.tx.receiver_count()
     }
+}
+
+/// The timestamp field of a batch's first RTP packet.
+fn rtp_timestamp_of(batch: &RtpBatch) -> u32 {
+    let packet = batch.packet(0);
+    u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]])
+}
+
+/// A random 32-bit value for SSRCs and initial sequence numbers and timestamps (RFC 3550
+/// wants them unpredictable; std's hasher keys are random per process and per call).
+pub fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    hasher.finish() as u32
 }
 
 /// A copy of `data` (whole TS packets) with the discontinuity indicator set on every packet
@@ -331,7 +410,13 @@ pub enum Resolved {
 #[derive(Default)]
 pub struct PointRegistry {
     points: HashMap<String, Arc<Point>>,
+    /// Time indexes of on-demand files (for RTSP seek, pacing and durations), built on first
+    /// use and kept while the file's size and modification time stay the same.
+    indexes: Mutex<HashMap<PathBuf, (FileStamp, Arc<FileIndex>)>>,
 }
+
+/// What identifies a version of a file for the index cache.
+type FileStamp = (u64, Option<std::time::SystemTime>);
 
 impl PointRegistry {
     pub fn from_config(points: &[PointConfig], client_queue: usize) -> Self {
@@ -361,7 +446,35 @@ impl PointRegistry {
                 (point.name.clone(), Arc::new(runtime))
             })
             .collect();
-        Self { points }
+        Self {
+            points,
+            indexes: Mutex::default(),
+        }
+    }
+
+    /// The time index of an on-demand file, from the cache or built now. Building reads the
+    /// whole file once, so it runs where blocking is allowed.
+    pub fn file_index(&self, path: &Path) -> Result<Arc<FileIndex>, HostError> {
+        let unavailable = |what: String| {
+            warn!(path = %path.display(), reason = %what, "cannot index on-demand file");
+            HostError::new(
+                ErrorCode::UNAVAILABLE,
+                format!("the file cannot be played over RTP: {what}"),
+            )
+        };
+        let metadata = std::fs::metadata(path).map_err(|e| unavailable(e.to_string()))?;
+        let stamp = (metadata.len(), metadata.modified().ok());
+        let mut cache = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached, index)) = cache.get(path) {
+            if *cached == stamp {
+                return Ok(Arc::clone(index));
+            }
+        }
+        let index = tokio::task::block_in_place(|| index_file(path))
+            .map_err(|e| unavailable(e.to_string()))?;
+        let index = Arc::new(index);
+        cache.insert(path.to_owned(), (stamp, Arc::clone(&index)));
+        Ok(index)
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Point>> {
@@ -414,6 +527,7 @@ impl PointRegistry {
                 }
                 let size = file_size(file, name)?;
                 info.size = size;
+                info.duration_ms = self.duration_ms(file);
                 Resolved::File {
                     path: file.clone(),
                     size,
@@ -431,10 +545,17 @@ impl PointRegistry {
                 let file = resolve_in_directory(root, name, item)?;
                 let size = file_size(&file, name)?;
                 info.size = size;
+                info.duration_ms = self.duration_ms(&file);
                 Resolved::File { path: file, size }
             }
         };
         Ok((info, resolved))
+    }
+
+    /// A file's duration, from its index (0 if it cannot be indexed).
+    fn duration_ms(&self, file: &Path) -> u64 {
+        self.file_index(file)
+            .map_or(0, |index| index.duration.as_millis() as u64)
     }
 
     /// Resolve for playing: like [`Self::resolve`], but a broadcast point must have a source.
@@ -551,7 +672,10 @@ mod tests {
                 media: PointMedia::Directory(root.to_owned()),
             }),
         );
-        PointRegistry { points }
+        PointRegistry {
+            points,
+            indexes: Mutex::default(),
+        }
     }
 
     #[test]
@@ -654,8 +778,9 @@ mod tests {
         let mut keepalives = 0;
         let ended_at = loop {
             match next_event(&mut rx).await {
-                LiveEvent::Media(chunk) => {
-                    assert_eq!(chunk.data.as_ref(), &null_packet()[..]);
+                LiveEvent::Media(live) => {
+                    assert_eq!(live.chunk.data.as_ref(), &null_packet()[..]);
+                    assert_eq!(live.rtp.len(), 1, "keep-alives reach RTP clients too");
                     keepalives += 1;
                 }
                 LiveEvent::Ended => break tokio::time::Instant::now(),
@@ -683,7 +808,8 @@ mod tests {
         loop {
             match next_event(&mut rx).await {
                 LiveEvent::SourceRestarted => saw_restart = true,
-                LiveEvent::Media(chunk) if chunk.random_access => {
+                LiveEvent::Media(live) if live.chunk.random_access => {
+                    let chunk = &live.chunk;
                     assert!(saw_restart, "restart is announced before the new stream");
                     // PAT, PMT, then the keyframe packet: all flagged.
                     let packets: Vec<_> = chunk.data.chunks(TS_PACKET_LEN).collect();

@@ -1,6 +1,7 @@
 //! Assembles a running server from a compiled configuration and the loaded plugins: creates
 //! the plugin instances, binds every listener, and accepts connections until shutdown.
 
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::events;
+use crate::outputs::Output;
 use crate::plugins::PluginRegistry;
+use crate::points::PointMedia;
 use crate::points::{log_points, PointRegistry};
 use crate::session::{serve_connection, ServingPlugin, Shared};
 
@@ -22,6 +25,13 @@ pub enum ServerError {
     Bind { count: usize },
     #[error("plugin `{plugin}` could not be started: {reason}")]
     PluginStart { plugin: String, reason: String },
+    #[error("plugin `{plugin}` asks to push `{point}` to {destination}, but {reason}")]
+    Output {
+        plugin: String,
+        point: String,
+        destination: String,
+        reason: String,
+    },
 }
 
 /// A listener that could not be bound, with the operator-facing explanation.
@@ -77,6 +87,7 @@ pub async fn bind(plugin: &str, address: SocketAddr) -> Result<TcpListener, Bind
 pub struct Server {
     shared: Arc<Shared>,
     listeners: Vec<(Arc<ServingPlugin>, TcpListener)>,
+    outputs: Vec<Output>,
 }
 
 impl Server {
@@ -85,10 +96,7 @@ impl Server {
     pub async fn start(config: &Config, registry: &PluginRegistry) -> Result<Self, ServerError> {
         let points = PointRegistry::from_config(&config.points, config.server.client_queue);
         log_points(&points);
-        let shared = Arc::new(Shared::new(points, config.server.write_timeout));
-
-        let mut listeners = Vec::new();
-        let mut failures = Vec::new();
+        let mut plugins = BTreeMap::new();
         for plugin in config.plugins.values().filter(|p| p.enabled) {
             let instance = registry
                 .instantiate(&plugin.name, &plugin.settings)
@@ -100,9 +108,18 @@ impl Server {
                 name: plugin.name.clone(),
                 instance,
             });
+            plugins.insert(plugin.name.clone(), serving);
+        }
+        let outputs = plan_outputs(&plugins, &points)?;
+        let shared = Arc::new(Shared::new(points, config.server.write_timeout, plugins));
+
+        let mut listeners = Vec::new();
+        let mut failures = Vec::new();
+        for plugin in config.plugins.values().filter(|p| p.enabled) {
+            let serving = &shared.plugins[&plugin.name];
             for &address in &plugin.listen {
                 match bind(&plugin.name, address).await {
-                    Ok(listener) => listeners.push((Arc::clone(&serving), listener)),
+                    Ok(listener) => listeners.push((Arc::clone(serving), listener)),
                     Err(failure) => failures.push(failure),
                 }
             }
@@ -112,7 +129,11 @@ impl Server {
                 count: failures.len(),
             });
         }
-        Ok(Self { shared, listeners })
+        Ok(Self {
+            shared,
+            listeners,
+            outputs,
+        })
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -132,6 +153,9 @@ impl Server {
             }
             let shared = Arc::clone(&self.shared);
             accept_tasks.push(tokio::spawn(accept_loop(listener, plugin, shared)));
+        }
+        for output in self.outputs {
+            accept_tasks.push(tokio::spawn(output.run()));
         }
         shutdown.await;
         info!("shutting down");
@@ -162,4 +186,54 @@ async fn accept_loop(listener: TcpListener, plugin: Arc<ServingPlugin>, shared: 
             }
         }
     }
+}
+
+/// The standalone outputs the transport plugins ask for, checked against the points: each
+/// must name a broadcast point that lists the plugin in its protocols.
+fn plan_outputs(
+    plugins: &BTreeMap<String, Arc<ServingPlugin>>,
+    points: &PointRegistry,
+) -> Result<Vec<Output>, ServerError> {
+    let mut outputs = Vec::new();
+    for (name, plugin) in plugins {
+        for spec in plugin.instance.outputs() {
+            let refuse = |reason: String| ServerError::Output {
+                plugin: name.clone(),
+                point: spec.point.to_string(),
+                destination: spec.destination.to_string(),
+                reason,
+            };
+            let point = points
+                .get(&spec.point)
+                .ok_or_else(|| refuse("there is no such publishing point".into()))?;
+            if !point.protocols.iter().any(|p| p == name) {
+                return Err(refuse(format!(
+                    "the point does not list \"{name}\" in its protocols"
+                )));
+            }
+            let PointMedia::Live(stream) = &point.media else {
+                return Err(refuse("only broadcast points can be pushed".into()));
+            };
+            let destination = spec
+                .destination
+                .parse()
+                .map_err(|_| refuse("the destination is not ip:port".into()))?;
+            let interface = match spec.interface.as_str() {
+                "" => None,
+                text => Some(
+                    text.parse()
+                        .map_err(|_| refuse("the interface is not an IP address".into()))?,
+                ),
+            };
+            outputs.push(Output {
+                plugin: name.clone(),
+                stream: Arc::clone(stream),
+                destination,
+                framing: spec.framing,
+                ttl: spec.ttl,
+                interface,
+            });
+        }
+    }
+    Ok(outputs)
 }

@@ -6,7 +6,7 @@
 //! short, so a slow client's backlog stays in the point's shared ring, where falling too far
 //! behind means skipping to the next keyframe, never slowing anyone else.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,7 @@ use bytes::Bytes;
 use ferrocast_plugin_api::host::{HostCalls, PluginInstance, PluginSession};
 use ferrocast_plugin_api::{
     ByteRange, EndReason, ErrorCode, HostError, LogLevel, PlayInfo, PointInfo, SessionInfo,
-    StreamEnded, TransportInfo, TransportRequest,
+    StreamEnded, TransportInfo, TransportRequest, RESUME,
 };
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -25,7 +25,12 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, error, info, warn};
 
 use crate::events;
-use crate::points::{LiveEvent, LiveStream, PointRegistry, Resolved};
+use crate::media::pacer::{FilePacer, PacerStep};
+use crate::media::rtp::{parse_rtcp, RtcpPacket, RtpBatch, RtpPacketizer};
+use crate::points::{
+    random_u32, LiveChunk, LiveEvent, LiveStream, PointMedia, PointRegistry, Resolved,
+};
+use crate::transport::{plugin_for, Transport, SENDER_REPORT_INTERVAL};
 
 /// Stop pulling live media into a client's output queue above this many bytes.
 const OUTPUT_HIGH_WATER: usize = 256 * 1024;
@@ -36,6 +41,8 @@ const MAX_IOVECS: usize = 64;
 /// A live client that lags this many times within [`LAG_WINDOW`] is disconnected.
 const MAX_LAGS: usize = 5;
 const LAG_WINDOW: Duration = Duration::from_secs(60);
+/// Paced sends handled before the connection task looks at its socket again.
+const PACED_SENDS_PER_TURN: usize = 32;
 /// How long, and how much, to keep reading from a client after closing our side.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
@@ -44,14 +51,21 @@ const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
 pub struct Shared {
     pub points: PointRegistry,
     pub write_timeout: Duration,
+    /// Every enabled plugin, by name (transport plugins are consulted by control sessions).
+    pub plugins: BTreeMap<String, Arc<ServingPlugin>>,
     next_session: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(points: PointRegistry, write_timeout: Duration) -> Self {
+    pub fn new(
+        points: PointRegistry,
+        write_timeout: Duration,
+        plugins: BTreeMap<String, Arc<ServingPlugin>>,
+    ) -> Self {
         Self {
             points,
             write_timeout,
+            plugins,
             next_session: AtomicU64::new(1),
         }
     }
@@ -76,7 +90,7 @@ struct LiveCursor {
 }
 
 enum LiveStep {
-    Data(Vec<Bytes>),
+    Data(Arc<LiveChunk>),
     End(EndReason, String),
 }
 
@@ -84,12 +98,12 @@ impl LiveCursor {
     async fn next(&mut self, session: u64) -> LiveStep {
         loop {
             match self.rx.recv().await {
-                Ok(LiveEvent::Media(chunk)) => {
-                    if chunk.random_access {
+                Ok(LiveEvent::Media(live)) => {
+                    if live.chunk.random_access {
                         self.waiting_for_keyframe = false;
                     }
                     if !self.waiting_for_keyframe {
-                        return LiveStep::Data(vec![chunk.data]);
+                        return LiveStep::Data(live);
                     }
                 }
                 Ok(LiveEvent::SourceRestarted) => self.waiting_for_keyframe = true,
@@ -135,9 +149,32 @@ struct FileCursor {
     end: u64,
 }
 
+/// An on-demand file sent over RTP transports, paced in real time by its PCR.
+struct PacedFile {
+    pacer: FilePacer,
+    packetizer: RtpPacketizer,
+    /// RTP timestamp of media time zero: timestamps follow the media position, so they run on
+    /// across pause and resume.
+    timestamp_base: u32,
+    /// When the pacer said the next data is due.
+    due: Option<tokio::time::Instant>,
+}
+
+impl PacedFile {
+    fn timestamp_at(&self, media_time: Duration) -> u32 {
+        let ticks = media_time.as_micros() * 9 / 100;
+        self.timestamp_base.wrapping_add(ticks as u32)
+    }
+}
+
 enum Media {
-    Live(LiveCursor),
+    /// A live point, as raw TS on the connection (`rtp == false`) or as the point's shared
+    /// RTP packets on the session's transports.
+    Live { cursor: LiveCursor, rtp: bool },
+    /// A byte range of a file on the connection, as fast as the client takes it.
     File(FileCursor),
+    /// A file on the session's transports, in real time.
+    Paced(Box<PacedFile>),
 }
 
 /// The session's view of the host during plugin calls, and its IO state between them.
@@ -153,9 +190,14 @@ struct ConnCtx<'a> {
     playing: Option<String>,
     publishing: Option<Arc<LiveStream>>,
     pending_end: Option<StreamEnded>,
-    /// Media a `play` call produced at once (a live point's PAT/PMT and current GOP); queued
-    /// after everything the plugin writes during the same event.
-    pending_media: Vec<Bytes>,
+    /// Media a `play` call produced at once (a live point's current GOP); sent after
+    /// everything the plugin writes during the same event.
+    pending_media: Vec<Arc<LiveChunk>>,
+    /// Media transports (RTSP), in setup order.
+    transports: Vec<Transport>,
+    transports_set_up: u64,
+    /// When the next RTCP sender reports are due, while media flows on transports.
+    reports_due: Option<tokio::time::Instant>,
     bytes_sent: u64,
     bytes_pushed: u64,
     /// When the publishing encoder last delivered media (or started publishing).
@@ -176,10 +218,89 @@ impl ConnCtx<'_> {
 
     fn stop_media(&mut self, why: &str) {
         self.pending_media.clear();
+        self.reports_due = None;
         if let Some(point) = self.playing.take() {
             info!(event = events::STOP, plugin = %self.plugin, session = self.info.id, peer = %self.info.peer, %point, why, "play stopped");
         }
         self.media = None;
+    }
+
+    /// Send live chunks in the session's framing: raw TS on the connection, or the shared
+    /// RTP packets on every transport.
+    fn deliver_live(&mut self, chunks: Vec<Arc<LiveChunk>>) {
+        let rtp = matches!(self.media, Some(Media::Live { rtp: true, .. }));
+        for live in chunks {
+            if rtp {
+                self.deliver_rtp(&live.rtp);
+            } else {
+                self.enqueue(live.chunk.data.clone());
+            }
+        }
+    }
+
+    fn deliver_rtp(&mut self, batch: &RtpBatch) {
+        let mut frames = Vec::new();
+        for transport in &mut self.transports {
+            transport.send_rtp(batch, &mut frames);
+        }
+        frames.into_iter().for_each(|frame| self.enqueue(frame));
+    }
+
+    /// RTCP sender reports on every transport, stamped with the stream's current time.
+    fn send_reports(&mut self) {
+        let rtp_time = match &self.media {
+            Some(Media::Live { cursor, .. }) => cursor.stream.rtp_start().timestamp,
+            Some(Media::Paced(paced)) => paced.timestamp_at(paced.pacer.position(Instant::now())),
+            _ => return,
+        };
+        let mut frames = Vec::new();
+        for transport in &self.transports {
+            transport.send_report(rtp_time, &mut frames);
+        }
+        frames.into_iter().for_each(|frame| self.enqueue(frame));
+        self.reports_due = Some(tokio::time::Instant::now() + SENDER_REPORT_INTERVAL);
+    }
+
+    /// Pace an on-demand file: send what is due, or note when the next data is due.
+    fn pace(&mut self) {
+        for _ in 0..PACED_SENDS_PER_TURN {
+            let Some(Media::Paced(paced)) = &mut self.media else {
+                return;
+            };
+            let now = Instant::now();
+            match paced.pacer.next(now) {
+                Ok(PacerStep::Send {
+                    data, media_time, ..
+                }) => {
+                    let timestamp = paced.timestamp_at(media_time);
+                    let batch = paced.packetizer.packetize(&data, timestamp);
+                    paced.due = None;
+                    self.deliver_rtp(&batch);
+                }
+                Ok(PacerStep::Wait(at)) => {
+                    paced.due = Some(tokio::time::Instant::from_std(at));
+                    return;
+                }
+                Ok(PacerStep::Paused) => {
+                    paced.due = None;
+                    return;
+                }
+                Ok(PacerStep::End) => {
+                    // RTP has no end of stream of its own; players end on an RTCP BYE.
+                    self.send_reports();
+                    let mut frames = Vec::new();
+                    for transport in &self.transports {
+                        transport.send_bye(&mut frames);
+                    }
+                    frames.into_iter().for_each(|frame| self.enqueue(frame));
+                    return self.end_media(EndReason::COMPLETE, "file sent".into());
+                }
+                Err(error) => {
+                    warn!(session = self.info.id, %error, "reading on-demand file failed");
+                    return self.end_media(EndReason::SOURCE_ERROR, error.to_string());
+                }
+            }
+        }
     }
 
     fn end_media(&mut self, reason: EndReason, message: String) {
@@ -229,12 +350,15 @@ impl HostCalls for ConnCtx<'_> {
             Resolved::Live(stream) => {
                 let join = stream.join();
                 self.pending_media = join.backlog;
-                Media::Live(LiveCursor {
-                    stream,
-                    rx: join.rx,
-                    waiting_for_keyframe: !join.at_keyframe,
-                    lags: VecDeque::new(),
-                })
+                Media::Live {
+                    cursor: LiveCursor {
+                        stream,
+                        rx: join.rx,
+                        waiting_for_keyframe: !join.at_keyframe,
+                        lags: VecDeque::new(),
+                    },
+                    rtp: false,
+                }
             }
             Resolved::File { path: file, size } => {
                 let end = range.end.min(size);
@@ -340,30 +464,212 @@ impl HostCalls for ConnCtx<'_> {
     }
 
     fn setup_transport(&mut self, request: TransportRequest) -> Result<TransportInfo, HostError> {
-        let _ = request;
-        Err(HostError::new(
-            ErrorCode::UNSUPPORTED_TRANSPORT,
-            "transports are not available yet",
-        ))
+        let path = request.path.to_string();
+        let refused = |ctx: &Self, error: HostError| {
+            ctx.refuse("setup", &path, &error);
+            Err(error)
+        };
+        let (info, _) = match self.shared.points.resolve(self.plugin, &path) {
+            Ok(found) => found,
+            Err(error) => return refused(self, error),
+        };
+        let Some(carrier) = plugin_for(request.kind) else {
+            return refused(
+                self,
+                HostError::new(
+                    ErrorCode::UNSUPPORTED_TRANSPORT,
+                    format!("{} is not supported", request.kind.as_str()),
+                ),
+            );
+        };
+        let allowed = self
+            .shared
+            .points
+            .get(&info.name)
+            .is_some_and(|point| point.protocols.iter().any(|p| p == carrier));
+        let Some(plugin) = self.shared.plugins.get(carrier).filter(|_| allowed) else {
+            return refused(
+                self,
+                HostError::new(
+                    ErrorCode::UNSUPPORTED_TRANSPORT,
+                    format!(
+                        "{} is not enabled on publishing point `{}`; the operator can add \"{carrier}\" to its protocols",
+                        carrier.to_uppercase(),
+                        info.name
+                    ),
+                ),
+            );
+        };
+        if let Err(error) = plugin
+            .instance
+            .validate_transport(request.clone(), &self.info.peer)
+        {
+            return refused(self, error);
+        }
+        let peer_ip = self.info.peer.parse::<SocketAddr>().map(|a| a.ip());
+        let local_ip = self.info.local.parse::<SocketAddr>().map(|a| a.ip());
+        let (Ok(peer_ip), Ok(local_ip)) = (peer_ip, local_ip) else {
+            return refused(
+                self,
+                HostError::new(ErrorCode::UNAVAILABLE, "connection addresses unknown"),
+            );
+        };
+        self.transports_set_up += 1;
+        let id = (self.info.id << 8) | (self.transports_set_up & 0xff);
+        let ssrc = match self.shared.points.get(&info.name).map(|p| &p.media) {
+            Some(PointMedia::Live(stream)) => stream.rtp_start().ssrc,
+            _ => random_u32(),
+        };
+        match Transport::open(id, carrier, &request, local_ip, peer_ip, ssrc) {
+            Ok(transport) => {
+                info!(plugin = %self.plugin, session = self.info.id, peer = %self.info.peer, point = %info.name, transport = %transport.info.kind.as_str(), carrier, server_rtp_port = transport.info.server_rtp_port, "transport set up");
+                let described = transport.info.clone();
+                self.transports.push(transport);
+                Ok(described)
+            }
+            Err(error) => refused(self, error),
+        }
     }
 
     fn teardown_transport(&mut self, transport: u64) {
-        let _ = transport;
+        self.transports.retain(|t| t.info.id != transport);
+        if self.transports.is_empty()
+            && matches!(
+                self.media,
+                Some(Media::Live { rtp: true, .. }) | Some(Media::Paced(_))
+            )
+        {
+            self.stop_media("transport torn down");
+        }
     }
 
     fn play_transports(&mut self, path: &str, start_ms: u64) -> Result<PlayInfo, HostError> {
-        let _ = (path, start_ms);
-        Err(HostError::new(
-            ErrorCode::UNSUPPORTED_TRANSPORT,
-            "transports are not available yet",
-        ))
+        if self.transports.is_empty() {
+            return Err(HostError::new(
+                ErrorCode::INVALID_STATE,
+                "no transport is set up; SETUP comes before PLAY",
+            ));
+        }
+        let (point, resolved) = match self.shared.points.resolve_playable(self.plugin, path) {
+            Ok(found) => found,
+            Err(error) => {
+                self.refuse("play", path, &error);
+                return Err(error);
+            }
+        };
+        let now = Instant::now();
+        let play = match resolved {
+            Resolved::Live(stream) => {
+                if let Some(Media::Live { cursor, rtp: true }) = &self.media {
+                    // PLAY on a live session that already plays is a no-op.
+                    let start = cursor.stream.rtp_start();
+                    return Ok(PlayInfo {
+                        point,
+                        start_ms: 0,
+                        rtp_seq: start.seq,
+                        rtp_time: start.timestamp,
+                    });
+                }
+                if start_ms != RESUME && start_ms != 0 {
+                    return Err(HostError::new(
+                        ErrorCode::NOT_SEEKABLE,
+                        format!(
+                            "`{}` is live; it can only be started and stopped",
+                            point.name
+                        ),
+                    ));
+                }
+                let join = stream.join();
+                let start = join.rtp;
+                self.stop_media("replaced by a new play request");
+                self.pending_media = join.backlog;
+                self.media = Some(Media::Live {
+                    cursor: LiveCursor {
+                        stream,
+                        rx: join.rx,
+                        waiting_for_keyframe: !join.at_keyframe,
+                        lags: VecDeque::new(),
+                    },
+                    rtp: true,
+                });
+                PlayInfo {
+                    point: point.clone(),
+                    start_ms: 0,
+                    rtp_seq: start.seq,
+                    rtp_time: start.timestamp,
+                }
+            }
+            Resolved::File { path: file, .. } => {
+                let resume = matches!(&self.media, Some(Media::Paced(_))) && start_ms == RESUME;
+                if !resume {
+                    let index = match self.shared.points.file_index(&file) {
+                        Ok(index) => index,
+                        Err(error) => {
+                            self.refuse("play", path, &error);
+                            return Err(error);
+                        }
+                    };
+                    let pacer = FilePacer::open(&file, (*index).clone()).map_err(|error| {
+                        HostError::new(
+                            ErrorCode::UNAVAILABLE,
+                            format!("cannot open the file: {error}"),
+                        )
+                    })?;
+                    // A new file or a seek: sequence numbers run on from the session's
+                    // previous stream, so the client sees one continuous RTP stream.
+                    let packetizer = match self.media.take() {
+                        Some(Media::Paced(previous)) => previous.packetizer,
+                        _ => RtpPacketizer::new(self.transports[0].info.ssrc, random_u32() as u16),
+                    };
+                    self.stop_media("replaced by a new play request");
+                    self.media = Some(Media::Paced(Box::new(PacedFile {
+                        pacer,
+                        packetizer,
+                        timestamp_base: random_u32(),
+                        due: None,
+                    })));
+                }
+                let Some(Media::Paced(paced)) = &mut self.media else {
+                    unreachable!("set above");
+                };
+                if !resume {
+                    let target = if start_ms == RESUME { 0 } else { start_ms };
+                    paced.pacer.seek(Duration::from_millis(target));
+                }
+                let position = paced.pacer.position(now);
+                paced.pacer.start(now);
+                paced.due = None;
+                PlayInfo {
+                    point: point.clone(),
+                    start_ms: position.as_millis() as u64,
+                    rtp_seq: paced.packetizer.next_seq(),
+                    rtp_time: paced.timestamp_at(position),
+                }
+            }
+        };
+        self.playing = Some(path.to_owned());
+        self.reports_due = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+        info!(event = events::PLAY, plugin = %self.plugin, session = self.info.id, peer = %self.info.peer, point = %point.name, item = %point.item, kind = point.kind.as_str(), start_ms = play.start_ms, rtp_seq = play.rtp_seq, "play started on transports");
+        Ok(play)
     }
 
     fn pause_transports(&mut self) -> Result<u64, HostError> {
-        Err(HostError::new(
-            ErrorCode::UNSUPPORTED_TRANSPORT,
-            "transports are not available yet",
-        ))
+        match &mut self.media {
+            Some(Media::Paced(paced)) => {
+                let position = paced.pacer.pause(Instant::now());
+                paced.due = None;
+                info!(plugin = %self.plugin, session = self.info.id, peer = %self.info.peer, position_ms = position.as_millis() as u64, "paused");
+                Ok(position.as_millis() as u64)
+            }
+            Some(Media::Live { .. }) => Err(HostError::new(
+                ErrorCode::NOT_SEEKABLE,
+                "a broadcast point cannot be paused; it can only be started and stopped",
+            )),
+            _ => Err(HostError::new(
+                ErrorCode::INVALID_STATE,
+                "nothing is playing",
+            )),
+        }
     }
 }
 
@@ -414,6 +720,9 @@ pub async fn serve_connection(
         publishing: None,
         pending_end: None,
         pending_media: Vec::new(),
+        transports: Vec::new(),
+        transports_set_up: 0,
+        reports_due: None,
         bytes_sent: 0,
         bytes_pushed: 0,
         last_push: tokio::time::Instant::now(),
@@ -477,9 +786,8 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
     loop {
         // Every plugin call returns to here, so media started during a call follows whatever
         // the plugin wrote in that call (a response head, say).
-        for data in std::mem::take(&mut ctx.pending_media) {
-            ctx.enqueue(data);
-        }
+        let backlog = std::mem::take(&mut ctx.pending_media);
+        ctx.deliver_live(backlog);
         if let Some(ended) = ctx.pending_end.take() {
             call!(session.on_stream_ended(ctx, ended));
             continue;
@@ -507,6 +815,16 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
         } else if stalled_since.is_none() {
             stalled_since = Some(tokio::time::Instant::now());
         }
+        if let Some(Media::Paced(paced)) = &ctx.media {
+            let due = match paced.due {
+                Some(at) => at <= tokio::time::Instant::now(),
+                None => true,
+            };
+            if paced.pacer.is_playing() && due && ctx.out_bytes < OUTPUT_HIGH_WATER {
+                ctx.pace();
+                continue;
+            }
+        }
 
         let next_timer = ctx
             .timers
@@ -514,7 +832,15 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
             .min_by_key(|(_, at)| **at)
             .map(|(id, at)| (*id, *at));
         let want_live =
-            ctx.out_bytes < OUTPUT_HIGH_WATER && matches!(ctx.media, Some(Media::Live(_)));
+            ctx.out_bytes < OUTPUT_HIGH_WATER && matches!(ctx.media, Some(Media::Live { .. }));
+        let pace_due = match &ctx.media {
+            Some(Media::Paced(paced)) if paced.pacer.is_playing() => paced.due,
+            _ => None,
+        };
+        let rtcp_in = ctx
+            .transports
+            .iter()
+            .find_map(|t| t.rtcp_socket().map(|socket| (t.info.id, socket)));
         let write_deadline = stalled_since.map(|since| since + write_timeout);
         let source_deadline = ctx
             .publishing
@@ -551,8 +877,18 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
                 return Ending::SourceSilent(timeout);
             }
             step = next_live(&mut ctx.media, session_id), if want_live => match step {
-                LiveStep::Data(buffers) => buffers.into_iter().for_each(|b| ctx.enqueue(b)),
+                LiveStep::Data(live) => ctx.deliver_live(vec![live]),
                 LiveStep::End(reason, message) => ctx.end_media(reason, message),
+            },
+            // Paced media becomes due: the loop sends it.
+            _ = sleep_until_opt(pace_due) => {}
+            _ = sleep_until_opt(ctx.reports_due) => ctx.send_reports(),
+            report = recv_rtcp(rtcp_in.as_ref().map(|(_, socket)| socket)) => {
+                if let Some((transport, _)) = &rtcp_in {
+                    let packets = report;
+                    debug!(session = session_id, transport, packets = packets.len(), "RTCP from the client");
+                    call!(session.on_transport_activity(ctx, *transport));
+                }
             },
             _ = sleep_until_opt(next_timer.map(|(_, at)| at)) => {
                 if let Some((timer, _)) = next_timer {
@@ -619,9 +955,29 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// The next RTCP compound packet from a client, parsed; pending forever without a socket.
+/// Datagrams that are not RTCP are skipped.
+async fn recv_rtcp(socket: Option<&Arc<tokio::net::UdpSocket>>) -> Vec<RtcpPacket> {
+    let Some(socket) = socket else {
+        return std::future::pending().await;
+    };
+    let mut buf = [0u8; 1500];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, _)) => {
+                if let Ok(packets) = parse_rtcp(&buf[..n]) {
+                    return packets;
+                }
+            }
+            // Errors on an unconnected UDP socket are transient; don't spin on them.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 async fn next_live(media: &mut Option<Media>, session: u64) -> LiveStep {
     match media {
-        Some(Media::Live(cursor)) => cursor.next(session).await,
+        Some(Media::Live { cursor, .. }) => cursor.next(session).await,
         _ => std::future::pending().await,
     }
 }

@@ -413,15 +413,15 @@ pub struct Decoded {
 /// frames and collecting decoder errors. `limit_seconds` caps the decoded duration.
 pub fn decode(input: &str, extra: &[&str], limit_seconds: Option<f64>) -> Decoded {
     let mut command = Command::new("ffmpeg");
+    // Bounded waits: a stream that stops must fail the test, not hang it.
+    let timeout = if input.starts_with("rtsp://") {
+        ["-timeout", "10000000"]
+    } else {
+        ["-rw_timeout", "10000000"]
+    };
     command
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-rw_timeout",
-            "10000000",
-        ])
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+        .args(timeout)
         .args(extra)
         .args(["-i", input]);
     if let Some(limit) = limit_seconds {
@@ -628,5 +628,176 @@ impl LiveReader {
                 let pid = (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2]);
                 (arrived >= since && packet[0] == 0x47 && pid != 0x1fff).then_some(arrived)
             })
+    }
+}
+
+/// A minimal RTSP/1.0 client over one TCP connection, with interleaved RTP, for tests that
+/// need what ffmpeg's command line cannot do (PAUSE, exact sequence numbers).
+pub struct RtspClient {
+    stream: TcpStream,
+    buffered: Vec<u8>,
+    cseq: u32,
+    pub session: Option<String>,
+    /// RTP packets received on channel 0: (sequence number, timestamp, payload).
+    pub rtp: Vec<(u16, u32, Vec<u8>)>,
+    /// Interleaved frames on other channels (RTCP).
+    pub other_frames: usize,
+}
+
+/// One RTSP response.
+#[derive(Debug)]
+pub struct RtspResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl RtspResponse {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+}
+
+impl RtspClient {
+    pub fn connect(address: SocketAddr) -> Self {
+        let stream = TcpStream::connect(address).expect("connect RTSP");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Self {
+            stream,
+            buffered: Vec::new(),
+            cseq: 0,
+            session: None,
+            rtp: Vec::new(),
+            other_frames: 0,
+        }
+    }
+
+    /// Send a request and wait for its response, collecting interleaved RTP meanwhile.
+    pub fn request(&mut self, method: &str, url: &str, headers: &[(&str, &str)]) -> RtspResponse {
+        self.cseq += 1;
+        let mut text = format!(
+            "{method} {url} RTSP/1.0\r\nCSeq: {}\r\nUser-Agent: ferrocast-tests\r\n",
+            self.cseq
+        );
+        if let Some(session) = &self.session {
+            text.push_str(&format!("Session: {session}\r\n"));
+        }
+        for (name, value) in headers {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        text.push_str("\r\n");
+        self.stream
+            .write_all(text.as_bytes())
+            .expect("send RTSP request");
+        let response = self.read_response();
+        if let Some(session) = response.header("session") {
+            self.session = Some(session.split(';').next().unwrap_or("").trim().to_owned());
+        }
+        response
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        match self.stream.read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buffered.extend_from_slice(&buf[..n]);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Consume interleaved frames at the front of the buffer; false if one is incomplete.
+    fn take_frames(&mut self) -> bool {
+        while self.buffered.first() == Some(&b'$') {
+            if self.buffered.len() < 4 {
+                return false;
+            }
+            let channel = self.buffered[1];
+            let len = usize::from(u16::from_be_bytes([self.buffered[2], self.buffered[3]]));
+            if self.buffered.len() < 4 + len {
+                return false;
+            }
+            let frame: Vec<u8> = self.buffered.drain(..4 + len).skip(4).collect();
+            if channel == 0 && frame.len() >= 12 {
+                let seq = u16::from_be_bytes([frame[2], frame[3]]);
+                let timestamp = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+                self.rtp.push((seq, timestamp, frame[12..].to_vec()));
+            } else {
+                self.other_frames += 1;
+            }
+        }
+        true
+    }
+
+    fn read_response(&mut self) -> RtspResponse {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no RTSP response in time");
+            if self.take_frames() {
+                if let Some(end) = self.buffered.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&self.buffered[..end + 4]).into_owned();
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.trim()
+                                .eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if self.buffered.len() >= end + 4 + length {
+                        let body =
+                            String::from_utf8_lossy(&self.buffered[end + 4..end + 4 + length])
+                                .into_owned();
+                        self.buffered.drain(..end + 4 + length);
+                        let status = head
+                            .split_whitespace()
+                            .nth(1)
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
+                        return RtspResponse { status, head, body };
+                    }
+                }
+            }
+            assert!(self.fill(), "connection closed before an RTSP response");
+        }
+    }
+
+    /// Keep receiving interleaved data for `duration`.
+    pub fn receive_for(&mut self, duration: Duration) {
+        let deadline = Instant::now() + duration;
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        while Instant::now() < deadline {
+            self.take_frames();
+            let mut buf = [0u8; 65536];
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.buffered.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        self.take_frames();
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+    }
+
+    /// The MPEG-TS carried by the received RTP packets, in order.
+    pub fn transport_stream(&self) -> Vec<u8> {
+        self.rtp
+            .iter()
+            .flat_map(|(_, _, payload)| payload.clone())
+            .collect()
     }
 }

@@ -5,6 +5,8 @@
 
 pub mod index;
 pub mod ingest;
+pub mod pacer;
+pub mod rtp;
 pub mod ts;
 
 #[cfg(test)]

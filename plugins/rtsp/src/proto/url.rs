@@ -1,0 +1,233 @@
+//! Request URLs: which publishing point (and track) a request is about.
+//!
+//! RTSP requests name absolute URLs (`rtsp://host:port/live`, RFC 2326 §3.2). This server's
+//! SDP gives its single track the relative control URL `trackID=0`, so clients address it as
+//! `rtsp://host:port/<point>/trackID=0`, and the aggregate (the whole presentation) as the
+//! point's URL with or without a trailing slash. A path is percent-decoded and normalised the
+//! same way as the HTTP plugin's: empty and `.` segments dropped, `..`, control characters and
+//! backslashes refused, because resolving them is how traversal bugs happen.
+
+/// What a request URL designates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `scheme://authority/path` without user information, query, trailing slash or
+    /// `trackID` segment: the base of the presentation, as the client spelled it.
+    pub base: String,
+    /// The decoded, normalised publishing-point path: `point` or `point/file`; empty for `*`
+    /// or a URL without a path.
+    pub path: String,
+    /// The `trackID=N` the URL ends with, if any (`u32::MAX` for a number too large).
+    pub track: Option<u32>,
+    /// The request URL was `*`.
+    pub asterisk: bool,
+}
+
+impl Target {
+    /// The URL for logs: the base, plus the track segment. Never carries credentials or a
+    /// query string (which may hold a token).
+    pub fn display(&self) -> String {
+        match self.track {
+            Some(track) => format!("{}/trackID={track}", self.base),
+            None => self.base.clone(),
+        }
+    }
+
+    /// The `Content-Base` of a DESCRIBE answer: the base with a trailing slash, so that the
+    /// SDP's relative `trackID=0` resolves to `<base>/trackID=0`.
+    pub fn content_base(&self) -> String {
+        format!("{}/", self.base)
+    }
+
+    /// The control URL of track 0, as clients build it from [`Target::content_base`].
+    pub fn track_url(&self) -> String {
+        format!("{}/trackID=0", self.base)
+    }
+}
+
+/// Parse a request URL. `local` (`ip:port` of the connection) stands in for the authority
+/// when a client sends only an absolute path.
+pub fn parse(uri: &str, local: &str) -> Result<Target, String> {
+    if uri == "*" {
+        return Ok(Target {
+            base: String::new(),
+            path: String::new(),
+            track: None,
+            asterisk: true,
+        });
+    }
+    let (prefix, raw_path) = if uri.starts_with('/') {
+        (format!("rtsp://{local}"), uri)
+    } else {
+        let (scheme, rest) = uri
+            .split_once("://")
+            .ok_or_else(|| format!("`{uri}` is not an rtsp:// URL"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if !matches!(scheme.as_str(), "rtsp" | "rtsps" | "rtspu") {
+            return Err(format!("`{scheme}://` URLs are not served; use rtsp://"));
+        }
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        // Credentials are the client's business, never echoed or logged.
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
+        if host.is_empty() {
+            return Err(format!("`{uri}` has no host"));
+        }
+        (format!("{scheme}://{host}"), &rest[end..])
+    };
+    let raw_path = raw_path.split(['?', '#']).next().unwrap_or_default();
+    let mut segments = normalise(raw_path)?;
+    let track = segments.last().and_then(|last| track_id(last));
+    if track.is_some() {
+        segments.pop();
+    }
+    let path = segments.join("/");
+    // The base keeps the client's own spelling (percent-encoding included), less the track
+    // segment and trailing slashes.
+    let mut base_path = raw_path.trim_end_matches('/');
+    if track.is_some() {
+        base_path = base_path
+            .rsplit_once('/')
+            .map_or("", |(before, _)| before)
+            .trim_end_matches('/');
+    }
+    Ok(Target {
+        base: format!("{prefix}{base_path}"),
+        path,
+        track,
+        asterisk: false,
+    })
+}
+
+/// `trackID=N` (case-insensitive), as this server's SDP names its track.
+fn track_id(segment: &str) -> Option<u32> {
+    let (name, number) = segment.split_once('=')?;
+    if !name.eq_ignore_ascii_case("trackID")
+        || number.is_empty()
+        || !number.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some(number.parse().unwrap_or(u32::MAX))
+}
+
+/// Percent-decode `raw` and split it into normalised segments.
+fn normalise(raw: &str) -> Result<Vec<String>, String> {
+    let mut segments = Vec::new();
+    for segment in raw.split('/') {
+        let decoded = percent_decode(segment)?;
+        let decoded = String::from_utf8(decoded)
+            .map_err(|_| "the path is not UTF-8 after percent-decoding".to_owned())?;
+        if decoded.chars().any(|c| c.is_control() || c == '\\') {
+            return Err("a control character or backslash in the path".into());
+        }
+        // A `/` that was percent-encoded separates segments too.
+        for part in decoded.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => return Err("`..` in the path".into()),
+                _ => segments.push(part.to_owned()),
+            }
+        }
+    }
+    Ok(segments)
+}
+
+fn percent_decode(raw: &str) -> Result<Vec<u8>, String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|pair| pair.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+                .ok_or_else(|| "bad percent-encoding in the path".to_owned())?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(uri: &str) -> Target {
+        parse(uri, "10.0.0.1:554").unwrap()
+    }
+
+    #[test]
+    fn aggregate_and_track_urls() {
+        let t = target("rtsp://127.0.0.1:18554/vod");
+        assert_eq!(
+            (t.base.as_str(), t.path.as_str(), t.track),
+            ("rtsp://127.0.0.1:18554/vod", "vod", None)
+        );
+        assert_eq!(t.content_base(), "rtsp://127.0.0.1:18554/vod/");
+        assert_eq!(t.track_url(), "rtsp://127.0.0.1:18554/vod/trackID=0");
+        assert_eq!(target("rtsp://127.0.0.1:18554/vod/"), t);
+
+        let t = target("rtsp://127.0.0.1:18554/vod/trackID=0");
+        assert_eq!(
+            (t.base.as_str(), t.path.as_str(), t.track),
+            ("rtsp://127.0.0.1:18554/vod", "vod", Some(0))
+        );
+        assert_eq!(t.display(), "rtsp://127.0.0.1:18554/vod/trackID=0");
+
+        let t = target("RTSP://host/movies/my%20clip.ts/TRACKID=5");
+        assert_eq!(
+            (t.base.as_str(), t.path.as_str(), t.track),
+            (
+                "rtsp://host/movies/my%20clip.ts",
+                "movies/my clip.ts",
+                Some(5)
+            )
+        );
+        assert_eq!(
+            target("rtsp://h/vod/trackID=99999999999").track,
+            Some(u32::MAX)
+        );
+        // Not a track segment: part of the path.
+        assert_eq!(target("rtsp://h/vod/trackID=").path, "vod/trackID=");
+    }
+
+    #[test]
+    fn credentials_query_and_paths_only() {
+        let t = target("rtsp://user:secret@cam:8554/live?token=abc#x");
+        assert_eq!(t.base, "rtsp://cam:8554/live");
+        assert_eq!(t.path, "live");
+        let t = target("/live/trackID=0");
+        assert_eq!(t.base, "rtsp://10.0.0.1:554/live");
+        assert_eq!(t.track, Some(0));
+        let t = target("rtsp://h:554");
+        assert_eq!((t.base.as_str(), t.path.as_str()), ("rtsp://h:554", ""));
+        let t = target("rtsp://h//a/./b/");
+        assert_eq!(t.path, "a/b");
+        assert!(target("*").asterisk);
+    }
+
+    #[test]
+    fn refusals() {
+        for bad in [
+            "http://h/live",
+            "live",
+            "rtsp:///live",
+            "rtsp://h/vod/../etc/passwd",
+            "rtsp://h/vod/%2e%2e/x",
+            "rtsp://h/%zz",
+            "rtsp://h/%4",
+            "rtsp://h/a%00b",
+            "rtsp://h/a%5cb",
+            "rtsp://h/%ff",
+        ] {
+            assert!(parse(bad, "l:1").is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Standalone outputs: a broadcast point pushed to a fixed UDP destination (unicast or
+//! multicast), as raw MPEG-TS (7 packets per datagram) or RTP/MP2T, for as long as the server
+//! runs. The transport plugin's settings declare them; the host owns the socket.
+//!
+//! An output follows its point through encoder changes: it starts at a keyframe, skips ahead
+//! to the next keyframe when it falls behind, and simply waits while the point has no source.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferrocast_plugin_api::Framing;
+use tokio::net::UdpSocket;
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{info, warn};
+
+use crate::media::ts::TS_PACKET_LEN;
+use crate::points::{LiveChunk, LiveEvent, LiveStream};
+
+/// 7 TS packets per datagram: 1316 bytes, under any Ethernet MTU.
+const DATAGRAM_LEN: usize = 7 * TS_PACKET_LEN;
+
+/// One configured push.
+pub struct Output {
+    pub plugin: String,
+    pub stream: Arc<LiveStream>,
+    pub destination: SocketAddr,
+    pub framing: Framing,
+    pub ttl: u8,
+    /// Local address to send from (the multicast interface).
+    pub interface: Option<IpAddr>,
+}
+
+impl Output {
+    /// Run until the server stops. Socket errors are logged and retried, never fatal.
+    pub async fn run(self) {
+        let socket = match self.open_socket().await {
+            Ok(socket) => socket,
+            Err(error) => {
+                warn!(plugin = %self.plugin, point = %self.stream.name, destination = %self.destination, %error, "cannot open the UDP output socket; this push is off");
+                return;
+            }
+        };
+        info!(plugin = %self.plugin, point = %self.stream.name, destination = %self.destination, rtp = (self.framing == Framing::RTP), "pushing point");
+        let join = self.stream.join();
+        let mut rx = join.rx;
+        let mut waiting_for_keyframe = !join.at_keyframe;
+        for live in join.backlog {
+            self.send(&socket, &live).await;
+        }
+        loop {
+            match rx.recv().await {
+                Ok(LiveEvent::Media(live)) => {
+                    if live.chunk.random_access {
+                        waiting_for_keyframe = false;
+                    }
+                    if !waiting_for_keyframe {
+                        self.send(&socket, &live).await;
+                    }
+                }
+                Ok(LiveEvent::SourceRestarted) | Ok(LiveEvent::Ended) => {
+                    waiting_for_keyframe = true
+                }
+                Err(RecvError::Lagged(skipped)) => {
+                    warn!(plugin = %self.plugin, point = %self.stream.name, destination = %self.destination, skipped_chunks = skipped, "push fell behind; skipping to the next keyframe");
+                    waiting_for_keyframe = true;
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// A UDP socket bound to the configured interface address (or any), with the multicast
+    /// options set when the destination is a group.
+    async fn open_socket(&self) -> std::io::Result<UdpSocket> {
+        let local: IpAddr = match (&self.interface, self.destination) {
+            (Some(address), _) => *address,
+            (None, SocketAddr::V4(_)) => Ipv4Addr::UNSPECIFIED.into(),
+            (None, SocketAddr::V6(_)) => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let domain = socket2::Domain::for_address(self.destination);
+        let socket =
+            socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&SocketAddr::new(local, 0).into())?;
+        match (self.destination.ip(), local) {
+            (IpAddr::V4(group), local) if group.is_multicast() => {
+                socket.set_multicast_ttl_v4(u32::from(self.ttl))?;
+                // Receivers on this host (and the tests, on loopback) see the group too.
+                socket.set_multicast_loop_v4(true)?;
+                if let IpAddr::V4(interface) = local {
+                    if !interface.is_unspecified() {
+                        socket.set_multicast_if_v4(&interface)?;
+                    }
+                }
+            }
+            (IpAddr::V6(group), _) if group.is_multicast() => {
+                socket.set_multicast_hops_v6(u32::from(self.ttl))?;
+                socket.set_multicast_loop_v6(true)?;
+            }
+            _ => socket.set_ttl(u32::from(self.ttl).max(64))?,
+        }
+        UdpSocket::from_std(socket.into())
+    }
+
+    /// Send a chunk as datagrams: the point's shared RTP packets, or up to 7 TS packets each.
+    async fn send(&self, socket: &UdpSocket, live: &LiveChunk) {
+        let datagrams: Vec<Bytes> = if self.framing == Framing::RTP {
+            live.rtp.iter().collect()
+        } else {
+            let data = &live.chunk.data;
+            (0..data.len())
+                .step_by(DATAGRAM_LEN)
+                .map(|start| data.slice(start..(start + DATAGRAM_LEN).min(data.len())))
+                .collect()
+        };
+        for datagram in datagrams {
+            if let Err(error) = socket.send_to(&datagram, self.destination).await {
+                // A receiver that is not there (ICMP port unreachable) must not stop the push.
+                tracing::debug!(destination = %self.destination, %error, "datagram not sent");
+            }
+        }
+    }
+}

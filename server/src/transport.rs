@@ -1,0 +1,283 @@
+//! Media transports of RTSP-style sessions: RTP/MP2T over UDP to the client's ports, or
+//! interleaved on the control connection.
+//!
+//! A control plugin asks for a transport (RTSP SETUP); the host checks that the transport's
+//! plugin (`udp` or `tcp`) is enabled on the point and accepts the request, binds the server's
+//! RTP/RTCP ports for UDP, and from then on delivers the point's shared RTP packets itself.
+//! RTCP sender reports go out every few seconds; receiver reports coming back count as
+//! keep-alives for the session.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrocast_plugin_api::{ErrorCode, HostError, TransportInfo, TransportKind, TransportRequest};
+use tokio::net::UdpSocket;
+
+use crate::media::rtp::{bye, interleaved_header, sender_report, NtpTime, RtpBatch};
+
+/// How often RTCP sender reports go out (RFC 3550's minimum interval).
+pub const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+/// CNAME in our SDES items.
+const CNAME: &str = "ferrocast";
+/// Attempts at binding an even RTP port with the odd RTCP port above it.
+const PORT_PAIR_ATTEMPTS: usize = 16;
+
+/// The plugin that carries a transport kind.
+pub fn plugin_for(kind: TransportKind) -> Option<&'static str> {
+    match kind {
+        TransportKind::UDP_UNICAST => Some("udp"),
+        TransportKind::TCP_INTERLEAVED => Some("tcp"),
+        _ => None,
+    }
+}
+
+/// How a transport reaches the client.
+pub enum Carrier {
+    /// `$ channel length` frames on the control connection.
+    Interleaved { rtp: u8, rtcp: u8 },
+    /// Datagrams from the server's port pair to the client's.
+    Udp {
+        rtp: Arc<UdpSocket>,
+        rtcp: Arc<UdpSocket>,
+        to_rtp: SocketAddr,
+        to_rtcp: SocketAddr,
+    },
+}
+
+/// One transport of a session, with what was sent on it (for sender reports).
+pub struct Transport {
+    pub info: TransportInfo,
+    pub carrier: Carrier,
+    packets: u32,
+    octets: u32,
+}
+
+impl Transport {
+    /// Set up the carrier for an accepted request. UDP binds the server's port pair on
+    /// `local_ip` (the address the control connection arrived on).
+    pub fn open(
+        id: u64,
+        plugin: &str,
+        request: &TransportRequest,
+        local_ip: IpAddr,
+        peer_ip: IpAddr,
+        ssrc: u32,
+    ) -> Result<Self, HostError> {
+        let (carrier, server_ports) = match request.kind {
+            TransportKind::TCP_INTERLEAVED => (
+                Carrier::Interleaved {
+                    rtp: request.rtp_channel,
+                    rtcp: request.rtcp_channel,
+                },
+                (0, 0),
+            ),
+            TransportKind::UDP_UNICAST => {
+                let (rtp, rtcp) = bind_port_pair(local_ip).map_err(|error| {
+                    HostError::new(
+                        ErrorCode::UNAVAILABLE,
+                        format!("cannot bind UDP ports for RTP on {local_ip}: {error}"),
+                    )
+                })?;
+                let ports = (
+                    rtp.local_addr().map_or(0, |a| a.port()),
+                    rtcp.local_addr().map_or(0, |a| a.port()),
+                );
+                let carrier = Carrier::Udp {
+                    rtp: Arc::new(rtp),
+                    rtcp: Arc::new(rtcp),
+                    to_rtp: SocketAddr::new(peer_ip, request.client_rtp_port),
+                    to_rtcp: SocketAddr::new(peer_ip, request.client_rtcp_port),
+                };
+                (carrier, ports)
+            }
+            other => {
+                return Err(HostError::new(
+                    ErrorCode::UNSUPPORTED_TRANSPORT,
+                    format!("{} is not supported", other.as_str()),
+                ))
+            }
+        };
+        let destination = match &carrier {
+            Carrier::Udp { .. } => peer_ip.to_string(),
+            Carrier::Interleaved { .. } => String::new(),
+        };
+        Ok(Self {
+            info: TransportInfo {
+                id,
+                plugin: plugin.into(),
+                kind: request.kind,
+                server_rtp_port: server_ports.0,
+                server_rtcp_port: server_ports.1,
+                destination: destination.into(),
+                ssrc,
+            },
+            carrier,
+            packets: 0,
+            octets: 0,
+        })
+    }
+
+    /// Send a batch of RTP packets. Interleaved frames are appended to `out` (the control
+    /// connection's queue, sharing the packets' bytes); datagrams go out at once; a full
+    /// socket buffer drops them, as UDP would on the network.
+    pub fn send_rtp(&mut self, batch: &RtpBatch, out: &mut Vec<Bytes>) {
+        for packet in batch.iter() {
+            self.packets = self.packets.wrapping_add(1);
+            self.octets = self
+                .octets
+                .wrapping_add(packet.len().saturating_sub(12) as u32);
+            match &self.carrier {
+                Carrier::Interleaved { rtp, .. } => {
+                    out.push(Bytes::copy_from_slice(&interleaved_header(
+                        *rtp,
+                        packet.len() as u16,
+                    )));
+                    out.push(packet);
+                }
+                Carrier::Udp { rtp, to_rtp, .. } => send_datagram(rtp, &packet, *to_rtp),
+            }
+        }
+    }
+
+    /// Send an RTCP sender report for the stream's current `rtp_time`.
+    pub fn send_report(&self, rtp_time: u32, out: &mut Vec<Bytes>) {
+        let report = sender_report(
+            self.info.ssrc,
+            NtpTime::now(),
+            rtp_time,
+            self.packets,
+            self.octets,
+            CNAME,
+        );
+        match &self.carrier {
+            Carrier::Interleaved { rtcp, .. } => {
+                out.push(Bytes::copy_from_slice(&interleaved_header(
+                    *rtcp,
+                    report.len() as u16,
+                )));
+                out.push(report);
+            }
+            Carrier::Udp { rtcp, to_rtcp, .. } => send_datagram(rtcp, &report, *to_rtcp),
+        }
+    }
+
+    /// Send an RTCP BYE: the stream is over (players end their playback on it).
+    pub fn send_bye(&self, out: &mut Vec<Bytes>) {
+        let goodbye = bye(self.info.ssrc, Some("end of stream"));
+        match &self.carrier {
+            Carrier::Interleaved { rtcp, .. } => {
+                out.push(Bytes::copy_from_slice(&interleaved_header(
+                    *rtcp,
+                    goodbye.len() as u16,
+                )));
+                out.push(goodbye);
+            }
+            Carrier::Udp { rtcp, to_rtcp, .. } => send_datagram(rtcp, &goodbye, *to_rtcp),
+        }
+    }
+
+    /// The socket RTCP from the client arrives on, for UDP transports.
+    pub fn rtcp_socket(&self) -> Option<Arc<UdpSocket>> {
+        match &self.carrier {
+            Carrier::Udp { rtcp, .. } => Some(Arc::clone(rtcp)),
+            Carrier::Interleaved { .. } => None,
+        }
+    }
+}
+
+/// Send one datagram now on a non-blocking socket. A full socket buffer drops it, as a
+/// congested network would; the syscall is made directly because tokio's `try_send_to` refuses
+/// until the reactor has seen the socket writable once.
+fn send_datagram(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) {
+    let _ = socket2::SockRef::from(socket).send_to(datagram, &to.into());
+}
+
+/// Bind an even port for RTP and the next odd one for RTCP (RFC 3550 §11), falling back to
+/// any two ports if the pairs keep colliding.
+fn bind_port_pair(ip: IpAddr) -> std::io::Result<(UdpSocket, UdpSocket)> {
+    let bind = |port: u16| -> std::io::Result<UdpSocket> {
+        let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+        socket.set_nonblocking(true)?;
+        UdpSocket::from_std(socket)
+    };
+    for _ in 0..PORT_PAIR_ATTEMPTS {
+        let rtp = bind(0)?;
+        let port = rtp.local_addr()?.port();
+        if port % 2 == 0 && port < u16::MAX {
+            if let Ok(rtcp) = bind(port + 1) {
+                return Ok((rtp, rtcp));
+            }
+        }
+    }
+    Ok((bind(0)?, bind(0)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::rtp::RtpPacketizer;
+
+    fn request(kind: TransportKind) -> TransportRequest {
+        TransportRequest {
+            path: "live".into(),
+            kind,
+            client_rtp_port: 40000,
+            client_rtcp_port: 40001,
+            rtp_channel: 2,
+            rtcp_channel: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn udp_transports_get_an_even_odd_port_pair_and_send_datagrams() {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut req = request(TransportKind::UDP_UNICAST);
+        req.client_rtp_port = client.local_addr().unwrap().port();
+        let localhost: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut transport = Transport::open(1, "udp", &req, localhost, localhost, 7).unwrap();
+        assert_eq!(transport.info.server_rtp_port % 2, 0);
+        assert_eq!(
+            transport.info.server_rtcp_port,
+            transport.info.server_rtp_port + 1
+        );
+
+        let mut packetizer = RtpPacketizer::new(7, 100);
+        let batch = packetizer.packetize(&[0x47u8; 188 * 8], 1234);
+        let mut out = Vec::new();
+        transport.send_rtp(&batch, &mut out);
+        assert!(out.is_empty());
+        let mut buf = [0u8; 2048];
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(n, 12 + 7 * 188);
+        assert_eq!(u16::from_be_bytes([buf[2], buf[3]]), 100);
+    }
+
+    #[test]
+    fn interleaved_transports_frame_packets_for_the_connection() {
+        let localhost: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut transport = Transport::open(
+            1,
+            "tcp",
+            &request(TransportKind::TCP_INTERLEAVED),
+            localhost,
+            localhost,
+            7,
+        )
+        .unwrap();
+        let mut packetizer = RtpPacketizer::new(7, 0);
+        let batch = packetizer.packetize(&[0x47u8; 188], 0);
+        let mut out = Vec::new();
+        transport.send_rtp(&batch, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(&out[0][..], &[b'$', 2, 0, 200]);
+        assert_eq!(out[1].len(), 200);
+        out.clear();
+        transport.send_report(0, &mut out);
+        assert_eq!(out[0][1], 3, "sender reports go on the RTCP channel");
+    }
+}
