@@ -26,7 +26,7 @@ fn check(config: &str) -> (Option<i32>, String, String) {
 
 #[test]
 fn the_default_configuration_is_valid() {
-    let plugins = standard_plugin_dir();
+    let plugins = all_plugins_dir();
     let output = Command::new(ferrocast_binary())
         .arg("--check-config")
         .arg(workspace().join("config/ferrocast.toml"))

@@ -252,13 +252,18 @@ fn a_stalled_request_head_times_out() {
 
 #[test]
 fn the_default_configuration_serves_its_sample_out_of_the_box() {
-    let plugins = standard_plugin_dir();
+    let plugins = all_plugins_dir();
     let address = loopback();
     let shipped = std::fs::read_to_string(workspace().join("config/ferrocast.toml")).unwrap();
     let media = workspace().join("config/media");
+    let raw_tcp = loopback();
+    let rtsp = loopback();
     let config = shipped
         .replace("0.0.0.0:8080", &address.to_string())
         .replace("127.0.0.1:8090", &loopback().to_string())
+        .replace("0.0.0.0:8554", &rtsp.to_string())
+        .replace("0.0.0.0:9000", &raw_tcp.to_string())
+        .replace("\"9000\"", &format!("\"{}\"", raw_tcp.port()))
         .replace(
             "\"media/sample.ts\"",
             &format!("\"{}\"", media.join("sample.ts").display()),
@@ -273,6 +278,13 @@ fn the_default_configuration_serves_its_sample_out_of_the_box() {
         decoded.video_frames
     );
     assert_eq!(http_get(address, "/files/sample.ts", 0).status, 200);
+    let over_rtsp = decode(&format!("rtsp://{rtsp}/vod"), &[], Some(2.0));
+    assert!(over_rtsp.errors.trim().is_empty(), "{}", over_rtsp.errors);
+    assert!(
+        over_rtsp.video_frames >= 45,
+        "{} frames over RTSP",
+        over_rtsp.video_frames
+    );
 }
 
 /// The first `count` responses in `data` as (head, body), if all are complete.

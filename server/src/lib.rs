@@ -11,6 +11,7 @@
 //! - [`session`]: one client connection driving one plugin session.
 //! - [`transport`]: RTP transports (UDP, interleaved) and RTCP for RTSP-style sessions.
 //! - [`outputs`]: standalone UDP pushes of broadcast points.
+//! - [`udp`]: batched datagram sending (`sendmmsg`).
 //! - [`server`]: listeners and the accept loops.
 //! - [`events`]: stable names of operator-facing events.
 
@@ -23,3 +24,4 @@ pub mod points;
 pub mod server;
 pub mod session;
 pub mod transport;
+pub mod udp;

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::media::ts::TS_PACKET_LEN;
 use crate::points::{LiveChunk, LiveEvent, LiveStream};
+use crate::udp::send_batch;
 
 /// 7 TS packets per datagram: 1316 bytes, under any Ethernet MTU.
 const DATAGRAM_LEN: usize = 7 * TS_PACKET_LEN;
@@ -114,11 +115,13 @@ impl Output {
                 .map(|start| data.slice(start..(start + DATAGRAM_LEN).min(data.len())))
                 .collect()
         };
-        for datagram in datagrams {
-            if let Err(error) = socket.send_to(&datagram, self.destination).await {
-                // A receiver that is not there (ICMP port unreachable) must not stop the push.
-                tracing::debug!(destination = %self.destination, %error, "datagram not sent");
-            }
+        // Wait until the socket can take data, then hand the kernel the whole chunk at once.
+        if socket.writable().await.is_err() {
+            return;
+        }
+        if let Err(error) = send_batch(socket, &datagrams, self.destination) {
+            // A receiver that is not there (ICMP port unreachable) must not stop the push.
+            tracing::debug!(destination = %self.destination, %error, "datagrams not sent");
         }
     }
 }

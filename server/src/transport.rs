@@ -16,6 +16,7 @@ use ferrocast_plugin_api::{ErrorCode, HostError, TransportInfo, TransportKind, T
 use tokio::net::UdpSocket;
 
 use crate::media::rtp::{bye, interleaved_header, sender_report, NtpTime, RtpBatch};
+use crate::udp::send_batch;
 
 /// How often RTCP sender reports go out (RFC 3550's minimum interval).
 pub const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(5);
@@ -128,15 +129,20 @@ impl Transport {
             self.octets = self
                 .octets
                 .wrapping_add(packet.len().saturating_sub(12) as u32);
-            match &self.carrier {
-                Carrier::Interleaved { rtp, .. } => {
+        }
+        match &self.carrier {
+            Carrier::Interleaved { rtp, .. } => {
+                for packet in batch.iter() {
                     out.push(Bytes::copy_from_slice(&interleaved_header(
                         *rtp,
                         packet.len() as u16,
                     )));
                     out.push(packet);
                 }
-                Carrier::Udp { rtp, to_rtp, .. } => send_datagram(rtp, &packet, *to_rtp),
+            }
+            Carrier::Udp { rtp, to_rtp, .. } => {
+                let datagrams: Vec<Bytes> = batch.iter().collect();
+                let _ = send_batch(rtp.as_ref(), &datagrams, *to_rtp);
             }
         }
     }

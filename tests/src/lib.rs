@@ -95,6 +95,21 @@ pub fn standard_plugin_dir() -> TempDir {
     ])
 }
 
+/// A plugin directory with every shipped plugin.
+pub fn all_plugins_dir() -> TempDir {
+    let names =
+        ["http", "rtsp", "udp", "tcp", "example"].map(|name| format!("libferrocast_{name}.so"));
+    let libraries: Vec<(String, PathBuf)> = names
+        .iter()
+        .map(|name| (name.clone(), built_library(name)))
+        .collect();
+    let borrowed: Vec<(&str, &Path)> = libraries
+        .iter()
+        .map(|(name, path)| (name.as_str(), path.as_path()))
+        .collect();
+    plugin_dir(&borrowed)
+}
+
 /// Output captured from a child process, line by line, as it is produced.
 #[derive(Clone, Default)]
 pub struct Captured(Arc<Mutex<String>>);
