@@ -35,5 +35,11 @@ pub const DISCONNECT: &str = "DISCONNECT";
 pub const SOURCE_LOST: &str = "SOURCE_LOST";
 /// An encoder published again within the grace; clients resume at its first keyframe.
 pub const SOURCE_RESUMED: &str = "SOURCE_RESUMED";
+/// A pull source connected and feeds its point.
+pub const PULL_CONNECTED: &str = "PULL_CONNECTED";
+/// A pull source could not connect, or its point is held by a pushing encoder.
+pub const PULL_FAILED: &str = "PULL_FAILED";
+/// An on-demand pull stopped because its point has had no clients for the idle timeout.
+pub const PULL_STOPPED: &str = "PULL_STOPPED";
 /// A broadcast point's source went away and did not come back within its grace period.
 pub const SOURCE_GAVE_UP: &str = "SOURCE_GAVE_UP";

@@ -7,6 +7,7 @@
 //! - [`config`]: compiles the TOML file, reporting every error with `file:line`.
 //! - [`plugins`]: finds and loads plugin libraries, refusing bad ones one by one.
 //! - [`points`]: publishing points; the live fan-out that frames once and shares.
+//! - [`pull`]: pull sources (HTTP, TCP, UDP) with reconnect, and origin/edge relays.
 //! - [`media`]: MPEG-TS parsing: packet alignment, keyframes, PAT/PMT, file index.
 //! - [`session`]: one client connection driving one plugin session.
 //! - [`transport`]: RTP transports (UDP, interleaved) and RTCP for RTSP-style sessions.
@@ -21,6 +22,7 @@ pub mod media;
 pub mod outputs;
 pub mod plugins;
 pub mod points;
+pub mod pull;
 pub mod server;
 pub mod session;
 pub mod transport;

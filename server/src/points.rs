@@ -17,7 +17,7 @@ use ferrocast_plugin_api::{ErrorCode, HostError, PointInfo, PointKind};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::config::{self, PointConfig, PointSource};
+use crate::config::{self, PointConfig, PointSource, PullMode, PullSource};
 use crate::events;
 use crate::media::index::{index_file, FileIndex};
 use crate::media::ingest::{Chunk, TsIngest};
@@ -128,6 +128,9 @@ pub struct LiveStream {
     reconnect_grace: Duration,
     /// An encoder silent for this long is treated as gone.
     pub source_timeout: Duration,
+    /// The source is pulled on demand: a client arriving while there is no source is held
+    /// (within the grace) while the pull connects.
+    pull_on_demand: bool,
 }
 
 /// What a late joiner receives before the live ring: PAT/PMT, then the current GOP.
@@ -146,6 +149,7 @@ impl LiveStream {
         queue: usize,
         reconnect_grace: Duration,
         source_timeout: Duration,
+        pull_on_demand: bool,
     ) -> Arc<Self> {
         let (tx, _) = broadcast::channel(queue.max(16));
         Arc::new(Self {
@@ -164,6 +168,7 @@ impl LiveStream {
             tx,
             reconnect_grace,
             source_timeout,
+            pull_on_demand,
         })
     }
 
@@ -186,8 +191,46 @@ impl LiveStream {
 
     /// Whether a play request can be served: the point is live, or waiting within its grace
     /// for the encoder to come back (the client is held like those already attached).
-    fn playable(&self) -> bool {
-        matches!(self.state(), LiveState::Live | LiveState::SourceLost { .. })
+    fn playable(self: &Arc<Self>) -> bool {
+        match self.state() {
+            LiveState::Live | LiveState::SourceLost { .. } => true,
+            LiveState::Waiting | LiveState::Ended if self.pull_on_demand => {
+                self.expect_source();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A client arrived at an on-demand pull point without a source: hold it (and any that
+    /// follow) for the grace while the pull connects, as if the source had just been lost.
+    fn expect_source(self: &Arc<Self>) {
+        let deadline = tokio::time::Instant::now() + self.reconnect_grace;
+        let epoch = {
+            let mut inner = self.lock();
+            if !matches!(inner.state, LiveState::Waiting | LiveState::Ended) {
+                return;
+            }
+            inner.state = LiveState::SourceLost { deadline };
+            inner.epoch += 1;
+            inner.epoch
+        };
+        info!(point = %self.name, grace_ms = self.reconnect_grace.as_millis() as u64, "first client of an on-demand pull point; holding it while the pull connects");
+        let stream = Arc::clone(self);
+        tokio::spawn(async move { stream.hold_clients(epoch, deadline).await });
+    }
+
+    /// A pull stopped on purpose (no clients left): back to waiting, no grace.
+    pub fn stop_source(&self, session: u64) {
+        let mut inner = self.lock();
+        if inner.publisher != Some(session) {
+            return;
+        }
+        inner.publisher = None;
+        inner.state = LiveState::Waiting;
+        inner.epoch += 1;
+        inner.gop.clear();
+        let _ = self.tx.send(LiveEvent::Ended);
     }
 
     pub fn publish(&self, session: u64) -> Result<(), PublishError> {
@@ -398,6 +441,8 @@ pub struct Point {
     pub kind: PointKind,
     pub protocols: Vec<String>,
     pub media: PointMedia,
+    /// Where a broadcast point pulls from, if it does.
+    pub pull: Option<PullSource>,
 }
 
 /// What a request path resolved to.
@@ -424,11 +469,12 @@ impl PointRegistry {
             .iter()
             .map(|point| {
                 let media = match &point.source {
-                    PointSource::Push => PointMedia::Live(LiveStream::new(
+                    PointSource::Push | PointSource::Pull(_) => PointMedia::Live(LiveStream::new(
                         &point.name,
                         client_queue,
                         point.reconnect_grace,
                         point.source_timeout,
+                        matches!(&point.source, PointSource::Pull(pull) if pull.mode == PullMode::OnDemand),
                     )),
                     PointSource::File(path) => PointMedia::File(path.clone()),
                     PointSource::Directory(path) => PointMedia::Directory(path.clone()),
@@ -442,6 +488,10 @@ impl PointRegistry {
                     kind,
                     protocols: point.protocols.clone(),
                     media,
+                    pull: match &point.source {
+                        PointSource::Pull(pull) => Some(pull.clone()),
+                        _ => None,
+                    },
                 };
                 (point.name.clone(), Arc::new(runtime))
             })
@@ -479,6 +529,10 @@ impl PointRegistry {
 
     pub fn get(&self, name: &str) -> Option<&Arc<Point>> {
         self.points.get(name)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Point>> {
+        self.points.values()
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -649,9 +703,10 @@ fn resolve_in_directory(root: &Path, point: &str, item: &str) -> Result<PathBuf,
 pub fn log_points(points: &PointRegistry) {
     for name in points.names() {
         let point = &points.points[name];
-        let source = match &point.media {
-            PointMedia::Live(_) => "push".to_owned(),
-            PointMedia::File(path) | PointMedia::Directory(path) => path.display().to_string(),
+        let source = match (&point.media, &point.pull) {
+            (PointMedia::Live(_), Some(pull)) => format!("pull {}", pull.url),
+            (PointMedia::Live(_), None) => "push".to_owned(),
+            (PointMedia::File(path) | PointMedia::Directory(path), _) => path.display().to_string(),
         };
         info!(point = %name, kind = point.kind.as_str(), %source, protocols = ?point.protocols, "publishing point ready");
     }
@@ -670,6 +725,7 @@ mod tests {
                 kind: PointKind::ON_DEMAND,
                 protocols: vec!["http".into()],
                 media: PointMedia::Directory(root.to_owned()),
+                pull: None,
             }),
         );
         PointRegistry {
@@ -735,7 +791,13 @@ mod tests {
 
     #[tokio::test]
     async fn second_publisher_is_refused_and_first_can_republish() {
-        let stream = LiveStream::new("live", 64, Duration::from_secs(60), Duration::from_secs(5));
+        let stream = LiveStream::new(
+            "live",
+            64,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            false,
+        );
         assert_eq!(stream.state(), LiveState::Waiting);
         stream.publish(1).unwrap();
         assert!(matches!(stream.publish(2), Err(PublishError::Busy(1))));
@@ -769,7 +831,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lost_source_keeps_clients_alive_then_ends_them_at_the_deadline() {
-        let stream = LiveStream::new("live", 64, Duration::from_secs(2), Duration::from_secs(5));
+        let stream = LiveStream::new(
+            "live",
+            64,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            false,
+        );
         stream.publish(1).unwrap();
         let mut rx = stream.join().rx;
         let lost_at = tokio::time::Instant::now();
@@ -795,7 +863,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_encoder_back_within_the_grace_resumes_on_a_flagged_keyframe() {
-        let stream = LiveStream::new("live", 64, Duration::from_secs(2), Duration::from_secs(5));
+        let stream = LiveStream::new(
+            "live",
+            64,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            false,
+        );
         stream.publish(1).unwrap();
         assert!(stream.push(1, &stream_start()));
         let mut rx = stream.join().rx;

@@ -15,6 +15,7 @@ use crate::outputs::Output;
 use crate::plugins::PluginRegistry;
 use crate::points::PointMedia;
 use crate::points::{log_points, PointRegistry};
+use crate::pull::Puller;
 use crate::session::{serve_connection, ServingPlugin, Shared};
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +157,23 @@ impl Server {
         }
         for output in self.outputs {
             accept_tasks.push(tokio::spawn(output.run()));
+        }
+        for point in self.shared.points.all() {
+            if let PointMedia::File(path) = &point.media {
+                // Index single-file points now, so the first RTSP client does not wait for it.
+                let (shared, path) = (Arc::clone(&self.shared), path.clone());
+                tokio::spawn(async move {
+                    let _ = shared.points.file_index(&path);
+                });
+            }
+            if let (Some(source), PointMedia::Live(stream)) = (&point.pull, &point.media) {
+                let puller = Puller {
+                    stream: Arc::clone(stream),
+                    source: source.clone(),
+                    session: self.shared.new_session_id(),
+                };
+                accept_tasks.push(tokio::spawn(puller.run()));
+            }
         }
         shutdown.await;
         info!("shutting down");

@@ -18,6 +18,7 @@ use super::error::{ConfigError, ConfigErrors, Location};
 use super::lines::LineIndex;
 use super::suggest::{did_you_mean, suggestion_suffix};
 use super::value::{describe, settings_line};
+use super::{parse_pull_url, PullMode, PullSource, PullUrl};
 use super::{
     Config, LogFormat, PluginCatalog, PluginConfig, PointConfig, PointKind, PointSource,
     ServerConfig, SettingIssue, DEFAULT_RECONNECT_GRACE, DEFAULT_SOURCE_TIMEOUT,
@@ -39,7 +40,20 @@ const POINT_KEYS: &[&str] = &[
     "protocols",
     "reconnect_grace_ms",
     "source_timeout_ms",
+    "pull",
+    "pull_idle_timeout_ms",
+    "reconnect_min_ms",
+    "reconnect_max_ms",
 ];
+/// Keys that only mean something for a point whose source is a pull URL.
+const PULL_KEYS: &[&str] = &[
+    "pull",
+    "pull_idle_timeout_ms",
+    "reconnect_min_ms",
+    "reconnect_max_ms",
+];
+const PULL_MODES: &[&str] = &["always", "on-demand"];
+const PULL_MS_RANGE: RangeInclusive<i64> = 10..=3_600_000;
 
 const LOG_FORMATS: &[&str] = &["text", "json"];
 const POINT_KINDS: &[&str] = &["broadcast", "on-demand"];
@@ -816,6 +830,17 @@ impl<'a> Compiler<'a> {
                 _ => PointKind::Broadcast,
             });
         let source = self.point_source(section, kind);
+        if !matches!(source, Some(PointSource::Pull(_))) && source.is_some() {
+            for key in PULL_KEYS {
+                if section.table.contains_key(key) {
+                    let line = self.key_line(section.table, key, section.line);
+                    self.error(
+                        line,
+                        format!("`{key}` only applies to points that pull (source = \"http://…\", \"tcp://…\" or \"udp://…\"); remove it"),
+                    );
+                }
+            }
+        }
         let protocols = self.protocols(section, plugins);
         let reconnect_grace = self.broadcast_duration(
             section,
@@ -879,18 +904,55 @@ impl<'a> Compiler<'a> {
         let (raw, line) = self.read_string(section, "source")?;
         match kind? {
             PointKind::Broadcast if raw == "push" => Some(PointSource::Push),
+            PointKind::Broadcast if raw.contains("://") => match parse_pull_url(raw) {
+                Ok(url) => Some(PointSource::Pull(self.pull_source(section, url))),
+                Err(message) => {
+                    self.error(line, message);
+                    None
+                }
+            },
             PointKind::Broadcast => {
-                let message = if raw.contains("://") {
-                    "pull sources are not supported yet; use source = \"push\"".to_string()
-                } else {
+                self.error(
+                    line,
                     format!(
-                        "a broadcast point's `source` must be \"push\" (an encoder pushes the stream to ferrocast), found \"{raw}\"; to serve files use kind = \"on-demand\""
-                    )
-                };
-                self.error(line, message);
+                        "a broadcast point's `source` must be \"push\" (an encoder pushes the stream to ferrocast) or a URL to pull from (http://, tcp://, udp://), found \"{raw}\"; to serve files use kind = \"on-demand\""
+                    ),
+                );
                 None
             }
             PointKind::OnDemand => self.on_demand_source(raw, line),
+        }
+    }
+
+    /// The pull options of a point whose source is a URL.
+    fn pull_source(&mut self, section: &Section<'_>, url: PullUrl) -> PullSource {
+        let mode = match self.read_choice(section, "pull", PULL_MODES) {
+            Some("on-demand") => PullMode::OnDemand,
+            _ => PullMode::Always,
+        };
+        let millis = |compiler: &mut Self, key: &str, default: u64| {
+            compiler
+                .read_integer(section, key, PULL_MS_RANGE)
+                .map_or(Duration::from_millis(default), |ms| {
+                    Duration::from_millis(ms.unsigned_abs())
+                })
+        };
+        let idle_timeout = millis(self, "pull_idle_timeout_ms", 10_000);
+        let backoff_min = millis(self, "reconnect_min_ms", 500);
+        let backoff_max = millis(self, "reconnect_max_ms", 30_000);
+        if backoff_max < backoff_min {
+            let line = self.key_line(section.table, "reconnect_max_ms", section.line);
+            self.error(
+                line,
+                "`reconnect_max_ms` must not be below `reconnect_min_ms`",
+            );
+        }
+        PullSource {
+            url,
+            mode,
+            idle_timeout,
+            backoff_min,
+            backoff_max,
         }
     }
 

@@ -17,6 +17,7 @@
 mod compiler;
 mod error;
 mod lines;
+mod pull;
 mod suggest;
 mod value;
 
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use pull::{parse_pull_url, PullMode, PullSource, PullUrl};
 
 /// What the configuration compiler needs to know about the loaded plugins.
 pub trait PluginCatalog {
@@ -165,6 +167,8 @@ pub enum PointSource {
     File(PathBuf),
     /// A directory of `.ts` files.
     Directory(PathBuf),
+    /// Broadcast: ferrocast pulls the stream from a URL.
+    Pull(PullSource),
 }
 
 /// Default `reconnect_grace_ms` of broadcast points.
