@@ -197,4 +197,21 @@ fn a_pull_retries_with_growing_backoff_while_the_origin_is_down() {
     );
     // Clients are told plainly that there is no source, rather than left waiting.
     assert_eq!(http_get(edge.http, "/relay", 4096).status, 503);
+
+    // The operator can ask for the point's state, source and last error.
+    edge.signal("USR1");
+    edge.wait_for("POINT_STATUS", Duration::from_secs(5));
+    let logs = edge.logs();
+    let status = logs
+        .lines()
+        .find(|l| l.contains("POINT_STATUS") && l.contains("point=relay"))
+        .unwrap();
+    for part in [
+        "state=\"waiting\"",
+        "source=pull http://",
+        "last_error=\"cannot connect to",
+        "reconnects=0",
+    ] {
+        assert!(status.contains(part), "{part} missing from {status}");
+    }
 }

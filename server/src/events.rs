@@ -35,6 +35,8 @@ pub const DISCONNECT: &str = "DISCONNECT";
 pub const SOURCE_LOST: &str = "SOURCE_LOST";
 /// An encoder published again within the grace; clients resume at its first keyframe.
 pub const SOURCE_RESUMED: &str = "SOURCE_RESUMED";
+/// The state of a point, reported on SIGUSR1 (and available for every point at once).
+pub const POINT_STATUS: &str = "POINT_STATUS";
 /// A pull source connected and feeds its point.
 pub const PULL_CONNECTED: &str = "PULL_CONNECTED";
 /// A pull source could not connect, or its point is held by a pushing encoder.

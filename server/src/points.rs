@@ -88,6 +88,19 @@ impl LiveState {
     }
 }
 
+/// A broadcast point's state, for the status report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveStatus {
+    pub state: LiveState,
+    /// While the source is lost: how long clients are still held.
+    pub grace_left: Option<Duration>,
+    /// Times a source came back within the grace.
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+    /// Subscribers of the point: clients and pushes.
+    pub clients: usize,
+}
+
 /// How often a point without its source sends a null packet to its clients.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -104,6 +117,8 @@ struct LiveInner {
     /// The next keyframe (and its PAT/PMT) is the first after a source change: flag it.
     mark_discontinuity: bool,
     reconnects: u64,
+    /// Why the source was last lost or could not be reached, for operators.
+    last_error: Option<String>,
     /// The point's one RTP stream: sequence numbers and timestamps continue across encoder
     /// changes, so RTP clients never see the stream restart.
     rtp: RtpPacketizer,
@@ -162,6 +177,7 @@ impl LiveStream {
                 epoch: 0,
                 mark_discontinuity: false,
                 reconnects: 0,
+                last_error: None,
                 rtp: RtpPacketizer::new(random_u32(), random_u32() as u16),
                 rtp_clock: RtpClock::new(random_u32()),
             }),
@@ -313,6 +329,7 @@ impl LiveStream {
             inner.state = LiveState::SourceLost { deadline };
             inner.epoch += 1;
             inner.gop.clear();
+            inner.last_error = Some(why.to_owned());
             inner.epoch
         };
         warn!(
@@ -396,6 +413,28 @@ impl LiveStream {
 
     pub fn client_count(&self) -> usize {
         self.tx.receiver_count()
+    }
+
+    /// Remember why the source could not be reached (a pull that failed to connect).
+    pub fn note_error(&self, reason: &str) {
+        self.lock().last_error = Some(reason.to_owned());
+    }
+
+    /// What an operator needs to know about the point now.
+    pub fn status(&self) -> LiveStatus {
+        let inner = self.lock();
+        LiveStatus {
+            state: inner.state,
+            grace_left: match inner.state {
+                LiveState::SourceLost { deadline } => {
+                    Some(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                }
+                _ => None,
+            },
+            reconnects: inner.reconnects,
+            last_error: inner.last_error.clone(),
+            clients: self.tx.receiver_count(),
+        }
     }
 }
 
@@ -699,6 +738,35 @@ fn resolve_in_directory(root: &Path, point: &str, item: &str) -> Result<PathBuf,
     Ok(canonical)
 }
 
+/// Log one POINT_STATUS line per point: state, source, reconnects, last error, clients.
+pub fn log_status(points: &PointRegistry) {
+    for name in points.names() {
+        let point = &points.points[name];
+        match (&point.media, &point.pull) {
+            (PointMedia::Live(stream), pull) => {
+                let status = stream.status();
+                let source = pull
+                    .as_ref()
+                    .map_or("push".to_owned(), |p| format!("pull {}", p.url));
+                info!(
+                    event = events::POINT_STATUS,
+                    point = %name,
+                    state = status.state.as_str(),
+                    grace_left_ms = status.grace_left.map(|d| d.as_millis() as u64),
+                    %source,
+                    reconnects = status.reconnects,
+                    last_error = status.last_error.as_deref().unwrap_or(""),
+                    clients = status.clients,
+                    "point status"
+                );
+            }
+            (PointMedia::File(path) | PointMedia::Directory(path), _) => {
+                info!(event = events::POINT_STATUS, point = %name, state = "on-demand", source = %path.display(), "point status");
+            }
+        }
+    }
+}
+
 /// Log a summary of the points at startup.
 pub fn log_points(points: &PointRegistry) {
     for name in points.names() {
@@ -827,6 +895,33 @@ mod tests {
             .await
             .expect("an event")
             .expect("open channel")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn status_reports_state_grace_reconnects_and_last_error() {
+        let stream = LiveStream::new(
+            "live",
+            64,
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+            false,
+        );
+        assert_eq!(stream.status().state, LiveState::Waiting);
+        stream.publish(1).unwrap();
+        let _client = stream.join();
+        stream.unpublish(1, "the encoder disconnected");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let status = stream.status();
+        assert!(matches!(status.state, LiveState::SourceLost { .. }));
+        assert_eq!(status.grace_left, Some(Duration::from_secs(6)));
+        assert_eq!(
+            status.last_error.as_deref(),
+            Some("the encoder disconnected")
+        );
+        assert_eq!(status.clients, 1);
+        stream.publish(2).unwrap();
+        assert_eq!(stream.status().reconnects, 1);
+        assert_eq!(stream.status().state, LiveState::Live);
     }
 
     #[tokio::test(start_paused = true)]

@@ -84,6 +84,7 @@ impl Puller {
                 }
                 Err(reason) => {
                     warn!(event = events::PULL_FAILED, point = %self.stream.name, %url, attempt = failures + 1, %reason, "pull failed");
+                    self.stream.note_error(&reason);
                 }
             }
             let wait = backoff(&self.source, failures);

@@ -14,7 +14,7 @@ use crate::events;
 use crate::outputs::Output;
 use crate::plugins::PluginRegistry;
 use crate::points::PointMedia;
-use crate::points::{log_points, PointRegistry};
+use crate::points::{log_points, log_status, PointRegistry};
 use crate::pull::Puller;
 use crate::session::{serve_connection, ServingPlugin, Shared};
 
@@ -175,6 +175,17 @@ impl Server {
                 accept_tasks.push(tokio::spawn(puller.run()));
             }
         }
+        let shared = Arc::clone(&self.shared);
+        accept_tasks.push(tokio::spawn(async move {
+            // `kill -USR1 <pid>` logs every point's state.
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut requests) = signal(SignalKind::user_defined1()) else {
+                return;
+            };
+            while requests.recv().await.is_some() {
+                log_status(&shared.points);
+            }
+        }));
         shutdown.await;
         info!("shutting down");
         for task in accept_tasks {
