@@ -211,6 +211,16 @@ impl Ferrocast {
         self.output.text()
     }
 
+    /// Send a signal to the server (`"USR1"` asks for the status of every point).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.http, path.trim_start_matches('/'))
     }
