@@ -36,7 +36,7 @@ pub mod testing;
 pub mod types;
 
 pub use author::{Host, Plugin, PluginMeta, Session};
-pub use settings::parse_settings;
+pub use settings::{check_range, parse_settings};
 pub use types::{
     ByteRange, CreateError, EndReason, ErrorCode, Framing, HostError, LogLevel, OutputSpec,
     PlayInfo, PluginInfo, PluginKind, PointInfo, PointKind, SessionInfo, SettingError, StreamEnded,

@@ -20,6 +20,28 @@ pub fn parse_settings<T: DeserializeOwned>(settings: &str) -> Result<T, Vec<Sett
     })
 }
 
+/// Check that setting `key` lies in `range`, recording an error that names the key and the
+/// accepted range (`unit` words it: "milliseconds", "bytes"). Collect all errors, then
+/// return them together so the operator sees every problem at once.
+pub fn check_range(
+    errors: &mut Vec<SettingError>,
+    key: &str,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) {
+    if !range.contains(&value) {
+        errors.push(SettingError::new(
+            key,
+            format!(
+                "{value} is out of range; use {} to {} {unit}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+}
+
 /// The key on the line holding byte `offset` (the host writes one key per line).
 fn key_at(settings: &str, offset: usize) -> String {
     let line_start = settings[..offset.min(settings.len())]
@@ -46,6 +68,19 @@ mod tests {
         timeout_ms: u64,
         #[serde(default)]
         name: String,
+    }
+
+    #[test]
+    fn out_of_range_values_are_reported_by_key() {
+        let mut errors = Vec::new();
+        check_range(&mut errors, "timeout_ms", 5, 100..=1000, "milliseconds");
+        check_range(&mut errors, "size", 500, 100..=1000, "bytes");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].key.as_str(), "timeout_ms");
+        assert_eq!(
+            errors[0].message.as_str(),
+            "5 is out of range; use 100 to 1000 milliseconds"
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@
 use std::time::Duration;
 
 use ferrocast_plugin_api::{
-    export_plugin, parse_settings, ByteRange, Host, LogLevel, Plugin, PluginKind, PluginMeta,
-    PointKind, Session, SessionInfo, SettingError, StreamEnded,
+    check_range, export_plugin, parse_settings, ByteRange, Host, LogLevel, Plugin, PluginKind,
+    PluginMeta, PointKind, Session, SessionInfo, SettingError, StreamEnded,
 };
 use serde::Deserialize;
 
@@ -57,11 +57,16 @@ impl Plugin for ExamplePlugin {
 
     fn create(settings: &str) -> Result<Self, Vec<SettingError>> {
         let settings: Settings = parse_settings(settings)?;
-        if !(100..=3_600_000).contains(&settings.idle_timeout_ms) {
-            return Err(vec![SettingError::new(
-                "idle_timeout_ms",
-                "must be between 100 and 3600000 milliseconds",
-            )]);
+        let mut errors = Vec::new();
+        check_range(
+            &mut errors,
+            "idle_timeout_ms",
+            settings.idle_timeout_ms,
+            100..=3_600_000,
+            "milliseconds",
+        );
+        if !errors.is_empty() {
+            return Err(errors);
         }
         Ok(Self {
             idle_timeout: Duration::from_millis(settings.idle_timeout_ms),

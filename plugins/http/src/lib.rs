@@ -23,11 +23,10 @@
 //! | `max_header_bytes` | 16384 | 1024..=1048576 | a larger request head is refused with `431` |
 //! | `keepalive_requests` | 100 | 1..=100000 | requests on one connection before it is closed |
 
-use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use ferrocast_plugin_api::{
-    parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingError,
+    check_range, parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingError,
 };
 use serde::Deserialize;
 
@@ -56,44 +55,24 @@ impl Default for Settings {
     }
 }
 
-/// Check that `value` of setting `key` lies in `range`, recording an error that names the key.
-fn check(
-    errors: &mut Vec<SettingError>,
-    key: &str,
-    value: u64,
-    range: RangeInclusive<u64>,
-    unit: &str,
-) {
-    if !range.contains(&value) {
-        errors.push(SettingError::new(
-            key,
-            format!(
-                "{value} is out of range; use {} to {} {unit}",
-                range.start(),
-                range.end()
-            ),
-        ));
-    }
-}
-
 impl Settings {
     fn validate(&self) -> Result<Config, Vec<SettingError>> {
         let mut errors = Vec::new();
-        check(
+        check_range(
             &mut errors,
             "header_timeout_ms",
             self.header_timeout_ms,
             100..=600_000,
             "milliseconds",
         );
-        check(
+        check_range(
             &mut errors,
             "max_header_bytes",
             self.max_header_bytes,
             1024..=1_048_576,
             "bytes",
         );
-        check(
+        check_range(
             &mut errors,
             "keepalive_requests",
             self.keepalive_requests,

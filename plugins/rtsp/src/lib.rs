@@ -28,11 +28,10 @@
 //! | `header_timeout_ms` | 10000 | 100..=600000 | a request must be complete this long after its first byte, or `408` and close |
 //! | `max_request_bytes` | 16384 | 1024..=1048576 | a larger request head (`400`) or body (`413`) is refused and the connection closed |
 
-use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use ferrocast_plugin_api::{
-    parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingError,
+    check_range, parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingError,
 };
 use serde::Deserialize;
 
@@ -64,44 +63,24 @@ impl Default for Settings {
     }
 }
 
-/// Check that `value` of setting `key` lies in `range`, recording an error that names the key.
-fn check(
-    errors: &mut Vec<SettingError>,
-    key: &str,
-    value: u64,
-    range: RangeInclusive<u64>,
-    unit: &str,
-) {
-    if !range.contains(&value) {
-        errors.push(SettingError::new(
-            key,
-            format!(
-                "{value} is out of range; use {} to {} {unit}",
-                range.start(),
-                range.end()
-            ),
-        ));
-    }
-}
-
 impl Settings {
     fn validate(&self) -> Result<Config, Vec<SettingError>> {
         let mut errors = Vec::new();
-        check(
+        check_range(
             &mut errors,
             "session_timeout_ms",
             self.session_timeout_ms,
             1_000..=3_600_000,
             "milliseconds",
         );
-        check(
+        check_range(
             &mut errors,
             "header_timeout_ms",
             self.header_timeout_ms,
             100..=600_000,
             "milliseconds",
         );
-        check(
+        check_range(
             &mut errors,
             "max_request_bytes",
             self.max_request_bytes,
