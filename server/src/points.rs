@@ -859,13 +859,7 @@ mod tests {
 
     #[tokio::test]
     async fn second_publisher_is_refused_and_first_can_republish() {
-        let stream = LiveStream::new(
-            "live",
-            64,
-            Duration::from_secs(60),
-            Duration::from_secs(5),
-            false,
-        );
+        let stream = test_stream(Duration::from_secs(60));
         assert_eq!(stream.state(), LiveState::Waiting);
         stream.publish(1).unwrap();
         assert!(matches!(stream.publish(2), Err(PublishError::Busy(1))));
@@ -879,6 +873,11 @@ mod tests {
         );
         stream.publish(2).unwrap();
         assert!(stream.is_live());
+    }
+
+    /// A push point with the given reconnect grace and a 5 s source timeout.
+    fn test_stream(grace: Duration) -> Arc<LiveStream> {
+        LiveStream::new("live", 64, grace, Duration::from_secs(5), false)
     }
 
     /// PAT, PMT (H.264 on PID 0x100), then a keyframe packet: what an encoder sends first.
@@ -899,13 +898,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn status_reports_state_grace_reconnects_and_last_error() {
-        let stream = LiveStream::new(
-            "live",
-            64,
-            Duration::from_secs(10),
-            Duration::from_secs(5),
-            false,
-        );
+        let stream = test_stream(Duration::from_secs(10));
         assert_eq!(stream.status().state, LiveState::Waiting);
         stream.publish(1).unwrap();
         let _client = stream.join();
@@ -926,13 +919,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lost_source_keeps_clients_alive_then_ends_them_at_the_deadline() {
-        let stream = LiveStream::new(
-            "live",
-            64,
-            Duration::from_secs(2),
-            Duration::from_secs(5),
-            false,
-        );
+        let stream = test_stream(Duration::from_secs(2));
         stream.publish(1).unwrap();
         let mut rx = stream.join().rx;
         let lost_at = tokio::time::Instant::now();
@@ -958,13 +945,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_encoder_back_within_the_grace_resumes_on_a_flagged_keyframe() {
-        let stream = LiveStream::new(
-            "live",
-            64,
-            Duration::from_secs(2),
-            Duration::from_secs(5),
-            false,
-        );
+        let stream = test_stream(Duration::from_secs(2));
         stream.publish(1).unwrap();
         assert!(stream.push(1, &stream_start()));
         let mut rx = stream.join().rx;
