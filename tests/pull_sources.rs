@@ -215,3 +215,69 @@ fn a_pull_retries_with_growing_backoff_while_the_origin_is_down() {
         assert!(status.contains(part), "{part} missing from {status}");
     }
 }
+
+/// Origin → proxy → edge → client: the proxy breaks the origin-edge path; the edge client
+/// stays attached, resumes within the bound, and everything it got decodes.
+fn relay_through_fault(
+    max_silence: Duration,
+    fault: impl FnOnce(&ferrocast_tests::proxy::FaultProxy),
+) -> (Ferrocast, LiveReader) {
+    use ferrocast_tests::proxy::FaultProxy;
+    let (origin_http, origin_tcp) = (loopback(), loopback());
+    let (origin, _origin_plugins) = origin(origin_http, origin_tcp, None);
+    let _encoder = Encoder::push(&origin.url("live"), 60);
+    wait_until_live(origin_http, "/live", Duration::from_secs(15));
+    let proxy = FaultProxy::start(origin_http);
+    let (edge, edge_plugins) = edge(
+        &format!("http://{}/live", proxy.address()),
+        "reconnect_grace_ms = 20000\n",
+    );
+    wait_until_live(edge.http, "/relay", Duration::from_secs(10));
+    let reader = LiveReader::start(edge.http, "/relay");
+    std::thread::sleep(Duration::from_secs(2));
+
+    let faulted = Instant::now();
+    fault(&proxy);
+    edge.wait_for("SOURCE_LOST", Duration::from_secs(10));
+    edge.wait_for("SOURCE_RESUMED", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(3));
+
+    assert!(
+        reader.ended_at().is_none(),
+        "the edge client must stay attached"
+    );
+    let resumed = reader.first_media_after(faulted + Duration::from_secs(1));
+    assert!(resumed.is_some(), "media after the fault");
+    let gap = reader.longest_silence_since(reader.started + Duration::from_millis(500));
+    assert!(gap < max_silence, "edge client saw {gap:?} of silence");
+    assert_decodes(edge.dir.path(), &reader.body(), 100);
+    drop(edge_plugins);
+    (edge, reader)
+}
+
+#[test]
+fn an_edge_recovers_when_the_origin_link_is_cut() {
+    // A cut is noticed at once; null packets cover the reconnect.
+    let (edge, _reader) = relay_through_fault(Duration::from_millis(1500), |proxy| proxy.cut());
+    assert!(
+        edge.logs().contains("the source closed the connection")
+            || edge.logs().contains("reading failed")
+    );
+}
+
+#[test]
+fn an_edge_recovers_when_the_origin_link_stalls() {
+    // No data and no close: the edge's source timeout (2 s here) ends the stalled pull, and
+    // the reconnect goes through once the path works again. Until the timeout the edge cannot
+    // tell a stall from a quiet moment, so its clients see up to that long without data.
+    let (edge, _reader) = relay_through_fault(Duration::from_millis(3500), |proxy| {
+        proxy.stall();
+        std::thread::sleep(Duration::from_millis(2500));
+        proxy.resume();
+    });
+    assert!(
+        edge.logs().contains("no data from the source for 2000 ms"),
+        "{}",
+        edge.logs()
+    );
+}
