@@ -103,6 +103,8 @@ pub struct LiveStatus {
 
 /// How often a point without its source sends a null packet to its clients.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+/// A publisher silent this long gets its clients kept busy with null packets.
+const SILENCE_BEFORE_KEEPALIVE: Duration = Duration::from_secs(1);
 
 /// Mutable state of a live point, behind one lock so that a late joiner's snapshot and its
 /// subscription are taken atomically (no gap, no duplicate).
@@ -119,6 +121,8 @@ struct LiveInner {
     reconnects: u64,
     /// Why the source was last lost or could not be reached, for operators.
     last_error: Option<String>,
+    /// When the publisher last delivered media.
+    last_media: tokio::time::Instant,
     /// The point's one RTP stream: sequence numbers and timestamps continue across encoder
     /// changes, so RTP clients never see the stream restart.
     rtp: RtpPacketizer,
@@ -178,6 +182,7 @@ impl LiveStream {
                 mark_discontinuity: false,
                 reconnects: 0,
                 last_error: None,
+                last_media: tokio::time::Instant::now(),
                 rtp: RtpPacketizer::new(random_u32(), random_u32() as u16),
                 rtp_clock: RtpClock::new(random_u32()),
             }),
@@ -249,7 +254,7 @@ impl LiveStream {
         let _ = self.tx.send(LiveEvent::Ended);
     }
 
-    pub fn publish(&self, session: u64) -> Result<(), PublishError> {
+    pub fn publish(self: &Arc<Self>, session: u64) -> Result<(), PublishError> {
         let mut inner = self.lock();
         if let Some(current) = inner.publisher {
             return Err(PublishError::Busy(current));
@@ -260,6 +265,10 @@ impl LiveStream {
         inner.epoch += 1;
         inner.ingest.reset();
         inner.gop.clear();
+        inner.last_media = tokio::time::Instant::now();
+        let stream = Arc::clone(self);
+        let epoch = inner.epoch;
+        tokio::spawn(async move { stream.watch_silence(epoch).await });
         if let LiveState::SourceLost { deadline } = previous {
             inner.reconnects += 1;
             inner.mark_discontinuity = true;
@@ -288,6 +297,9 @@ impl LiveStream {
         }
         let mut chunks = Vec::new();
         inner.ingest.push(data, &mut chunks);
+        if !chunks.is_empty() {
+            inner.last_media = tokio::time::Instant::now();
+        }
         for mut chunk in chunks {
             if chunk.random_access {
                 inner.gop.clear();
@@ -348,11 +360,8 @@ impl LiveStream {
     /// While the source is lost: keep clients' connections busy, then end them at `deadline`
     /// unless an encoder came back (the epoch moved on).
     async fn hold_clients(&self, epoch: u64, deadline: tokio::time::Instant) {
-        let keepalive = Chunk {
-            data: Bytes::copy_from_slice(&null_packet()),
-            random_access: false,
-            pcr_90k: None,
-        };
+        // The first keep-alive goes out at once: clients learn nothing is wrong.
+        self.send_keepalive(&mut self.lock());
         loop {
             let next = (tokio::time::Instant::now() + KEEPALIVE_INTERVAL).min(deadline);
             tokio::time::sleep_until(next).await;
@@ -372,9 +381,34 @@ impl LiveStream {
                 let _ = self.tx.send(LiveEvent::Ended);
                 return;
             }
-            let keepalive = inner.frame(keepalive.clone());
-            let _ = self.tx.send(LiveEvent::Media(keepalive));
+            self.send_keepalive(&mut inner);
         }
+    }
+
+    /// While a publisher is connected but sends nothing (a stall, before the source timeout
+    /// declares it lost), keep clients' connections busy so that their players do not time
+    /// out. Ends when the publisher changes.
+    async fn watch_silence(&self, epoch: u64) {
+        loop {
+            tokio::time::sleep(KEEPALIVE_INTERVAL).await;
+            let mut inner = self.lock();
+            if inner.epoch != epoch {
+                return;
+            }
+            if inner.last_media.elapsed() >= SILENCE_BEFORE_KEEPALIVE {
+                self.send_keepalive(&mut inner);
+            }
+        }
+    }
+
+    /// One null packet to every client, framed like media (RTP clients get it too).
+    fn send_keepalive(&self, inner: &mut LiveInner) {
+        let keepalive = inner.frame(Chunk {
+            data: Bytes::copy_from_slice(&null_packet()),
+            random_access: false,
+            pcr_90k: None,
+        });
+        let _ = self.tx.send(LiveEvent::Media(keepalive));
     }
 
     /// Subscribe a new client: the current GOP (which starts with PAT/PMT and a keyframe),

@@ -259,7 +259,7 @@ enabled = "yes"
 [[point]]
 name = "live"
 kind = "broadcast"
-source = "http://encoder.example/live"
+source = "rtmp://encoder.example/live"
 protocols = ["http", "htp"]
 
 [[point]]
@@ -288,7 +288,7 @@ kind = "stream"
             (10, "plugin `http`: setting `header_timeout_ms`: must be at least 1"),
             (12, "unknown plugin `htp` in [plugins.htp]; loaded plugins: example, http (did you mean `http`?)"),
             (13, "`enabled` must be a boolean (true or false), found a string"),
-            (18, "pull sources are not supported yet; use source = \"push\""),
+            (18, "pulling over `rtmp` is not supported; use http://host:port/path, tcp://host:port or udp://@:port"),
             (19, "unknown plugin `htp` in `protocols`; loaded plugins: example, http (did you mean `http`?)"),
             (22, "duplicate point name `live`: the first point with this name is on line 16"),
             (24, "file not found: "),
