@@ -126,3 +126,67 @@ fn an_expired_grace_ends_clients_cleanly_near_the_deadline() {
     // The point can be published to again, and new clients are told plainly until then.
     assert_eq!(http_get(server.http, "/live", 4096).status, 503);
 }
+
+#[test]
+fn rtsp_sessions_continue_their_rtp_stream_across_an_encoder_restart() {
+    let plugins = all_plugins_dir();
+    let (http, rtsp) = (loopback(), loopback());
+    let points = standard_points()
+        .replace(
+            "protocols = [\"http\"]",
+            "protocols = [\"http\", \"rtsp\", \"tcp\"]",
+        )
+        .replace(
+            "source = \"push\"\n",
+            "source = \"push\"\nreconnect_grace_ms = 10000\n",
+        );
+    let config = format!(
+        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.tcp]\n",
+        config_with(http, &points)
+    );
+    let server = Ferrocast::start(&config, plugins.path(), http);
+    let first = Encoder::push(&server.url("live"), 60);
+    wait_until_live(http, "/live", Duration::from_secs(15));
+
+    let mut client = RtspClient::connect(rtsp);
+    let url = format!("rtsp://{rtsp}/live");
+    let setup = client.request(
+        "SETUP",
+        &format!("{url}/trackID=0"),
+        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+    );
+    assert_eq!(setup.status, 200, "{setup:?}");
+    assert_eq!(client.request("PLAY", &format!("{url}/"), &[]).status, 200);
+    client.receive_for(Duration::from_secs(2));
+    first.signal("KILL");
+    server.wait_for("SOURCE_LOST", Duration::from_secs(5));
+    client.receive_for(Duration::from_secs(1));
+    let _second = Encoder::push(&server.url("live"), 60);
+    server.wait_for("SOURCE_RESUMED", Duration::from_secs(10));
+    client.receive_for(Duration::from_secs(3));
+
+    // One RTP stream from start to end: consecutive sequence numbers, timestamps that never
+    // go back, and RTCP sender reports throughout.
+    assert!(client.rtp.len() > 200, "{} packets", client.rtp.len());
+    for pair in client.rtp.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0.wrapping_add(1), "sequence jumped");
+        let step = pair[1].1.wrapping_sub(pair[0].1);
+        assert!(step < 90_000 * 3, "timestamp went back or jumped by {step}");
+    }
+    assert!(client.other_frames >= 1, "RTCP sender reports kept flowing");
+    // The media before and after the restart decodes as one stream (the capture is cut at
+    // the end, so decode all but its last second).
+    let file = server.dir.path().join("rtsp-restart.ts");
+    std::fs::write(&file, client.transport_stream()).unwrap();
+    let decoded = decode(&file.display().to_string(), &[], Some(4.0));
+    assert!(
+        decoded.errors.trim().is_empty(),
+        "decoder errors: {}",
+        decoded.errors
+    );
+    assert!(
+        decoded.video_frames >= 50,
+        "only {} frames",
+        decoded.video_frames
+    );
+}

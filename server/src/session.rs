@@ -84,6 +84,8 @@ pub struct ServingPlugin {
 /// Reads through a live point's ring, skipping ahead to a keyframe when the client lags.
 struct LiveCursor {
     stream: Arc<LiveStream>,
+    /// Sent as RTP on transports, rather than raw TS on the connection.
+    rtp: bool,
     rx: tokio::sync::broadcast::Receiver<LiveEvent>,
     waiting_for_keyframe: bool,
     lags: VecDeque<Instant>,
@@ -106,7 +108,10 @@ impl LiveCursor {
                         return LiveStep::Data(live);
                     }
                 }
-                Ok(LiveEvent::SourceRestarted) => self.waiting_for_keyframe = true,
+                // A raw TS client restarts at the new stream's first keyframe. An RTP client
+                // takes every packet: its sequence numbers are the point's, so skipping the
+                // new stream's first chunks would show up as loss.
+                Ok(LiveEvent::SourceRestarted) => self.waiting_for_keyframe = !self.rtp,
                 Ok(LiveEvent::Ended) => {
                     return LiveStep::End(
                         EndReason::SOURCE_ENDED,
@@ -168,9 +173,9 @@ impl PacedFile {
 }
 
 enum Media {
-    /// A live point, as raw TS on the connection (`rtp == false`) or as the point's shared
-    /// RTP packets on the session's transports.
-    Live { cursor: LiveCursor, rtp: bool },
+    /// A live point, as raw TS on the connection or as the point's shared RTP packets on the
+    /// session's transports (`LiveCursor::rtp`).
+    Live(LiveCursor),
     /// A byte range of a file on the connection, as fast as the client takes it.
     File(FileCursor),
     /// A file on the session's transports, in real time.
@@ -228,7 +233,7 @@ impl ConnCtx<'_> {
     /// Send live chunks in the session's framing: raw TS on the connection, or the shared
     /// RTP packets on every transport.
     fn deliver_live(&mut self, chunks: Vec<Arc<LiveChunk>>) {
-        let rtp = matches!(self.media, Some(Media::Live { rtp: true, .. }));
+        let rtp = matches!(&self.media, Some(Media::Live(cursor)) if cursor.rtp);
         for live in chunks {
             if rtp {
                 self.deliver_rtp(&live.rtp);
@@ -249,7 +254,7 @@ impl ConnCtx<'_> {
     /// RTCP sender reports on every transport, stamped with the stream's current time.
     fn send_reports(&mut self) {
         let rtp_time = match &self.media {
-            Some(Media::Live { cursor, .. }) => cursor.stream.rtp_start().timestamp,
+            Some(Media::Live(cursor)) => cursor.stream.rtp_start().timestamp,
             Some(Media::Paced(paced)) => paced.timestamp_at(paced.pacer.position(Instant::now())),
             _ => return,
         };
@@ -350,15 +355,13 @@ impl HostCalls for ConnCtx<'_> {
             Resolved::Live(stream) => {
                 let join = stream.join();
                 self.pending_media = join.backlog;
-                Media::Live {
-                    cursor: LiveCursor {
-                        stream,
-                        rx: join.rx,
-                        waiting_for_keyframe: !join.at_keyframe,
-                        lags: VecDeque::new(),
-                    },
+                Media::Live(LiveCursor {
+                    stream,
                     rtp: false,
-                }
+                    rx: join.rx,
+                    waiting_for_keyframe: !join.at_keyframe,
+                    lags: VecDeque::new(),
+                })
             }
             Resolved::File { path: file, size } => {
                 let end = range.end.min(size);
@@ -536,7 +539,7 @@ impl HostCalls for ConnCtx<'_> {
         if self.transports.is_empty()
             && matches!(
                 self.media,
-                Some(Media::Live { rtp: true, .. }) | Some(Media::Paced(_))
+                Some(Media::Live(LiveCursor { rtp: true, .. })) | Some(Media::Paced(_))
             )
         {
             self.stop_media("transport torn down");
@@ -560,7 +563,7 @@ impl HostCalls for ConnCtx<'_> {
         let now = Instant::now();
         let play = match resolved {
             Resolved::Live(stream) => {
-                if let Some(Media::Live { cursor, rtp: true }) = &self.media {
+                if let Some(Media::Live(cursor @ LiveCursor { rtp: true, .. })) = &self.media {
                     // PLAY on a live session that already plays is a no-op.
                     let start = cursor.stream.rtp_start();
                     return Ok(PlayInfo {
@@ -583,15 +586,13 @@ impl HostCalls for ConnCtx<'_> {
                 let start = join.rtp;
                 self.stop_media("replaced by a new play request");
                 self.pending_media = join.backlog;
-                self.media = Some(Media::Live {
-                    cursor: LiveCursor {
-                        stream,
-                        rx: join.rx,
-                        waiting_for_keyframe: !join.at_keyframe,
-                        lags: VecDeque::new(),
-                    },
+                self.media = Some(Media::Live(LiveCursor {
+                    stream,
                     rtp: true,
-                });
+                    rx: join.rx,
+                    waiting_for_keyframe: !join.at_keyframe,
+                    lags: VecDeque::new(),
+                }));
                 PlayInfo {
                     point: point.clone(),
                     start_ms: 0,
@@ -661,7 +662,7 @@ impl HostCalls for ConnCtx<'_> {
                 info!(plugin = %self.plugin, session = self.info.id, peer = %self.info.peer, position_ms = position.as_millis() as u64, "paused");
                 Ok(position.as_millis() as u64)
             }
-            Some(Media::Live { .. }) => Err(HostError::new(
+            Some(Media::Live(_)) => Err(HostError::new(
                 ErrorCode::NOT_SEEKABLE,
                 "a broadcast point cannot be paused; it can only be started and stopped",
             )),
@@ -832,7 +833,7 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
             .min_by_key(|(_, at)| **at)
             .map(|(id, at)| (*id, *at));
         let want_live =
-            ctx.out_bytes < OUTPUT_HIGH_WATER && matches!(ctx.media, Some(Media::Live { .. }));
+            ctx.out_bytes < OUTPUT_HIGH_WATER && matches!(ctx.media, Some(Media::Live(_)));
         let pace_due = match &ctx.media {
             Some(Media::Paced(paced)) if paced.pacer.is_playing() => paced.due,
             _ => None,
@@ -977,7 +978,7 @@ async fn recv_rtcp(socket: Option<&Arc<tokio::net::UdpSocket>>) -> Vec<RtcpPacke
 
 async fn next_live(media: &mut Option<Media>, session: u64) -> LiveStep {
     match media {
-        Some(Media::Live { cursor, .. }) => cursor.next(session).await,
+        Some(Media::Live(cursor)) => cursor.next(session).await,
         _ => std::future::pending().await,
     }
 }
