@@ -169,19 +169,7 @@ fn content_length_post_feeds_clients_and_the_stream_ends_after_the_grace() {
     );
     assert_eq!(body.len() % 188, 0, "whole TS packets only");
 
-    let file = server.dir.path().join("received.ts");
-    std::fs::write(&file, body).unwrap();
-    let decoded = decode(&file.display().to_string(), &[], None);
-    assert!(
-        decoded.errors.trim().is_empty(),
-        "decoder errors: {}",
-        decoded.errors
-    );
-    assert!(
-        decoded.video_frames > 100,
-        "{} frames",
-        decoded.video_frames
-    );
+    assert_decodes(server.dir.path(), body, 101);
     server.wait_for("SOURCE_GAVE_UP", Duration::from_secs(5));
 }
 

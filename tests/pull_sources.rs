@@ -45,22 +45,6 @@ fn edge(source: &str, extra: &str) -> (Ferrocast, TempDir) {
     )
 }
 
-fn assert_decodes(dir: &std::path::Path, body: &[u8], min_frames: u64) {
-    let file = dir.join("captured.ts");
-    std::fs::write(&file, body).unwrap();
-    let decoded = decode(&file.display().to_string(), &[], None);
-    assert!(
-        decoded.errors.trim().is_empty(),
-        "decoder errors: {}",
-        decoded.errors
-    );
-    assert!(
-        decoded.video_frames >= min_frames,
-        "only {} frames",
-        decoded.video_frames
-    );
-}
-
 #[test]
 fn an_edge_relays_an_origin_and_keeps_clients_through_an_origin_restart() {
     let (origin_http, origin_tcp) = (loopback(), loopback());

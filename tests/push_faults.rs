@@ -35,23 +35,6 @@ fn push_url(proxy: &FaultProxy) -> String {
     format!("http://{}/live", proxy.address())
 }
 
-/// Decode a TS body captured by a raw client and require a clean decode.
-fn assert_decodes(server: &Ferrocast, body: &[u8], min_frames: u64) {
-    let file = server.dir.path().join("captured.ts");
-    std::fs::write(&file, body).unwrap();
-    let decoded = decode(&file.display().to_string(), &[], None);
-    assert!(
-        decoded.errors.trim().is_empty(),
-        "decoder errors: {}",
-        decoded.errors
-    );
-    assert!(
-        decoded.video_frames >= min_frames,
-        "only {} frames",
-        decoded.video_frames
-    );
-}
-
 /// Hold the point without a source for a while and check what the client got meanwhile: only
 /// null packets (the keep-alive), at least `min_packets` of them.
 fn assert_kept_busy_with_null_packets(reader: &LiveReader, hold: Duration, min_packets: usize) {
@@ -109,7 +92,7 @@ fn assert_client_survived(
         resumed - restarted
     );
     // Both encoders' pictures: about 2 s before the fault and 3 s after, at 25 fps.
-    assert_decodes(server, &reader.body(), 100);
+    assert_decodes(server.dir.path(), &reader.body(), 100);
 }
 
 #[test]

@@ -469,6 +469,24 @@ pub fn decode(input: &str, extra: &[&str], limit_seconds: Option<f64>) -> Decode
     }
 }
 
+/// Decode a captured MPEG-TS `body` (written into `dir`) in full and require a clean decode
+/// with at least `min_frames` video frames.
+pub fn assert_decodes(dir: &Path, body: &[u8], min_frames: u64) {
+    let file = dir.join("captured.ts");
+    std::fs::write(&file, body).expect("write capture");
+    let decoded = decode(&file.display().to_string(), &[], None);
+    assert!(
+        decoded.errors.trim().is_empty(),
+        "decoder errors: {}",
+        decoded.errors
+    );
+    assert!(
+        decoded.video_frames >= min_frames,
+        "only {} frames",
+        decoded.video_frames
+    );
+}
+
 /// The first `count` video frames of `input` as `(key_frame, pict_type)`, from ffprobe.
 pub fn first_frames(input: &str, count: usize) -> (Vec<(bool, String)>, String) {
     let output = Command::new("ffprobe")
