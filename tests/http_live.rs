@@ -10,13 +10,8 @@ use ferrocast_tests::*;
 
 #[test]
 fn pushed_live_stream_plays_and_a_late_joiner_starts_on_a_keyframe() {
-    let plugins = standard_plugin_dir();
-    let address = loopback();
-    let server = Ferrocast::start(
-        &config_with(address, &standard_points()),
-        plugins.path(),
-        address,
-    );
+    let (server, _plugins) = start_with_points(&standard_points());
+    let address = server.http;
     let _encoder = Encoder::push(&server.url("live"), 40);
     wait_until_live(address, "/live", Duration::from_secs(15));
     // Join well into a GOP (one keyframe per second), so the joiner must be moved back to one.
@@ -65,13 +60,8 @@ fn pushed_live_stream_plays_and_a_late_joiner_starts_on_a_keyframe() {
 
 #[test]
 fn a_second_encoder_is_refused_with_409() {
-    let plugins = standard_plugin_dir();
-    let address = loopback();
-    let server = Ferrocast::start(
-        &config_with(address, &standard_points()),
-        plugins.path(),
-        address,
-    );
+    let (server, _plugins) = start_with_points(&standard_points());
+    let address = server.http;
     let _encoder = Encoder::push(&server.url("live"), 30);
     wait_until_live(address, "/live", Duration::from_secs(15));
 
@@ -88,13 +78,8 @@ fn a_second_encoder_is_refused_with_409() {
 
 #[test]
 fn no_encoder_means_503_not_an_endless_wait() {
-    let plugins = standard_plugin_dir();
-    let address = loopback();
-    let server = Ferrocast::start(
-        &config_with(address, &standard_points()),
-        plugins.path(),
-        address,
-    );
+    let (server, _plugins) = start_with_points(&standard_points());
+    let address = server.http;
     let response = http_get(address, "/live", 4096);
     assert_eq!(response.status, 503);
     assert!(
@@ -109,13 +94,12 @@ fn no_encoder_means_503_not_an_endless_wait() {
 
 #[test]
 fn content_length_post_feeds_clients_and_the_stream_ends_after_the_grace() {
-    let plugins = standard_plugin_dir();
-    let address = loopback();
     let points = standard_points().replace(
         "source = \"push\"\n",
         "source = \"push\"\nreconnect_grace_ms = 500\n",
     );
-    let server = Ferrocast::start(&config_with(address, &points), plugins.path(), address);
+    let (server, _plugins) = start_with_points(&points);
+    let address = server.http;
     let media = std::fs::read(sample_ts()).unwrap();
     let half = (media.len() / 2 / 188) * 188;
 

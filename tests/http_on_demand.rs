@@ -8,13 +8,6 @@ use std::time::Duration;
 
 use ferrocast_tests::*;
 
-fn server_with(points: &str) -> (Ferrocast, TempDir) {
-    let plugins = standard_plugin_dir();
-    let address = loopback();
-    let server = Ferrocast::start(&config_with(address, points), plugins.path(), address);
-    (server, plugins)
-}
-
 fn media_points() -> String {
     format!(
         "{}\n[[point]]\nname = \"files\"\nkind = \"on-demand\"\nsource = \"{}\"\nprotocols = [\"http\"]\n\n[[point]]\nname = \"private\"\nkind = \"on-demand\"\nsource = \"{}\"\nprotocols = [\"example\"]\n",
@@ -26,7 +19,7 @@ fn media_points() -> String {
 
 #[test]
 fn on_demand_file_decodes_in_full() {
-    let (server, _plugins) = server_with(&standard_points());
+    let (server, _plugins) = start_with_points(&standard_points());
     let decoded = decode(&server.url("vod"), &[], None);
     assert!(decoded.status.success(), "{}", decoded.errors);
     assert!(
@@ -40,7 +33,7 @@ fn on_demand_file_decodes_in_full() {
 
 #[test]
 fn range_requests_return_exact_bytes() {
-    let (server, _plugins) = server_with(&standard_points());
+    let (server, _plugins) = start_with_points(&standard_points());
     let media = std::fs::read(sample_ts()).unwrap();
     let size = media.len();
 
@@ -99,7 +92,7 @@ fn range_requests_return_exact_bytes() {
 
 #[test]
 fn ffmpeg_seeks_with_range_and_decodes_from_there() {
-    let (server, _plugins) = server_with(&standard_points());
+    let (server, _plugins) = start_with_points(&standard_points());
     // ffmpeg seeks in an HTTP resource by byte position (Range requests), so it resumes
     // mid-GOP; its H.264 decoder then reports the B-frames before the next keyframe as
     // missing references, with any server. Decoding only keyframes keeps the check strict:
@@ -132,7 +125,7 @@ fn ffmpeg_seeks_with_range_and_decodes_from_there() {
 
 #[test]
 fn keep_alive_serves_several_requests_on_one_connection() {
-    let (server, _plugins) = server_with(&standard_points());
+    let (server, _plugins) = start_with_points(&standard_points());
     let media = std::fs::read(sample_ts()).unwrap();
     let mut stream = TcpStream::connect(server.http).unwrap();
     stream
@@ -168,7 +161,7 @@ fn keep_alive_serves_several_requests_on_one_connection() {
 
 #[test]
 fn directory_points_serve_files_and_refuse_traversal() {
-    let (server, _plugins) = server_with(&media_points());
+    let (server, _plugins) = start_with_points(&media_points());
     let size = std::fs::metadata(sample_ts()).unwrap().len();
     let file = http_get(server.http, "/files/sample.ts", 0);
     assert_eq!(file.status, 200);
@@ -192,7 +185,7 @@ fn directory_points_serve_files_and_refuse_traversal() {
 
 #[test]
 fn unknown_points_disabled_protocols_and_garbage_get_clear_answers() {
-    let (server, _plugins) = server_with(&media_points());
+    let (server, _plugins) = start_with_points(&media_points());
     let missing = http_get(server.http, "/nope", 4096);
     assert_eq!(missing.status, 404);
     assert!(

@@ -516,6 +516,15 @@ pub fn config_with(http: SocketAddr, points: &str) -> String {
     )
 }
 
+/// Start ferrocast with the HTTP (and example) plugins on a fresh loopback port, serving
+/// `points` (TOML). The plugin directory must outlive the server, so it is returned too.
+pub fn start_with_points(points: &str) -> (Ferrocast, TempDir) {
+    let plugins = standard_plugin_dir();
+    let address = loopback();
+    let server = Ferrocast::start(&config_with(address, points), plugins.path(), address);
+    (server, plugins)
+}
+
 /// Standard points: a live push point and the on-demand sample.
 pub fn standard_points() -> String {
     format!(
