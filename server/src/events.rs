@@ -45,3 +45,23 @@ pub const PULL_FAILED: &str = "PULL_FAILED";
 pub const PULL_STOPPED: &str = "PULL_STOPPED";
 /// A broadcast point's source went away and did not come back within its grace period.
 pub const SOURCE_GAVE_UP: &str = "SOURCE_GAVE_UP";
+/// A configuration reload was compiled and diffed; the plan lists what will change.
+pub const RELOAD_PLANNED: &str = "RELOAD_PLANNED";
+/// A reload's plan was applied in full.
+pub const RELOAD_APPLIED: &str = "RELOAD_APPLIED";
+/// A reload was refused (the new configuration has errors; nothing changed) or a part of it
+/// could not be applied (that part keeps its old state).
+pub const RELOAD_FAILED: &str = "RELOAD_FAILED";
+/// A session ended because a reload removed what it used (its point, its protocol on the
+/// point, or its plugin).
+pub const SESSION_RECONFIGURED: &str = "SESSION_RECONFIGURED";
+/// A new build of a plugin passed its checks and takes new sessions; the previous
+/// generation keeps its own sessions until they end.
+pub const PLUGIN_SWAPPED: &str = "PLUGIN_SWAPPED";
+/// A replaced plugin generation has no sessions left.
+pub const GENERATION_DRAINED: &str = "GENERATION_DRAINED";
+/// An operator put a point or a plugin into the drain state (new sessions refused) or took
+/// it out again.
+pub const DRAIN: &str = "DRAIN";
+/// The state of a plugin generation, reported on SIGUSR1 and by `ferrocast status`.
+pub const PLUGIN_STATUS: &str = "PLUGIN_STATUS";

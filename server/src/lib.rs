@@ -13,7 +13,8 @@
 //! - [`transport`]: RTP transports (UDP, interleaved) and RTCP for RTSP-style sessions.
 //! - [`outputs`]: standalone UDP pushes of broadcast points.
 //! - [`udp`]: batched datagram sending (`sendmmsg`).
-//! - [`server`]: listeners and the accept loops.
+//! - [`server`]: listeners, accept loops, and applying reloads, plugin swaps and drains.
+//! - [`reload`]: reload triggers, the configuration diff and the control socket.
 //! - [`events`]: stable names of operator-facing events.
 
 pub mod config;
@@ -23,6 +24,7 @@ pub mod outputs;
 pub mod plugins;
 pub mod points;
 pub mod pull;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod transport;

@@ -1,14 +1,16 @@
-//! The `ferrocast` command: run the server, or check a configuration file.
+//! The `ferrocast` command: run the server, check a configuration file, or talk to a running
+//! server (reload, status, drain) through its control socket.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use ferrocast::config::{self, Config, LogFormat};
 
 use ferrocast::plugins::PluginRegistry;
+use ferrocast::reload::control::{self, DrainTarget, Request};
 use ferrocast::server::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -28,6 +30,43 @@ struct Cli {
     /// Print the plugins found in the plugin directory and exit.
     #[arg(long)]
     list_plugins: bool,
+    /// Control socket of the running server; overrides [server] control_socket.
+    #[arg(long, value_name = "PATH", global = true)]
+    control_socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Commands for a running server (it is found through its control socket).
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Reload the configuration file and pick up new plugin builds, while clients keep
+    /// playing. Exits 1 if anything was refused (the reasons are printed).
+    Reload {
+        /// Only look for new plugin builds in the plugin directory.
+        #[arg(long)]
+        plugins_only: bool,
+    },
+    /// Print points, plugin generations with their session counts, and listeners.
+    Status,
+    /// Deny new sessions on a point or a plugin; existing sessions continue.
+    Drain {
+        #[arg(value_enum)]
+        target: Target,
+        name: String,
+    },
+    /// Accept new sessions again after `drain`.
+    Undrain {
+        #[arg(value_enum)]
+        target: Target,
+        name: String,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Target {
+    Point,
+    Plugin,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +81,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(command) = &cli.command {
+        return send_command(&cli, command);
+    }
     let config_path = cli
         .check_config
         .clone()
@@ -98,8 +140,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(config, registry))
 }
 
+/// Send `command` to the running server and print its answer.
+fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
+    let socket = match &cli.control_socket {
+        Some(path) => path.clone(),
+        None => {
+            let text = std::fs::read_to_string(&cli.config).with_context(|| {
+                format!(
+                    "cannot read configuration file {} to find the server's control socket; pass --config FILE or --control-socket PATH",
+                    cli.config.display()
+                )
+            })?;
+            peek_server_section(&cli.config, &text)
+                .control_socket
+                .unwrap_or_else(|| control::default_socket_path(&cli.config))
+        }
+    };
+    let drain = |target: &Target, name: &String, on: bool| Request::Drain {
+        target: match target {
+            Target::Point => DrainTarget::Point,
+            Target::Plugin => DrainTarget::Plugin,
+        },
+        name: name.clone(),
+        on,
+    };
+    let request = match command {
+        Command::Reload {
+            plugins_only: false,
+        } => Request::Reload,
+        Command::Reload { plugins_only: true } => Request::ReloadPlugins,
+        Command::Status => Request::Status,
+        Command::Drain { target, name } => drain(target, name, true),
+        Command::Undrain { target, name } => drain(target, name, false),
+    };
+    let reply = control::request(&socket, &request)?;
+    print!("{}", reply.text);
+    Ok(if reply.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 async fn serve(config: Config, registry: PluginRegistry) -> anyhow::Result<ExitCode> {
-    let server = match Server::start(&config, &registry).await {
+    let points: Vec<(String, &'static str, String)> = config
+        .points
+        .iter()
+        .map(|p| (p.name.clone(), p.kind.as_str(), p.protocols.join(", ")))
+        .collect();
+    let server = match Server::start(config, registry).await {
         Ok(server) => server,
         Err(error) => {
             eprintln!("ferrocast: {error}; exiting");
@@ -109,14 +198,10 @@ async fn serve(config: Config, registry: PluginRegistry) -> anyhow::Result<ExitC
     for (plugin, address) in server.local_addresses() {
         println!("{plugin:<10} listening on {address}");
     }
-    for point in &config.points {
-        println!(
-            "point {:<12} {:<10} via {}",
-            point.name,
-            point.kind.as_str(),
-            point.protocols.join(", ")
-        );
+    for (name, kind, protocols) in points {
+        println!("point {name:<12} {kind:<10} via {protocols}");
     }
+    println!("control  socket {}", server.control_socket().display());
     server.run(shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
 }
@@ -154,16 +239,21 @@ fn init_logging(format: LogFormat) {
 struct EarlySettings {
     log_format: LogFormat,
     plugin_dir: Option<PathBuf>,
+    control_socket: Option<PathBuf>,
 }
 
 fn peek_server_section(config_path: &Path, text: &str) -> EarlySettings {
     let server = text.parse::<toml_edit::DocumentMut>().ok().and_then(|doc| {
         doc.get("server").and_then(|s| s.as_table_like()).map(|t| {
             let string = |key: &str| t.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-            (string("log_format"), string("plugin_dir"))
+            (
+                string("log_format"),
+                string("plugin_dir"),
+                string("control_socket"),
+            )
         })
     });
-    let (log_format, plugin_dir) = server.unwrap_or_default();
+    let (log_format, plugin_dir, control_socket) = server.unwrap_or_default();
     let base = config_path.parent().unwrap_or(Path::new("."));
     EarlySettings {
         log_format: match log_format.as_deref() {
@@ -171,5 +261,6 @@ fn peek_server_section(config_path: &Path, text: &str) -> EarlySettings {
             _ => LogFormat::Text,
         },
         plugin_dir: plugin_dir.map(|dir| base.join(dir)),
+        control_socket: control_socket.map(|path| base.join(path)),
     }
 }

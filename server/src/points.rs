@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -62,6 +63,8 @@ pub struct RtpStart {
 pub enum PublishError {
     #[error("another encoder (session {0}) is already publishing to this point; stop it first or publish to another point")]
     Busy(u64),
+    #[error("the point was removed from the configuration")]
+    Retired,
 }
 
 /// Where a broadcast point is in its life.
@@ -127,6 +130,8 @@ struct LiveInner {
     /// changes, so RTP clients never see the stream restart.
     rtp: RtpPacketizer,
     rtp_clock: RtpClock,
+    /// The point was removed by a reload; it never takes a source again.
+    retired: bool,
 }
 
 impl LiveInner {
@@ -144,12 +149,14 @@ pub struct LiveStream {
     pub name: String,
     inner: Mutex<LiveInner>,
     tx: broadcast::Sender<LiveEvent>,
-    reconnect_grace: Duration,
+    /// The point's timing, in milliseconds; atomics because a reload may change it while
+    /// clients play.
+    reconnect_grace_ms: AtomicU64,
     /// An encoder silent for this long is treated as gone.
-    pub source_timeout: Duration,
+    source_timeout_ms: AtomicU64,
     /// The source is pulled on demand: a client arriving while there is no source is held
     /// (within the grace) while the pull connects.
-    pull_on_demand: bool,
+    pull_on_demand: AtomicBool,
 }
 
 /// What a late joiner receives before the live ring: PAT/PMT, then the current GOP.
@@ -185,12 +192,48 @@ impl LiveStream {
                 last_media: tokio::time::Instant::now(),
                 rtp: RtpPacketizer::new(random_u32(), random_u32() as u16),
                 rtp_clock: RtpClock::new(random_u32()),
+                retired: false,
             }),
             tx,
-            reconnect_grace,
-            source_timeout,
-            pull_on_demand,
+            reconnect_grace_ms: AtomicU64::new(reconnect_grace.as_millis() as u64),
+            source_timeout_ms: AtomicU64::new(source_timeout.as_millis() as u64),
+            pull_on_demand: AtomicBool::new(pull_on_demand),
         })
+    }
+
+    /// Apply reloaded timing; sessions and timers pick it up at their next check.
+    pub fn reconfigure(
+        &self,
+        reconnect_grace: Duration,
+        source_timeout: Duration,
+        pull_on_demand: bool,
+    ) {
+        self.reconnect_grace_ms
+            .store(reconnect_grace.as_millis() as u64, Ordering::Relaxed);
+        self.source_timeout_ms
+            .store(source_timeout.as_millis() as u64, Ordering::Relaxed);
+        self.pull_on_demand.store(pull_on_demand, Ordering::Relaxed);
+    }
+
+    pub fn reconnect_grace(&self) -> Duration {
+        Duration::from_millis(self.reconnect_grace_ms.load(Ordering::Relaxed))
+    }
+
+    /// An encoder silent for this long is treated as gone.
+    pub fn source_timeout(&self) -> Duration {
+        Duration::from_millis(self.source_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// The point was removed from the configuration: its source is dropped, every client's
+    /// stream ends, and nobody can publish to it again.
+    pub fn retire(&self) {
+        let mut inner = self.lock();
+        inner.publisher = None;
+        inner.state = LiveState::Ended;
+        inner.retired = true;
+        inner.epoch += 1;
+        inner.gop.clear();
+        let _ = self.tx.send(LiveEvent::Ended);
     }
 
     fn lock(&self) -> MutexGuard<'_, LiveInner> {
@@ -215,7 +258,9 @@ impl LiveStream {
     fn playable(self: &Arc<Self>) -> bool {
         match self.state() {
             LiveState::Live | LiveState::SourceLost { .. } => true,
-            LiveState::Waiting | LiveState::Ended if self.pull_on_demand => {
+            LiveState::Waiting | LiveState::Ended
+                if self.pull_on_demand.load(Ordering::Relaxed) && !self.lock().retired =>
+            {
                 self.expect_source();
                 true
             }
@@ -226,17 +271,17 @@ impl LiveStream {
     /// A client arrived at an on-demand pull point without a source: hold it (and any that
     /// follow) for the grace while the pull connects, as if the source had just been lost.
     fn expect_source(self: &Arc<Self>) {
-        let deadline = tokio::time::Instant::now() + self.reconnect_grace;
+        let deadline = tokio::time::Instant::now() + self.reconnect_grace();
         let epoch = {
             let mut inner = self.lock();
-            if !matches!(inner.state, LiveState::Waiting | LiveState::Ended) {
+            if !matches!(inner.state, LiveState::Waiting | LiveState::Ended) || inner.retired {
                 return;
             }
             inner.state = LiveState::SourceLost { deadline };
             inner.epoch += 1;
             inner.epoch
         };
-        info!(point = %self.name, grace_ms = self.reconnect_grace.as_millis() as u64, "first client of an on-demand pull point; holding it while the pull connects");
+        info!(point = %self.name, grace_ms = self.reconnect_grace().as_millis() as u64, "first client of an on-demand pull point; holding it while the pull connects");
         let stream = Arc::clone(self);
         tokio::spawn(async move { stream.hold_clients(epoch, deadline).await });
     }
@@ -258,6 +303,9 @@ impl LiveStream {
         let mut inner = self.lock();
         if let Some(current) = inner.publisher {
             return Err(PublishError::Busy(current));
+        }
+        if inner.retired {
+            return Err(PublishError::Retired);
         }
         let previous = inner.state;
         inner.publisher = Some(session);
@@ -330,7 +378,7 @@ impl LiveStream {
     /// The publisher went away (`why`). Clients stay attached for the reconnect grace, kept
     /// alive with null packets; if no encoder takes over by then, their streams end.
     pub fn unpublish(self: &Arc<Self>, session: u64, why: &str) {
-        let grace = self.reconnect_grace;
+        let grace = self.reconnect_grace();
         let deadline = tokio::time::Instant::now() + grace;
         let epoch = {
             let mut inner = self.lock();
@@ -374,7 +422,7 @@ impl LiveStream {
                 warn!(
                     event = events::SOURCE_GAVE_UP,
                     point = %self.name,
-                    grace_ms = self.reconnect_grace.as_millis() as u64,
+                    grace_ms = self.reconnect_grace().as_millis() as u64,
                     clients = self.tx.receiver_count(),
                     "no encoder reconnected within the reconnect grace; ending the point's streams"
                 );
@@ -524,13 +572,16 @@ pub enum Resolved {
     File { path: PathBuf, size: u64 },
 }
 
-/// All publishing points, by name.
+/// Time indexes of on-demand files (for RTSP seek, pacing and durations), built on first use
+/// and kept while the file's size and modification time stay the same. Shared by every
+/// version of the point table, so a reload keeps them.
+type FileIndexes = Mutex<HashMap<PathBuf, (FileStamp, Arc<FileIndex>)>>;
+
+/// All publishing points, by name. A reload builds a new table and swaps it in whole.
 #[derive(Default)]
 pub struct PointRegistry {
     points: HashMap<String, Arc<Point>>,
-    /// Time indexes of on-demand files (for RTSP seek, pacing and durations), built on first
-    /// use and kept while the file's size and modification time stay the same.
-    indexes: Mutex<HashMap<PathBuf, (FileStamp, Arc<FileIndex>)>>,
+    indexes: Arc<FileIndexes>,
 }
 
 /// What identifies a version of a file for the index cache.
@@ -538,17 +589,45 @@ type FileStamp = (u64, Option<std::time::SystemTime>);
 
 impl PointRegistry {
     pub fn from_config(points: &[PointConfig], client_queue: usize) -> Self {
+        Self::rebuild(points, client_queue, None)
+    }
+
+    /// The table for a (re)loaded configuration. A broadcast point that stays broadcast keeps
+    /// its [`LiveStream`] from `previous`, so its clients and its encoder stay attached
+    /// whatever else changed; file indexes are kept too.
+    pub fn rebuild(
+        points: &[PointConfig],
+        client_queue: usize,
+        previous: Option<&PointRegistry>,
+    ) -> Self {
         let points = points
             .iter()
             .map(|point| {
+                let pull_on_demand = matches!(&point.source, PointSource::Pull(pull) if pull.mode == PullMode::OnDemand);
+                let kept = previous
+                    .and_then(|registry| registry.points.get(&point.name))
+                    .and_then(|old| match &old.media {
+                        PointMedia::Live(stream) => Some(Arc::clone(stream)),
+                        _ => None,
+                    });
                 let media = match &point.source {
-                    PointSource::Push | PointSource::Pull(_) => PointMedia::Live(LiveStream::new(
-                        &point.name,
-                        client_queue,
-                        point.reconnect_grace,
-                        point.source_timeout,
-                        matches!(&point.source, PointSource::Pull(pull) if pull.mode == PullMode::OnDemand),
-                    )),
+                    PointSource::Push | PointSource::Pull(_) => PointMedia::Live(match kept {
+                        Some(stream) => {
+                            stream.reconfigure(
+                                point.reconnect_grace,
+                                point.source_timeout,
+                                pull_on_demand,
+                            );
+                            stream
+                        }
+                        None => LiveStream::new(
+                            &point.name,
+                            client_queue,
+                            point.reconnect_grace,
+                            point.source_timeout,
+                            pull_on_demand,
+                        ),
+                    }),
                     PointSource::File(path) => PointMedia::File(path.clone()),
                     PointSource::Directory(path) => PointMedia::Directory(path.clone()),
                 };
@@ -571,7 +650,7 @@ impl PointRegistry {
             .collect();
         Self {
             points,
-            indexes: Mutex::default(),
+            indexes: previous.map_or_else(Arc::default, |registry| Arc::clone(&registry.indexes)),
         }
     }
 
@@ -832,7 +911,7 @@ mod tests {
         );
         PointRegistry {
             points,
-            indexes: Mutex::default(),
+            indexes: Arc::default(),
         }
     }
 

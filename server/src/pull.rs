@@ -143,7 +143,7 @@ impl Puller {
 
     /// Feed the point until the source ends, goes silent, or (on demand) nobody watches.
     async fn pump(&self, connection: Connection) -> (Ended, u64) {
-        let silence = self.stream.source_timeout;
+        let silence = self.stream.source_timeout();
         let mut pushed = 0u64;
         let mut idle_since: Option<tokio::time::Instant> = None;
         let mut last_data = tokio::time::Instant::now();

@@ -6,12 +6,14 @@
 //! short, so a slow client's backlog stays in the point's shared ring, where falling too far
 //! behind means skipping to the next keyframe, never slowing anyone else.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use ferrocast_plugin_api::host::{HostCalls, PluginInstance, PluginSession};
@@ -22,11 +24,13 @@ use ferrocast_plugin_api::{
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::events;
 use crate::media::pacer::{FilePacer, PacerStep};
 use crate::media::rtp::{parse_rtcp, RtcpPacket, RtpBatch, RtpPacketizer};
+use crate::plugins::Generation;
 use crate::points::{
     random_u32, LiveChunk, LiveEvent, LiveStream, PointMedia, PointRegistry, Resolved,
 };
@@ -47,25 +51,38 @@ const PACED_SENDS_PER_TURN: usize = 32;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
 
-/// State shared by every connection.
+/// The enabled plugins, by name.
+pub type PluginTable = BTreeMap<String, Arc<ServingPlugin>>;
+
+/// State shared by every connection. A reload swaps the point and plugin tables whole: a
+/// session reads the current tables at each request, and keeps the plugin instance and
+/// point media it started with.
 pub struct Shared {
-    pub points: PointRegistry,
-    pub write_timeout: Duration,
+    pub points: ArcSwap<PointRegistry>,
     /// Every enabled plugin, by name (transport plugins are consulted by control sessions).
-    pub plugins: BTreeMap<String, Arc<ServingPlugin>>,
+    pub plugins: ArcSwap<PluginTable>,
+    write_timeout_ms: AtomicU64,
+    drains: Mutex<Drains>,
+    /// Bumped after every reload; each session then checks that what it uses still exists.
+    changes: watch::Sender<u64>,
     next_session: AtomicU64,
 }
 
+/// Points and plugins an operator put into the drain state: they take no new sessions.
+#[derive(Default, Clone, Debug)]
+pub struct Drains {
+    pub points: BTreeSet<String>,
+    pub plugins: BTreeSet<String>,
+}
+
 impl Shared {
-    pub fn new(
-        points: PointRegistry,
-        write_timeout: Duration,
-        plugins: BTreeMap<String, Arc<ServingPlugin>>,
-    ) -> Self {
+    pub fn new(points: PointRegistry, write_timeout: Duration, plugins: PluginTable) -> Self {
         Self {
-            points,
-            write_timeout,
-            plugins,
+            points: ArcSwap::from_pointee(points),
+            plugins: ArcSwap::from_pointee(plugins),
+            write_timeout_ms: AtomicU64::new(write_timeout.as_millis() as u64),
+            drains: Mutex::default(),
+            changes: watch::Sender::new(0),
             next_session: AtomicU64::new(1),
         }
     }
@@ -73,12 +90,67 @@ impl Shared {
     pub fn new_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_write_timeout(&self, timeout: Duration) {
+        self.write_timeout_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Tell every session that the tables changed.
+    pub fn announce_change(&self) {
+        self.changes.send_modify(|epoch| *epoch += 1);
+    }
+
+    fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn lock_drains(&self) -> MutexGuard<'_, Drains> {
+        self.drains
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub fn drains(&self) -> Drains {
+        self.lock_drains().clone()
+    }
+
+    /// Put a point (`plugin == false`) or a plugin into the drain state, or take it out.
+    /// Returns whether the state changed.
+    pub fn set_drain(&self, plugin: bool, name: &str, draining: bool) -> bool {
+        let mut drains = self.lock_drains();
+        let set = if plugin {
+            &mut drains.plugins
+        } else {
+            &mut drains.points
+        };
+        if draining {
+            set.insert(name.to_owned())
+        } else {
+            set.remove(name)
+        }
+    }
+
+    fn point_draining(&self, name: &str) -> bool {
+        self.lock_drains().points.contains(name)
+    }
+
+    fn plugin_draining(&self, name: &str) -> bool {
+        self.lock_drains().plugins.contains(name)
+    }
 }
 
-/// A configured plugin that serves connections.
+/// A configured plugin instance that serves connections, on one generation of its library.
 pub struct ServingPlugin {
     pub name: String,
+    pub generation: Arc<Generation>,
     pub instance: PluginInstance,
+    /// The settings it was created with, to tell whether a reload changes them.
+    pub settings: String,
 }
 
 /// Reads through a live point's ring, skipping ahead to a keyframe when the client lags.
@@ -207,6 +279,10 @@ struct ConnCtx<'a> {
     bytes_pushed: u64,
     /// When the publishing encoder last delivered media (or started publishing).
     last_push: tokio::time::Instant,
+    /// Point and carrier plugin of each transport, by transport id.
+    transport_uses: Vec<(u64, String, &'static str)>,
+    /// The session's plugin was draining when it connected: it may not start anything.
+    arrived_draining: bool,
 }
 
 impl ConnCtx<'_> {
@@ -215,6 +291,114 @@ impl ConnCtx<'_> {
             self.out_bytes += data.len();
             self.out.push_back(data);
         }
+    }
+
+    /// Points this session plays, publishes to or has transports for.
+    fn attached_points(&self) -> BTreeSet<String> {
+        let mut points: BTreeSet<String> = self
+            .transport_uses
+            .iter()
+            .map(|(_, point, _)| point.clone())
+            .collect();
+        if let Some(path) = &self.playing {
+            points.insert(point_of(path).to_owned());
+        }
+        if let Some(stream) = &self.publishing {
+            points.insert(stream.name.clone());
+        }
+        points
+    }
+
+    /// May this session start something on `point`? Not if its plugin was draining when it
+    /// connected, nor if the point is draining and the session is not already on it.
+    fn admit(&self, point: &str) -> Result<(), HostError> {
+        if self.arrived_draining {
+            return Err(HostError::new(
+                ErrorCode::DRAINING,
+                format!(
+                    "the {} service is draining and takes no new sessions; try again later",
+                    self.plugin.to_uppercase()
+                ),
+            ));
+        }
+        if self.shared.point_draining(point) && !self.attached_points().contains(point) {
+            return Err(HostError::new(
+                ErrorCode::DRAINING,
+                format!("publishing point `{point}` is draining and takes no new sessions; try again later"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// After a reload: is everything this session uses still configured? `Err` says what
+    /// was taken away.
+    fn still_allowed(&self) -> Result<(), String> {
+        let plugins = self.shared.plugins.load();
+        if !plugins.contains_key(self.plugin) {
+            return Err(format!("plugin `{}` was disabled", self.plugin));
+        }
+        let points = self.shared.points.load();
+        let live_streams = [
+            self.publishing.as_ref(),
+            match &self.media {
+                Some(Media::Live(cursor)) => Some(&cursor.stream),
+                _ => None,
+            },
+        ];
+        for name in self.attached_points() {
+            let Some(point) = points.get(&name) else {
+                return Err(format!("publishing point `{name}` was removed"));
+            };
+            if !point.protocols.iter().any(|p| p == self.plugin) {
+                return Err(format!(
+                    "{} was disabled on publishing point `{name}`",
+                    self.plugin.to_uppercase()
+                ));
+            }
+            if point.pull.is_some() && self.publishing.as_ref().is_some_and(|s| s.name == name) {
+                return Err(format!("publishing point `{name}` now pulls its source; encoders can no longer push to it"));
+            }
+            for stream in live_streams.iter().flatten().filter(|s| s.name == name) {
+                if !matches!(&point.media, PointMedia::Live(current) if Arc::ptr_eq(current, stream))
+                {
+                    return Err(format!(
+                        "publishing point `{name}` was replaced by one of another kind"
+                    ));
+                }
+            }
+            for (_, _, carrier) in self.transport_uses.iter().filter(|(_, p, _)| *p == name) {
+                if !plugins.contains_key(*carrier) || !point.protocols.iter().any(|p| p == carrier)
+                {
+                    return Err(format!(
+                        "{} was disabled on publishing point `{name}`",
+                        carrier.to_uppercase()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A reload changed the tables: end the session, the way its protocol ends a stream, if
+    /// the reload took away something it uses. Untouched sessions carry on.
+    fn recheck(&mut self) {
+        if self.close_requested {
+            return;
+        }
+        let Err(why) = self.still_allowed() else {
+            return;
+        };
+        info!(event = events::SESSION_RECONFIGURED, plugin = %self.plugin, session = self.info.id, peer = %self.info.peer, reason = %why, "a reload removed what this session used; ending it");
+        // RTP players end on an RTCP BYE; the plugin ends its own protocol in on_stream_ended.
+        let mut frames = Vec::new();
+        for transport in &self.transports {
+            transport.send_bye(&mut frames);
+        }
+        frames.into_iter().for_each(|frame| self.enqueue(frame));
+        if self.media.is_some() {
+            self.end_media(EndReason::POINT_CLOSED, why);
+        }
+        self.close_requested = true;
     }
 
     fn refuse(&self, action: &str, path: &str, error: &HostError) {
@@ -336,14 +520,19 @@ impl HostCalls for ConnCtx<'_> {
     }
 
     fn lookup(&self, path: &str) -> Result<PointInfo, HostError> {
-        self.shared
-            .points
-            .resolve(self.plugin, path)
-            .map(|(info, _)| info)
+        let (info, _) = self.shared.points.load().resolve(self.plugin, path)?;
+        self.admit(&info.name)?;
+        Ok(info)
     }
 
     fn play(&mut self, path: &str, range: ByteRange) -> Result<PointInfo, HostError> {
-        let (info, resolved) = match self.shared.points.resolve_playable(self.plugin, path) {
+        let found = self.admit(point_of(path)).and_then(|()| {
+            self.shared
+                .points
+                .load()
+                .resolve_playable(self.plugin, path)
+        });
+        let (info, resolved) = match found {
             Ok(found) => found,
             Err(error) => {
                 self.refuse("play", path, &error);
@@ -408,7 +597,10 @@ impl HostCalls for ConnCtx<'_> {
                 ),
             );
         }
-        let (mut info, resolved) = match self.shared.points.resolve(self.plugin, path) {
+        if let Err(error) = self.admit(point_of(path)) {
+            return refused(self, error);
+        }
+        let (mut info, resolved) = match self.shared.points.load().resolve(self.plugin, path) {
             Ok(found) => found,
             Err(error) => return refused(self, error),
         };
@@ -472,7 +664,11 @@ impl HostCalls for ConnCtx<'_> {
             ctx.refuse("setup", &path, &error);
             Err(error)
         };
-        let (info, _) = match self.shared.points.resolve(self.plugin, &path) {
+        if let Err(error) = self.admit(point_of(&path)) {
+            return refused(self, error);
+        }
+        let points = self.shared.points.load();
+        let (info, _) = match points.resolve(self.plugin, &path) {
             Ok(found) => found,
             Err(error) => return refused(self, error),
         };
@@ -485,12 +681,11 @@ impl HostCalls for ConnCtx<'_> {
                 ),
             );
         };
-        let allowed = self
-            .shared
-            .points
+        let allowed = points
             .get(&info.name)
             .is_some_and(|point| point.protocols.iter().any(|p| p == carrier));
-        let Some(plugin) = self.shared.plugins.get(carrier).filter(|_| allowed) else {
+        let plugins = self.shared.plugins.load();
+        let Some(plugin) = plugins.get(carrier).filter(|_| allowed) else {
             return refused(
                 self,
                 HostError::new(
@@ -519,7 +714,7 @@ impl HostCalls for ConnCtx<'_> {
         };
         self.transports_set_up += 1;
         let id = (self.info.id << 8) | (self.transports_set_up & 0xff);
-        let ssrc = match self.shared.points.get(&info.name).map(|p| &p.media) {
+        let ssrc = match points.get(&info.name).map(|p| &p.media) {
             Some(PointMedia::Live(stream)) => stream.rtp_start().ssrc,
             _ => random_u32(),
         };
@@ -527,6 +722,8 @@ impl HostCalls for ConnCtx<'_> {
             Ok(transport) => {
                 info!(plugin = %self.plugin, session = self.info.id, peer = %self.info.peer, point = %info.name, transport = %transport.info.kind.as_str(), carrier, server_rtp_port = transport.info.server_rtp_port, "transport set up");
                 let described = transport.info.clone();
+                self.transport_uses
+                    .push((described.id, info.name.to_string(), carrier));
                 self.transports.push(transport);
                 Ok(described)
             }
@@ -536,6 +733,7 @@ impl HostCalls for ConnCtx<'_> {
 
     fn teardown_transport(&mut self, transport: u64) {
         self.transports.retain(|t| t.info.id != transport);
+        self.transport_uses.retain(|(id, _, _)| *id != transport);
         if self.transports.is_empty()
             && matches!(
                 self.media,
@@ -553,7 +751,13 @@ impl HostCalls for ConnCtx<'_> {
                 "no transport is set up; SETUP comes before PLAY",
             ));
         }
-        let (point, resolved) = match self.shared.points.resolve_playable(self.plugin, path) {
+        let found = self.admit(point_of(path)).and_then(|()| {
+            self.shared
+                .points
+                .load()
+                .resolve_playable(self.plugin, path)
+        });
+        let (point, resolved) = match found {
             Ok(found) => found,
             Err(error) => {
                 self.refuse("play", path, &error);
@@ -603,7 +807,7 @@ impl HostCalls for ConnCtx<'_> {
             Resolved::File { path: file, .. } => {
                 let resume = matches!(&self.media, Some(Media::Paced(_))) && start_ms == RESUME;
                 if !resume {
-                    let index = match self.shared.points.file_index(&file) {
+                    let index = match self.shared.points.load().file_index(&file) {
                         Ok(index) => index,
                         Err(error) => {
                             self.refuse("play", path, &error);
@@ -701,6 +905,8 @@ pub async fn serve_connection(
     let session_id = info.id;
     info!(event = events::CONNECT, plugin = %plugin.name, session = session_id, %peer, %local, "client connected");
     let started = Instant::now();
+    // Counted on its generation for as long as the connection lives.
+    let _counted = plugin.generation.session_started();
     let mut session = match plugin.instance.new_session(info.clone()) {
         Ok(session) => session,
         Err(fault) => {
@@ -727,6 +933,8 @@ pub async fn serve_connection(
         bytes_sent: 0,
         bytes_pushed: 0,
         last_push: tokio::time::Instant::now(),
+        transport_uses: Vec::new(),
+        arrived_draining: shared.plugin_draining(&plugin.name),
     };
     let ending = match session.on_open(&mut ctx) {
         Ok(()) => drive(socket, &mut session, &mut ctx).await,
@@ -760,7 +968,7 @@ pub async fn serve_connection(
             warn!(event = events::DISCONNECT, plugin = %plugin_name, session = session_id, %peer, seconds, timeout_ms = timeout.as_millis() as u64, "encoder sent nothing within the source timeout; connection closed")
         }
         Ending::TooSlow => {
-            warn!(event = events::DISCONNECT, plugin = %plugin_name, session = session_id, %peer, seconds, bytes_sent = sent, timeout_ms = shared.write_timeout.as_millis() as u64, "client stopped reading; disconnected")
+            warn!(event = events::DISCONNECT, plugin = %plugin_name, session = session_id, %peer, seconds, bytes_sent = sent, timeout_ms = shared.write_timeout().as_millis() as u64, "client stopped reading; disconnected")
         }
         Ending::Fault(fault) => {
             error!(event = events::PLUGIN_FAULT, plugin = %plugin_name, session = session_id, %peer, %fault, "plugin panicked; session closed, the server continues")
@@ -782,7 +990,8 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
     let mut read_buf = vec![0u8; 16 * 1024];
     let mut reading = true;
     let mut stalled_since: Option<tokio::time::Instant> = None;
-    let write_timeout = ctx.shared.write_timeout;
+    let write_timeout = ctx.shared.write_timeout();
+    let mut changes = ctx.shared.subscribe_changes();
 
     loop {
         // Every plugin call returns to here, so media started during a call follows whatever
@@ -846,7 +1055,7 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
         let source_deadline = ctx
             .publishing
             .as_ref()
-            .map(|stream| ctx.last_push + stream.source_timeout);
+            .map(|stream| ctx.last_push + stream.source_timeout());
         let session_id = ctx.info.id;
 
         tokio::select! {
@@ -874,7 +1083,7 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
             },
             _ = sleep_until_opt(write_deadline) => return Ending::TooSlow,
             _ = sleep_until_opt(source_deadline) => {
-                let timeout = ctx.publishing.as_ref().map_or(Duration::ZERO, |s| s.source_timeout);
+                let timeout = ctx.publishing.as_ref().map_or(Duration::ZERO, |s| s.source_timeout());
                 return Ending::SourceSilent(timeout);
             }
             step = next_live(&mut ctx.media, session_id), if want_live => match step {
@@ -884,6 +1093,7 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
             // Paced media becomes due: the loop sends it.
             _ = sleep_until_opt(pace_due) => {}
             _ = sleep_until_opt(ctx.reports_due) => ctx.send_reports(),
+            Ok(()) = changes.changed() => ctx.recheck(),
             report = recv_rtcp(rtcp_in.as_ref().map(|(_, socket)| socket)) => {
                 if let Some((transport, _)) = &rtcp_in {
                     let packets = report;
@@ -974,6 +1184,11 @@ async fn recv_rtcp(socket: Option<&Arc<tokio::net::UdpSocket>>) -> Vec<RtcpPacke
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// The point name of a request path (`point` or `point/item`).
+fn point_of(path: &str) -> &str {
+    path.split_once('/').map_or(path, |(point, _)| point)
 }
 
 async fn next_live(media: &mut Option<Media>, session: u64) -> LiveStep {

@@ -30,6 +30,7 @@ const SERVER_KEYS: &[&str] = &[
     "log_format",
     "client_queue",
     "write_timeout_ms",
+    "control_socket",
 ];
 /// Keys of a `[plugins.<name>]` table that the host reads; all others belong to the plugin.
 const PLUGIN_HOST_KEYS: &[&str] = &["enabled", "listen"];
@@ -489,6 +490,16 @@ impl<'a> Compiler<'a> {
         }
         if let Some(ms) = self.read_integer(&section, "write_timeout_ms", WRITE_TIMEOUT_MS_RANGE) {
             server.write_timeout = Duration::from_millis(ms.unsigned_abs());
+        }
+        if let Some((raw, line)) = self.read_string(&section, "control_socket") {
+            if raw.is_empty() {
+                self.error(
+                    line,
+                    "`control_socket` must not be empty; remove it to use the default path",
+                );
+            } else {
+                server.control_socket = Some(self.resolve(raw));
+            }
         }
         server
     }

@@ -85,6 +85,9 @@ pub struct ServerConfig {
     pub client_queue: usize,
     /// A client whose socket accepts nothing for this long is disconnected.
     pub write_timeout: Duration,
+    /// Where `ferrocast reload`, `status` and `drain` reach the running server; `None` means
+    /// a path derived from the config file's path in the temporary directory.
+    pub control_socket: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +97,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             client_queue: 1024,
             write_timeout: Duration::from_millis(20_000),
+            control_socket: None,
         }
     }
 }

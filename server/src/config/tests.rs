@@ -127,6 +127,7 @@ plugin_dir = "plugins"
 log_format = "json"
 client_queue = 256
 write_timeout_ms = 5000
+control_socket = "run/ferrocast.sock"
 
 [plugins.http]
 enabled = true
@@ -174,6 +175,7 @@ fn valid_full_file_compiles() {
             log_format: LogFormat::Json,
             client_queue: 256,
             write_timeout: Duration::from_millis(5000),
+            control_socket: Some(path.parent().unwrap().join("run/ferrocast.sock")),
         }
     );
     let http = &config.plugins["http"];
@@ -186,7 +188,7 @@ fn valid_full_file_compiles() {
         ]
     );
     assert_eq!(http.settings, "header_timeout_ms = 10000\n");
-    assert_eq!(http.line, 7);
+    assert_eq!(http.line, 8);
     assert_eq!(config.plugins["example"].settings, "");
     assert!(config.plugin_enabled("http") && config.plugin_enabled("example"));
     assert!(!config.plugin_enabled("missing"));
@@ -204,7 +206,7 @@ fn valid_full_file_compiles() {
     assert_eq!(live.source, PointSource::Push);
     assert_eq!(live.protocols, ["http", "example"]);
     assert_eq!(live.reconnect_grace, Duration::from_millis(1500));
-    assert_eq!(live.line, 15);
+    assert_eq!(live.line, 16);
     let vod = config.point("vod").unwrap();
     assert_eq!(vod.kind.as_str(), "on-demand");
     assert_eq!(vod.source, PointSource::File(sample));
@@ -282,7 +284,7 @@ kind = "stream"
             (2, "`log_format` must be one of \"text\", \"json\", found \"xml\""),
             (3, "`client_queue` must be between 16 and 65536, found 8"),
             (4, "`write_timeout_ms` must be an integer from 100 to 600000, found a string; remove the quotes"),
-            (5, "unknown key `plugn_dir` in [server]; expected one of: plugin_dir, log_format, client_queue, write_timeout_ms (did you mean `plugin_dir`?)"),
+            (5, "unknown key `plugn_dir` in [server]; expected one of: plugin_dir, log_format, client_queue, write_timeout_ms, control_socket (did you mean `plugin_dir`?)"),
             (8, "unknown key `enabeld` in [plugins.http]; expected one of: enabled, listen (did you mean `enabled`?)"),
             (9, "invalid listen address \"localhost:80\""),
             (10, "plugin `http`: setting `header_timeout_ms`: must be at least 1"),
