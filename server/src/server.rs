@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -127,6 +128,10 @@ pub struct Server {
     /// Taken by [`Self::run`] for its control task.
     control: Option<tokio::net::UnixListener>,
     control_path: PathBuf,
+    /// Registered at start, so a SIGHUP or SIGUSR1 that arrives early never takes the
+    /// default action (terminating the process).
+    hangups: Option<tokio::signal::unix::Signal>,
+    status_requests: Option<tokio::signal::unix::Signal>,
 }
 
 /// What one reload did, for the log and for `ferrocast reload`.
@@ -212,6 +217,8 @@ impl Server {
             pullers: HashMap::new(),
             control: Some(control),
             control_path,
+            hangups: signal(SignalKind::hangup()).ok(),
+            status_requests: signal(SignalKind::user_defined1()).ok(),
         })
     }
 
@@ -234,7 +241,6 @@ impl Server {
     /// Serve until `shutdown` completes, applying reloads, plugin rescans and drains as
     /// they are asked for.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
-        use tokio::signal::unix::{signal, SignalKind};
         for (plugin, listeners) in &mut self.listeners {
             for listener in listeners.values_mut() {
                 start_accepting(plugin, listener, &self.shared);
@@ -251,8 +257,8 @@ impl Server {
 
         let (change_tx, mut changes) = mpsc::channel(8);
         let _watches = watch::start(&self.config.path, &self.registry.dir.clone(), change_tx);
-        let mut hangups = signal(SignalKind::hangup()).ok();
-        let mut status_requests = signal(SignalKind::user_defined1()).ok();
+        let mut hangups = self.hangups.take();
+        let mut status_requests = self.status_requests.take();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
