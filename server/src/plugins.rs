@@ -111,6 +111,15 @@ impl Drop for GenerationSession {
     }
 }
 
+/// What a rescan of the plugin directory found.
+#[derive(Default)]
+pub struct Rescan {
+    /// New builds, loaded but not yet taking traffic.
+    pub candidates: Vec<Candidate>,
+    /// Changed files that could not be loaded (already logged).
+    pub refused: Vec<Refusal>,
+}
+
 /// A new build found by [`PluginRegistry::rescan`], loaded but not yet taking traffic.
 pub struct Candidate {
     pub generation: Arc<Generation>,
@@ -176,7 +185,7 @@ impl PluginRegistry {
             next_generation: HashMap::new(),
         };
         for path in registry.plugin_files()? {
-            if let Some(candidate) = registry.load_new(&path) {
+            if let Ok(Some(candidate)) = registry.load_new(&path) {
                 let generation = candidate.generation;
                 registry
                     .current
@@ -203,33 +212,33 @@ impl PluginRegistry {
     /// Look for new builds in the plugin directory: every plugin file whose identity changed
     /// since it was last looked at is loaded as a new generation. The candidates are not yet
     /// current; the caller validates each, then [`Self::promote`]s or [`Self::refuse_candidate`]s it.
-    pub fn rescan(&mut self) -> Result<Vec<Candidate>, RegistryError> {
-        let mut candidates = Vec::new();
+    pub fn rescan(&mut self) -> Result<Rescan, RegistryError> {
+        let mut rescan = Rescan::default();
         for path in self.plugin_files()? {
-            if let Some(candidate) = self.load_new(&path) {
-                candidates.push(candidate);
+            match self.load_new(&path) {
+                Ok(Some(candidate)) => rescan.candidates.push(candidate),
+                Ok(None) => {}
+                Err(refusal) => rescan.refused.push(refusal),
             }
         }
-        Ok(candidates)
+        Ok(rescan)
     }
 
-    /// Load `path` if it changed since it was last seen (or was never seen).
-    fn load_new(&mut self, path: &Path) -> Option<Candidate> {
+    /// Load `path` if it changed since it was last seen (or was never seen). `Err` is a file
+    /// that could not be loaded (already reported).
+    fn load_new(&mut self, path: &Path) -> Result<Option<Candidate>, Refusal> {
         let identity = match FileIdentity::of(path) {
             Ok(identity) => identity,
             // Renamed away between the listing and now; the next scan sees what replaced it.
-            Err(_) => return None,
+            Err(_) => return Ok(None),
         };
         if self.seen.get(path) == Some(&identity) {
-            return None;
+            return Ok(None);
         }
         self.seen.insert(path.to_owned(), identity);
         let library = match self.load_copy(path) {
             Ok(library) => library,
-            Err(reason) => {
-                self.refuse(path, reason);
-                return None;
-            }
+            Err(reason) => return Err(self.refuse(path, reason)),
         };
         let name = library.info.name.to_string();
         if let Some(other) = self
@@ -241,8 +250,7 @@ impl PluginRegistry {
                 "duplicate plugin name `{name}`: already provided by {}; remove one of the two files",
                 other.installed.display()
             );
-            self.refuse(path, reason);
-            return None;
+            return Err(self.refuse(path, reason));
         }
         let number = self.next_generation.entry(name.clone()).or_insert(0);
         *number += 1;
@@ -264,7 +272,7 @@ impl PluginRegistry {
             path = %path.display(),
             "plugin loaded"
         );
-        Some(Candidate { generation })
+        Ok(Some(Candidate { generation }))
     }
 
     /// Copy `path` to a unique private path, load the copy, and unlink it (the mapping stays).
@@ -288,18 +296,20 @@ impl PluginRegistry {
         loaded
     }
 
-    fn refuse(&mut self, path: &Path, reason: String) {
+    fn refuse(&mut self, path: &Path, reason: String) -> Refusal {
         warn!(
             event = events::PLUGIN_REFUSED,
             path = %path.display(),
             %reason,
             "plugin refused; the server continues without it"
         );
-        self.refused.retain(|refusal| refusal.path != path);
-        self.refused.push(Refusal {
+        let refusal = Refusal {
             path: path.to_owned(),
             reason,
-        });
+        };
+        self.refused.retain(|old| old.path != path);
+        self.refused.push(refusal.clone());
+        refusal
     }
 
     /// A candidate failed validation: it never takes traffic; the current generation (if any)

@@ -636,16 +636,24 @@ impl Server {
     /// Returns whether every new build was taken, and a report.
     pub fn reload_plugins(&mut self, trigger: &str) -> (bool, String) {
         let started = Instant::now();
-        let candidates = match self.registry.rescan() {
-            Ok(candidates) => candidates,
+        let rescan = match self.registry.rescan() {
+            Ok(rescan) => rescan,
             Err(error) => {
                 error!(event = events::RELOAD_FAILED, trigger, %error, "cannot look for new plugin builds");
                 return (false, format!("plugins: {error}\n"));
             }
         };
         let mut report = String::new();
-        let mut ok = true;
-        for candidate in candidates {
+        let mut ok = rescan.refused.is_empty();
+        for refusal in &rescan.refused {
+            let _ = writeln!(
+                report,
+                "{}: refused: {}",
+                refusal.path.display(),
+                refusal.reason
+            );
+        }
+        for candidate in rescan.candidates {
             let generation = Arc::clone(&candidate.generation);
             let name = generation.plugin.clone();
             let previous = self.registry.get(&name).cloned();

@@ -1,0 +1,516 @@
+//! Plugin code hot reload with the real binary: a new build installed by atomic rename into
+//! the plugin directory becomes a new *generation* that takes every new session, while the
+//! sessions already open stay on the generation they started on until they end (then
+//! GENERATION_DRAINED). A protocol plugin is swapped under a playing HTTP client, triggered by
+//! `ferrocast reload --plugins-only`. Builds that cannot be used (garbage, a future ABI, a
+//! shared library without the plugin symbol) are refused, and nothing changes.
+//!
+//! The `panicky` fixture answers `version` with its crate version: `libfixture_panic.so` is
+//! 0.1.0, `libfixture_panic_v2.so` (the same source) is 0.2.0.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrocast_tests::*;
+
+const PANICKY: &str = "libferrocast_panicky.so";
+
+/// One `plugin …` line of `ferrocast status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GenerationStatus {
+    plugin: String,
+    generation: u64,
+    version: String,
+    sessions: usize,
+    /// `current` (new sessions get it) or `draining` (replaced, still serving its sessions).
+    role: String,
+}
+
+/// Run `ferrocast --config <the server's config> <args>` within a bounded time; returns the
+/// exit code and stdout + stderr.
+fn ferrocast_command(server: &Ferrocast, args: &[&str]) -> (Option<i32>, String) {
+    let child = Command::new(ferrocast_binary())
+        .arg("--config")
+        .arg(server.dir.path().join("ferrocast.toml"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ferrocast");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(output)) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            (output.status.code(), text)
+        }
+        Ok(Err(error)) => panic!("ferrocast {args:?} failed: {error}"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!(
+                "ferrocast {args:?} did not finish within 30 s; server log:\n{}",
+                server.logs()
+            );
+        }
+    }
+}
+
+/// The plugin generations `ferrocast status` lists.
+fn plugin_status(server: &Ferrocast) -> Vec<GenerationStatus> {
+    let (code, text) = ferrocast_command(server, &["status"]);
+    assert_eq!(code, Some(0), "ferrocast status failed: {text}");
+    text.lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["plugin", plugin, "generation", generation, "version", version, "sessions", sessions, role, ..] => {
+                    Some(GenerationStatus {
+                        plugin: (*plugin).to_owned(),
+                        generation: generation.parse().ok()?,
+                        version: (*version).to_owned(),
+                        sessions: sessions.parse().ok()?,
+                        role: (*role).to_owned(),
+                    })
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The generations of one plugin.
+fn generations_of(server: &Ferrocast, plugin: &str) -> Vec<GenerationStatus> {
+    plugin_status(server)
+        .into_iter()
+        .filter(|g| g.plugin == plugin)
+        .collect()
+}
+
+/// Poll `ferrocast status` until `ok` holds for `plugin`'s generations (session counts follow
+/// connections asynchronously); panic with the last status and the log if it does not.
+fn wait_for_generations(
+    server: &Ferrocast,
+    plugin: &str,
+    what: &str,
+    ok: impl Fn(&[GenerationStatus]) -> bool,
+) -> Vec<GenerationStatus> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let generations = generations_of(server, plugin);
+        if ok(&generations) {
+            return generations;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status of plugin {plugin}: expected {what}, got {generations:#?}\nserver log:\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn generation(generations: &[GenerationStatus], number: u64) -> Option<&GenerationStatus> {
+    generations.iter().find(|g| g.generation == number)
+}
+
+/// Install `source` as `dir/name` the way an installer does: write `name.tmp` next to it,
+/// then rename it over `name` (a new inode).
+fn install(dir: &Path, name: &str, source: &Path) {
+    let temporary = dir.join(format!("{name}.tmp"));
+    std::fs::copy(source, &temporary).expect("copy the new build");
+    std::fs::rename(&temporary, dir.join(name)).expect("rename the new build into place");
+}
+
+/// Wait until the log holds `needle` at least `count` times.
+fn wait_for_count(server: &Ferrocast, needle: &str, count: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while server.logs().matches(needle).count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not log {needle} {count} time(s) within {timeout:?}; log:\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The log lines holding `event`.
+fn event_lines(server: &Ferrocast, event: &str) -> Vec<String> {
+    let needle = format!("event=\"{event}\"");
+    server
+        .logs()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The value of `key=value` in a log line (exact key: `generation` is not
+/// `previous_generation`).
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|word| {
+        let (k, v) = word.split_once('=')?;
+        (k == key).then(|| v.trim_matches('"'))
+    })
+}
+
+/// A client of the `panicky` line protocol.
+struct LineClient {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl LineClient {
+    fn connect(address: SocketAddr) -> Self {
+        let stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Self { stream, reader }
+    }
+
+    /// Send `command` and return the answer line, without its newline.
+    fn ask(&mut self, command: &str) -> String {
+        self.stream
+            .write_all(format!("{command}\n").as_bytes())
+            .expect("send a line");
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("read the answer");
+        assert!(line.ends_with('\n'), "no answer to {command:?}: {line:?}");
+        line.trim_end().to_owned()
+    }
+
+    fn version(&mut self) -> String {
+        self.ask("version")
+    }
+}
+
+/// A server with the HTTP plugin and `panicky` 0.1.0 listening on a port of its own.
+fn panicky_server() -> (Ferrocast, TempDir, SocketAddr) {
+    let plugins = plugin_dir(&[
+        (
+            "libferrocast_http.so",
+            &built_library("libferrocast_http.so"),
+        ),
+        (PANICKY, &built_library("libfixture_panic.so")),
+    ]);
+    let http = loopback();
+    let panicky = loopback();
+    let config = format!(
+        "{}\n[plugins.panicky]\nlisten = [\"{panicky}\"]\n",
+        config_with(http, &standard_points())
+    );
+    let server = Ferrocast::start(&config, plugins.path(), http);
+    server.wait_for(
+        &format!("panicky    listening on {panicky}"),
+        Duration::from_secs(10),
+    );
+    (server, plugins, panicky)
+}
+
+#[test]
+fn a_new_build_takes_new_sessions_while_old_sessions_stay_on_theirs() {
+    let (server, plugins, panicky) = panicky_server();
+    let v2 = built_library("libfixture_panic_v2.so");
+
+    let mut old: Vec<LineClient> = (0..3).map(|_| LineClient::connect(panicky)).collect();
+    for client in &mut old {
+        assert_eq!(client.version(), "version 0.1.0");
+    }
+
+    install(plugins.path(), PANICKY, &v2);
+    server.wait_for("PLUGIN_SWAPPED", Duration::from_secs(10));
+    let swapped = event_lines(&server, "PLUGIN_SWAPPED");
+    assert_eq!(swapped.len(), 1, "{swapped:#?}");
+    let line = &swapped[0];
+    for (key, value) in [
+        ("plugin", "panicky"),
+        ("generation", "2"),
+        ("version", "0.2.0"),
+        ("previous_generation", "1"),
+        ("previous_sessions", "3"),
+    ] {
+        assert_eq!(field(line, key), Some(value), "{key} in {line}");
+    }
+    assert!(
+        field(line, "took_ms").is_some_and(|ms| ms.parse::<f64>().is_ok()),
+        "{line}"
+    );
+
+    // The old sessions are still served by 0.1.0; new ones by 0.2.0.
+    for client in &mut old {
+        assert_eq!(client.version(), "version 0.1.0");
+        assert_eq!(client.ask("hello"), "hi");
+    }
+    let mut new: Vec<LineClient> = (0..2).map(|_| LineClient::connect(panicky)).collect();
+    for client in &mut new {
+        assert_eq!(client.version(), "version 0.2.0");
+    }
+
+    let generations = wait_for_generations(&server, "panicky", "3 sessions on 1, 2 on 2", |g| {
+        generation(g, 1).is_some_and(|g| g.sessions == 3)
+            && generation(g, 2).is_some_and(|g| g.sessions == 2)
+    });
+    assert_eq!(generations.len(), 2, "{generations:#?}");
+    let (first, second) = (&generations[0], &generations[1]);
+    assert_eq!(
+        (first.version.as_str(), first.role.as_str()),
+        ("0.1.0", "draining"),
+        "{generations:#?}"
+    );
+    assert_eq!(
+        (second.version.as_str(), second.role.as_str()),
+        ("0.2.0", "current"),
+        "{generations:#?}"
+    );
+
+    // The old sessions end: generation 1 has drained and is no longer listed.
+    drop(old);
+    server.wait_for("GENERATION_DRAINED", Duration::from_secs(10));
+    let drained = event_lines(&server, "GENERATION_DRAINED");
+    assert_eq!(drained.len(), 1, "{drained:#?}");
+    assert_eq!(field(&drained[0], "plugin"), Some("panicky"), "{drained:?}");
+    assert_eq!(field(&drained[0], "generation"), Some("1"), "{drained:?}");
+    let generations = wait_for_generations(&server, "panicky", "only generation 2", |g| {
+        g.len() == 1 && g[0].generation == 2
+    });
+    assert_eq!(
+        (generations[0].sessions, generations[0].role.as_str()),
+        (2, "current")
+    );
+    for client in &mut new {
+        assert_eq!(client.version(), "version 0.2.0");
+    }
+    assert_eq!(LineClient::connect(panicky).version(), "version 0.2.0");
+}
+
+#[test]
+fn the_http_plugin_is_swapped_under_a_playing_client() {
+    let http = built_library("libferrocast_http.so");
+    let plugins = plugin_dir(&[("libferrocast_http.so", &http)]);
+    let address = loopback();
+    let server = Ferrocast::start(
+        &config_with(address, &standard_points()),
+        plugins.path(),
+        address,
+    );
+    let _encoder = Encoder::push(&server.url("live"), 60);
+    wait_until_live(address, "/live", Duration::from_secs(15));
+    let old_reader = LiveReader::start(address, "/live");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !old_reader.body().is_empty(),
+        "the client plays before the swap"
+    );
+
+    // A fresh copy is a new inode: a new build as far as the server can tell.
+    install(plugins.path(), "libferrocast_http.so", &http);
+    let before_swap = old_reader.body().len();
+    let (code, report) = ferrocast_command(&server, &["reload", "--plugins-only"]);
+    assert_eq!(
+        code,
+        Some(0),
+        "reload failed: {report}\nserver log:\n{}",
+        server.logs()
+    );
+    assert!(
+        report.contains("plugin http: generation 2"),
+        "reload report: {report}"
+    );
+    let swapped = event_lines(&server, "PLUGIN_SWAPPED");
+    assert_eq!(swapped.len(), 1, "{swapped:#?}");
+    assert_eq!(field(&swapped[0], "plugin"), Some("http"), "{swapped:?}");
+    assert_eq!(field(&swapped[0], "generation"), Some("2"), "{swapped:?}");
+
+    // A new client is served by generation 2.
+    let new_reader = LiveReader::start(address, "/live");
+    std::thread::sleep(Duration::from_secs(3));
+    let generations = wait_for_generations(
+        &server,
+        "http",
+        "generation 1 with the old client and the encoder, generation 2 current with the new client",
+        |g| {
+            generation(g, 1).is_some_and(|g| g.sessions >= 2 && g.role == "draining")
+                && generation(g, 2).is_some_and(|g| g.sessions >= 1 && g.role == "current")
+        },
+    );
+    assert_eq!(generations.len(), 2, "{generations:#?}");
+
+    // The old client kept playing through the swap, without a stall.
+    assert!(
+        old_reader.ended_at().is_none(),
+        "the old client must stay attached"
+    );
+    let after_swap = old_reader.body().len() - before_swap;
+    assert!(
+        after_swap > 50_000,
+        "only {after_swap} bytes after the swap"
+    );
+    let gap = old_reader.longest_silence_since(old_reader.started + Duration::from_millis(500));
+    assert!(
+        gap < Duration::from_secs(2),
+        "the old client saw {gap:?} of silence"
+    );
+    assert!(
+        new_reader.ended_at().is_none(),
+        "the new client must stay attached"
+    );
+    assert!(
+        new_reader.body().len() > 50_000,
+        "the new client got only {} bytes",
+        new_reader.body().len()
+    );
+    assert_decodes(server.dir.path(), &old_reader.body(), 100);
+    assert_decodes(server.dir.path(), &new_reader.body(), 50);
+    let response = http_get(address, "/vod", 188);
+    assert_eq!(response.status, 200, "{}", response.head);
+}
+
+/// Build a shared library that is not a ferrocast plugin (no plugin symbol).
+fn library_without_plugin_symbol(dir: &Path) -> PathBuf {
+    let source = dir.join("empty.c");
+    std::fs::write(
+        &source,
+        "int ferrocast_fixture_nothing(void) { return 0; }\n",
+    )
+    .unwrap();
+    let library = dir.join("libempty.so");
+    let output = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .output()
+        .expect("run cc");
+    assert!(
+        output.status.success(),
+        "cc failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    library
+}
+
+/// The server still runs generation 1 of `panicky`: the open sessions answer, a new one gets
+/// 0.1.0, and status lists generation 1 as current and nothing else.
+fn assert_unchanged(server: &Ferrocast, panicky: SocketAddr, open: &mut [LineClient]) {
+    for client in open.iter_mut() {
+        assert_eq!(client.version(), "version 0.1.0");
+        assert_eq!(client.ask("hello"), "hi");
+    }
+    assert_eq!(LineClient::connect(panicky).version(), "version 0.1.0");
+    let generations = wait_for_generations(
+        server,
+        "panicky",
+        "generation 1 current with the open sessions, and nothing else",
+        |g| g.len() == 1 && g[0].sessions == open.len(),
+    );
+    assert_eq!(
+        (
+            generations[0].generation,
+            generations[0].version.as_str(),
+            generations[0].role.as_str()
+        ),
+        (1, "0.1.0", "current"),
+        "{generations:#?}"
+    );
+    assert!(
+        event_lines(server, "PLUGIN_SWAPPED").is_empty(),
+        "nothing may be swapped; log:\n{}",
+        server.logs()
+    );
+}
+
+/// Wait for refusal number `count` and return its log line, which must name the plugin file.
+fn refusal(server: &Ferrocast, count: usize) -> String {
+    wait_for_count(server, "PLUGIN_REFUSED", count, Duration::from_secs(10));
+    let refused = event_lines(server, "PLUGIN_REFUSED");
+    let line = refused[count - 1].clone();
+    assert!(line.contains(PANICKY), "{line}");
+    line
+}
+
+#[test]
+fn bad_builds_are_refused_and_the_running_generation_keeps_serving() {
+    let (server, plugins, panicky) = panicky_server();
+    let mut open: Vec<LineClient> = (0..2).map(|_| LineClient::connect(panicky)).collect();
+    for client in &mut open {
+        assert_eq!(client.version(), "version 0.1.0");
+    }
+    let scratch = tempfile::tempdir().unwrap();
+
+    // (i) Garbage, noticed by the directory watch.
+    let garbage = scratch.path().join("garbage.so");
+    std::fs::write(&garbage, b"this is not an ELF shared object").unwrap();
+    install(plugins.path(), PANICKY, &garbage);
+    let line = refusal(&server, 1);
+    assert!(line.contains("not a loadable shared library"), "{line}");
+    assert_unchanged(&server, panicky, &mut open);
+
+    // (ii) A plugin built against a future, incompatible plugin API.
+    install(
+        plugins.path(),
+        PANICKY,
+        &built_library("libfixture_future_abi.so"),
+    );
+    let line = refusal(&server, 2);
+    assert!(
+        line.contains("built against plugin-api 2.0.0, this server speaks 1.0.0"),
+        "{line}"
+    );
+    assert_unchanged(&server, panicky, &mut open);
+
+    // (iii) A real shared library without the plugin symbol, picked up by `ferrocast reload`
+    //       (well before the watch's 400 ms debounce ends).
+    install(
+        plugins.path(),
+        PANICKY,
+        &library_without_plugin_symbol(scratch.path()),
+    );
+    let (_code, _report) = ferrocast_command(&server, &["reload", "--plugins-only"]);
+    let line = refusal(&server, 3);
+    assert!(line.contains("not a ferrocast plugin"), "{line}");
+    assert_unchanged(&server, panicky, &mut open);
+    // What `ferrocast reload` prints and returns for this build is checked by
+    // `reload_reports_a_build_refused_while_loading`.
+}
+
+/// A build that fails to load (here: a shared library without the plugin symbol) is reported
+/// by `ferrocast reload` itself, with the reason, and the command exits 1.
+#[test]
+fn reload_reports_a_build_refused_while_loading() {
+    let (server, plugins, panicky) = panicky_server();
+    let mut open = vec![LineClient::connect(panicky)];
+    assert_eq!(open[0].version(), "version 0.1.0");
+    let scratch = tempfile::tempdir().unwrap();
+    install(
+        plugins.path(),
+        PANICKY,
+        &library_without_plugin_symbol(scratch.path()),
+    );
+    let (code, report) = ferrocast_command(&server, &["reload", "--plugins-only"]);
+    let line = refusal(&server, 1);
+    assert!(line.contains("not a ferrocast plugin"), "{line}");
+    assert_unchanged(&server, panicky, &mut open);
+    assert!(
+        report.contains(PANICKY) && report.contains("not a ferrocast plugin"),
+        "`ferrocast reload` must report the refused build and why; it printed {report:?} (exit {code:?})"
+    );
+    assert_eq!(
+        code,
+        Some(1),
+        "`ferrocast reload` must exit 1 when a build is refused; it printed {report:?}"
+    );
+}
