@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 use crate::config::{self, Config};
 use crate::events;
 use crate::outputs::Output;
-use crate::plugins::{self_check, PluginRegistry};
+use crate::plugins::{self_check, Generation, PluginRegistry};
 use crate::points::{log_points, log_status, PointMedia, PointRegistry};
 use crate::pull::Puller;
 use crate::reload::control::{self, DrainTarget, Envelope, Reply, Request};
@@ -727,13 +727,7 @@ impl Server {
                 point.protocols.join(",")
             );
         }
-        let serving = self.shared.plugins.load();
-        for generation in self.registry.generations() {
-            let role = match serving.get(&generation.plugin) {
-                Some(s) if Arc::ptr_eq(&s.generation, &generation) => "current",
-                _ if generation.is_superseded() => "draining",
-                _ => "loaded",
-            };
+        for (generation, role) in self.generation_roles() {
             let drain = if drains.plugins.contains(&generation.plugin) {
                 " draining-new-sessions"
             } else {
@@ -754,20 +748,37 @@ impl Server {
         text
     }
 
+    /// Every generation worth showing, with its role: `current` (new sessions get it),
+    /// `draining` (replaced; serving its own sessions until they end) or `loaded` (the
+    /// plugin is not enabled).
+    fn generation_roles(&mut self) -> Vec<(Arc<Generation>, &'static str)> {
+        let serving = self.shared.plugins.load();
+        self.registry
+            .generations()
+            .into_iter()
+            .map(|generation| {
+                let role = match serving.get(&generation.plugin) {
+                    Some(s) if Arc::ptr_eq(&s.generation, &generation) => "current",
+                    _ if generation.is_superseded() => "draining",
+                    _ => "loaded",
+                };
+                (generation, role)
+            })
+            .collect()
+    }
+
     fn log_plugin_status(&mut self) {
-        for line in self
-            .status_text()
-            .lines()
-            .filter(|l| l.starts_with("plugin "))
-        {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if let [_, plugin, _, generation, _, version, _, sessions, role, ..] = words.as_slice()
-            {
-                info!(
-                    event = events::PLUGIN_STATUS,
-                    plugin, generation, version, sessions, role, "plugin generation status"
-                );
-            }
+        for (generation, role) in self.generation_roles() {
+            info!(
+                event = events::PLUGIN_STATUS,
+                plugin = %generation.plugin,
+                generation = generation.number,
+                version = %generation.library.info.version,
+                sessions = generation.sessions(),
+                role,
+                path = %generation.installed.display(),
+                "plugin generation status"
+            );
         }
     }
 }
