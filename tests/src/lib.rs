@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub use tempfile::TempDir;
 
 pub mod proxy;
+pub mod watch;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
