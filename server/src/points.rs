@@ -23,7 +23,7 @@ use crate::events;
 use crate::media::index::{index_file, FileIndex};
 use crate::media::ingest::{Chunk, TsIngest};
 use crate::media::rtp::{RtpBatch, RtpClock, RtpPacketizer};
-use crate::media::ts::{mark_discontinuity, null_packet, TS_PACKET_LEN};
+use crate::media::ts::{mark_discontinuity, null_packet, CcRestamper, TS_PACKET_LEN};
 
 /// The most chunks kept from the last keyframe for late joiners; a longer GOP is not cached
 /// and late joiners wait for the next keyframe instead.
@@ -132,6 +132,10 @@ struct LiveInner {
     rtp_clock: RtpClock,
     /// The point was removed by a reload; it never takes a source again.
     retired: bool,
+    /// Continuity counters run on across sources and inserted PAT/PMT copies.
+    counters: CcRestamper,
+    /// A source just started: its media is dropped until its first keyframe.
+    awaiting_keyframe: bool,
 }
 
 impl LiveInner {
@@ -193,6 +197,8 @@ impl LiveStream {
                 rtp: RtpPacketizer::new(random_u32(), random_u32() as u16),
                 rtp_clock: RtpClock::new(random_u32()),
                 retired: false,
+                counters: CcRestamper::default(),
+                awaiting_keyframe: true,
             }),
             tx,
             reconnect_grace_ms: AtomicU64::new(reconnect_grace.as_millis() as u64),
@@ -313,6 +319,8 @@ impl LiveStream {
         inner.epoch += 1;
         inner.ingest.reset();
         inner.gop.clear();
+        inner.counters.new_source();
+        inner.awaiting_keyframe = true;
         inner.last_media = tokio::time::Instant::now();
         let stream = Arc::clone(self);
         let epoch = inner.epoch;
@@ -349,18 +357,35 @@ impl LiveStream {
             inner.last_media = tokio::time::Instant::now();
         }
         for mut chunk in chunks {
+            if inner.awaiting_keyframe {
+                // A new source's media before its first keyframe cannot be decoded by anyone
+                // (and would reach RTP clients, who take every packet, unflagged).
+                if !chunk.random_access {
+                    continue;
+                }
+                inner.awaiting_keyframe = false;
+            }
+            let mut data = chunk.data.to_vec();
             if chunk.random_access {
                 inner.gop.clear();
-                // The PAT/PMT copies are the latest packets as received, so they are exact
-                // duplicates (same continuity counter), which decoders accept and drop.
+                // PAT/PMT before every keyframe, so a late joiner or a client skipped ahead
+                // starts decodable; they count as new packets in the continuity sequence.
                 if let Some(psi) = inner.ingest.psi() {
-                    chunk.data = [psi, chunk.data].concat().into();
+                    let mut psi = psi.to_vec();
+                    inner.counters.restamp_inserted(&mut psi);
+                    inner.counters.restamp(&mut data);
+                    data = [psi, data].concat();
+                } else {
+                    inner.counters.restamp(&mut data);
                 }
                 if inner.mark_discontinuity {
                     inner.mark_discontinuity = false;
-                    chunk.data = flag_discontinuity(&chunk.data);
+                    flag_discontinuity(&mut data);
                 }
+            } else {
+                inner.counters.restamp(&mut data);
             }
+            chunk.data = data.into();
             let live = inner.frame(chunk);
             if live.chunk.random_access || !inner.gop.is_empty() {
                 if inner.gop.len() < GOP_CACHE_MAX_CHUNKS {
@@ -539,14 +564,12 @@ pub fn random_u32() -> u32 {
     hasher.finish() as u32
 }
 
-/// A copy of `data` (whole TS packets) with the discontinuity indicator set on every packet
-/// that can carry it, for the first keyframe after a source change.
-fn flag_discontinuity(data: &Bytes) -> Bytes {
-    let mut copy = data.to_vec();
-    for packet in copy.chunks_exact_mut(TS_PACKET_LEN) {
+/// Set the discontinuity indicator on every packet of `data` (whole TS packets) that can carry
+/// it, for the first keyframe after a source change: players reset their clocks there.
+fn flag_discontinuity(data: &mut [u8]) {
+    for packet in data.chunks_exact_mut(TS_PACKET_LEN) {
         mark_discontinuity(packet);
     }
-    Bytes::from(copy)
 }
 
 /// What a point serves.

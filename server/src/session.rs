@@ -395,10 +395,20 @@ impl ConnCtx<'_> {
             transport.send_bye(&mut frames);
         }
         frames.into_iter().for_each(|frame| self.enqueue(frame));
+        // Free the point for its next source now, not after the connection's closing linger.
+        self.end_publishing(&why);
         if self.media.is_some() {
             self.end_media(EndReason::POINT_CLOSED, why);
         }
         self.close_requested = true;
+    }
+
+    /// The session stops being the point's publisher (`why` is logged with SOURCE_LOST).
+    fn end_publishing(&mut self, why: &str) {
+        if let Some(stream) = self.publishing.take() {
+            info!(event = events::PUSH_END, plugin = %self.plugin, session = self.info.id, peer = %self.info.peer, point = %stream.name, bytes = self.bytes_pushed, "encoder stopped publishing");
+            stream.unpublish(self.info.id, why);
+        }
     }
 
     fn refuse(&self, action: &str, path: &str, error: &HostError) {
@@ -941,8 +951,7 @@ pub async fn serve_connection(
         Err(fault) => Ending::Fault(fault),
     };
     ctx.stop_media("connection ended");
-    if let Some(stream) = ctx.publishing.take() {
-        info!(event = events::PUSH_END, plugin = %plugin.name, session = session_id, %peer, point = %stream.name, bytes = ctx.bytes_pushed, "encoder stopped publishing");
+    if ctx.publishing.is_some() {
         let why = match &ending {
             Ending::SourceSilent(timeout) => {
                 format!("no data from the encoder for {} ms", timeout.as_millis())
@@ -950,7 +959,7 @@ pub async fn serve_connection(
             Ending::Fault(_) => "the plugin serving the encoder faulted".to_owned(),
             _ => "the encoder disconnected".to_owned(),
         };
-        stream.unpublish(session_id, &why);
+        ctx.end_publishing(&why);
     }
     let (plugin_name, seconds, sent) = (
         &plugin.name,
@@ -1088,7 +1097,14 @@ async fn drive(socket: TcpStream, session: &mut PluginSession, ctx: &mut ConnCtx
             }
             step = next_live(&mut ctx.media, session_id), if want_live => match step {
                 LiveStep::Data(live) => ctx.deliver_live(vec![live]),
-                LiveStep::End(reason, message) => ctx.end_media(reason, message),
+                LiveStep::End(reason, message) => {
+                    // A reload that removed the point also ends its stream; say so, the way
+                    // every other reconfigured session ends.
+                    ctx.recheck();
+                    if !ctx.close_requested {
+                        ctx.end_media(reason, message);
+                    }
+                }
             },
             // Paced media becomes due: the loop sends it.
             _ = sleep_until_opt(pace_due) => {}

@@ -216,6 +216,89 @@ pub fn mark_discontinuity(packet: &mut [u8]) -> bool {
     true
 }
 
+/// Rewrites continuity counters so that every PID's counter runs on across source changes,
+/// and so that packets the server inserts (PAT/PMT copies before a keyframe) fit into the
+/// sequence, for players that count every gap as loss.
+///
+/// Within one source, each PID's counter keeps its source's steps (an upstream gap stays a
+/// gap, a legal duplicate stays a duplicate), shifted by a per-PID offset. When a new source
+/// starts, each PID's first packet with payload continues from the last counter sent. An
+/// inserted packet gets the next counter, as a repeated section legitimately does. At most
+/// one duplicate in a row is sent: a further repeat gets the next counter.
+#[derive(Debug, Default)]
+pub struct CcRestamper {
+    pids: std::collections::HashMap<u16, PidCounter>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PidCounter {
+    offset: u8,
+    /// The counter of the last packet with payload sent on this PID.
+    last_out: Option<u8>,
+    /// Whether the last packet sent was a duplicate of the one before.
+    last_was_duplicate: bool,
+    /// The current source's offset is known (its first packet with payload was seen).
+    based: bool,
+}
+
+impl CcRestamper {
+    /// A new source starts: each PID's next packet continues from the last counter sent.
+    pub fn new_source(&mut self) {
+        for counter in self.pids.values_mut() {
+            counter.based = false;
+        }
+    }
+
+    /// Restamp the source's own packets (whole packets, in place).
+    pub fn restamp(&mut self, packets: &mut [u8]) {
+        self.each_packet(packets, false);
+    }
+
+    /// Restamp packets the server inserts into the stream (copies of earlier packets).
+    pub fn restamp_inserted(&mut self, packets: &mut [u8]) {
+        self.each_packet(packets, true);
+    }
+
+    fn each_packet(&mut self, packets: &mut [u8], inserted: bool) {
+        for packet in packets.chunks_exact_mut(TS_PACKET_LEN) {
+            if packet[0] != SYNC_BYTE {
+                continue;
+            }
+            let pid = (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2]);
+            if pid == NULL_PID {
+                continue;
+            }
+            let has_payload = packet[3] & 0x10 != 0;
+            let cc_in = packet[3] & 0x0f;
+            let counter = self.pids.entry(pid).or_insert(PidCounter {
+                offset: 0,
+                last_out: None,
+                last_was_duplicate: false,
+                based: true,
+            });
+            if !has_payload {
+                // Counters do not advance without payload; keep it on the running sequence.
+                if let Some(last) = counter.last_out {
+                    packet[3] = (packet[3] & 0xf0) | last;
+                }
+                continue;
+            }
+            let next = counter.last_out.map(|last| (last + 1) & 0x0f);
+            let mut out = (cc_in + counter.offset) & 0x0f;
+            if inserted || !counter.based {
+                out = next.unwrap_or(cc_in);
+            } else if Some(out) == counter.last_out && counter.last_was_duplicate {
+                out = next.unwrap_or(out);
+            }
+            counter.last_was_duplicate = Some(out) == counter.last_out;
+            counter.offset = out.wrapping_sub(cc_in) & 0x0f;
+            counter.based = true;
+            counter.last_out = Some(out);
+            packet[3] = (packet[3] & 0xf0) | out;
+        }
+    }
+}
+
 /// A null packet (PID 0x1FFF): ignored by every receiver, it keeps a connection carrying
 /// bytes while a source is away, so that players do not time out.
 pub fn null_packet() -> [u8; TS_PACKET_LEN] {
@@ -632,6 +715,79 @@ pub fn crc32_mpeg2(data: &[u8]) -> u32 {
 mod tests {
     use super::super::test_support::*;
     use super::*;
+
+    fn packet(pid: u16, cc: u8, payload: bool) -> [u8; TS_PACKET_LEN] {
+        let mut packet = [0xffu8; TS_PACKET_LEN];
+        packet[0] = SYNC_BYTE;
+        packet[1] = (pid >> 8) as u8;
+        packet[2] = pid as u8;
+        packet[3] = if payload { 0x10 } else { 0x20 } | cc;
+        if !payload {
+            packet[4] = 183;
+        }
+        packet
+    }
+
+    fn stamp(restamper: &mut CcRestamper, pid: u16, cc: u8, inserted: bool) -> u8 {
+        let mut p = packet(pid, cc, true);
+        if inserted {
+            restamper.restamp_inserted(&mut p);
+        } else {
+            restamper.restamp(&mut p);
+        }
+        p[3] & 0x0f
+    }
+
+    #[test]
+    fn restamping_keeps_a_single_source_unchanged() {
+        let mut r = CcRestamper::default();
+        let out: Vec<u8> = (0..20).map(|i| stamp(&mut r, 256, i % 16, false)).collect();
+        assert_eq!(out, (0..20).map(|i| i % 16).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn restamping_continues_across_a_new_source() {
+        let mut r = CcRestamper::default();
+        for cc in 0..5 {
+            stamp(&mut r, 256, cc, false);
+        }
+        r.new_source();
+        // The new encoder starts its own counters at 9.
+        assert_eq!(stamp(&mut r, 256, 9, false), 5);
+        assert_eq!(stamp(&mut r, 256, 10, false), 6);
+        // An upstream gap stays a gap.
+        assert_eq!(stamp(&mut r, 256, 12, false), 8);
+    }
+
+    #[test]
+    fn inserted_copies_take_the_next_counter_and_shift_the_rest() {
+        let mut r = CcRestamper::default();
+        assert_eq!(stamp(&mut r, 0, 3, false), 3);
+        // A copy of that PAT inserted before a keyframe: a new counter.
+        assert_eq!(stamp(&mut r, 0, 3, true), 4);
+        // The source's next PAT follows it.
+        assert_eq!(stamp(&mut r, 0, 4, false), 5);
+    }
+
+    #[test]
+    fn at_most_one_duplicate_in_a_row() {
+        let mut r = CcRestamper::default();
+        assert_eq!(stamp(&mut r, 0, 7, false), 7);
+        assert_eq!(stamp(&mut r, 0, 7, false), 7); // one legal duplicate
+        assert_eq!(stamp(&mut r, 0, 7, false), 8); // a second one becomes a new packet
+        assert_eq!(stamp(&mut r, 0, 8, false), 9);
+    }
+
+    #[test]
+    fn packets_without_payload_keep_the_running_counter() {
+        let mut r = CcRestamper::default();
+        stamp(&mut r, 256, 2, false);
+        r.new_source();
+        stamp(&mut r, 256, 11, false); // → 3
+        let mut adaptation_only = packet(256, 11, false);
+        r.restamp(&mut adaptation_only);
+        assert_eq!(adaptation_only[3] & 0x0f, 3);
+    }
 
     #[test]
     fn discontinuity_is_set_in_place_or_inserted_into_psi() {
