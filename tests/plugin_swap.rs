@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrocast_tests::*;
@@ -29,50 +29,18 @@ struct GenerationStatus {
     role: String,
 }
 
-/// Run `ferrocast --config <the server's config> <args>` within a bounded time; returns the
-/// exit code and stdout + stderr.
-fn ferrocast_command(server: &Ferrocast, args: &[&str]) -> (Option<i32>, String) {
-    let child = Command::new(ferrocast_binary())
-        .arg("--config")
-        .arg(server.dir.path().join("ferrocast.toml"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ferrocast");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Ok(output)) => {
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-            (output.status.code(), text)
-        }
-        Ok(Err(error)) => panic!("ferrocast {args:?} failed: {error}"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!(
-                "ferrocast {args:?} did not finish within 30 s; server log:\n{}",
-                server.logs()
-            );
-        }
-    }
-}
-
 /// The plugin generations `ferrocast status` lists.
 fn plugin_status(server: &Ferrocast) -> Vec<GenerationStatus> {
-    let (code, text) = ferrocast_command(server, &["status"]);
-    assert_eq!(code, Some(0), "ferrocast status failed: {text}");
-    text.lines()
+    let status = server.command(&["status"]);
+    assert_eq!(
+        status.code,
+        Some(0),
+        "ferrocast status failed: {}",
+        status.text
+    );
+    status
+        .text
+        .lines()
         .filter_map(|line| {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
@@ -320,16 +288,18 @@ fn the_http_plugin_is_swapped_under_a_playing_client() {
     // A fresh copy is a new inode: a new build as far as the server can tell.
     install(plugins.path(), "libferrocast_http.so", &http);
     let before_swap = old_reader.body().len();
-    let (code, report) = ferrocast_command(&server, &["reload", "--plugins-only"]);
+    let reload = server.command(&["reload", "--plugins-only"]);
     assert_eq!(
-        code,
+        reload.code,
         Some(0),
-        "reload failed: {report}\nserver log:\n{}",
+        "reload failed: {}\nserver log:\n{}",
+        reload.text,
         server.logs()
     );
     assert!(
-        report.contains("plugin http: generation 2"),
-        "reload report: {report}"
+        reload.text.contains("plugin http: generation 2"),
+        "reload report: {}",
+        reload.text
     );
     let swapped = event_lines(&server, "PLUGIN_SWAPPED");
     assert_eq!(swapped.len(), 1, "{swapped:#?}");
@@ -479,7 +449,7 @@ fn bad_builds_are_refused_and_the_running_generation_keeps_serving() {
         PANICKY,
         &library_without_plugin_symbol(scratch.path()),
     );
-    let (_code, _report) = ferrocast_command(&server, &["reload", "--plugins-only"]);
+    let _reload = server.command(&["reload", "--plugins-only"]);
     let line = refusal(&server, 3);
     assert!(line.contains("not a ferrocast plugin"), "{line}");
     assert_unchanged(&server, panicky, &mut open);
@@ -500,17 +470,20 @@ fn reload_reports_a_build_refused_while_loading() {
         PANICKY,
         &library_without_plugin_symbol(scratch.path()),
     );
-    let (code, report) = ferrocast_command(&server, &["reload", "--plugins-only"]);
+    let reload = server.command(&["reload", "--plugins-only"]);
     let line = refusal(&server, 1);
     assert!(line.contains("not a ferrocast plugin"), "{line}");
     assert_unchanged(&server, panicky, &mut open);
     assert!(
-        report.contains(PANICKY) && report.contains("not a ferrocast plugin"),
-        "`ferrocast reload` must report the refused build and why; it printed {report:?} (exit {code:?})"
+        reload.text.contains(PANICKY) && reload.text.contains("not a ferrocast plugin"),
+        "`ferrocast reload` must report the refused build and why; it printed {:?} (exit {:?})",
+        reload.text,
+        reload.code
     );
     assert_eq!(
-        code,
+        reload.code,
         Some(1),
-        "`ferrocast reload` must exit 1 when a build is refused; it printed {report:?}"
+        "`ferrocast reload` must exit 1 when a build is refused; it printed {:?}",
+        reload.text
     );
 }

@@ -9,8 +9,6 @@
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrocast_tests::watch::{RtpWatch, TsWatch};
@@ -141,12 +139,6 @@ impl Trigger {
     }
 }
 
-#[derive(Debug)]
-struct CommandOutput {
-    code: Option<i32>,
-    text: String,
-}
-
 /// What a reload did.
 struct Reloaded {
     /// The RELOAD_APPLIED or RELOAD_FAILED line.
@@ -196,46 +188,8 @@ impl Rig {
         self.encoders.push(Encoder::push(&url, ENCODER_SECONDS));
     }
 
-    fn config_path(&self) -> PathBuf {
-        self.server.dir.path().join("ferrocast.toml")
-    }
-
-    /// Run `ferrocast --config FILE <args>` against the running server.
-    fn command(&self, args: &[&str]) -> CommandOutput {
-        let mut child = Command::new(ferrocast_binary())
-            .arg("--config")
-            .arg(self.config_path())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run ferrocast");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if child.try_wait().expect("try_wait").is_some() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("`ferrocast {}` did not finish within 30 s", args.join(" "));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let output = child.wait_with_output().expect("command output");
-        CommandOutput {
-            code: output.status.code(),
-            text: format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        }
-    }
-
     fn status(&self) -> String {
-        let status = self.command(&["status"]);
+        let status = self.server.command(&["status"]);
         assert_eq!(status.code, Some(0), "status failed: {}", status.text);
         status.text
     }
@@ -246,7 +200,7 @@ impl Rig {
         let logs = self.server.logs();
         let before = outcomes(&logs).len();
         let before_settled = settled(&logs);
-        let path = self.config_path();
+        let path = self.server.config_path();
         let fresh = path.with_extension("toml.new");
         std::fs::write(&fresh, text).expect("write the new configuration");
         std::fs::rename(&fresh, &path).expect("rename it over the old one");
@@ -256,7 +210,7 @@ impl Rig {
                 self.server.signal("HUP");
                 None
             }
-            Trigger::Command => Some(self.command(&["reload"])),
+            Trigger::Command => Some(self.server.command(&["reload"])),
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         let line = loop {
@@ -1046,7 +1000,7 @@ fn draining_points_and_plugins_refuses_new_sessions_only() {
     std::thread::sleep(Duration::from_secs(1));
     let (http, rtsp) = (rig.layout.http, rig.layout.rtsp);
     let run = |args: &[&str]| {
-        let output = rig.command(args);
+        let output = rig.server.command(args);
         assert_eq!(output.code, Some(0), "ferrocast {args:?}: {}", output.text);
     };
 

@@ -20,15 +20,16 @@
 //! 1 (`ferrocast status`: `plugin tcp generation 1 … sessions 500`) while a new connection is
 //! served by the newest generation.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ferrocast_tests::paced::{PacedEncoder, TICK};
 use ferrocast_tests::*;
 
 const SESSIONS: usize = 500;
@@ -38,8 +39,6 @@ const WINDOW: Duration = Duration::from_secs(4);
 /// How far into its window the swap is started.
 const LEAD: Duration = Duration::from_secs(1);
 const WARM_UP: Duration = Duration::from_secs(2);
-/// The encoder writes this often, 1/25 s of the sample each time.
-const TICK: Duration = Duration::from_millis(40);
 const TS_PACKET: usize = 188;
 /// Open files the benchmark (and the server, which inherits the limit) wants.
 const FD_LIMIT: u32 = 4096;
@@ -123,10 +122,17 @@ fn main() {
         std::thread::sleep(LEAD);
         install(plugins.path(), "libferrocast_tcp.so", &tcp_library);
         let started = Instant::now();
-        let (code, report) = ferrocast_command(&server, &["reload", "--plugins-only"]);
+        let reload = server.command(&["reload", "--plugins-only"]);
         let command = started.elapsed();
-        if code != Some(0) || !report.contains(&format!("plugin tcp: generation {number}")) {
-            problems.push(format!("run {run}: reload exited {code:?} with {report:?}"));
+        if reload.code != Some(0)
+            || !reload
+                .text
+                .contains(&format!("plugin tcp: generation {number}"))
+        {
+            problems.push(format!(
+                "run {run}: reload exited {:?} with {:?}",
+                reload.code, reload.text
+            ));
         }
         let took = took_ms(&server, number);
         if took.is_none() {
@@ -318,42 +324,6 @@ fn sleep_until(at: Instant) {
     }
 }
 
-/// Run `ferrocast --config <the server's config> <args>` within a bounded time; returns the
-/// exit code and stdout + stderr.
-fn ferrocast_command(server: &Ferrocast, args: &[&str]) -> (Option<i32>, String) {
-    let child = Command::new(ferrocast_binary())
-        .arg("--config")
-        .arg(server.dir.path().join("ferrocast.toml"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ferrocast");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Ok(output)) => (
-            output.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        ),
-        Ok(Err(error)) => panic!("ferrocast {args:?} failed: {error}"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("ferrocast {args:?} did not finish within 30 s");
-        }
-    }
-}
-
 /// One `plugin tcp …` line of `ferrocast status`.
 #[derive(Debug)]
 #[allow(dead_code)] // `version` is shown in failure messages only.
@@ -365,9 +335,16 @@ struct GenerationStatus {
 }
 
 fn tcp_generations(server: &Ferrocast) -> Vec<GenerationStatus> {
-    let (code, text) = ferrocast_command(server, &["status"]);
-    assert_eq!(code, Some(0), "ferrocast status failed: {text}");
-    text.lines()
+    let status = server.command(&["status"]);
+    assert_eq!(
+        status.code,
+        Some(0),
+        "ferrocast status failed: {}",
+        status.text
+    );
+    status
+        .text
+        .lines()
         .filter_map(|line| {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
@@ -583,80 +560,6 @@ fn stop_all(sessions: Vec<Session>) {
             let _ = session.thread.join();
         }
     }
-}
-
-/// An encoder pushing the sample in real time over one raw `PUT` connection; closed on drop.
-struct PacedEncoder {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl PacedEncoder {
-    fn start(server: SocketAddr, sample: Arc<[u8]>, per_tick: usize) -> Self {
-        let mut socket = TcpStream::connect_timeout(&server, Duration::from_secs(5))
-            .expect("connect the encoder");
-        socket.set_nodelay(true).unwrap();
-        socket.set_write_timeout(Some(S)).unwrap();
-        // A body length no run reaches, so the push never ends by itself.
-        let head = "PUT /live HTTP/1.1\r\nHost: bench\r\nContent-Type: video/mp2t\r\nContent-Length: 1000000000000\r\n\r\n";
-        socket
-            .write_all(head.as_bytes())
-            .expect("send the PUT head");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut position = 0;
-            let mut next = Instant::now();
-            while !stopping.load(Ordering::SeqCst) {
-                let now = Instant::now();
-                if now < next {
-                    std::thread::sleep((next - now).min(Duration::from_millis(10)));
-                    continue;
-                }
-                if write_looped(&mut socket, &sample, &mut position, per_tick).is_err() {
-                    return;
-                }
-                // Real time, not catch-up bursts, if a write was late.
-                next = (next + TICK).max(Instant::now());
-            }
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for PacedEncoder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            // Bounded: the thread sleeps at most 10 ms at a time and writes time out in 1 s.
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            }
-        }
-    }
-}
-
-/// Write the next `count` bytes of `sample` from `position`, wrapping to its start.
-fn write_looped(
-    socket: &mut TcpStream,
-    sample: &[u8],
-    position: &mut usize,
-    mut count: usize,
-) -> std::io::Result<()> {
-    while count > 0 {
-        let take = count.min(sample.len() - *position);
-        socket.write_all(&sample[*position..*position + take])?;
-        *position = (*position + take) % sample.len();
-        count -= take;
-    }
-    Ok(())
 }
 
 /// 1/25 s worth of the sample: its size over its duration, the duration from its PCRs.

@@ -8,13 +8,20 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+pub mod paced;
 pub mod proxy;
 pub mod watch;
+
+/// Name of the configuration file [`Ferrocast::spawn`] writes into the server's temp dir.
+const CONFIG_FILE: &str = "ferrocast.toml";
+
+/// The longest [`Ferrocast::command`] waits for a `ferrocast` command to finish.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -155,7 +162,7 @@ impl Ferrocast {
     pub fn spawn(config: &str, plugins: &Path, http: SocketAddr) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = config.replace("{dir}", &dir.path().display().to_string());
-        let config_path = dir.path().join("ferrocast.toml");
+        let config_path = dir.path().join(CONFIG_FILE);
         std::fs::write(&config_path, config).expect("write config");
         let mut child = Command::new(ferrocast_binary())
             .arg("--config")
@@ -226,6 +233,78 @@ impl Ferrocast {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.http, path.trim_start_matches('/'))
+    }
+
+    /// The server's configuration file (rewrite it, then reload, to reconfigure the server).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join(CONFIG_FILE)
+    }
+
+    /// Run `ferrocast --config <the server's config file> <args>` (a control command such as
+    /// `status` or `reload`) and return its exit code and stdout + stderr.
+    ///
+    /// Bounded: a command that has not finished within 30 s is killed, and this panics with
+    /// what it printed and the server's log. Its output is read while it runs (a chatty
+    /// command cannot block on a full pipe), and this returns as soon as it has exited, so
+    /// timing the call times the command's round trip.
+    pub fn command(&self, args: &[&str]) -> CommandOutput {
+        let child = Command::new(ferrocast_binary())
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ferrocast");
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let command = format!("ferrocast {}", args.join(" "));
+        match rx.recv_timeout(COMMAND_TIMEOUT) {
+            Ok(Ok(output)) => CommandOutput::from(output),
+            Ok(Err(error)) => panic!("`{command}` failed: {error}"),
+            Err(_) => {
+                // The waiting thread still owns the child (it has not reaped it, so the pid is
+                // still the child's): kill it by pid, then let that thread reap it.
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                let printed = match rx.recv_timeout(Duration::from_secs(5)) {
+                    Ok(Ok(output)) => CommandOutput::from(output).text,
+                    _ => "(nothing collected)".into(),
+                };
+                panic!(
+                    "`{command}` did not finish within {COMMAND_TIMEOUT:?} and was killed; \
+                     it printed:\n{printed}\nserver log:\n{}",
+                    self.logs()
+                );
+            }
+        }
+    }
+}
+
+/// How a `ferrocast` command run by [`Ferrocast::command`] ended.
+#[derive(Debug)]
+pub struct CommandOutput {
+    /// The exit code (`None` if a signal ended it).
+    pub code: Option<i32>,
+    /// Its stdout followed by its stderr.
+    pub text: String,
+}
+
+impl From<std::process::Output> for CommandOutput {
+    fn from(output: std::process::Output) -> Self {
+        Self {
+            code: output.status.code(),
+            text: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
     }
 }
 
