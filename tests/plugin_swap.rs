@@ -3,7 +3,8 @@
 //! sessions already open stay on the generation they started on until they end (then
 //! GENERATION_DRAINED). A protocol plugin is swapped under a playing HTTP client, triggered by
 //! `ferrocast reload --plugins-only`. Builds that cannot be used (garbage, a future ABI, a
-//! shared library without the plugin symbol) are refused, and nothing changes.
+//! shared library without the plugin symbol, a build that panics at init) are refused, and
+//! nothing changes.
 //!
 //! The `panicky` fixture answers `version` with its crate version: `libfixture_panic.so` is
 //! 0.1.0, `libfixture_panic_v2.so` (the same source) is 0.2.0.
@@ -169,6 +170,11 @@ impl LineClient {
 
 /// A server with the HTTP plugin and `panicky` 0.1.0 listening on a port of its own.
 fn panicky_server() -> (Ferrocast, TempDir, SocketAddr) {
+    panicky_server_with("")
+}
+
+/// [`panicky_server`] with `settings` (TOML lines) in `[plugins.panicky]`.
+fn panicky_server_with(settings: &str) -> (Ferrocast, TempDir, SocketAddr) {
     let plugins = plugin_dir(&[
         (
             "libferrocast_http.so",
@@ -179,7 +185,7 @@ fn panicky_server() -> (Ferrocast, TempDir, SocketAddr) {
     let http = loopback();
     let panicky = loopback();
     let config = format!(
-        "{}\n[plugins.panicky]\nlisten = [\"{panicky}\"]\n",
+        "{}\n[plugins.panicky]\nlisten = [\"{panicky}\"]\n{settings}",
         config_with(http, &standard_points())
     );
     let server = Ferrocast::start(&config, plugins.path(), http);
@@ -245,6 +251,23 @@ fn a_new_build_takes_new_sessions_while_old_sessions_stay_on_theirs() {
         ("0.2.0", "current"),
         "{generations:#?}"
     );
+
+    // The log view of the same, on SIGUSR1: one PLUGIN_STATUS line per generation.
+    server.signal("USR1");
+    wait_for_count(&server, "PLUGIN_STATUS", 3, Duration::from_secs(10));
+    let statuses: Vec<String> = event_lines(&server, "PLUGIN_STATUS")
+        .into_iter()
+        .filter(|line| field(line, "plugin") == Some("panicky"))
+        .collect();
+    assert_eq!(statuses.len(), 2, "{statuses:#?}");
+    for (line, (number, sessions, role)) in statuses
+        .iter()
+        .zip([("1", "3", "draining"), ("2", "2", "current")])
+    {
+        assert_eq!(field(line, "generation"), Some(number), "{line}");
+        assert_eq!(field(line, "sessions"), Some(sessions), "{line}");
+        assert_eq!(field(line, "role"), Some(role), "{line}");
+    }
 
     // The old sessions end: generation 1 has drained and is no longer listed.
     drop(old);
@@ -486,4 +509,32 @@ fn reload_reports_a_build_refused_while_loading() {
         "`ferrocast reload` must exit 1 when a build is refused; it printed {:?}",
         reload.text
     );
+}
+
+/// A new build that panics while it is created (its self-check) is refused; generation 1,
+/// which accepts the same settings, keeps serving.
+#[test]
+fn a_build_that_panics_at_init_is_refused() {
+    let (server, plugins, panicky) = panicky_server_with("panic_on_create_version = \"0.2.0\"\n");
+    let mut open = vec![LineClient::connect(panicky)];
+    assert_eq!(open[0].version(), "version 0.1.0");
+    install(
+        plugins.path(),
+        PANICKY,
+        &built_library("libfixture_panic_v2.so"),
+    );
+    let reload = server.command(&["reload", "--plugins-only"]);
+    let line = refusal(&server, 1);
+    assert!(line.contains("panicked during initialisation"), "{line}");
+    assert!(
+        line.contains("fixture build 0.2.0 asked to panic"),
+        "{line}"
+    );
+    assert_unchanged(&server, panicky, &mut open);
+    assert!(
+        reload.text.contains("new build refused") && reload.text.contains("panicked"),
+        "`ferrocast reload` must report the refused build; it printed {:?}",
+        reload.text
+    );
+    assert_eq!(reload.code, Some(1), "{:?}", reload.text);
 }
