@@ -19,50 +19,10 @@ use ferrocast_tests::*;
 
 const PANICKY: &str = "libferrocast_panicky.so";
 
-/// One `plugin …` line of `ferrocast status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct GenerationStatus {
-    plugin: String,
-    generation: u64,
-    version: String,
-    sessions: usize,
-    /// `current` (new sessions get it) or `draining` (replaced, still serving its sessions).
-    role: String,
-}
-
-/// The plugin generations `ferrocast status` lists.
-fn plugin_status(server: &Ferrocast) -> Vec<GenerationStatus> {
-    let status = server.command(&["status"]);
-    assert_eq!(
-        status.code,
-        Some(0),
-        "ferrocast status failed: {}",
-        status.text
-    );
-    status
-        .text
-        .lines()
-        .filter_map(|line| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["plugin", plugin, "generation", generation, "version", version, "sessions", sessions, role, ..] => {
-                    Some(GenerationStatus {
-                        plugin: (*plugin).to_owned(),
-                        generation: generation.parse().ok()?,
-                        version: (*version).to_owned(),
-                        sessions: sessions.parse().ok()?,
-                        role: (*role).to_owned(),
-                    })
-                }
-                _ => None,
-            }
-        })
-        .collect()
-}
-
 /// The generations of one plugin.
 fn generations_of(server: &Ferrocast, plugin: &str) -> Vec<GenerationStatus> {
-    plugin_status(server)
+    server
+        .plugin_generations()
         .into_iter()
         .filter(|g| g.plugin == plugin)
         .collect()

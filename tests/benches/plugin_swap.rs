@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ferrocast_tests::paced::{PacedEncoder, TICK};
+use ferrocast_tests::paced::{bytes_per_tick, PacedEncoder, TICK};
 use ferrocast_tests::*;
 
 const SESSIONS: usize = 500;
@@ -324,41 +324,12 @@ fn sleep_until(at: Instant) {
     }
 }
 
-/// One `plugin tcp …` line of `ferrocast status`.
-#[derive(Debug)]
-#[allow(dead_code)] // `version` is shown in failure messages only.
-struct GenerationStatus {
-    generation: u64,
-    version: String,
-    sessions: usize,
-    role: String,
-}
-
+/// The TCP plugin's generations, as `ferrocast status` lists them.
 fn tcp_generations(server: &Ferrocast) -> Vec<GenerationStatus> {
-    let status = server.command(&["status"]);
-    assert_eq!(
-        status.code,
-        Some(0),
-        "ferrocast status failed: {}",
-        status.text
-    );
-    status
-        .text
-        .lines()
-        .filter_map(|line| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["plugin", "tcp", "generation", generation, "version", version, "sessions", sessions, role, ..] => {
-                    Some(GenerationStatus {
-                        generation: generation.parse().ok()?,
-                        version: (*version).to_owned(),
-                        sessions: sessions.parse().ok()?,
-                        role: (*role).to_owned(),
-                    })
-                }
-                _ => None,
-            }
-        })
+    server
+        .plugin_generations()
+        .into_iter()
+        .filter(|g| g.plugin == "tcp")
         .collect()
 }
 
@@ -560,33 +531,6 @@ fn stop_all(sessions: Vec<Session>) {
             let _ = session.thread.join();
         }
     }
-}
-
-/// 1/25 s worth of the sample: its size over its duration, the duration from its PCRs.
-fn bytes_per_tick(sample: &[u8]) -> usize {
-    let pcrs: Vec<u64> = sample.chunks_exact(TS_PACKET).filter_map(pcr_90k).collect();
-    let (Some(first), Some(last)) = (pcrs.first().copied(), pcrs.last().copied()) else {
-        panic!("the sample has no PCR to pace it by");
-    };
-    let seconds = (last.saturating_sub(first)) as f64 / 90_000.0;
-    assert!(seconds > 1.0, "sample too short to loop: {seconds} s");
-    (sample.len() as f64 / seconds * TICK.as_secs_f64()).round() as usize
-}
-
-/// The PCR base (90 kHz) of a TS packet carrying one.
-fn pcr_90k(packet: &[u8]) -> Option<u64> {
-    let has_adaptation = packet[0] == 0x47 && packet[3] & 0x20 != 0;
-    if !has_adaptation || packet[4] < 7 || packet[5] & 0x10 == 0 {
-        return None;
-    }
-    let b = &packet[6..11];
-    Some(
-        (u64::from(b[0]) << 25)
-            | (u64::from(b[1]) << 17)
-            | (u64::from(b[2]) << 9)
-            | (u64::from(b[3]) << 1)
-            | (u64::from(b[4]) >> 7),
-    )
 }
 
 /// The `p`th percentile (nearest rank) of sorted `values`.

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ferrocast_tests::paced::{PacedEncoder, TICK};
+use ferrocast_tests::paced::{bytes_per_tick, PacedEncoder, TICK};
 use ferrocast_tests::*;
 
 const CLIENTS: usize = 100;
@@ -191,34 +191,6 @@ fn build_release_server() {
         .status()
         .expect("run cargo build --release");
     assert!(status.success(), "cargo build --release --workspace failed");
-}
-
-/// 1/25 s worth of the sample: its size over its duration, the duration from its PCRs.
-fn bytes_per_tick(sample: &[u8]) -> usize {
-    let pcrs: Vec<u64> = sample.chunks_exact(TS_PACKET).filter_map(pcr_90k).collect();
-    let (first, last) = (pcrs.first().copied(), pcrs.last().copied());
-    let (Some(first), Some(last)) = (first, last) else {
-        panic!("the sample has no PCR to pace it by");
-    };
-    let seconds = (last.saturating_sub(first)) as f64 / 90_000.0;
-    assert!(seconds > 1.0, "sample too short to loop: {seconds} s");
-    (sample.len() as f64 / seconds * TICK.as_secs_f64()).round() as usize
-}
-
-/// The PCR base (90 kHz) of a TS packet carrying one.
-fn pcr_90k(packet: &[u8]) -> Option<u64> {
-    let has_adaptation = packet[0] == 0x47 && packet[3] & 0x20 != 0;
-    if !has_adaptation || packet[4] < 7 || packet[5] & 0x10 == 0 {
-        return None;
-    }
-    let b = &packet[6..11];
-    Some(
-        (u64::from(b[0]) << 25)
-            | (u64::from(b[1]) << 17)
-            | (u64::from(b[2]) << 9)
-            | (u64::from(b[3]) << 1)
-            | (u64::from(b[4]) >> 7),
-    )
 }
 
 fn pid(packet: &[u8]) -> u16 {

@@ -231,6 +231,36 @@ impl Ferrocast {
         assert!(status.success(), "kill -{signal} failed");
     }
 
+    /// The plugin generations `ferrocast status` lists.
+    pub fn plugin_generations(&self) -> Vec<GenerationStatus> {
+        let status = self.command(&["status"]);
+        assert_eq!(
+            status.code,
+            Some(0),
+            "ferrocast status failed: {}",
+            status.text
+        );
+        status
+            .text
+            .lines()
+            .filter_map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    ["plugin", plugin, "generation", generation, "version", version, "sessions", sessions, role, ..] => {
+                        Some(GenerationStatus {
+                            plugin: (*plugin).to_owned(),
+                            generation: generation.parse().ok()?,
+                            version: (*version).to_owned(),
+                            sessions: sessions.parse().ok()?,
+                            role: (*role).to_owned(),
+                        })
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.http, path.trim_start_matches('/'))
     }
@@ -313,6 +343,17 @@ impl Drop for Ferrocast {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One `plugin …` line of `ferrocast status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationStatus {
+    pub plugin: String,
+    pub generation: u64,
+    pub version: String,
+    pub sessions: usize,
+    /// `current` (new sessions get it) or `draining` (replaced, still serving its sessions).
+    pub role: String,
 }
 
 /// A parsed HTTP response.

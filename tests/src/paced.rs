@@ -102,3 +102,30 @@ pub fn write_looped(
     }
     Ok(())
 }
+
+/// 1/25 s worth of the sample: its size over its duration, the duration from its PCRs.
+pub fn bytes_per_tick(sample: &[u8]) -> usize {
+    let pcrs: Vec<u64> = sample.chunks_exact(188).filter_map(pcr_90k).collect();
+    let (Some(first), Some(last)) = (pcrs.first().copied(), pcrs.last().copied()) else {
+        panic!("the sample has no PCR to pace it by");
+    };
+    let seconds = (last.saturating_sub(first)) as f64 / 90_000.0;
+    assert!(seconds > 1.0, "sample too short to loop: {seconds} s");
+    (sample.len() as f64 / seconds * TICK.as_secs_f64()).round() as usize
+}
+
+/// The PCR base (90 kHz) of a TS packet carrying one.
+fn pcr_90k(packet: &[u8]) -> Option<u64> {
+    let has_adaptation = packet[0] == 0x47 && packet[3] & 0x20 != 0;
+    if !has_adaptation || packet[4] < 7 || packet[5] & 0x10 == 0 {
+        return None;
+    }
+    let b = &packet[6..11];
+    Some(
+        (u64::from(b[0]) << 25)
+            | (u64::from(b[1]) << 17)
+            | (u64::from(b[2]) << 9)
+            | (u64::from(b[3]) << 1)
+            | (u64::from(b[4]) >> 7),
+    )
+}
