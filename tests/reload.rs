@@ -570,14 +570,21 @@ fn line_of(text: &str, line: &str) -> usize {
 
 // ---- the tests ------------------------------------------------------------------------------
 
-#[test]
-fn disabling_udp_on_a_point_ends_only_its_rtsp_udp_sessions() {
-    let mut rig = Rig::start(Layout::new());
+/// A fresh server with every kind of session playing both live points, settled for a
+/// second so the gaps measured across a change start from a steady stream.
+fn playing_both() -> (Rig, Sessions, Sessions) {
+    let rig = Rig::start(Layout::new());
     let one = Sessions::open(&rig.layout, "one");
     let two = Sessions::open(&rig.layout, "two");
     one.wait_flowing();
     two.wait_flowing();
     std::thread::sleep(Duration::from_secs(1));
+    (rig, one, two)
+}
+
+#[test]
+fn disabling_udp_on_a_point_ends_only_its_rtsp_udp_sessions() {
+    let (mut rig, one, two) = playing_both();
 
     let mut layout = rig.layout.clone();
     layout.point("one").protocols.retain(|p| *p != "udp");
@@ -636,12 +643,7 @@ fn disabling_udp_on_a_point_ends_only_its_rtsp_udp_sessions() {
 
 #[test]
 fn disabling_http_on_a_point_ends_only_its_http_sessions() {
-    let mut rig = Rig::start(Layout::new());
-    let one = Sessions::open(&rig.layout, "one");
-    let two = Sessions::open(&rig.layout, "two");
-    one.wait_flowing();
-    two.wait_flowing();
-    std::thread::sleep(Duration::from_secs(1));
+    let (mut rig, one, two) = playing_both();
 
     let mut layout = rig.layout.clone();
     layout.point("one").protocols.retain(|p| *p != "http");
@@ -686,12 +688,7 @@ fn disabling_http_on_a_point_ends_only_its_http_sessions() {
 
 #[test]
 fn adding_a_point_serves_it_at_once_and_removing_one_ends_only_its_sessions() {
-    let mut rig = Rig::start(Layout::new());
-    let one = Sessions::open(&rig.layout, "one");
-    let two = Sessions::open(&rig.layout, "two");
-    one.wait_flowing();
-    two.wait_flowing();
-    std::thread::sleep(Duration::from_secs(1));
+    let (mut rig, one, two) = playing_both();
 
     let mut layout = rig.layout.clone();
     layout.points.push(PointDef {
@@ -751,12 +748,7 @@ fn adding_a_point_serves_it_at_once_and_removing_one_ends_only_its_sessions() {
 
 #[test]
 fn changing_a_source_from_push_to_pull_keeps_clients_attached() {
-    let mut rig = Rig::start(Layout::new());
-    let one = Sessions::open(&rig.layout, "one");
-    let two = Sessions::open(&rig.layout, "two");
-    one.wait_flowing();
-    two.wait_flowing();
-    std::thread::sleep(Duration::from_secs(1));
+    let (mut rig, one, two) = playing_both();
 
     let mut layout = rig.layout.clone();
     layout.point("one").source = format!("http://{}/two", layout.http);
@@ -819,12 +811,7 @@ fn a_source_change_hands_over_without_silence_or_continuity_errors() {
 
 #[test]
 fn moving_a_listener_keeps_its_sessions_and_a_port_in_use_changes_nothing() {
-    let mut rig = Rig::start(Layout::new());
-    let one = Sessions::open(&rig.layout, "one");
-    let two = Sessions::open(&rig.layout, "two");
-    one.wait_flowing();
-    two.wait_flowing();
-    std::thread::sleep(Duration::from_secs(1));
+    let (mut rig, one, two) = playing_both();
 
     let old = rig.layout.http;
     let mut layout = rig.layout.clone();
@@ -889,12 +876,7 @@ fn moving_a_listener_keeps_its_sessions_and_a_port_in_use_changes_nothing() {
 
 #[test]
 fn disabling_the_rtsp_plugin_ends_only_rtsp_sessions() {
-    let mut rig = Rig::start(Layout::new());
-    let one = Sessions::open(&rig.layout, "one");
-    let two = Sessions::open(&rig.layout, "two");
-    one.wait_flowing();
-    two.wait_flowing();
-    std::thread::sleep(Duration::from_secs(1));
+    let (mut rig, one, two) = playing_both();
 
     let mut layout = rig.layout.clone();
     layout.rtsp_enabled = false;
@@ -919,12 +901,7 @@ fn disabling_the_rtsp_plugin_ends_only_rtsp_sessions() {
 
 #[test]
 fn an_invalid_configuration_changes_nothing() {
-    let mut rig = Rig::start(Layout::new());
-    let one = Sessions::open(&rig.layout, "one");
-    let two = Sessions::open(&rig.layout, "two");
-    one.wait_flowing();
-    two.wait_flowing();
-    std::thread::sleep(Duration::from_secs(1));
+    let (mut rig, one, two) = playing_both();
     let status_before = rig.status();
 
     // An unknown key in `two`, and a protocol no plugin provides on `one`; every other change
