@@ -468,7 +468,8 @@ pub fn self_check(
     Ok(Some(instance))
 }
 
-fn is_plugin_file_name(path: &Path) -> bool {
+/// Whether `path` is named like a plugin library (`libferrocast_<name>.so`).
+pub fn is_plugin_file_name(path: &Path) -> bool {
     path.file_name()
         .and_then(|name| name.to_str())
         .is_some_and(|name| name.starts_with(LIBRARY_PREFIX) && name.ends_with(LIBRARY_SUFFIX))

@@ -158,12 +158,7 @@ impl Server {
                     plugin: plugin.name.clone(),
                     reason,
                 })?;
-            let serving = Arc::new(ServingPlugin {
-                name: plugin.name.clone(),
-                generation,
-                instance,
-                settings: plugin.settings.clone(),
-            });
+            let serving = ServingPlugin::new(generation, instance, &plugin.settings);
             plugins.insert(plugin.name.clone(), serving);
         }
         let outputs = plan_outputs(&plugins, &points)?;
@@ -423,12 +418,9 @@ impl Server {
             let serving = match kept {
                 Some(serving) => Arc::clone(serving),
                 None => match self.registry.instantiate(&plugin.name, &plugin.settings) {
-                    Ok((generation, instance)) => Arc::new(ServingPlugin {
-                        name: plugin.name.clone(),
-                        generation,
-                        instance,
-                        settings: plugin.settings.clone(),
-                    }),
+                    Ok((generation, instance)) => {
+                        ServingPlugin::new(generation, instance, &plugin.settings)
+                    }
                     Err(reason) => {
                         outcome.refused = Some(format!(
                             "plugin `{}` could not be started: {reason}",
@@ -679,12 +671,7 @@ impl Server {
                         let mut table = PluginTable::clone(&self.shared.plugins.load());
                         table.insert(
                             name.clone(),
-                            Arc::new(ServingPlugin {
-                                name: name.clone(),
-                                generation: Arc::clone(&generation),
-                                instance,
-                                settings,
-                            }),
+                            ServingPlugin::new(Arc::clone(&generation), instance, &settings),
                         );
                         self.shared.plugins.store(Arc::new(table));
                     }

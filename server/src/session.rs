@@ -153,6 +153,17 @@ pub struct ServingPlugin {
     pub settings: String,
 }
 
+impl ServingPlugin {
+    pub fn new(generation: Arc<Generation>, instance: PluginInstance, settings: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: generation.plugin.clone(),
+            generation,
+            instance,
+            settings: settings.to_owned(),
+        })
+    }
+}
+
 /// Reads through a live point's ring, skipping ahead to a keyframe when the client lags.
 struct LiveCursor {
     stream: Arc<LiveStream>,

@@ -13,6 +13,8 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::plugins::is_plugin_file_name;
+
 /// Quiet time after the last change before the reload runs.
 pub const DEBOUNCE: Duration = Duration::from_millis(400);
 
@@ -39,11 +41,6 @@ pub fn start(config: &Path, plugin_dir: &Path, changes: mpsc::Sender<Change>) ->
         .filter(|dir| !dir.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_owned);
     let matches_config = move |path: &Path| path.file_name().map(OsString::from) == config_name;
-    let matches_plugin = |path: &Path| {
-        path.file_name()
-            .and_then(|name| name.to_str())
-            .is_some_and(|name| name.starts_with("libferrocast_") && name.ends_with(".so"))
-    };
     for (dir, change, filter) in [
         (
             config_dir,
@@ -53,7 +50,7 @@ pub fn start(config: &Path, plugin_dir: &Path, changes: mpsc::Sender<Change>) ->
         (
             plugin_dir.to_owned(),
             Change::Plugins,
-            Box::new(matches_plugin),
+            Box::new(is_plugin_file_name),
         ),
     ] {
         match watch_dir(&dir, change, filter, changes.clone()) {
