@@ -27,5 +27,6 @@ pub mod pull;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod transport;
 pub mod udp;

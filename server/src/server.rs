@@ -29,7 +29,8 @@ use crate::points::{log_points, log_status, PointMedia, PointRegistry};
 use crate::pull::Puller;
 use crate::reload::control::{self, DrainTarget, Envelope, Reply, Request};
 use crate::reload::{plan, watch, PluginChange, PointChange, ReloadPlan};
-use crate::session::{serve_connection, PluginTable, ServingPlugin, Shared};
+use crate::session::serve_connection;
+use crate::state::{PluginTable, ServingPlugin, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -339,9 +340,7 @@ impl Server {
                 ),
             };
         }
-        let changed = self
-            .shared
-            .set_drain(target == DrainTarget::Plugin, name, on);
+        let changed = self.shared.set_drain(target, name, on);
         let (state, advice) = if on {
             ("draining", format!("existing sessions continue; new ones are refused. Undo with `ferrocast undrain {} {name}`", target.as_str()))
         } else {
@@ -534,7 +533,7 @@ impl Server {
             match change {
                 PointChange::Remove(name) => {
                     self.stop_pull(name, "the point was removed");
-                    let _ = self.shared.set_drain(false, name, false);
+                    let _ = self.shared.set_drain(DrainTarget::Point, name, false);
                 }
                 PointChange::Change {
                     name, source, kind, ..
@@ -548,7 +547,7 @@ impl Server {
         }
         for change in &plan.plugins {
             if let PluginChange::Disable(name) = change {
-                let _ = self.shared.set_drain(true, name, false);
+                let _ = self.shared.set_drain(DrainTarget::Plugin, name, false);
             }
         }
 

@@ -6,17 +6,14 @@
 //! short, so a slow client's backlog stays in the point's shared ring, where falling too far
 //! behind means skipping to the next keyframe, never slowing anyone else.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-
 use bytes::Bytes;
-use ferrocast_plugin_api::host::{HostCalls, PluginInstance, PluginSession};
+use ferrocast_plugin_api::host::{HostCalls, PluginSession};
 use ferrocast_plugin_api::{
     ByteRange, EndReason, ErrorCode, HostError, LogLevel, PlayInfo, PointInfo, SessionInfo,
     StreamEnded, TransportInfo, TransportRequest, RESUME,
@@ -24,16 +21,13 @@ use ferrocast_plugin_api::{
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::events;
 use crate::media::pacer::{FilePacer, PacerStep};
 use crate::media::rtp::{parse_rtcp, RtcpPacket, RtpBatch, RtpPacketizer};
-use crate::plugins::Generation;
-use crate::points::{
-    random_u32, LiveChunk, LiveEvent, LiveStream, PointMedia, PointRegistry, Resolved,
-};
+use crate::points::{random_u32, LiveChunk, LiveEvent, LiveStream, PointMedia, Resolved};
+use crate::state::{ServingPlugin, Shared};
 use crate::transport::{plugin_for, Transport, SENDER_REPORT_INTERVAL};
 
 /// Stop pulling live media into a client's output queue above this many bytes.
@@ -50,119 +44,6 @@ const PACED_SENDS_PER_TURN: usize = 32;
 /// How long, and how much, to keep reading from a client after closing our side.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
-
-/// The enabled plugins, by name.
-pub type PluginTable = BTreeMap<String, Arc<ServingPlugin>>;
-
-/// State shared by every connection. A reload swaps the point and plugin tables whole: a
-/// session reads the current tables at each request, and keeps the plugin instance and
-/// point media it started with.
-pub struct Shared {
-    pub points: ArcSwap<PointRegistry>,
-    /// Every enabled plugin, by name (transport plugins are consulted by control sessions).
-    pub plugins: ArcSwap<PluginTable>,
-    write_timeout_ms: AtomicU64,
-    drains: Mutex<Drains>,
-    /// Bumped after every reload; each session then checks that what it uses still exists.
-    changes: watch::Sender<u64>,
-    next_session: AtomicU64,
-}
-
-/// Points and plugins an operator put into the drain state: they take no new sessions.
-#[derive(Default, Clone, Debug)]
-pub struct Drains {
-    pub points: BTreeSet<String>,
-    pub plugins: BTreeSet<String>,
-}
-
-impl Shared {
-    pub fn new(points: PointRegistry, write_timeout: Duration, plugins: PluginTable) -> Self {
-        Self {
-            points: ArcSwap::from_pointee(points),
-            plugins: ArcSwap::from_pointee(plugins),
-            write_timeout_ms: AtomicU64::new(write_timeout.as_millis() as u64),
-            drains: Mutex::default(),
-            changes: watch::Sender::new(0),
-            next_session: AtomicU64::new(1),
-        }
-    }
-
-    pub fn new_session_id(&self) -> u64 {
-        self.next_session.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn write_timeout(&self) -> Duration {
-        Duration::from_millis(self.write_timeout_ms.load(Ordering::Relaxed))
-    }
-
-    pub fn set_write_timeout(&self, timeout: Duration) {
-        self.write_timeout_ms
-            .store(timeout.as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Tell every session that the tables changed.
-    pub fn announce_change(&self) {
-        self.changes.send_modify(|epoch| *epoch += 1);
-    }
-
-    fn subscribe_changes(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
-    }
-
-    fn lock_drains(&self) -> MutexGuard<'_, Drains> {
-        self.drains
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    pub fn drains(&self) -> Drains {
-        self.lock_drains().clone()
-    }
-
-    /// Put a point (`plugin == false`) or a plugin into the drain state, or take it out.
-    /// Returns whether the state changed.
-    pub fn set_drain(&self, plugin: bool, name: &str, draining: bool) -> bool {
-        let mut drains = self.lock_drains();
-        let set = if plugin {
-            &mut drains.plugins
-        } else {
-            &mut drains.points
-        };
-        if draining {
-            set.insert(name.to_owned())
-        } else {
-            set.remove(name)
-        }
-    }
-
-    fn point_draining(&self, name: &str) -> bool {
-        self.lock_drains().points.contains(name)
-    }
-
-    fn plugin_draining(&self, name: &str) -> bool {
-        self.lock_drains().plugins.contains(name)
-    }
-}
-
-/// A configured plugin instance that serves connections, on one generation of its library.
-pub struct ServingPlugin {
-    pub name: String,
-    pub generation: Arc<Generation>,
-    pub instance: PluginInstance,
-    /// The settings it was created with, to tell whether a reload changes them.
-    pub settings: String,
-}
-
-impl ServingPlugin {
-    pub fn new(generation: Arc<Generation>, instance: PluginInstance, settings: &str) -> Arc<Self> {
-        Arc::new(Self {
-            name: generation.plugin.clone(),
-            generation,
-            instance,
-            settings: settings.to_owned(),
-        })
-    }
-}
 
 /// Reads through a live point's ring, skipping ahead to a keyframe when the client lags.
 struct LiveCursor {
