@@ -49,6 +49,15 @@ pub struct SettingIssue {
     pub message: String,
 }
 
+impl From<ferrocast_plugin_api::SettingError> for SettingIssue {
+    fn from(error: ferrocast_plugin_api::SettingError) -> Self {
+        Self {
+            key: error.key.into_string(),
+            message: error.message.into_string(),
+        }
+    }
+}
+
 /// A fully checked configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
