@@ -77,3 +77,9 @@ pub const ACCEPT_FAILED: &str = "ACCEPT_FAILED";
 /// A reloaded configuration compiled with a warning (e.g. a point lists a disabled plugin);
 /// it was applied. Read the warning and fix the file.
 pub const CONFIG_WARNING: &str = "CONFIG_WARNING";
+/// The control socket received a request it does not understand; the client was told.
+/// Check the `ferrocast` command that sent it (its version may differ from the server's).
+pub const CONTROL_REQUEST_REFUSED: &str = "CONTROL_REQUEST_REFUSED";
+/// The configuration file's or the plugin directory's changes cannot be watched (inotify
+/// limits, missing directory): reload with SIGHUP or `ferrocast reload` instead.
+pub const WATCH_FAILED: &str = "WATCH_FAILED";

@@ -917,8 +917,8 @@ impl<'a> Compiler<'a> {
             PointKind::Broadcast if raw == "push" => Some(PointSource::Push),
             PointKind::Broadcast if raw.contains("://") => match parse_pull_url(raw) {
                 Ok(url) => Some(PointSource::Pull(self.pull_source(section, url))),
-                Err(message) => {
-                    self.error(line, message);
+                Err(error) => {
+                    self.error(line, error.to_string());
                     None
                 }
             },

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use pull::{parse_pull_url, PullMode, PullSource, PullUrl};
+pub use pull::{parse_pull_url, PullMode, PullSource, PullUrl, PullUrlError};
 
 /// What the configuration compiler needs to know about the loaded plugins.
 pub trait PluginCatalog {
