@@ -170,12 +170,15 @@ fn udp_interface(raw: &str, query: &str) -> Result<Option<Ipv4Addr>, PullUrlErro
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("localaddr", value)) => {
-                interface = Some(value.parse::<Ipv4Addr>().map_err(|_| {
-                    PullUrlError::BadLocalAddr {
-                        url: raw.to_owned(),
-                        value: value.to_owned(),
-                    }
-                })?)
+                interface =
+                    Some(
+                        value
+                            .parse::<Ipv4Addr>()
+                            .map_err(|_| PullUrlError::BadLocalAddr {
+                                url: raw.to_owned(),
+                                value: value.to_owned(),
+                            })?,
+                    )
             }
             _ => {
                 return Err(PullUrlError::UnknownOption {
