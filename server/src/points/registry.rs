@@ -69,43 +69,20 @@ impl PointRegistry {
         let points = points
             .iter()
             .map(|point| {
-                let pull_on_demand = matches!(&point.source, PointSource::Pull(pull) if pull.mode == PullMode::OnDemand);
                 let kept = previous
                     .and_then(|registry| registry.points.get(&point.name))
                     .and_then(|old| match &old.media {
                         PointMedia::Live(stream) => Some(Arc::clone(stream)),
                         _ => None,
                     });
-                let media = match &point.source {
-                    PointSource::Push | PointSource::Pull(_) => PointMedia::Live(match kept {
-                        Some(stream) => {
-                            stream.reconfigure(
-                                point.reconnect_grace,
-                                point.source_timeout,
-                                pull_on_demand,
-                            );
-                            stream
-                        }
-                        None => LiveStream::new(
-                            &point.name,
-                            client_queue,
-                            point.reconnect_grace,
-                            point.source_timeout,
-                            pull_on_demand,
-                        ),
-                    }),
-                    PointSource::File(path) => PointMedia::File(path.clone()),
-                    PointSource::Directory(path) => PointMedia::Directory(path.clone()),
-                };
-                let kind = match point.kind {
-                    config::PointKind::Broadcast => PointKind::BROADCAST,
-                    config::PointKind::OnDemand => PointKind::ON_DEMAND,
-                };
                 let runtime = Point {
                     name: point.name.clone(),
-                    kind,
+                    kind: match point.kind {
+                        config::PointKind::Broadcast => PointKind::BROADCAST,
+                        config::PointKind::OnDemand => PointKind::ON_DEMAND,
+                    },
                     protocols: point.protocols.clone(),
-                    media,
+                    media: point_media(point, client_queue, kept),
                     pull: match &point.source {
                         PointSource::Pull(pull) => Some(pull.clone()),
                         _ => None,
@@ -263,6 +240,34 @@ impl PointRegistry {
     }
 }
 
+/// What a configured point serves: a broadcast point keeps its running stream (`kept`),
+/// retimed to the new configuration, so its encoder and clients stay attached.
+fn point_media(
+    point: &PointConfig,
+    client_queue: usize,
+    kept: Option<Arc<LiveStream>>,
+) -> PointMedia {
+    let pull_on_demand =
+        matches!(&point.source, PointSource::Pull(pull) if pull.mode == PullMode::OnDemand);
+    match &point.source {
+        PointSource::Push | PointSource::Pull(_) => PointMedia::Live(match kept {
+            Some(stream) => {
+                stream.reconfigure(point.reconnect_grace, point.source_timeout, pull_on_demand);
+                stream
+            }
+            None => LiveStream::new(
+                &point.name,
+                client_queue,
+                point.reconnect_grace,
+                point.source_timeout,
+                pull_on_demand,
+            ),
+        }),
+        PointSource::File(path) => PointMedia::File(path.clone()),
+        PointSource::Directory(path) => PointMedia::Directory(path.clone()),
+    }
+}
+
 fn not_found_item(point: &str, item: &str) -> HostError {
     HostError::new(
         ErrorCode::NOT_FOUND,
@@ -409,6 +414,42 @@ mod tests {
         assert_eq!(error.code, ErrorCode::NOT_FOUND);
         let error = points.resolve("http", "vod/a.txt").err().unwrap();
         assert_eq!(error.code, ErrorCode::NOT_FOUND);
+    }
+
+    fn file_point(file: &Path) -> PointRegistry {
+        let mut points = HashMap::new();
+        points.insert(
+            "vod".to_owned(),
+            Arc::new(Point {
+                name: "vod".into(),
+                kind: PointKind::ON_DEMAND,
+                protocols: vec!["rtsp".into()],
+                media: PointMedia::File(file.to_owned()),
+                pull: None,
+            }),
+        );
+        PointRegistry {
+            points,
+            indexes: Arc::default(),
+        }
+    }
+
+    /// On the single thread of a current-thread runtime: resolving never indexes in place
+    /// (the duration is unknown until the background build is done), and a play asked for
+    /// meanwhile is told to retry.
+    #[tokio::test]
+    async fn resolve_reads_durations_from_the_index_cache_only() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/media/testdata/small.ts");
+        let points = file_point(&file);
+        let (info, _) = points.resolve("rtsp", "vod").unwrap();
+        assert_eq!(info.duration_ms, 0, "not indexed yet");
+        let refusal = points.file_index(&file).ready_for_play().unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::UNAVAILABLE);
+        let index = points.indexes().wait(&file).await.unwrap();
+        let (info, _) = points.resolve("rtsp", "vod").unwrap();
+        assert!(info.duration_ms > 0);
+        assert_eq!(info.duration_ms, index.duration.as_millis() as u64);
+        assert!(points.file_index(&file).ready_for_play().is_ok());
     }
 
     #[test]
