@@ -1,13 +1,16 @@
-//! Applying a reload plan to the running server, in the phases the architecture document
-//! lists: prepare everything that can fail without side effects (a failure refuses the whole
-//! reload), bind new listeners, swap the tables and announce the change, retire removed
-//! streams, then release old listeners, restart changed pulls and keep unchanged outputs.
-//! Compiling and diffing (the plan) happen before, in [`Server::reload_config`].
+//! Applying a reload plan to the running server, in the steps the architecture document
+//! numbers (steps 1 and 2, compiling and diffing, happen before, in
+//! [`Server::reload_config`]):
+//!
+//! 3. prepare everything that can fail without side effects; a failure refuses the reload;
+//! 4. bind new listen addresses;
+//! 5. swap the tables, announce the change, retire removed streams;
+//! 6. release old listeners, restart changed pulls, keep unchanged outputs.
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{error, info};
 
 use super::listeners::{bind, BindFailure, Listener, ListenerId};
 use super::running::{plan_outputs, OutputRefused};
@@ -61,14 +64,14 @@ pub enum PartFailure {
     },
 }
 
-/// Phase 1's result: the new tables and outputs, built but not yet in use.
+/// Step 3's result: the new tables and outputs, built but not yet in use.
 struct Prepared {
     plugins: PluginTable,
     points: PointRegistry,
     outputs: Vec<Output>,
 }
 
-/// Phase 2's result: listeners bound for the new configuration, and the old ones they
+/// Step 4's result: listeners bound for the new configuration, and the old ones they
 /// replace (released in the last phase, once the new ones accept).
 #[derive(Default)]
 struct ListenerMoves {
@@ -79,16 +82,20 @@ struct ListenerMoves {
 impl Server {
     /// Apply `plan`, which turns the running configuration into `new`.
     pub(super) async fn apply(&mut self, mut new: Config, plan: ReloadPlan) -> ReloadOutcome {
+        // 3. Prepare; nothing has changed yet.
         let prepared = match self.prepare(&new) {
             Ok(prepared) => prepared,
             Err(refusal) => return ReloadOutcome::refused(refusal),
         };
+        // 4. Bind.
         let (moves, failed) = self.bind_new_listeners(&plan, &mut new).await;
+        // 5. Swap, announce, retire.
         let retired = self.swap_tables(prepared.plugins, prepared.points, &new);
         self.shared.announce_change();
         for stream in &retired {
             stream.retire();
         }
+        // 6. Listeners, pulls, outputs.
         self.move_listeners(moves);
         let restart = self.stop_changed_pulls(&plan);
         self.clear_removed_drains(&plan);
@@ -103,7 +110,7 @@ impl Server {
         }
     }
 
-    /// Phase 1: everything that can fail without side effects: plugin instances (unchanged
+    /// Step 3: everything that can fail without side effects: plugin instances (unchanged
     /// ones are reused), the point table (a broadcast point keeps its stream) and the outputs.
     fn prepare(&self, new: &Config) -> Result<Prepared, ReloadRefusal> {
         let old_plugins = self.shared.plugins.load_full();
@@ -141,7 +148,7 @@ impl Server {
         })
     }
 
-    /// Phase 2: bind new listen addresses before anything is released. A plugin whose new
+    /// Step 4: bind new listen addresses before anything is released. A plugin whose new
     /// address fails keeps all of its old listeners (and its old `listen` in `new`).
     async fn bind_new_listeners(
         &self,
@@ -181,7 +188,7 @@ impl Server {
         (moves, failed)
     }
 
-    /// Phase 3: swap the tables (from here new requests see the new configuration). Returns
+    /// Step 5: swap the tables (from here new requests see the new configuration). Returns
     /// the live streams the new table no longer has, to be retired once sessions were told.
     fn swap_tables(
         &self,
@@ -207,7 +214,7 @@ impl Server {
             .collect()
     }
 
-    /// Phase 5: the new listeners start accepting, then the ones they replace are released.
+    /// Step 6: the new listeners start accepting, then the ones they replace are released.
     fn move_listeners(&mut self, moves: ListenerMoves) {
         for (id, socket) in moves.bound {
             let mut listener = Listener::bound(socket, id.address);
@@ -221,7 +228,7 @@ impl Server {
         }
     }
 
-    /// Phase 5: stop the pulls of removed points and of changed sources. Returns the points
+    /// Step 6: stop the pulls of removed points and of changed sources. Returns the points
     /// whose tasks (pull, file indexes) start again under the new configuration.
     fn stop_changed_pulls(&mut self, plan: &ReloadPlan) -> Vec<String> {
         let mut restart = Vec::new();
@@ -269,7 +276,6 @@ fn listener_id(plugin: &str, address: std::net::SocketAddr) -> ListenerId {
 
 /// Logged once a reload is through; kept here beside the phases it summarises.
 pub(super) fn log_applied(trigger: &str, took_ms: f64, outcome: &ReloadOutcome) {
-    use tracing::error;
     if let Some(reason) = &outcome.refused {
         error!(event = events::RELOAD_FAILED, trigger, %reason, "the new configuration cannot be applied; nothing was changed");
     } else if outcome.failed.is_empty() {
