@@ -226,3 +226,65 @@ impl PullSet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn stream() -> Arc<LiveStream> {
+        LiveStream::new(
+            "live",
+            16,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            false,
+        )
+    }
+
+    fn output(stream: &Arc<LiveStream>, destination: &str) -> Output {
+        Output {
+            plugin: "udp".into(),
+            stream: Arc::clone(stream),
+            destination: destination.parse().unwrap(),
+            framing: Framing::RTP,
+            ttl: 1,
+            interface: None,
+        }
+    }
+
+    #[test]
+    fn an_output_is_the_same_only_on_the_same_stream_and_destination() {
+        let kept = stream();
+        let same = OutputKey::of(&output(&kept, "127.0.0.1:5000"));
+        assert!(same == OutputKey::of(&output(&kept, "127.0.0.1:5000")));
+        assert!(same != OutputKey::of(&output(&kept, "127.0.0.1:5001")));
+        // Same point name, but a new stream (the point was replaced): a new output.
+        assert!(same != OutputKey::of(&output(&stream(), "127.0.0.1:5000")));
+    }
+
+    #[tokio::test]
+    async fn replacing_keeps_unchanged_outputs_running_and_drops_the_others() {
+        let live = stream();
+        let mut outputs = OutputSet::planned(vec![
+            output(&live, "127.0.0.1:5000"),
+            output(&live, "127.0.0.1:5001"),
+        ]);
+        outputs.start();
+        outputs.replace_with(vec![
+            output(&live, "127.0.0.1:5001"),
+            output(&live, "127.0.0.1:5002"),
+        ]);
+        let mut states: Vec<(u16, bool)> = outputs
+            .0
+            .iter()
+            .map(|(key, running)| {
+                let started = matches!(running, RunningOutput::Running(_));
+                (key.destination.port(), started)
+            })
+            .collect();
+        states.sort_unstable();
+        assert_eq!(states, [(5001, true), (5002, false)]);
+        outputs.stop_all();
+    }
+}
