@@ -65,3 +65,21 @@ pub const GENERATION_DRAINED: &str = "GENERATION_DRAINED";
 pub const DRAIN: &str = "DRAIN";
 /// The state of a plugin generation, reported on SIGUSR1 and by `ferrocast status`.
 pub const PLUGIN_STATUS: &str = "PLUGIN_STATUS";
+/// An on-demand file could not be indexed (unreadable, not MPEG-TS, or no PCR): it cannot be
+/// played over RTP and its duration is unknown. Re-mux the file with PCR, or remove it.
+pub const INDEX_FAILED: &str = "INDEX_FAILED";
+/// An on-demand point's file cannot be read (missing or permissions): requests for it get
+/// UNAVAILABLE. Restore the file or fix the point's `source`.
+pub const FILE_UNAVAILABLE: &str = "FILE_UNAVAILABLE";
+/// Accepting a connection failed, typically because the process ran out of file descriptors;
+/// the listener retries shortly. Raise the descriptor limit (`ulimit -n`) if it repeats.
+pub const ACCEPT_FAILED: &str = "ACCEPT_FAILED";
+/// A reloaded configuration compiled with a warning (e.g. a point lists a disabled plugin);
+/// it was applied. Read the warning and fix the file.
+pub const CONFIG_WARNING: &str = "CONFIG_WARNING";
+/// The control socket received a request it does not understand; the client was told.
+/// Check the `ferrocast` command that sent it (its version may differ from the server's).
+pub const CONTROL_REQUEST_REFUSED: &str = "CONTROL_REQUEST_REFUSED";
+/// The configuration file's or the plugin directory's changes cannot be watched (inotify
+/// limits, missing directory): reload with SIGHUP or `ferrocast reload` instead.
+pub const WATCH_FAILED: &str = "WATCH_FAILED";

@@ -6,7 +6,8 @@
 //!
 //! - [`config`]: compiles the TOML file, reporting every error with `file:line`.
 //! - [`plugins`]: finds and loads plugin libraries, refusing bad ones one by one.
-//! - [`points`]: publishing points; the live fan-out that frames once and shares.
+//! - [`points`]: publishing points: the live fan-out that frames once and shares, the point
+//!   table, and the file-index cache.
 //! - [`pull`]: pull sources (HTTP, TCP, UDP) with reconnect, and origin/edge relays.
 //! - [`media`]: MPEG-TS parsing: packet alignment, keyframes, PAT/PMT, file index.
 //! - [`session`]: one client connection driving one plugin session.
@@ -15,6 +16,8 @@
 //! - [`udp`]: batched datagram sending (`sendmmsg`).
 //! - [`server`]: listeners, accept loops, and applying reloads, plugin swaps and drains.
 //! - [`reload`]: reload triggers, the configuration diff and the control socket.
+//! - [`state`]: server-wide running state: point and plugin tables, drains, change epoch.
+//! - [`random`]: unpredictable values for RTP fields and jitter.
 //! - [`events`]: stable names of operator-facing events.
 
 pub mod config;
@@ -24,6 +27,7 @@ pub mod outputs;
 pub mod plugins;
 pub mod points;
 pub mod pull;
+pub mod random;
 pub mod reload;
 pub mod server;
 pub mod session;

@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use ferrocast_plugin_api::host::{load_library, CreateFailure, PluginInstance, PluginLibrary};
-use ferrocast_plugin_api::SessionInfo;
+use ferrocast_plugin_api::host::{
+    load_library, CreateFailure, LoadError, PluginInstance, PluginLibrary,
+};
+use ferrocast_plugin_api::{PluginKind, SessionInfo};
 use tracing::{info, warn};
 
 use crate::config::{PluginCatalog, SettingIssue};
@@ -32,11 +34,79 @@ const LIBRARY_SUFFIX: &str = ".so";
 /// Copies get process-wide unique names.
 static NEXT_COPY: AtomicU64 = AtomicU64::new(1);
 
-/// A file that was not loaded, and why.
+/// A file or build that was not taken, and why, as reported to the operator (startup
+/// summary, `ferrocast reload`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub path: PathBuf,
     pub reason: String,
+}
+
+/// Why a file in the plugin directory could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadFailure {
+    #[error("cannot copy it to {} for loading: {source}; check that the temporary directory is writable", .copy.display())]
+    Copy {
+        path: PathBuf,
+        copy: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{source}")]
+    Library { path: PathBuf, source: LoadError },
+    #[error("duplicate plugin name `{name}`: already provided by {}; remove one of the two files", .other.display())]
+    DuplicateName {
+        path: PathBuf,
+        name: String,
+        other: PathBuf,
+    },
+}
+
+/// Why a configured instance of a plugin could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum InstantiateError {
+    #[error("plugin `{plugin}` is not loaded")]
+    NotLoaded { plugin: String },
+    #[error("plugin `{plugin}` panicked during initialisation: {fault}")]
+    Panicked {
+        plugin: String,
+        path: PathBuf,
+        fault: String,
+    },
+    #[error("{}", describe_issues(.issues))]
+    Settings {
+        plugin: String,
+        path: PathBuf,
+        issues: Vec<SettingIssue>,
+    },
+}
+
+/// Why a new build of a plugin failed the check before taking traffic.
+#[derive(Debug, thiserror::Error)]
+pub enum SelfCheckError {
+    #[error("the new build is a {new} plugin but the running one is a {running} plugin; a new build must keep its kind")]
+    KindChanged {
+        plugin: String,
+        path: PathBuf,
+        new: PluginKind,
+        running: PluginKind,
+    },
+    #[error(transparent)]
+    Instantiate(#[from] InstantiateError),
+    #[error("the new build panicked opening a session during its self-check: {fault}")]
+    SessionPanicked {
+        plugin: String,
+        path: PathBuf,
+        fault: String,
+    },
+}
+
+/// `key: message; key: message`, as plugins word their settings errors.
+fn describe_issues(issues: &[SettingIssue]) -> String {
+    issues
+        .iter()
+        .map(|issue| format!("{}: {}", issue.key, issue.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// What identifies one installed build of a plugin file: installing a new build, by copy or by
@@ -238,7 +308,7 @@ impl PluginRegistry {
         self.seen.insert(path.to_owned(), identity);
         let library = match self.load_copy(path) {
             Ok(library) => library,
-            Err(reason) => return Err(self.refuse(path, reason)),
+            Err(failure) => return Err(self.refuse(&failure)),
         };
         let name = library.info.name.to_string();
         if let Some(other) = self
@@ -246,11 +316,12 @@ impl PluginRegistry {
             .get(&name)
             .filter(|generation| generation.installed != path)
         {
-            let reason = format!(
-                "duplicate plugin name `{name}`: already provided by {}; remove one of the two files",
-                other.installed.display()
-            );
-            return Err(self.refuse(path, reason));
+            let failure = LoadFailure::DuplicateName {
+                path: path.to_owned(),
+                name,
+                other: other.installed.clone(),
+            };
+            return Err(self.refuse(&failure));
         }
         let number = self.next_generation.entry(name.clone()).or_insert(0);
         *number += 1;
@@ -276,7 +347,7 @@ impl PluginRegistry {
     }
 
     /// Copy `path` to a unique private path, load the copy, and unlink it (the mapping stays).
-    fn load_copy(&self, path: &Path) -> Result<PluginLibrary, String> {
+    fn load_copy(&self, path: &Path) -> Result<PluginLibrary, LoadFailure> {
         let stem = path
             .file_stem()
             .and_then(|stem| stem.to_str())
@@ -285,27 +356,32 @@ impl PluginRegistry {
             "{stem}.{}{LIBRARY_SUFFIX}",
             NEXT_COPY.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::copy(path, &copy).map_err(|error| {
-            format!(
-                "cannot copy it to {} for loading: {error}; check that the temporary directory is writable",
-                copy.display()
-            )
-        })?;
-        let loaded = load_library(&copy).map_err(|error| error.to_string());
+        if let Err(source) = std::fs::copy(path, &copy) {
+            return Err(LoadFailure::Copy {
+                path: path.to_owned(),
+                copy,
+                source,
+            });
+        }
+        let loaded = load_library(&copy).map_err(|source| LoadFailure::Library {
+            path: path.to_owned(),
+            source,
+        });
         let _ = std::fs::remove_file(&copy);
         loaded
     }
 
-    fn refuse(&mut self, path: &Path, reason: String) -> Refusal {
+    fn refuse(&mut self, failure: &LoadFailure) -> Refusal {
+        let path = failure.path();
         warn!(
             event = events::PLUGIN_REFUSED,
             path = %path.display(),
-            %reason,
+            reason = %failure,
             "plugin refused; the server continues without it"
         );
         let refusal = Refusal {
             path: path.to_owned(),
-            reason,
+            reason: failure.to_string(),
         };
         self.refused.retain(|old| old.path != path);
         self.refused.push(refusal.clone());
@@ -314,7 +390,7 @@ impl PluginRegistry {
 
     /// A candidate failed validation: it never takes traffic; the current generation (if any)
     /// keeps serving.
-    pub fn refuse_candidate(&mut self, candidate: Candidate, reason: String) {
+    pub fn refuse_candidate(&mut self, candidate: Candidate, reason: &SelfCheckError) {
         let generation = candidate.generation;
         warn!(
             event = events::PLUGIN_REFUSED,
@@ -328,7 +404,7 @@ impl PluginRegistry {
             .retain(|refusal| refusal.path != generation.installed);
         self.refused.push(Refusal {
             path: generation.installed.clone(),
-            reason,
+            reason: reason.to_string(),
         });
     }
 
@@ -359,13 +435,19 @@ impl PluginRegistry {
         self.current.keys()
     }
 
+    /// Forget replaced generations whose last session ended; their libraries stay mapped
+    /// (never unloaded), but they are no longer listed.
+    pub fn forget_drained(&mut self) {
+        self.replaced.retain(|generation| generation.sessions() > 0);
+    }
+
     /// Every generation still worth showing: the current ones, and replaced ones that still
     /// serve sessions, oldest first within each plugin.
-    pub fn generations(&mut self) -> Vec<Arc<Generation>> {
-        self.replaced.retain(|generation| generation.sessions() > 0);
+    pub fn generations(&self) -> Vec<Arc<Generation>> {
         let mut all: Vec<Arc<Generation>> = self
             .replaced
             .iter()
+            .filter(|generation| generation.sessions() > 0)
             .chain(self.current.values())
             .cloned()
             .collect();
@@ -378,10 +460,10 @@ impl PluginRegistry {
         &self,
         name: &str,
         settings: &str,
-    ) -> Result<(Arc<Generation>, PluginInstance), String> {
-        let generation = self
-            .get(name)
-            .ok_or_else(|| format!("plugin `{name}` is not loaded"))?;
+    ) -> Result<(Arc<Generation>, PluginInstance), InstantiateError> {
+        let generation = self.get(name).ok_or_else(|| InstantiateError::NotLoaded {
+            plugin: name.to_owned(),
+        })?;
         let instance = instantiate(generation, settings)?;
         Ok((Arc::clone(generation), instance))
     }
@@ -417,22 +499,27 @@ impl PluginRegistry {
     }
 }
 
-/// Create an instance of `generation` with `settings`, turning a panic or a settings error
-/// into one line for the operator.
-pub fn instantiate(generation: &Generation, settings: &str) -> Result<PluginInstance, String> {
-    let name = &generation.plugin;
+/// Create an instance of `generation` with `settings`; a panic or a settings error is an
+/// [`InstantiateError`] naming the plugin and its file.
+pub fn instantiate(
+    generation: &Generation,
+    settings: &str,
+) -> Result<PluginInstance, InstantiateError> {
+    let (plugin, path) = (generation.plugin.clone(), generation.installed.clone());
     generation
         .library
         .create(settings)
         .map_err(|failure| match failure {
-            CreateFailure::Fault(fault) => {
-                format!("plugin `{name}` panicked during initialisation: {fault}")
-            }
-            CreateFailure::Settings(errors) => errors
-                .iter()
-                .map(|e| format!("{}: {}", e.key, e.message))
-                .collect::<Vec<_>>()
-                .join("; "),
+            CreateFailure::Fault(fault) => InstantiateError::Panicked {
+                plugin,
+                path,
+                fault,
+            },
+            CreateFailure::Settings(errors) => InstantiateError::Settings {
+                plugin,
+                path,
+                issues: errors.into_iter().map(SettingIssue::from).collect(),
+            },
         })
 }
 
@@ -442,13 +529,15 @@ pub fn self_check(
     candidate: &Generation,
     previous: Option<&Generation>,
     settings: Option<&str>,
-) -> Result<Option<PluginInstance>, String> {
+) -> Result<Option<PluginInstance>, SelfCheckError> {
     if let Some(previous) = previous {
         if previous.library.info.kind != candidate.library.info.kind {
-            return Err(format!(
-                "the new build is a {} plugin but the running one is a {} plugin; a new build must keep its kind",
-                candidate.library.info.kind, previous.library.info.kind
-            ));
+            return Err(SelfCheckError::KindChanged {
+                plugin: candidate.plugin.clone(),
+                path: candidate.installed.clone(),
+                new: candidate.library.info.kind,
+                running: previous.library.info.kind,
+            });
         }
     }
     let Some(settings) = settings else {
@@ -462,10 +551,25 @@ pub fn self_check(
         peer: "0.0.0.0:0".into(),
         local: "0.0.0.0:0".into(),
     };
-    instance.new_session(probe).map_err(|fault| {
-        format!("the new build panicked opening a session during its self-check: {fault}")
-    })?;
+    instance
+        .new_session(probe)
+        .map_err(|fault| SelfCheckError::SessionPanicked {
+            plugin: candidate.plugin.clone(),
+            path: candidate.installed.clone(),
+            fault,
+        })?;
     Ok(Some(instance))
+}
+
+impl LoadFailure {
+    /// The file that could not be loaded.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Copy { path, .. }
+            | Self::Library { path, .. }
+            | Self::DuplicateName { path, .. } => path,
+        }
+    }
 }
 
 /// Whether `path` is named like a plugin library (`libferrocast_<name>.so`).
@@ -486,13 +590,9 @@ impl PluginCatalog for PluginRegistry {
         };
         match generation.library.create(settings) {
             Ok(_) => Vec::new(),
-            Err(CreateFailure::Settings(errors)) => errors
-                .into_iter()
-                .map(|e| SettingIssue {
-                    key: e.key.into_string(),
-                    message: e.message.into_string(),
-                })
-                .collect(),
+            Err(CreateFailure::Settings(errors)) => {
+                errors.into_iter().map(SettingIssue::from).collect()
+            }
             Err(CreateFailure::Fault(fault)) => vec![SettingIssue {
                 key: String::new(),
                 message: format!("the plugin panicked while checking its settings: {fault}"),

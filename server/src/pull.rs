@@ -17,7 +17,8 @@ use tracing::{info, warn};
 
 use crate::config::{PullMode, PullSource, PullUrl};
 use crate::events;
-use crate::points::{random_u32, LiveStream};
+use crate::points::LiveStream;
+use crate::random::random_u32;
 
 /// Connecting and reading an HTTP response head must not take longer than this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

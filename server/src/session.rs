@@ -26,7 +26,8 @@ use tracing::{debug, error, info, warn};
 use crate::events;
 use crate::media::pacer::{FilePacer, PacerStep};
 use crate::media::rtp::{parse_rtcp, RtcpPacket, RtpBatch, RtpPacketizer};
-use crate::points::{random_u32, LiveChunk, LiveEvent, LiveStream, PointMedia, Resolved};
+use crate::points::{LiveChunk, LiveEvent, LiveStream, PointMedia, Resolved};
+use crate::random::random_u32;
 use crate::state::{ServingPlugin, Shared};
 use crate::transport::{plugin_for, Transport, SENDER_REPORT_INTERVAL};
 
@@ -709,7 +710,7 @@ impl HostCalls for ConnCtx<'_> {
             Resolved::File { path: file, .. } => {
                 let resume = matches!(&self.media, Some(Media::Paced(_))) && start_ms == RESUME;
                 if !resume {
-                    let index = match self.shared.points.load().file_index(&file) {
+                    let index = match self.shared.points.load().file_index(&file).ready_for_play() {
                         Ok(index) => index,
                         Err(error) => {
                             self.refuse("play", path, &error);

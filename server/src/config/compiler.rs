@@ -756,11 +756,29 @@ impl<'a> Compiler<'a> {
         root: &Table,
         plugins: &BTreeMap<String, PluginConfig>,
     ) -> Vec<PointConfig> {
+        let mut first_line_by_name = HashMap::new();
+        let tables = self.point_tables(root);
+        let mut points = Vec::with_capacity(tables.len());
+        for (index, (table, line)) in tables.into_iter().enumerate() {
+            let label = match table.get("name").and_then(Item::as_str) {
+                Some(name) => format!("[[point]] `{name}`"),
+                None => format!("[[point]] #{}", index + 1),
+            };
+            let section = Section { table, label, line };
+            if let Some(point) = self.point(&section, plugins, &mut first_line_by_name) {
+                points.push(point);
+            }
+        }
+        points
+    }
+
+    /// The `[[point]]` tables (or inline tables) with their lines; anything else is an error.
+    fn point_tables<'d>(&mut self, root: &'d Table) -> Vec<(&'d dyn TableLike, usize)> {
         let Some(item) = root.get("point") else {
             return Vec::new();
         };
         let key_line = self.key_line(root, "point", 1);
-        let tables: Vec<(&dyn TableLike, usize)> = match item {
+        match item {
             Item::ArrayOfTables(tables) => tables
                 .iter()
                 .map(|table| {
@@ -794,23 +812,9 @@ impl<'a> Compiler<'a> {
                         describe(other)
                     ),
                 );
-                return Vec::new();
-            }
-        };
-
-        let mut first_line_by_name = HashMap::new();
-        let mut points = Vec::with_capacity(tables.len());
-        for (index, (table, line)) in tables.into_iter().enumerate() {
-            let label = match table.get("name").and_then(Item::as_str) {
-                Some(name) => format!("[[point]] `{name}`"),
-                None => format!("[[point]] #{}", index + 1),
-            };
-            let section = Section { table, label, line };
-            if let Some(point) = self.point(&section, plugins, &mut first_line_by_name) {
-                points.push(point);
+                Vec::new()
             }
         }
-        points
     }
 
     fn point(
@@ -820,19 +824,7 @@ impl<'a> Compiler<'a> {
         first_line_by_name: &mut HashMap<String, usize>,
     ) -> Option<PointConfig> {
         self.check_unknown_keys(section, POINT_KEYS);
-        self.require(section, "name", "name = \"live\"");
-        self.require(
-            section,
-            "kind",
-            "kind = \"broadcast\" or kind = \"on-demand\"",
-        );
-        self.require(
-            section,
-            "source",
-            "source = \"push\" (broadcast) or source = \"media/file.ts\" (on-demand)",
-        );
-        self.require(section, "protocols", "protocols = [\"http\"]");
-
+        self.require_point_keys(section);
         let name = self.point_name(section, first_line_by_name);
         let kind = self
             .read_choice(section, "kind", POINT_KINDS)
@@ -842,15 +834,7 @@ impl<'a> Compiler<'a> {
             });
         let source = self.point_source(section, kind);
         if !matches!(source, Some(PointSource::Pull(_))) && source.is_some() {
-            for key in PULL_KEYS {
-                if section.table.contains_key(key) {
-                    let line = self.key_line(section.table, key, section.line);
-                    self.error(
-                        line,
-                        format!("`{key}` only applies to points that pull (source = \"http://…\", \"tcp://…\" or \"udp://…\"); remove it"),
-                    );
-                }
-            }
+            self.refuse_pull_keys(section);
         }
         let protocols = self.protocols(section, plugins);
         let reconnect_grace = self.broadcast_duration(
@@ -867,7 +851,6 @@ impl<'a> Compiler<'a> {
             SOURCE_TIMEOUT_MS_RANGE,
             DEFAULT_SOURCE_TIMEOUT,
         );
-
         Some(PointConfig {
             name: name?,
             kind: kind?,
@@ -877,6 +860,34 @@ impl<'a> Compiler<'a> {
             source_timeout,
             line: section.line,
         })
+    }
+
+    fn require_point_keys(&mut self, section: &Section<'_>) {
+        self.require(section, "name", "name = \"live\"");
+        self.require(
+            section,
+            "kind",
+            "kind = \"broadcast\" or kind = \"on-demand\"",
+        );
+        self.require(
+            section,
+            "source",
+            "source = \"push\" (broadcast) or source = \"media/file.ts\" (on-demand)",
+        );
+        self.require(section, "protocols", "protocols = [\"http\"]");
+    }
+
+    /// Pull options on a point that does not pull are mistakes.
+    fn refuse_pull_keys(&mut self, section: &Section<'_>) {
+        for key in PULL_KEYS {
+            if section.table.contains_key(key) {
+                let line = self.key_line(section.table, key, section.line);
+                self.error(
+                    line,
+                    format!("`{key}` only applies to points that pull (source = \"http://…\", \"tcp://…\" or \"udp://…\"); remove it"),
+                );
+            }
+        }
     }
 
     fn point_name(
@@ -917,8 +928,8 @@ impl<'a> Compiler<'a> {
             PointKind::Broadcast if raw == "push" => Some(PointSource::Push),
             PointKind::Broadcast if raw.contains("://") => match parse_pull_url(raw) {
                 Ok(url) => Some(PointSource::Pull(self.pull_source(section, url))),
-                Err(message) => {
-                    self.error(line, message);
+                Err(error) => {
+                    self.error(line, error.to_string());
                     None
                 }
             },
@@ -1041,44 +1052,61 @@ impl<'a> Compiler<'a> {
         }
         let mut protocols: Vec<String> = Vec::with_capacity(entries.len());
         for (name, line) in entries {
-            if !self.is_known_plugin(name) {
-                let message = format!(
-                    "unknown plugin `{name}` in `protocols`; {}{}",
-                    self.loaded_plugins_note(),
-                    suggestion_suffix(name, &self.known_plugins)
-                );
-                self.error(line, message);
-                continue;
+            if self.protocol_entry_ok(name, line, &protocols) {
+                self.warn_if_not_serving(section, name, line, plugins);
+                protocols.push(name.to_string());
             }
-            if protocols.iter().any(|listed| listed == name) {
-                self.error(
-                    line,
-                    format!("`{name}` is listed twice in `protocols`; remove one"),
-                );
-                continue;
-            }
-            // Allowed so a protocol can be switched off in one place, but worth a
-            // word: the point silently loses that protocol.
-            match plugins.get(name) {
-                None => self.warn(
-                    line,
-                    format!(
-                        "{} lists protocol `{name}`, but there is no [plugins.{name}] table, so that plugin is not enabled and will not serve this point; add [plugins.{name}] to enable it",
-                        section.label
-                    ),
-                ),
-                Some(plugin) if !plugin.enabled => self.warn(
-                    line,
-                    format!(
-                        "{} lists protocol `{name}`, but plugin `{name}` is disabled (enabled = false in [plugins.{name}] on line {}), so it will not serve this point",
-                        section.label, plugin.line
-                    ),
-                ),
-                Some(_) => {}
-            }
-            protocols.push(name.to_string());
         }
         Some(protocols)
+    }
+
+    /// A `protocols` entry names a loaded plugin, once.
+    fn protocol_entry_ok(&mut self, name: &str, line: usize, listed: &[String]) -> bool {
+        if !self.is_known_plugin(name) {
+            let message = format!(
+                "unknown plugin `{name}` in `protocols`; {}{}",
+                self.loaded_plugins_note(),
+                suggestion_suffix(name, &self.known_plugins)
+            );
+            self.error(line, message);
+            return false;
+        }
+        if listed.iter().any(|other| other == name) {
+            self.error(
+                line,
+                format!("`{name}` is listed twice in `protocols`; remove one"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// A protocol whose plugin is not enabled is allowed, so that a protocol can be switched
+    /// off in one place, but worth a word: the point silently loses that protocol.
+    fn warn_if_not_serving(
+        &mut self,
+        section: &Section<'_>,
+        name: &str,
+        line: usize,
+        plugins: &BTreeMap<String, PluginConfig>,
+    ) {
+        match plugins.get(name) {
+            None => self.warn(
+                line,
+                format!(
+                    "{} lists protocol `{name}`, but there is no [plugins.{name}] table, so that plugin is not enabled and will not serve this point; add [plugins.{name}] to enable it",
+                    section.label
+                ),
+            ),
+            Some(plugin) if !plugin.enabled => self.warn(
+                line,
+                format!(
+                    "{} lists protocol `{name}`, but plugin `{name}` is disabled (enabled = false in [plugins.{name}] on line {}), so it will not serve this point",
+                    section.label, plugin.line
+                ),
+            ),
+            Some(_) => {}
+        }
     }
 
     /// A duration that only broadcast points have (they have an encoder to wait for): zero

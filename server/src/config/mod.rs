@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use pull::{parse_pull_url, PullMode, PullSource, PullUrl};
+pub use pull::{parse_pull_url, PullMode, PullSource, PullUrl, PullUrlError};
 
 /// What the configuration compiler needs to know about the loaded plugins.
 pub trait PluginCatalog {
@@ -47,6 +47,15 @@ pub struct SettingIssue {
     /// problem is not about one key (it is then reported at the table header).
     pub key: String,
     pub message: String,
+}
+
+impl From<ferrocast_plugin_api::SettingError> for SettingIssue {
+    fn from(error: ferrocast_plugin_api::SettingError) -> Self {
+        Self {
+            key: error.key.into_string(),
+            message: error.message.into_string(),
+        }
+    }
 }
 
 /// A fully checked configuration.

@@ -64,12 +64,40 @@ pub struct PullSource {
     pub backoff_max: Duration,
 }
 
+/// The pull URL forms, for error messages.
+const ACCEPTED: &str = "use http://host:port/path, tcp://host:port or udp://@:port";
+/// UDP pull URL examples, for error messages.
+const UDP_EXAMPLE: &str = "e.g. udp://@:5004 or udp://239.255.0.1:5004?localaddr=192.0.2.10";
+
+/// What is wrong with a pull URL, and what is accepted instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PullUrlError {
+    #[error("`{url}` is not a URL; {ACCEPTED}")]
+    NotAUrl { url: String },
+    #[error("`{url}` has no valid host[:port]; {ACCEPTED}")]
+    BadHttpAuthority { url: String },
+    #[error("`{url}` needs host:port, e.g. tcp://127.0.0.1:9000")]
+    BadTcpAuthority { url: String },
+    #[error("pulling over `{scheme}` is not supported; {ACCEPTED}")]
+    UnsupportedScheme { url: String, scheme: String },
+    #[error("`{url}` needs a port; {UDP_EXAMPLE}")]
+    MissingUdpPort { url: String },
+    #[error("`{url}` has no valid port; {UDP_EXAMPLE}")]
+    BadUdpPort { url: String },
+    #[error("localaddr `{value}` in `{url}` is not an IPv4 address")]
+    BadLocalAddr { url: String, value: String },
+    #[error("unknown option `{option}` in `{url}`; only localaddr=ip is understood")]
+    UnknownOption { url: String, option: String },
+    #[error("`{host}` in `{url}` is not an IP address; {UDP_EXAMPLE}")]
+    BadUdpHost { url: String, host: String },
+}
+
 /// Parse a pull URL; the error says what is wrong and what is accepted.
-pub fn parse_pull_url(raw: &str) -> Result<PullUrl, String> {
-    let accepted = "use http://host:port/path, tcp://host:port or udp://@:port";
+pub fn parse_pull_url(raw: &str) -> Result<PullUrl, PullUrlError> {
+    let url = || raw.to_owned();
     let (scheme, rest) = raw
         .split_once("://")
-        .ok_or_else(|| format!("`{raw}` is not a URL; {accepted}"))?;
+        .ok_or_else(|| PullUrlError::NotAUrl { url: url() })?;
     match scheme {
         "http" => {
             let (authority, path) = match rest.find('/') {
@@ -77,7 +105,7 @@ pub fn parse_pull_url(raw: &str) -> Result<PullUrl, String> {
                 None => (rest, "/"),
             };
             let (host, port) = host_and_port(authority, 80)
-                .ok_or_else(|| format!("`{raw}` has no valid host[:port]; {accepted}"))?;
+                .ok_or_else(|| PullUrlError::BadHttpAuthority { url: url() })?;
             Ok(PullUrl::Http {
                 authority: format!("{host}:{port}"),
                 host,
@@ -87,51 +115,40 @@ pub fn parse_pull_url(raw: &str) -> Result<PullUrl, String> {
         "tcp" => {
             let (host, port) = host_and_port(rest.trim_end_matches('/'), 0)
                 .filter(|(_, port)| *port != 0)
-                .ok_or_else(|| format!("`{raw}` needs host:port, e.g. tcp://127.0.0.1:9000"))?;
+                .ok_or_else(|| PullUrlError::BadTcpAuthority { url: url() })?;
             Ok(PullUrl::Tcp {
                 authority: format!("{host}:{port}"),
             })
         }
         "udp" => parse_udp(raw, rest),
-        other => Err(format!(
-            "pulling over `{other}` is not supported; {accepted}"
-        )),
+        other => Err(PullUrlError::UnsupportedScheme {
+            url: url(),
+            scheme: other.to_owned(),
+        }),
     }
 }
 
-fn parse_udp(raw: &str, rest: &str) -> Result<PullUrl, String> {
+fn parse_udp(raw: &str, rest: &str) -> Result<PullUrl, PullUrlError> {
+    let url = || raw.to_owned();
     let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
     let address = address.trim_end_matches('/');
-    let example = "e.g. udp://@:5004 or udp://239.255.0.1:5004?localaddr=192.0.2.10";
     let (host, port) = address
         .rsplit_once(':')
-        .ok_or_else(|| format!("`{raw}` needs a port; {example}"))?;
+        .ok_or_else(|| PullUrlError::MissingUdpPort { url: url() })?;
     let port: u16 = port
         .parse()
         .ok()
         .filter(|port| *port != 0)
-        .ok_or_else(|| format!("`{raw}` has no valid port; {example}"))?;
-    let mut interface = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("localaddr", value)) => {
-                interface = Some(value.parse::<Ipv4Addr>().map_err(|_| {
-                    format!("localaddr `{value}` in `{raw}` is not an IPv4 address")
-                })?)
-            }
-            _ => {
-                return Err(format!(
-                    "unknown option `{pair}` in `{raw}`; only localaddr=ip is understood"
-                ))
-            }
-        }
-    }
+        .ok_or_else(|| PullUrlError::BadUdpPort { url: url() })?;
+    let interface = udp_interface(raw, query)?;
     let host = host.trim_start_matches('@');
     let ip: IpAddr = if host.is_empty() {
         Ipv4Addr::UNSPECIFIED.into()
     } else {
-        host.parse()
-            .map_err(|_| format!("`{host}` in `{raw}` is not an IP address; {example}"))?
+        host.parse().map_err(|_| PullUrlError::BadUdpHost {
+            url: url(),
+            host: host.to_owned(),
+        })?
     };
     match ip {
         IpAddr::V4(group) if group.is_multicast() => Ok(PullUrl::Udp {
@@ -145,6 +162,33 @@ fn parse_udp(raw: &str, rest: &str) -> Result<PullUrl, String> {
             interface,
         }),
     }
+}
+
+/// The `localaddr=ip` option of a UDP pull URL's query, the only one understood.
+fn udp_interface(raw: &str, query: &str) -> Result<Option<Ipv4Addr>, PullUrlError> {
+    let mut interface = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("localaddr", value)) => {
+                interface =
+                    Some(
+                        value
+                            .parse::<Ipv4Addr>()
+                            .map_err(|_| PullUrlError::BadLocalAddr {
+                                url: raw.to_owned(),
+                                value: value.to_owned(),
+                            })?,
+                    )
+            }
+            _ => {
+                return Err(PullUrlError::UnknownOption {
+                    url: raw.to_owned(),
+                    option: pair.to_owned(),
+                })
+            }
+        }
+    }
+    Ok(interface)
 }
 
 /// `host[:port]`, with `[v6]` brackets allowed.
@@ -220,10 +264,11 @@ mod tests {
             "live",
         ] {
             let error = parse_pull_url(bad).unwrap_err();
-            assert!(!error.is_empty(), "{bad}");
+            assert!(!error.to_string().is_empty(), "{bad}");
         }
         assert!(parse_pull_url("rtmp://x/live")
             .unwrap_err()
+            .to_string()
             .contains("not supported"));
     }
 }

@@ -16,6 +16,8 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::events;
+
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 1024;
 /// A reload compiles the configuration and may load plugins; give it time.
@@ -51,8 +53,17 @@ impl DrainTarget {
     }
 }
 
+/// A control request line that is not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("unknown drain target `{target}`; use `point` or `plugin`")]
+    UnknownDrainTarget { target: String },
+    #[error("unknown request `{line}`; expected reload, reload plugins, status, drain point|plugin NAME or undrain point|plugin NAME")]
+    Unknown { line: String },
+}
+
 impl Request {
-    pub fn parse(line: &str) -> Result<Self, String> {
+    pub fn parse(line: &str) -> Result<Self, RequestError> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["reload"] => Ok(Request::Reload),
@@ -63,9 +74,9 @@ impl Request {
                     "point" => DrainTarget::Point,
                     "plugin" => DrainTarget::Plugin,
                     other => {
-                        return Err(format!(
-                            "unknown drain target `{other}`; use `point` or `plugin`"
-                        ))
+                        return Err(RequestError::UnknownDrainTarget {
+                            target: other.to_owned(),
+                        })
                     }
                 };
                 Ok(Request::Drain {
@@ -74,10 +85,9 @@ impl Request {
                     on: *verb == "drain",
                 })
             }
-            _ => Err(format!(
-                "unknown request `{}`; expected reload, reload plugins, status, drain point|plugin NAME or undrain point|plugin NAME",
-                line.trim()
-            )),
+            _ => Err(RequestError::Unknown {
+                line: line.trim().to_owned(),
+            }),
         }
     }
 
@@ -209,7 +219,7 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Envelope>) {
                         }
                     }
                     Err(message) => {
-                        warn!(%message, "bad control request");
+                        warn!(event = events::CONTROL_REQUEST_REFUSED, %message, "bad control request");
                         Reply {
                             ok: false,
                             text: format!("{message}\n"),

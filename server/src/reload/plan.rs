@@ -67,7 +67,14 @@ impl ReloadPlan {
 /// Diff `old` (running) against `new` (just compiled).
 pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     let mut plan = ReloadPlan::default();
+    plan_plugins(old, new, &mut plan);
+    plan_points(old, new, &mut plan);
+    plan_server(old, new, &mut plan);
+    plan
+}
 
+/// Plugins enabled, disabled or given new settings, and the listen addresses that change.
+fn plan_plugins(old: &Config, new: &Config, plan: &mut ReloadPlan) {
     let names: BTreeSet<&String> = old.plugins.keys().chain(new.plugins.keys()).collect();
     for name in names {
         let before = old.plugins.get(name).filter(|p| p.enabled);
@@ -89,25 +96,28 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
             }
             (None, None) => continue,
         };
-        let bind: Vec<SocketAddr> = new_listen
-            .iter()
-            .filter(|a| !old_listen.contains(a))
-            .copied()
-            .collect();
-        let release: Vec<SocketAddr> = old_listen
-            .iter()
-            .filter(|a| !new_listen.contains(a))
-            .copied()
-            .collect();
-        if !bind.is_empty() || !release.is_empty() {
-            plan.listeners.push(ListenerChange {
-                plugin: name.clone(),
-                bind,
-                release,
-            });
+        let change = ListenerChange {
+            plugin: name.clone(),
+            bind: missing_from(&new_listen, &old_listen),
+            release: missing_from(&old_listen, &new_listen),
+        };
+        if !change.bind.is_empty() || !change.release.is_empty() {
+            plan.listeners.push(change);
         }
     }
+}
 
+/// The items of `these` that `others` does not have, in order.
+fn missing_from<T: PartialEq + Clone>(these: &[T], others: &[T]) -> Vec<T> {
+    these
+        .iter()
+        .filter(|item| !others.contains(item))
+        .cloned()
+        .collect()
+}
+
+/// Points removed, added or changed.
+fn plan_points(old: &Config, new: &Config, plan: &mut ReloadPlan) {
     for point in &old.points {
         if new.point(&point.name).is_none() {
             plan.points.push(PointChange::Remove(point.name.clone()));
@@ -123,7 +133,10 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
             }
         }
     }
+}
 
+/// `[server]` keys that change now, and those that need a restart.
+fn plan_server(old: &Config, new: &Config, plan: &mut ReloadPlan) {
     let (a, b) = (&old.server, &new.server);
     if a.write_timeout != b.write_timeout {
         plan.server.push(format!(
@@ -147,22 +160,11 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     if a.control_socket != b.control_socket {
         plan.needs_restart.push("control_socket".into());
     }
-    plan
 }
 
 fn point_change(before: &PointConfig, after: &PointConfig) -> Option<PointChange> {
-    let protocols_added: Vec<String> = after
-        .protocols
-        .iter()
-        .filter(|p| !before.protocols.contains(p))
-        .cloned()
-        .collect();
-    let protocols_removed: Vec<String> = before
-        .protocols
-        .iter()
-        .filter(|p| !after.protocols.contains(p))
-        .cloned()
-        .collect();
+    let protocols_added = missing_from(&after.protocols, &before.protocols);
+    let protocols_removed = missing_from(&before.protocols, &after.protocols);
     let source = before.source != after.source;
     let kind = before.kind != after.kind;
     let timing = before.reconnect_grace != after.reconnect_grace
@@ -188,65 +190,13 @@ impl fmt::Display for ReloadPlan {
         }
         let mut parts = Vec::new();
         if !self.plugins.is_empty() {
-            let items: Vec<String> = self
-                .plugins
-                .iter()
-                .map(|change| match change {
-                    PluginChange::Enable(name) => format!("+{name}"),
-                    PluginChange::Disable(name) => format!("-{name}"),
-                    PluginChange::Settings(name) => format!("~{name}(settings)"),
-                })
-                .collect();
-            parts.push(format!("plugins: {}", items.join(" ")));
+            parts.push(format!("plugins: {}", joined(&self.plugins, " ")));
         }
         if !self.listeners.is_empty() {
-            let items: Vec<String> = self
-                .listeners
-                .iter()
-                .map(|change| {
-                    let mut text = change.plugin.clone();
-                    for address in &change.bind {
-                        text.push_str(&format!(" +{address}"));
-                    }
-                    for address in &change.release {
-                        text.push_str(&format!(" -{address}"));
-                    }
-                    text
-                })
-                .collect();
-            parts.push(format!("listeners: {}", items.join(", ")));
+            parts.push(format!("listeners: {}", joined(&self.listeners, ", ")));
         }
         if !self.points.is_empty() {
-            let items: Vec<String> = self
-                .points
-                .iter()
-                .map(|change| match change {
-                    PointChange::Add(name) => format!("+{name}"),
-                    PointChange::Remove(name) => format!("-{name}"),
-                    PointChange::Change {
-                        name,
-                        protocols_added,
-                        protocols_removed,
-                        source,
-                        kind,
-                        timing,
-                    } => {
-                        let mut what: Vec<String> = Vec::new();
-                        what.extend(protocols_added.iter().map(|p| format!("+{p}")));
-                        what.extend(protocols_removed.iter().map(|p| format!("-{p}")));
-                        if *kind {
-                            what.push("kind (replaced)".into());
-                        } else if *source {
-                            what.push("source".into());
-                        }
-                        if *timing {
-                            what.push("timing".into());
-                        }
-                        format!("~{name}({})", what.join(" "))
-                    }
-                })
-                .collect();
-            parts.push(format!("points: {}", items.join(" ")));
+            parts.push(format!("points: {}", joined(&self.points, " ")));
         }
         if !self.server.is_empty() {
             parts.push(format!("server: {}", self.server.join(", ")));
@@ -258,6 +208,76 @@ impl fmt::Display for ReloadPlan {
             ));
         }
         f.write_str(&parts.join("; "))
+    }
+}
+
+fn joined<T: fmt::Display>(items: &[T], separator: &str) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
+impl fmt::Display for PluginChange {
+    /// `+name`, `-name` or `~name(settings)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Enable(name) => write!(f, "+{name}"),
+            Self::Disable(name) => write!(f, "-{name}"),
+            Self::Settings(name) => write!(f, "~{name}(settings)"),
+        }
+    }
+}
+
+impl fmt::Display for ListenerChange {
+    /// `plugin +bound -released`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.plugin)?;
+        for address in &self.bind {
+            write!(f, " +{address}")?;
+        }
+        for address in &self.release {
+            write!(f, " -{address}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for PointChange {
+    /// `+name`, `-name` or `~name(+protocol -protocol source timing)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, protocols_added, protocols_removed, source, kind, timing) = match self {
+            Self::Add(name) => return write!(f, "+{name}"),
+            Self::Remove(name) => return write!(f, "-{name}"),
+            Self::Change {
+                name,
+                protocols_added,
+                protocols_removed,
+                source,
+                kind,
+                timing,
+            } => (
+                name,
+                protocols_added,
+                protocols_removed,
+                source,
+                kind,
+                timing,
+            ),
+        };
+        let mut what: Vec<String> = Vec::new();
+        what.extend(protocols_added.iter().map(|p| format!("+{p}")));
+        what.extend(protocols_removed.iter().map(|p| format!("-{p}")));
+        if *kind {
+            what.push("kind (replaced)".into());
+        } else if *source {
+            what.push("source".into());
+        }
+        if *timing {
+            what.push("timing".into());
+        }
+        write!(f, "~{name}({})", what.join(" "))
     }
 }
 

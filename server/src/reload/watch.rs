@@ -13,6 +13,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::events;
 use crate::plugins::is_plugin_file_name;
 
 /// Quiet time after the last change before the reload runs.
@@ -56,6 +57,7 @@ pub fn start(config: &Path, plugin_dir: &Path, changes: mpsc::Sender<Change>) ->
         match watch_dir(&dir, change, filter, changes.clone()) {
             Ok(watcher) => watchers.push(watcher),
             Err(error) => warn!(
+                event = events::WATCH_FAILED,
                 dir = %dir.display(),
                 %error,
                 "cannot watch this directory for changes; reload with SIGHUP or `ferrocast reload` instead"

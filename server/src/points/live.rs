@@ -1,29 +1,24 @@
-//! Publishing points at run time: name resolution, protocol checks, and the live fan-out.
+//! The live fan-out of a broadcast point: its state machine (waiting, live, source lost,
+//! ended), the once-framed chunks every client shares, and late joiners' snapshots.
 //!
-//! A broadcast point owns a [`LiveStream`]: the encoder's bytes are aligned and framed into
-//! chunks once, and every client receives the same refcounted chunks through a bounded
-//! broadcast ring. A client that falls behind the ring is skipped forward to the next keyframe
-//! by its own connection task; neither the encoder nor the other clients wait for it.
-//!
-//! On-demand points resolve to files; the connection task reads and sends them itself.
+//! The encoder's bytes are aligned and framed into chunks once, and every client receives the
+//! same refcounted chunks through a bounded broadcast ring. A client that falls behind the
+//! ring is skipped forward to the next keyframe by its own connection task; neither the
+//! encoder nor the other clients wait for it.
 
-use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferrocast_plugin_api::{ErrorCode, HostError, PointInfo, PointKind};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::config::{self, PointConfig, PointSource, PullMode, PullSource};
 use crate::events;
-use crate::media::index::{index_file, FileIndex};
 use crate::media::ingest::{Chunk, TsIngest};
 use crate::media::rtp::{RtpBatch, RtpClock, RtpPacketizer};
 use crate::media::ts::{mark_discontinuity, null_packet, CcRestamper, TS_PACKET_LEN};
+use crate::random::random_u32;
 
 /// The most chunks kept from the last keyframe for late joiners; a longer GOP is not cached
 /// and late joiners wait for the next keyframe instead.
@@ -261,7 +256,7 @@ impl LiveStream {
 
     /// Whether a play request can be served: the point is live, or waiting within its grace
     /// for the encoder to come back (the client is held like those already attached).
-    fn playable(self: &Arc<Self>) -> bool {
+    pub(crate) fn playable(self: &Arc<Self>) -> bool {
         match self.state() {
             LiveState::Live | LiveState::SourceLost { .. } => true,
             LiveState::Waiting | LiveState::Ended
@@ -551,19 +546,6 @@ fn rtp_timestamp_of(batch: &RtpBatch) -> u32 {
     u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]])
 }
 
-/// A random 32-bit value for SSRCs and initial sequence numbers and timestamps (RFC 3550
-/// wants them unpredictable; std's hasher keys are random per process and per call).
-pub fn random_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    );
-    hasher.finish() as u32
-}
-
 /// Set the discontinuity indicator on every packet of `data` (whole TS packets) that can carry
 /// it, for the first keyframe after a source change: players reset their clocks there.
 fn flag_discontinuity(data: &mut [u8]) {
@@ -572,411 +554,9 @@ fn flag_discontinuity(data: &mut [u8]) {
     }
 }
 
-/// What a point serves.
-pub enum PointMedia {
-    Live(Arc<LiveStream>),
-    File(PathBuf),
-    Directory(PathBuf),
-}
-
-/// A publishing point at run time.
-pub struct Point {
-    pub name: String,
-    pub kind: PointKind,
-    pub protocols: Vec<String>,
-    pub media: PointMedia,
-    /// Where a broadcast point pulls from, if it does.
-    pub pull: Option<PullSource>,
-}
-
-/// What a request path resolved to.
-pub enum Resolved {
-    Live(Arc<LiveStream>),
-    File { path: PathBuf, size: u64 },
-}
-
-/// Time indexes of on-demand files (for RTSP seek, pacing and durations), built on first use
-/// and kept while the file's size and modification time stay the same. Shared by every
-/// version of the point table, so a reload keeps them.
-type FileIndexes = Mutex<HashMap<PathBuf, (FileStamp, Arc<FileIndex>)>>;
-
-/// All publishing points, by name. A reload builds a new table and swaps it in whole.
-#[derive(Default)]
-pub struct PointRegistry {
-    points: HashMap<String, Arc<Point>>,
-    indexes: Arc<FileIndexes>,
-}
-
-/// What identifies a version of a file for the index cache.
-type FileStamp = (u64, Option<std::time::SystemTime>);
-
-impl PointRegistry {
-    pub fn from_config(points: &[PointConfig], client_queue: usize) -> Self {
-        Self::rebuild(points, client_queue, None)
-    }
-
-    /// The table for a (re)loaded configuration. A broadcast point that stays broadcast keeps
-    /// its [`LiveStream`] from `previous`, so its clients and its encoder stay attached
-    /// whatever else changed; file indexes are kept too.
-    pub fn rebuild(
-        points: &[PointConfig],
-        client_queue: usize,
-        previous: Option<&PointRegistry>,
-    ) -> Self {
-        let points = points
-            .iter()
-            .map(|point| {
-                let pull_on_demand = matches!(&point.source, PointSource::Pull(pull) if pull.mode == PullMode::OnDemand);
-                let kept = previous
-                    .and_then(|registry| registry.points.get(&point.name))
-                    .and_then(|old| match &old.media {
-                        PointMedia::Live(stream) => Some(Arc::clone(stream)),
-                        _ => None,
-                    });
-                let media = match &point.source {
-                    PointSource::Push | PointSource::Pull(_) => PointMedia::Live(match kept {
-                        Some(stream) => {
-                            stream.reconfigure(
-                                point.reconnect_grace,
-                                point.source_timeout,
-                                pull_on_demand,
-                            );
-                            stream
-                        }
-                        None => LiveStream::new(
-                            &point.name,
-                            client_queue,
-                            point.reconnect_grace,
-                            point.source_timeout,
-                            pull_on_demand,
-                        ),
-                    }),
-                    PointSource::File(path) => PointMedia::File(path.clone()),
-                    PointSource::Directory(path) => PointMedia::Directory(path.clone()),
-                };
-                let kind = match point.kind {
-                    config::PointKind::Broadcast => PointKind::BROADCAST,
-                    config::PointKind::OnDemand => PointKind::ON_DEMAND,
-                };
-                let runtime = Point {
-                    name: point.name.clone(),
-                    kind,
-                    protocols: point.protocols.clone(),
-                    media,
-                    pull: match &point.source {
-                        PointSource::Pull(pull) => Some(pull.clone()),
-                        _ => None,
-                    },
-                };
-                (point.name.clone(), Arc::new(runtime))
-            })
-            .collect();
-        Self {
-            points,
-            indexes: previous.map_or_else(Arc::default, |registry| Arc::clone(&registry.indexes)),
-        }
-    }
-
-    /// The time index of an on-demand file, from the cache or built now. Building reads the
-    /// whole file once, so it runs where blocking is allowed.
-    pub fn file_index(&self, path: &Path) -> Result<Arc<FileIndex>, HostError> {
-        let unavailable = |what: String| {
-            warn!(path = %path.display(), reason = %what, "cannot index on-demand file");
-            HostError::new(
-                ErrorCode::UNAVAILABLE,
-                format!("the file cannot be played over RTP: {what}"),
-            )
-        };
-        let metadata = std::fs::metadata(path).map_err(|e| unavailable(e.to_string()))?;
-        let stamp = (metadata.len(), metadata.modified().ok());
-        let mut cache = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((cached, index)) = cache.get(path) {
-            if *cached == stamp {
-                return Ok(Arc::clone(index));
-            }
-        }
-        let index = tokio::task::block_in_place(|| index_file(path))
-            .map_err(|e| unavailable(e.to_string()))?;
-        let index = Arc::new(index);
-        cache.insert(path.to_owned(), (stamp, Arc::clone(&index)));
-        Ok(index)
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Arc<Point>> {
-        self.points.get(name)
-    }
-
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Point>> {
-        self.points.values()
-    }
-
-    pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.points.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        names
-    }
-
-    /// Resolve `point` or `point/file` for a session of `plugin`.
-    pub fn resolve(&self, plugin: &str, path: &str) -> Result<(PointInfo, Resolved), HostError> {
-        let (name, item) = path.split_once('/').unwrap_or((path, ""));
-        let point = self.points.get(name).ok_or_else(|| {
-            HostError::new(
-                ErrorCode::NOT_FOUND,
-                format!("no publishing point named `{name}`"),
-            )
-        })?;
-        if !point.protocols.iter().any(|p| p == plugin) {
-            return Err(HostError::new(
-                ErrorCode::PROTOCOL_DISABLED,
-                format!(
-                    "{} is not enabled on publishing point `{name}`; the operator can add \"{plugin}\" to its protocols",
-                    plugin.to_uppercase()
-                ),
-            ));
-        }
-        let mut info = PointInfo {
-            name: name.into(),
-            item: item.into(),
-            kind: point.kind,
-            size: 0,
-            duration_ms: 0,
-            live: false,
-        };
-        let resolved = match &point.media {
-            PointMedia::Live(stream) => {
-                if !item.is_empty() {
-                    return Err(not_found_item(name, item));
-                }
-                info.live = stream.is_live();
-                Resolved::Live(Arc::clone(stream))
-            }
-            PointMedia::File(file) => {
-                if !item.is_empty() {
-                    return Err(not_found_item(name, item));
-                }
-                let size = file_size(file, name)?;
-                info.size = size;
-                info.duration_ms = self.duration_ms(file);
-                Resolved::File {
-                    path: file.clone(),
-                    size,
-                }
-            }
-            PointMedia::Directory(root) => {
-                if item.is_empty() {
-                    return Err(HostError::new(
-                        ErrorCode::NOT_FOUND,
-                        format!(
-                            "publishing point `{name}` is a directory; request /{name}/<file>.ts"
-                        ),
-                    ));
-                }
-                let file = resolve_in_directory(root, name, item)?;
-                let size = file_size(&file, name)?;
-                info.size = size;
-                info.duration_ms = self.duration_ms(&file);
-                Resolved::File { path: file, size }
-            }
-        };
-        Ok((info, resolved))
-    }
-
-    /// A file's duration, from its index (0 if it cannot be indexed).
-    fn duration_ms(&self, file: &Path) -> u64 {
-        self.file_index(file)
-            .map_or(0, |index| index.duration.as_millis() as u64)
-    }
-
-    /// Resolve for playing: like [`Self::resolve`], but a broadcast point must have a source.
-    pub fn resolve_playable(
-        &self,
-        plugin: &str,
-        path: &str,
-    ) -> Result<(PointInfo, Resolved), HostError> {
-        let (info, resolved) = self.resolve(plugin, path)?;
-        if let Resolved::Live(stream) = &resolved {
-            if !stream.playable() {
-                return Err(HostError::new(
-                    ErrorCode::UNAVAILABLE,
-                    format!(
-                        "no encoder is publishing to `{}` right now; try again once the encoder is connected",
-                        info.name
-                    ),
-                ));
-            }
-        }
-        Ok((info, resolved))
-    }
-
-    /// Every live stream, for logging at shutdown and the like.
-    pub fn live_streams(&self) -> impl Iterator<Item = &Arc<LiveStream>> {
-        self.points.values().filter_map(|point| match &point.media {
-            PointMedia::Live(stream) => Some(stream),
-            _ => None,
-        })
-    }
-}
-
-fn not_found_item(point: &str, item: &str) -> HostError {
-    HostError::new(
-        ErrorCode::NOT_FOUND,
-        format!("publishing point `{point}` has no item `{item}`; request /{point}"),
-    )
-}
-
-fn file_size(path: &Path, point: &str) -> Result<u64, HostError> {
-    std::fs::metadata(path).map(|m| m.len()).map_err(|error| {
-        warn!(point = %point, path = %path.display(), %error, "on-demand file unavailable");
-        HostError::new(
-            ErrorCode::UNAVAILABLE,
-            format!("the media of publishing point `{point}` cannot be read right now"),
-        )
-    })
-}
-
-/// Map `item` to a `.ts` file under `root`, refusing anything that escapes it: `..`, absolute
-/// paths, and symlinks pointing outside.
-fn resolve_in_directory(root: &Path, point: &str, item: &str) -> Result<PathBuf, HostError> {
-    let forbidden = || {
-        HostError::new(
-            ErrorCode::FORBIDDEN,
-            format!("`{item}` is outside publishing point `{point}`"),
-        )
-    };
-    let relative = Path::new(item);
-    if item.contains('\0') || item.contains('\\') {
-        return Err(forbidden());
-    }
-    if !relative
-        .components()
-        .all(|component| matches!(component, Component::Normal(_)))
-    {
-        return Err(forbidden());
-    }
-    let not_found = || {
-        HostError::new(
-            ErrorCode::NOT_FOUND,
-            format!("publishing point `{point}` has no file `{item}`"),
-        )
-    };
-    if relative.extension().and_then(|e| e.to_str()) != Some("ts") {
-        return Err(not_found());
-    }
-    let candidate = root.join(relative);
-    let canonical = candidate.canonicalize().map_err(|_| not_found())?;
-    let canonical_root = root.canonicalize().map_err(|_| not_found())?;
-    if !canonical.starts_with(&canonical_root) {
-        return Err(forbidden());
-    }
-    if !canonical.is_file() {
-        return Err(not_found());
-    }
-    Ok(canonical)
-}
-
-/// Log one POINT_STATUS line per point: state, source, reconnects, last error, clients.
-pub fn log_status(points: &PointRegistry) {
-    for name in points.names() {
-        let point = &points.points[name];
-        match (&point.media, &point.pull) {
-            (PointMedia::Live(stream), pull) => {
-                let status = stream.status();
-                let source = pull
-                    .as_ref()
-                    .map_or("push".to_owned(), |p| format!("pull {}", p.url));
-                info!(
-                    event = events::POINT_STATUS,
-                    point = %name,
-                    state = status.state.as_str(),
-                    grace_left_ms = status.grace_left.map(|d| d.as_millis() as u64),
-                    %source,
-                    reconnects = status.reconnects,
-                    last_error = status.last_error.as_deref().unwrap_or(""),
-                    clients = status.clients,
-                    "point status"
-                );
-            }
-            (PointMedia::File(path) | PointMedia::Directory(path), _) => {
-                info!(event = events::POINT_STATUS, point = %name, state = "on-demand", source = %path.display(), "point status");
-            }
-        }
-    }
-}
-
-/// Log a summary of the points at startup.
-pub fn log_points(points: &PointRegistry) {
-    for name in points.names() {
-        let point = &points.points[name];
-        let source = match (&point.media, &point.pull) {
-            (PointMedia::Live(_), Some(pull)) => format!("pull {}", pull.url),
-            (PointMedia::Live(_), None) => "push".to_owned(),
-            (PointMedia::File(path) | PointMedia::Directory(path), _) => path.display().to_string(),
-        };
-        info!(point = %name, kind = point.kind.as_str(), %source, protocols = ?point.protocols, "publishing point ready");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn dir_point(root: &Path) -> PointRegistry {
-        let mut points = HashMap::new();
-        points.insert(
-            "vod".to_owned(),
-            Arc::new(Point {
-                name: "vod".into(),
-                kind: PointKind::ON_DEMAND,
-                protocols: vec!["http".into()],
-                media: PointMedia::Directory(root.to_owned()),
-                pull: None,
-            }),
-        );
-        PointRegistry {
-            points,
-            indexes: Arc::default(),
-        }
-    }
-
-    #[test]
-    fn directory_points_refuse_traversal() {
-        let outer = tempfile::tempdir().unwrap();
-        let root = outer.path().join("media");
-        std::fs::create_dir(&root).unwrap();
-        std::fs::write(root.join("a.ts"), [0x47u8; 188]).unwrap();
-        std::fs::write(outer.path().join("secret.ts"), b"secret").unwrap();
-        std::os::unix::fs::symlink(outer.path().join("secret.ts"), root.join("link.ts")).unwrap();
-        let points = dir_point(&root);
-
-        let (info, _) = points.resolve("http", "vod/a.ts").unwrap();
-        assert_eq!(info.size, 188);
-        for bad in [
-            "vod/../secret.ts",
-            "vod//etc/passwd",
-            "vod/link.ts",
-            "vod/./a.ts",
-        ] {
-            let error = points.resolve("http", bad).err().expect(bad);
-            assert_eq!(error.code, ErrorCode::FORBIDDEN, "{bad}: {error}");
-        }
-        let error = points.resolve("http", "vod/missing.ts").err().unwrap();
-        assert_eq!(error.code, ErrorCode::NOT_FOUND);
-        let error = points.resolve("http", "vod/a.txt").err().unwrap();
-        assert_eq!(error.code, ErrorCode::NOT_FOUND);
-    }
-
-    #[test]
-    fn disabled_protocol_and_unknown_point_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let points = dir_point(dir.path());
-        let error = points.resolve("rtsp", "vod/a.ts").err().unwrap();
-        assert_eq!(error.code, ErrorCode::PROTOCOL_DISABLED);
-        assert!(error
-            .message
-            .contains("RTSP is not enabled on publishing point `vod`"));
-        let error = points.resolve("http", "nope").err().unwrap();
-        assert_eq!(error.code, ErrorCode::NOT_FOUND);
-    }
 
     fn ts_packet(pid: u16, random_access: bool) -> Vec<u8> {
         let mut packet = vec![0xffu8; 188];

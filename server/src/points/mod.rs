@@ -1,0 +1,20 @@
+//! Publishing points at run time, by concern:
+//!
+//! - [`live`]: the live fan-out of a broadcast point and its state machine;
+//! - [`registry`]: the point table, name resolution, protocol and directory traversal checks,
+//!   and the status lines;
+//! - [`index_cache`]: the time indexes of on-demand files, built off the async threads.
+//!
+//! On-demand points resolve to files; the connection task reads and sends them itself.
+
+pub mod index_cache;
+pub mod live;
+pub mod registry;
+
+pub use index_cache::{FileVersion, IndexCache, IndexFailure, IndexLookup};
+pub use live::{
+    JoinSnapshot, LiveChunk, LiveEvent, LiveState, LiveStatus, LiveStream, PublishError, RtpStart,
+};
+pub use registry::{
+    log_points, log_status, IndexedMedia, Point, PointMedia, PointRegistry, Resolved,
+};

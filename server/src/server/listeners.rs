@@ -1,0 +1,228 @@
+//! The server's TCP listeners: binding with an operator-facing explanation of failures, and
+//! one accept loop per listener that hands each connection to its plugin's current instance.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::events;
+use crate::session::serve_connection;
+use crate::state::Shared;
+
+/// How long an accept loop backs off after a failed accept (typically out of descriptors).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// One listen address of one plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerId {
+    pub plugin: String,
+    /// The configured address (the bound one may differ with port 0).
+    pub address: SocketAddr,
+}
+
+/// A listener that could not be bound. Displays the explanation an operator needs.
+#[derive(Debug)]
+pub struct BindFailure {
+    pub listener: ListenerId,
+    pub source: std::io::Error,
+}
+
+impl BindFailure {
+    /// The event a failure is reported under.
+    pub fn event(&self) -> &'static str {
+        match self.source.kind() {
+            ErrorKind::AddrInUse => events::PORT_IN_USE,
+            _ => events::BIND_FAILED,
+        }
+    }
+}
+
+impl fmt::Display for BindFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ListenerId { plugin, address } = &self.listener;
+        match self.source.kind() {
+            ErrorKind::AddrInUse => write!(
+                f,
+                "plugin `{plugin}` cannot listen on {address}: another service is already using this port. \
+                 Fix: choose another port in [plugins.{plugin}] listen, or bind a specific IP address \
+                 (e.g. \"127.0.0.1:{port}\") that the other service does not use.",
+                port = address.port()
+            ),
+            ErrorKind::AddrNotAvailable => write!(
+                f,
+                "plugin `{plugin}` cannot listen on {address}: that IP address is not configured on this host. \
+                 Fix: use an address of one of this host's interfaces, or 0.0.0.0 for all of them."
+            ),
+            ErrorKind::PermissionDenied => write!(
+                f,
+                "plugin `{plugin}` cannot listen on {address}: permission denied. \
+                 Fix: use a port above 1023, or grant the CAP_NET_BIND_SERVICE capability."
+            ),
+            _ => write!(
+                f,
+                "plugin `{plugin}` cannot listen on {address}: {}",
+                self.source
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BindFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Bind `address` for `plugin`; a failure is logged with its explanation and returned.
+pub async fn bind(plugin: &str, address: SocketAddr) -> Result<TcpListener, BindFailure> {
+    TcpListener::bind(address).await.map_err(|source| {
+        let failure = BindFailure {
+            listener: ListenerId {
+                plugin: plugin.to_owned(),
+                address,
+            },
+            source,
+        };
+        error!(event = failure.event(), plugin = %plugin, %address, "{failure}");
+        failure
+    })
+}
+
+/// A bound listener, accepting or about to.
+pub struct Listener {
+    pub local: SocketAddr,
+    state: ListenerState,
+}
+
+enum ListenerState {
+    /// Bound; connections wait in the backlog until the server runs.
+    Bound(TcpListener),
+    Accepting(JoinHandle<()>),
+    Stopped,
+}
+
+impl Listener {
+    pub fn bound(listener: TcpListener, configured: SocketAddr) -> Self {
+        Self {
+            local: listener.local_addr().unwrap_or(configured),
+            state: ListenerState::Bound(listener),
+        }
+    }
+
+    /// Start the accept loop, if it is not running yet.
+    pub fn start_accepting(&mut self, plugin: &str, shared: &Arc<Shared>) {
+        if let ListenerState::Bound(socket) =
+            std::mem::replace(&mut self.state, ListenerState::Stopped)
+        {
+            info!(event = events::LISTENING, plugin = %plugin, address = %self.local, "listening");
+            self.state = ListenerState::Accepting(tokio::spawn(accept_loop(
+                socket,
+                plugin.to_owned(),
+                Arc::clone(shared),
+            )));
+        }
+    }
+
+    /// Stop accepting and close the socket.
+    pub fn stop(&mut self) {
+        if let ListenerState::Accepting(task) =
+            std::mem::replace(&mut self.state, ListenerState::Stopped)
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Every listener, by plugin, then by configured address.
+#[derive(Default)]
+pub struct ListenerTable(BTreeMap<String, BTreeMap<SocketAddr, Listener>>);
+
+impl ListenerTable {
+    pub fn insert(&mut self, id: ListenerId, listener: Listener) {
+        self.0
+            .entry(id.plugin)
+            .or_default()
+            .insert(id.address, listener);
+    }
+
+    /// Stop and drop one listener, returning its bound address.
+    pub fn release(&mut self, id: &ListenerId) -> Option<SocketAddr> {
+        let listeners = self.0.get_mut(&id.plugin)?;
+        let mut listener = listeners.remove(&id.address)?;
+        if listeners.is_empty() {
+            self.0.remove(&id.plugin);
+        }
+        listener.stop();
+        Some(listener.local)
+    }
+
+    /// The configured addresses `plugin` listens on now.
+    pub fn addresses_of(&self, plugin: &str) -> Vec<SocketAddr> {
+        self.0
+            .get(plugin)
+            .map(|listeners| listeners.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn start_accepting(&mut self, shared: &Arc<Shared>) {
+        for (plugin, listeners) in &mut self.0 {
+            for listener in listeners.values_mut() {
+                listener.start_accepting(plugin, shared);
+            }
+        }
+    }
+
+    pub fn stop_all(&mut self) {
+        for listener in self.0.values_mut().flat_map(BTreeMap::values_mut) {
+            listener.stop();
+        }
+    }
+
+    /// The addresses actually bound, by plugin.
+    pub fn local_addresses(&self) -> Vec<(String, SocketAddr)> {
+        self.0
+            .iter()
+            .flat_map(|(plugin, listeners)| {
+                listeners
+                    .values()
+                    .map(move |listener| (plugin.clone(), listener.local))
+            })
+            .collect()
+    }
+}
+
+/// Accept connections for `plugin`; each gets the plugin's current instance (so a new
+/// generation takes new connections at once).
+async fn accept_loop(listener: TcpListener, plugin: String, shared: Arc<Shared>) {
+    let local = listener.local_addr().ok();
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                let Some(serving) = shared.plugins.load().get(&plugin).cloned() else {
+                    // Disabled by a reload; this listener is about to be released.
+                    continue;
+                };
+                let local = socket.local_addr().ok().or(local).unwrap_or(peer);
+                tokio::spawn(serve_connection(
+                    socket,
+                    peer,
+                    local,
+                    serving,
+                    Arc::clone(&shared),
+                ));
+            }
+            Err(error) => {
+                // Typically out of file descriptors; back off instead of spinning.
+                warn!(event = events::ACCEPT_FAILED, plugin = %plugin, %error, "accept failed; retrying shortly");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+            }
+        }
+    }
+}
