@@ -109,6 +109,19 @@ impl<S: Session> SessionHarness<S> {
     }
 }
 
+/// The value of the field named `name` (case-insensitive) in a response a test parsed;
+/// panics if the field is repeated, which no response of a plugin should do.
+pub fn unique_header<'a, N, V>(fields: &'a [(N, V)], name: &'a str) -> Option<&'a str>
+where
+    N: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut values = crate::head::headers_named(fields, name);
+    let value = values.next();
+    assert!(values.next().is_none(), "header {name} repeated");
+    value
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +157,19 @@ mod tests {
             self.events.push("closed".into());
             host.close();
         }
+    }
+
+    #[test]
+    fn unique_headers() {
+        let fields = [("A", "1"), ("b", "2")];
+        assert_eq!(unique_header(&fields, "B"), Some("2"));
+        assert_eq!(unique_header(&fields, "c"), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "header a repeated")]
+    fn repeated_headers_fail_the_test() {
+        unique_header(&[("A", "1"), ("a", "2")], "a");
     }
 
     #[test]

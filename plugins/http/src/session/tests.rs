@@ -6,7 +6,7 @@ use std::ops::{Deref, DerefMut};
 use super::*;
 use ferrocast_plugin_api::testing::MockHost;
 use ferrocast_plugin_kit::chunked::ChunkedDecoder;
-use ferrocast_plugin_kit::testing::SessionHarness;
+use ferrocast_plugin_kit::testing::{unique_header, SessionHarness};
 
 const FFMPEG_GET_LIVE: &[u8] = include_bytes!("../../tests/fixtures/ffmpeg-get-live.http");
 const FFPROBE_GET_VOD: &[u8] = include_bytes!("../../tests/fixtures/ffprobe-get-vod.http");
@@ -129,14 +129,8 @@ impl Response {
         (response, &rest[body_len..])
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
-        let mut values = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
-        let value = values.next().map(|(_, v)| v.as_str());
-        assert!(values.next().is_none(), "header {name} repeated");
-        value
+    fn get<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        unique_header(&self.headers, name)
     }
 
     fn text(&self) -> &str {
