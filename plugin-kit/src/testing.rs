@@ -23,7 +23,7 @@
 //! ```
 
 use ferrocast_plugin_api::testing::MockHost;
-use ferrocast_plugin_api::{EndReason, LogLevel, Session, StreamEnded};
+use ferrocast_plugin_api::{EndReason, LogLevel, Plugin, Session, StreamEnded};
 
 /// A session under test and the mock host it runs on.
 #[derive(Debug)]
@@ -106,6 +106,18 @@ impl<S: Session> SessionHarness<S> {
             .filter(|(l, _)| *l == level)
             .map(|(_, message)| message.clone())
             .collect()
+    }
+}
+
+/// The errors plugin `P` answers `settings` with, as `(key, message)` pairs; panics if it
+/// accepts them.
+pub fn setting_errors<P: Plugin>(settings: &str) -> Vec<(String, String)> {
+    match P::create(settings) {
+        Ok(_) => panic!("settings {settings:?} were accepted"),
+        Err(errors) => errors
+            .into_iter()
+            .map(|error| (error.key.to_string(), error.message.to_string()))
+            .collect(),
     }
 }
 

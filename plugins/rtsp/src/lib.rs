@@ -126,14 +126,11 @@ ferrocast_plugin_api::export_plugin!(RtspPlugin);
 mod tests {
     use super::*;
     use ferrocast_plugin_api::testing::MockHost;
+    use ferrocast_plugin_kit::testing::setting_errors;
     use std::time::Duration;
 
     fn errors(settings: &str) -> Vec<(String, String)> {
-        RtspPlugin::create(settings)
-            .unwrap_err()
-            .into_iter()
-            .map(|error| (error.key.to_string(), error.message.to_string()))
-            .collect()
+        setting_errors::<RtspPlugin>(settings)
     }
 
     #[test]
