@@ -20,9 +20,8 @@
 //! `CSeq`. Every [`ParseError`] leaves the stream without a known message boundary: the
 //! connection has to be closed after the error response.
 
-use std::fmt;
-
 use ferrocast_plugin_kit::head::{self, HeadScanner};
+use thiserror::Error;
 
 /// Most header fields in one request. More than this is treated like an oversized head.
 pub const MAX_HEADERS: usize = 64;
@@ -37,19 +36,23 @@ pub struct Limits {
 }
 
 /// Why the input cannot be parsed further.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ErrorKind {
     /// The head exceeds [`Limits::max_head`] or has more than [`MAX_HEADERS`] fields.
+    #[error("request head too large")]
     HeadTooLarge,
     /// `Content-Length` exceeds [`Limits::max_body`].
+    #[error("request body of {0} bytes is too large")]
     BodyTooLarge(u64),
     /// Not an RTSP request.
+    #[error("malformed request: {0}")]
     Malformed(String),
 }
 
 /// A parse failure, with the request's `CSeq` when one could be found so the error response
 /// can still echo it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("{kind}")]
 pub struct ParseError {
     pub kind: ErrorKind,
     pub cseq: Option<String>,
@@ -64,20 +67,6 @@ impl ParseError {
         }
     }
 }
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            ErrorKind::HeadTooLarge => f.write_str("request head too large"),
-            ErrorKind::BodyTooLarge(length) => {
-                write!(f, "request body of {length} bytes is too large")
-            }
-            ErrorKind::Malformed(why) => write!(f, "malformed request: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for ParseError {}
 
 /// A parsed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
