@@ -314,6 +314,18 @@ mod tests {
     }
 
     #[test]
+    fn blank_lines_alone_wait_for_a_head() {
+        // Bare-LF blank lines once made the search start over at the same terminator forever.
+        for blank in [&b"\n\n"[..], b"\r\n\n", b"\n\n\n\n", b"\r\n\r\n"] {
+            let mut reader = HeadReader::new(16384);
+            reader.push(blank);
+            assert_eq!(reader.next_request(), Ok(None), "{blank:?}");
+            reader.push(b"GET /live HTTP/1.1\r\n\r\n");
+            assert_eq!(reader.next_request().unwrap().unwrap().path, "live");
+        }
+    }
+
+    #[test]
     fn bare_lf_heads_are_accepted() {
         let request = parse_ok(b"GET /live HTTP/1.1\nHost: x\n\n");
         assert_eq!(request.path, "live");
