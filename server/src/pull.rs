@@ -26,7 +26,7 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{info, warn, warn_span, Instrument};
 
 use crate::config::{PullMode, PullSource, PullUrl};
 use crate::events;
@@ -177,7 +177,8 @@ pub struct Puller {
 
 impl Puller {
     pub async fn run(self) {
-        let span = info_span!(
+        // At WARN level, so that a log filtered down to warnings still names the pull.
+        let span = warn_span!(
             "pull",
             point = %self.stream.name,
             url = %self.source.url,
