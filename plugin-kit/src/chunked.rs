@@ -1,6 +1,7 @@
 //! Incremental decoder for the HTTP/1.1 chunked transfer coding (RFC 9112 §7.1).
 //!
-//! An encoder such as ffmpeg pushes an endless MPEG-TS stream as chunks. The decoder takes the
+//! An encoder such as ffmpeg pushes an endless MPEG-TS stream as chunks, and an origin may
+//! answer a pull the same way. The decoder takes the
 //! bytes exactly as they arrive — split anywhere, even inside a chunk-size line or a CRLF — and
 //! hands back the payload as slices of the caller's input, so media is passed on without
 //! copying or buffering. It is strict where leniency has caused request-smuggling bugs in other
