@@ -6,14 +6,27 @@
 //! meanwhile the point holds its clients exactly as for a dropped push (SOURCE_LOST, null
 //! packets, grace). An on-demand pull starts with the first client and stops once the last
 //! one has been gone for the idle timeout.
+//!
+//! An HTTP origin's response is read with `ferrocast-plugin-kit`: the same head scanning,
+//! framing rules and strict chunked decoder as the HTTP plugin applies to encoders, so what the
+//! plugin refuses from an encoder (a chunk size of `+5`, bare LF line ends in chunk framing,
+//! conflicting lengths) is refused from an origin too. Each pull runs in one `pull` span
+//! carrying its point, source URL and session.
 
+use std::convert::Infallible;
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrocast_plugin_kit::chunked::ChunkedError;
+use ferrocast_plugin_kit::client::{ResponseError, ResponseReader};
+use ferrocast_plugin_kit::framing::{BodyDecoder, FeedError};
+use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::{info, warn, warn_span, Instrument};
 
 use crate::config::{PullMode, PullSource, PullUrl};
 use crate::events;
@@ -26,25 +39,133 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_HEAD: usize = 16 * 1024;
 /// How often an idle on-demand pull checks for clients.
 const DEMAND_POLL: Duration = Duration::from_millis(100);
+/// Longest wait for one read, so that an on-demand pull notices its last client leaving.
+const READ_POLL: Duration = Duration::from_secs(1);
+
+/// Why a pull could not connect, or why its connection ended.
+#[derive(Debug, Error)]
+pub enum PullError {
+    #[error("connecting to {authority} timed out")]
+    ConnectTimeout { authority: String },
+    #[error("cannot connect to {authority}: {source}")]
+    Connect {
+        authority: String,
+        source: io::Error,
+    },
+    #[error("cannot listen on {bind}: {source}")]
+    Bind { bind: SocketAddr, source: io::Error },
+    #[error("sending the request failed: {0}")]
+    SendRequest(io::Error),
+    #[error("no response head within {} s", CONNECT_TIMEOUT.as_secs())]
+    HeadTimeout,
+    #[error("reading the response failed: {0}")]
+    ReadHead(io::Error),
+    #[error("the source closed the connection before answering")]
+    ClosedBeforeAnswer,
+    #[error("the source answered {status} {reason}")]
+    Status { status: u16, reason: String },
+    #[error(transparent)]
+    Response(#[from] ResponseError),
+    #[error("the source's body is malformed: {0}")]
+    Body(ChunkedError),
+    #[error("the source ended its response")]
+    ResponseEnded,
+    #[error("the source closed the connection")]
+    Closed,
+    #[error("reading failed: {0}")]
+    Read(io::Error),
+    #[error("no data from the source for {} ms", .0.as_millis())]
+    Silent(Duration),
+}
 
 /// Why a pull connection ended.
 enum Ended {
     /// The source closed, failed or went silent; clients are held for it to come back.
-    Lost(String),
+    Lost(PullError),
     /// No clients for the idle timeout (on-demand pulls).
     Idle,
 }
 
-/// Byte source of one pull connection.
-enum Connection {
+/// What one connection attempt came to.
+struct Attempt {
+    /// Media reached the point, so the source works: the backoff starts over.
+    fed: bool,
+    /// The pull stopped for lack of clients; it waits for demand, not for a backoff.
+    idle: bool,
+}
+
+/// Where a pull connection's bytes come from.
+enum Source {
     /// An HTTP body (after the head) or raw TCP.
-    Stream {
-        socket: TcpStream,
-        body: BodyDecoder,
-        /// Bytes read along with the response head.
-        initial: Vec<u8>,
-    },
+    Stream(TcpStream),
     Datagrams(UdpSocket),
+}
+
+impl Source {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Stream(socket) => socket.read(buf).await,
+            Self::Datagrams(socket) => socket.recv(buf).await,
+        }
+    }
+}
+
+/// One pull connection: its byte source, how its body is delimited, and the bytes read along
+/// with the response head.
+struct Connection {
+    source: Source,
+    body: BodyDecoder,
+    initial: Vec<u8>,
+}
+
+/// Decides when a running pull gives up: the source silent for too long, or (on demand) no
+/// clients for the idle timeout. Times are parameters, so the decisions are tested without
+/// sockets.
+#[derive(Debug)]
+struct Watchdog {
+    silence: Duration,
+    /// The on-demand idle timeout; `None` for pulls that always run.
+    idle_timeout: Option<Duration>,
+    last_data: Instant,
+    idle_since: Option<Instant>,
+}
+
+impl Watchdog {
+    fn new(silence: Duration, idle_timeout: Option<Duration>, now: Instant) -> Self {
+        Self {
+            silence,
+            idle_timeout,
+            last_data: now,
+            idle_since: None,
+        }
+    }
+
+    /// Media arrived.
+    fn data(&mut self, now: Instant) {
+        self.last_data = now;
+    }
+
+    /// With `clients` watching now, whether an on-demand pull has been idle long enough to stop.
+    fn idle(&mut self, clients: usize, now: Instant) -> bool {
+        let Some(timeout) = self.idle_timeout else {
+            return false;
+        };
+        if clients > 0 {
+            self.idle_since = None;
+            return false;
+        }
+        now.duration_since(*self.idle_since.get_or_insert(now)) >= timeout
+    }
+
+    /// Whether the source has been silent for too long.
+    fn silent(&self, now: Instant) -> bool {
+        now.duration_since(self.last_data) >= self.silence
+    }
+
+    /// The longest wait for one read.
+    fn read_timeout(&self) -> Duration {
+        self.silence.min(READ_POLL)
+    }
 }
 
 /// Runs one point's pull for as long as the server runs.
@@ -57,41 +178,75 @@ pub struct Puller {
 
 impl Puller {
     pub async fn run(self) {
-        let url = self.source.url.to_string();
+        // At WARN level, so that a log filtered down to warnings still names the pull.
+        let span = warn_span!(
+            "pull",
+            point = %self.stream.name,
+            url = %self.source.url,
+            session = self.session
+        );
+        self.reconnect_forever().instrument(span).await;
+    }
+
+    async fn reconnect_forever(self) {
         let mut failures: u32 = 0;
         loop {
             if self.source.mode == PullMode::OnDemand {
                 self.wait_for_demand().await;
             }
-            match self.connect().await {
-                Ok(connection) => {
-                    if let Err(busy) = self.stream.publish(self.session) {
-                        warn!(event = events::PULL_FAILED, point = %self.stream.name, %url, reason = %busy, "an encoder pushes to this point; the pull waits");
-                    } else {
-                        info!(event = events::PULL_CONNECTED, point = %self.stream.name, %url, after_failures = failures, "pulling");
-                        let (ended, bytes) = self.pump(connection).await;
-                        if bytes > 0 {
-                            failures = 0;
-                        }
-                        match ended {
-                            Ended::Idle => {
-                                info!(event = events::PULL_STOPPED, point = %self.stream.name, %url, idle_ms = self.source.idle_timeout.as_millis() as u64, "no clients left; pull stopped");
-                                self.stream.stop_source(self.session);
-                                continue;
-                            }
-                            Ended::Lost(reason) => self.stream.unpublish(self.session, &reason),
-                        }
-                    }
-                }
-                Err(reason) => {
-                    warn!(event = events::PULL_FAILED, point = %self.stream.name, %url, attempt = failures + 1, %reason, "pull failed");
-                    self.stream.note_error(&reason);
-                }
+            let attempt = self.attempt(failures).await;
+            if attempt.fed {
+                failures = 0;
+            }
+            if attempt.idle {
+                continue;
             }
             let wait = backoff(&self.source, failures);
             failures = failures.saturating_add(1);
-            info!(point = %self.stream.name, %url, retry_in_ms = wait.as_millis() as u64, "reconnecting");
+            info!(retry_in_ms = wait.as_millis() as u64, "reconnecting");
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Connect, publish and feed the point until the connection ends.
+    async fn attempt(&self, failures: u32) -> Attempt {
+        let failed = Attempt {
+            fed: false,
+            idle: false,
+        };
+        let connection = match self.connect().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                warn!(event = events::PULL_FAILED, attempt = failures + 1, reason = %error, "pull failed");
+                self.stream.note_error(&error.to_string());
+                return failed;
+            }
+        };
+        if let Err(busy) = self.stream.publish(self.session) {
+            warn!(event = events::PULL_FAILED, reason = %busy, "an encoder pushes to this point; the pull waits");
+            return failed;
+        }
+        info!(
+            event = events::PULL_CONNECTED,
+            after_failures = failures,
+            "pulling"
+        );
+        let (ended, bytes) = self.pump(connection).await;
+        let fed = bytes > 0;
+        match ended {
+            Ended::Idle => {
+                let idle_ms = self.source.idle_timeout.as_millis() as u64;
+                info!(
+                    event = events::PULL_STOPPED,
+                    idle_ms, "no clients left; pull stopped"
+                );
+                self.stream.stop_source(self.session);
+                Attempt { fed, idle: true }
+            }
+            Ended::Lost(error) => {
+                self.stream.unpublish(self.session, &error.to_string());
+                Attempt { fed, idle: false }
+            }
         }
     }
 
@@ -102,33 +257,15 @@ impl Puller {
         }
     }
 
-    async fn connect(&self) -> Result<Connection, String> {
+    async fn connect(&self) -> Result<Connection, PullError> {
         match &self.source.url {
             PullUrl::Http {
                 authority,
                 host,
                 path,
-            } => {
-                let mut socket = connect_tcp(authority).await?;
-                let request = format!(
-                    "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ferrocast/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-                    env!("CARGO_PKG_VERSION")
-                );
-                socket
-                    .write_all(request.as_bytes())
-                    .await
-                    .map_err(|e| format!("sending the request failed: {e}"))?;
-                let (body, initial) = tokio::time::timeout(CONNECT_TIMEOUT, read_head(&mut socket))
-                    .await
-                    .map_err(|_| "no response head within 5 s".to_owned())??;
-                Ok(Connection::Stream {
-                    socket,
-                    body,
-                    initial,
-                })
-            }
-            PullUrl::Tcp { authority } => Ok(Connection::Stream {
-                socket: connect_tcp(authority).await?,
+            } => connect_http(authority, host, path).await,
+            PullUrl::Tcp { authority } => Ok(Connection {
+                source: Source::Stream(connect_tcp(authority).await?),
                 body: BodyDecoder::UntilClose,
                 initial: Vec::new(),
             }),
@@ -136,88 +273,96 @@ impl Puller {
                 bind,
                 group,
                 interface,
-            } => bind_udp(*bind, *group, *interface)
-                .map(Connection::Datagrams)
-                .map_err(|e| format!("cannot listen on {bind}: {e}")),
+            } => Ok(Connection {
+                source: Source::Datagrams(bind_udp(*bind, *group, *interface).map_err(
+                    |source| PullError::Bind {
+                        bind: *bind,
+                        source,
+                    },
+                )?),
+                body: BodyDecoder::UntilClose,
+                initial: Vec::new(),
+            }),
         }
     }
 
     /// Feed the point until the source ends, goes silent, or (on demand) nobody watches.
+    /// Returns why it ended and how many media bytes reached the point.
     async fn pump(&self, connection: Connection) -> (Ended, u64) {
-        let silence = self.stream.source_timeout();
-        let mut pushed = 0u64;
-        let mut idle_since: Option<tokio::time::Instant> = None;
-        let mut last_data = tokio::time::Instant::now();
-        let mut buf = vec![0u8; 64 * 1024];
+        let Connection {
+            mut source,
+            mut body,
+            initial,
+        } = connection;
+        let idle_timeout =
+            (self.source.mode == PullMode::OnDemand).then_some(self.source.idle_timeout);
+        let mut watchdog =
+            Watchdog::new(self.stream.source_timeout(), idle_timeout, Instant::now());
         let mut media = Vec::new();
-        let (mut stream, mut datagrams, mut body) = match connection {
-            Connection::Stream {
-                socket,
-                mut body,
-                initial,
-            } => {
-                if let Err(reason) = body.decode(&initial, &mut media) {
-                    return (Ended::Lost(reason), 0);
-                }
-                (Some(socket), None, body)
-            }
-            Connection::Datagrams(socket) => (None, Some(socket), BodyDecoder::UntilClose),
+        let mut pushed = match self.forward(&mut body, &initial, &mut media) {
+            Ok(bytes) => bytes,
+            Err(error) => return (Ended::Lost(error), 0),
         };
+        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            if !media.is_empty() {
-                pushed += media.len() as u64;
-                self.stream.push(self.session, &media);
-                media.clear();
+            if body.is_done() {
+                return (Ended::Lost(PullError::ResponseEnded), pushed);
             }
-            if body.finished() {
-                return (Ended::Lost("the source ended its response".into()), pushed);
+            if watchdog.idle(self.stream.client_count(), Instant::now()) {
+                return (Ended::Idle, pushed);
             }
-            if self.source.mode == PullMode::OnDemand {
-                if self.stream.client_count() == 0 {
-                    let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() >= self.source.idle_timeout {
-                        return (Ended::Idle, pushed);
+            let read = tokio::time::timeout(watchdog.read_timeout(), source.read(&mut buf)).await;
+            let lost = match read {
+                Ok(Ok(0)) if matches!(source, Source::Stream(_)) => PullError::Closed,
+                Ok(Ok(n)) => match self.forward(&mut body, &buf[..n], &mut media) {
+                    Ok(bytes) => {
+                        pushed += bytes;
+                        if n > 0 {
+                            watchdog.data(Instant::now());
+                        }
+                        continue;
                     }
-                } else {
-                    idle_since = None;
-                }
-            }
-            let read = async {
-                match (&mut stream, &mut datagrams) {
-                    (Some(socket), _) => socket.read(&mut buf).await,
-                    (_, Some(socket)) => socket.recv(&mut buf).await,
-                    _ => unreachable!("a connection is a stream or datagrams"),
-                }
+                    Err(error) => error,
+                },
+                Ok(Err(error)) => PullError::Read(error),
+                Err(_) if watchdog.silent(Instant::now()) => PullError::Silent(watchdog.silence),
+                Err(_) => continue,
             };
-            match tokio::time::timeout(silence.min(Duration::from_secs(1)), read).await {
-                Ok(Ok(0)) if stream.is_some() => {
-                    return (
-                        Ended::Lost("the source closed the connection".into()),
-                        pushed,
-                    )
-                }
-                Ok(Ok(n)) => {
-                    if let Err(reason) = body.decode(&buf[..n], &mut media) {
-                        return (Ended::Lost(reason), pushed);
-                    }
-                    if n > 0 {
-                        last_data = tokio::time::Instant::now();
-                    }
-                }
-                Ok(Err(error)) => return (Ended::Lost(format!("reading failed: {error}")), pushed),
-                Err(_) => {
-                    if last_data.elapsed() >= silence {
-                        return (
-                            Ended::Lost(format!(
-                                "no data from the source for {} ms",
-                                silence.as_millis()
-                            )),
-                            pushed,
-                        );
-                    }
-                }
-            }
+            return (Ended::Lost(lost), pushed);
         }
+    }
+
+    /// Decode `input` and push its media to the point; returns the media bytes pushed.
+    fn forward(
+        &self,
+        body: &mut BodyDecoder,
+        input: &[u8],
+        media: &mut Vec<u8>,
+    ) -> Result<u64, PullError> {
+        decode_media(body, input, media)?;
+        if !media.is_empty() {
+            self.stream.push(self.session, media);
+        }
+        Ok(media.len() as u64)
+    }
+}
+
+/// Decode `input` as the body into `media` (cleared first). A malformed body pushes nothing of
+/// what this input held.
+fn decode_media(
+    body: &mut BodyDecoder,
+    input: &[u8],
+    media: &mut Vec<u8>,
+) -> Result<(), PullError> {
+    media.clear();
+    let fed = body.feed(input, |data| {
+        media.extend_from_slice(data);
+        Ok::<(), Infallible>(())
+    });
+    match fed {
+        Ok(_) => Ok(()),
+        Err(FeedError::Chunked(error)) => Err(PullError::Body(error)),
+        Err(FeedError::Sink(never)) => match never {},
     }
 }
 
@@ -232,142 +377,63 @@ pub fn backoff(source: &PullSource, failures: u32) -> Duration {
     base.mul_f64(1.0 + jitter)
 }
 
-async fn connect_tcp(authority: &str) -> Result<TcpStream, String> {
+async fn connect_tcp(authority: &str) -> Result<TcpStream, PullError> {
     let socket = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
         .await
-        .map_err(|_| format!("connecting to {authority} timed out"))?
-        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+        .map_err(|_| PullError::ConnectTimeout {
+            authority: authority.to_owned(),
+        })?
+        .map_err(|source| PullError::Connect {
+            authority: authority.to_owned(),
+            source,
+        })?;
     let _ = socket.set_nodelay(true);
     Ok(socket)
 }
 
-/// Read an HTTP response head; a non-200 status is a failure naming it.
-async fn read_head(socket: &mut TcpStream) -> Result<(BodyDecoder, Vec<u8>), String> {
-    let mut data = Vec::new();
+/// Send the GET for `path` and read the response head.
+async fn connect_http(authority: &str, host: &str, path: &str) -> Result<Connection, PullError> {
+    let mut socket = connect_tcp(authority).await?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ferrocast/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    socket
+        .write_all(request.as_bytes())
+        .await
+        .map_err(PullError::SendRequest)?;
+    let (body, initial) = tokio::time::timeout(CONNECT_TIMEOUT, read_head(&mut socket))
+        .await
+        .map_err(|_| PullError::HeadTimeout)??;
+    Ok(Connection {
+        source: Source::Stream(socket),
+        body,
+        initial,
+    })
+}
+
+/// Read an HTTP response head; a non-200 status is a failure naming it. Returns the body's
+/// decoder and the bytes of the body read along with the head.
+async fn read_head<R: AsyncReadExt + Unpin>(
+    socket: &mut R,
+) -> Result<(BodyDecoder, Vec<u8>), PullError> {
+    let mut reader = ResponseReader::new(MAX_HEAD);
     let mut buf = [0u8; 4096];
     loop {
-        let n = socket
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("reading the response failed: {e}"))?;
+        let n = socket.read(&mut buf).await.map_err(PullError::ReadHead)?;
         if n == 0 {
-            return Err("the source closed the connection before answering".into());
+            return Err(PullError::ClosedBeforeAnswer);
         }
-        data.extend_from_slice(&buf[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&data) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let status = response.code.unwrap_or(0);
-                if status != 200 {
-                    let reason = response.reason.unwrap_or("");
-                    return Err(format!("the source answered {status} {reason}"));
-                }
-                let header = |name: &str| {
-                    response
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case(name))
-                        .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
-                };
-                let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-                    BodyDecoder::Chunked(ChunkState::Size(Vec::new()))
-                } else if let Some(length) =
-                    header("content-length").and_then(|v| v.trim().parse().ok())
-                {
-                    BodyDecoder::Length(length)
-                } else {
-                    BodyDecoder::UntilClose
-                };
-                return Ok((body, data[head_len..].to_vec()));
+        reader.push(&buf[..n]);
+        if let Some(head) = reader.next_head()? {
+            if head.status != 200 {
+                return Err(PullError::Status {
+                    status: head.status,
+                    reason: head.reason,
+                });
             }
-            Ok(httparse::Status::Partial) if data.len() < MAX_HEAD => {}
-            Ok(httparse::Status::Partial) => return Err("the response head is too large".into()),
-            Err(e) => return Err(format!("the source's response is not HTTP: {e}")),
+            return Ok((BodyDecoder::new(head.framing), reader.take()));
         }
-    }
-}
-
-/// How an HTTP response body is delimited, decoding as bytes arrive.
-enum BodyDecoder {
-    UntilClose,
-    Length(u64),
-    Chunked(ChunkState),
-}
-
-enum ChunkState {
-    /// Reading a chunk-size line.
-    Size(Vec<u8>),
-    /// Inside a chunk with this many bytes left.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data; the count of bytes of it already seen.
-    DataEnd(u8),
-    /// The last chunk was seen.
-    Done,
-}
-
-impl BodyDecoder {
-    fn finished(&self) -> bool {
-        matches!(self, Self::Length(0) | Self::Chunked(ChunkState::Done))
-    }
-
-    fn decode(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-        match self {
-            Self::UntilClose => out.extend_from_slice(input),
-            Self::Length(left) => {
-                let take = (*left).min(input.len() as u64) as usize;
-                out.extend_from_slice(&input[..take]);
-                *left -= take as u64;
-            }
-            Self::Chunked(state) => {
-                while !input.is_empty() {
-                    match state {
-                        ChunkState::Size(line) => {
-                            let Some(end) = input.iter().position(|&b| b == b'\n') else {
-                                line.extend_from_slice(input);
-                                if line.len() > 1024 {
-                                    return Err("a chunk-size line is too long".into());
-                                }
-                                return Ok(());
-                            };
-                            line.extend_from_slice(&input[..end]);
-                            input = &input[end + 1..];
-                            let text = String::from_utf8_lossy(line);
-                            let size_text = text.trim().split(';').next().unwrap_or("").trim();
-                            let size = u64::from_str_radix(size_text, 16)
-                                .map_err(|_| format!("bad chunk size `{size_text}`"))?;
-                            *state = if size == 0 {
-                                ChunkState::Done
-                            } else {
-                                ChunkState::Data(size)
-                            };
-                        }
-                        ChunkState::Data(left) => {
-                            let take = (*left).min(input.len() as u64) as usize;
-                            out.extend_from_slice(&input[..take]);
-                            input = &input[take..];
-                            *left -= take as u64;
-                            if *left == 0 {
-                                *state = ChunkState::DataEnd(0);
-                            }
-                        }
-                        ChunkState::DataEnd(seen) => {
-                            // CRLF (or a bare LF) after the data.
-                            if input[0] == b'\n' {
-                                *state = ChunkState::Size(Vec::new());
-                            } else if input[0] == b'\r' && *seen == 0 {
-                                *seen = 1;
-                            } else {
-                                return Err("chunk data is not followed by CRLF".into());
-                            }
-                            input = &input[1..];
-                        }
-                        ChunkState::Done => return Ok(()),
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -396,15 +462,18 @@ fn bind_udp(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrocast_plugin_kit::framing::Framing;
 
-    fn decode_all(
-        decoder: &mut BodyDecoder,
+    fn decode_in_pieces(
+        body: &mut BodyDecoder,
         input: &[u8],
         piece: usize,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, PullError> {
         let mut out = Vec::new();
+        let mut media = Vec::new();
         for part in input.chunks(piece) {
-            decoder.decode(part, &mut out)?;
+            decode_media(body, part, &mut media)?;
+            out.extend_from_slice(&media);
         }
         Ok(out)
     }
@@ -413,22 +482,136 @@ mod tests {
     fn chunked_bodies_decode_in_any_split() {
         let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
         for piece in [1, 2, 3, 7, body.len()] {
-            let mut decoder = BodyDecoder::Chunked(ChunkState::Size(Vec::new()));
+            let mut decoder = BodyDecoder::new(Framing::Chunked);
             assert_eq!(
-                decode_all(&mut decoder, body, piece).unwrap(),
+                decode_in_pieces(&mut decoder, body, piece).unwrap(),
                 b"hello world"
             );
-            assert!(decoder.finished());
+            assert!(decoder.is_done());
         }
-        let mut decoder = BodyDecoder::Chunked(ChunkState::Size(Vec::new()));
-        assert!(decode_all(&mut decoder, b"zz\r\n", 1).is_err());
+        let mut decoder = BodyDecoder::new(Framing::Chunked);
+        assert!(decode_in_pieces(&mut decoder, b"zz\r\n", 1).is_err());
+    }
+
+    #[test]
+    fn chunk_sizes_with_a_sign_are_refused() {
+        for piece in [1, 64] {
+            let mut decoder = BodyDecoder::new(Framing::Chunked);
+            let result = decode_in_pieces(&mut decoder, b"+5\r\nhello\r\n0\r\n\r\n", piece);
+            assert!(
+                matches!(result, Err(PullError::Body(ChunkedError::BadSize))),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bare_lf_line_ends_in_chunk_framing_are_refused() {
+        for (body, error) in [
+            (&b"5\nhello\r\n0\r\n\r\n"[..], ChunkedError::BadSize),
+            (b"5\r\nhello\n0\r\n\r\n", ChunkedError::BadLineEnd),
+            (b"5;ext\nhello\r\n", ChunkedError::BadLineEnd),
+            (b"5\r\nhello\r\n0\r\n\n", ChunkedError::BadLineEnd),
+        ] {
+            let mut decoder = BodyDecoder::new(Framing::Chunked);
+            let result = decode_in_pieces(&mut decoder, body, 3);
+            assert!(
+                matches!(result, Err(PullError::Body(found)) if found == error),
+                "{:?}: {result:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]
     fn length_bodies_stop_at_their_length() {
-        let mut decoder = BodyDecoder::Length(4);
-        assert_eq!(decode_all(&mut decoder, b"abcdef", 3).unwrap(), b"abcd");
-        assert!(decoder.finished());
+        let mut decoder = BodyDecoder::new(Framing::Length(4));
+        assert_eq!(
+            decode_in_pieces(&mut decoder, b"abcdef", 3).unwrap(),
+            b"abcd"
+        );
+        assert!(decoder.is_done());
+    }
+
+    async fn head_of(response: &'static [u8]) -> Result<(BodyDecoder, Vec<u8>), PullError> {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            for part in response.chunks(5) {
+                let _ = server.write_all(part).await;
+            }
+        });
+        let result = read_head(&mut client).await;
+        writer.abort();
+        result
+    }
+
+    #[tokio::test]
+    async fn response_heads_are_framed_like_the_http_plugin_frames_requests() {
+        let (body, initial) =
+            head_of(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+                .await
+                .unwrap();
+        assert!(matches!(body, BodyDecoder::Chunked(_)));
+        assert_eq!(initial, b"5\r\nhel");
+        let (body, _) = head_of(b"HTTP/1.0 200 OK\nContent-Length: 10\n\n")
+            .await
+            .unwrap();
+        assert!(matches!(body, BodyDecoder::Length(10)));
+        let (body, _) = head_of(b"HTTP/1.0 200 OK\r\n\r\n").await.unwrap();
+        assert!(body.is_until_close());
+        for refused in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"ICY 200 OK\r\n\r\n",
+        ] {
+            let result = head_of(refused).await;
+            assert!(matches!(result, Err(PullError::Response(_))), "{result:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn statuses_other_than_200_and_early_closes_fail() {
+        let result = head_of(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "the source answered 404 Not Found"
+        );
+        let result = head_of(b"HTTP/1.1 200 OK\r\n").await;
+        assert!(
+            matches!(result, Err(PullError::ClosedBeforeAnswer)),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn watchdog_notices_silence() {
+        let start = Instant::now();
+        let mut watchdog = Watchdog::new(Duration::from_secs(3), None, start);
+        assert_eq!(watchdog.read_timeout(), READ_POLL);
+        assert!(!watchdog.silent(start + Duration::from_millis(2999)));
+        assert!(watchdog.silent(start + Duration::from_secs(3)));
+        watchdog.data(start + Duration::from_secs(2));
+        assert!(!watchdog.silent(start + Duration::from_secs(4)));
+        assert!(
+            !watchdog.idle(0, start + Duration::from_secs(3600)),
+            "always-on pulls never idle"
+        );
+        let short = Watchdog::new(Duration::from_millis(300), None, start);
+        assert_eq!(short.read_timeout(), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn watchdog_stops_on_demand_pulls_after_the_idle_timeout() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut watchdog = Watchdog::new(Duration::from_secs(10), Some(2 * second), start);
+        assert!(!watchdog.idle(1, start));
+        assert!(!watchdog.idle(0, start + second), "idle from now on");
+        assert!(!watchdog.idle(0, start + 2 * second));
+        assert!(!watchdog.idle(1, start + 3 * second), "a client came back");
+        assert!(!watchdog.idle(0, start + 4 * second));
+        assert!(watchdog.idle(0, start + 6 * second));
     }
 
     #[test]

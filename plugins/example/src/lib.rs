@@ -13,14 +13,16 @@
 //!
 //! It shows the whole plugin contract: metadata, settings that the plugin validates itself,
 //! a sans-IO session that reacts to events and asks the [`Host`] for everything (writes,
-//! timers, point lookups, playback), and [`export_plugin!`]. See `docs/plugin-guide.md`.
+//! timers, point lookups, playback), and [`export_plugin!`]. Settings are range-checked with
+//! `ferrocast-plugin-kit`, the optional toolkit crate. See `docs/plugin-guide.md`.
 
 use std::time::Duration;
 
 use ferrocast_plugin_api::{
-    check_range, export_plugin, parse_settings, ByteRange, Host, LogLevel, Plugin, PluginKind,
-    PluginMeta, PointKind, Session, SessionInfo, SettingError, StreamEnded,
+    export_plugin, parse_settings, ByteRange, Host, LogLevel, Plugin, PluginKind, PluginMeta,
+    PointKind, Session, SessionInfo, SettingError, StreamEnded,
 };
+use ferrocast_plugin_kit::settings::SettingChecks;
 use serde::Deserialize;
 
 /// `[plugins.example]` settings besides the host's `enabled` and `listen`.
@@ -57,20 +59,11 @@ impl Plugin for ExamplePlugin {
 
     fn create(settings: &str) -> Result<Self, Vec<SettingError>> {
         let settings: Settings = parse_settings(settings)?;
-        let mut errors = Vec::new();
-        check_range(
-            &mut errors,
-            "idle_timeout_ms",
-            settings.idle_timeout_ms,
-            100..=3_600_000,
-            "milliseconds",
-        );
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(Self {
-            idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
-        })
+        // Each check records an error naming the key; `finish` reports them all at once.
+        let mut checks = SettingChecks::new();
+        let idle_timeout =
+            checks.millis("idle_timeout_ms", settings.idle_timeout_ms, 100..=3_600_000);
+        checks.finish(Self { idle_timeout })
     }
 
     fn new_session(&self, _info: &SessionInfo) -> Box<dyn Session> {

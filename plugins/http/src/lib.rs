@@ -23,11 +23,10 @@
 //! | `max_header_bytes` | 16384 | 1024..=1048576 | a larger request head is refused with `431` |
 //! | `keepalive_requests` | 100 | 1..=100000 | requests on one connection before it is closed |
 
-use std::time::Duration;
-
 use ferrocast_plugin_api::{
-    check_range, parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingError,
+    parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingError,
 };
+use ferrocast_plugin_kit::settings::{millis_of, SettingChecks};
 use serde::Deserialize;
 
 pub mod proto;
@@ -48,7 +47,7 @@ impl Default for Settings {
     fn default() -> Self {
         let config = Config::default();
         Self {
-            header_timeout_ms: config.header_timeout.as_millis() as u64,
+            header_timeout_ms: millis_of(config.header_timeout),
             max_header_bytes: config.max_header_bytes as u64,
             keepalive_requests: u64::from(config.keepalive_requests),
         }
@@ -57,37 +56,27 @@ impl Default for Settings {
 
 impl Settings {
     fn validate(&self) -> Result<Config, Vec<SettingError>> {
-        let mut errors = Vec::new();
-        check_range(
-            &mut errors,
-            "header_timeout_ms",
-            self.header_timeout_ms,
-            100..=600_000,
-            "milliseconds",
-        );
-        check_range(
-            &mut errors,
-            "max_header_bytes",
-            self.max_header_bytes,
-            1024..=1_048_576,
-            "bytes",
-        );
-        check_range(
-            &mut errors,
-            "keepalive_requests",
-            self.keepalive_requests,
-            1..=100_000,
-            "requests",
-        );
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        // The ranges checked above make these conversions lossless.
-        Ok(Config {
-            header_timeout: Duration::from_millis(self.header_timeout_ms),
-            max_header_bytes: self.max_header_bytes as usize,
-            keepalive_requests: self.keepalive_requests as u32,
-        })
+        let mut checks = SettingChecks::new();
+        let config = Config {
+            header_timeout: checks.millis(
+                "header_timeout_ms",
+                self.header_timeout_ms,
+                100..=600_000,
+            ),
+            max_header_bytes: checks.bytes(
+                "max_header_bytes",
+                self.max_header_bytes,
+                1024..=1_048_576,
+            ),
+            // The range makes the conversion lossless.
+            keepalive_requests: checks.in_range(
+                "keepalive_requests",
+                self.keepalive_requests,
+                1..=100_000,
+                "requests",
+            ) as u32,
+        };
+        checks.finish(config)
     }
 }
 
@@ -131,13 +120,11 @@ ferrocast_plugin_api::export_plugin!(HttpPlugin);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrocast_plugin_kit::testing::setting_errors;
+    use std::time::Duration;
 
     fn errors(settings: &str) -> Vec<(String, String)> {
-        HttpPlugin::create(settings)
-            .unwrap_err()
-            .into_iter()
-            .map(|error| (error.key.to_string(), error.message.to_string()))
-            .collect()
+        setting_errors::<HttpPlugin>(settings)
     }
 
     #[test]

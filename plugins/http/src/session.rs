@@ -21,10 +21,11 @@ use ferrocast_plugin_api::{
     StreamEnded,
 };
 
-use crate::proto::chunked::ChunkedDecoder;
+use ferrocast_plugin_kit::framing::{BodyDecoder, FeedError};
+
 use crate::proto::range;
 use crate::proto::request::{Framing, HeadReader, Request};
-use crate::proto::response::{self, ResponseHead};
+use crate::proto::response::{self, Response};
 
 /// The `Server` header of every response.
 pub const SERVER: &str = concat!("ferrocast/", env!("CARGO_PKG_VERSION"));
@@ -94,16 +95,8 @@ enum State {
 /// An encoder's body in progress.
 struct Push {
     label: String,
-    body: Body,
+    body: BodyDecoder,
     pushed: u64,
-}
-
-enum Body {
-    /// `Content-Length`: bytes still to come.
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    /// No framing headers: the body ends when the encoder closes the connection.
-    UntilClose,
 }
 
 /// How feeding a piece of pushed body went.
@@ -407,11 +400,12 @@ impl HttpSession {
         if let Err(error) = host.publish(&request.path) {
             return self.refuse_host(host, exchange, &error, &allow_get, false);
         }
-        let (body, framing) = match request.framing {
-            Framing::None => (Body::UntilClose, "until close".to_owned()),
-            Framing::Length(length) => (Body::Length(length), format!("{length} bytes")),
-            Framing::Chunked => (Body::Chunked(ChunkedDecoder::new()), "chunked".to_owned()),
+        let framing = match request.framing {
+            Framing::None => "until close".to_owned(),
+            Framing::Length(length) => format!("{length} bytes"),
+            Framing::Chunked => "chunked".to_owned(),
         };
+        let body = BodyDecoder::new(request.framing);
         if request.expect_continue && request.has_body() {
             host.write(response::CONTINUE);
         }
@@ -463,8 +457,8 @@ impl HttpSession {
         self.close(host);
     }
 
-    fn head(&self, status: u16) -> ResponseHead {
-        ResponseHead::new(status).header("Server", SERVER)
+    fn head(&self, status: u16) -> Response {
+        response::head(status).header("Server", SERVER)
     }
 
     /// Answer a host refusal.
@@ -516,56 +510,26 @@ impl HttpSession {
 
 /// Decode `data` as the push body and hand its payload to the host.
 fn feed(push: &mut Push, host: &mut Host<'_>, data: &[u8]) -> PushOutcome {
-    let mut send = |bytes: &[u8], pushed: &mut u64| -> Result<(), HostError> {
-        if !bytes.is_empty() {
-            host.push_media(bytes)?;
-            *pushed += bytes.len() as u64;
-        }
+    let pushed = &mut push.pushed;
+    let result = push.body.feed(data, |bytes| -> Result<(), HostError> {
+        host.push_media(bytes)?;
+        *pushed += bytes.len() as u64;
         Ok(())
-    };
-    let result = match &mut push.body {
-        Body::UntilClose => send(data, &mut push.pushed).map(|()| false),
-        Body::Length(remaining) => {
-            let take = usize::try_from(*remaining).map_or(data.len(), |r| r.min(data.len()));
-            *remaining -= take as u64;
-            let done = *remaining == 0;
-            send(&data[..take], &mut push.pushed).map(|()| done)
-        }
-        Body::Chunked(decoder) => {
-            let mut input = data;
-            loop {
-                if decoder.is_done() {
-                    break Ok(true);
-                }
-                if input.is_empty() {
-                    break Ok(false);
-                }
-                match decoder.decode(input) {
-                    Ok(decoded) => {
-                        input = &input[decoded.consumed..];
-                        if let Err(error) = send(decoded.data, &mut push.pushed) {
-                            break Err(error);
-                        }
-                    }
-                    Err(error) => {
-                        return PushOutcome::Failed {
-                            label: push.label.clone(),
-                            status: 400,
-                            message: format!("malformed chunked body: {error}"),
-                        }
-                    }
-                }
-            }
-        }
-    };
+    });
+    let label = || push.label.clone();
     match result {
         Ok(false) => PushOutcome::More,
         Ok(true) => PushOutcome::Done {
-            label: push.label.clone(),
+            label: label(),
             pushed: push.pushed,
         },
-        Err(error) => PushOutcome::Failed {
-            label: push.label.clone(),
+        Err(FeedError::Chunked(error)) => PushOutcome::Failed {
+            label: label(),
+            status: 400,
+            message: format!("malformed chunked body: {error}"),
+        },
+        Err(FeedError::Sink(error)) => PushOutcome::Failed {
+            label: label(),
             status: status_for(error.code),
             message: error.message.to_string(),
         },
@@ -698,7 +662,7 @@ impl Session for HttpSession {
                 self.input.clear();
             }
             State::Pushing(push) => {
-                if matches!(push.body, Body::UntilClose) {
+                if push.body.is_until_close() {
                     let (label, pushed) = (push.label.clone(), push.pushed);
                     self.push_done(host, &label, pushed);
                 } else {

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use ferrocast_plugin_api::testing::MockHost;
 use ferrocast_plugin_api::{
-    EndReason, ErrorCode, HostError, PointKind, Session, SessionInfo, StreamEnded, TransportKind,
+    EndReason, ErrorCode, HostError, PointKind, SessionInfo, TransportKind,
 };
+use ferrocast_plugin_kit::testing::SessionHarness;
 
 use crate::proto::request::{ErrorKind, Limits, Message, RequestParser};
 use crate::proto::{range, transport, url};
@@ -135,34 +136,28 @@ pub fn session(data: &[u8]) {
         peer: "127.0.0.1:50000".into(),
         local: "127.0.0.1:8554".into(),
     };
-    let mut session = RtspSession::new(config, info);
-    mock.run(|host| session.on_open(host));
+    let mut client = SessionHarness::new(mock, RtspSession::new(config, info));
+    client.open();
     for part in input.chunks(piece) {
-        let closed = mock.closed;
-        let before = mock.written.len();
-        mock.run(|host| session.on_data(host, part));
+        let closed = client.mock.closed;
+        let before = client.mock.written.len();
+        client.send(part);
         match part[0] % 29 {
-            0 => mock.run(|host| session.on_timer(host, HEADER_TIMER)),
-            1 => mock.run(|host| session.on_timer(host, SESSION_TIMER)),
-            2 => mock.run(|host| session.on_transport_activity(host, 1)),
-            3 => {
-                let ended = StreamEnded {
-                    reason: EndReason(part.get(1).copied().unwrap_or(0) % 5),
-                    message: "ended".into(),
-                };
-                mock.run(|host| session.on_stream_ended(host, &ended));
-            }
+            0 => client.fire(HEADER_TIMER),
+            1 => client.fire(SESSION_TIMER),
+            2 => client.transport_activity(1),
+            3 => client.stream_ended(EndReason(part.get(1).copied().unwrap_or(0) % 5)),
             _ => {}
         }
         if closed {
-            assert_eq!(mock.written.len(), before, "wrote after closing");
+            assert_eq!(client.mock.written.len(), before, "wrote after closing");
         }
-        if mock.written.len() > before {
-            assert!(mock.written[before..].starts_with(b"RTSP/1.0 "));
+        if client.mock.written.len() > before {
+            assert!(client.mock.written[before..].starts_with(b"RTSP/1.0 "));
         }
     }
-    mock.run(|host| session.on_peer_closed(host));
-    assert!(mock.closed);
+    client.peer_closed();
+    assert!(client.mock.closed);
 }
 
 #[cfg(test)]

@@ -28,11 +28,10 @@
 //! | `header_timeout_ms` | 10000 | 100..=600000 | a request must be complete this long after its first byte, or `408` and close |
 //! | `max_request_bytes` | 16384 | 1024..=1048576 | a larger request head (`400`) or body (`413`) is refused and the connection closed |
 
-use std::time::Duration;
-
 use ferrocast_plugin_api::{
-    check_range, parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingError,
+    parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingError,
 };
+use ferrocast_plugin_kit::settings::{millis_of, SettingChecks};
 use serde::Deserialize;
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -56,8 +55,8 @@ impl Default for Settings {
     fn default() -> Self {
         let config = Config::default();
         Self {
-            session_timeout_ms: config.session_timeout.as_millis() as u64,
-            header_timeout_ms: config.header_timeout.as_millis() as u64,
+            session_timeout_ms: millis_of(config.session_timeout),
+            header_timeout_ms: millis_of(config.header_timeout),
             max_request_bytes: config.max_request_bytes as u64,
         }
     }
@@ -65,37 +64,25 @@ impl Default for Settings {
 
 impl Settings {
     fn validate(&self) -> Result<Config, Vec<SettingError>> {
-        let mut errors = Vec::new();
-        check_range(
-            &mut errors,
-            "session_timeout_ms",
-            self.session_timeout_ms,
-            1_000..=3_600_000,
-            "milliseconds",
-        );
-        check_range(
-            &mut errors,
-            "header_timeout_ms",
-            self.header_timeout_ms,
-            100..=600_000,
-            "milliseconds",
-        );
-        check_range(
-            &mut errors,
-            "max_request_bytes",
-            self.max_request_bytes,
-            1024..=1_048_576,
-            "bytes",
-        );
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        // The ranges checked above make these conversions lossless.
-        Ok(Config {
-            session_timeout: Duration::from_millis(self.session_timeout_ms),
-            header_timeout: Duration::from_millis(self.header_timeout_ms),
-            max_request_bytes: self.max_request_bytes as usize,
-        })
+        let mut checks = SettingChecks::new();
+        let config = Config {
+            session_timeout: checks.millis(
+                "session_timeout_ms",
+                self.session_timeout_ms,
+                1_000..=3_600_000,
+            ),
+            header_timeout: checks.millis(
+                "header_timeout_ms",
+                self.header_timeout_ms,
+                100..=600_000,
+            ),
+            max_request_bytes: checks.bytes(
+                "max_request_bytes",
+                self.max_request_bytes,
+                1024..=1_048_576,
+            ),
+        };
+        checks.finish(config)
     }
 }
 
@@ -139,13 +126,11 @@ ferrocast_plugin_api::export_plugin!(RtspPlugin);
 mod tests {
     use super::*;
     use ferrocast_plugin_api::testing::MockHost;
+    use ferrocast_plugin_kit::testing::setting_errors;
+    use std::time::Duration;
 
     fn errors(settings: &str) -> Vec<(String, String)> {
-        RtspPlugin::create(settings)
-            .unwrap_err()
-            .into_iter()
-            .map(|error| (error.key.to_string(), error.message.to_string()))
-            .collect()
+        setting_errors::<RtspPlugin>(settings)
     }
 
     #[test]

@@ -43,7 +43,7 @@ use ferrocast_plugin_api::{
 
 use crate::proto::range::{self, Npt, NptRange};
 use crate::proto::request::{valid_cseq, Limits, Message, ParseError, Request, RequestParser};
-use crate::proto::response::Response;
+use crate::proto::response::{self, Response};
 use crate::proto::sdp::{self, Description, Timeline};
 use crate::proto::transport::{self, Choice, Refusal};
 use crate::proto::url::{self, Target};
@@ -330,7 +330,7 @@ impl RtspSession {
         }
         let target = match target {
             Ok(target) => target,
-            Err(why) => return self.refuse(host, &exchange, 400, &why),
+            Err(why) => return self.refuse(host, &exchange, 400, &why.to_string()),
         };
         match request.method.as_str() {
             "OPTIONS" => {
@@ -681,7 +681,7 @@ impl RtspSession {
 
     /// A response with the headers every answer carries.
     fn base(&self, exchange: &Exchange, status: u16) -> Response {
-        let mut response = Response::new(status);
+        let mut response = response::new(status);
         if let Some(cseq) = &exchange.cseq {
             response = response.header("CSeq", cseq.clone());
         }

@@ -1,29 +1,37 @@
 //! Incremental parsing of HTTP/1.x request heads.
 //!
 //! [`HeadReader`] collects bytes as they arrive and yields one [`Request`] per complete head,
-//! leaving whatever follows (a body, or pipelined requests) in its buffer. It looks for the end
-//! of the head only in bytes it has not yet searched, so a head trickling in one byte at a time
-//! costs linear time, and it refuses heads larger than its limit before buffering more of them.
-//! httparse does the tokenising; this module adds what a server must decide on top of it:
-//! the request target (origin-form, absolute-form or `*`, then percent-decoded and normalised
-//! into a publishing-point path), message framing (`Content-Length` versus chunked, RFC 9112
-//! §6), persistence (`Connection`) and the few headers the session uses.
+//! leaving whatever follows (a body, or pipelined requests) in its buffer; the kit's
+//! [`HeadBuffer`] does the incremental search and the size limit. httparse does the
+//! tokenising; this module adds what a server must decide on top of it: the request target
+//! (origin-form, absolute-form or `*`, then percent-decoded and normalised into a
+//! publishing-point path by the kit), message framing (`Content-Length` versus chunked, by the
+//! kit's RFC 9112 §6 rules), persistence (`Connection`) and the few headers the session uses.
 
-use std::fmt;
+use ferrocast_plugin_kit::framing::{FramingError, FramingFields};
+use ferrocast_plugin_kit::head::{self, HeadBuffer, HeadError};
+use ferrocast_plugin_kit::path::normalise_path;
+use thiserror::Error;
+
+pub use ferrocast_plugin_kit::framing::Framing;
 
 /// Most header fields in one request. More than this is treated like an oversized head.
 const MAX_HEADERS: usize = 64;
 
 /// Why a request head is refused. Each maps to one response status.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum RequestError {
     /// The head exceeds the size limit or has too many fields (`431`).
+    #[error("request head too large")]
     TooLarge,
     /// Not a valid HTTP/1.x request (`400`).
+    #[error("malformed request: {0}")]
     Malformed(String),
     /// An HTTP version other than 1.0 and 1.1 (`505`).
+    #[error("only HTTP/1.0 and HTTP/1.1 are supported")]
     Version,
     /// A transfer coding other than `chunked` (`501`, RFC 9112 §6.1).
+    #[error("unsupported transfer coding `{0}`; use chunked")]
     UnsupportedCoding(String),
 }
 
@@ -38,30 +46,13 @@ impl RequestError {
     }
 }
 
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::TooLarge => f.write_str("request head too large"),
-            Self::Malformed(why) => write!(f, "malformed request: {why}"),
-            Self::Version => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
-            Self::UnsupportedCoding(coding) => {
-                write!(f, "unsupported transfer coding `{coding}`; use chunked")
-            }
+impl From<FramingError> for RequestError {
+    fn from(error: FramingError) -> Self {
+        match error {
+            FramingError::UnsupportedCoding(coding) => Self::UnsupportedCoding(coding),
+            other => Self::Malformed(other.to_string()),
         }
     }
-}
-
-impl std::error::Error for RequestError {}
-
-/// How the request's body is delimited (RFC 9112 §6.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// Neither `Content-Length` nor `Transfer-Encoding`.
-    None,
-    /// `Content-Length: n`.
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
 }
 
 /// A parsed request head.
@@ -99,95 +90,61 @@ impl Request {
 /// Accumulates input and splits request heads off its front.
 #[derive(Debug)]
 pub struct HeadReader {
-    buf: Vec<u8>,
-    /// `buf[..searched]` holds no end of head (beyond any rejected by httparse as incomplete).
-    searched: usize,
-    max_head: usize,
+    input: HeadBuffer,
 }
 
 impl HeadReader {
     /// A reader refusing heads longer than `max_head` bytes.
     pub fn new(max_head: usize) -> Self {
         Self {
-            buf: Vec::new(),
-            searched: 0,
-            max_head,
+            input: HeadBuffer::new(max_head),
         }
     }
 
     pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        self.input.push(data);
     }
 
     /// Bytes buffered and not yet taken.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.input.buffered()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.input.is_empty()
     }
 
     /// Take everything buffered (the start of a body, say).
     pub fn take(&mut self) -> Vec<u8> {
-        self.searched = 0;
-        std::mem::take(&mut self.buf)
+        self.input.take()
     }
 
     pub fn clear(&mut self) {
-        self.buf.clear();
-        self.searched = 0;
+        self.input.clear();
     }
 
     /// The next complete request head, removed from the buffer; `Ok(None)` until one is
     /// complete. After an error the buffer's contents are meaningless.
     pub fn next_request(&mut self) -> Result<Option<Request>, RequestError> {
-        loop {
-            // A terminator may straddle the previous search boundary: back up two bytes.
-            let from = self.searched.saturating_sub(2);
-            let Some(end) = find_head_end(&self.buf[from..]).map(|end| from + end) else {
-                self.searched = self.buf.len();
-                return if self.buf.len() > self.max_head {
-                    Err(RequestError::TooLarge)
-                } else {
-                    Ok(None)
-                };
-            };
-            if end > self.max_head {
-                return Err(RequestError::TooLarge);
-            }
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Request::new(&mut headers);
-            match parsed.parse(&self.buf[..end]) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let request = build(&parsed)?;
-                    self.buf.drain(..len);
-                    self.searched = 0;
-                    return Ok(Some(request));
-                }
-                // Only leading empty lines so far (httparse skips them, RFC 9112 §2.2).
-                Ok(httparse::Status::Partial) => self.searched = end,
-                Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooLarge),
-                Err(httparse::Error::Version) => return Err(RequestError::Version),
-                Err(error) => return Err(RequestError::Malformed(error.to_string())),
-            }
-        }
+        self.input.next_head(parse).map_err(|error| match error {
+            HeadError::TooLarge => RequestError::TooLarge,
+            HeadError::Parse(error) => error,
+        })
     }
 }
 
-/// End (exclusive) of the first blank line in `buf`: `\n\r\n` or `\n\n` (httparse, like most
-/// servers, accepts a bare LF as line end in the head).
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(offset) = buf[i..].iter().position(|&b| b == b'\n') {
-        let lf = i + offset;
-        match buf.get(lf + 1) {
-            Some(b'\n') => return Some(lf + 2),
-            Some(b'\r') if buf.get(lf + 2) == Some(&b'\n') => return Some(lf + 3),
-            _ => i = lf + 1,
-        }
+/// Parse a complete head; `None` if it held only empty lines (httparse skips those, RFC 9112
+/// §2.2).
+fn parse(head: &[u8]) -> Result<Option<(Request, usize)>, RequestError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some((build(&parsed)?, len))),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(RequestError::TooLarge),
+        Err(httparse::Error::Version) => Err(RequestError::Version),
+        Err(error) => Err(RequestError::Malformed(error.to_string())),
     }
-    None
 }
 
 fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
@@ -196,8 +153,7 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
     let minor_version = parsed.version.unwrap_or(1);
 
     let mut connection = Vec::new();
-    let mut content_length: Option<u64> = None;
-    let mut codings = Vec::new();
+    let mut framing = FramingFields::new();
     let mut expect_continue = false;
     let mut range = None;
     let mut if_range = false;
@@ -209,18 +165,9 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
                 .map_err(|_| RequestError::Malformed(format!("non-UTF-8 value in {name}")))
         };
         if name.eq_ignore_ascii_case("connection") {
-            connection.extend(list(value()?).map(str::to_ascii_lowercase));
-        } else if name.eq_ignore_ascii_case("content-length") {
-            // Repeats or a list of one identical value are tolerated (RFC 9112 §6.3, item 5).
-            for item in value()?.split(',').map(str::trim) {
-                let length = parse_length(item)?;
-                if content_length.is_some_and(|known| known != length) {
-                    return Err(RequestError::Malformed("conflicting Content-Length".into()));
-                }
-                content_length = Some(length);
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            codings.extend(list(value()?).map(str::to_ascii_lowercase));
+            connection.extend(head::list(value()?).map(str::to_ascii_lowercase));
+        } else if FramingFields::is_framing(name) {
+            framing.add(name, value()?)?;
         } else if name.eq_ignore_ascii_case("expect") {
             expect_continue |= value()?.eq_ignore_ascii_case("100-continue");
         } else if name.eq_ignore_ascii_case("range") {
@@ -230,7 +177,7 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
         }
     }
 
-    let framing = framing(&codings, content_length, minor_version)?;
+    let framing = framing.framing(minor_version)?;
     let keep_alive = if connection.iter().any(|token| token == "close") {
         false
     } else if minor_version >= 1 {
@@ -241,7 +188,11 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
     let (path, asterisk) = if target == "*" {
         (String::new(), true)
     } else {
-        (normalise_path(origin_path(&target)?)?, false)
+        (
+            normalise_path(origin_path(&target)?)
+                .map_err(|error| RequestError::Malformed(error.to_string()))?,
+            false,
+        )
     };
     Ok(Request {
         method,
@@ -255,57 +206,6 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
         range,
         if_range,
     })
-}
-
-/// Non-empty elements of a comma-separated header list.
-fn list(value: &str) -> impl Iterator<Item = &str> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-}
-
-fn parse_length(text: &str) -> Result<u64, RequestError> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(RequestError::Malformed(format!(
-            "invalid Content-Length `{text}`"
-        )));
-    }
-    text.parse()
-        .map_err(|_| RequestError::Malformed(format!("Content-Length `{text}` too large")))
-}
-
-/// Body framing per RFC 9112 §6.1 and §6.3.
-fn framing(
-    codings: &[String],
-    length: Option<u64>,
-    minor_version: u8,
-) -> Result<Framing, RequestError> {
-    if codings.is_empty() {
-        return Ok(length.map_or(Framing::None, Framing::Length));
-    }
-    // Both headers is how request smuggling starts; refuse rather than pick one.
-    if length.is_some() {
-        return Err(RequestError::Malformed(
-            "both Content-Length and Transfer-Encoding".into(),
-        ));
-    }
-    // HTTP/1.0 has no transfer codings, so the framing cannot be trusted (RFC 9112 §6.1).
-    if minor_version == 0 {
-        return Err(RequestError::Malformed(
-            "Transfer-Encoding in an HTTP/1.0 request".into(),
-        ));
-    }
-    if codings.last().map(String::as_str) != Some("chunked") {
-        return Err(RequestError::Malformed(
-            "Transfer-Encoding must end with chunked".into(),
-        ));
-    }
-    match codings.iter().find(|coding| *coding != "chunked") {
-        Some(other) => Err(RequestError::UnsupportedCoding(other.clone())),
-        None if codings.len() > 1 => Err(RequestError::Malformed("chunked applied twice".into())),
-        None => Ok(Framing::Chunked),
-    }
 }
 
 /// The path part of an origin-form (`/p?q`) or absolute-form (`http://host/p?q`) target.
@@ -326,59 +226,6 @@ fn origin_path(target: &str) -> Result<&str, RequestError> {
         rest.find('/').map_or("/", |slash| &rest[slash..])
     };
     Ok(path.split(['?', '#']).next().unwrap_or_default())
-}
-
-/// Percent-decode `raw` and normalise it into `point/file` form.
-///
-/// Empty and `.` segments are dropped; `..` is refused outright rather than resolved, because
-/// no player needs it and resolving it is how traversal bugs happen. Control characters and
-/// backslashes (a path separator on some hosts) are refused for the same reason.
-fn normalise_path(raw: &str) -> Result<String, RequestError> {
-    let decoded = percent_decode(raw)?;
-    let decoded = String::from_utf8(decoded)
-        .map_err(|_| RequestError::Malformed("path is not UTF-8 after percent-decoding".into()))?;
-    if decoded.chars().any(|c| c.is_control() || c == '\\') {
-        return Err(RequestError::Malformed(
-            "control character or backslash in path".into(),
-        ));
-    }
-    let mut segments = Vec::new();
-    for segment in decoded.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => return Err(RequestError::Malformed("`..` in path".into())),
-            _ => segments.push(segment),
-        }
-    }
-    Ok(segments.join("/"))
-}
-
-fn percent_decode(raw: &str) -> Result<Vec<u8>, RequestError> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|pair| {
-                let text = std::str::from_utf8(pair).ok()?;
-                // from_str_radix alone would accept a sign (`%+1`).
-                pair.iter()
-                    .all(u8::is_ascii_hexdigit)
-                    .then(|| u8::from_str_radix(text, 16).ok())?
-            });
-            let Some(byte) = hex else {
-                return Err(RequestError::Malformed(
-                    "bad percent-encoding in path".into(),
-                ));
-            };
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -464,6 +311,18 @@ mod tests {
         assert_eq!(reader.next_request().unwrap().unwrap().method, "HEAD");
         assert_eq!(reader.next_request().unwrap(), None);
         assert_eq!(reader.buffered(), 6);
+    }
+
+    #[test]
+    fn blank_lines_alone_wait_for_a_head() {
+        // Bare-LF blank lines once made the search start over at the same terminator forever.
+        for blank in [&b"\n\n"[..], b"\r\n\n", b"\n\n\n\n", b"\r\n\r\n"] {
+            let mut reader = HeadReader::new(16384);
+            reader.push(blank);
+            assert_eq!(reader.next_request(), Ok(None), "{blank:?}");
+            reader.push(b"GET /live HTTP/1.1\r\n\r\n");
+            assert_eq!(reader.next_request().unwrap().unwrap().path, "live");
+        }
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! Behaviour tests of [`HttpSession`] against [`MockHost`], fed with requests captured from
 //! real clients (see `tests/fixtures/README.md`).
 
+use std::ops::{Deref, DerefMut};
+
 use super::*;
 use ferrocast_plugin_api::testing::MockHost;
+use ferrocast_plugin_kit::chunked::ChunkedDecoder;
+use ferrocast_plugin_kit::testing::{unique_header, SessionHarness};
 
 const FFMPEG_GET_LIVE: &[u8] = include_bytes!("../../tests/fixtures/ffmpeg-get-live.http");
 const FFPROBE_GET_VOD: &[u8] = include_bytes!("../../tests/fixtures/ffprobe-get-vod.http");
@@ -18,8 +22,21 @@ const CURL_PUT_LENGTH: &[u8] = include_bytes!("../../tests/fixtures/curl-put-len
 /// A session on a mock host with a live point `live` and on-demand points `vod` and
 /// `vod/clip.ts` of 1000 bytes each.
 struct Client {
-    mock: MockHost,
-    session: HttpSession,
+    harness: SessionHarness<HttpSession>,
+}
+
+impl Deref for Client {
+    type Target = SessionHarness<HttpSession>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.harness
+    }
+}
+
+impl DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.harness
+    }
 }
 
 impl Client {
@@ -33,45 +50,17 @@ impl Client {
             .add_point("vod", PointKind::ON_DEMAND, 1000)
             .add_point("vod/clip.ts", PointKind::ON_DEMAND, 1000);
         Self {
-            mock,
-            session: HttpSession::new(config),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        let session = &mut self.session;
-        self.mock.run(|host| session.on_data(host, bytes));
-    }
-
-    fn send_in_pieces(&mut self, bytes: &[u8], piece: usize) {
-        for part in bytes.chunks(piece) {
-            self.send(part);
+            harness: SessionHarness::new(mock, HttpSession::new(config)),
         }
     }
 
     fn fire_header_timer(&mut self) {
-        self.mock.timers.remove(&HEADER_TIMER);
-        let session = &mut self.session;
-        self.mock.run(|host| session.on_timer(host, HEADER_TIMER));
-    }
-
-    fn stream_ended(&mut self, reason: EndReason) {
-        let ended = StreamEnded {
-            reason,
-            message: reason.as_str().into(),
-        };
-        let session = &mut self.session;
-        self.mock.run(|host| session.on_stream_ended(host, &ended));
-    }
-
-    fn peer_closed(&mut self) {
-        let session = &mut self.session;
-        self.mock.run(|host| session.on_peer_closed(host));
+        self.fire(HEADER_TIMER);
     }
 
     /// Take the written bytes and parse them as one response; `head_only` for a HEAD.
     fn response(&mut self) -> Response {
-        let written = std::mem::take(&mut self.mock.written);
+        let written = self.take_written();
         let (response, rest) = Response::parse(&written, false);
         assert!(
             rest.is_empty(),
@@ -82,24 +71,14 @@ impl Client {
     }
 
     fn head_response(&mut self) -> Response {
-        let written = std::mem::take(&mut self.mock.written);
+        let written = self.take_written();
         let (response, rest) = Response::parse(&written, true);
         assert!(rest.is_empty(), "more than one response");
         response
     }
 
     fn header_timer(&self) -> Option<u64> {
-        self.mock.timers.get(&HEADER_TIMER).copied()
-    }
-
-    fn logs(&self, level: LogLevel) -> Vec<String> {
-        self.mock
-            .logs
-            .borrow()
-            .iter()
-            .filter(|(l, _)| *l == level)
-            .map(|(_, message)| message.clone())
-            .collect()
+        self.timer(HEADER_TIMER)
     }
 }
 
@@ -150,14 +129,8 @@ impl Response {
         (response, &rest[body_len..])
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
-        let mut values = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
-        let value = values.next().map(|(_, v)| v.as_str());
-        assert!(values.next().is_none(), "header {name} repeated");
-        value
+    fn get<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        unique_header(&self.headers, name)
     }
 
     fn text(&self) -> &str {

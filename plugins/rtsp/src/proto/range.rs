@@ -6,8 +6,6 @@
 //! `h:mm:ss` with an optional fraction; they are kept in whole milliseconds, rounded to the
 //! nearest. Other units (`smpte=`, `clock=`) are not supported.
 
-use std::fmt;
-
 /// A point in normal play time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Npt {
@@ -33,16 +31,9 @@ impl NptRange {
 }
 
 /// Why a `Range` value was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct RangeError(pub String);
-
-impl fmt::Display for RangeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for RangeError {}
 
 /// Parse a `Range` header value. A `;time=` parameter (when to start) is ignored.
 pub fn parse(value: &str) -> Result<NptRange, RangeError> {

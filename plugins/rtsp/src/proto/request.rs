@@ -9,18 +9,19 @@
 //!   (GStreamer does; ffmpeg 5.1 does not).
 //!
 //! [`RequestParser`] collects bytes as they arrive and yields one [`Message`] at a time. It
-//! looks for the end of a head only in bytes it has not searched before (a head trickling in
-//! one byte at a time costs linear time), refuses heads and bodies over its [`Limits`] before
-//! buffering more of them, and never buffers the payload of an interleaved frame: it reports
-//! the frame's channel and length when the 4-byte header is complete and then discards the
-//! payload as it arrives.
+//! looks for the end of a head only in bytes it has not searched before (the kit's
+//! [`HeadScanner`]: a head trickling in one byte at a time costs linear time), refuses heads
+//! and bodies over its [`Limits`] before buffering more of them, and never buffers the payload
+//! of an interleaved frame: it reports the frame's channel and length when the 4-byte header
+//! is complete and then discards the payload as it arrives.
 //!
 //! The parser checks syntax only. What a request means (version `RTSP/1.0`, a valid `CSeq`,
 //! the URL) is for the session to judge, so that it can still answer with the request's
 //! `CSeq`. Every [`ParseError`] leaves the stream without a known message boundary: the
 //! connection has to be closed after the error response.
 
-use std::fmt;
+use ferrocast_plugin_kit::head::{self, HeadScanner};
+use thiserror::Error;
 
 /// Most header fields in one request. More than this is treated like an oversized head.
 pub const MAX_HEADERS: usize = 64;
@@ -35,19 +36,23 @@ pub struct Limits {
 }
 
 /// Why the input cannot be parsed further.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ErrorKind {
     /// The head exceeds [`Limits::max_head`] or has more than [`MAX_HEADERS`] fields.
+    #[error("request head too large")]
     HeadTooLarge,
     /// `Content-Length` exceeds [`Limits::max_body`].
+    #[error("request body of {0} bytes is too large")]
     BodyTooLarge(u64),
     /// Not an RTSP request.
+    #[error("malformed request: {0}")]
     Malformed(String),
 }
 
 /// A parse failure, with the request's `CSeq` when one could be found so the error response
 /// can still echo it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("{kind}")]
 pub struct ParseError {
     pub kind: ErrorKind,
     pub cseq: Option<String>,
@@ -62,20 +67,6 @@ impl ParseError {
         }
     }
 }
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            ErrorKind::HeadTooLarge => f.write_str("request head too large"),
-            ErrorKind::BodyTooLarge(length) => {
-                write!(f, "request body of {length} bytes is too large")
-            }
-            ErrorKind::Malformed(why) => write!(f, "malformed request: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for ParseError {}
 
 /// A parsed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,18 +85,12 @@ pub struct Request {
 impl Request {
     /// The value of the first header field named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        head::header(&self.headers, name)
     }
 
     /// Every value of the header fields named `name` (case-insensitive), in order.
     pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        head::headers_named(&self.headers, name)
     }
 }
 
@@ -124,8 +109,8 @@ pub enum Message {
 #[derive(Debug)]
 pub struct RequestParser {
     buf: Vec<u8>,
-    /// `buf[..searched]` holds no end of head.
-    searched: usize,
+    /// Where the search for the end of the head at the front of `buf` has got to.
+    scanner: HeadScanner,
     /// Payload bytes of an interleaved frame still to discard.
     skip: usize,
     /// A complete head waiting for `usize` body bytes.
@@ -141,7 +126,7 @@ impl RequestParser {
     pub fn new(limits: Limits) -> Self {
         Self {
             buf: Vec::new(),
-            searched: 0,
+            scanner: HeadScanner::new(),
             skip: 0,
             pending: None,
             limits,
@@ -183,7 +168,7 @@ impl RequestParser {
     /// Forget everything buffered (the connection is closing).
     pub fn clear(&mut self) {
         self.buf = Vec::new();
-        self.searched = 0;
+        self.scanner.reset();
         self.skip = 0;
         self.pending = None;
         self.method_checked = false;
@@ -228,7 +213,7 @@ impl RequestParser {
             .count();
         if blank > 0 {
             self.buf.drain(..blank);
-            self.searched = 0;
+            self.scanner.reset();
             self.method_checked = false;
         }
         match self.buf.first() {
@@ -242,15 +227,13 @@ impl RequestParser {
                 let take = (4 + usize::from(length)).min(self.buf.len());
                 self.skip = 4 + usize::from(length) - take;
                 self.buf.drain(..take);
-                self.searched = 0;
+                self.scanner.reset();
                 return Ok(Some(Message::Interleaved { channel, length }));
             }
             Some(_) => {}
         }
         self.check_method_prefix()?;
-        let from = self.searched.saturating_sub(2);
-        let Some(end) = find_head_end(&self.buf[from..]).map(|end| from + end) else {
-            self.searched = self.buf.len();
+        let Some(end) = self.scanner.scan(&self.buf) else {
             if self.buf.len() > self.limits.max_head {
                 return Err(self.error(ErrorKind::HeadTooLarge));
             }
@@ -265,7 +248,7 @@ impl RequestParser {
             return Err(self.error(ErrorKind::BodyTooLarge(length)));
         }
         self.buf.drain(..end);
-        self.searched = 0;
+        self.scanner.reset();
         self.method_checked = false;
         let length = length as usize; // at most max_body
         if length == 0 {
@@ -281,11 +264,11 @@ impl RequestParser {
         if self.method_checked {
             return Ok(());
         }
-        // Bytes before `searched` were checked by an earlier call and held no space. Bytes
+        // Bytes the scanner searched were checked by an earlier call and held no space. Bytes
         // past the head limit are not looked at: a head that long is refused for its size,
         // whatever it holds, so the outcome does not depend on how the input was split.
         let end = self.buf.len().min(self.limits.max_head);
-        for &byte in &self.buf[self.searched.min(end)..end] {
+        for &byte in &self.buf[self.scanner.searched().min(end)..end] {
             if byte == b' ' {
                 self.method_checked = true;
                 return Ok(());
@@ -305,21 +288,6 @@ impl RequestParser {
             cseq: find_cseq(&self.buf[..self.buf.len().min(self.limits.max_head)]),
         }
     }
-}
-
-/// The length of the head at the front of `buf` (through its blank line), if complete. Lines
-/// may end in CRLF or a bare LF.
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(offset) = buf[i..].iter().position(|&b| b == b'\n') {
-        let lf = i + offset;
-        match buf.get(lf + 1) {
-            Some(b'\n') => return Some(lf + 2),
-            Some(b'\r') if buf.get(lf + 2) == Some(&b'\n') => return Some(lf + 3),
-            _ => i = lf + 1,
-        }
-    }
-    None
 }
 
 /// RFC 2616 `token` characters (methods and header names).

@@ -3,9 +3,26 @@
 //! RTSP requests name absolute URLs (`rtsp://host:port/live`, RFC 2326 §3.2). This server's
 //! SDP gives its single track the relative control URL `trackID=0`, so clients address it as
 //! `rtsp://host:port/<point>/trackID=0`, and the aggregate (the whole presentation) as the
-//! point's URL with or without a trailing slash. A path is percent-decoded and normalised the
-//! same way as the HTTP plugin's: empty and `.` segments dropped, `..`, control characters and
-//! backslashes refused, because resolving them is how traversal bugs happen.
+//! point's URL with or without a trailing slash. A path is percent-decoded and normalised by
+//! the kit's [`path_segments`], as the HTTP plugin's: empty and `.` segments dropped, `..`,
+//! control characters and backslashes refused, because resolving them is how traversal bugs
+//! happen.
+
+use ferrocast_plugin_kit::path::{path_segments, PathError};
+use thiserror::Error;
+
+/// Why a request URL is refused (answered with `400`).
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum UrlError {
+    #[error("`{0}` is not an rtsp:// URL")]
+    NotAbsolute(String),
+    #[error("`{0}://` URLs are not served; use rtsp://")]
+    Scheme(String),
+    #[error("`{0}` has no host")]
+    NoHost(String),
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
 
 /// What a request URL designates.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +63,7 @@ impl Target {
 
 /// Parse a request URL. `local` (`ip:port` of the connection) stands in for the authority
 /// when a client sends only an absolute path.
-pub fn parse(uri: &str, local: &str) -> Result<Target, String> {
+pub fn parse(uri: &str, local: &str) -> Result<Target, UrlError> {
     if uri == "*" {
         return Ok(Target {
             base: String::new(),
@@ -60,10 +77,10 @@ pub fn parse(uri: &str, local: &str) -> Result<Target, String> {
     } else {
         let (scheme, rest) = uri
             .split_once("://")
-            .ok_or_else(|| format!("`{uri}` is not an rtsp:// URL"))?;
+            .ok_or_else(|| UrlError::NotAbsolute(uri.to_owned()))?;
         let scheme = scheme.to_ascii_lowercase();
         if !matches!(scheme.as_str(), "rtsp" | "rtsps" | "rtspu") {
-            return Err(format!("`{scheme}://` URLs are not served; use rtsp://"));
+            return Err(UrlError::Scheme(scheme));
         }
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let authority = &rest[..end];
@@ -72,12 +89,12 @@ pub fn parse(uri: &str, local: &str) -> Result<Target, String> {
             .rsplit_once('@')
             .map_or(authority, |(_, host)| host);
         if host.is_empty() {
-            return Err(format!("`{uri}` has no host"));
+            return Err(UrlError::NoHost(uri.to_owned()));
         }
         (format!("{scheme}://{host}"), &rest[end..])
     };
     let raw_path = raw_path.split(['?', '#']).next().unwrap_or_default();
-    let mut segments = normalise(raw_path)?;
+    let mut segments = path_segments(raw_path)?;
     let track = segments.last().and_then(|last| track_id(last));
     if track.is_some() {
         segments.pop();
@@ -110,49 +127,6 @@ fn track_id(segment: &str) -> Option<u32> {
         return None;
     }
     Some(number.parse().unwrap_or(u32::MAX))
-}
-
-/// Percent-decode `raw` and split it into normalised segments.
-fn normalise(raw: &str) -> Result<Vec<String>, String> {
-    let mut segments = Vec::new();
-    for segment in raw.split('/') {
-        let decoded = percent_decode(segment)?;
-        let decoded = String::from_utf8(decoded)
-            .map_err(|_| "the path is not UTF-8 after percent-decoding".to_owned())?;
-        if decoded.chars().any(|c| c.is_control() || c == '\\') {
-            return Err("a control character or backslash in the path".into());
-        }
-        // A `/` that was percent-encoded separates segments too.
-        for part in decoded.split('/') {
-            match part {
-                "" | "." => {}
-                ".." => return Err("`..` in the path".into()),
-                _ => segments.push(part.to_owned()),
-            }
-        }
-    }
-    Ok(segments)
-}
-
-fn percent_decode(raw: &str) -> Result<Vec<u8>, String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .filter(|pair| pair.iter().all(u8::is_ascii_hexdigit))
-                .and_then(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
-                .ok_or_else(|| "bad percent-encoding in the path".to_owned())?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

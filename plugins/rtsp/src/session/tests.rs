@@ -2,8 +2,12 @@
 //! real clients (see `tests/fixtures/README.md`) in odd splits, and with hand-written requests
 //! for what the clients did not do.
 
+use std::ops::{Deref, DerefMut};
+
 use super::*;
 use ferrocast_plugin_api::testing::MockHost;
+use ferrocast_plugin_kit::head::find_head_end;
+use ferrocast_plugin_kit::testing::{unique_header, SessionHarness};
 
 const FFMPEG_TCP_VOD: &[u8] = include_bytes!("../../tests/fixtures/ffmpeg-tcp-vod.rtsp");
 const FFMPEG_UDP_VOD: &[u8] = include_bytes!("../../tests/fixtures/ffmpeg-udp-vod.rtsp");
@@ -24,8 +28,21 @@ const VOD_MS: u64 = 10_021;
 /// A session on a mock host with a live point `live`, an on-demand file `vod` (10.021 s), a
 /// directory point file `vod/clip.ts` (5 s), and points refused in every way the host can.
 struct Client {
-    mock: MockHost,
-    session: RtspSession,
+    harness: SessionHarness<RtspSession>,
+}
+
+impl Deref for Client {
+    type Target = SessionHarness<RtspSession>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.harness
+    }
+}
+
+impl DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.harness
+    }
 }
 
 impl Client {
@@ -54,11 +71,9 @@ impl Client {
         }
         let info = mock.run(|host| host.session());
         let mut client = Self {
-            mock,
-            session: RtspSession::new(config, info),
+            harness: SessionHarness::new(mock, RtspSession::new(config, info)),
         };
-        let session = &mut client.session;
-        client.mock.run(|host| session.on_open(host));
+        client.open();
         client
     }
 
@@ -70,17 +85,6 @@ impl Client {
                 "RTP over UDP is not enabled on this point",
             ),
         );
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        let session = &mut self.session;
-        self.mock.run(|host| session.on_data(host, bytes));
-    }
-
-    fn send_in_pieces(&mut self, bytes: &[u8], piece: usize) {
-        for part in bytes.chunks(piece) {
-            self.send(part);
-        }
     }
 
     /// Send one request and take its one response.
@@ -106,35 +110,13 @@ impl Client {
         self.request("PLAY", &url, cseq, headers)
     }
 
-    fn fire(&mut self, timer: u64) {
-        self.mock.timers.remove(&timer);
-        let session = &mut self.session;
-        self.mock.run(|host| session.on_timer(host, timer));
-    }
-
-    fn stream_ended(&mut self, reason: EndReason) {
-        let ended = StreamEnded {
-            reason,
-            message: reason.as_str().into(),
-        };
-        let session = &mut self.session;
-        self.mock.run(|host| session.on_stream_ended(host, &ended));
-    }
-
     fn activity(&mut self, transport: u64) {
-        let session = &mut self.session;
-        self.mock
-            .run(|host| session.on_transport_activity(host, transport));
-    }
-
-    fn peer_closed(&mut self) {
-        let session = &mut self.session;
-        self.mock.run(|host| session.on_peer_closed(host));
+        self.transport_activity(transport);
     }
 
     /// Every response written since the last call, in order.
     fn responses(&mut self) -> Vec<Reply> {
-        let written = std::mem::take(&mut self.mock.written);
+        let written = self.take_written();
         let mut rest = written.as_slice();
         let mut replies = Vec::new();
         while !rest.is_empty() {
@@ -152,22 +134,12 @@ impl Client {
         replies.remove(0)
     }
 
-    fn logs(&self, level: LogLevel) -> Vec<String> {
-        self.mock
-            .logs
-            .borrow()
-            .iter()
-            .filter(|(l, _)| *l == level)
-            .map(|(_, message)| message.clone())
-            .collect()
-    }
-
     fn session_timer(&self) -> Option<u64> {
-        self.mock.timers.get(&SESSION_TIMER).copied()
+        self.timer(SESSION_TIMER)
     }
 
     fn header_timer(&self) -> Option<u64> {
-        self.mock.timers.get(&HEADER_TIMER).copied()
+        self.timer(HEADER_TIMER)
     }
 
     /// The id our session gets on the mock host (session number 1).
@@ -225,11 +197,7 @@ struct Reply {
 impl Reply {
     /// Parse one response off the front of `bytes`; the body is `Content-Length` bytes.
     fn parse(bytes: &[u8]) -> (Self, &[u8]) {
-        let end = bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("complete response head")
-            + 4;
+        let end = find_head_end(bytes).expect("complete response head");
         let head = std::str::from_utf8(&bytes[..end - 4]).expect("ASCII head");
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap();
@@ -256,14 +224,8 @@ impl Reply {
         (reply, &bytes[end + length..])
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
-        let mut values = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
-        let value = values.next().map(|(_, v)| v.as_str());
-        assert!(values.next().is_none(), "header {name} repeated");
-        value
+    fn get<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        unique_header(&self.headers, name)
     }
 
     fn cseq(&self) -> Option<&str> {

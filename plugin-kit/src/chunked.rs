@@ -1,13 +1,16 @@
 //! Incremental decoder for the HTTP/1.1 chunked transfer coding (RFC 9112 §7.1).
 //!
-//! An encoder such as ffmpeg pushes an endless MPEG-TS stream as chunks. The decoder takes the
+//! An encoder such as ffmpeg pushes an endless MPEG-TS stream as chunks, and an origin may
+//! answer a pull the same way. The decoder takes the
 //! bytes exactly as they arrive — split anywhere, even inside a chunk-size line or a CRLF — and
 //! hands back the payload as slices of the caller's input, so media is passed on without
 //! copying or buffering. It is strict where leniency has caused request-smuggling bugs in other
 //! servers: sizes are plain hex digits, framing lines must end in CRLF, and sizes that overflow
 //! 64 bits are errors. Chunk extensions are skipped and trailer fields are read and discarded.
 
-use std::fmt;
+use thiserror::Error;
+
+use crate::hex_value;
 
 /// Longest chunk-size line (digits, whitespace and extensions) accepted.
 const MAX_SIZE_LINE: usize = 4096;
@@ -15,30 +18,21 @@ const MAX_SIZE_LINE: usize = 4096;
 const MAX_TRAILER: usize = 16 * 1024;
 
 /// Why a chunked body is malformed. The connection cannot be resynchronised after any of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
 pub enum ChunkedError {
     /// A chunk-size line without digits, or with a byte that is not a hex digit.
+    #[error("invalid chunk size")]
     BadSize,
     /// The chunk size does not fit in 64 bits.
+    #[error("chunk size too large")]
     SizeOverflow,
     /// A chunk-size line, chunk extension or trailer section longer than the limit.
+    #[error("chunk-size line or trailer section too long")]
     LineTooLong,
     /// A framing line not ended by CRLF, or chunk data not followed by CRLF.
+    #[error("chunk framing not terminated by CRLF")]
     BadLineEnd,
 }
-
-impl fmt::Display for ChunkedError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::BadSize => "invalid chunk size",
-            Self::SizeOverflow => "chunk size too large",
-            Self::LineTooLong => "chunk-size line or trailer section too long",
-            Self::BadLineEnd => "chunk framing not terminated by CRLF",
-        })
-    }
-}
-
-impl std::error::Error for ChunkedError {}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -200,14 +194,6 @@ impl ChunkedDecoder {
             (State::Data | State::Done, _) => unreachable!("handled by decode"),
         };
         Ok(())
-    }
-}
-
-fn hex_value(byte: u8) -> u8 {
-    match byte {
-        b'0'..=b'9' => byte - b'0',
-        b'a'..=b'f' => byte - b'a' + 10,
-        _ => byte - b'A' + 10,
     }
 }
 

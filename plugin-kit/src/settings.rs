@@ -1,0 +1,127 @@
+//! Range-checked plugin settings.
+//!
+//! A plugin reads its `[plugins.<name>]` table with
+//! [`parse_settings`](ferrocast_plugin_api::parse_settings) into a struct of plain numbers
+//! (durations in milliseconds, sizes in bytes, counts), then turns it into its configuration.
+//! [`SettingChecks`] does the second step: each call checks one setting's range, records an
+//! error naming the key and the accepted range if it is out of it, and returns the value in the
+//! type the configuration wants. [`SettingChecks::finish`] then answers the configuration, or
+//! every error at once so the operator sees all problems in one go.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ferrocast_plugin_kit::settings::SettingChecks;
+//!
+//! let mut checks = SettingChecks::new();
+//! let timeout: Duration = checks.millis("idle_timeout_ms", 50, 100..=60_000);
+//! let errors = checks.finish(timeout).unwrap_err();
+//! assert_eq!(errors[0].message.as_str(), "50 is out of range; use 100 to 60000 milliseconds");
+//! ```
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use ferrocast_plugin_api::{check_range, SettingError};
+
+/// Range checks of one plugin's settings, collecting every error.
+#[derive(Debug, Default)]
+pub struct SettingChecks {
+    errors: Vec<SettingError>,
+}
+
+impl SettingChecks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Setting `key` must lie in `range`; `unit` words the range in the error ("requests").
+    pub fn in_range(
+        &mut self,
+        key: &str,
+        value: u64,
+        range: RangeInclusive<u64>,
+        unit: &str,
+    ) -> u64 {
+        check_range(&mut self.errors, key, value, range, unit);
+        value
+    }
+
+    /// A duration given in milliseconds.
+    pub fn millis(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> Duration {
+        Duration::from_millis(self.in_range(key, value, range, "milliseconds"))
+    }
+
+    /// A size given in bytes. Values beyond `usize` (only possible with a range allowing them
+    /// on a 32-bit target) saturate.
+    pub fn bytes(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> usize {
+        usize::try_from(self.in_range(key, value, range, "bytes")).unwrap_or(usize::MAX)
+    }
+
+    /// The errors found so far.
+    pub fn errors(&self) -> &[SettingError] {
+        &self.errors
+    }
+
+    /// `config` if every check passed, else all the errors.
+    pub fn finish<T>(self, config: T) -> Result<T, Vec<SettingError>> {
+        if self.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(self.errors)
+        }
+    }
+}
+
+/// A default duration as the milliseconds a setting spells it in.
+pub fn millis_of(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_in_range_pass_in_their_types() {
+        let mut checks = SettingChecks::new();
+        let timeout = checks.millis("timeout_ms", 100, 100..=1000);
+        let size = checks.bytes("size", 1000, 100..=1000);
+        let count = checks.in_range("count", 7, 1..=10, "requests");
+        assert!(checks.errors().is_empty());
+        assert_eq!(
+            checks.finish((timeout, size, count)).unwrap(),
+            (Duration::from_millis(100), 1000, 7)
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_by_key_in_order() {
+        let mut checks = SettingChecks::new();
+        checks.millis("timeout_ms", 99, 100..=1000);
+        checks.bytes("size", 500, 100..=1000);
+        checks.bytes("buffer", 1001, 100..=1000);
+        checks.in_range("count", 0, 1..=10, "requests");
+        let errors = checks.finish(()).unwrap_err();
+        let found: Vec<(&str, &str)> = errors
+            .iter()
+            .map(|error| (error.key.as_str(), error.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "timeout_ms",
+                    "99 is out of range; use 100 to 1000 milliseconds"
+                ),
+                ("buffer", "1001 is out of range; use 100 to 1000 bytes"),
+                ("count", "0 is out of range; use 1 to 10 requests"),
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_in_milliseconds() {
+        assert_eq!(millis_of(Duration::from_secs(10)), 10_000);
+        assert_eq!(millis_of(Duration::MAX), u64::MAX);
+    }
+}
