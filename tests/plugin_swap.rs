@@ -261,7 +261,7 @@ fn the_http_plugin_is_swapped_under_a_playing_client() {
     );
     let _encoder = Encoder::push(&server.url("live"), 60);
     wait_until_live(address, "/live", Duration::from_secs(15));
-    let old_reader = LiveReader::start(address, "/live");
+    let old_reader = TsReader::http(address, "/live");
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         !old_reader.body().is_empty(),
@@ -290,7 +290,7 @@ fn the_http_plugin_is_swapped_under_a_playing_client() {
     assert_eq!(field(&swapped[0], "generation"), Some("2"), "{swapped:?}");
 
     // A new client is served by generation 2.
-    let new_reader = LiveReader::start(address, "/live");
+    let new_reader = TsReader::http(address, "/live");
     std::thread::sleep(Duration::from_secs(3));
     let generations = wait_for_generations(
         &server,
@@ -313,7 +313,7 @@ fn the_http_plugin_is_swapped_under_a_playing_client() {
         after_swap > 50_000,
         "only {after_swap} bytes after the swap"
     );
-    let gap = old_reader.longest_silence_since(old_reader.started + Duration::from_millis(500));
+    let gap = old_reader.longest_gap_since(old_reader.started + Duration::from_millis(500));
     assert!(
         gap < Duration::from_secs(2),
         "the old client saw {gap:?} of silence"

@@ -66,7 +66,7 @@ fn an_edge_relays_an_origin_and_keeps_clients_through_an_origin_restart() {
         live.video_frames
     );
 
-    let reader = LiveReader::start(edge.http, "/relay");
+    let reader = TsReader::http(edge.http, "/relay");
     std::thread::sleep(Duration::from_secs(2));
     // The origin goes down and comes back on the same address, with a new encoder.
     drop(encoder);
@@ -87,7 +87,7 @@ fn an_edge_relays_an_origin_and_keeps_clients_through_an_origin_restart() {
         reader.first_media_after(restarted).is_some(),
         "media after the origin restart"
     );
-    let gap = reader.longest_silence_since(reader.started + Duration::from_millis(500));
+    let gap = reader.longest_gap_since(reader.started + Duration::from_millis(500));
     assert!(
         gap < Duration::from_millis(1500),
         "edge client saw {gap:?} of silence"
@@ -205,7 +205,7 @@ fn a_pull_retries_with_growing_backoff_while_the_origin_is_down() {
 fn relay_through_fault(
     max_silence: Duration,
     fault: impl FnOnce(&ferrocast_tests::proxy::FaultProxy),
-) -> (Ferrocast, LiveReader) {
+) -> (Ferrocast, TsReader) {
     use ferrocast_tests::proxy::FaultProxy;
     let (origin_http, origin_tcp) = (loopback(), loopback());
     let (origin, _origin_plugins) = origin(origin_http, origin_tcp, None);
@@ -217,7 +217,7 @@ fn relay_through_fault(
         "reconnect_grace_ms = 20000\n",
     );
     wait_until_live(edge.http, "/relay", Duration::from_secs(10));
-    let reader = LiveReader::start(edge.http, "/relay");
+    let reader = TsReader::http(edge.http, "/relay");
     std::thread::sleep(Duration::from_secs(2));
 
     let faulted = Instant::now();
@@ -232,7 +232,7 @@ fn relay_through_fault(
     );
     let resumed = reader.first_media_after(faulted + Duration::from_secs(1));
     assert!(resumed.is_some(), "media after the fault");
-    let gap = reader.longest_silence_since(reader.started + Duration::from_millis(500));
+    let gap = reader.longest_gap_since(reader.started + Duration::from_millis(500));
     assert!(gap < max_silence, "edge client saw {gap:?} of silence");
     assert_decodes(edge.dir.path(), &reader.body(), 100);
     drop(edge_plugins);

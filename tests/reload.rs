@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use ferrocast_tests::watch::{RtpWatch, TsWatch};
+use ferrocast_tests::watch::RtpWatch;
 use ferrocast_tests::*;
 
 /// How long sessions run after a change before they are judged.
@@ -329,10 +329,10 @@ enum Kind {
 /// One session of each kind on a point.
 struct Sessions {
     point: String,
-    http: TsWatch,
+    http: TsReader,
     udp: RtpWatch,
     tcp: RtpWatch,
-    raw: TsWatch,
+    raw: TsReader,
 }
 
 impl Sessions {
@@ -344,10 +344,10 @@ impl Sessions {
         };
         Self {
             point: point.into(),
-            http: TsWatch::http(layout.http, &format!("/{point}")),
+            http: TsReader::http(layout.http, &format!("/{point}")),
             udp: RtpWatch::rtsp_udp(layout.rtsp, point),
             tcp: RtpWatch::rtsp_tcp(layout.rtsp, point),
-            raw: TsWatch::tcp(raw),
+            raw: TsReader::tcp(raw),
         }
     }
 
@@ -440,11 +440,11 @@ impl Verdict {
         }
     }
 
-    fn untouched_ts(&mut self, what: &str, watch: &TsWatch, since: Instant) {
+    fn untouched_ts(&mut self, what: &str, watch: &TsReader, since: Instant) {
         self.steady_ts(what, watch, since, UNTOUCHED);
     }
 
-    fn steady_ts(&mut self, what: &str, watch: &TsWatch, since: Instant, steady: Steady) {
+    fn steady_ts(&mut self, what: &str, watch: &TsReader, since: Instant, steady: Steady) {
         self.check(!watch.ended(), || format!("{what}: the server ended it"));
         if steady.continuity {
             let errors = watch.continuity_errors();
@@ -492,7 +492,7 @@ impl Verdict {
         });
     }
 
-    fn ended_ts(&mut self, what: &str, watch: &TsWatch) {
+    fn ended_ts(&mut self, what: &str, watch: &TsReader) {
         let ended = watch.wait_end(END_WITHIN);
         self.check(ended, || {
             format!("{what}: still open {END_WITHIN:?} after the change")
@@ -701,7 +701,7 @@ fn adding_a_point_serves_it_at_once_and_removing_one_ends_only_its_sessions() {
     rig.apply(layout.clone(), Trigger::Hangup);
     rig.push("three");
     wait_until_live(layout.http, "/three", Duration::from_secs(15));
-    let three_http = TsWatch::http(layout.http, "/three");
+    let three_http = TsReader::http(layout.http, "/three");
     let three_rtsp = RtpWatch::rtsp_tcp(layout.rtsp, "three");
     assert!(three_http.wait_bytes(188 * 100, Duration::from_secs(10)));
     assert!(three_rtsp.wait_packets(20, Duration::from_secs(10)));
@@ -726,7 +726,7 @@ fn adding_a_point_serves_it_at_once_and_removing_one_ends_only_its_sessions() {
     verdict.check(describe(layout.rtsp, "two") == 404, || {
         "RTSP DESCRIBE of `two` is not 404".into()
     });
-    let late = TsWatch::tcp(layout.raw_two);
+    let late = TsReader::tcp(layout.raw_two);
     verdict.check(
         late.wait_end(Duration::from_secs(3)) && late.bytes() == 0,
         || "a raw TS client of the removed point was not turned away".into(),

@@ -23,7 +23,7 @@ fn a_restarted_encoder_resumes_attached_clients() {
     let (server, _plugins) = server(10_000, 10_000);
     let first = Encoder::push(&server.url("live"), 60);
     wait_until_live(server.http, "/live", Duration::from_secs(15));
-    let reader = LiveReader::start(server.http, "/live");
+    let reader = TsReader::http(server.http, "/live");
     std::thread::sleep(Duration::from_secs(2));
 
     first.signal("KILL");
@@ -36,7 +36,7 @@ fn a_restarted_encoder_resumes_attached_clients() {
 
     assert!(reader.ended_at().is_none(), "the client must stay attached");
     // Null packets kept the connection busy while the encoder was away.
-    let gap = reader.longest_silence_since(reader.started + Duration::from_millis(500));
+    let gap = reader.longest_gap_since(reader.started + Duration::from_millis(500));
     assert!(
         gap < Duration::from_millis(1500),
         "client saw {gap:?} of silence"
@@ -61,7 +61,7 @@ fn a_stalled_encoder_is_timed_out_and_a_new_one_takes_over() {
     let (server, _plugins) = server(10_000, 1_000);
     let stalled = Encoder::push(&server.url("live"), 60);
     wait_until_live(server.http, "/live", Duration::from_secs(15));
-    let reader = LiveReader::start(server.http, "/live");
+    let reader = TsReader::http(server.http, "/live");
     std::thread::sleep(Duration::from_secs(2));
 
     // No data and no close: the encoder process is frozen.
@@ -86,14 +86,16 @@ fn an_expired_grace_ends_clients_cleanly_near_the_deadline() {
     let (server, _plugins) = server(grace.as_millis() as u64, 10_000);
     let encoder = Encoder::push(&server.url("live"), 60);
     wait_until_live(server.http, "/live", Duration::from_secs(15));
-    let reader = LiveReader::start(server.http, "/live");
+    let reader = TsReader::http(server.http, "/live");
     std::thread::sleep(Duration::from_secs(2));
 
     let killed = Instant::now();
     encoder.signal("KILL");
-    let ended = reader
-        .wait_end(Duration::from_secs(10))
-        .expect("the stream must end");
+    assert!(
+        reader.wait_end(Duration::from_secs(10)),
+        "the stream must end"
+    );
+    let ended = reader.ended_at().expect("the stream ended");
     let after = ended - killed;
     assert!(
         after >= grace - Duration::from_millis(100),

@@ -13,9 +13,16 @@ use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+pub mod head;
 pub mod paced;
 pub mod proxy;
+pub mod rtsp;
+mod timeline;
+pub mod ts;
 pub mod watch;
+
+pub use rtsp::{RtspClient, RtspResponse};
+pub use ts::TsReader;
 
 /// Name of the configuration file [`Ferrocast::spawn`] writes into the server's temp dir.
 const CONFIG_FILE: &str = "ferrocast.toml";
@@ -366,12 +373,7 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_owned())
-        })
+        head::header(&self.head, name)
     }
 
     pub fn body_text(&self) -> String {
@@ -403,8 +405,8 @@ pub fn read_response(
     let mut data = Vec::new();
     let mut buf = [0u8; 65536];
     let head_end = loop {
-        if let Some(pos) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
+        if let Some(end) = head::head_end(&data) {
+            break end;
         }
         if Instant::now() > deadline {
             return Err(std::io::ErrorKind::TimedOut.into());
@@ -422,20 +424,12 @@ pub fn read_response(
         data.extend_from_slice(&buf[..n]);
     };
     let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
     let mut response = Response {
-        status,
+        status: head::status_code(&head),
         head,
         body: data[head_end..].to_vec(),
     };
-    let limit = response
-        .header("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-        .map_or(max_body, |len| len.min(max_body));
+    let limit = head::content_length(&response.head).map_or(max_body, |len| len.min(max_body));
     while response.body.len() < limit && Instant::now() < deadline {
         match stream.read(&mut buf) {
             Ok(0) => break,
@@ -684,295 +678,5 @@ impl Encoder {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal} failed");
-    }
-}
-
-/// A raw HTTP client reading a live stream on a thread, recording when each piece arrived.
-/// Pieces of a stream with the time each arrived.
-type Arrivals = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
-
-pub struct LiveReader {
-    received: Arrivals,
-    done: Arc<Mutex<Option<Instant>>>,
-    pub started: Instant,
-}
-
-impl LiveReader {
-    /// `GET path` and keep reading until the server ends the stream (or 120 s pass).
-    pub fn start(address: SocketAddr, path: &str) -> Self {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let done = Arc::new(Mutex::new(None));
-        let mut stream = TcpStream::connect(address).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-            .unwrap();
-        let (sink, finished) = (received.clone(), done.clone());
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let mut buf = vec![0u8; 64 * 1024];
-            while Instant::now() < deadline {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sink
-                        .lock()
-                        .unwrap()
-                        .push((Instant::now(), buf[..n].to_vec())),
-                }
-            }
-            *finished.lock().unwrap() = Some(Instant::now());
-        });
-        Self {
-            received,
-            done,
-            started: Instant::now(),
-        }
-    }
-
-    /// When the server ended the stream, if it has.
-    pub fn ended_at(&self) -> Option<Instant> {
-        *self.done.lock().unwrap()
-    }
-
-    /// Wait up to `timeout` for the stream to end.
-    pub fn wait_end(&self, timeout: Duration) -> Option<Instant> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(at) = self.ended_at() {
-                return Some(at);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    /// Everything received so far, the HTTP head included.
-    pub fn bytes(&self) -> Vec<u8> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|(_, data)| data.clone())
-            .collect()
-    }
-
-    /// The body received so far (after the response head).
-    pub fn body(&self) -> Vec<u8> {
-        let bytes = self.bytes();
-        let start = bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(bytes.len(), |p| p + 4);
-        bytes[start..].to_vec()
-    }
-
-    /// The longest time between two consecutive reads after `since`.
-    pub fn longest_silence_since(&self, since: Instant) -> Duration {
-        let received = self.received.lock().unwrap();
-        let times: Vec<Instant> = received
-            .iter()
-            .map(|(at, _)| *at)
-            .filter(|at| *at >= since)
-            .collect();
-        times
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or_default()
-    }
-
-    /// When the first packet of a PID other than the null PID arrived after `since`.
-    pub fn first_media_after(&self, since: Instant) -> Option<Instant> {
-        // Arrival time of every body byte's read, then look packet by packet.
-        let received = self.received.lock().unwrap();
-        let mut bytes = Vec::new();
-        let mut arrivals = Vec::new(); // (end offset of a read, when it arrived)
-        for (at, data) in received.iter() {
-            bytes.extend_from_slice(data);
-            arrivals.push((bytes.len(), *at));
-        }
-        let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-        let body = &bytes[head_end..];
-        body.chunks_exact(188)
-            .enumerate()
-            .find_map(|(index, packet)| {
-                let complete_at = head_end + (index + 1) * 188;
-                let arrived = arrivals.iter().find(|(end, _)| *end >= complete_at)?.1;
-                let pid = (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2]);
-                (arrived >= since && packet[0] == 0x47 && pid != 0x1fff).then_some(arrived)
-            })
-    }
-}
-
-/// A minimal RTSP/1.0 client over one TCP connection, with interleaved RTP, for tests that
-/// need what ffmpeg's command line cannot do (PAUSE, exact sequence numbers).
-pub struct RtspClient {
-    stream: TcpStream,
-    buffered: Vec<u8>,
-    cseq: u32,
-    pub session: Option<String>,
-    /// RTP packets received on channel 0: (sequence number, timestamp, payload).
-    pub rtp: Vec<(u16, u32, Vec<u8>)>,
-    /// Interleaved frames on other channels (RTCP).
-    pub other_frames: usize,
-}
-
-/// One RTSP response.
-#[derive(Debug)]
-pub struct RtspResponse {
-    pub status: u16,
-    pub head: String,
-    pub body: String,
-}
-
-impl RtspResponse {
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_owned())
-        })
-    }
-}
-
-impl RtspClient {
-    pub fn connect(address: SocketAddr) -> Self {
-        let stream = TcpStream::connect(address).expect("connect RTSP");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Self {
-            stream,
-            buffered: Vec::new(),
-            cseq: 0,
-            session: None,
-            rtp: Vec::new(),
-            other_frames: 0,
-        }
-    }
-
-    /// Send a request and wait for its response, collecting interleaved RTP meanwhile.
-    pub fn request(&mut self, method: &str, url: &str, headers: &[(&str, &str)]) -> RtspResponse {
-        self.cseq += 1;
-        let mut text = format!(
-            "{method} {url} RTSP/1.0\r\nCSeq: {}\r\nUser-Agent: ferrocast-tests\r\n",
-            self.cseq
-        );
-        if let Some(session) = &self.session {
-            text.push_str(&format!("Session: {session}\r\n"));
-        }
-        for (name, value) in headers {
-            text.push_str(&format!("{name}: {value}\r\n"));
-        }
-        text.push_str("\r\n");
-        self.stream
-            .write_all(text.as_bytes())
-            .expect("send RTSP request");
-        let response = self.read_response();
-        if let Some(session) = response.header("session") {
-            self.session = Some(session.split(';').next().unwrap_or("").trim().to_owned());
-        }
-        response
-    }
-
-    fn fill(&mut self) -> bool {
-        let mut buf = [0u8; 65536];
-        match self.stream.read(&mut buf) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.buffered.extend_from_slice(&buf[..n]);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Consume interleaved frames at the front of the buffer; false if one is incomplete.
-    fn take_frames(&mut self) -> bool {
-        while self.buffered.first() == Some(&b'$') {
-            if self.buffered.len() < 4 {
-                return false;
-            }
-            let channel = self.buffered[1];
-            let len = usize::from(u16::from_be_bytes([self.buffered[2], self.buffered[3]]));
-            if self.buffered.len() < 4 + len {
-                return false;
-            }
-            let frame: Vec<u8> = self.buffered.drain(..4 + len).skip(4).collect();
-            if channel == 0 && frame.len() >= 12 {
-                let seq = u16::from_be_bytes([frame[2], frame[3]]);
-                let timestamp = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-                self.rtp.push((seq, timestamp, frame[12..].to_vec()));
-            } else {
-                self.other_frames += 1;
-            }
-        }
-        true
-    }
-
-    fn read_response(&mut self) -> RtspResponse {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            assert!(Instant::now() < deadline, "no RTSP response in time");
-            if self.take_frames() {
-                if let Some(end) = self.buffered.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&self.buffered[..end + 4]).into_owned();
-                    let length = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.trim()
-                                .eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if self.buffered.len() >= end + 4 + length {
-                        let body =
-                            String::from_utf8_lossy(&self.buffered[end + 4..end + 4 + length])
-                                .into_owned();
-                        self.buffered.drain(..end + 4 + length);
-                        let status = head
-                            .split_whitespace()
-                            .nth(1)
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(0);
-                        return RtspResponse { status, head, body };
-                    }
-                }
-            }
-            assert!(self.fill(), "connection closed before an RTSP response");
-        }
-    }
-
-    /// Keep receiving interleaved data for `duration`.
-    pub fn receive_for(&mut self, duration: Duration) {
-        let deadline = Instant::now() + duration;
-        self.stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        while Instant::now() < deadline {
-            self.take_frames();
-            let mut buf = [0u8; 65536];
-            match self.stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => self.buffered.extend_from_slice(&buf[..n]),
-                Err(_) => {}
-            }
-        }
-        self.take_frames();
-        self.stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-    }
-
-    /// The MPEG-TS carried by the received RTP packets, in order.
-    pub fn transport_stream(&self) -> Vec<u8> {
-        self.rtp
-            .iter()
-            .flat_map(|(_, _, payload)| payload.clone())
-            .collect()
     }
 }
