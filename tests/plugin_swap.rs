@@ -19,15 +19,6 @@ use ferrocast_tests::*;
 
 const PANICKY: &str = "libferrocast_panicky.so";
 
-/// The generations of one plugin.
-fn generations_of(server: &Ferrocast, plugin: &str) -> Vec<GenerationStatus> {
-    server
-        .plugin_generations()
-        .into_iter()
-        .filter(|g| g.plugin == plugin)
-        .collect()
-}
-
 /// Poll `ferrocast status` until `ok` holds for `plugin`'s generations (session counts follow
 /// connections asynchronously); panic with the last status and the log if it does not.
 fn wait_for_generations(
@@ -38,7 +29,7 @@ fn wait_for_generations(
 ) -> Vec<GenerationStatus> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let generations = generations_of(server, plugin);
+        let generations = server.generations_of(plugin);
         if ok(&generations) {
             return generations;
         }
@@ -49,51 +40,6 @@ fn wait_for_generations(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn generation(generations: &[GenerationStatus], number: u64) -> Option<&GenerationStatus> {
-    generations.iter().find(|g| g.generation == number)
-}
-
-/// Install `source` as `dir/name` the way an installer does: write `name.tmp` next to it,
-/// then rename it over `name` (a new inode).
-fn install(dir: &Path, name: &str, source: &Path) {
-    let temporary = dir.join(format!("{name}.tmp"));
-    std::fs::copy(source, &temporary).expect("copy the new build");
-    std::fs::rename(&temporary, dir.join(name)).expect("rename the new build into place");
-}
-
-/// Wait until the log holds `needle` at least `count` times.
-fn wait_for_count(server: &Ferrocast, needle: &str, count: usize, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while server.logs().matches(needle).count() < count {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not log {needle} {count} time(s) within {timeout:?}; log:\n{}",
-            server.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The log lines holding `event`.
-fn event_lines(server: &Ferrocast, event: &str) -> Vec<String> {
-    let needle = format!("event=\"{event}\"");
-    server
-        .logs()
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The value of `key=value` in a log line (exact key: `generation` is not
-/// `previous_generation`).
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace().find_map(|word| {
-        let (k, v) = word.split_once('=')?;
-        (k == key).then(|| v.trim_matches('"'))
-    })
 }
 
 /// A client of the `panicky` line protocol.
@@ -166,9 +112,9 @@ fn a_new_build_takes_new_sessions_while_old_sessions_stay_on_theirs() {
         assert_eq!(client.version(), "version 0.1.0");
     }
 
-    install(plugins.path(), PANICKY, &v2);
+    install_build(plugins.path(), PANICKY, &v2);
     server.wait_for("PLUGIN_SWAPPED", Duration::from_secs(10));
-    let swapped = event_lines(&server, "PLUGIN_SWAPPED");
+    let swapped = server.event_lines("PLUGIN_SWAPPED");
     assert_eq!(swapped.len(), 1, "{swapped:#?}");
     let line = &swapped[0];
     for (key, value) in [
@@ -178,10 +124,10 @@ fn a_new_build_takes_new_sessions_while_old_sessions_stay_on_theirs() {
         ("previous_generation", "1"),
         ("previous_sessions", "3"),
     ] {
-        assert_eq!(field(line, key), Some(value), "{key} in {line}");
+        assert_eq!(log_field(line, key), Some(value), "{key} in {line}");
     }
     assert!(
-        field(line, "took_ms").is_some_and(|ms| ms.parse::<f64>().is_ok()),
+        log_field(line, "took_ms").is_some_and(|ms| ms.parse::<f64>().is_ok()),
         "{line}"
     );
 
@@ -214,28 +160,37 @@ fn a_new_build_takes_new_sessions_while_old_sessions_stay_on_theirs() {
 
     // The log view of the same, on SIGUSR1: one PLUGIN_STATUS line per generation.
     server.signal("USR1");
-    wait_for_count(&server, "PLUGIN_STATUS", 3, Duration::from_secs(10));
-    let statuses: Vec<String> = event_lines(&server, "PLUGIN_STATUS")
+    server.wait_for_count("PLUGIN_STATUS", 3, Duration::from_secs(10));
+    let statuses: Vec<String> = server
+        .event_lines("PLUGIN_STATUS")
         .into_iter()
-        .filter(|line| field(line, "plugin") == Some("panicky"))
+        .filter(|line| log_field(line, "plugin") == Some("panicky"))
         .collect();
     assert_eq!(statuses.len(), 2, "{statuses:#?}");
     for (line, (number, sessions, role)) in statuses
         .iter()
         .zip([("1", "3", "draining"), ("2", "2", "current")])
     {
-        assert_eq!(field(line, "generation"), Some(number), "{line}");
-        assert_eq!(field(line, "sessions"), Some(sessions), "{line}");
-        assert_eq!(field(line, "role"), Some(role), "{line}");
+        assert_eq!(log_field(line, "generation"), Some(number), "{line}");
+        assert_eq!(log_field(line, "sessions"), Some(sessions), "{line}");
+        assert_eq!(log_field(line, "role"), Some(role), "{line}");
     }
 
     // The old sessions end: generation 1 has drained and is no longer listed.
     drop(old);
     server.wait_for("GENERATION_DRAINED", Duration::from_secs(10));
-    let drained = event_lines(&server, "GENERATION_DRAINED");
+    let drained = server.event_lines("GENERATION_DRAINED");
     assert_eq!(drained.len(), 1, "{drained:#?}");
-    assert_eq!(field(&drained[0], "plugin"), Some("panicky"), "{drained:?}");
-    assert_eq!(field(&drained[0], "generation"), Some("1"), "{drained:?}");
+    assert_eq!(
+        log_field(&drained[0], "plugin"),
+        Some("panicky"),
+        "{drained:?}"
+    );
+    assert_eq!(
+        log_field(&drained[0], "generation"),
+        Some("1"),
+        "{drained:?}"
+    );
     let generations = wait_for_generations(&server, "panicky", "only generation 2", |g| {
         g.len() == 1 && g[0].generation == 2
     });
@@ -269,7 +224,7 @@ fn the_http_plugin_is_swapped_under_a_playing_client() {
     );
 
     // A fresh copy is a new inode: a new build as far as the server can tell.
-    install(plugins.path(), "libferrocast_http.so", &http);
+    install_build(plugins.path(), "libferrocast_http.so", &http);
     let before_swap = old_reader.body().len();
     let reload = server.command(&["reload", "--plugins-only"]);
     assert_eq!(
@@ -284,10 +239,18 @@ fn the_http_plugin_is_swapped_under_a_playing_client() {
         "reload report: {}",
         reload.text
     );
-    let swapped = event_lines(&server, "PLUGIN_SWAPPED");
+    let swapped = server.event_lines("PLUGIN_SWAPPED");
     assert_eq!(swapped.len(), 1, "{swapped:#?}");
-    assert_eq!(field(&swapped[0], "plugin"), Some("http"), "{swapped:?}");
-    assert_eq!(field(&swapped[0], "generation"), Some("2"), "{swapped:?}");
+    assert_eq!(
+        log_field(&swapped[0], "plugin"),
+        Some("http"),
+        "{swapped:?}"
+    );
+    assert_eq!(
+        log_field(&swapped[0], "generation"),
+        Some("2"),
+        "{swapped:?}"
+    );
 
     // A new client is served by generation 2.
     let new_reader = TsReader::http(address, "/live");
@@ -380,7 +343,7 @@ fn assert_unchanged(server: &Ferrocast, panicky: SocketAddr, open: &mut [LineCli
         "{generations:#?}"
     );
     assert!(
-        event_lines(server, "PLUGIN_SWAPPED").is_empty(),
+        server.event_lines("PLUGIN_SWAPPED").is_empty(),
         "nothing may be swapped; log:\n{}",
         server.logs()
     );
@@ -388,8 +351,8 @@ fn assert_unchanged(server: &Ferrocast, panicky: SocketAddr, open: &mut [LineCli
 
 /// Wait for refusal number `count` and return its log line, which must name the plugin file.
 fn refusal(server: &Ferrocast, count: usize) -> String {
-    wait_for_count(server, "PLUGIN_REFUSED", count, Duration::from_secs(10));
-    let refused = event_lines(server, "PLUGIN_REFUSED");
+    server.wait_for_count("PLUGIN_REFUSED", count, Duration::from_secs(10));
+    let refused = server.event_lines("PLUGIN_REFUSED");
     let line = refused[count - 1].clone();
     assert!(line.contains(PANICKY), "{line}");
     line
@@ -407,13 +370,13 @@ fn bad_builds_are_refused_and_the_running_generation_keeps_serving() {
     // (i) Garbage, noticed by the directory watch.
     let garbage = scratch.path().join("garbage.so");
     std::fs::write(&garbage, b"this is not an ELF shared object").unwrap();
-    install(plugins.path(), PANICKY, &garbage);
+    install_build(plugins.path(), PANICKY, &garbage);
     let line = refusal(&server, 1);
     assert!(line.contains("not a loadable shared library"), "{line}");
     assert_unchanged(&server, panicky, &mut open);
 
     // (ii) A plugin built against a future, incompatible plugin API.
-    install(
+    install_build(
         plugins.path(),
         PANICKY,
         &built_library("libfixture_future_abi.so"),
@@ -427,7 +390,7 @@ fn bad_builds_are_refused_and_the_running_generation_keeps_serving() {
 
     // (iii) A real shared library without the plugin symbol, picked up by `ferrocast reload`
     //       (well before the watch's 400 ms debounce ends).
-    install(
+    install_build(
         plugins.path(),
         PANICKY,
         &library_without_plugin_symbol(scratch.path()),
@@ -448,7 +411,7 @@ fn reload_reports_a_build_refused_while_loading() {
     let mut open = vec![LineClient::connect(panicky)];
     assert_eq!(open[0].version(), "version 0.1.0");
     let scratch = tempfile::tempdir().unwrap();
-    install(
+    install_build(
         plugins.path(),
         PANICKY,
         &library_without_plugin_symbol(scratch.path()),
@@ -478,7 +441,7 @@ fn a_build_that_panics_at_init_is_refused() {
     let (server, plugins, panicky) = panicky_server_with("panic_on_create_version = \"0.2.0\"\n");
     let mut open = vec![LineClient::connect(panicky)];
     assert_eq!(open[0].version(), "version 0.1.0");
-    install(
+    install_build(
         plugins.path(),
         PANICKY,
         &built_library("libfixture_panic_v2.so"),

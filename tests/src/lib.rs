@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+pub mod bench;
 pub mod head;
 pub mod paced;
 pub mod proxy;
@@ -268,6 +269,38 @@ impl Ferrocast {
             .collect()
     }
 
+    /// The generations of one plugin, as `ferrocast status` lists them.
+    pub fn generations_of(&self, plugin: &str) -> Vec<GenerationStatus> {
+        self.plugin_generations()
+            .into_iter()
+            .filter(|g| g.plugin == plugin)
+            .collect()
+    }
+
+    /// Wait until the log holds `needle` at least `count` times; panic with the log if it does
+    /// not within `timeout`.
+    pub fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.logs().matches(needle).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not log {needle} {count} time(s) within {timeout:?}; log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The log lines holding `event`.
+    pub fn event_lines(&self, event: &str) -> Vec<String> {
+        let needle = format!("event=\"{event}\"");
+        self.logs()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.http, path.trim_start_matches('/'))
     }
@@ -361,6 +394,28 @@ pub struct GenerationStatus {
     pub sessions: usize,
     /// `current` (new sessions get it) or `draining` (replaced, still serving its sessions).
     pub role: String,
+}
+
+/// Generation `number` among `generations`.
+pub fn generation(generations: &[GenerationStatus], number: u64) -> Option<&GenerationStatus> {
+    generations.iter().find(|g| g.generation == number)
+}
+
+/// The value of `key=value` in a log line (exact key: `generation` is not
+/// `previous_generation`).
+pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|word| {
+        let (k, v) = word.split_once('=')?;
+        (k == key).then(|| v.trim_matches('"'))
+    })
+}
+
+/// Install `source` as `dir/name` the way an installer does: write `name.tmp` next to it,
+/// then rename it over `name` (a new inode, so a new build to the server).
+pub fn install_build(dir: &Path, name: &str, source: &Path) {
+    let temporary = dir.join(format!("{name}.tmp"));
+    std::fs::copy(source, &temporary).expect("copy the new build");
+    std::fs::rename(&temporary, dir.join(name)).expect("rename the new build into place");
 }
 
 /// A parsed HTTP response.
