@@ -35,16 +35,7 @@ fn pushed_live_stream_plays_and_a_late_joiner_starts_on_a_keyframe() {
         "ffmpeg failed: {}",
         decoded.errors
     );
-    assert!(
-        decoded.errors.trim().is_empty(),
-        "decoder errors: {}",
-        decoded.errors
-    );
-    assert!(
-        decoded.video_frames >= 80,
-        "expected ~100 frames in 4 s, got {}",
-        decoded.video_frames
-    );
+    decoded.assert_clean(80, "the player");
 
     let logs = server.logs();
     assert!(
@@ -200,16 +191,7 @@ fn a_client_that_stops_reading_is_dropped_without_disturbing_others() {
         .unwrap();
 
     let decoded = decode(&server.url("live"), &[], Some(20.0));
-    assert!(
-        decoded.errors.trim().is_empty(),
-        "healthy client had decoder errors: {}",
-        decoded.errors
-    );
-    assert!(
-        decoded.video_frames >= 400,
-        "healthy client got {} frames",
-        decoded.video_frames
-    );
+    decoded.assert_clean(400, "the healthy client");
     // Once the stalled client's socket buffers are full, its writes make no progress and the
     // server drops it after write_timeout_ms.
     server.wait_for("client stopped reading", Duration::from_secs(40));

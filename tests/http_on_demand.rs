@@ -264,20 +264,10 @@ fn the_default_configuration_serves_its_sample_out_of_the_box() {
         .replace("\"media\"", &format!("\"{}\"", media.display()));
     let server = Ferrocast::start(&config, plugins.path(), address);
     let decoded = decode(&server.url("vod"), &[], Some(2.0));
-    assert!(decoded.errors.trim().is_empty(), "{}", decoded.errors);
-    assert!(
-        decoded.video_frames >= 45,
-        "{} frames",
-        decoded.video_frames
-    );
+    decoded.assert_clean(45, "the player");
     assert_eq!(http_get(address, "/files/sample.ts", 0).status, 200);
     let over_rtsp = decode(&format!("rtsp://{rtsp}/vod"), &[], Some(2.0));
-    assert!(over_rtsp.errors.trim().is_empty(), "{}", over_rtsp.errors);
-    assert!(
-        over_rtsp.video_frames >= 45,
-        "{} frames over RTSP",
-        over_rtsp.video_frames
-    );
+    over_rtsp.assert_clean(45, "over RTSP");
 }
 
 /// The first `count` responses in `data` as (head, body), if all are complete.

@@ -9,15 +9,13 @@
 //! The `panicky` fixture answers `version` with its crate version: `libfixture_panic.so` is
 //! 0.1.0, `libfixture_panic_v2.so` (the same source) is 0.2.0.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ferrocast_tests::panicky::{panicky_server, panicky_server_with, LineClient, PANICKY};
 use ferrocast_tests::*;
-
-const PANICKY: &str = "libferrocast_panicky.so";
 
 /// Poll `ferrocast status` until `ok` holds for `plugin`'s generations (session counts follow
 /// connections asynchronously); panic with the last status and the log if it does not.
@@ -40,66 +38,6 @@ fn wait_for_generations(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// A client of the `panicky` line protocol.
-struct LineClient {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl LineClient {
-    fn connect(address: SocketAddr) -> Self {
-        let stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        Self { stream, reader }
-    }
-
-    /// Send `command` and return the answer line, without its newline.
-    fn ask(&mut self, command: &str) -> String {
-        self.stream
-            .write_all(format!("{command}\n").as_bytes())
-            .expect("send a line");
-        let mut line = String::new();
-        self.reader.read_line(&mut line).expect("read the answer");
-        assert!(line.ends_with('\n'), "no answer to {command:?}: {line:?}");
-        line.trim_end().to_owned()
-    }
-
-    fn version(&mut self) -> String {
-        self.ask("version")
-    }
-}
-
-/// A server with the HTTP plugin and `panicky` 0.1.0 listening on a port of its own.
-fn panicky_server() -> (Ferrocast, TempDir, SocketAddr) {
-    panicky_server_with("")
-}
-
-/// [`panicky_server`] with `settings` (TOML lines) in `[plugins.panicky]`.
-fn panicky_server_with(settings: &str) -> (Ferrocast, TempDir, SocketAddr) {
-    let plugins = plugin_dir(&[
-        (
-            "libferrocast_http.so",
-            &built_library("libferrocast_http.so"),
-        ),
-        (PANICKY, &built_library("libfixture_panic.so")),
-    ]);
-    let http = loopback();
-    let panicky = loopback();
-    let config = format!(
-        "{}\n[plugins.panicky]\nlisten = [\"{panicky}\"]\n{settings}",
-        config_with(http, &standard_points())
-    );
-    let server = Ferrocast::start(&config, plugins.path(), http);
-    server.wait_for(
-        &format!("panicky    listening on {panicky}"),
-        Duration::from_secs(10),
-    );
-    (server, plugins, panicky)
 }
 
 #[test]

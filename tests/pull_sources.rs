@@ -59,12 +59,7 @@ fn an_edge_relays_an_origin_and_keeps_clients_through_an_origin_restart() {
     wait_until_live(edge.http, "/relay", Duration::from_secs(10));
 
     let live = decode(&edge.url("relay"), &[], Some(3.0));
-    assert!(live.errors.trim().is_empty(), "{}", live.errors);
-    assert!(
-        live.video_frames >= 60,
-        "{} frames through the edge",
-        live.video_frames
-    );
+    live.assert_clean(60, "live");
 
     let reader = TsReader::http(edge.http, "/relay");
     std::thread::sleep(Duration::from_secs(2));
@@ -110,8 +105,7 @@ fn pulls_over_raw_tcp_and_from_a_multicast_group() {
     let (tcp_edge, _a) = edge(&format!("tcp://{origin_tcp}"), "");
     wait_until_live(tcp_edge.http, "/relay", Duration::from_secs(10));
     let over_tcp = decode(&tcp_edge.url("relay"), &[], Some(3.0));
-    assert!(over_tcp.errors.trim().is_empty(), "{}", over_tcp.errors);
-    assert!(over_tcp.video_frames >= 60);
+    over_tcp.assert_clean(60, "over TCP");
 
     let (udp_edge, _b) = edge(
         &format!("udp://239.255.43.1:{port}?localaddr=127.0.0.1"),
@@ -119,8 +113,7 @@ fn pulls_over_raw_tcp_and_from_a_multicast_group() {
     );
     wait_until_live(udp_edge.http, "/relay", Duration::from_secs(10));
     let over_udp = decode(&udp_edge.url("relay"), &[], Some(3.0));
-    assert!(over_udp.errors.trim().is_empty(), "{}", over_udp.errors);
-    assert!(over_udp.video_frames >= 60);
+    over_udp.assert_clean(60, "over UDP");
 }
 
 #[test]
@@ -141,12 +134,7 @@ fn an_on_demand_pull_starts_with_the_first_client_and_stops_after_the_last() {
 
     // The first client is held while the pull connects, and gets a clean stream.
     let decoded = decode(&edge.url("relay"), &[], Some(2.0));
-    assert!(decoded.errors.trim().is_empty(), "{}", decoded.errors);
-    assert!(
-        decoded.video_frames >= 40,
-        "{} frames",
-        decoded.video_frames
-    );
+    decoded.assert_clean(40, "the player");
     assert!(edge.logs().contains("PULL_CONNECTED"));
     edge.wait_for("PULL_STOPPED", Duration::from_secs(5));
 }

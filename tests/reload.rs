@@ -256,6 +256,27 @@ impl Rig {
         reloaded
     }
 
+    /// Apply `layout` with `trigger` and let the change settle; when it was made.
+    fn change(&mut self, layout: &Layout, trigger: Trigger) -> Instant {
+        let changed = Instant::now();
+        self.apply(layout.clone(), trigger);
+        std::thread::sleep(SETTLE);
+        changed
+    }
+
+    /// Switch `one` from its encoder to pulling `two` (with `trigger`) and let the pull
+    /// settle; the new layout and when the change was made.
+    fn switch_one_to_pull(&mut self, trigger: Trigger) -> (Layout, Instant) {
+        let mut layout = self.layout.clone();
+        layout.point("one").source = format!("http://{}/two", layout.http);
+        let changed = Instant::now();
+        self.apply(layout.clone(), trigger);
+        self.server
+            .wait_for("PULL_CONNECTED", Duration::from_secs(10));
+        std::thread::sleep(SETTLE);
+        (layout, changed)
+    }
+
     fn count(&self, needle: &str) -> usize {
         self.server.logs().matches(needle).count()
     }
@@ -515,6 +536,22 @@ impl Verdict {
         });
     }
 
+    /// A reload that must have failed: RELOAD_FAILED logged, `ferrocast reload` exiting 1.
+    /// Its command's output.
+    fn failed(&mut self, reloaded: Reloaded) -> CommandOutput {
+        let command = reloaded.command.expect("command output");
+        self.check(reloaded.line.contains("RELOAD_FAILED"), || {
+            format!("not a RELOAD_FAILED: {}", reloaded.line)
+        });
+        self.check(command.code == Some(1), || {
+            format!(
+                "ferrocast reload exited {:?}: {}",
+                command.code, command.text
+            )
+        });
+        command
+    }
+
     fn assert_clean(self, rig: &Rig) {
         assert!(
             self.0.is_empty(),
@@ -588,9 +625,7 @@ fn disabling_udp_on_a_point_ends_only_its_rtsp_udp_sessions() {
 
     let mut layout = rig.layout.clone();
     layout.point("one").protocols.retain(|p| *p != "udp");
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Watch);
-    std::thread::sleep(SETTLE);
+    let changed = rig.change(&layout, Trigger::Watch);
 
     let mut verdict = Verdict::default();
     one.judge(&mut verdict, changed, &[Kind::RtspUdp], &[]);
@@ -647,9 +682,7 @@ fn disabling_http_on_a_point_ends_only_its_http_sessions() {
 
     let mut layout = rig.layout.clone();
     layout.point("one").protocols.retain(|p| *p != "http");
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Hangup);
-    std::thread::sleep(SETTLE);
+    let changed = rig.change(&layout, Trigger::Hangup);
 
     let mut verdict = Verdict::default();
     // The encoder's PUT is an HTTP session on `one` too: it ends with the player's GET, and
@@ -712,9 +745,7 @@ fn adding_a_point_serves_it_at_once_and_removing_one_ends_only_its_sessions() {
 
     // Remove `two`: its sessions (and its encoder) end; `one` and `three` carry on.
     layout.points.retain(|p| p.name != "two");
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Watch);
-    std::thread::sleep(SETTLE);
+    let changed = rig.change(&layout, Trigger::Watch);
     let mut verdict = Verdict::default();
     one.judge(&mut verdict, changed, &[], &[]);
     two.judge_closed(&mut verdict);
@@ -750,13 +781,7 @@ fn adding_a_point_serves_it_at_once_and_removing_one_ends_only_its_sessions() {
 fn changing_a_source_from_push_to_pull_keeps_clients_attached() {
     let (mut rig, one, two) = playing_both();
 
-    let mut layout = rig.layout.clone();
-    layout.point("one").source = format!("http://{}/two", layout.http);
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Watch);
-    rig.server
-        .wait_for("PULL_CONNECTED", Duration::from_secs(10));
-    std::thread::sleep(SETTLE);
+    let (layout, changed) = rig.switch_one_to_pull(Trigger::Watch);
 
     let mut verdict = Verdict::default();
     // `one`'s clients stay attached and keep receiving through the switch (held with null
@@ -792,13 +817,7 @@ fn a_source_change_hands_over_without_silence_or_continuity_errors() {
     one.wait_flowing();
     std::thread::sleep(Duration::from_secs(1));
 
-    let mut layout = rig.layout.clone();
-    layout.point("one").source = format!("http://{}/two", layout.http);
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Hangup);
-    rig.server
-        .wait_for("PULL_CONNECTED", Duration::from_secs(10));
-    std::thread::sleep(SETTLE);
+    let (_, changed) = rig.switch_one_to_pull(Trigger::Hangup);
 
     let mut verdict = Verdict::default();
     one.judge(&mut verdict, changed, &[], &[]);
@@ -816,9 +835,7 @@ fn moving_a_listener_keeps_its_sessions_and_a_port_in_use_changes_nothing() {
     let old = rig.layout.http;
     let mut layout = rig.layout.clone();
     layout.http = loopback();
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Hangup);
-    std::thread::sleep(SETTLE);
+    let changed = rig.change(&layout, Trigger::Hangup);
     let mut verdict = Verdict::default();
     // The encoders' PUTs and the players' GETs were accepted on the old port: all continue.
     one.judge(&mut verdict, changed, &[], &[]);
@@ -845,17 +862,8 @@ fn moving_a_listener_keeps_its_sessions_and_a_port_in_use_changes_nothing() {
     let changed = Instant::now();
     let reloaded = rig.reload_text(&taken.render(), Trigger::Command);
     std::thread::sleep(SETTLE);
-    let command = reloaded.command.expect("command output");
     let mut verdict = Verdict::default();
-    verdict.check(reloaded.line.contains("RELOAD_FAILED"), || {
-        format!("not a RELOAD_FAILED: {}", reloaded.line)
-    });
-    verdict.check(command.code == Some(1), || {
-        format!(
-            "ferrocast reload exited {:?}: {}",
-            command.code, command.text
-        )
-    });
+    let command = verdict.failed(reloaded);
     verdict.check(command.text.contains(&busy.to_string()), || {
         format!("ferrocast reload does not name {busy}: {}", command.text)
     });
@@ -880,9 +888,7 @@ fn disabling_the_rtsp_plugin_ends_only_rtsp_sessions() {
 
     let mut layout = rig.layout.clone();
     layout.rtsp_enabled = false;
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Command);
-    std::thread::sleep(SETTLE);
+    let changed = rig.change(&layout, Trigger::Command);
     let mut verdict = Verdict::default();
     one.judge(&mut verdict, changed, &[Kind::RtspUdp, Kind::RtspTcp], &[]);
     two.judge(&mut verdict, changed, &[Kind::RtspUdp, Kind::RtspTcp], &[]);
@@ -919,17 +925,8 @@ fn an_invalid_configuration_changes_nothing() {
     let reloaded = rig.reload_text(&bad, Trigger::Command);
     std::thread::sleep(SETTLE);
 
-    let command = reloaded.command.expect("command output");
     let mut verdict = Verdict::default();
-    verdict.check(reloaded.line.contains("RELOAD_FAILED"), || {
-        format!("not a RELOAD_FAILED: {}", reloaded.line)
-    });
-    verdict.check(command.code == Some(1), || {
-        format!(
-            "ferrocast reload exited {:?}: {}",
-            command.code, command.text
-        )
-    });
+    let command = verdict.failed(reloaded);
     for line in [protocol_line, key_line] {
         verdict.check(
             command.text.contains(&format!("ferrocast.toml:{line}:")),
@@ -969,12 +966,7 @@ fn an_invalid_configuration_changes_nothing() {
 
 #[test]
 fn draining_points_and_plugins_refuses_new_sessions_only() {
-    let rig = Rig::start(Layout::new());
-    let one = Sessions::open(&rig.layout, "one");
-    let two = Sessions::open(&rig.layout, "two");
-    one.wait_flowing();
-    two.wait_flowing();
-    std::thread::sleep(Duration::from_secs(1));
+    let (rig, one, two) = playing_both();
     let (http, rtsp) = (rig.layout.http, rig.layout.rtsp);
     let run = |args: &[&str]| {
         let output = rig.server.command(args);

@@ -21,18 +21,7 @@ impl Rig {
 }
 
 fn rig() -> Rig {
-    let plugins = plugin_dir(&[
-        (
-            "libferrocast_http.so",
-            &built_library("libferrocast_http.so"),
-        ),
-        (
-            "libferrocast_rtsp.so",
-            &built_library("libferrocast_rtsp.so"),
-        ),
-        ("libferrocast_udp.so", &built_library("libferrocast_udp.so")),
-        ("libferrocast_tcp.so", &built_library("libferrocast_tcp.so")),
-    ]);
+    let plugins = shipped_plugins_dir(&["http", "rtsp", "udp", "tcp"]);
     let http = loopback();
     let rtsp = loopback();
     let points = format!(
@@ -78,19 +67,6 @@ protocols = ["http"]
     }
 }
 
-fn assert_clean(decoded: &Decoded, min_frames: u64, what: &str) {
-    assert!(
-        decoded.errors.trim().is_empty(),
-        "{what}: decoder errors: {}",
-        decoded.errors
-    );
-    assert!(
-        decoded.video_frames >= min_frames,
-        "{what}: only {} frames",
-        decoded.video_frames
-    );
-}
-
 #[test]
 fn live_over_rtsp_with_udp_and_with_tcp() {
     let rig = rig();
@@ -99,9 +75,9 @@ fn live_over_rtsp_with_udp_and_with_tcp() {
     std::thread::sleep(Duration::from_millis(1500));
 
     let udp = decode(&rig.url("live"), &["-rtsp_transport", "udp"], Some(3.0));
-    assert_clean(&udp, 60, "RTSP/UDP");
+    udp.assert_clean(60, "RTSP/UDP");
     let tcp = decode(&rig.url("live"), &["-rtsp_transport", "tcp"], Some(3.0));
-    assert_clean(&tcp, 60, "RTSP/TCP");
+    tcp.assert_clean(60, "RTSP/TCP");
     let (frames, errors) = first_frames(&rig.url("live"), 3);
     assert!(errors.trim().is_empty(), "{errors}");
     assert_eq!(frames.first(), Some(&(true, "I".to_owned())), "{frames:?}");
@@ -138,17 +114,13 @@ fn on_demand_over_rtsp_seeks_and_reports_its_duration() {
     );
 
     let whole = decode(&rig.url("vod"), &["-rtsp_transport", "tcp"], None);
-    assert_clean(&whole, 295, "whole file over RTSP/TCP");
+    whole.assert_clean(295, "whole file over RTSP/TCP");
 
     // A PLAY with a Range starts at the keyframe at or before it, PAT/PMT first; the bytes
     // are the file's own from there, and they decode without a single error.
     let mut client = RtspClient::connect(rig.rtsp);
     let url = rig.url("vod");
-    let setup = client.request(
-        "SETUP",
-        &format!("{url}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-    );
+    let setup = client.setup_interleaved(&url);
     assert_eq!(setup.status, 200, "{setup:?}");
     let play = client.request("PLAY", &format!("{url}/"), &[("Range", "npt=6.5-")]);
     assert_eq!(play.status, 200, "{play:?}");
@@ -171,7 +143,7 @@ fn on_demand_over_rtsp_seeks_and_reports_its_duration() {
     assert!(errors.trim().is_empty(), "{errors}");
     assert_eq!(frames.first(), Some(&(true, "I".to_owned())), "{frames:?}");
     let decoded = decode(&file.display().to_string(), &[], Some(2.0));
-    assert_clean(&decoded, 45, "seek");
+    decoded.assert_clean(45, "seek");
 
     // ffmpeg seeks the same way: `-ss` before `-i` sends a PLAY with a Range. (ffmpeg first
     // plays from the start and then seeks; its RTP/MP2T depacketizer keeps the partial frame
@@ -216,11 +188,7 @@ fn pause_and_resume_keep_position_and_rtp_sequence() {
         "{}",
         described.body
     );
-    let setup = client.request(
-        "SETUP",
-        &format!("{url}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-    );
+    let setup = client.setup_interleaved(&url);
     assert_eq!(setup.status, 200, "{setup:?}");
     let play = client.request("PLAY", &format!("{url}/"), &[("Range", "npt=0-")]);
     assert_eq!(play.status, 200, "{play:?}");
@@ -296,7 +264,7 @@ fn pause_and_resume_keep_position_and_rtp_sequence() {
     std::fs::write(&file, &received).unwrap();
     // The capture stops mid-frame at TEARDOWN; decode the first 3 of its ~4 seconds.
     let decoded = decode(&file.display().to_string(), &[], Some(3.0));
-    assert_clean(&decoded, 70, "stream across pause");
+    decoded.assert_clean(70, "stream across pause");
 }
 
 #[test]
@@ -313,7 +281,7 @@ fn udp_refused_on_a_point_rolls_over_to_tcp() {
         .filter(|line| !line.contains(refusal))
         .collect::<Vec<_>>()
         .join("\n");
-    assert_clean(&decoded, 45, "rollover");
+    decoded.assert_clean(45, "rollover");
     let logs = rig.server.logs();
     assert!(
         logs.contains("UDP is not enabled on publishing point `tcponly`"),
@@ -345,11 +313,7 @@ fn refusals_have_the_right_status() {
     wait_until_live(rig.server.http, "/live", Duration::from_secs(15));
     let mut live = RtspClient::connect(rig.rtsp);
     let url = rig.url("live");
-    let setup = live.request(
-        "SETUP",
-        &format!("{url}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-    );
+    let setup = live.setup_interleaved(&url);
     assert_eq!(setup.status, 200, "{setup:?}");
     let seek = live.request("PLAY", &format!("{url}/"), &[("Range", "npt=30-")]);
     assert_eq!(seek.status, 457, "{seek:?}");

@@ -10,13 +10,7 @@ use ferrocast_tests::*;
 
 #[test]
 fn raw_tcp_ports_serve_live_and_on_demand_points() {
-    let plugins = plugin_dir(&[
-        (
-            "libferrocast_http.so",
-            &built_library("libferrocast_http.so"),
-        ),
-        ("libferrocast_tcp.so", &built_library("libferrocast_tcp.so")),
-    ]);
+    let plugins = shipped_plugins_dir(&["http", "tcp"]);
     let http = loopback();
     let (live_port, vod_port, closed_port) = (loopback(), loopback(), loopback());
     let points = standard_points().replace("protocols = [\"http\"]", "protocols = [\"http\", \"tcp\"]")
@@ -45,8 +39,7 @@ fn raw_tcp_ports_serve_live_and_on_demand_points() {
     assert!(errors.trim().is_empty(), "{errors}");
     assert_eq!(frames.first(), Some(&(true, "I".to_owned())), "{frames:?}");
     let live = decode(&format!("tcp://{live_port}"), &[], Some(3.0));
-    assert!(live.errors.trim().is_empty(), "{}", live.errors);
-    assert!(live.video_frames >= 60, "{} frames", live.video_frames);
+    live.assert_clean(60, "live");
 
     // The point does not allow tcp: the connection is closed without media.
     let mut refused = TcpStream::connect(closed_port).unwrap();

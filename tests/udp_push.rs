@@ -45,13 +45,7 @@ fn finish(mut child: std::process::Child) -> (String, u64) {
 
 #[test]
 fn a_live_point_is_pushed_to_multicast_and_to_a_unicast_rtp_receiver() {
-    let plugins = plugin_dir(&[
-        (
-            "libferrocast_http.so",
-            &built_library("libferrocast_http.so"),
-        ),
-        ("libferrocast_udp.so", &built_library("libferrocast_udp.so")),
-    ]);
+    let plugins = shipped_plugins_dir(&["http", "udp"]);
     let http = loopback();
     let multicast_port = free_port();
     let rtp_port = free_port() & !1; // RTP on an even port, RTCP next to it

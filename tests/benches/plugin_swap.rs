@@ -51,13 +51,7 @@ fn main() {
 
     let feed = Feed::load();
     let tcp_library = built_library("libferrocast_tcp.so");
-    let plugins = plugin_dir(&[
-        (
-            "libferrocast_http.so",
-            &built_library("libferrocast_http.so"),
-        ),
-        ("libferrocast_tcp.so", &tcp_library),
-    ]);
+    let plugins = shipped_plugins_dir(&["http", "tcp"]);
     let http = loopback();
     let tcp = loopback();
     // A long grace and both protocols on the live point.

@@ -16,6 +16,7 @@ pub use tempfile::TempDir;
 pub mod bench;
 pub mod head;
 pub mod paced;
+pub mod panicky;
 pub mod proxy;
 pub mod rtsp;
 mod timeline;
@@ -99,33 +100,31 @@ pub fn plugin_dir(libraries: &[(&str, &Path)]) -> TempDir {
     dir
 }
 
-/// A plugin directory with the HTTP plugin (and the example plugin).
-pub fn standard_plugin_dir() -> TempDir {
-    plugin_dir(&[
-        (
-            "libferrocast_http.so",
-            &built_library("libferrocast_http.so"),
-        ),
-        (
-            "libferrocast_example.so",
-            &built_library("libferrocast_example.so"),
-        ),
-    ])
-}
-
-/// A plugin directory with every shipped plugin.
-pub fn all_plugins_dir() -> TempDir {
-    let names =
-        ["http", "rtsp", "udp", "tcp", "example"].map(|name| format!("libferrocast_{name}.so"));
+/// A plugin directory with the shipped plugins `names` (`"http"` is `libferrocast_http.so`).
+pub fn shipped_plugins_dir(names: &[&str]) -> TempDir {
     let libraries: Vec<(String, PathBuf)> = names
         .iter()
-        .map(|name| (name.clone(), built_library(name)))
+        .map(|name| {
+            let file = format!("libferrocast_{name}.so");
+            let path = built_library(&file);
+            (file, path)
+        })
         .collect();
     let borrowed: Vec<(&str, &Path)> = libraries
         .iter()
         .map(|(name, path)| (name.as_str(), path.as_path()))
         .collect();
     plugin_dir(&borrowed)
+}
+
+/// A plugin directory with the HTTP plugin (and the example plugin).
+pub fn standard_plugin_dir() -> TempDir {
+    shipped_plugins_dir(&["http", "example"])
+}
+
+/// A plugin directory with every shipped plugin.
+pub fn all_plugins_dir() -> TempDir {
+    shipped_plugins_dir(&["http", "rtsp", "udp", "tcp", "example"])
 }
 
 /// Output captured from a child process, line by line, as it is produced.
@@ -606,6 +605,23 @@ pub struct Decoded {
     pub video_frames: u64,
 }
 
+impl Decoded {
+    /// Require a clean decode (no error messages) of at least `min_frames` video frames;
+    /// `what` names the stream in the failure.
+    pub fn assert_clean(&self, min_frames: u64, what: &str) {
+        assert!(
+            self.errors.trim().is_empty(),
+            "{what}: decoder errors: {}",
+            self.errors
+        );
+        assert!(
+            self.video_frames >= min_frames,
+            "{what}: only {} frames",
+            self.video_frames
+        );
+    }
+}
+
 /// Decode `input` fully with ffmpeg (`extra` goes before `-i`, e.g. `-ss 5`), counting video
 /// frames and collecting decoder errors. `limit_seconds` caps the decoded duration.
 pub fn decode(input: &str, extra: &[&str], limit_seconds: Option<f64>) -> Decoded {
@@ -645,16 +661,7 @@ pub fn assert_decodes(dir: &Path, body: &[u8], min_frames: u64) {
     let file = dir.join("captured.ts");
     std::fs::write(&file, body).expect("write capture");
     let decoded = decode(&file.display().to_string(), &[], None);
-    assert!(
-        decoded.errors.trim().is_empty(),
-        "decoder errors: {}",
-        decoded.errors
-    );
-    assert!(
-        decoded.video_frames >= min_frames,
-        "only {} frames",
-        decoded.video_frames
-    );
+    decoded.assert_clean(min_frames, "the capture");
 }
 
 /// The first `count` video frames of `input` as `(key_frame, pict_type)`, from ffprobe.

@@ -134,6 +134,15 @@ impl RtspClient {
         .unwrap_or_else(|error| panic!("no RTSP response to {method} {url}: {error}"))
     }
 
+    /// SETUP of `url`'s track 0 with RTP over this connection (`interleaved=0-1`).
+    pub fn setup_interleaved(&mut self, url: &str) -> RtspResponse {
+        self.request(
+            "SETUP",
+            &format!("{url}/trackID=0"),
+            &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+        )
+    }
+
     /// Send a request and require a 200; interleaved frames that arrive first go to `sink`.
     pub fn request_ok(
         &mut self,
