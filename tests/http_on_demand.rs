@@ -49,13 +49,7 @@ fn range_requests_return_exact_bytes() {
     assert_eq!(head.header("accept-ranges").as_deref(), Some("bytes"));
     assert!(head.body.is_empty());
 
-    let ranged = http_exchange(
-        server.http,
-        b"GET /vod HTTP/1.1\r\nHost: t\r\nRange: bytes=1000-1999\r\nConnection: close\r\n\r\n",
-        4096,
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let ranged = get_range(server.http, "1000-1999");
     assert_eq!(ranged.status, 206);
     assert_eq!(
         ranged.header("content-range"),
@@ -63,26 +57,11 @@ fn range_requests_return_exact_bytes() {
     );
     assert_eq!(ranged.body, media[1000..2000]);
 
-    let suffix = http_exchange(
-        server.http,
-        b"GET /vod HTTP/1.1\r\nHost: t\r\nRange: bytes=-188\r\nConnection: close\r\n\r\n",
-        4096,
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let suffix = get_range(server.http, "-188");
     assert_eq!(suffix.status, 206);
     assert_eq!(suffix.body, media[size - 188..]);
 
-    let outside = format!(
-        "GET /vod HTTP/1.1\r\nHost: t\r\nRange: bytes={size}-\r\nConnection: close\r\n\r\n"
-    );
-    let refused = http_exchange(
-        server.http,
-        outside.as_bytes(),
-        4096,
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let refused = get_range(server.http, &format!("{size}-"));
     assert_eq!(refused.status, 416);
     assert_eq!(
         refused.header("content-range"),
@@ -268,6 +247,14 @@ fn the_default_configuration_serves_its_sample_out_of_the_box() {
     assert_eq!(http_get(address, "/files/sample.ts", 0).status, 200);
     let over_rtsp = decode(&format!("rtsp://{rtsp}/vod"), &[], Some(2.0));
     over_rtsp.assert_clean(45, "over RTSP");
+}
+
+/// `GET /vod` with `Range: bytes={range}` on a connection of its own.
+fn get_range(address: std::net::SocketAddr, range: &str) -> Response {
+    let request = format!(
+        "GET /vod HTTP/1.1\r\nHost: t\r\nRange: bytes={range}\r\nConnection: close\r\n\r\n"
+    );
+    http_exchange(address, request.as_bytes(), 4096, Duration::from_secs(5)).unwrap()
 }
 
 /// The first `count` responses in `data` as (head, body), if all are complete.

@@ -40,6 +40,17 @@ fn wait_for_generations(
     }
 }
 
+/// The one log line of `event`, which must carry each of `fields` (key, value).
+fn the_event(server: &Ferrocast, event: &str, fields: &[(&str, &str)]) -> String {
+    let lines = server.event_lines(event);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let line = lines.into_iter().next().unwrap_or_default();
+    for (key, value) in fields {
+        assert_eq!(log_field(&line, key), Some(*value), "{key} in {line}");
+    }
+    line
+}
+
 #[test]
 fn a_new_build_takes_new_sessions_while_old_sessions_stay_on_theirs() {
     let (server, plugins, panicky) = panicky_server();
@@ -52,18 +63,17 @@ fn a_new_build_takes_new_sessions_while_old_sessions_stay_on_theirs() {
 
     install_build(plugins.path(), PANICKY, &v2);
     server.wait_for("PLUGIN_SWAPPED", Duration::from_secs(10));
-    let swapped = server.event_lines("PLUGIN_SWAPPED");
-    assert_eq!(swapped.len(), 1, "{swapped:#?}");
-    let line = &swapped[0];
-    for (key, value) in [
-        ("plugin", "panicky"),
-        ("generation", "2"),
-        ("version", "0.2.0"),
-        ("previous_generation", "1"),
-        ("previous_sessions", "3"),
-    ] {
-        assert_eq!(log_field(line, key), Some(value), "{key} in {line}");
-    }
+    let line = &the_event(
+        &server,
+        "PLUGIN_SWAPPED",
+        &[
+            ("plugin", "panicky"),
+            ("generation", "2"),
+            ("version", "0.2.0"),
+            ("previous_generation", "1"),
+            ("previous_sessions", "3"),
+        ],
+    );
     assert!(
         log_field(line, "took_ms").is_some_and(|ms| ms.parse::<f64>().is_ok()),
         "{line}"
@@ -117,17 +127,10 @@ fn a_new_build_takes_new_sessions_while_old_sessions_stay_on_theirs() {
     // The old sessions end: generation 1 has drained and is no longer listed.
     drop(old);
     server.wait_for("GENERATION_DRAINED", Duration::from_secs(10));
-    let drained = server.event_lines("GENERATION_DRAINED");
-    assert_eq!(drained.len(), 1, "{drained:#?}");
-    assert_eq!(
-        log_field(&drained[0], "plugin"),
-        Some("panicky"),
-        "{drained:?}"
-    );
-    assert_eq!(
-        log_field(&drained[0], "generation"),
-        Some("1"),
-        "{drained:?}"
+    the_event(
+        &server,
+        "GENERATION_DRAINED",
+        &[("plugin", "panicky"), ("generation", "1")],
     );
     let generations = wait_for_generations(&server, "panicky", "only generation 2", |g| {
         g.len() == 1 && g[0].generation == 2
@@ -152,8 +155,7 @@ fn the_http_plugin_is_swapped_under_a_playing_client() {
         plugins.path(),
         address,
     );
-    let _encoder = Encoder::push(&server.url("live"), 60);
-    wait_until_live(address, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&server, 60);
     let old_reader = TsReader::http(address, "/live");
     std::thread::sleep(Duration::from_secs(2));
     assert!(
@@ -177,17 +179,10 @@ fn the_http_plugin_is_swapped_under_a_playing_client() {
         "reload report: {}",
         reload.text
     );
-    let swapped = server.event_lines("PLUGIN_SWAPPED");
-    assert_eq!(swapped.len(), 1, "{swapped:#?}");
-    assert_eq!(
-        log_field(&swapped[0], "plugin"),
-        Some("http"),
-        "{swapped:?}"
-    );
-    assert_eq!(
-        log_field(&swapped[0], "generation"),
-        Some("2"),
-        "{swapped:?}"
+    the_event(
+        &server,
+        "PLUGIN_SWAPPED",
+        &[("plugin", "http"), ("generation", "2")],
     );
 
     // A new client is served by generation 2.

@@ -49,8 +49,7 @@ fn edge(source: &str, extra: &str) -> (Ferrocast, TempDir) {
 fn an_edge_relays_an_origin_and_keeps_clients_through_an_origin_restart() {
     let (origin_http, origin_tcp) = (loopback(), loopback());
     let (first_origin, _origin_plugins) = origin(origin_http, origin_tcp, None);
-    let encoder = Encoder::push(&first_origin.url("live"), 60);
-    wait_until_live(origin_http, "/live", Duration::from_secs(15));
+    let encoder = Encoder::push_live(&first_origin, 60);
     let (edge, _edge_plugins) = edge(
         &format!("http://{origin_http}/live"),
         "reconnect_grace_ms = 20000\n",
@@ -99,8 +98,7 @@ fn pulls_over_raw_tcp_and_from_a_multicast_group() {
     let (origin_http, origin_tcp) = (loopback(), loopback());
     let port = free_port();
     let (origin, _plugins) = origin(origin_http, origin_tcp, Some(port));
-    let _encoder = Encoder::push(&origin.url("live"), 40);
-    wait_until_live(origin_http, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&origin, 40);
 
     let (tcp_edge, _a) = edge(&format!("tcp://{origin_tcp}"), "");
     wait_until_live(tcp_edge.http, "/relay", Duration::from_secs(10));
@@ -120,8 +118,7 @@ fn pulls_over_raw_tcp_and_from_a_multicast_group() {
 fn an_on_demand_pull_starts_with_the_first_client_and_stops_after_the_last() {
     let (origin_http, origin_tcp) = (loopback(), loopback());
     let (origin, _plugins) = origin(origin_http, origin_tcp, None);
-    let _encoder = Encoder::push(&origin.url("live"), 40);
-    wait_until_live(origin_http, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&origin, 40);
     let (edge, _edge_plugins) = edge(
         &format!("http://{origin_http}/live"),
         "pull = \"on-demand\"\npull_idle_timeout_ms = 1000\n",
@@ -197,8 +194,7 @@ fn relay_through_fault(
     use ferrocast_tests::proxy::FaultProxy;
     let (origin_http, origin_tcp) = (loopback(), loopback());
     let (origin, _origin_plugins) = origin(origin_http, origin_tcp, None);
-    let _encoder = Encoder::push(&origin.url("live"), 60);
-    wait_until_live(origin_http, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&origin, 60);
     let proxy = FaultProxy::start(origin_http);
     let (edge, edge_plugins) = edge(
         &format!("http://{}/live", proxy.address()),

@@ -67,11 +67,19 @@ protocols = ["http"]
     }
 }
 
+/// Where the play starts, from a Range header's value (`npt=6.0-`).
+fn range_start(range: &str) -> Option<f64> {
+    range
+        .trim_start_matches("npt=")
+        .split('-')
+        .next()
+        .and_then(|start| start.parse().ok())
+}
+
 #[test]
 fn live_over_rtsp_with_udp_and_with_tcp() {
     let rig = rig();
-    let _encoder = Encoder::push(&rig.server.url("live"), 40);
-    wait_until_live(rig.server.http, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&rig.server, 40);
     std::thread::sleep(Duration::from_millis(1500));
 
     let udp = decode(&rig.url("live"), &["-rtsp_transport", "udp"], Some(3.0));
@@ -125,12 +133,7 @@ fn on_demand_over_rtsp_seeks_and_reports_its_duration() {
     let play = client.request("PLAY", &format!("{url}/"), &[("Range", "npt=6.5-")]);
     assert_eq!(play.status, 200, "{play:?}");
     let range = play.header("range").unwrap_or_default();
-    let start: f64 = range
-        .trim_start_matches("npt=")
-        .split('-')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0);
+    let start = range_start(&range).unwrap_or(-1.0);
     assert!(
         (5.5..=6.5).contains(&start),
         "seek to 6.5 s started at {range}"
@@ -214,12 +217,7 @@ fn pause_and_resume_keep_position_and_rtp_sequence() {
     let resumed = client.request("PLAY", &format!("{url}/"), &[]);
     assert_eq!(resumed.status, 200, "{resumed:?}");
     let range = resumed.header("range").unwrap_or_default();
-    let resumed_at: f64 = range
-        .trim_start_matches("npt=")
-        .split('-')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
+    let resumed_at = range_start(&range).unwrap_or(0.0);
     assert!((1.5..=3.0).contains(&resumed_at), "resumed at {range}");
     client.receive_for(Duration::from_millis(2000));
     assert!(client.rtp.len() > before_pause + during_pause + 50);
@@ -309,8 +307,7 @@ fn refusals_have_the_right_status() {
     assert_eq!(unknown.status, 501);
 
     // Pause and seek on a live point.
-    let _encoder = Encoder::push(&rig.server.url("live"), 20);
-    wait_until_live(rig.server.http, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&rig.server, 20);
     let mut live = RtspClient::connect(rig.rtsp);
     let url = rig.url("live");
     let setup = live.setup_interleaved(&url);

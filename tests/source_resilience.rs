@@ -21,8 +21,7 @@ fn server(grace_ms: u64, source_timeout_ms: u64) -> (Ferrocast, TempDir) {
 #[test]
 fn a_restarted_encoder_resumes_attached_clients() {
     let (server, _plugins) = server(10_000, 10_000);
-    let first = Encoder::push(&server.url("live"), 60);
-    wait_until_live(server.http, "/live", Duration::from_secs(15));
+    let first = Encoder::push_live(&server, 60);
     let reader = TsReader::http(server.http, "/live");
     std::thread::sleep(Duration::from_secs(2));
 
@@ -59,8 +58,7 @@ fn a_restarted_encoder_resumes_attached_clients() {
 #[test]
 fn a_stalled_encoder_is_timed_out_and_a_new_one_takes_over() {
     let (server, _plugins) = server(10_000, 1_000);
-    let stalled = Encoder::push(&server.url("live"), 60);
-    wait_until_live(server.http, "/live", Duration::from_secs(15));
+    let stalled = Encoder::push_live(&server, 60);
     let reader = TsReader::http(server.http, "/live");
     std::thread::sleep(Duration::from_secs(2));
 
@@ -84,8 +82,7 @@ fn a_stalled_encoder_is_timed_out_and_a_new_one_takes_over() {
 fn an_expired_grace_ends_clients_cleanly_near_the_deadline() {
     let grace = Duration::from_millis(1500);
     let (server, _plugins) = server(grace.as_millis() as u64, 10_000);
-    let encoder = Encoder::push(&server.url("live"), 60);
-    wait_until_live(server.http, "/live", Duration::from_secs(15));
+    let encoder = Encoder::push_live(&server, 60);
     let reader = TsReader::http(server.http, "/live");
     std::thread::sleep(Duration::from_secs(2));
 
@@ -130,8 +127,7 @@ fn rtsp_sessions_continue_their_rtp_stream_across_an_encoder_restart() {
         config_with(http, &points)
     );
     let server = Ferrocast::start(&config, plugins.path(), http);
-    let first = Encoder::push(&server.url("live"), 60);
-    wait_until_live(http, "/live", Duration::from_secs(15));
+    let first = Encoder::push_live(&server, 60);
 
     let mut client = RtspClient::connect(rtsp);
     let url = format!("rtsp://{rtsp}/live");

@@ -32,8 +32,7 @@ fn raw_tcp_ports_serve_live_and_on_demand_points() {
     assert!(vod.errors.trim().is_empty(), "{}", vod.errors);
     assert_eq!(vod.video_frames, 300);
 
-    let _encoder = Encoder::push(&server.url("live"), 30);
-    wait_until_live(http, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&server, 30);
     std::thread::sleep(Duration::from_millis(1500));
     let (frames, errors) = first_frames(&format!("tcp://{live_port}"), 5);
     assert!(errors.trim().is_empty(), "{errors}");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::paced::{bytes_per_tick, PacedEncoder};
 use crate::ts::TsReader;
-use crate::{sample_ts, standard_points, workspace, Ferrocast};
+use crate::{sample_ts, standard_points, wait_until, workspace, Ferrocast};
 
 /// Whether the benchmark `name` was asked for. `cargo test --all-targets` runs benches
 /// without `--bench`: then this says how to run it and the benchmark only checks it builds.
@@ -111,16 +111,7 @@ pub fn wait_for_all(
     timeout: Duration,
     ready: impl Fn(&TsReader) -> bool,
 ) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if readers.iter().all(&ready) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(timeout, || readers.iter().all(&ready))
 }
 
 pub fn sleep_until(at: Instant) {

@@ -24,6 +24,7 @@ pub mod ts;
 pub mod watch;
 
 pub use rtsp::{RtspClient, RtspResponse};
+pub use timeline::wait_until;
 pub use ts::TsReader;
 
 /// Name of the configuration file [`Ferrocast::spawn`] writes into the server's temp dir.
@@ -127,6 +128,16 @@ pub fn all_plugins_dir() -> TempDir {
     shipped_plugins_dir(&["http", "rtsp", "udp", "tcp", "example"])
 }
 
+/// Wait up to `timeout` for `child` to exit; its status if it did.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    wait_until(timeout, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    status
+}
+
 /// Output captured from a child process, line by line, as it is produced.
 #[derive(Clone, Default)]
 pub struct Captured(Arc<Mutex<String>>);
@@ -194,14 +205,8 @@ impl Ferrocast {
 
     /// Wait until the output contains `needle`; panic with the output if it does not in time.
     pub fn wait_for(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.output.text().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
+        assert!(
+            wait_until(timeout, || self.output.text().contains(needle)),
             "ferrocast did not print {needle:?} within {timeout:?}; output:\n{}",
             self.output.text()
         );
@@ -209,19 +214,15 @@ impl Ferrocast {
 
     /// Wait for the process to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Let the reader threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(200));
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "ferrocast did not exit within {timeout:?}; output:\n{}",
-            self.output.text()
-        );
+        let Some(status) = wait_child(&mut self.child, timeout) else {
+            panic!(
+                "ferrocast did not exit within {timeout:?}; output:\n{}",
+                self.output.text()
+            );
+        };
+        // Let the reader threads drain the pipes.
+        std::thread::sleep(Duration::from_millis(200));
+        status
     }
 
     pub fn logs(&self) -> String {
@@ -279,15 +280,11 @@ impl Ferrocast {
     /// Wait until the log holds `needle` at least `count` times; panic with the log if it does
     /// not within `timeout`.
     pub fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.logs().matches(needle).count() < count {
-            assert!(
-                Instant::now() < deadline,
-                "the server did not log {needle} {count} time(s) within {timeout:?}; log:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        assert!(
+            wait_until(timeout, || self.logs().matches(needle).count() >= count),
+            "the server did not log {needle} {count} time(s) within {timeout:?}; log:\n{}",
+            self.logs()
+        );
     }
 
     /// The log lines holding `event`.
@@ -554,15 +551,16 @@ impl Encoder {
         Self { child, output }
     }
 
+    /// Push to the point `live` of `server` for `seconds`, and wait (15 s at most) until it
+    /// plays.
+    pub fn push_live(server: &Ferrocast, seconds: u32) -> Self {
+        let encoder = Self::push(&server.url("live"), seconds);
+        wait_until_live(server.http, "/live", Duration::from_secs(15));
+        encoder
+    }
+
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        wait_child(&mut self.child, timeout)
     }
 }
 
@@ -644,15 +642,19 @@ pub fn decode(input: &str, extra: &[&str], limit_seconds: Option<f64>) -> Decode
         .args(["-map", "0:v:0", "-f", "framecrc", "-"])
         .stdin(Stdio::null());
     let output = command.output().expect("run ffmpeg");
-    let video_frames = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .count() as u64;
     Decoded {
         status: output.status,
         errors: String::from_utf8_lossy(&output.stderr).into_owned(),
-        video_frames,
+        video_frames: framecrc_frames(&output.stdout),
     }
+}
+
+/// The frames listed in ffmpeg's `framecrc` output (one line each; comments start with `#`).
+pub fn framecrc_frames(output: &[u8]) -> u64 {
+    String::from_utf8_lossy(output)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count() as u64
 }
 
 /// Decode a captured MPEG-TS `body` (written into `dir`) in full and require a clean decode

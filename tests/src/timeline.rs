@@ -75,8 +75,8 @@ impl Timeline {
     }
 }
 
-/// Poll `done` until it holds or `timeout` passes; whether it held.
-pub(crate) fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+/// Poll `done` (every 20 ms) until it holds or `timeout` passes; whether it held.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if done() {

@@ -58,6 +58,17 @@ struct PidState {
     duplicated: bool,
 }
 
+impl PidState {
+    /// A PID whose counting starts afresh at `packet`.
+    fn starting(counter: u8, packet: &[u8]) -> Self {
+        Self {
+            counter,
+            last: packet.to_vec(),
+            duplicated: false,
+        }
+    }
+}
+
 impl Continuity {
     pub fn new() -> Self {
         Self::default()
@@ -102,28 +113,14 @@ impl Continuity {
         let has_payload = control & 0x1 != 0;
         let discontinuity = control & 0x2 != 0 && packet[4] > 0 && packet[5] & 0x80 != 0;
         if discontinuity {
-            self.pids.insert(
-                pid,
-                PidState {
-                    counter,
-                    last: packet.to_vec(),
-                    duplicated: false,
-                },
-            );
+            self.pids.insert(pid, PidState::starting(counter, packet));
             return;
         }
         if !has_payload {
             return;
         }
         let Some(state) = self.pids.get_mut(&pid) else {
-            self.pids.insert(
-                pid,
-                PidState {
-                    counter,
-                    last: packet.to_vec(),
-                    duplicated: false,
-                },
-            );
+            self.pids.insert(pid, PidState::starting(counter, packet));
             return;
         };
         let expected = (state.counter + 1) & 0x0f;
