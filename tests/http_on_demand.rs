@@ -9,11 +9,13 @@ use std::time::Duration;
 use ferrocast_tests::*;
 
 fn media_points() -> String {
+    let directory = workspace().join("config/media").display().to_string();
+    let sample = sample_ts().display().to_string();
     format!(
-        "{}\n[[point]]\nname = \"files\"\nkind = \"on-demand\"\nsource = \"{}\"\nprotocols = [\"http\"]\n\n[[point]]\nname = \"private\"\nkind = \"on-demand\"\nsource = \"{}\"\nprotocols = [\"example\"]\n",
+        "{}\n{}\n{}",
         standard_points(),
-        workspace().join("config/media").display(),
-        sample_ts().display(),
+        point_toml("files", "on-demand", &directory, &["http"]),
+        point_toml("private", "on-demand", &sample, &["example"])
     )
 }
 

@@ -155,9 +155,7 @@ fn the_http_plugin_is_swapped_under_a_playing_client() {
         plugins.path(),
         address,
     );
-    let _encoder = Encoder::push_live(&server, 60);
-    let old_reader = TsReader::http(address, "/live");
-    std::thread::sleep(Duration::from_secs(2));
+    let (_encoder, old_reader) = push_and_play(&server, &server.url("live"));
     assert!(
         !old_reader.body().is_empty(),
         "the client plays before the swap"

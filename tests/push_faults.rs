@@ -35,16 +35,6 @@ fn push_url(proxy: &FaultProxy) -> String {
     format!("http://{}/live", proxy.address())
 }
 
-/// An encoder pushing through `proxy`, and a client playing `/live` straight from the server
-/// for two seconds.
-fn push_and_play(server: &Ferrocast, proxy: &FaultProxy) -> (Encoder, TsReader) {
-    let encoder = Encoder::push(&push_url(proxy), 60);
-    wait_until_live(server.http, "/live", Duration::from_secs(15));
-    let reader = TsReader::http(server.http, "/live");
-    std::thread::sleep(Duration::from_secs(2));
-    (encoder, reader)
-}
-
 /// Hold the point without a source for a while and check what the client got meanwhile: only
 /// null packets (the keep-alive), at least `min_packets` of them.
 fn assert_kept_busy_with_null_packets(reader: &TsReader, hold: Duration, min_packets: usize) {
@@ -109,7 +99,7 @@ fn assert_client_survived(
 fn a_reset_connection_is_lost_at_once_and_a_new_encoder_resumes_clients() {
     let (server, _plugins) = server();
     let proxy = FaultProxy::start(server.http);
-    let (mut first, reader) = push_and_play(&server, &proxy);
+    let (mut first, reader) = push_and_play(&server, &push_url(&proxy));
 
     let cut = Instant::now();
     proxy.cut();
@@ -150,7 +140,7 @@ fn a_reset_connection_is_lost_at_once_and_a_new_encoder_resumes_clients() {
 fn a_stalled_path_is_timed_out_and_a_new_encoder_resumes_clients() {
     let (server, _plugins) = server();
     let stalled_path = FaultProxy::start(server.http);
-    let (mut stalled, reader) = push_and_play(&server, &stalled_path);
+    let (mut stalled, reader) = push_and_play(&server, &push_url(&stalled_path));
 
     // Nothing arrives and nothing closes: only the source timeout can tell.
     let stall = Instant::now();

@@ -7,7 +7,6 @@
 //! clients see the new configuration at once. Also: listener moves (and a move to a port in
 //! use), a rejected configuration that changes nothing, and draining points and plugins.
 
-use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -102,16 +101,13 @@ impl Layout {
             port_two = self.raw_two.port(),
         );
         for point in &self.points {
-            let protocols: Vec<String> =
-                point.protocols.iter().map(|p| format!("\"{p}\"")).collect();
-            let _ = write!(
-                text,
-                "\n[[point]]\nname = \"{}\"\nkind = \"{}\"\nsource = \"{}\"\nprotocols = [{}]\n",
-                point.name,
+            text.push('\n');
+            text.push_str(&point_toml(
+                &point.name,
                 point.kind,
-                point.source,
-                protocols.join(", ")
-            );
+                &point.source,
+                &point.protocols,
+            ));
         }
         text
     }

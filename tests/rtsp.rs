@@ -24,32 +24,15 @@ fn rig() -> Rig {
     let plugins = shipped_plugins_dir(&["http", "rtsp", "udp", "tcp"]);
     let http = loopback();
     let rtsp = loopback();
+    let sample = sample_ts().display().to_string();
     let points = format!(
-        r#"[[point]]
-name = "live"
-kind = "broadcast"
-source = "push"
-protocols = ["http", "rtsp", "udp", "tcp"]
-
-[[point]]
-name = "vod"
-kind = "on-demand"
-source = "{sample}"
-protocols = ["http", "rtsp", "udp", "tcp"]
-
-[[point]]
-name = "tcponly"
-kind = "on-demand"
-source = "{sample}"
-protocols = ["rtsp", "tcp"]
-
-[[point]]
-name = "httponly"
-kind = "on-demand"
-source = "{sample}"
-protocols = ["http"]
-"#,
-        sample = sample_ts().display()
+        "{}\n{}\n{}",
+        standard_points().replace(
+            "protocols = [\"http\"]",
+            "protocols = [\"http\", \"rtsp\", \"udp\", \"tcp\"]"
+        ),
+        point_toml("tcponly", "on-demand", &sample, &["rtsp", "tcp"]),
+        point_toml("httponly", "on-demand", &sample, &["http"])
     );
     let config = format!(
         "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.udp]\n\n[plugins.tcp]\n",

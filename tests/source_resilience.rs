@@ -21,9 +21,7 @@ fn server(grace_ms: u64, source_timeout_ms: u64) -> (Ferrocast, TempDir) {
 #[test]
 fn a_restarted_encoder_resumes_attached_clients() {
     let (server, _plugins) = server(10_000, 10_000);
-    let first = Encoder::push_live(&server, 60);
-    let reader = TsReader::http(server.http, "/live");
-    std::thread::sleep(Duration::from_secs(2));
+    let (first, reader) = push_and_play(&server, &server.url("live"));
 
     first.signal("KILL");
     server.wait_for("SOURCE_LOST", Duration::from_secs(5));
@@ -58,9 +56,7 @@ fn a_restarted_encoder_resumes_attached_clients() {
 #[test]
 fn a_stalled_encoder_is_timed_out_and_a_new_one_takes_over() {
     let (server, _plugins) = server(10_000, 1_000);
-    let stalled = Encoder::push_live(&server, 60);
-    let reader = TsReader::http(server.http, "/live");
-    std::thread::sleep(Duration::from_secs(2));
+    let (stalled, reader) = push_and_play(&server, &server.url("live"));
 
     // No data and no close: the encoder process is frozen.
     stalled.signal("STOP");
@@ -82,9 +78,7 @@ fn a_stalled_encoder_is_timed_out_and_a_new_one_takes_over() {
 fn an_expired_grace_ends_clients_cleanly_near_the_deadline() {
     let grace = Duration::from_millis(1500);
     let (server, _plugins) = server(grace.as_millis() as u64, 10_000);
-    let encoder = Encoder::push_live(&server, 60);
-    let reader = TsReader::http(server.http, "/live");
-    std::thread::sleep(Duration::from_secs(2));
+    let (encoder, reader) = push_and_play(&server, &server.url("live"));
 
     let killed = Instant::now();
     encoder.signal("KILL");

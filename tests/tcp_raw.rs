@@ -13,8 +13,10 @@ fn raw_tcp_ports_serve_live_and_on_demand_points() {
     let plugins = shipped_plugins_dir(&["http", "tcp"]);
     let http = loopback();
     let (live_port, vod_port, closed_port) = (loopback(), loopback(), loopback());
-    let points = standard_points().replace("protocols = [\"http\"]", "protocols = [\"http\", \"tcp\"]")
-        + "\n[[point]]\nname = \"http-only\"\nkind = \"broadcast\"\nsource = \"push\"\nprotocols = [\"http\"]\n";
+    let points = standard_points()
+        .replace("protocols = [\"http\"]", "protocols = [\"http\", \"tcp\"]")
+        + "\n"
+        + &point_toml("http-only", "broadcast", "push", &["http"]);
     let config = format!(
         "{}\n[plugins.tcp]\nlisten = [\"{live_port}\", \"{vod_port}\", \"{closed_port}\"]\nserve = {{ \"{}\" = \"live\", \"{}\" = \"vod\", \"{}\" = \"http-only\" }}\n",
         config_with(http, &points),

@@ -571,6 +571,16 @@ impl Drop for Encoder {
     }
 }
 
+/// An encoder pushing to `push_url` (the server's `live`, or a path to it) for 60 s and,
+/// once `/live` plays, a client reading it from `server`, given two seconds to settle.
+pub fn push_and_play(server: &Ferrocast, push_url: &str) -> (Encoder, TsReader) {
+    let encoder = Encoder::push(push_url, 60);
+    wait_until_live(server.http, "/live", Duration::from_secs(15));
+    let reader = TsReader::http(server.http, "/live");
+    std::thread::sleep(Duration::from_secs(2));
+    (encoder, reader)
+}
+
 /// Poll `GET path` until it answers 200 (the encoder is connected), within `timeout`.
 pub fn wait_until_live(address: SocketAddr, path: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -706,20 +716,20 @@ pub fn start_with_points(points: &str) -> (Ferrocast, TempDir) {
 
 /// Standard points: a live push point and the on-demand sample.
 pub fn standard_points() -> String {
+    let sample = sample_ts().display().to_string();
     format!(
-        r#"[[point]]
-name = "live"
-kind = "broadcast"
-source = "push"
-protocols = ["http"]
+        "{}\n{}",
+        point_toml("live", "broadcast", "push", &["http"]),
+        point_toml("vod", "on-demand", &sample, &["http"])
+    )
+}
 
-[[point]]
-name = "vod"
-kind = "on-demand"
-source = "{sample}"
-protocols = ["http"]
-"#,
-        sample = sample_ts().display()
+/// One `[[point]]` table of the configuration.
+pub fn point_toml(name: &str, kind: &str, source: &str, protocols: &[&str]) -> String {
+    let protocols: Vec<String> = protocols.iter().map(|p| format!("\"{p}\"")).collect();
+    format!(
+        "[[point]]\nname = \"{name}\"\nkind = \"{kind}\"\nsource = \"{source}\"\nprotocols = [{}]\n",
+        protocols.join(", ")
     )
 }
 
