@@ -3,6 +3,12 @@
 //! what the server logged.
 //!
 //! Every wait here is bounded; a test that would hang fails with the server's log instead.
+//!
+//! Here: the server process, its configuration, plugin directories, HTTP exchanges, ffmpeg
+//! encoders and players. Beside it: [`rtsp`] (the one RTSP client), [`ts`] (the one MPEG-TS
+//! reader and its continuity check), [`watch`] (RTSP session watchers), [`head`] (response
+//! heads), [`paced`] (an encoder played by the test itself), [`proxy`] (network faults),
+//! [`panicky`] (the panicking fixture plugin) and [`bench`](mod@bench) (benchmark support).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

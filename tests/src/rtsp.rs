@@ -208,21 +208,22 @@ impl RtspClient {
         let deadline = Instant::now() + duration;
         self.set_poll_interval(Duration::from_millis(100));
         while Instant::now() < deadline {
-            let mut recorder = Recorder {
-                rtp: &mut self.rtp,
-                other_frames: &mut self.other_frames,
-            };
-            take_interleaved(&mut self.buffered, &mut recorder);
+            self.record();
             if !matches!(self.read_some(), Ok(true)) {
                 break;
             }
         }
+        self.record();
+        self.set_poll_interval(RESPONSE_TIMEOUT);
+    }
+
+    /// Take what was read into the client's own record of RTP and other frames.
+    fn record(&mut self) {
         let mut recorder = Recorder {
             rtp: &mut self.rtp,
             other_frames: &mut self.other_frames,
         };
         take_interleaved(&mut self.buffered, &mut recorder);
-        self.set_poll_interval(RESPONSE_TIMEOUT);
     }
 
     /// How long one read waits for data (a reading loop looks at its own stop conditions
