@@ -93,3 +93,35 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 pub(crate) fn is_timeout(error: &std::io::Error) -> bool {
     matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_are_measured_between_arrivals_around_a_moment_or_a_window() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let timeline = Timeline {
+            arrivals: [0, 100, 400, 450, 1000].map(|ms| (at(ms), 10)).to_vec(),
+            closed: None,
+            finished: Some(at(1100)),
+        };
+        // From the last arrival before 420 ms on, to the end of reading.
+        assert_eq!(
+            timeline.longest_gap_since(at(420)),
+            Duration::from_millis(550)
+        );
+        assert_eq!(
+            timeline.longest_gap_overlapping(at(50), at(420)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            timeline.longest_gap_overlapping(at(1050), at(1090)),
+            Duration::from_millis(40),
+            "nothing arrived across the window: all of it is a gap"
+        );
+        assert_eq!(timeline.after(at(400)), 30);
+        assert_eq!(timeline.count_after(at(401)), 2);
+    }
+}

@@ -598,4 +598,61 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("lost sync"), "{errors:?}");
     }
+
+    /// A reading thread's bookkeeping, fed by hand.
+    fn reading(http: bool, keep_bytes: usize) -> Reading {
+        Reading {
+            state: Arc::new(Mutex::new(TsState::default())),
+            stop: Arc::new(AtomicBool::new(false)),
+            options: ReadOptions {
+                keep_bytes,
+                ..ReadOptions::default()
+            },
+            in_head: http,
+            pending: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_head_is_kept_apart_and_packets_are_counted_however_reads_split_them() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n".to_vec();
+        let mut unsynced = packet(0x100, 2, false);
+        unsynced[0] = 0;
+        let body = stream(&[
+            packet(NULL_PID, 0, false),
+            packet(0x100, 1, false),
+            unsynced,
+        ]);
+        let data = [head.clone(), body.clone()].concat();
+        for piece in [1, 5, 40, 188, data.len()] {
+            let mut reading = reading(true, usize::MAX);
+            for chunk in data.chunks(piece) {
+                reading.received(chunk);
+            }
+            let state = lock(&reading.state);
+            assert_eq!(
+                state.head.as_deref().map(status_code),
+                Some(200),
+                "pieces of {piece}"
+            );
+            assert_eq!(state.body, body, "pieces of {piece}");
+            assert_eq!(state.body_bytes, body.len(), "pieces of {piece}");
+            assert_eq!(state.sync_errors, 1, "pieces of {piece}");
+            assert!(!state.media.is_empty(), "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn null_packets_are_not_media_and_the_kept_body_is_bounded() {
+        let mut reading = reading(false, TS_PACKET);
+        reading.received(&stream(&[packet(NULL_PID, 0, false)]));
+        assert!(lock(&reading.state).media.is_empty());
+        let since = Instant::now();
+        reading.received(&packet(0x100, 0, false));
+        let state = lock(&reading.state);
+        assert_eq!(state.media.len(), 1);
+        assert!(state.media[0] >= since);
+        assert_eq!(state.body.len(), TS_PACKET, "only what the options keep");
+        assert_eq!(state.body_bytes, 2 * TS_PACKET);
+    }
 }
