@@ -11,9 +11,7 @@ use ferrocast_tests::*;
 #[test]
 fn pushed_live_stream_plays_and_a_late_joiner_starts_on_a_keyframe() {
     let (server, _plugins) = start_with_points(&standard_points());
-    let address = server.http;
-    let _encoder = Encoder::push(&server.url("live"), 40);
-    wait_until_live(address, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&server, 40);
     // Join well into a GOP (one keyframe per second), so the joiner must be moved back to one.
     std::thread::sleep(Duration::from_millis(2500));
 
@@ -35,16 +33,7 @@ fn pushed_live_stream_plays_and_a_late_joiner_starts_on_a_keyframe() {
         "ffmpeg failed: {}",
         decoded.errors
     );
-    assert!(
-        decoded.errors.trim().is_empty(),
-        "decoder errors: {}",
-        decoded.errors
-    );
-    assert!(
-        decoded.video_frames >= 80,
-        "expected ~100 frames in 4 s, got {}",
-        decoded.video_frames
-    );
+    decoded.assert_clean(80, "the player");
 
     let logs = server.logs();
     assert!(
@@ -62,8 +51,7 @@ fn pushed_live_stream_plays_and_a_late_joiner_starts_on_a_keyframe() {
 fn a_second_encoder_is_refused_with_409() {
     let (server, _plugins) = start_with_points(&standard_points());
     let address = server.http;
-    let _encoder = Encoder::push(&server.url("live"), 30);
-    wait_until_live(address, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&server, 30);
 
     let request = b"PUT /live HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
     let response = http_exchange(address, request, 4096, Duration::from_secs(5)).unwrap();
@@ -200,16 +188,7 @@ fn a_client_that_stops_reading_is_dropped_without_disturbing_others() {
         .unwrap();
 
     let decoded = decode(&server.url("live"), &[], Some(20.0));
-    assert!(
-        decoded.errors.trim().is_empty(),
-        "healthy client had decoder errors: {}",
-        decoded.errors
-    );
-    assert!(
-        decoded.video_frames >= 400,
-        "healthy client got {} frames",
-        decoded.video_frames
-    );
+    decoded.assert_clean(400, "the healthy client");
     // Once the stalled client's socket buffers are full, its writes make no progress and the
     // server drops it after write_timeout_ms.
     server.wait_for("client stopped reading", Duration::from_secs(40));

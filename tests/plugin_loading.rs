@@ -2,10 +2,9 @@
 //! against an incompatible ABI and a duplicate name are each refused with the file and the
 //! reason, while the good plugins load and serve. A panicking plugin closes only its session.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
+use ferrocast_tests::panicky::{panicky_server, LineClient};
 use ferrocast_tests::*;
 
 #[test]
@@ -103,54 +102,23 @@ fn list_plugins_reports_name_version_abi_kind_and_path() {
     }
 }
 
-fn line_client(address: std::net::SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
-    let stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let reader = BufReader::new(stream.try_clone().unwrap());
-    (stream, reader)
-}
-
 #[test]
 fn a_panicking_plugin_closes_only_its_session() {
-    let plugins = plugin_dir(&[
-        (
-            "libferrocast_http.so",
-            &built_library("libferrocast_http.so"),
-        ),
-        (
-            "libferrocast_panicky.so",
-            &built_library("libfixture_panic.so"),
-        ),
-    ]);
-    let address = loopback();
-    let panicky = loopback();
-    let config = format!(
-        "{}\n[plugins.panicky]\nlisten = [\"{panicky}\"]\n",
-        config_with(address, &standard_points())
-    );
-    let server = Ferrocast::start(&config, plugins.path(), address);
-    server.wait_for(
-        &format!("panicky    listening on {panicky}"),
-        Duration::from_secs(10),
-    );
+    let (server, _plugins, panicky) = panicky_server();
+    let address = server.http;
 
     // A healthy session, kept open across the fault.
-    let (mut healthy, mut healthy_reader) = line_client(panicky);
-    healthy.write_all(b"hello\n").unwrap();
-    let mut line = String::new();
-    healthy_reader.read_line(&mut line).unwrap();
-    assert_eq!(line, "hi\n");
+    let mut healthy = LineClient::connect(panicky);
+    healthy.send("hello");
+    assert_eq!(healthy.read_line(), "hi\n");
 
     // The faulting session is closed.
-    let (mut faulty, _) = line_client(panicky);
-    faulty.write_all(b"boom\n").unwrap();
-    let mut rest = Vec::new();
-    let read = faulty.read_to_end(&mut rest);
+    let mut faulty = LineClient::connect(panicky);
+    faulty.send("boom");
+    let read = faulty.read_to_end();
     assert!(
-        read.is_ok() && rest.is_empty(),
-        "faulting session should be closed: {read:?} {rest:?}"
+        read.as_ref().is_ok_and(|rest| rest.is_empty()),
+        "faulting session should be closed: {read:?}"
     );
     server.wait_for("PLUGIN_FAULT", Duration::from_secs(5));
     let logs = server.logs();
@@ -163,15 +131,11 @@ fn a_panicking_plugin_closes_only_its_session() {
     );
 
     // The other session of the same plugin, a new one, and the HTTP plugin all still work.
-    healthy.write_all(b"hello\n").unwrap();
-    line.clear();
-    healthy_reader.read_line(&mut line).unwrap();
-    assert_eq!(line, "hi\n");
-    let (mut fresh, mut fresh_reader) = line_client(panicky);
-    fresh.write_all(b"hello\n").unwrap();
-    line.clear();
-    fresh_reader.read_line(&mut line).unwrap();
-    assert_eq!(line, "hi\n");
+    healthy.send("hello");
+    assert_eq!(healthy.read_line(), "hi\n");
+    let mut fresh = LineClient::connect(panicky);
+    fresh.send("hello");
+    assert_eq!(fresh.read_line(), "hi\n");
     assert_eq!(http_get(address, "/vod", 0).status, 200);
 }
 

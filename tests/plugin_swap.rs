@@ -9,24 +9,13 @@
 //! The `panicky` fixture answers `version` with its crate version: `libfixture_panic.so` is
 //! 0.1.0, `libfixture_panic_v2.so` (the same source) is 0.2.0.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ferrocast_tests::panicky::{panicky_server, panicky_server_with, LineClient, PANICKY};
 use ferrocast_tests::*;
-
-const PANICKY: &str = "libferrocast_panicky.so";
-
-/// The generations of one plugin.
-fn generations_of(server: &Ferrocast, plugin: &str) -> Vec<GenerationStatus> {
-    server
-        .plugin_generations()
-        .into_iter()
-        .filter(|g| g.plugin == plugin)
-        .collect()
-}
 
 /// Poll `ferrocast status` until `ok` holds for `plugin`'s generations (session counts follow
 /// connections asynchronously); panic with the last status and the log if it does not.
@@ -38,7 +27,7 @@ fn wait_for_generations(
 ) -> Vec<GenerationStatus> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let generations = generations_of(server, plugin);
+        let generations = server.generations_of(plugin);
         if ok(&generations) {
             return generations;
         }
@@ -51,109 +40,15 @@ fn wait_for_generations(
     }
 }
 
-fn generation(generations: &[GenerationStatus], number: u64) -> Option<&GenerationStatus> {
-    generations.iter().find(|g| g.generation == number)
-}
-
-/// Install `source` as `dir/name` the way an installer does: write `name.tmp` next to it,
-/// then rename it over `name` (a new inode).
-fn install(dir: &Path, name: &str, source: &Path) {
-    let temporary = dir.join(format!("{name}.tmp"));
-    std::fs::copy(source, &temporary).expect("copy the new build");
-    std::fs::rename(&temporary, dir.join(name)).expect("rename the new build into place");
-}
-
-/// Wait until the log holds `needle` at least `count` times.
-fn wait_for_count(server: &Ferrocast, needle: &str, count: usize, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while server.logs().matches(needle).count() < count {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not log {needle} {count} time(s) within {timeout:?}; log:\n{}",
-            server.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+/// The one log line of `event`, which must carry each of `fields` (key, value).
+fn the_event(server: &Ferrocast, event: &str, fields: &[(&str, &str)]) -> String {
+    let lines = server.event_lines(event);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let line = lines.into_iter().next().unwrap_or_default();
+    for (key, value) in fields {
+        assert_eq!(log_field(&line, key), Some(*value), "{key} in {line}");
     }
-}
-
-/// The log lines holding `event`.
-fn event_lines(server: &Ferrocast, event: &str) -> Vec<String> {
-    let needle = format!("event=\"{event}\"");
-    server
-        .logs()
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The value of `key=value` in a log line (exact key: `generation` is not
-/// `previous_generation`).
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace().find_map(|word| {
-        let (k, v) = word.split_once('=')?;
-        (k == key).then(|| v.trim_matches('"'))
-    })
-}
-
-/// A client of the `panicky` line protocol.
-struct LineClient {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl LineClient {
-    fn connect(address: SocketAddr) -> Self {
-        let stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        Self { stream, reader }
-    }
-
-    /// Send `command` and return the answer line, without its newline.
-    fn ask(&mut self, command: &str) -> String {
-        self.stream
-            .write_all(format!("{command}\n").as_bytes())
-            .expect("send a line");
-        let mut line = String::new();
-        self.reader.read_line(&mut line).expect("read the answer");
-        assert!(line.ends_with('\n'), "no answer to {command:?}: {line:?}");
-        line.trim_end().to_owned()
-    }
-
-    fn version(&mut self) -> String {
-        self.ask("version")
-    }
-}
-
-/// A server with the HTTP plugin and `panicky` 0.1.0 listening on a port of its own.
-fn panicky_server() -> (Ferrocast, TempDir, SocketAddr) {
-    panicky_server_with("")
-}
-
-/// [`panicky_server`] with `settings` (TOML lines) in `[plugins.panicky]`.
-fn panicky_server_with(settings: &str) -> (Ferrocast, TempDir, SocketAddr) {
-    let plugins = plugin_dir(&[
-        (
-            "libferrocast_http.so",
-            &built_library("libferrocast_http.so"),
-        ),
-        (PANICKY, &built_library("libfixture_panic.so")),
-    ]);
-    let http = loopback();
-    let panicky = loopback();
-    let config = format!(
-        "{}\n[plugins.panicky]\nlisten = [\"{panicky}\"]\n{settings}",
-        config_with(http, &standard_points())
-    );
-    let server = Ferrocast::start(&config, plugins.path(), http);
-    server.wait_for(
-        &format!("panicky    listening on {panicky}"),
-        Duration::from_secs(10),
-    );
-    (server, plugins, panicky)
+    line
 }
 
 #[test]
@@ -166,22 +61,21 @@ fn a_new_build_takes_new_sessions_while_old_sessions_stay_on_theirs() {
         assert_eq!(client.version(), "version 0.1.0");
     }
 
-    install(plugins.path(), PANICKY, &v2);
+    install_build(plugins.path(), PANICKY, &v2);
     server.wait_for("PLUGIN_SWAPPED", Duration::from_secs(10));
-    let swapped = event_lines(&server, "PLUGIN_SWAPPED");
-    assert_eq!(swapped.len(), 1, "{swapped:#?}");
-    let line = &swapped[0];
-    for (key, value) in [
-        ("plugin", "panicky"),
-        ("generation", "2"),
-        ("version", "0.2.0"),
-        ("previous_generation", "1"),
-        ("previous_sessions", "3"),
-    ] {
-        assert_eq!(field(line, key), Some(value), "{key} in {line}");
-    }
+    let line = &the_event(
+        &server,
+        "PLUGIN_SWAPPED",
+        &[
+            ("plugin", "panicky"),
+            ("generation", "2"),
+            ("version", "0.2.0"),
+            ("previous_generation", "1"),
+            ("previous_sessions", "3"),
+        ],
+    );
     assert!(
-        field(line, "took_ms").is_some_and(|ms| ms.parse::<f64>().is_ok()),
+        log_field(line, "took_ms").is_some_and(|ms| ms.parse::<f64>().is_ok()),
         "{line}"
     );
 
@@ -214,28 +108,30 @@ fn a_new_build_takes_new_sessions_while_old_sessions_stay_on_theirs() {
 
     // The log view of the same, on SIGUSR1: one PLUGIN_STATUS line per generation.
     server.signal("USR1");
-    wait_for_count(&server, "PLUGIN_STATUS", 3, Duration::from_secs(10));
-    let statuses: Vec<String> = event_lines(&server, "PLUGIN_STATUS")
+    server.wait_for_count("PLUGIN_STATUS", 3, Duration::from_secs(10));
+    let statuses: Vec<String> = server
+        .event_lines("PLUGIN_STATUS")
         .into_iter()
-        .filter(|line| field(line, "plugin") == Some("panicky"))
+        .filter(|line| log_field(line, "plugin") == Some("panicky"))
         .collect();
     assert_eq!(statuses.len(), 2, "{statuses:#?}");
     for (line, (number, sessions, role)) in statuses
         .iter()
         .zip([("1", "3", "draining"), ("2", "2", "current")])
     {
-        assert_eq!(field(line, "generation"), Some(number), "{line}");
-        assert_eq!(field(line, "sessions"), Some(sessions), "{line}");
-        assert_eq!(field(line, "role"), Some(role), "{line}");
+        assert_eq!(log_field(line, "generation"), Some(number), "{line}");
+        assert_eq!(log_field(line, "sessions"), Some(sessions), "{line}");
+        assert_eq!(log_field(line, "role"), Some(role), "{line}");
     }
 
     // The old sessions end: generation 1 has drained and is no longer listed.
     drop(old);
     server.wait_for("GENERATION_DRAINED", Duration::from_secs(10));
-    let drained = event_lines(&server, "GENERATION_DRAINED");
-    assert_eq!(drained.len(), 1, "{drained:#?}");
-    assert_eq!(field(&drained[0], "plugin"), Some("panicky"), "{drained:?}");
-    assert_eq!(field(&drained[0], "generation"), Some("1"), "{drained:?}");
+    the_event(
+        &server,
+        "GENERATION_DRAINED",
+        &[("plugin", "panicky"), ("generation", "1")],
+    );
     let generations = wait_for_generations(&server, "panicky", "only generation 2", |g| {
         g.len() == 1 && g[0].generation == 2
     });
@@ -259,17 +155,14 @@ fn the_http_plugin_is_swapped_under_a_playing_client() {
         plugins.path(),
         address,
     );
-    let _encoder = Encoder::push(&server.url("live"), 60);
-    wait_until_live(address, "/live", Duration::from_secs(15));
-    let old_reader = LiveReader::start(address, "/live");
-    std::thread::sleep(Duration::from_secs(2));
+    let (_encoder, old_reader) = push_and_play(&server, &server.url("live"));
     assert!(
         !old_reader.body().is_empty(),
         "the client plays before the swap"
     );
 
     // A fresh copy is a new inode: a new build as far as the server can tell.
-    install(plugins.path(), "libferrocast_http.so", &http);
+    install_build(plugins.path(), "libferrocast_http.so", &http);
     let before_swap = old_reader.body().len();
     let reload = server.command(&["reload", "--plugins-only"]);
     assert_eq!(
@@ -284,13 +177,14 @@ fn the_http_plugin_is_swapped_under_a_playing_client() {
         "reload report: {}",
         reload.text
     );
-    let swapped = event_lines(&server, "PLUGIN_SWAPPED");
-    assert_eq!(swapped.len(), 1, "{swapped:#?}");
-    assert_eq!(field(&swapped[0], "plugin"), Some("http"), "{swapped:?}");
-    assert_eq!(field(&swapped[0], "generation"), Some("2"), "{swapped:?}");
+    the_event(
+        &server,
+        "PLUGIN_SWAPPED",
+        &[("plugin", "http"), ("generation", "2")],
+    );
 
     // A new client is served by generation 2.
-    let new_reader = LiveReader::start(address, "/live");
+    let new_reader = TsReader::http(address, "/live");
     std::thread::sleep(Duration::from_secs(3));
     let generations = wait_for_generations(
         &server,
@@ -313,7 +207,7 @@ fn the_http_plugin_is_swapped_under_a_playing_client() {
         after_swap > 50_000,
         "only {after_swap} bytes after the swap"
     );
-    let gap = old_reader.longest_silence_since(old_reader.started + Duration::from_millis(500));
+    let gap = old_reader.longest_gap_since(old_reader.started + Duration::from_millis(500));
     assert!(
         gap < Duration::from_secs(2),
         "the old client saw {gap:?} of silence"
@@ -380,7 +274,7 @@ fn assert_unchanged(server: &Ferrocast, panicky: SocketAddr, open: &mut [LineCli
         "{generations:#?}"
     );
     assert!(
-        event_lines(server, "PLUGIN_SWAPPED").is_empty(),
+        server.event_lines("PLUGIN_SWAPPED").is_empty(),
         "nothing may be swapped; log:\n{}",
         server.logs()
     );
@@ -388,8 +282,8 @@ fn assert_unchanged(server: &Ferrocast, panicky: SocketAddr, open: &mut [LineCli
 
 /// Wait for refusal number `count` and return its log line, which must name the plugin file.
 fn refusal(server: &Ferrocast, count: usize) -> String {
-    wait_for_count(server, "PLUGIN_REFUSED", count, Duration::from_secs(10));
-    let refused = event_lines(server, "PLUGIN_REFUSED");
+    server.wait_for_count("PLUGIN_REFUSED", count, Duration::from_secs(10));
+    let refused = server.event_lines("PLUGIN_REFUSED");
     let line = refused[count - 1].clone();
     assert!(line.contains(PANICKY), "{line}");
     line
@@ -407,13 +301,13 @@ fn bad_builds_are_refused_and_the_running_generation_keeps_serving() {
     // (i) Garbage, noticed by the directory watch.
     let garbage = scratch.path().join("garbage.so");
     std::fs::write(&garbage, b"this is not an ELF shared object").unwrap();
-    install(plugins.path(), PANICKY, &garbage);
+    install_build(plugins.path(), PANICKY, &garbage);
     let line = refusal(&server, 1);
     assert!(line.contains("not a loadable shared library"), "{line}");
     assert_unchanged(&server, panicky, &mut open);
 
     // (ii) A plugin built against a future, incompatible plugin API.
-    install(
+    install_build(
         plugins.path(),
         PANICKY,
         &built_library("libfixture_future_abi.so"),
@@ -427,7 +321,7 @@ fn bad_builds_are_refused_and_the_running_generation_keeps_serving() {
 
     // (iii) A real shared library without the plugin symbol, picked up by `ferrocast reload`
     //       (well before the watch's 400 ms debounce ends).
-    install(
+    install_build(
         plugins.path(),
         PANICKY,
         &library_without_plugin_symbol(scratch.path()),
@@ -448,7 +342,7 @@ fn reload_reports_a_build_refused_while_loading() {
     let mut open = vec![LineClient::connect(panicky)];
     assert_eq!(open[0].version(), "version 0.1.0");
     let scratch = tempfile::tempdir().unwrap();
-    install(
+    install_build(
         plugins.path(),
         PANICKY,
         &library_without_plugin_symbol(scratch.path()),
@@ -478,7 +372,7 @@ fn a_build_that_panics_at_init_is_refused() {
     let (server, plugins, panicky) = panicky_server_with("panic_on_create_version = \"0.2.0\"\n");
     let mut open = vec![LineClient::connect(panicky)];
     assert_eq!(open[0].version(), "version 0.1.0");
-    install(
+    install_build(
         plugins.path(),
         PANICKY,
         &built_library("libfixture_panic_v2.so"),

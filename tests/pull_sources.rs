@@ -49,8 +49,7 @@ fn edge(source: &str, extra: &str) -> (Ferrocast, TempDir) {
 fn an_edge_relays_an_origin_and_keeps_clients_through_an_origin_restart() {
     let (origin_http, origin_tcp) = (loopback(), loopback());
     let (first_origin, _origin_plugins) = origin(origin_http, origin_tcp, None);
-    let encoder = Encoder::push(&first_origin.url("live"), 60);
-    wait_until_live(origin_http, "/live", Duration::from_secs(15));
+    let encoder = Encoder::push_live(&first_origin, 60);
     let (edge, _edge_plugins) = edge(
         &format!("http://{origin_http}/live"),
         "reconnect_grace_ms = 20000\n",
@@ -59,14 +58,9 @@ fn an_edge_relays_an_origin_and_keeps_clients_through_an_origin_restart() {
     wait_until_live(edge.http, "/relay", Duration::from_secs(10));
 
     let live = decode(&edge.url("relay"), &[], Some(3.0));
-    assert!(live.errors.trim().is_empty(), "{}", live.errors);
-    assert!(
-        live.video_frames >= 60,
-        "{} frames through the edge",
-        live.video_frames
-    );
+    live.assert_clean(60, "live");
 
-    let reader = LiveReader::start(edge.http, "/relay");
+    let reader = TsReader::http(edge.http, "/relay");
     std::thread::sleep(Duration::from_secs(2));
     // The origin goes down and comes back on the same address, with a new encoder.
     drop(encoder);
@@ -87,7 +81,7 @@ fn an_edge_relays_an_origin_and_keeps_clients_through_an_origin_restart() {
         reader.first_media_after(restarted).is_some(),
         "media after the origin restart"
     );
-    let gap = reader.longest_silence_since(reader.started + Duration::from_millis(500));
+    let gap = reader.longest_gap_since(reader.started + Duration::from_millis(500));
     assert!(
         gap < Duration::from_millis(1500),
         "edge client saw {gap:?} of silence"
@@ -104,14 +98,12 @@ fn pulls_over_raw_tcp_and_from_a_multicast_group() {
     let (origin_http, origin_tcp) = (loopback(), loopback());
     let port = free_port();
     let (origin, _plugins) = origin(origin_http, origin_tcp, Some(port));
-    let _encoder = Encoder::push(&origin.url("live"), 40);
-    wait_until_live(origin_http, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&origin, 40);
 
     let (tcp_edge, _a) = edge(&format!("tcp://{origin_tcp}"), "");
     wait_until_live(tcp_edge.http, "/relay", Duration::from_secs(10));
     let over_tcp = decode(&tcp_edge.url("relay"), &[], Some(3.0));
-    assert!(over_tcp.errors.trim().is_empty(), "{}", over_tcp.errors);
-    assert!(over_tcp.video_frames >= 60);
+    over_tcp.assert_clean(60, "over TCP");
 
     let (udp_edge, _b) = edge(
         &format!("udp://239.255.43.1:{port}?localaddr=127.0.0.1"),
@@ -119,16 +111,14 @@ fn pulls_over_raw_tcp_and_from_a_multicast_group() {
     );
     wait_until_live(udp_edge.http, "/relay", Duration::from_secs(10));
     let over_udp = decode(&udp_edge.url("relay"), &[], Some(3.0));
-    assert!(over_udp.errors.trim().is_empty(), "{}", over_udp.errors);
-    assert!(over_udp.video_frames >= 60);
+    over_udp.assert_clean(60, "over UDP");
 }
 
 #[test]
 fn an_on_demand_pull_starts_with_the_first_client_and_stops_after_the_last() {
     let (origin_http, origin_tcp) = (loopback(), loopback());
     let (origin, _plugins) = origin(origin_http, origin_tcp, None);
-    let _encoder = Encoder::push(&origin.url("live"), 40);
-    wait_until_live(origin_http, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&origin, 40);
     let (edge, _edge_plugins) = edge(
         &format!("http://{origin_http}/live"),
         "pull = \"on-demand\"\npull_idle_timeout_ms = 1000\n",
@@ -141,12 +131,7 @@ fn an_on_demand_pull_starts_with_the_first_client_and_stops_after_the_last() {
 
     // The first client is held while the pull connects, and gets a clean stream.
     let decoded = decode(&edge.url("relay"), &[], Some(2.0));
-    assert!(decoded.errors.trim().is_empty(), "{}", decoded.errors);
-    assert!(
-        decoded.video_frames >= 40,
-        "{} frames",
-        decoded.video_frames
-    );
+    decoded.assert_clean(40, "the player");
     assert!(edge.logs().contains("PULL_CONNECTED"));
     edge.wait_for("PULL_STOPPED", Duration::from_secs(5));
 }
@@ -205,19 +190,18 @@ fn a_pull_retries_with_growing_backoff_while_the_origin_is_down() {
 fn relay_through_fault(
     max_silence: Duration,
     fault: impl FnOnce(&ferrocast_tests::proxy::FaultProxy),
-) -> (Ferrocast, LiveReader) {
+) -> (Ferrocast, TsReader) {
     use ferrocast_tests::proxy::FaultProxy;
     let (origin_http, origin_tcp) = (loopback(), loopback());
     let (origin, _origin_plugins) = origin(origin_http, origin_tcp, None);
-    let _encoder = Encoder::push(&origin.url("live"), 60);
-    wait_until_live(origin_http, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&origin, 60);
     let proxy = FaultProxy::start(origin_http);
     let (edge, edge_plugins) = edge(
         &format!("http://{}/live", proxy.address()),
         "reconnect_grace_ms = 20000\n",
     );
     wait_until_live(edge.http, "/relay", Duration::from_secs(10));
-    let reader = LiveReader::start(edge.http, "/relay");
+    let reader = TsReader::http(edge.http, "/relay");
     std::thread::sleep(Duration::from_secs(2));
 
     let faulted = Instant::now();
@@ -232,7 +216,7 @@ fn relay_through_fault(
     );
     let resumed = reader.first_media_after(faulted + Duration::from_secs(1));
     assert!(resumed.is_some(), "media after the fault");
-    let gap = reader.longest_silence_since(reader.started + Duration::from_millis(500));
+    let gap = reader.longest_gap_since(reader.started + Duration::from_millis(500));
     assert!(gap < max_silence, "edge client saw {gap:?} of silence");
     assert_decodes(edge.dir.path(), &reader.body(), 100);
     drop(edge_plugins);

@@ -7,11 +7,10 @@
 //! clients see the new configuration at once. Also: listener moves (and a move to a port in
 //! use), a rejected configuration that changes nothing, and draining points and plugins.
 
-use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use ferrocast_tests::watch::{RtpWatch, TsWatch};
+use ferrocast_tests::watch::RtpWatch;
 use ferrocast_tests::*;
 
 /// How long sessions run after a change before they are judged.
@@ -102,16 +101,13 @@ impl Layout {
             port_two = self.raw_two.port(),
         );
         for point in &self.points {
-            let protocols: Vec<String> =
-                point.protocols.iter().map(|p| format!("\"{p}\"")).collect();
-            let _ = write!(
-                text,
-                "\n[[point]]\nname = \"{}\"\nkind = \"{}\"\nsource = \"{}\"\nprotocols = [{}]\n",
-                point.name,
+            text.push('\n');
+            text.push_str(&point_toml(
+                &point.name,
                 point.kind,
-                point.source,
-                protocols.join(", ")
-            );
+                &point.source,
+                &point.protocols,
+            ));
         }
         text
     }
@@ -256,6 +252,27 @@ impl Rig {
         reloaded
     }
 
+    /// Apply `layout` with `trigger` and let the change settle; when it was made.
+    fn change(&mut self, layout: &Layout, trigger: Trigger) -> Instant {
+        let changed = Instant::now();
+        self.apply(layout.clone(), trigger);
+        std::thread::sleep(SETTLE);
+        changed
+    }
+
+    /// Switch `one` from its encoder to pulling `two` (with `trigger`) and let the pull
+    /// settle; the new layout and when the change was made.
+    fn switch_one_to_pull(&mut self, trigger: Trigger) -> (Layout, Instant) {
+        let mut layout = self.layout.clone();
+        layout.point("one").source = format!("http://{}/two", layout.http);
+        let changed = Instant::now();
+        self.apply(layout.clone(), trigger);
+        self.server
+            .wait_for("PULL_CONNECTED", Duration::from_secs(10));
+        std::thread::sleep(SETTLE);
+        (layout, changed)
+    }
+
     fn count(&self, needle: &str) -> usize {
         self.server.logs().matches(needle).count()
     }
@@ -329,10 +346,10 @@ enum Kind {
 /// One session of each kind on a point.
 struct Sessions {
     point: String,
-    http: TsWatch,
+    http: TsReader,
     udp: RtpWatch,
     tcp: RtpWatch,
-    raw: TsWatch,
+    raw: TsReader,
 }
 
 impl Sessions {
@@ -344,10 +361,10 @@ impl Sessions {
         };
         Self {
             point: point.into(),
-            http: TsWatch::http(layout.http, &format!("/{point}")),
+            http: TsReader::http(layout.http, &format!("/{point}")),
             udp: RtpWatch::rtsp_udp(layout.rtsp, point),
             tcp: RtpWatch::rtsp_tcp(layout.rtsp, point),
-            raw: TsWatch::tcp(raw),
+            raw: TsReader::tcp(raw),
         }
     }
 
@@ -440,11 +457,11 @@ impl Verdict {
         }
     }
 
-    fn untouched_ts(&mut self, what: &str, watch: &TsWatch, since: Instant) {
+    fn untouched_ts(&mut self, what: &str, watch: &TsReader, since: Instant) {
         self.steady_ts(what, watch, since, UNTOUCHED);
     }
 
-    fn steady_ts(&mut self, what: &str, watch: &TsWatch, since: Instant, steady: Steady) {
+    fn steady_ts(&mut self, what: &str, watch: &TsReader, since: Instant, steady: Steady) {
         self.check(!watch.ended(), || format!("{what}: the server ended it"));
         if steady.continuity {
             let errors = watch.continuity_errors();
@@ -492,7 +509,7 @@ impl Verdict {
         });
     }
 
-    fn ended_ts(&mut self, what: &str, watch: &TsWatch) {
+    fn ended_ts(&mut self, what: &str, watch: &TsReader) {
         let ended = watch.wait_end(END_WITHIN);
         self.check(ended, || {
             format!("{what}: still open {END_WITHIN:?} after the change")
@@ -513,6 +530,22 @@ impl Verdict {
                 watch.closed()
             )
         });
+    }
+
+    /// A reload that must have failed: RELOAD_FAILED logged, `ferrocast reload` exiting 1.
+    /// Its command's output.
+    fn failed(&mut self, reloaded: Reloaded) -> CommandOutput {
+        let command = reloaded.command.expect("command output");
+        self.check(reloaded.line.contains("RELOAD_FAILED"), || {
+            format!("not a RELOAD_FAILED: {}", reloaded.line)
+        });
+        self.check(command.code == Some(1), || {
+            format!(
+                "ferrocast reload exited {:?}: {}",
+                command.code, command.text
+            )
+        });
+        command
     }
 
     fn assert_clean(self, rig: &Rig) {
@@ -588,9 +621,7 @@ fn disabling_udp_on_a_point_ends_only_its_rtsp_udp_sessions() {
 
     let mut layout = rig.layout.clone();
     layout.point("one").protocols.retain(|p| *p != "udp");
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Watch);
-    std::thread::sleep(SETTLE);
+    let changed = rig.change(&layout, Trigger::Watch);
 
     let mut verdict = Verdict::default();
     one.judge(&mut verdict, changed, &[Kind::RtspUdp], &[]);
@@ -647,9 +678,7 @@ fn disabling_http_on_a_point_ends_only_its_http_sessions() {
 
     let mut layout = rig.layout.clone();
     layout.point("one").protocols.retain(|p| *p != "http");
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Hangup);
-    std::thread::sleep(SETTLE);
+    let changed = rig.change(&layout, Trigger::Hangup);
 
     let mut verdict = Verdict::default();
     // The encoder's PUT is an HTTP session on `one` too: it ends with the player's GET, and
@@ -701,7 +730,7 @@ fn adding_a_point_serves_it_at_once_and_removing_one_ends_only_its_sessions() {
     rig.apply(layout.clone(), Trigger::Hangup);
     rig.push("three");
     wait_until_live(layout.http, "/three", Duration::from_secs(15));
-    let three_http = TsWatch::http(layout.http, "/three");
+    let three_http = TsReader::http(layout.http, "/three");
     let three_rtsp = RtpWatch::rtsp_tcp(layout.rtsp, "three");
     assert!(three_http.wait_bytes(188 * 100, Duration::from_secs(10)));
     assert!(three_rtsp.wait_packets(20, Duration::from_secs(10)));
@@ -712,9 +741,7 @@ fn adding_a_point_serves_it_at_once_and_removing_one_ends_only_its_sessions() {
 
     // Remove `two`: its sessions (and its encoder) end; `one` and `three` carry on.
     layout.points.retain(|p| p.name != "two");
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Watch);
-    std::thread::sleep(SETTLE);
+    let changed = rig.change(&layout, Trigger::Watch);
     let mut verdict = Verdict::default();
     one.judge(&mut verdict, changed, &[], &[]);
     two.judge_closed(&mut verdict);
@@ -726,7 +753,7 @@ fn adding_a_point_serves_it_at_once_and_removing_one_ends_only_its_sessions() {
     verdict.check(describe(layout.rtsp, "two") == 404, || {
         "RTSP DESCRIBE of `two` is not 404".into()
     });
-    let late = TsWatch::tcp(layout.raw_two);
+    let late = TsReader::tcp(layout.raw_two);
     verdict.check(
         late.wait_end(Duration::from_secs(3)) && late.bytes() == 0,
         || "a raw TS client of the removed point was not turned away".into(),
@@ -750,13 +777,7 @@ fn adding_a_point_serves_it_at_once_and_removing_one_ends_only_its_sessions() {
 fn changing_a_source_from_push_to_pull_keeps_clients_attached() {
     let (mut rig, one, two) = playing_both();
 
-    let mut layout = rig.layout.clone();
-    layout.point("one").source = format!("http://{}/two", layout.http);
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Watch);
-    rig.server
-        .wait_for("PULL_CONNECTED", Duration::from_secs(10));
-    std::thread::sleep(SETTLE);
+    let (layout, changed) = rig.switch_one_to_pull(Trigger::Watch);
 
     let mut verdict = Verdict::default();
     // `one`'s clients stay attached and keep receiving through the switch (held with null
@@ -792,13 +813,7 @@ fn a_source_change_hands_over_without_silence_or_continuity_errors() {
     one.wait_flowing();
     std::thread::sleep(Duration::from_secs(1));
 
-    let mut layout = rig.layout.clone();
-    layout.point("one").source = format!("http://{}/two", layout.http);
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Hangup);
-    rig.server
-        .wait_for("PULL_CONNECTED", Duration::from_secs(10));
-    std::thread::sleep(SETTLE);
+    let (_, changed) = rig.switch_one_to_pull(Trigger::Hangup);
 
     let mut verdict = Verdict::default();
     one.judge(&mut verdict, changed, &[], &[]);
@@ -816,9 +831,7 @@ fn moving_a_listener_keeps_its_sessions_and_a_port_in_use_changes_nothing() {
     let old = rig.layout.http;
     let mut layout = rig.layout.clone();
     layout.http = loopback();
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Hangup);
-    std::thread::sleep(SETTLE);
+    let changed = rig.change(&layout, Trigger::Hangup);
     let mut verdict = Verdict::default();
     // The encoders' PUTs and the players' GETs were accepted on the old port: all continue.
     one.judge(&mut verdict, changed, &[], &[]);
@@ -845,17 +858,8 @@ fn moving_a_listener_keeps_its_sessions_and_a_port_in_use_changes_nothing() {
     let changed = Instant::now();
     let reloaded = rig.reload_text(&taken.render(), Trigger::Command);
     std::thread::sleep(SETTLE);
-    let command = reloaded.command.expect("command output");
     let mut verdict = Verdict::default();
-    verdict.check(reloaded.line.contains("RELOAD_FAILED"), || {
-        format!("not a RELOAD_FAILED: {}", reloaded.line)
-    });
-    verdict.check(command.code == Some(1), || {
-        format!(
-            "ferrocast reload exited {:?}: {}",
-            command.code, command.text
-        )
-    });
+    let command = verdict.failed(reloaded);
     verdict.check(command.text.contains(&busy.to_string()), || {
         format!("ferrocast reload does not name {busy}: {}", command.text)
     });
@@ -880,9 +884,7 @@ fn disabling_the_rtsp_plugin_ends_only_rtsp_sessions() {
 
     let mut layout = rig.layout.clone();
     layout.rtsp_enabled = false;
-    let changed = Instant::now();
-    rig.apply(layout.clone(), Trigger::Command);
-    std::thread::sleep(SETTLE);
+    let changed = rig.change(&layout, Trigger::Command);
     let mut verdict = Verdict::default();
     one.judge(&mut verdict, changed, &[Kind::RtspUdp, Kind::RtspTcp], &[]);
     two.judge(&mut verdict, changed, &[Kind::RtspUdp, Kind::RtspTcp], &[]);
@@ -919,17 +921,8 @@ fn an_invalid_configuration_changes_nothing() {
     let reloaded = rig.reload_text(&bad, Trigger::Command);
     std::thread::sleep(SETTLE);
 
-    let command = reloaded.command.expect("command output");
     let mut verdict = Verdict::default();
-    verdict.check(reloaded.line.contains("RELOAD_FAILED"), || {
-        format!("not a RELOAD_FAILED: {}", reloaded.line)
-    });
-    verdict.check(command.code == Some(1), || {
-        format!(
-            "ferrocast reload exited {:?}: {}",
-            command.code, command.text
-        )
-    });
+    let command = verdict.failed(reloaded);
     for line in [protocol_line, key_line] {
         verdict.check(
             command.text.contains(&format!("ferrocast.toml:{line}:")),
@@ -969,12 +962,7 @@ fn an_invalid_configuration_changes_nothing() {
 
 #[test]
 fn draining_points_and_plugins_refuses_new_sessions_only() {
-    let rig = Rig::start(Layout::new());
-    let one = Sessions::open(&rig.layout, "one");
-    let two = Sessions::open(&rig.layout, "two");
-    one.wait_flowing();
-    two.wait_flowing();
-    std::thread::sleep(Duration::from_secs(1));
+    let (rig, one, two) = playing_both();
     let (http, rtsp) = (rig.layout.http, rig.layout.rtsp);
     let run = |args: &[&str]| {
         let output = rig.server.command(args);

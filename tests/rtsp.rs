@@ -21,46 +21,18 @@ impl Rig {
 }
 
 fn rig() -> Rig {
-    let plugins = plugin_dir(&[
-        (
-            "libferrocast_http.so",
-            &built_library("libferrocast_http.so"),
-        ),
-        (
-            "libferrocast_rtsp.so",
-            &built_library("libferrocast_rtsp.so"),
-        ),
-        ("libferrocast_udp.so", &built_library("libferrocast_udp.so")),
-        ("libferrocast_tcp.so", &built_library("libferrocast_tcp.so")),
-    ]);
+    let plugins = shipped_plugins_dir(&["http", "rtsp", "udp", "tcp"]);
     let http = loopback();
     let rtsp = loopback();
+    let sample = sample_ts().display().to_string();
     let points = format!(
-        r#"[[point]]
-name = "live"
-kind = "broadcast"
-source = "push"
-protocols = ["http", "rtsp", "udp", "tcp"]
-
-[[point]]
-name = "vod"
-kind = "on-demand"
-source = "{sample}"
-protocols = ["http", "rtsp", "udp", "tcp"]
-
-[[point]]
-name = "tcponly"
-kind = "on-demand"
-source = "{sample}"
-protocols = ["rtsp", "tcp"]
-
-[[point]]
-name = "httponly"
-kind = "on-demand"
-source = "{sample}"
-protocols = ["http"]
-"#,
-        sample = sample_ts().display()
+        "{}\n{}\n{}",
+        standard_points().replace(
+            "protocols = [\"http\"]",
+            "protocols = [\"http\", \"rtsp\", \"udp\", \"tcp\"]"
+        ),
+        point_toml("tcponly", "on-demand", &sample, &["rtsp", "tcp"]),
+        point_toml("httponly", "on-demand", &sample, &["http"])
     );
     let config = format!(
         "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.udp]\n\n[plugins.tcp]\n",
@@ -78,30 +50,25 @@ protocols = ["http"]
     }
 }
 
-fn assert_clean(decoded: &Decoded, min_frames: u64, what: &str) {
-    assert!(
-        decoded.errors.trim().is_empty(),
-        "{what}: decoder errors: {}",
-        decoded.errors
-    );
-    assert!(
-        decoded.video_frames >= min_frames,
-        "{what}: only {} frames",
-        decoded.video_frames
-    );
+/// Where the play starts, from a Range header's value (`npt=6.0-`).
+fn range_start(range: &str) -> Option<f64> {
+    range
+        .trim_start_matches("npt=")
+        .split('-')
+        .next()
+        .and_then(|start| start.parse().ok())
 }
 
 #[test]
 fn live_over_rtsp_with_udp_and_with_tcp() {
     let rig = rig();
-    let _encoder = Encoder::push(&rig.server.url("live"), 40);
-    wait_until_live(rig.server.http, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&rig.server, 40);
     std::thread::sleep(Duration::from_millis(1500));
 
     let udp = decode(&rig.url("live"), &["-rtsp_transport", "udp"], Some(3.0));
-    assert_clean(&udp, 60, "RTSP/UDP");
+    udp.assert_clean(60, "RTSP/UDP");
     let tcp = decode(&rig.url("live"), &["-rtsp_transport", "tcp"], Some(3.0));
-    assert_clean(&tcp, 60, "RTSP/TCP");
+    tcp.assert_clean(60, "RTSP/TCP");
     let (frames, errors) = first_frames(&rig.url("live"), 3);
     assert!(errors.trim().is_empty(), "{errors}");
     assert_eq!(frames.first(), Some(&(true, "I".to_owned())), "{frames:?}");
@@ -138,27 +105,18 @@ fn on_demand_over_rtsp_seeks_and_reports_its_duration() {
     );
 
     let whole = decode(&rig.url("vod"), &["-rtsp_transport", "tcp"], None);
-    assert_clean(&whole, 295, "whole file over RTSP/TCP");
+    whole.assert_clean(295, "whole file over RTSP/TCP");
 
     // A PLAY with a Range starts at the keyframe at or before it, PAT/PMT first; the bytes
     // are the file's own from there, and they decode without a single error.
     let mut client = RtspClient::connect(rig.rtsp);
     let url = rig.url("vod");
-    let setup = client.request(
-        "SETUP",
-        &format!("{url}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-    );
+    let setup = client.setup_interleaved(&url);
     assert_eq!(setup.status, 200, "{setup:?}");
     let play = client.request("PLAY", &format!("{url}/"), &[("Range", "npt=6.5-")]);
     assert_eq!(play.status, 200, "{play:?}");
     let range = play.header("range").unwrap_or_default();
-    let start: f64 = range
-        .trim_start_matches("npt=")
-        .split('-')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0);
+    let start = range_start(&range).unwrap_or(-1.0);
     assert!(
         (5.5..=6.5).contains(&start),
         "seek to 6.5 s started at {range}"
@@ -171,7 +129,7 @@ fn on_demand_over_rtsp_seeks_and_reports_its_duration() {
     assert!(errors.trim().is_empty(), "{errors}");
     assert_eq!(frames.first(), Some(&(true, "I".to_owned())), "{frames:?}");
     let decoded = decode(&file.display().to_string(), &[], Some(2.0));
-    assert_clean(&decoded, 45, "seek");
+    decoded.assert_clean(45, "seek");
 
     // ffmpeg seeks the same way: `-ss` before `-i` sends a PLAY with a Range. (ffmpeg first
     // plays from the start and then seeks; its RTP/MP2T depacketizer keeps the partial frame
@@ -216,11 +174,7 @@ fn pause_and_resume_keep_position_and_rtp_sequence() {
         "{}",
         described.body
     );
-    let setup = client.request(
-        "SETUP",
-        &format!("{url}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-    );
+    let setup = client.setup_interleaved(&url);
     assert_eq!(setup.status, 200, "{setup:?}");
     let play = client.request("PLAY", &format!("{url}/"), &[("Range", "npt=0-")]);
     assert_eq!(play.status, 200, "{play:?}");
@@ -246,12 +200,7 @@ fn pause_and_resume_keep_position_and_rtp_sequence() {
     let resumed = client.request("PLAY", &format!("{url}/"), &[]);
     assert_eq!(resumed.status, 200, "{resumed:?}");
     let range = resumed.header("range").unwrap_or_default();
-    let resumed_at: f64 = range
-        .trim_start_matches("npt=")
-        .split('-')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
+    let resumed_at = range_start(&range).unwrap_or(0.0);
     assert!((1.5..=3.0).contains(&resumed_at), "resumed at {range}");
     client.receive_for(Duration::from_millis(2000));
     assert!(client.rtp.len() > before_pause + during_pause + 50);
@@ -296,7 +245,7 @@ fn pause_and_resume_keep_position_and_rtp_sequence() {
     std::fs::write(&file, &received).unwrap();
     // The capture stops mid-frame at TEARDOWN; decode the first 3 of its ~4 seconds.
     let decoded = decode(&file.display().to_string(), &[], Some(3.0));
-    assert_clean(&decoded, 70, "stream across pause");
+    decoded.assert_clean(70, "stream across pause");
 }
 
 #[test]
@@ -313,7 +262,7 @@ fn udp_refused_on_a_point_rolls_over_to_tcp() {
         .filter(|line| !line.contains(refusal))
         .collect::<Vec<_>>()
         .join("\n");
-    assert_clean(&decoded, 45, "rollover");
+    decoded.assert_clean(45, "rollover");
     let logs = rig.server.logs();
     assert!(
         logs.contains("UDP is not enabled on publishing point `tcponly`"),
@@ -341,15 +290,10 @@ fn refusals_have_the_right_status() {
     assert_eq!(unknown.status, 501);
 
     // Pause and seek on a live point.
-    let _encoder = Encoder::push(&rig.server.url("live"), 20);
-    wait_until_live(rig.server.http, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&rig.server, 20);
     let mut live = RtspClient::connect(rig.rtsp);
     let url = rig.url("live");
-    let setup = live.request(
-        "SETUP",
-        &format!("{url}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-    );
+    let setup = live.setup_interleaved(&url);
     assert_eq!(setup.status, 200, "{setup:?}");
     let seek = live.request("PLAY", &format!("{url}/"), &[("Range", "npt=30-")]);
     assert_eq!(seek.status, 457, "{seek:?}");

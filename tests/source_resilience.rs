@@ -21,10 +21,7 @@ fn server(grace_ms: u64, source_timeout_ms: u64) -> (Ferrocast, TempDir) {
 #[test]
 fn a_restarted_encoder_resumes_attached_clients() {
     let (server, _plugins) = server(10_000, 10_000);
-    let first = Encoder::push(&server.url("live"), 60);
-    wait_until_live(server.http, "/live", Duration::from_secs(15));
-    let reader = LiveReader::start(server.http, "/live");
-    std::thread::sleep(Duration::from_secs(2));
+    let (first, reader) = push_and_play(&server, &server.url("live"));
 
     first.signal("KILL");
     server.wait_for("SOURCE_LOST", Duration::from_secs(5));
@@ -36,7 +33,7 @@ fn a_restarted_encoder_resumes_attached_clients() {
 
     assert!(reader.ended_at().is_none(), "the client must stay attached");
     // Null packets kept the connection busy while the encoder was away.
-    let gap = reader.longest_silence_since(reader.started + Duration::from_millis(500));
+    let gap = reader.longest_gap_since(reader.started + Duration::from_millis(500));
     assert!(
         gap < Duration::from_millis(1500),
         "client saw {gap:?} of silence"
@@ -59,10 +56,7 @@ fn a_restarted_encoder_resumes_attached_clients() {
 #[test]
 fn a_stalled_encoder_is_timed_out_and_a_new_one_takes_over() {
     let (server, _plugins) = server(10_000, 1_000);
-    let stalled = Encoder::push(&server.url("live"), 60);
-    wait_until_live(server.http, "/live", Duration::from_secs(15));
-    let reader = LiveReader::start(server.http, "/live");
-    std::thread::sleep(Duration::from_secs(2));
+    let (stalled, reader) = push_and_play(&server, &server.url("live"));
 
     // No data and no close: the encoder process is frozen.
     stalled.signal("STOP");
@@ -84,16 +78,15 @@ fn a_stalled_encoder_is_timed_out_and_a_new_one_takes_over() {
 fn an_expired_grace_ends_clients_cleanly_near_the_deadline() {
     let grace = Duration::from_millis(1500);
     let (server, _plugins) = server(grace.as_millis() as u64, 10_000);
-    let encoder = Encoder::push(&server.url("live"), 60);
-    wait_until_live(server.http, "/live", Duration::from_secs(15));
-    let reader = LiveReader::start(server.http, "/live");
-    std::thread::sleep(Duration::from_secs(2));
+    let (encoder, reader) = push_and_play(&server, &server.url("live"));
 
     let killed = Instant::now();
     encoder.signal("KILL");
-    let ended = reader
-        .wait_end(Duration::from_secs(10))
-        .expect("the stream must end");
+    assert!(
+        reader.wait_end(Duration::from_secs(10)),
+        "the stream must end"
+    );
+    let ended = reader.ended_at().expect("the stream ended");
     let after = ended - killed;
     assert!(
         after >= grace - Duration::from_millis(100),
@@ -128,16 +121,11 @@ fn rtsp_sessions_continue_their_rtp_stream_across_an_encoder_restart() {
         config_with(http, &points)
     );
     let server = Ferrocast::start(&config, plugins.path(), http);
-    let first = Encoder::push(&server.url("live"), 60);
-    wait_until_live(http, "/live", Duration::from_secs(15));
+    let first = Encoder::push_live(&server, 60);
 
     let mut client = RtspClient::connect(rtsp);
     let url = format!("rtsp://{rtsp}/live");
-    let setup = client.request(
-        "SETUP",
-        &format!("{url}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-    );
+    let setup = client.setup_interleaved(&url);
     assert_eq!(setup.status, 200, "{setup:?}");
     assert_eq!(client.request("PLAY", &format!("{url}/"), &[]).status, 200);
     client.receive_for(Duration::from_secs(2));
@@ -162,14 +150,5 @@ fn rtsp_sessions_continue_their_rtp_stream_across_an_encoder_restart() {
     let file = server.dir.path().join("rtsp-restart.ts");
     std::fs::write(&file, client.transport_stream()).unwrap();
     let decoded = decode(&file.display().to_string(), &[], Some(4.0));
-    assert!(
-        decoded.errors.trim().is_empty(),
-        "decoder errors: {}",
-        decoded.errors
-    );
-    assert!(
-        decoded.video_frames >= 50,
-        "only {} frames",
-        decoded.video_frames
-    );
+    decoded.assert_clean(50, "the player");
 }

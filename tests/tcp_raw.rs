@@ -10,17 +10,13 @@ use ferrocast_tests::*;
 
 #[test]
 fn raw_tcp_ports_serve_live_and_on_demand_points() {
-    let plugins = plugin_dir(&[
-        (
-            "libferrocast_http.so",
-            &built_library("libferrocast_http.so"),
-        ),
-        ("libferrocast_tcp.so", &built_library("libferrocast_tcp.so")),
-    ]);
+    let plugins = shipped_plugins_dir(&["http", "tcp"]);
     let http = loopback();
     let (live_port, vod_port, closed_port) = (loopback(), loopback(), loopback());
-    let points = standard_points().replace("protocols = [\"http\"]", "protocols = [\"http\", \"tcp\"]")
-        + "\n[[point]]\nname = \"http-only\"\nkind = \"broadcast\"\nsource = \"push\"\nprotocols = [\"http\"]\n";
+    let points = standard_points()
+        .replace("protocols = [\"http\"]", "protocols = [\"http\", \"tcp\"]")
+        + "\n"
+        + &point_toml("http-only", "broadcast", "push", &["http"]);
     let config = format!(
         "{}\n[plugins.tcp]\nlisten = [\"{live_port}\", \"{vod_port}\", \"{closed_port}\"]\nserve = {{ \"{}\" = \"live\", \"{}\" = \"vod\", \"{}\" = \"http-only\" }}\n",
         config_with(http, &points),
@@ -38,15 +34,13 @@ fn raw_tcp_ports_serve_live_and_on_demand_points() {
     assert!(vod.errors.trim().is_empty(), "{}", vod.errors);
     assert_eq!(vod.video_frames, 300);
 
-    let _encoder = Encoder::push(&server.url("live"), 30);
-    wait_until_live(http, "/live", Duration::from_secs(15));
+    let _encoder = Encoder::push_live(&server, 30);
     std::thread::sleep(Duration::from_millis(1500));
     let (frames, errors) = first_frames(&format!("tcp://{live_port}"), 5);
     assert!(errors.trim().is_empty(), "{errors}");
     assert_eq!(frames.first(), Some(&(true, "I".to_owned())), "{frames:?}");
     let live = decode(&format!("tcp://{live_port}"), &[], Some(3.0));
-    assert!(live.errors.trim().is_empty(), "{}", live.errors);
-    assert!(live.video_frames >= 60, "{} frames", live.video_frames);
+    live.assert_clean(60, "live");
 
     // The point does not allow tcp: the connection is closed without media.
     let mut refused = TcpStream::connect(closed_port).unwrap();

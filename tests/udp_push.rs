@@ -30,28 +30,16 @@ fn receive(url: &str, extra: &[&str], seconds: f64) -> std::process::Child {
 
 /// Wait (at most 60 s, then kill) and return ffmpeg's errors and the frames it decoded.
 fn finish(mut child: std::process::Child) -> (String, u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_child(&mut child, Duration::from_secs(60));
     let _ = child.kill();
     let output = child.wait_with_output().unwrap();
-    let frames = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .count() as u64;
-    (String::from_utf8_lossy(&output.stderr).into_owned(), frames)
+    let errors = String::from_utf8_lossy(&output.stderr).into_owned();
+    (errors, framecrc_frames(&output.stdout))
 }
 
 #[test]
 fn a_live_point_is_pushed_to_multicast_and_to_a_unicast_rtp_receiver() {
-    let plugins = plugin_dir(&[
-        (
-            "libferrocast_http.so",
-            &built_library("libferrocast_http.so"),
-        ),
-        ("libferrocast_udp.so", &built_library("libferrocast_udp.so")),
-    ]);
+    let plugins = shipped_plugins_dir(&["http", "udp"]);
     let http = loopback();
     let multicast_port = free_port();
     let rtp_port = free_port() & !1; // RTP on an even port, RTCP next to it

@@ -3,6 +3,12 @@
 //! what the server logged.
 //!
 //! Every wait here is bounded; a test that would hang fails with the server's log instead.
+//!
+//! Here: the server process, its configuration, plugin directories, HTTP exchanges, ffmpeg
+//! encoders and players. Beside it: [`rtsp`] (the one RTSP client), [`ts`] (the one MPEG-TS
+//! reader and its continuity check), [`watch`] (RTSP session watchers), [`head`] (response
+//! heads), [`paced`] (an encoder played by the test itself), [`proxy`] (network faults),
+//! [`panicky`] (the panicking fixture plugin) and [`bench`](mod@bench) (benchmark support).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,9 +19,19 @@ use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+pub mod bench;
+pub mod head;
 pub mod paced;
+pub mod panicky;
 pub mod proxy;
+pub mod rtsp;
+mod timeline;
+pub mod ts;
 pub mod watch;
+
+pub use rtsp::{RtspClient, RtspResponse};
+pub use timeline::wait_until;
+pub use ts::TsReader;
 
 /// Name of the configuration file [`Ferrocast::spawn`] writes into the server's temp dir.
 const CONFIG_FILE: &str = "ferrocast.toml";
@@ -91,33 +107,41 @@ pub fn plugin_dir(libraries: &[(&str, &Path)]) -> TempDir {
     dir
 }
 
-/// A plugin directory with the HTTP plugin (and the example plugin).
-pub fn standard_plugin_dir() -> TempDir {
-    plugin_dir(&[
-        (
-            "libferrocast_http.so",
-            &built_library("libferrocast_http.so"),
-        ),
-        (
-            "libferrocast_example.so",
-            &built_library("libferrocast_example.so"),
-        ),
-    ])
-}
-
-/// A plugin directory with every shipped plugin.
-pub fn all_plugins_dir() -> TempDir {
-    let names =
-        ["http", "rtsp", "udp", "tcp", "example"].map(|name| format!("libferrocast_{name}.so"));
+/// A plugin directory with the shipped plugins `names` (`"http"` is `libferrocast_http.so`).
+pub fn shipped_plugins_dir(names: &[&str]) -> TempDir {
     let libraries: Vec<(String, PathBuf)> = names
         .iter()
-        .map(|name| (name.clone(), built_library(name)))
+        .map(|name| {
+            let file = format!("libferrocast_{name}.so");
+            let path = built_library(&file);
+            (file, path)
+        })
         .collect();
     let borrowed: Vec<(&str, &Path)> = libraries
         .iter()
         .map(|(name, path)| (name.as_str(), path.as_path()))
         .collect();
     plugin_dir(&borrowed)
+}
+
+/// A plugin directory with the HTTP plugin (and the example plugin).
+pub fn standard_plugin_dir() -> TempDir {
+    shipped_plugins_dir(&["http", "example"])
+}
+
+/// A plugin directory with every shipped plugin.
+pub fn all_plugins_dir() -> TempDir {
+    shipped_plugins_dir(&["http", "rtsp", "udp", "tcp", "example"])
+}
+
+/// Wait up to `timeout` for `child` to exit; its status if it did.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    wait_until(timeout, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    status
 }
 
 /// Output captured from a child process, line by line, as it is produced.
@@ -187,14 +211,8 @@ impl Ferrocast {
 
     /// Wait until the output contains `needle`; panic with the output if it does not in time.
     pub fn wait_for(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.output.text().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
+        assert!(
+            wait_until(timeout, || self.output.text().contains(needle)),
             "ferrocast did not print {needle:?} within {timeout:?}; output:\n{}",
             self.output.text()
         );
@@ -202,19 +220,15 @@ impl Ferrocast {
 
     /// Wait for the process to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Let the reader threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(200));
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "ferrocast did not exit within {timeout:?}; output:\n{}",
-            self.output.text()
-        );
+        let Some(status) = wait_child(&mut self.child, timeout) else {
+            panic!(
+                "ferrocast did not exit within {timeout:?}; output:\n{}",
+                self.output.text()
+            );
+        };
+        // Let the reader threads drain the pipes.
+        std::thread::sleep(Duration::from_millis(200));
+        status
     }
 
     pub fn logs(&self) -> String {
@@ -258,6 +272,34 @@ impl Ferrocast {
                     _ => None,
                 }
             })
+            .collect()
+    }
+
+    /// The generations of one plugin, as `ferrocast status` lists them.
+    pub fn generations_of(&self, plugin: &str) -> Vec<GenerationStatus> {
+        self.plugin_generations()
+            .into_iter()
+            .filter(|g| g.plugin == plugin)
+            .collect()
+    }
+
+    /// Wait until the log holds `needle` at least `count` times; panic with the log if it does
+    /// not within `timeout`.
+    pub fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) {
+        assert!(
+            wait_until(timeout, || self.logs().matches(needle).count() >= count),
+            "the server did not log {needle} {count} time(s) within {timeout:?}; log:\n{}",
+            self.logs()
+        );
+    }
+
+    /// The log lines holding `event`.
+    pub fn event_lines(&self, event: &str) -> Vec<String> {
+        let needle = format!("event=\"{event}\"");
+        self.logs()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_owned)
             .collect()
     }
 
@@ -356,6 +398,28 @@ pub struct GenerationStatus {
     pub role: String,
 }
 
+/// Generation `number` among `generations`.
+pub fn generation(generations: &[GenerationStatus], number: u64) -> Option<&GenerationStatus> {
+    generations.iter().find(|g| g.generation == number)
+}
+
+/// The value of `key=value` in a log line (exact key: `generation` is not
+/// `previous_generation`).
+pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|word| {
+        let (k, v) = word.split_once('=')?;
+        (k == key).then(|| v.trim_matches('"'))
+    })
+}
+
+/// Install `source` as `dir/name` the way an installer does: write `name.tmp` next to it,
+/// then rename it over `name` (a new inode, so a new build to the server).
+pub fn install_build(dir: &Path, name: &str, source: &Path) {
+    let temporary = dir.join(format!("{name}.tmp"));
+    std::fs::copy(source, &temporary).expect("copy the new build");
+    std::fs::rename(&temporary, dir.join(name)).expect("rename the new build into place");
+}
+
 /// A parsed HTTP response.
 #[derive(Debug)]
 pub struct Response {
@@ -366,12 +430,7 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_owned())
-        })
+        head::header(&self.head, name)
     }
 
     pub fn body_text(&self) -> String {
@@ -403,8 +462,8 @@ pub fn read_response(
     let mut data = Vec::new();
     let mut buf = [0u8; 65536];
     let head_end = loop {
-        if let Some(pos) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
+        if let Some(end) = head::head_end(&data) {
+            break end;
         }
         if Instant::now() > deadline {
             return Err(std::io::ErrorKind::TimedOut.into());
@@ -422,20 +481,12 @@ pub fn read_response(
         data.extend_from_slice(&buf[..n]);
     };
     let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
     let mut response = Response {
-        status,
+        status: head::status_code(&head),
         head,
         body: data[head_end..].to_vec(),
     };
-    let limit = response
-        .header("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-        .map_or(max_body, |len| len.min(max_body));
+    let limit = head::content_length(&response.head).map_or(max_body, |len| len.min(max_body));
     while response.body.len() < limit && Instant::now() < deadline {
         match stream.read(&mut buf) {
             Ok(0) => break,
@@ -506,15 +557,16 @@ impl Encoder {
         Self { child, output }
     }
 
+    /// Push to the point `live` of `server` for `seconds`, and wait (15 s at most) until it
+    /// plays.
+    pub fn push_live(server: &Ferrocast, seconds: u32) -> Self {
+        let encoder = Self::push(&server.url("live"), seconds);
+        wait_until_live(server.http, "/live", Duration::from_secs(15));
+        encoder
+    }
+
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        wait_child(&mut self.child, timeout)
     }
 }
 
@@ -523,6 +575,16 @@ impl Drop for Encoder {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An encoder pushing to `push_url` (the server's `live`, or a path to it) for 60 s and,
+/// once `/live` plays, a client reading it from `server`, given two seconds to settle.
+pub fn push_and_play(server: &Ferrocast, push_url: &str) -> (Encoder, TsReader) {
+    let encoder = Encoder::push(push_url, 60);
+    wait_until_live(server.http, "/live", Duration::from_secs(15));
+    let reader = TsReader::http(server.http, "/live");
+    std::thread::sleep(Duration::from_secs(2));
+    (encoder, reader)
 }
 
 /// Poll `GET path` until it answers 200 (the encoder is connected), within `timeout`.
@@ -557,6 +619,23 @@ pub struct Decoded {
     pub video_frames: u64,
 }
 
+impl Decoded {
+    /// Require a clean decode (no error messages) of at least `min_frames` video frames;
+    /// `what` names the stream in the failure.
+    pub fn assert_clean(&self, min_frames: u64, what: &str) {
+        assert!(
+            self.errors.trim().is_empty(),
+            "{what}: decoder errors: {}",
+            self.errors
+        );
+        assert!(
+            self.video_frames >= min_frames,
+            "{what}: only {} frames",
+            self.video_frames
+        );
+    }
+}
+
 /// Decode `input` fully with ffmpeg (`extra` goes before `-i`, e.g. `-ss 5`), counting video
 /// frames and collecting decoder errors. `limit_seconds` caps the decoded duration.
 pub fn decode(input: &str, extra: &[&str], limit_seconds: Option<f64>) -> Decoded {
@@ -579,15 +658,19 @@ pub fn decode(input: &str, extra: &[&str], limit_seconds: Option<f64>) -> Decode
         .args(["-map", "0:v:0", "-f", "framecrc", "-"])
         .stdin(Stdio::null());
     let output = command.output().expect("run ffmpeg");
-    let video_frames = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .count() as u64;
     Decoded {
         status: output.status,
         errors: String::from_utf8_lossy(&output.stderr).into_owned(),
-        video_frames,
+        video_frames: framecrc_frames(&output.stdout),
     }
+}
+
+/// The frames listed in ffmpeg's `framecrc` output (one line each; comments start with `#`).
+pub fn framecrc_frames(output: &[u8]) -> u64 {
+    String::from_utf8_lossy(output)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count() as u64
 }
 
 /// Decode a captured MPEG-TS `body` (written into `dir`) in full and require a clean decode
@@ -596,16 +679,7 @@ pub fn assert_decodes(dir: &Path, body: &[u8], min_frames: u64) {
     let file = dir.join("captured.ts");
     std::fs::write(&file, body).expect("write capture");
     let decoded = decode(&file.display().to_string(), &[], None);
-    assert!(
-        decoded.errors.trim().is_empty(),
-        "decoder errors: {}",
-        decoded.errors
-    );
-    assert!(
-        decoded.video_frames >= min_frames,
-        "only {} frames",
-        decoded.video_frames
-    );
+    decoded.assert_clean(min_frames, "the capture");
 }
 
 /// The first `count` video frames of `input` as `(key_frame, pict_type)`, from ffprobe.
@@ -648,20 +722,20 @@ pub fn start_with_points(points: &str) -> (Ferrocast, TempDir) {
 
 /// Standard points: a live push point and the on-demand sample.
 pub fn standard_points() -> String {
+    let sample = sample_ts().display().to_string();
     format!(
-        r#"[[point]]
-name = "live"
-kind = "broadcast"
-source = "push"
-protocols = ["http"]
+        "{}\n{}",
+        point_toml("live", "broadcast", "push", &["http"]),
+        point_toml("vod", "on-demand", &sample, &["http"])
+    )
+}
 
-[[point]]
-name = "vod"
-kind = "on-demand"
-source = "{sample}"
-protocols = ["http"]
-"#,
-        sample = sample_ts().display()
+/// One `[[point]]` table of the configuration.
+pub fn point_toml(name: &str, kind: &str, source: &str, protocols: &[&str]) -> String {
+    let protocols: Vec<String> = protocols.iter().map(|p| format!("\"{p}\"")).collect();
+    format!(
+        "[[point]]\nname = \"{name}\"\nkind = \"{kind}\"\nsource = \"{source}\"\nprotocols = [{}]\n",
+        protocols.join(", ")
     )
 }
 
@@ -684,295 +758,5 @@ impl Encoder {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal} failed");
-    }
-}
-
-/// A raw HTTP client reading a live stream on a thread, recording when each piece arrived.
-/// Pieces of a stream with the time each arrived.
-type Arrivals = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
-
-pub struct LiveReader {
-    received: Arrivals,
-    done: Arc<Mutex<Option<Instant>>>,
-    pub started: Instant,
-}
-
-impl LiveReader {
-    /// `GET path` and keep reading until the server ends the stream (or 120 s pass).
-    pub fn start(address: SocketAddr, path: &str) -> Self {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let done = Arc::new(Mutex::new(None));
-        let mut stream = TcpStream::connect(address).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-            .unwrap();
-        let (sink, finished) = (received.clone(), done.clone());
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let mut buf = vec![0u8; 64 * 1024];
-            while Instant::now() < deadline {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sink
-                        .lock()
-                        .unwrap()
-                        .push((Instant::now(), buf[..n].to_vec())),
-                }
-            }
-            *finished.lock().unwrap() = Some(Instant::now());
-        });
-        Self {
-            received,
-            done,
-            started: Instant::now(),
-        }
-    }
-
-    /// When the server ended the stream, if it has.
-    pub fn ended_at(&self) -> Option<Instant> {
-        *self.done.lock().unwrap()
-    }
-
-    /// Wait up to `timeout` for the stream to end.
-    pub fn wait_end(&self, timeout: Duration) -> Option<Instant> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(at) = self.ended_at() {
-                return Some(at);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    /// Everything received so far, the HTTP head included.
-    pub fn bytes(&self) -> Vec<u8> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|(_, data)| data.clone())
-            .collect()
-    }
-
-    /// The body received so far (after the response head).
-    pub fn body(&self) -> Vec<u8> {
-        let bytes = self.bytes();
-        let start = bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(bytes.len(), |p| p + 4);
-        bytes[start..].to_vec()
-    }
-
-    /// The longest time between two consecutive reads after `since`.
-    pub fn longest_silence_since(&self, since: Instant) -> Duration {
-        let received = self.received.lock().unwrap();
-        let times: Vec<Instant> = received
-            .iter()
-            .map(|(at, _)| *at)
-            .filter(|at| *at >= since)
-            .collect();
-        times
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or_default()
-    }
-
-    /// When the first packet of a PID other than the null PID arrived after `since`.
-    pub fn first_media_after(&self, since: Instant) -> Option<Instant> {
-        // Arrival time of every body byte's read, then look packet by packet.
-        let received = self.received.lock().unwrap();
-        let mut bytes = Vec::new();
-        let mut arrivals = Vec::new(); // (end offset of a read, when it arrived)
-        for (at, data) in received.iter() {
-            bytes.extend_from_slice(data);
-            arrivals.push((bytes.len(), *at));
-        }
-        let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-        let body = &bytes[head_end..];
-        body.chunks_exact(188)
-            .enumerate()
-            .find_map(|(index, packet)| {
-                let complete_at = head_end + (index + 1) * 188;
-                let arrived = arrivals.iter().find(|(end, _)| *end >= complete_at)?.1;
-                let pid = (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2]);
-                (arrived >= since && packet[0] == 0x47 && pid != 0x1fff).then_some(arrived)
-            })
-    }
-}
-
-/// A minimal RTSP/1.0 client over one TCP connection, with interleaved RTP, for tests that
-/// need what ffmpeg's command line cannot do (PAUSE, exact sequence numbers).
-pub struct RtspClient {
-    stream: TcpStream,
-    buffered: Vec<u8>,
-    cseq: u32,
-    pub session: Option<String>,
-    /// RTP packets received on channel 0: (sequence number, timestamp, payload).
-    pub rtp: Vec<(u16, u32, Vec<u8>)>,
-    /// Interleaved frames on other channels (RTCP).
-    pub other_frames: usize,
-}
-
-/// One RTSP response.
-#[derive(Debug)]
-pub struct RtspResponse {
-    pub status: u16,
-    pub head: String,
-    pub body: String,
-}
-
-impl RtspResponse {
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_owned())
-        })
-    }
-}
-
-impl RtspClient {
-    pub fn connect(address: SocketAddr) -> Self {
-        let stream = TcpStream::connect(address).expect("connect RTSP");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Self {
-            stream,
-            buffered: Vec::new(),
-            cseq: 0,
-            session: None,
-            rtp: Vec::new(),
-            other_frames: 0,
-        }
-    }
-
-    /// Send a request and wait for its response, collecting interleaved RTP meanwhile.
-    pub fn request(&mut self, method: &str, url: &str, headers: &[(&str, &str)]) -> RtspResponse {
-        self.cseq += 1;
-        let mut text = format!(
-            "{method} {url} RTSP/1.0\r\nCSeq: {}\r\nUser-Agent: ferrocast-tests\r\n",
-            self.cseq
-        );
-        if let Some(session) = &self.session {
-            text.push_str(&format!("Session: {session}\r\n"));
-        }
-        for (name, value) in headers {
-            text.push_str(&format!("{name}: {value}\r\n"));
-        }
-        text.push_str("\r\n");
-        self.stream
-            .write_all(text.as_bytes())
-            .expect("send RTSP request");
-        let response = self.read_response();
-        if let Some(session) = response.header("session") {
-            self.session = Some(session.split(';').next().unwrap_or("").trim().to_owned());
-        }
-        response
-    }
-
-    fn fill(&mut self) -> bool {
-        let mut buf = [0u8; 65536];
-        match self.stream.read(&mut buf) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.buffered.extend_from_slice(&buf[..n]);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Consume interleaved frames at the front of the buffer; false if one is incomplete.
-    fn take_frames(&mut self) -> bool {
-        while self.buffered.first() == Some(&b'$') {
-            if self.buffered.len() < 4 {
-                return false;
-            }
-            let channel = self.buffered[1];
-            let len = usize::from(u16::from_be_bytes([self.buffered[2], self.buffered[3]]));
-            if self.buffered.len() < 4 + len {
-                return false;
-            }
-            let frame: Vec<u8> = self.buffered.drain(..4 + len).skip(4).collect();
-            if channel == 0 && frame.len() >= 12 {
-                let seq = u16::from_be_bytes([frame[2], frame[3]]);
-                let timestamp = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-                self.rtp.push((seq, timestamp, frame[12..].to_vec()));
-            } else {
-                self.other_frames += 1;
-            }
-        }
-        true
-    }
-
-    fn read_response(&mut self) -> RtspResponse {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            assert!(Instant::now() < deadline, "no RTSP response in time");
-            if self.take_frames() {
-                if let Some(end) = self.buffered.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&self.buffered[..end + 4]).into_owned();
-                    let length = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.trim()
-                                .eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if self.buffered.len() >= end + 4 + length {
-                        let body =
-                            String::from_utf8_lossy(&self.buffered[end + 4..end + 4 + length])
-                                .into_owned();
-                        self.buffered.drain(..end + 4 + length);
-                        let status = head
-                            .split_whitespace()
-                            .nth(1)
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(0);
-                        return RtspResponse { status, head, body };
-                    }
-                }
-            }
-            assert!(self.fill(), "connection closed before an RTSP response");
-        }
-    }
-
-    /// Keep receiving interleaved data for `duration`.
-    pub fn receive_for(&mut self, duration: Duration) {
-        let deadline = Instant::now() + duration;
-        self.stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        while Instant::now() < deadline {
-            self.take_frames();
-            let mut buf = [0u8; 65536];
-            match self.stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => self.buffered.extend_from_slice(&buf[..n]),
-                Err(_) => {}
-            }
-        }
-        self.take_frames();
-        self.stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-    }
-
-    /// The MPEG-TS carried by the received RTP packets, in order.
-    pub fn transport_stream(&self) -> Vec<u8> {
-        self.rtp
-            .iter()
-            .flat_map(|(_, _, payload)| payload.clone())
-            .collect()
     }
 }

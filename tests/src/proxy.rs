@@ -5,7 +5,7 @@
 //! [`FaultProxy::refuse`] makes new connections close at once (an origin that is down).
 //!
 //! Plain threads and blocking sockets with short timeouts: every thread polls the proxy's
-//! flags at least every [`POLL`], so controls take effect promptly and dropping the proxy
+//! flags at least every `POLL` (20 ms), so controls take effect promptly and dropping the proxy
 //! never hangs.
 
 use std::io::{ErrorKind, Read, Write};
