@@ -207,6 +207,10 @@ impl EndReason {
     pub const POINT_CLOSED: Self = Self(2);
     /// Reading the source failed.
     pub const SOURCE_ERROR: Self = Self(3);
+    /// The client did not keep up with a live stream (it kept falling behind the point's
+    /// ring) and was disconnected. A plugin built before this value existed sees a reason it
+    /// does not know, and handles it as any other failure.
+    pub const CLIENT_TOO_SLOW: Self = Self(4);
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -214,6 +218,7 @@ impl EndReason {
             Self::SOURCE_ENDED => "source ended",
             Self::POINT_CLOSED => "point closed",
             Self::SOURCE_ERROR => "source error",
+            Self::CLIENT_TOO_SLOW => "client too slow",
             _ => "ended",
         }
     }

@@ -65,3 +65,13 @@ pub const GENERATION_DRAINED: &str = "GENERATION_DRAINED";
 pub const DRAIN: &str = "DRAIN";
 /// The state of a plugin generation, reported on SIGUSR1 and by `ferrocast status`.
 pub const PLUGIN_STATUS: &str = "PLUGIN_STATUS";
+/// Reading an on-demand file failed while it was being sent; the client's stream ended. Check
+/// that the file is readable and was not truncated or replaced while playing.
+pub const FILE_READ_FAILED: &str = "FILE_READ_FAILED";
+/// A plugin logged a warning or an error about one of its sessions; the message says what
+/// happened, and the span names the plugin, session and peer.
+pub const PLUGIN_MESSAGE: &str = "PLUGIN_MESSAGE";
+/// A standalone UDP output cannot send (its socket could not be opened); that push is off
+/// until the next reload. Check the destination, interface and TTL in the transport
+/// plugin's settings.
+pub const OUTPUT_FAILED: &str = "OUTPUT_FAILED";

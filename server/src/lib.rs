@@ -9,7 +9,7 @@
 //! - [`points`]: publishing points; the live fan-out that frames once and shares.
 //! - [`pull`]: pull sources (HTTP, TCP, UDP) with reconnect, and origin/edge relays.
 //! - [`media`]: MPEG-TS parsing: packet alignment, keyframes, PAT/PMT, file index.
-//! - [`session`]: one client connection driving one plugin session.
+//! - [`conn`]: one client connection: the IO loop around a plugin session and its parts.
 //! - [`transport`]: RTP transports (UDP, interleaved) and RTCP for RTSP-style sessions.
 //! - [`outputs`]: standalone UDP pushes of broadcast points.
 //! - [`udp`]: batched datagram sending (`sendmmsg`).
@@ -18,6 +18,7 @@
 //! - [`events`]: stable names of operator-facing events.
 
 pub mod config;
+pub mod conn;
 pub mod events;
 pub mod media;
 pub mod outputs;
@@ -26,7 +27,6 @@ pub mod points;
 pub mod pull;
 pub mod reload;
 pub mod server;
-pub mod session;
 pub mod state;
 pub mod transport;
 pub mod udp;

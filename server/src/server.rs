@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
+use crate::conn::serve_connection;
 use crate::events;
 use crate::outputs::Output;
 use crate::plugins::{self_check, Generation, PluginRegistry};
@@ -29,7 +30,6 @@ use crate::points::{log_points, log_status, PointMedia, PointRegistry};
 use crate::pull::Puller;
 use crate::reload::control::{self, DrainTarget, Envelope, Reply, Request};
 use crate::reload::{plan, watch, PluginChange, PointChange, ReloadPlan};
-use crate::session::serve_connection;
 use crate::state::{PluginTable, ServingPlugin, Shared};
 
 #[derive(Debug, thiserror::Error)]
