@@ -681,7 +681,7 @@ impl PointRegistry {
     /// whole file once, so it runs where blocking is allowed.
     pub fn file_index(&self, path: &Path) -> Result<Arc<FileIndex>, HostError> {
         let unavailable = |what: String| {
-            warn!(path = %path.display(), reason = %what, "cannot index on-demand file");
+            warn!(event = events::FILE_INDEX_FAILED, path = %path.display(), reason = %what, "cannot index on-demand file");
             HostError::new(
                 ErrorCode::UNAVAILABLE,
                 format!("the file cannot be played over RTP: {what}"),
@@ -826,7 +826,7 @@ fn not_found_item(point: &str, item: &str) -> HostError {
 
 fn file_size(path: &Path, point: &str) -> Result<u64, HostError> {
     std::fs::metadata(path).map(|m| m.len()).map_err(|error| {
-        warn!(point = %point, path = %path.display(), %error, "on-demand file unavailable");
+        warn!(event = events::FILE_UNAVAILABLE, point = %point, path = %path.display(), %error, "on-demand file unavailable");
         HostError::new(
             ErrorCode::UNAVAILABLE,
             format!("the media of publishing point `{point}` cannot be read right now"),

@@ -378,7 +378,7 @@ impl Server {
             }
         };
         for warning in &new.warnings {
-            warn!(path = %path.display(), "{warning}");
+            warn!(event = events::CONFIG_WARNING, path = %path.display(), "{warning}");
         }
         let plan = plan(&self.config, &new);
         if plan.is_empty() {
@@ -825,7 +825,7 @@ async fn accept_loop(listener: TcpListener, plugin: String, shared: Arc<Shared>)
             }
             Err(error) => {
                 // Typically out of file descriptors; back off instead of spinning.
-                warn!(plugin = %plugin, %error, "accept failed; retrying shortly");
+                warn!(event = events::ACCEPT_FAILED, plugin = %plugin, %error, "accept failed; retrying shortly");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }

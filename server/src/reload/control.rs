@@ -209,7 +209,7 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Envelope>) {
                         }
                     }
                     Err(message) => {
-                        warn!(%message, "bad control request");
+                        warn!(event = crate::events::CONTROL_REQUEST_REFUSED, %message, "bad control request");
                         Reply {
                             ok: false,
                             text: format!("{message}\n"),

@@ -56,6 +56,7 @@ pub fn start(config: &Path, plugin_dir: &Path, changes: mpsc::Sender<Change>) ->
         match watch_dir(&dir, change, filter, changes.clone()) {
             Ok(watcher) => watchers.push(watcher),
             Err(error) => warn!(
+                event = crate::events::WATCH_FAILED,
                 dir = %dir.display(),
                 %error,
                 "cannot watch this directory for changes; reload with SIGHUP or `ferrocast reload` instead"
