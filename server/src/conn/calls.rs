@@ -344,3 +344,210 @@ impl HostCalls for Connection<'_> {
         Ok(position.as_millis() as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::points::PointRegistry;
+    use crate::reload::control::DrainTarget;
+    use crate::state::{PluginTable, Shared};
+    use ferrocast_plugin_api::{ErrorCode, RESUME};
+    use tracing::Span;
+
+    fn shared() -> Shared {
+        Shared::new(
+            PointRegistry::default(),
+            Duration::from_secs(10),
+            PluginTable::new(),
+        )
+    }
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            id: 7,
+            peer: "127.0.0.1:40000".into(),
+            local: "127.0.0.1:8080".into(),
+        }
+    }
+
+    #[test]
+    fn a_session_of_a_plugin_drained_when_it_connected_may_start_nothing() {
+        let shared = shared();
+        shared.set_drain(DrainTarget::Plugin, "http", true);
+        let mut conn = Connection::new(&shared, "http", info(), Span::none());
+        // Taking the plugin out of the drain later does not change that.
+        shared.set_drain(DrainTarget::Plugin, "http", false);
+        let played = conn.play("live", ByteRange::ALL).unwrap_err();
+        assert_eq!(played.code, ErrorCode::DRAINING);
+        let published = conn.publish("live").unwrap_err();
+        assert_eq!(published.code, ErrorCode::DRAINING);
+    }
+
+    #[test]
+    fn an_unknown_point_is_refused_without_touching_the_session() {
+        let shared = shared();
+        let mut conn = Connection::new(&shared, "http", info(), Span::none());
+        let refused = conn.play("nowhere", ByteRange::ALL).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::NOT_FOUND);
+        assert!(conn.media.is_none() && conn.playing.is_none());
+    }
+
+    #[test]
+    fn transport_requests_need_a_transport_and_something_playing() {
+        let shared = shared();
+        let mut conn = Connection::new(&shared, "rtsp", info(), Span::none());
+        let played = conn.play_transports("live", RESUME).unwrap_err();
+        assert_eq!(played.code, ErrorCode::INVALID_STATE);
+        assert!(played.message.contains("SETUP comes before PLAY"));
+        let paused = conn.pause_transports().unwrap_err();
+        assert_eq!(paused.code, ErrorCode::INVALID_STATE);
+        let pushed = conn.push_media(&[0x47; 188]).unwrap_err();
+        assert_eq!(pushed.code, ErrorCode::INVALID_STATE);
+    }
+
+    #[test]
+    fn writes_are_queued_and_timers_armed_and_cancelled() {
+        let shared = shared();
+        let mut conn = Connection::new(&shared, "http", info(), Span::none());
+        conn.write(b"HTTP/1.1 200 OK\r\n\r\n");
+        conn.write(b"");
+        assert_eq!(conn.out.queued_bytes(), 19);
+        conn.set_timer(1, Duration::from_secs(5));
+        assert!(conn.timers.next().is_some());
+        conn.cancel_timer(1);
+        assert_eq!(conn.timers.next(), None);
+        conn.close();
+        assert!(conn.close_requested);
+    }
+
+    #[test]
+    fn a_reload_that_disabled_the_plugin_ends_the_session() {
+        // The plugin table is empty: as after a reload that disabled `http`.
+        let shared = shared();
+        let mut conn = Connection::new(&shared, "http", info(), Span::none());
+        conn.recheck();
+        assert!(conn.close_requested);
+    }
+
+    fn point(name: &str, source: crate::config::PointSource) -> crate::config::PointConfig {
+        let kind = match source {
+            crate::config::PointSource::Push => crate::config::PointKind::Broadcast,
+            _ => crate::config::PointKind::OnDemand,
+        };
+        crate::config::PointConfig {
+            name: name.into(),
+            kind,
+            source,
+            protocols: vec!["http".into()],
+            reconnect_grace: Duration::from_secs(5),
+            source_timeout: Duration::from_secs(5),
+            line: 1,
+        }
+    }
+
+    /// A point `live` (pushed) and a point `vod` (a 1880-byte file), both served by http.
+    fn shared_with_points(file: &Path) -> Shared {
+        let points = [
+            point("live", crate::config::PointSource::Push),
+            point("vod", crate::config::PointSource::File(file.to_owned())),
+        ];
+        Shared::new(
+            PointRegistry::from_config(&points, 64),
+            Duration::from_secs(10),
+            PluginTable::new(),
+        )
+    }
+
+    fn ts_file() -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), [0x47u8; 1880]).unwrap();
+        file
+    }
+
+    #[tokio::test]
+    async fn a_draining_point_still_serves_its_publisher_but_refuses_newcomers() {
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut encoder = Connection::new(&shared, "http", info(), Span::none());
+        let published = encoder.publish("live").unwrap();
+        assert!(published.live);
+        encoder.push_media(&[0x47; 188]).unwrap();
+        shared.set_drain(DrainTarget::Point, "live", true);
+        assert!(encoder.lookup("live").is_ok(), "already attached");
+        let mut player = Connection::new(&shared, "http", info(), Span::none());
+        let refused = player.play("live", ByteRange::ALL).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::DRAINING);
+        shared.set_drain(DrainTarget::Point, "live", false);
+        player.play("live", ByteRange::ALL).unwrap();
+        assert_eq!(player.playing.as_deref(), Some("live"));
+        assert!(player.wants_live());
+    }
+
+    // Resolving the file point indexes it on a blocking section, which needs this flavour.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_second_publish_and_a_publish_to_a_file_are_refused() {
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut encoder = Connection::new(&shared, "http", info(), Span::none());
+        encoder.publish("live").unwrap();
+        let again = encoder.publish("live").unwrap_err();
+        assert_eq!(again.code, ErrorCode::INVALID_STATE);
+        let mut other = Connection::new(&shared, "http", info(), Span::none());
+        assert_eq!(
+            other.publish("live").unwrap_err().code,
+            ErrorCode::ALREADY_PUBLISHING
+        );
+        assert_eq!(
+            other.publish("vod").unwrap_err().code,
+            ErrorCode::WRONG_KIND
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_took_the_plugin_away_frees_the_point_at_once() {
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut encoder = Connection::new(&shared, "http", info(), Span::none());
+        encoder.publish("live").unwrap();
+        // The plugin table is empty, as after a reload that disabled http.
+        encoder.recheck();
+        assert!(encoder.close_requested && encoder.publisher.is_none());
+        let mut next = Connection::new(&shared, "http", info(), Span::none());
+        assert!(
+            next.publish("live").is_ok(),
+            "the point takes its next source"
+        );
+    }
+
+    #[test]
+    fn a_file_plays_its_range_and_a_range_outside_it_is_refused() {
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut conn = Connection::new(&shared, "http", info(), Span::none());
+        let played = conn
+            .play(
+                "vod",
+                ByteRange {
+                    start: 188,
+                    end: 376,
+                },
+            )
+            .unwrap();
+        assert_eq!(played.size, 1880);
+        assert!(matches!(conn.media, Some(Media::File(_))));
+        let refused = conn
+            .play(
+                "vod",
+                ByteRange {
+                    start: 5000,
+                    end: 6000,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::BAD_RANGE);
+        assert!(
+            conn.media.is_none(),
+            "the refused request replaced the old one"
+        );
+    }
+}

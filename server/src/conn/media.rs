@@ -111,31 +111,32 @@ impl LiveCursor {
                 EndReason::SOURCE_ENDED,
                 "the encoder did not come back".into(),
             )),
-            Err(RecvError::Lagged(skipped)) => match self.lags.on_lag(now) {
-                LagVerdict::Drop { lags } => {
-                    warn!(
-                        event = events::CLIENT_LAGGING,
-                        lags, "client keeps falling behind; disconnecting it"
-                    );
-                    Some(LiveStep::End(
-                        EndReason::CLIENT_TOO_SLOW,
-                        "client too slow for the stream".into(),
-                    ))
-                }
-                LagVerdict::SkipToKeyframe => {
-                    warn!(
-                        event = events::CLIENT_LAGGING,
-                        skipped_chunks = skipped,
-                        "client fell behind; skipping it ahead to the next keyframe"
-                    );
-                    self.waiting_for_keyframe = true;
-                    None
-                }
-            },
+            Err(RecvError::Lagged(skipped)) => self.on_lag(skipped, now),
             Err(RecvError::Closed) => Some(LiveStep::End(
                 EndReason::POINT_CLOSED,
                 "point closed".into(),
             )),
+        }
+    }
+}
+
+impl LiveCursor {
+    /// The client fell off the ring, `skipped` chunks behind.
+    fn on_lag(&mut self, skipped: u64, now: Instant) -> Option<LiveStep> {
+        let point = &self.stream.name;
+        match self.lags.on_lag(now) {
+            LagVerdict::Drop { lags } => {
+                warn!(event = events::CLIENT_LAGGING, %point, lags, "client keeps falling behind; disconnecting it");
+                Some(LiveStep::End(
+                    EndReason::CLIENT_TOO_SLOW,
+                    "client too slow for the stream".into(),
+                ))
+            }
+            LagVerdict::SkipToKeyframe => {
+                warn!(event = events::CLIENT_LAGGING, %point, skipped_chunks = skipped, "client fell behind; skipping it ahead to the next keyframe");
+                self.waiting_for_keyframe = true;
+                None
+            }
         }
     }
 }
