@@ -129,7 +129,7 @@ impl<'a> Connection<'a> {
     /// The first point the session uses goes on its span, so every later line names it.
     pub fn record_point(&mut self, point: &str) {
         if !self.point_recorded {
-            self.span.record("point", point);
+            self.span.record("point", tracing::field::display(point));
             self.point_recorded = true;
         }
     }
