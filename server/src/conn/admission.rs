@@ -84,6 +84,15 @@ impl Tables for CurrentTables<'_> {
     }
 }
 
+/// The drains that bear on one request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrainState {
+    /// The session's plugin was draining when the session connected.
+    pub plugin_at_connect: bool,
+    /// The requested point is draining now.
+    pub point: bool,
+}
+
 /// Everything a session holds on the server's tables.
 #[derive(Clone, Copy)]
 pub struct Uses<'a> {
@@ -109,18 +118,13 @@ impl Uses<'_> {
 
     /// May this session start something on `point`? Not if its plugin was draining when it
     /// connected, nor if the point is draining and the session is not already on it.
-    pub fn admit(
-        &self,
-        point: &str,
-        plugin_drained_at_connect: bool,
-        point_draining: bool,
-    ) -> Result<(), Refusal> {
-        if plugin_drained_at_connect {
+    pub fn admit(&self, point: &str, drains: DrainState) -> Result<(), Refusal> {
+        if drains.plugin_at_connect {
             return Err(Refusal::PluginDraining {
                 plugin: self.plugin.to_owned(),
             });
         }
-        if point_draining && !self.attached_points().contains(point) {
+        if drains.point && !self.attached_points().contains(point) {
             return Err(Refusal::PointDraining {
                 point: point.to_owned(),
             });
@@ -194,6 +198,19 @@ mod tests {
     use super::*;
     use std::collections::{BTreeMap, BTreeSet};
     use std::time::Duration;
+
+    const NO_DRAIN: DrainState = DrainState {
+        plugin_at_connect: false,
+        point: false,
+    };
+    const PLUGIN_DRAINED: DrainState = DrainState {
+        plugin_at_connect: true,
+        point: false,
+    };
+    const POINT_DRAINING: DrainState = DrainState {
+        plugin_at_connect: false,
+        point: true,
+    };
 
     struct FakePoint {
         protocols: Vec<String>,
@@ -274,7 +291,7 @@ mod tests {
 
     #[test]
     fn a_session_of_a_drained_plugin_may_start_nothing() {
-        let refused = nothing("http").admit("live", true, false);
+        let refused = nothing("http").admit("live", PLUGIN_DRAINED);
         assert_eq!(
             refused,
             Err(Refusal::PluginDraining {
@@ -289,12 +306,12 @@ mod tests {
     #[test]
     fn a_draining_point_refuses_new_sessions() {
         assert_eq!(
-            nothing("http").admit("live", false, true),
+            nothing("http").admit("live", POINT_DRAINING),
             Err(Refusal::PointDraining {
                 point: "live".into()
             })
         );
-        assert_eq!(nothing("http").admit("live", false, false), Ok(()));
+        assert_eq!(nothing("http").admit("live", NO_DRAIN), Ok(()));
     }
 
     #[test]
@@ -303,14 +320,14 @@ mod tests {
             playing: Some("live"),
             ..nothing("http")
         };
-        assert_eq!(playing.admit("live", false, true), Ok(()));
+        assert_eq!(playing.admit("live", POINT_DRAINING), Ok(()));
         let transports = transport("live", "tcp");
         let set_up = Uses {
             transports: &transports,
             ..nothing("rtsp")
         };
         assert_eq!(
-            set_up.admit("live", false, true),
+            set_up.admit("live", POINT_DRAINING),
             Ok(()),
             "PLAY after SETUP"
         );
@@ -319,8 +336,8 @@ mod tests {
             publishing: Some(&live),
             ..nothing("http")
         };
-        assert_eq!(publishing.admit("live", false, true), Ok(()));
-        assert!(publishing.admit("other", false, true).is_err());
+        assert_eq!(publishing.admit("live", POINT_DRAINING), Ok(()));
+        assert!(publishing.admit("other", POINT_DRAINING).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use ferrocast_plugin_api::{
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::core::{point_of, Connection};
+use super::connection::{point_of, Connection};
 use super::media::{FileCursor, LiveCursor, Media, PacedFile};
 use super::play::{self, FilePlay, LivePlay, PlayRefusal};
 use super::publisher::{PublishRefusal, Publisher};
@@ -106,7 +106,7 @@ impl Connection<'_> {
         point: PointInfo,
         start_ms: u64,
     ) -> Result<PlayInfo, HostError> {
-        let plan = play::plan_file_play(self.current(), start_ms);
+        let plan = play::plan_file_play(self.now_playing(), start_ms);
         let mut paced = match (plan, self.media.take()) {
             (FilePlay::Resume, Some(Media::Paced(paused))) => paused,
             (plan, previous) => {
@@ -299,7 +299,7 @@ impl HostCalls for Connection<'_> {
 
     fn teardown_transport(&mut self, transport: u64) {
         self.transports.remove(transport);
-        if self.transports.is_empty() && play::ends_with_last_transport(self.current()) {
+        if self.transports.is_empty() && play::ends_with_last_transport(self.now_playing()) {
             self.stop_media("transport torn down");
         }
     }
@@ -311,7 +311,7 @@ impl HostCalls for Connection<'_> {
         let (point, resolved) = self.resolve_playable(path)?;
         let play = match resolved {
             Resolved::Live(stream) => {
-                match play::plan_live_play(self.current(), &point.name, start_ms)? {
+                match play::plan_live_play(self.now_playing(), &point.name, start_ms)? {
                     // PLAY on a live session that already plays is a no-op.
                     LivePlay::AlreadyPlaying => {
                         let playing = self.media.as_ref().and_then(Media::live_stream);
@@ -336,7 +336,7 @@ impl HostCalls for Connection<'_> {
 
     fn pause_transports(&mut self) -> Result<u64, HostError> {
         let Some(Media::Paced(paced)) = &mut self.media else {
-            return Err(play::pause_refusal(self.current()).into());
+            return Err(play::pause_refusal(self.now_playing()).into());
         };
         let position = paced.pacer.pause(std::time::Instant::now());
         paced.due = None;

@@ -2,12 +2,12 @@
 //!
 //! The loop only moves bytes and waits on timers: it reads the socket, writes the output
 //! queue, receives from the live ring, reads file blocks, and hands each event to the plugin
-//! session or to the connection's state ([`core::Connection`]), whose parts make the
+//! session or to the connection's state ([`connection::Connection`]), whose parts make the
 //! decisions. Media is pulled into the output queue only while the queue is short, so a slow
 //! client's backlog stays in the point's shared ring, where falling too far behind means
 //! skipping to the next keyframe, never slowing anyone else.
 //!
-//! - `core`: the connection's state and its reactions to events;
+//! - `connection`: the connection's state and its reactions to events;
 //! - `calls`: what the plugin asks of the host ([`HostCalls`](ferrocast_plugin_api::host::HostCalls));
 //! - `output`: the output queue, backpressure and the slow-client policy;
 //! - `media`: the media cursors (live ring, file range, paced RTP file);
@@ -18,7 +18,7 @@
 
 mod admission;
 mod calls;
-mod core;
+mod connection;
 mod media;
 mod output;
 mod play;
@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Instrument, Span};
 
-use self::core::Connection;
+use self::connection::Connection;
 use self::media::{LiveStep, Media};
 use self::output::OutputQueue;
 use crate::events;

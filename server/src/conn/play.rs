@@ -52,7 +52,7 @@ pub fn file_range(range: ByteRange, size: u64) -> Result<(u64, u64), PlayRefusal
 
 /// What a session plays now, as far as transport play decisions care.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Current {
+pub enum NowPlaying {
     Nothing,
     /// A live point as raw TS on the connection.
     LiveOnConnection,
@@ -75,11 +75,11 @@ pub enum LivePlay {
 
 /// Decide a PLAY of the live `point` on the transports at `start_ms` (or [`RESUME`]).
 pub fn plan_live_play(
-    current: Current,
+    current: NowPlaying,
     point: &str,
     start_ms: u64,
 ) -> Result<LivePlay, PlayRefusal> {
-    if current == Current::LiveOnTransports {
+    if current == NowPlaying::LiveOnTransports {
         return Ok(LivePlay::AlreadyPlaying);
     }
     if start_ms != RESUME && start_ms != 0 {
@@ -100,9 +100,9 @@ pub enum FilePlay {
 }
 
 /// Decide a PLAY of a file on the transports at `start_ms` (or [`RESUME`]).
-pub fn plan_file_play(current: Current, start_ms: u64) -> FilePlay {
+pub fn plan_file_play(current: NowPlaying, start_ms: u64) -> FilePlay {
     match (current, start_ms) {
-        (Current::PacedFile, RESUME) => FilePlay::Resume,
+        (NowPlaying::PacedFile, RESUME) => FilePlay::Resume,
         (_, RESUME) => FilePlay::Open { at: Duration::ZERO },
         (_, ms) => FilePlay::Open {
             at: Duration::from_millis(ms),
@@ -111,16 +111,19 @@ pub fn plan_file_play(current: Current, start_ms: u64) -> FilePlay {
 }
 
 /// Why a PAUSE of `current` is refused (only a paced file pauses).
-pub fn pause_refusal(current: Current) -> PlayRefusal {
+pub fn pause_refusal(current: NowPlaying) -> PlayRefusal {
     match current {
-        Current::LiveOnConnection | Current::LiveOnTransports => PlayRefusal::LiveNotPausable,
+        NowPlaying::LiveOnConnection | NowPlaying::LiveOnTransports => PlayRefusal::LiveNotPausable,
         _ => PlayRefusal::NothingPlaying,
     }
 }
 
 /// Whether tearing down the last transport ends what plays.
-pub fn ends_with_last_transport(current: Current) -> bool {
-    matches!(current, Current::LiveOnTransports | Current::PacedFile)
+pub fn ends_with_last_transport(current: NowPlaying) -> bool {
+    matches!(
+        current,
+        NowPlaying::LiveOnTransports | NowPlaying::PacedFile
+    )
 }
 
 #[cfg(test)]
@@ -156,23 +159,23 @@ mod tests {
 
     #[test]
     fn play_on_a_live_session_that_already_plays_changes_nothing() {
-        let plan = plan_live_play(Current::LiveOnTransports, "live", 5000);
+        let plan = plan_live_play(NowPlaying::LiveOnTransports, "live", 5000);
         assert_eq!(plan.unwrap(), LivePlay::AlreadyPlaying);
     }
 
     #[test]
     fn a_live_point_starts_at_zero_or_resume_and_cannot_seek() {
         for start in [0, RESUME] {
-            let plan = plan_live_play(Current::Nothing, "live", start);
+            let plan = plan_live_play(NowPlaying::Nothing, "live", start);
             assert_eq!(plan.unwrap(), LivePlay::Start);
         }
-        let plan = plan_live_play(Current::PacedFile, "live", 0);
+        let plan = plan_live_play(NowPlaying::PacedFile, "live", 0);
         assert_eq!(
             plan.unwrap(),
             LivePlay::Start,
             "a file gives way to the live point"
         );
-        let refused = plan_live_play(Current::Nothing, "live", 5000).unwrap_err();
+        let refused = plan_live_play(NowPlaying::Nothing, "live", 5000).unwrap_err();
         assert_eq!(
             refused.to_string(),
             "`live` is live; it can only be started and stopped"
@@ -182,13 +185,16 @@ mod tests {
 
     #[test]
     fn a_paused_file_resumes_and_any_position_seeks() {
-        assert_eq!(plan_file_play(Current::PacedFile, RESUME), FilePlay::Resume);
         assert_eq!(
-            plan_file_play(Current::PacedFile, 0),
+            plan_file_play(NowPlaying::PacedFile, RESUME),
+            FilePlay::Resume
+        );
+        assert_eq!(
+            plan_file_play(NowPlaying::PacedFile, 0),
             FilePlay::Open { at: Duration::ZERO }
         );
         assert_eq!(
-            plan_file_play(Current::PacedFile, 1500),
+            plan_file_play(NowPlaying::PacedFile, 1500),
             FilePlay::Open {
                 at: Duration::from_millis(1500)
             }
@@ -197,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_file_without_a_paused_one_starts_from_the_top_on_resume() {
-        for current in [Current::Nothing, Current::LiveOnTransports] {
+        for current in [NowPlaying::Nothing, NowPlaying::LiveOnTransports] {
             assert_eq!(
                 plan_file_play(current, RESUME),
                 FilePlay::Open { at: Duration::ZERO }
@@ -207,20 +213,20 @@ mod tests {
 
     #[test]
     fn only_a_paced_file_pauses() {
-        let live = pause_refusal(Current::LiveOnTransports);
+        let live = pause_refusal(NowPlaying::LiveOnTransports);
         assert_eq!(HostError::from(live).code, ErrorCode::NOT_SEEKABLE);
-        let nothing = pause_refusal(Current::Nothing);
+        let nothing = pause_refusal(NowPlaying::Nothing);
         assert_eq!(HostError::from(nothing).code, ErrorCode::INVALID_STATE);
-        let raw = pause_refusal(Current::FileOnConnection);
+        let raw = pause_refusal(NowPlaying::FileOnConnection);
         assert_eq!(HostError::from(raw).code, ErrorCode::INVALID_STATE);
     }
 
     #[test]
     fn media_on_transports_ends_with_the_last_transport() {
-        assert!(ends_with_last_transport(Current::LiveOnTransports));
-        assert!(ends_with_last_transport(Current::PacedFile));
-        assert!(!ends_with_last_transport(Current::LiveOnConnection));
-        assert!(!ends_with_last_transport(Current::FileOnConnection));
-        assert!(!ends_with_last_transport(Current::Nothing));
+        assert!(ends_with_last_transport(NowPlaying::LiveOnTransports));
+        assert!(ends_with_last_transport(NowPlaying::PacedFile));
+        assert!(!ends_with_last_transport(NowPlaying::LiveOnConnection));
+        assert!(!ends_with_last_transport(NowPlaying::FileOnConnection));
+        assert!(!ends_with_last_transport(NowPlaying::Nothing));
     }
 }

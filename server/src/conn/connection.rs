@@ -13,10 +13,10 @@ use ferrocast_plugin_api::{EndReason, HostError, SessionInfo, StreamEnded};
 use tokio::time::Instant;
 use tracing::{info, warn, Span};
 
-use super::admission::{CurrentTables, Uses};
+use super::admission::{CurrentTables, DrainState, Uses};
 use super::media::{LiveStep, Media};
 use super::output::OutputQueue;
-use super::play::Current;
+use super::play::NowPlaying;
 use super::publisher::Publisher;
 use super::transports::TransportSet;
 use crate::events;
@@ -109,20 +109,21 @@ impl<'a> Connection<'a> {
 
     /// May this session start something on `point`?
     pub fn admit(&self, point: &str) -> Result<(), HostError> {
-        let point_draining = self.shared.point_draining(point);
-        self.uses()
-            .admit(point, self.plugin_drained_at_connect, point_draining)
-            .map_err(HostError::from)
+        let drains = DrainState {
+            plugin_at_connect: self.plugin_drained_at_connect,
+            point: self.shared.point_draining(point),
+        };
+        self.uses().admit(point, drains).map_err(HostError::from)
     }
 
     /// What plays now, for play decisions.
-    pub fn current(&self) -> Current {
+    pub fn now_playing(&self) -> NowPlaying {
         match &self.media {
-            None => Current::Nothing,
-            Some(Media::Live(cursor)) if cursor.rtp => Current::LiveOnTransports,
-            Some(Media::Live(_)) => Current::LiveOnConnection,
-            Some(Media::File(_)) => Current::FileOnConnection,
-            Some(Media::Paced(_)) => Current::PacedFile,
+            None => NowPlaying::Nothing,
+            Some(Media::Live(cursor)) if cursor.rtp => NowPlaying::LiveOnTransports,
+            Some(Media::Live(_)) => NowPlaying::LiveOnConnection,
+            Some(Media::File(_)) => NowPlaying::FileOnConnection,
+            Some(Media::Paced(_)) => NowPlaying::PacedFile,
         }
     }
 
@@ -204,7 +205,7 @@ impl<'a> Connection<'a> {
     /// Send live chunks in the session's framing: raw TS on the connection, or the shared
     /// RTP packets on every transport.
     pub fn deliver_live(&mut self, chunks: Vec<Arc<LiveChunk>>) {
-        let rtp = self.current() == Current::LiveOnTransports;
+        let rtp = self.now_playing() == NowPlaying::LiveOnTransports;
         for live in chunks {
             if rtp {
                 self.transports.send_rtp(&live.rtp, &mut self.out);
