@@ -57,7 +57,8 @@ impl Connection<'_> {
         let mut join = stream.join();
         self.pending_media = std::mem::take(&mut join.backlog);
         let start = join.rtp;
-        self.media = Some(Media::Live(LiveCursor::new(stream, join, rtp)));
+        let span = self.span.clone();
+        self.media = Some(Media::Live(LiveCursor::new(stream, join, rtp, span)));
         start
     }
 

@@ -57,7 +57,7 @@ pub struct Connection<'a> {
     pub(super) plugin: &'a str,
     pub(super) info: SessionInfo,
     /// The connection's span; the point is recorded on it once known.
-    span: Span,
+    pub(super) span: Span,
     point_recorded: bool,
     /// The session's plugin was draining when it connected: it may not start anything.
     pub(super) plugin_drained_at_connect: bool,

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{warn, Span};
 
 use super::output::{LagVerdict, LagWindow};
 use crate::events;
@@ -62,17 +62,20 @@ pub struct LiveCursor {
     rx: Receiver<LiveEvent>,
     waiting_for_keyframe: bool,
     lags: LagWindow,
+    /// The connection's span: the cursor logs while the IO loop waits, outside it.
+    span: Span,
 }
 
 impl LiveCursor {
     /// A cursor that starts after the join's backlog (which the caller sends first).
-    pub fn new(stream: Arc<LiveStream>, join: JoinSnapshot, rtp: bool) -> Self {
+    pub fn new(stream: Arc<LiveStream>, join: JoinSnapshot, rtp: bool, span: Span) -> Self {
         Self {
             stream,
             rtp,
             rx: join.rx,
             waiting_for_keyframe: !join.at_keyframe,
             lags: LagWindow::default(),
+            span,
         }
     }
 
@@ -126,14 +129,14 @@ impl LiveCursor {
         let point = &self.stream.name;
         match self.lags.on_lag(now) {
             LagVerdict::Drop { lags } => {
-                warn!(event = events::CLIENT_LAGGING, %point, lags, "client keeps falling behind; disconnecting it");
+                warn!(parent: &self.span, event = events::CLIENT_LAGGING, %point, lags, "client keeps falling behind; disconnecting it");
                 Some(LiveStep::End(
                     EndReason::CLIENT_TOO_SLOW,
                     "client too slow for the stream".into(),
                 ))
             }
             LagVerdict::SkipToKeyframe => {
-                warn!(event = events::CLIENT_LAGGING, %point, skipped_chunks = skipped, "client fell behind; skipping it ahead to the next keyframe");
+                warn!(parent: &self.span, event = events::CLIENT_LAGGING, %point, skipped_chunks = skipped, "client fell behind; skipping it ahead to the next keyframe");
                 self.waiting_for_keyframe = true;
                 None
             }
@@ -236,7 +239,7 @@ mod tests {
     fn cursor(rtp: bool) -> LiveCursor {
         let stream = stream();
         let join = stream.join();
-        LiveCursor::new(stream, join, rtp)
+        LiveCursor::new(stream, join, rtp, Span::none())
     }
 
     fn chunk(keyframe: bool) -> Result<LiveEvent, RecvError> {

@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{debug, error, info, info_span, warn, Instrument, Span};
+use tracing::{debug, error, info, info_span, warn, Span};
 
 use self::connection::Connection;
 use self::media::{LiveStep, Media};
@@ -115,8 +115,12 @@ impl Ending {
     }
 }
 
-/// Serve one accepted connection until it ends, inside a span that names its plugin,
-/// generation, session and peer (and its point, once known).
+/// Serve one accepted connection until it ends. Its log lines sit in a span that names its
+/// plugin, generation, session and peer (and its point, once known).
+///
+/// The span is entered around the work that may log, not around every poll of the task: a
+/// live client's task is polled once per chunk, and entering a span costs a lock read in the
+/// log filter each time.
 pub async fn serve_connection(
     socket: TcpStream,
     peer: SocketAddr,
@@ -138,40 +142,40 @@ pub async fn serve_connection(
         %peer,
         point = tracing::field::Empty,
     );
-    serve(socket, info, plugin, shared).instrument(span).await;
-}
-
-async fn serve(
-    socket: TcpStream,
-    info: SessionInfo,
-    plugin: Arc<ServingPlugin>,
-    shared: Arc<Shared>,
-) {
-    info!(event = events::CONNECT, local = %info.local, "client connected");
+    span.in_scope(|| info!(event = events::CONNECT, %local, "client connected"));
     let started = std::time::Instant::now();
     // Counted on its generation for as long as the connection lives.
     let _counted = plugin.generation.session_started();
-    let mut session = match plugin.instance.new_session(info.clone()) {
-        Ok(session) => session,
-        Err(fault) => {
-            error!(event = events::PLUGIN_FAULT, %fault, "plugin panicked creating a session; connection closed");
-            return;
-        }
+    let Some(mut session) = span.in_scope(|| open_session(&plugin, &info)) else {
+        return;
     };
-    let mut conn = Connection::new(&shared, &plugin.name, info, Span::current());
-    let ending = match session.on_open(&mut conn) {
+    let mut conn = Connection::new(&shared, &plugin.name, info, span.clone());
+    let ending = match span.in_scope(|| session.on_open(&mut conn)) {
         Ok(()) => {
             let (reader, writer) = socket.into_split();
-            drive(Io::new(reader, writer), &mut session, &mut conn).await
+            drive(Io::new(reader, writer), &mut session, &mut conn, &span).await
         }
         Err(fault) => Ending::Fault(fault),
     };
-    conn.stop_media("connection ended");
-    if conn.publisher.is_some() {
-        conn.end_publishing(&ending.publisher_gone());
+    span.in_scope(|| {
+        conn.stop_media("connection ended");
+        if conn.publisher.is_some() {
+            conn.end_publishing(&ending.publisher_gone());
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        ending.log(seconds, conn.out.bytes_sent(), shared.write_timeout());
+    });
+}
+
+/// The plugin's session for a new connection; `None` (logged) if the plugin panicked.
+fn open_session(plugin: &ServingPlugin, info: &SessionInfo) -> Option<PluginSession> {
+    match plugin.instance.new_session(info.clone()) {
+        Ok(session) => Some(session),
+        Err(fault) => {
+            error!(event = events::PLUGIN_FAULT, %fault, "plugin panicked creating a session; connection closed");
+            None
+        }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    ending.log(seconds, conn.out.bytes_sent(), shared.write_timeout());
 }
 
 /// The connection's socket halves and read state.
@@ -233,6 +237,7 @@ async fn drive<R, W>(
     mut io: Io<R, W>,
     session: &mut PluginSession,
     conn: &mut Connection<'_>,
+    span: &Span,
 ) -> Ending
 where
     R: AsyncRead + Unpin,
@@ -244,7 +249,7 @@ where
         // Every plugin call returns to here, so media started during a call follows whatever
         // the plugin wrote in that call (a response head, say).
         if let Some(ended) = conn.take_pending() {
-            if let Err(fault) = session.on_stream_ended(conn, ended) {
+            if let Err(fault) = span.in_scope(|| session.on_stream_ended(conn, ended)) {
                 return Ending::Fault(fault);
             }
             continue;
@@ -258,18 +263,30 @@ where
             }
             if let Some(Media::File(cursor)) = &mut conn.media {
                 let block = cursor.read_block().await;
-                conn.on_file_block(block);
+                span.in_scope(|| conn.on_file_block(block));
                 continue;
             }
         }
         if conn.pace_due(now) {
-            conn.pace();
+            span.in_scope(|| conn.pace());
             continue;
         }
         let wakeup = next_wakeup(&mut io, conn, &mut changes, write_timeout).await;
-        if let Err(ending) = handle(wakeup, &mut io, session, conn) {
+        let handled = if wakeup.is_routine() {
+            handle(wakeup, &mut io, session, conn)
+        } else {
+            span.in_scope(|| handle(wakeup, &mut io, session, conn))
+        };
+        if let Err(ending) = handled {
             return ending;
         }
+    }
+}
+
+impl Wakeup {
+    /// Media in or bytes out: the hot path, which logs nothing (so needs no span).
+    fn is_routine(&self) -> bool {
+        matches!(self, Wakeup::Live(LiveStep::Data(_)) | Wakeup::Wrote(Ok(_)))
     }
 }
 
