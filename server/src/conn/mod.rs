@@ -2,7 +2,7 @@
 //!
 //! The loop only moves bytes and waits on timers: it reads the socket, writes the output
 //! queue, receives from the live ring, reads file blocks, and hands each event to the plugin
-//! session or to the connection's state ([`connection::Connection`]), whose parts make the
+//! session or to the connection's state (`connection::Connection`), whose parts make the
 //! decisions. Media is pulled into the output queue only while the queue is short, so a slow
 //! client's backlog stays in the point's shared ring, where falling too far behind means
 //! skipping to the next keyframe, never slowing anyone else.
