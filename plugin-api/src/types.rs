@@ -370,3 +370,28 @@ pub struct OutputSpec {
     /// for the system's choice.
     pub interface: RString,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_reasons_keep_their_values_and_names() {
+        let reasons = [
+            (EndReason::COMPLETE, 0, "complete"),
+            (EndReason::SOURCE_ENDED, 1, "source ended"),
+            (EndReason::POINT_CLOSED, 2, "point closed"),
+            (EndReason::SOURCE_ERROR, 3, "source error"),
+            (EndReason::CLIENT_TOO_SLOW, 4, "client too slow"),
+        ];
+        for (reason, value, name) in reasons {
+            assert_eq!(reason.0, value, "{name}");
+            assert_eq!(reason.as_str(), name);
+        }
+        assert_eq!(
+            EndReason(200).as_str(),
+            "ended",
+            "a reason from a newer host"
+        );
+    }
+}
