@@ -163,17 +163,33 @@ impl PluginLibrary {
     }
 }
 
+/// A plugin panicked inside a call; the session it was serving must be closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PluginFault {
+    /// The panic message the plugin's entry point caught.
+    pub message: String,
+}
+
+impl From<RString> for PluginFault {
+    fn from(message: RString) -> Self {
+        Self {
+            message: message.into_string(),
+        }
+    }
+}
+
 /// A configured plugin.
 pub struct PluginInstance {
     plugin: PluginBox,
 }
 
 impl PluginInstance {
-    /// `Err` is the message of a panic inside the plugin.
-    pub fn new_session(&self, info: SessionInfo) -> Result<PluginSession, String> {
+    /// `Err` carries the message of a panic inside the plugin.
+    pub fn new_session(&self, info: SessionInfo) -> Result<PluginSession, PluginFault> {
         match self.plugin.new_session(info) {
             RResult::ROk(session) => Ok(PluginSession { session }),
-            RResult::RErr(fault) => Err(fault.into_string()),
+            RResult::RErr(fault) => Err(fault.into()),
         }
     }
 
@@ -264,30 +280,30 @@ impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
     }
 }
 
-/// A session inside a plugin. Every call returns `Err(panic message)` if the plugin faulted;
+/// A session inside a plugin. Every call returns a [`PluginFault`] if the plugin panicked;
 /// the session must then be closed.
 pub struct PluginSession {
     session: SessionBox,
 }
 
-fn fault(result: RResult<(), RString>) -> Result<(), String> {
-    result.into_result().map_err(RString::into_string)
+fn fault(result: RResult<(), RString>) -> Result<(), PluginFault> {
+    result.into_result().map_err(PluginFault::from)
 }
 
 impl PluginSession {
-    pub fn on_open(&mut self, host: &mut impl HostCalls) -> Result<(), String> {
+    pub fn on_open(&mut self, host: &mut impl HostCalls) -> Result<(), PluginFault> {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_open(host))
     }
 
-    pub fn on_data(&mut self, host: &mut impl HostCalls, data: &[u8]) -> Result<(), String> {
+    pub fn on_data(&mut self, host: &mut impl HostCalls, data: &[u8]) -> Result<(), PluginFault> {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_data(host, RSlice::from_slice(data)))
     }
 
-    pub fn on_timer(&mut self, host: &mut impl HostCalls, timer: u64) -> Result<(), String> {
+    pub fn on_timer(&mut self, host: &mut impl HostCalls, timer: u64) -> Result<(), PluginFault> {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_timer(host, timer))
@@ -297,7 +313,7 @@ impl PluginSession {
         &mut self,
         host: &mut impl HostCalls,
         ended: StreamEnded,
-    ) -> Result<(), String> {
+    ) -> Result<(), PluginFault> {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_stream_ended(host, ended))
@@ -307,13 +323,13 @@ impl PluginSession {
         &mut self,
         host: &mut impl HostCalls,
         transport: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), PluginFault> {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_transport_activity(host, transport))
     }
 
-    pub fn on_peer_closed(&mut self, host: &mut impl HostCalls) -> Result<(), String> {
+    pub fn on_peer_closed(&mut self, host: &mut impl HostCalls) -> Result<(), PluginFault> {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_peer_closed(host))

@@ -207,6 +207,10 @@ impl EndReason {
     pub const POINT_CLOSED: Self = Self(2);
     /// Reading the source failed.
     pub const SOURCE_ERROR: Self = Self(3);
+    /// The client did not keep up with a live stream (it kept falling behind the point's
+    /// ring) and was disconnected. A plugin built before this value existed sees a reason it
+    /// does not know, and handles it as any other failure.
+    pub const CLIENT_TOO_SLOW: Self = Self(4);
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -214,6 +218,7 @@ impl EndReason {
             Self::SOURCE_ENDED => "source ended",
             Self::POINT_CLOSED => "point closed",
             Self::SOURCE_ERROR => "source error",
+            Self::CLIENT_TOO_SLOW => "client too slow",
             _ => "ended",
         }
     }
@@ -364,4 +369,29 @@ pub struct OutputSpec {
     /// Local IP address to send from (and, for multicast, the interface to send on); empty
     /// for the system's choice.
     pub interface: RString,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_reasons_keep_their_values_and_names() {
+        let reasons = [
+            (EndReason::COMPLETE, 0, "complete"),
+            (EndReason::SOURCE_ENDED, 1, "source ended"),
+            (EndReason::POINT_CLOSED, 2, "point closed"),
+            (EndReason::SOURCE_ERROR, 3, "source error"),
+            (EndReason::CLIENT_TOO_SLOW, 4, "client too slow"),
+        ];
+        for (reason, value, name) in reasons {
+            assert_eq!(reason.0, value, "{name}");
+            assert_eq!(reason.as_str(), name);
+        }
+        assert_eq!(
+            EndReason(200).as_str(),
+            "ended",
+            "a reason from a newer host"
+        );
+    }
 }

@@ -27,7 +27,8 @@ pub const PUSH_START: &str = "PUSH_START";
 pub const PUSH_END: &str = "PUSH_END";
 /// A request was refused by the host (unknown point, protocol disabled, busy point …).
 pub const REFUSED: &str = "REFUSED";
-/// A live client fell too far behind and was skipped ahead or disconnected.
+/// A live client (or a UDP output) fell too far behind and was skipped ahead to the next
+/// keyframe or, if it kept lagging, disconnected.
 pub const CLIENT_LAGGING: &str = "CLIENT_LAGGING";
 /// A session ended.
 pub const DISCONNECT: &str = "DISCONNECT";
@@ -83,3 +84,211 @@ pub const CONTROL_REQUEST_REFUSED: &str = "CONTROL_REQUEST_REFUSED";
 /// The configuration file's or the plugin directory's changes cannot be watched (inotify
 /// limits, missing directory): reload with SIGHUP or `ferrocast reload` instead.
 pub const WATCH_FAILED: &str = "WATCH_FAILED";
+/// Reading an on-demand file failed while it was being sent; the client's stream ended. Check
+/// that the file is readable and was not truncated or replaced while playing.
+pub const FILE_READ_FAILED: &str = "FILE_READ_FAILED";
+/// A plugin logged a warning or an error about one of its sessions; the message says what
+/// happened, and the span names the plugin, session and peer.
+pub const PLUGIN_MESSAGE: &str = "PLUGIN_MESSAGE";
+/// A standalone UDP output cannot send (its socket could not be opened) and stays off while
+/// the server goes on. Check the destination, interface and TTL in the transport plugin's
+/// settings.
+pub const OUTPUT_FAILED: &str = "OUTPUT_FAILED";
+/// Media that cannot be framed was dropped (a partial TS packet before RTP framing); report
+/// it if it repeats, with the source that sends it.
+pub const MEDIA_DROPPED: &str = "MEDIA_DROPPED";
+
+#[cfg(test)]
+mod tests {
+    //! Every `warn!` and `error!` in the host names its event: the source files under `src/`
+    //! are scanned at test time, so a new call without a name fails here.
+
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    /// The names this file defines.
+    fn defined_events() -> BTreeSet<String> {
+        include_str!("events.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub const "))
+            .filter_map(|rest| rest.split_once(':'))
+            .map(|(name, _)| name.trim().to_owned())
+            .collect()
+    }
+
+    fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, found);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                found.push(path);
+            }
+        }
+    }
+
+    /// The source with comments, string and char literals blanked out (replaced by spaces,
+    /// lines kept), so that only code is searched.
+    fn code_only(source: &str) -> String {
+        let chars: Vec<char> = source.chars().collect();
+        let mut code = String::with_capacity(source.len());
+        let mut i = 0;
+        let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+        while i < chars.len() {
+            let rest = &chars[i..];
+            let skip = match rest {
+                ['/', '/', ..] => rest.iter().position(|&c| c == '\n').unwrap_or(rest.len()),
+                ['/', '*', ..] => block_comment_len(rest),
+                ['"', ..] => string_len(rest),
+                ['r', '#', '"', ..] => raw_string_len(rest),
+                ['\'', '\\', _, ..] => rest
+                    .iter()
+                    .skip(1)
+                    .position(|&c| c == '\'')
+                    .map_or(1, |p| p + 2),
+                ['\'', _, '\'', ..] => 3,
+                _ => 0,
+            };
+            if skip == 0 {
+                code.push(chars[i]);
+                i += 1;
+            } else {
+                code.extend(rest[..skip].iter().map(|&c| blank(c)));
+                i += skip;
+            }
+        }
+        code
+    }
+
+    fn block_comment_len(rest: &[char]) -> usize {
+        (2..rest.len())
+            .find(|&i| rest[i - 1] == '*' && rest[i] == '/')
+            .map_or(rest.len(), |i| i + 1)
+    }
+
+    fn string_len(rest: &[char]) -> usize {
+        let mut i = 1;
+        while i < rest.len() {
+            match rest[i] {
+                '\\' => i += 2,
+                '"' => return i + 1,
+                _ => i += 1,
+            }
+        }
+        rest.len()
+    }
+
+    fn raw_string_len(rest: &[char]) -> usize {
+        (4..rest.len())
+            .find(|&i| rest[i - 1] == '"' && rest[i] == '#')
+            .map_or(rest.len(), |i| i + 1)
+    }
+
+    /// The arguments of every `warn!(…)` and `error!(…)` call in `code`, with their lines.
+    fn log_calls(code: &str) -> Vec<(usize, String)> {
+        let mut calls = Vec::new();
+        for macro_name in ["warn!(", "error!("] {
+            for (at, _) in code.match_indices(macro_name) {
+                let before = code[..at].chars().next_back();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    continue;
+                }
+                let open = at + macro_name.len();
+                let mut depth = 1;
+                let end = code[open..]
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        depth += match c {
+                            '(' | '[' | '{' => 1,
+                            ')' | ']' | '}' => -1,
+                            _ => 0,
+                        };
+                        depth == 0
+                    })
+                    .map_or(code.len(), |(i, _)| open + i);
+                let line = code[..at].lines().count().max(1);
+                calls.push((line, code[open..end].to_owned()));
+            }
+        }
+        calls
+    }
+
+    /// The event a call's arguments name: `Some(Ok(NAME))` for `event = events::NAME` (or
+    /// `crate::events::NAME`),
+    /// `Some(Err(()))` for a local `event` passed as is (it holds one of the names), `None`
+    /// when there is no `event` field.
+    fn named_event(args: &str) -> Option<Result<String, ()>> {
+        let flat = args.split_whitespace().collect::<Vec<_>>().join(" ");
+        let flat = flat.replace("crate::events::", "events::");
+        if let Some((_, rest)) = flat.split_once("event = events::") {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            return Some(Ok(name));
+        }
+        let shorthand = flat.starts_with("event,") || flat.contains(", event,");
+        shorthand.then_some(Err(()))
+    }
+
+    #[test]
+    fn every_warning_and_error_names_a_defined_event() {
+        let defined = defined_events();
+        let mut files = Vec::new();
+        rust_files(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let mut problems = Vec::new();
+        for file in &files {
+            let code = code_only(&std::fs::read_to_string(file).unwrap());
+            for (line, args) in log_calls(&code) {
+                let place = format!("{}:{line}", file.display());
+                match named_event(&args) {
+                    None => problems.push(format!("{place}: no `event = events::…` field")),
+                    Some(Ok(name)) if !defined.contains(&name) => {
+                        problems.push(format!("{place}: `{name}` is not defined in events.rs"))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        assert!(files.len() > 10, "the source tree was not found");
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn the_scanner_sees_multi_line_calls_and_ignores_comments_and_strings() {
+        let source = r#"
+            // warn!("in a comment");
+            let text = "error!(in a string)";
+            tracing::warn!(
+                point = %name,
+                event = events::SOURCE_LOST,
+                "lost ({})", why
+            );
+            error!(plugin = %p, "{message}");
+            my_warn!(x);
+            warn!(event = events::NOT_A_NAME, "x");
+            error!(event, plugin = %p, "{message}");
+            warn!(event = crate::events::DRAIN, "x");
+        "#;
+        let calls = log_calls(&code_only(source));
+        let named: Vec<_> = calls
+            .iter()
+            .map(|(line, args)| (*line, named_event(args)))
+            .collect();
+        assert_eq!(
+            named,
+            vec![
+                (4, Some(Ok("SOURCE_LOST".to_owned()))),
+                (11, Some(Ok("NOT_A_NAME".to_owned()))),
+                (13, Some(Ok("DRAIN".to_owned()))),
+                (9, None),
+                (12, Some(Err(()))),
+            ]
+        );
+        assert!(!defined_events().contains("NOT_A_NAME"));
+        assert!(defined_events().contains("SOURCE_LOST"));
+    }
+}

@@ -10,7 +10,7 @@
 //!   table, and the file-index cache.
 //! - [`pull`]: pull sources (HTTP, TCP, UDP) with reconnect, and origin/edge relays.
 //! - [`media`]: MPEG-TS parsing: packet alignment, keyframes, PAT/PMT, file index.
-//! - [`session`]: one client connection driving one plugin session.
+//! - [`conn`]: one client connection: the IO loop around a plugin session and its parts.
 //! - [`transport`]: RTP transports (UDP, interleaved) and RTCP for RTSP-style sessions.
 //! - [`outputs`]: standalone UDP pushes of broadcast points.
 //! - [`udp`]: batched datagram sending (`sendmmsg`).
@@ -21,6 +21,7 @@
 //! - [`events`]: stable names of operator-facing events.
 
 pub mod config;
+pub mod conn;
 pub mod events;
 pub mod media;
 pub mod outputs;
@@ -30,7 +31,6 @@ pub mod pull;
 pub mod random;
 pub mod reload;
 pub mod server;
-pub mod session;
 pub mod state;
 pub mod transport;
 pub mod udp;

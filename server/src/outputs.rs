@@ -12,8 +12,9 @@ use bytes::Bytes;
 use ferrocast_plugin_api::Framing;
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast::error::RecvError;
-use tracing::{info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::events;
 use crate::media::ts::TS_PACKET_LEN;
 use crate::points::{LiveChunk, LiveEvent, LiveStream};
 use crate::udp::send_batch;
@@ -33,16 +34,27 @@ pub struct Output {
 }
 
 impl Output {
-    /// Run until the server stops. Socket errors are logged and retried, never fatal.
+    /// Run until the server stops, inside a span that names the plugin, point and
+    /// destination. Socket errors are logged and retried, never fatal.
     pub async fn run(self) {
+        let span = info_span!(
+            "output",
+            plugin = %self.plugin,
+            point = %self.stream.name,
+            destination = %self.destination,
+        );
+        self.push().instrument(span).await;
+    }
+
+    async fn push(self) {
         let socket = match self.open_socket().await {
             Ok(socket) => socket,
             Err(error) => {
-                warn!(plugin = %self.plugin, point = %self.stream.name, destination = %self.destination, %error, "cannot open the UDP output socket; this push is off");
+                warn!(event = events::OUTPUT_FAILED, %error, "cannot open the UDP output socket; this push is off");
                 return;
             }
         };
-        info!(plugin = %self.plugin, point = %self.stream.name, destination = %self.destination, rtp = (self.framing == Framing::RTP), "pushing point");
+        info!(rtp = (self.framing == Framing::RTP), "pushing point");
         let join = self.stream.join();
         let mut rx = join.rx;
         let mut waiting_for_keyframe = !join.at_keyframe;
@@ -63,10 +75,17 @@ impl Output {
                     waiting_for_keyframe = true
                 }
                 Err(RecvError::Lagged(skipped)) => {
-                    warn!(plugin = %self.plugin, point = %self.stream.name, destination = %self.destination, skipped_chunks = skipped, "push fell behind; skipping to the next keyframe");
+                    warn!(
+                        event = events::CLIENT_LAGGING,
+                        skipped_chunks = skipped,
+                        "push fell behind; skipping to the next keyframe"
+                    );
                     waiting_for_keyframe = true;
                 }
-                Err(RecvError::Closed) => return,
+                Err(RecvError::Closed) => {
+                    debug!("the point's stream is gone; push stopped");
+                    return;
+                }
             }
         }
     }
@@ -121,7 +140,7 @@ impl Output {
         }
         if let Err(error) = send_batch(socket, &datagrams, self.destination) {
             // A receiver that is not there (ICMP port unreachable) must not stop the push.
-            tracing::debug!(destination = %self.destination, %error, "datagrams not sent");
+            debug!(%error, "datagrams not sent");
         }
     }
 }

@@ -96,7 +96,7 @@ pub enum SelfCheckError {
     SessionPanicked {
         plugin: String,
         path: PathBuf,
-        fault: String,
+        fault: ferrocast_plugin_api::host::PluginFault,
     },
 }
 

@@ -1,5 +1,5 @@
 //! Media transports of RTSP-style sessions: RTP/MP2T over UDP to the client's ports, or
-//! interleaved on the control connection.
+//! interleaved on the control connection (the [`TransportWire`]).
 //!
 //! A control plugin asks for a transport (RTSP SETUP); the host checks that the transport's
 //! plugin (`udp` or `tcp`) is enabled on the point and accepts the request, binds the server's
@@ -25,8 +25,9 @@ const CNAME: &str = "ferrocast";
 /// Attempts at binding an even RTP port with the odd RTCP port above it.
 const PORT_PAIR_ATTEMPTS: usize = 16;
 
-/// The plugin that carries a transport kind.
-pub fn plugin_for(kind: TransportKind) -> Option<&'static str> {
+/// The transport plugin that accepts a transport kind (`udp`, `tcp`); it must be enabled on
+/// the point.
+pub fn transport_plugin_for(kind: TransportKind) -> Option<&'static str> {
     match kind {
         TransportKind::UDP_UNICAST => Some("udp"),
         TransportKind::TCP_INTERLEAVED => Some("tcp"),
@@ -34,8 +35,8 @@ pub fn plugin_for(kind: TransportKind) -> Option<&'static str> {
     }
 }
 
-/// How a transport reaches the client.
-pub enum Carrier {
+/// The wire mechanism by which a transport reaches the client.
+pub enum TransportWire {
     /// `$ channel length` frames on the control connection.
     Interleaved { rtp: u8, rtcp: u8 },
     /// Datagrams from the server's port pair to the client's.
@@ -50,25 +51,25 @@ pub enum Carrier {
 /// One transport of a session, with what was sent on it (for sender reports).
 pub struct Transport {
     pub info: TransportInfo,
-    pub carrier: Carrier,
+    pub wire: TransportWire,
     packets: u32,
     octets: u32,
 }
 
 impl Transport {
-    /// Set up the carrier for an accepted request. UDP binds the server's port pair on
+    /// Set up the wire for an accepted request, accepted by `transport_plugin`. UDP binds the server's port pair on
     /// `local_ip` (the address the control connection arrived on).
     pub fn open(
         id: u64,
-        plugin: &str,
+        transport_plugin: &str,
         request: &TransportRequest,
         local_ip: IpAddr,
         peer_ip: IpAddr,
         ssrc: u32,
     ) -> Result<Self, HostError> {
-        let (carrier, server_ports) = match request.kind {
+        let (wire, server_ports) = match request.kind {
             TransportKind::TCP_INTERLEAVED => (
-                Carrier::Interleaved {
+                TransportWire::Interleaved {
                     rtp: request.rtp_channel,
                     rtcp: request.rtcp_channel,
                 },
@@ -85,13 +86,13 @@ impl Transport {
                     rtp.local_addr().map_or(0, |a| a.port()),
                     rtcp.local_addr().map_or(0, |a| a.port()),
                 );
-                let carrier = Carrier::Udp {
+                let wire = TransportWire::Udp {
                     rtp: Arc::new(rtp),
                     rtcp: Arc::new(rtcp),
                     to_rtp: SocketAddr::new(peer_ip, request.client_rtp_port),
                     to_rtcp: SocketAddr::new(peer_ip, request.client_rtcp_port),
                 };
-                (carrier, ports)
+                (wire, ports)
             }
             other => {
                 return Err(HostError::new(
@@ -100,21 +101,21 @@ impl Transport {
                 ))
             }
         };
-        let destination = match &carrier {
-            Carrier::Udp { .. } => peer_ip.to_string(),
-            Carrier::Interleaved { .. } => String::new(),
+        let destination = match &wire {
+            TransportWire::Udp { .. } => peer_ip.to_string(),
+            TransportWire::Interleaved { .. } => String::new(),
         };
         Ok(Self {
             info: TransportInfo {
                 id,
-                plugin: plugin.into(),
+                plugin: transport_plugin.into(),
                 kind: request.kind,
                 server_rtp_port: server_ports.0,
                 server_rtcp_port: server_ports.1,
                 destination: destination.into(),
                 ssrc,
             },
-            carrier,
+            wire,
             packets: 0,
             octets: 0,
         })
@@ -123,24 +124,21 @@ impl Transport {
     /// Send a batch of RTP packets. Interleaved frames are appended to `out` (the control
     /// connection's queue, sharing the packets' bytes); datagrams go out at once; a full
     /// socket buffer drops them, as UDP would on the network.
-    pub fn send_rtp(&mut self, batch: &RtpBatch, out: &mut Vec<Bytes>) {
+    pub fn send_rtp(&mut self, batch: &RtpBatch, out: &mut impl Extend<Bytes>) {
         for packet in batch.iter() {
             self.packets = self.packets.wrapping_add(1);
             self.octets = self
                 .octets
                 .wrapping_add(packet.len().saturating_sub(12) as u32);
         }
-        match &self.carrier {
-            Carrier::Interleaved { rtp, .. } => {
+        match &self.wire {
+            TransportWire::Interleaved { rtp, .. } => {
                 for packet in batch.iter() {
-                    out.push(Bytes::copy_from_slice(&interleaved_header(
-                        *rtp,
-                        packet.len() as u16,
-                    )));
-                    out.push(packet);
+                    let header = interleaved_header(*rtp, packet.len() as u16);
+                    out.extend([Bytes::copy_from_slice(&header), packet]);
                 }
             }
-            Carrier::Udp { rtp, to_rtp, .. } => {
+            TransportWire::Udp { rtp, to_rtp, .. } => {
                 let datagrams: Vec<Bytes> = batch.iter().collect();
                 let _ = send_batch(rtp.as_ref(), &datagrams, *to_rtp);
             }
@@ -148,7 +146,7 @@ impl Transport {
     }
 
     /// Send an RTCP sender report for the stream's current `rtp_time`.
-    pub fn send_report(&self, rtp_time: u32, out: &mut Vec<Bytes>) {
+    pub fn send_report(&self, rtp_time: u32, out: &mut impl Extend<Bytes>) {
         let report = sender_report(
             self.info.ssrc,
             NtpTime::now(),
@@ -157,38 +155,32 @@ impl Transport {
             self.octets,
             CNAME,
         );
-        match &self.carrier {
-            Carrier::Interleaved { rtcp, .. } => {
-                out.push(Bytes::copy_from_slice(&interleaved_header(
-                    *rtcp,
-                    report.len() as u16,
-                )));
-                out.push(report);
+        match &self.wire {
+            TransportWire::Interleaved { rtcp, .. } => {
+                let header = interleaved_header(*rtcp, report.len() as u16);
+                out.extend([Bytes::copy_from_slice(&header), report]);
             }
-            Carrier::Udp { rtcp, to_rtcp, .. } => send_datagram(rtcp, &report, *to_rtcp),
+            TransportWire::Udp { rtcp, to_rtcp, .. } => send_datagram(rtcp, &report, *to_rtcp),
         }
     }
 
     /// Send an RTCP BYE: the stream is over (players end their playback on it).
-    pub fn send_bye(&self, out: &mut Vec<Bytes>) {
+    pub fn send_bye(&self, out: &mut impl Extend<Bytes>) {
         let goodbye = bye(self.info.ssrc, Some("end of stream"));
-        match &self.carrier {
-            Carrier::Interleaved { rtcp, .. } => {
-                out.push(Bytes::copy_from_slice(&interleaved_header(
-                    *rtcp,
-                    goodbye.len() as u16,
-                )));
-                out.push(goodbye);
+        match &self.wire {
+            TransportWire::Interleaved { rtcp, .. } => {
+                let header = interleaved_header(*rtcp, goodbye.len() as u16);
+                out.extend([Bytes::copy_from_slice(&header), goodbye]);
             }
-            Carrier::Udp { rtcp, to_rtcp, .. } => send_datagram(rtcp, &goodbye, *to_rtcp),
+            TransportWire::Udp { rtcp, to_rtcp, .. } => send_datagram(rtcp, &goodbye, *to_rtcp),
         }
     }
 
     /// The socket RTCP from the client arrives on, for UDP transports.
     pub fn rtcp_socket(&self) -> Option<Arc<UdpSocket>> {
-        match &self.carrier {
-            Carrier::Udp { rtcp, .. } => Some(Arc::clone(rtcp)),
-            Carrier::Interleaved { .. } => None,
+        match &self.wire {
+            TransportWire::Udp { rtcp, .. } => Some(Arc::clone(rtcp)),
+            TransportWire::Interleaved { .. } => None,
         }
     }
 }

@@ -86,6 +86,7 @@ impl RtpPacketizer {
         let whole = ts.len() - ts.len() % TS_PACKET_LEN;
         if whole != ts.len() {
             tracing::warn!(
+                event = crate::events::MEDIA_DROPPED,
                 len = ts.len(),
                 "dropping trailing partial TS packet before RTP framing"
             );

@@ -12,8 +12,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::conn::serve_connection;
 use crate::events;
-use crate::session::serve_connection;
 use crate::state::Shared;
 
 /// How long an accept loop backs off after a failed accept (typically out of descriptors).
@@ -90,7 +90,9 @@ pub async fn bind(plugin: &str, address: SocketAddr) -> Result<TcpListener, Bind
             },
             source,
         };
-        error!(event = failure.event(), plugin = %plugin, %address, "{failure}");
+        // The event depends on the failure (PORT_IN_USE, BIND_FAILED…): `event()` names it.
+        let event = failure.event();
+        error!(event, plugin = %plugin, %address, "{failure}");
         failure
     })
 }

@@ -1,0 +1,556 @@
+//! What a plugin session asks of the host during a call ([`HostCalls`]): each request is
+//! checked (admission, the point table, the play decisions) and carried out on the
+//! connection's parts. Refusals are logged here and handed to the plugin as `HostError`, the
+//! ABI's answer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrocast_plugin_api::host::HostCalls;
+use ferrocast_plugin_api::{
+    ByteRange, HostError, LogLevel, PlayInfo, PointInfo, SessionInfo, TransportInfo,
+    TransportRequest,
+};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::connection::{point_of, Connection};
+use super::media::{FileCursor, LiveCursor, Media, PacedFile};
+use super::play::{self, FilePlay, LivePlay, PlayRefusal};
+use super::publisher::{PublishRefusal, Publisher};
+use super::transports::{connection_ips, TransportRefusal};
+use crate::events;
+use crate::media::index::FileIndex;
+use crate::media::pacer::FilePacer;
+use crate::media::rtp::RtpPacketizer;
+use crate::points::{LiveStream, PointMedia, Resolved, RtpStart};
+use crate::random::random_u32;
+use crate::transport::{transport_plugin_for, Transport};
+
+impl Connection<'_> {
+    /// Resolve `path` for playing, after admission; a refusal is logged.
+    fn resolve_playable(&self, path: &str) -> Result<(PointInfo, Resolved), HostError> {
+        let found = self.admit(point_of(path)).and_then(|()| {
+            self.shared
+                .points
+                .load()
+                .resolve_playable(self.plugin, path)
+        });
+        found.inspect_err(|error| self.refuse("play", path, error))
+    }
+
+    /// Log the refusal of `action` on `path`, and hand it to the plugin.
+    fn refused<T>(
+        &self,
+        action: &str,
+        path: &str,
+        error: impl Into<HostError>,
+    ) -> Result<T, HostError> {
+        let error = error.into();
+        self.refuse(action, path, &error);
+        Err(error)
+    }
+
+    /// Join a live point: its current GOP goes out after whatever the plugin writes in this
+    /// call, then the ring. Returns where an RTP client starts.
+    fn join_live(&mut self, stream: Arc<LiveStream>, rtp: bool) -> RtpStart {
+        let mut join = stream.join();
+        self.pending_media = std::mem::take(&mut join.backlog);
+        let start = join.rtp;
+        let span = self.span.clone();
+        self.media = Some(Media::Live(LiveCursor::new(stream, join, rtp, span)));
+        start
+    }
+
+    /// The time index of an on-demand file, if the background build has it ready; a file
+    /// still being indexed is refused with a hint to retry.
+    fn file_index(&self, file: &Path) -> Result<Arc<FileIndex>, HostError> {
+        self.shared.points.load().file_index(file).ready_for_play()
+    }
+
+    /// Open `file` to be paced onto the transports from `at`, replacing what plays. RTP
+    /// sequence numbers run on from the session's previous file, so a seek looks like one
+    /// continuous RTP stream.
+    fn open_paced(
+        &mut self,
+        path: &str,
+        file: &Path,
+        at: Duration,
+    ) -> Result<Box<PacedFile>, HostError> {
+        let index = match self.file_index(file) {
+            Ok(index) => index,
+            Err(error) => return self.refused("play", path, error),
+        };
+        let pacer = FilePacer::open(file, (*index).clone()).map_err(PlayRefusal::FileUnreadable)?;
+        let packetizer = match self.media.take() {
+            Some(Media::Paced(previous)) => previous.packetizer,
+            _ => {
+                let ssrc = self.transports.first_ssrc().unwrap_or_else(random_u32);
+                RtpPacketizer::new(ssrc, random_u32() as u16)
+            }
+        };
+        self.stop_media("replaced by a new play request");
+        let mut paced = PacedFile {
+            pacer,
+            packetizer,
+            timestamp_base: random_u32(),
+            due: None,
+        };
+        paced.pacer.seek(at);
+        Ok(Box::new(paced))
+    }
+
+    /// A file on the transports: resume the paused one, or open it at the requested place.
+    fn play_paced(
+        &mut self,
+        path: &str,
+        file: &Path,
+        point: PointInfo,
+        start_ms: u64,
+    ) -> Result<PlayInfo, HostError> {
+        let plan = play::plan_file_play(self.now_playing(), start_ms);
+        let mut paced = match (plan, self.media.take()) {
+            (FilePlay::Resume, Some(Media::Paced(paused))) => paused,
+            (plan, previous) => {
+                self.media = previous;
+                let at = match plan {
+                    FilePlay::Open { at } => at,
+                    FilePlay::Resume => Duration::ZERO,
+                };
+                self.open_paced(path, file, at)?
+            }
+        };
+        let play = paced.start(point, std::time::Instant::now());
+        self.media = Some(Media::Paced(paced));
+        Ok(play)
+    }
+
+    /// Which transport plugin carries `request` on `point`, once it is enabled there and has
+    /// accepted the request.
+    fn transport_plugin_accepting(
+        &self,
+        request: &TransportRequest,
+        point: &str,
+        protocols: &[String],
+    ) -> Result<&'static str, HostError> {
+        let Some(transport_plugin) = transport_plugin_for(request.kind) else {
+            return Err(TransportRefusal::Unsupported { kind: request.kind }.into());
+        };
+        let enabled_on_point = protocols.iter().any(|p| p == transport_plugin);
+        let plugins = self.shared.plugins.load();
+        let Some(plugin) = plugins.get(transport_plugin).filter(|_| enabled_on_point) else {
+            return Err(TransportRefusal::NotEnabled {
+                transport_plugin,
+                point: point.to_owned(),
+            }
+            .into());
+        };
+        plugin
+            .instance
+            .validate_transport(request.clone(), &self.info.peer)?;
+        Ok(transport_plugin)
+    }
+
+    /// Set up a transport for `request`; refusals are logged by the caller.
+    fn open_transport(&mut self, request: &TransportRequest) -> Result<TransportInfo, HostError> {
+        let path = request.path.as_str();
+        self.admit(point_of(path))?;
+        let points = self.shared.points.load();
+        let (info, _) = points.resolve(self.plugin, path)?;
+        let point = points.get(&info.name);
+        let protocols = point.map_or(&[][..], |p| &p.protocols[..]);
+        let transport_plugin = self.transport_plugin_accepting(request, &info.name, protocols)?;
+        let (local_ip, peer_ip) = connection_ips(&self.info.local, &self.info.peer)?;
+        let id = self.transports.next_id(self.info.id);
+        let ssrc = match point.map(|p| &p.media) {
+            Some(PointMedia::Live(stream)) => stream.rtp_start().ssrc,
+            _ => random_u32(),
+        };
+        let transport = Transport::open(id, transport_plugin, request, local_ip, peer_ip, ssrc)?;
+        self.record_point(&info.name);
+        info!(point = %info.name, transport = %transport.info.kind.as_str(), transport_plugin, server_rtp_port = transport.info.server_rtp_port, "transport set up");
+        let described = transport.info.clone();
+        self.transports.add(transport, &info.name, transport_plugin);
+        Ok(described)
+    }
+}
+
+impl PacedFile {
+    /// Start (or resume) pacing at `now`; where the client's RTP starts.
+    fn start(&mut self, point: PointInfo, now: std::time::Instant) -> PlayInfo {
+        let position = self.pacer.position(now);
+        self.pacer.start(now);
+        self.due = None;
+        PlayInfo {
+            point,
+            start_ms: position.as_millis() as u64,
+            rtp_seq: self.packetizer.next_seq(),
+            rtp_time: self.timestamp_at(position),
+        }
+    }
+}
+
+/// Where a live point's RTP starts, for the reply to PLAY.
+fn live_play_info(point: PointInfo, start: RtpStart) -> PlayInfo {
+    PlayInfo {
+        point,
+        start_ms: 0,
+        rtp_seq: start.seq,
+        rtp_time: start.timestamp,
+    }
+}
+
+impl HostCalls for Connection<'_> {
+    fn write(&mut self, data: &[u8]) {
+        self.out.push(bytes::Bytes::copy_from_slice(data));
+    }
+
+    fn close(&mut self) {
+        self.close_requested = true;
+    }
+
+    fn set_timer(&mut self, timer: u64, after: Duration) {
+        self.timers.set(timer, Instant::now() + after);
+    }
+
+    fn cancel_timer(&mut self, timer: u64) {
+        self.timers.cancel(timer);
+    }
+
+    fn lookup(&self, path: &str) -> Result<PointInfo, HostError> {
+        let (info, _) = self.shared.points.load().resolve(self.plugin, path)?;
+        self.admit(&info.name)?;
+        Ok(info)
+    }
+
+    fn play(&mut self, path: &str, range: ByteRange) -> Result<PointInfo, HostError> {
+        let (info, resolved) = self.resolve_playable(path)?;
+        self.stop_media("replaced by a new play request");
+        match resolved {
+            Resolved::Live(stream) => {
+                self.join_live(stream, false);
+            }
+            Resolved::File { path: file, size } => match play::file_range(range, size) {
+                Ok((start, end)) => {
+                    self.media = Some(Media::File(FileCursor::new(file, start, end)))
+                }
+                Err(refusal) => return self.refused("play", path, refusal),
+            },
+        }
+        self.record_point(&info.name);
+        info!(event = events::PLAY, point = %info.name, item = %info.item, kind = info.kind.as_str(), start = range.start, "play started");
+        self.playing = Some(path.to_owned());
+        Ok(info)
+    }
+
+    fn stop(&mut self) {
+        self.stop_media("stopped by the client");
+    }
+
+    fn publish(&mut self, path: &str) -> Result<PointInfo, HostError> {
+        if self.publisher.is_some() {
+            return self.refused("publish", path, PublishRefusal::AlreadyPublishing);
+        }
+        if let Err(error) = self.admit(point_of(path)) {
+            return self.refused("publish", path, error);
+        }
+        let (mut info, resolved) = match self.shared.points.load().resolve(self.plugin, path) {
+            Ok(found) => found,
+            Err(error) => return self.refused("publish", path, error),
+        };
+        let Resolved::Live(stream) = resolved else {
+            let point = info.name.to_string();
+            return self.refused("publish", path, PublishRefusal::OnDemand { point });
+        };
+        let publisher = match Publisher::start(stream, self.info.id, Instant::now()) {
+            Ok(publisher) => publisher,
+            Err(refusal) => return self.refused("publish", path, refusal),
+        };
+        self.record_point(&info.name);
+        info!(event = events::PUSH_START, point = %info.name, "encoder started publishing");
+        info.live = true;
+        self.publisher = Some(publisher);
+        Ok(info)
+    }
+
+    fn push_media(&mut self, data: &[u8]) -> Result<(), HostError> {
+        let Some(publisher) = &mut self.publisher else {
+            return Err(PublishRefusal::NotPublishing.into());
+        };
+        Ok(publisher.push(self.info.id, data, Instant::now())?)
+    }
+
+    /// The connection's span names the plugin, session and peer.
+    fn log(&self, level: LogLevel, message: &str) {
+        match level {
+            LogLevel::ERROR => error!(event = events::PLUGIN_MESSAGE, "{message}"),
+            LogLevel::WARN => warn!(event = events::PLUGIN_MESSAGE, "{message}"),
+            LogLevel::INFO => info!("{message}"),
+            _ => debug!("{message}"),
+        }
+    }
+
+    fn session(&self) -> SessionInfo {
+        self.info.clone()
+    }
+
+    fn setup_transport(&mut self, request: TransportRequest) -> Result<TransportInfo, HostError> {
+        self.open_transport(&request)
+            .or_else(|error| self.refused("setup", &request.path, error))
+    }
+
+    fn teardown_transport(&mut self, transport: u64) {
+        self.transports.remove(transport);
+        if self.transports.is_empty() && play::ends_with_last_transport(self.now_playing()) {
+            self.stop_media("transport torn down");
+        }
+    }
+
+    fn play_transports(&mut self, path: &str, start_ms: u64) -> Result<PlayInfo, HostError> {
+        if self.transports.is_empty() {
+            return Err(PlayRefusal::NoTransport.into());
+        }
+        let (point, resolved) = self.resolve_playable(path)?;
+        let play = match resolved {
+            Resolved::Live(stream) => {
+                match play::plan_live_play(self.now_playing(), &point.name, start_ms)? {
+                    // PLAY on a live session that already plays is a no-op.
+                    LivePlay::AlreadyPlaying => {
+                        let playing = self.media.as_ref().and_then(Media::live_stream);
+                        let start = playing.unwrap_or(&stream).rtp_start();
+                        return Ok(live_play_info(point, start));
+                    }
+                    LivePlay::Start => {
+                        self.stop_media("replaced by a new play request");
+                        let start = self.join_live(stream, true);
+                        live_play_info(point, start)
+                    }
+                }
+            }
+            Resolved::File { path: file, .. } => self.play_paced(path, &file, point, start_ms)?,
+        };
+        self.record_point(&play.point.name);
+        self.playing = Some(path.to_owned());
+        self.transports.start_reports(Instant::now());
+        info!(event = events::PLAY, point = %play.point.name, item = %play.point.item, kind = play.point.kind.as_str(), start_ms = play.start_ms, rtp_seq = play.rtp_seq, "play started on transports");
+        Ok(play)
+    }
+
+    fn pause_transports(&mut self) -> Result<u64, HostError> {
+        let Some(Media::Paced(paced)) = &mut self.media else {
+            return Err(play::pause_refusal(self.now_playing()).into());
+        };
+        let position = paced.pacer.pause(std::time::Instant::now());
+        paced.due = None;
+        info!(position_ms = position.as_millis() as u64, "paused");
+        Ok(position.as_millis() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::points::PointRegistry;
+    use crate::reload::control::DrainTarget;
+    use crate::state::{PluginTable, Shared};
+    use ferrocast_plugin_api::{ErrorCode, RESUME};
+    use tracing::Span;
+
+    fn shared() -> Shared {
+        Shared::new(
+            PointRegistry::default(),
+            Duration::from_secs(10),
+            PluginTable::new(),
+        )
+    }
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            id: 7,
+            peer: "127.0.0.1:40000".into(),
+            local: "127.0.0.1:8080".into(),
+        }
+    }
+
+    #[test]
+    fn a_session_of_a_plugin_drained_when_it_connected_may_start_nothing() {
+        let shared = shared();
+        shared.set_drain(DrainTarget::Plugin, "http", true);
+        let mut conn = Connection::new(&shared, "http", info(), Span::none());
+        // Taking the plugin out of the drain later does not change that.
+        shared.set_drain(DrainTarget::Plugin, "http", false);
+        let played = conn.play("live", ByteRange::ALL).unwrap_err();
+        assert_eq!(played.code, ErrorCode::DRAINING);
+        let published = conn.publish("live").unwrap_err();
+        assert_eq!(published.code, ErrorCode::DRAINING);
+    }
+
+    #[test]
+    fn an_unknown_point_is_refused_without_touching_the_session() {
+        let shared = shared();
+        let mut conn = Connection::new(&shared, "http", info(), Span::none());
+        let refused = conn.play("nowhere", ByteRange::ALL).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::NOT_FOUND);
+        assert!(conn.media.is_none() && conn.playing.is_none());
+    }
+
+    #[test]
+    fn transport_requests_need_a_transport_and_something_playing() {
+        let shared = shared();
+        let mut conn = Connection::new(&shared, "rtsp", info(), Span::none());
+        let played = conn.play_transports("live", RESUME).unwrap_err();
+        assert_eq!(played.code, ErrorCode::INVALID_STATE);
+        assert!(played.message.contains("SETUP comes before PLAY"));
+        let paused = conn.pause_transports().unwrap_err();
+        assert_eq!(paused.code, ErrorCode::INVALID_STATE);
+        let pushed = conn.push_media(&[0x47; 188]).unwrap_err();
+        assert_eq!(pushed.code, ErrorCode::INVALID_STATE);
+    }
+
+    #[test]
+    fn writes_are_queued_and_timers_armed_and_cancelled() {
+        let shared = shared();
+        let mut conn = Connection::new(&shared, "http", info(), Span::none());
+        conn.write(b"HTTP/1.1 200 OK\r\n\r\n");
+        conn.write(b"");
+        assert_eq!(conn.out.queued_bytes(), 19);
+        conn.set_timer(1, Duration::from_secs(5));
+        assert!(conn.timers.next().is_some());
+        conn.cancel_timer(1);
+        assert_eq!(conn.timers.next(), None);
+        conn.close();
+        assert!(conn.close_requested);
+    }
+
+    #[test]
+    fn a_reload_that_disabled_the_plugin_ends_the_session() {
+        // The plugin table is empty: as after a reload that disabled `http`.
+        let shared = shared();
+        let mut conn = Connection::new(&shared, "http", info(), Span::none());
+        conn.recheck();
+        assert!(conn.close_requested);
+    }
+
+    fn point(name: &str, source: crate::config::PointSource) -> crate::config::PointConfig {
+        let kind = match source {
+            crate::config::PointSource::Push => crate::config::PointKind::Broadcast,
+            _ => crate::config::PointKind::OnDemand,
+        };
+        crate::config::PointConfig {
+            name: name.into(),
+            kind,
+            source,
+            protocols: vec!["http".into()],
+            reconnect_grace: Duration::from_secs(5),
+            source_timeout: Duration::from_secs(5),
+            line: 1,
+        }
+    }
+
+    /// A point `live` (pushed) and a point `vod` (a 1880-byte file), both served by http.
+    fn shared_with_points(file: &Path) -> Shared {
+        let points = [
+            point("live", crate::config::PointSource::Push),
+            point("vod", crate::config::PointSource::File(file.to_owned())),
+        ];
+        Shared::new(
+            PointRegistry::from_config(&points, 64),
+            Duration::from_secs(10),
+            PluginTable::new(),
+        )
+    }
+
+    fn ts_file() -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), [0x47u8; 1880]).unwrap();
+        file
+    }
+
+    #[tokio::test]
+    async fn a_draining_point_still_serves_its_publisher_but_refuses_newcomers() {
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut encoder = Connection::new(&shared, "http", info(), Span::none());
+        let published = encoder.publish("live").unwrap();
+        assert!(published.live);
+        encoder.push_media(&[0x47; 188]).unwrap();
+        shared.set_drain(DrainTarget::Point, "live", true);
+        assert!(encoder.lookup("live").is_ok(), "already attached");
+        let mut player = Connection::new(&shared, "http", info(), Span::none());
+        let refused = player.play("live", ByteRange::ALL).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::DRAINING);
+        shared.set_drain(DrainTarget::Point, "live", false);
+        player.play("live", ByteRange::ALL).unwrap();
+        assert_eq!(player.playing.as_deref(), Some("live"));
+        assert!(player.wants_live());
+    }
+
+    // Resolving the file point indexes it on a blocking section, which needs this flavour.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_second_publish_and_a_publish_to_a_file_are_refused() {
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut encoder = Connection::new(&shared, "http", info(), Span::none());
+        encoder.publish("live").unwrap();
+        let again = encoder.publish("live").unwrap_err();
+        assert_eq!(again.code, ErrorCode::INVALID_STATE);
+        let mut other = Connection::new(&shared, "http", info(), Span::none());
+        assert_eq!(
+            other.publish("live").unwrap_err().code,
+            ErrorCode::ALREADY_PUBLISHING
+        );
+        assert_eq!(
+            other.publish("vod").unwrap_err().code,
+            ErrorCode::WRONG_KIND
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_took_the_plugin_away_frees_the_point_at_once() {
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut encoder = Connection::new(&shared, "http", info(), Span::none());
+        encoder.publish("live").unwrap();
+        // The plugin table is empty, as after a reload that disabled http.
+        encoder.recheck();
+        assert!(encoder.close_requested && encoder.publisher.is_none());
+        let mut next = Connection::new(&shared, "http", info(), Span::none());
+        assert!(
+            next.publish("live").is_ok(),
+            "the point takes its next source"
+        );
+    }
+
+    #[test]
+    fn a_file_plays_its_range_and_a_range_outside_it_is_refused() {
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut conn = Connection::new(&shared, "http", info(), Span::none());
+        let played = conn
+            .play(
+                "vod",
+                ByteRange {
+                    start: 188,
+                    end: 376,
+                },
+            )
+            .unwrap();
+        assert_eq!(played.size, 1880);
+        assert!(matches!(conn.media, Some(Media::File(_))));
+        let refused = conn
+            .play(
+                "vod",
+                ByteRange {
+                    start: 5000,
+                    end: 6000,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::BAD_RANGE);
+        assert!(
+            conn.media.is_none(),
+            "the refused request replaced the old one"
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! The connection's state between IO events: its parts (output queue, timers, media cursor,
+//! publisher, transports) and what happens when the loop hands it an event.
+//!
+//! The IO loop owns the socket and waits; everything it learns (a live chunk, a file block, a
+//! reload, a timer, RTCP) comes here, and everything to send goes into the output queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrocast_plugin_api::{EndReason, HostError, SessionInfo, StreamEnded};
+use tokio::time::Instant;
+use tracing::{info, warn, Span};
+
+use super::admission::{CurrentTables, DrainState, Uses};
+use super::media::{LiveStep, Media};
+use super::output::OutputQueue;
+use super::play::NowPlaying;
+use super::publisher::Publisher;
+use super::transports::TransportSet;
+use crate::events;
+use crate::media::pacer::PacerStep;
+use crate::media::rtp::RtpBatch;
+use crate::points::LiveChunk;
+use crate::state::Shared;
+
+/// Paced sends handled before the connection task looks at its socket again.
+const PACED_SENDS_PER_TURN: usize = 32;
+
+/// The session's timers, by the plugin's ids.
+#[derive(Default)]
+pub struct Timers(HashMap<u64, Instant>);
+
+impl Timers {
+    pub fn set(&mut self, timer: u64, at: Instant) {
+        self.0.insert(timer, at);
+    }
+
+    pub fn cancel(&mut self, timer: u64) {
+        self.0.remove(&timer);
+    }
+
+    /// The timer that fires first.
+    pub fn next(&self) -> Option<(u64, Instant)> {
+        self.0
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(id, at)| (*id, *at))
+    }
+}
+
+/// The session's view of the host during plugin calls, and its state between them.
+pub struct Connection<'a> {
+    pub(super) shared: &'a Shared,
+    /// The session's (control) plugin.
+    pub(super) plugin: &'a str,
+    pub(super) info: SessionInfo,
+    /// The connection's span; the point is recorded on it once known.
+    pub(super) span: Span,
+    point_recorded: bool,
+    /// The session's plugin was draining when it connected: it may not start anything.
+    pub(super) plugin_drained_at_connect: bool,
+    pub(super) out: OutputQueue,
+    pub(super) close_requested: bool,
+    pub(super) timers: Timers,
+    pub(super) media: Option<Media>,
+    /// The path (`point` or `point/item`) being played.
+    pub(super) playing: Option<String>,
+    /// Media a `play` call produced at once (a live point's current GOP); sent after
+    /// everything the plugin writes during the same event.
+    pub(super) pending_media: Vec<Arc<LiveChunk>>,
+    pending_end: Option<StreamEnded>,
+    pub(super) publisher: Option<Publisher>,
+    pub(super) transports: TransportSet,
+}
+
+impl<'a> Connection<'a> {
+    pub fn new(shared: &'a Shared, plugin: &'a str, info: SessionInfo, span: Span) -> Self {
+        Self {
+            shared,
+            plugin,
+            info,
+            span,
+            point_recorded: false,
+            plugin_drained_at_connect: shared.plugin_draining(plugin),
+            out: OutputQueue::default(),
+            close_requested: false,
+            timers: Timers::default(),
+            media: None,
+            playing: None,
+            pending_media: Vec::new(),
+            pending_end: None,
+            publisher: None,
+            transports: TransportSet::default(),
+        }
+    }
+
+    /// What the session holds on the server's tables.
+    pub fn uses(&self) -> Uses<'_> {
+        Uses {
+            plugin: self.plugin,
+            playing: self.playing.as_deref().map(point_of),
+            live: self.media.as_ref().and_then(Media::live_stream),
+            publishing: self.publisher.as_ref().map(Publisher::stream),
+            transports: self.transports.uses(),
+        }
+    }
+
+    /// May this session start something on `point`?
+    pub fn admit(&self, point: &str) -> Result<(), HostError> {
+        let drains = DrainState {
+            plugin_at_connect: self.plugin_drained_at_connect,
+            point: self.shared.point_draining(point),
+        };
+        self.uses().admit(point, drains).map_err(HostError::from)
+    }
+
+    /// What plays now, for play decisions.
+    pub fn now_playing(&self) -> NowPlaying {
+        match &self.media {
+            None => NowPlaying::Nothing,
+            Some(Media::Live(cursor)) if cursor.rtp => NowPlaying::LiveOnTransports,
+            Some(Media::Live(_)) => NowPlaying::LiveOnConnection,
+            Some(Media::File(_)) => NowPlaying::FileOnConnection,
+            Some(Media::Paced(_)) => NowPlaying::PacedFile,
+        }
+    }
+
+    /// The first point the session uses goes on its span, so every later line names it.
+    pub fn record_point(&mut self, point: &str) {
+        if !self.point_recorded {
+            self.span.record("point", tracing::field::display(point));
+            self.point_recorded = true;
+        }
+    }
+
+    pub fn refuse(&self, action: &str, path: &str, error: &HostError) {
+        info!(event = events::REFUSED, action, path, code = error.code.as_str(), reason = %error.message, "request refused");
+    }
+
+    /// A reload changed the tables: end the session, the way its protocol ends a stream, if
+    /// the reload took away something it uses. Untouched sessions carry on.
+    pub fn recheck(&mut self) {
+        if self.close_requested {
+            return;
+        }
+        let lost = {
+            let points = self.shared.points.load();
+            let plugins = self.shared.plugins.load();
+            let tables = CurrentTables {
+                points: &points,
+                plugins: &plugins,
+            };
+            self.uses().still_allowed(&tables)
+        };
+        let Err(lost) = lost else {
+            return;
+        };
+        let why = lost.to_string();
+        info!(event = events::SESSION_RECONFIGURED, reason = %why, "a reload removed what this session used; ending it");
+        // RTP players end on an RTCP BYE; the plugin ends its own protocol in on_stream_ended.
+        self.transports.send_bye(&mut self.out);
+        // Free the point for its next source now, not after the connection's closing linger.
+        self.end_publishing(&why);
+        if self.media.is_some() {
+            self.end_media(EndReason::POINT_CLOSED, why);
+        }
+        self.close_requested = true;
+    }
+
+    /// The session stops being the point's publisher (`why` is logged with SOURCE_LOST).
+    pub fn end_publishing(&mut self, why: &str) {
+        if let Some(publisher) = self.publisher.take() {
+            publisher.end(self.info.id, why);
+        }
+    }
+
+    pub fn stop_media(&mut self, why: &str) {
+        self.pending_media.clear();
+        self.transports.stop_reports();
+        if let Some(point) = self.playing.take() {
+            info!(event = events::STOP, %point, why, "play stopped");
+        }
+        self.media = None;
+    }
+
+    /// The media ended: stop it, and tell the plugin at the next turn of the loop.
+    pub fn end_media(&mut self, reason: EndReason, message: String) {
+        self.stop_media(reason.as_str());
+        self.pending_end = Some(StreamEnded {
+            reason,
+            message: message.into(),
+        });
+    }
+
+    /// What the last plugin call left to do, in order: first the media it started (after
+    /// whatever it wrote), then the end of a stream to report.
+    pub fn take_pending(&mut self) -> Option<StreamEnded> {
+        let backlog = std::mem::take(&mut self.pending_media);
+        self.deliver_live(backlog);
+        self.pending_end.take()
+    }
+
+    /// Send live chunks in the session's framing: raw TS on the connection, or the shared
+    /// RTP packets on every transport.
+    pub fn deliver_live(&mut self, chunks: Vec<Arc<LiveChunk>>) {
+        let rtp = self.now_playing() == NowPlaying::LiveOnTransports;
+        for live in chunks {
+            if rtp {
+                self.transports.send_rtp(&live.rtp, &mut self.out);
+            } else {
+                self.out.push(live.chunk.data.clone());
+            }
+        }
+    }
+
+    /// The live ring gave something.
+    pub fn on_live_step(&mut self, step: LiveStep) {
+        match step {
+            LiveStep::Data(live) => self.deliver_live(vec![live]),
+            LiveStep::End(reason, message) => {
+                // A reload that removed the point also ends its stream; say so, the way
+                // every other reconfigured session ends.
+                self.recheck();
+                if !self.close_requested {
+                    self.end_media(reason, message);
+                }
+            }
+        }
+    }
+
+    /// A block of the on-demand range was read (`None`: the range is complete).
+    pub fn on_file_block(&mut self, block: std::io::Result<Option<Bytes>>) {
+        match block {
+            Ok(Some(block)) => self.out.push(block),
+            Ok(None) => self.end_media(EndReason::COMPLETE, "range sent".into()),
+            Err(error) => {
+                let path = match &self.media {
+                    Some(Media::File(cursor)) => cursor.path.display().to_string(),
+                    _ => String::new(),
+                };
+                warn!(event = events::FILE_READ_FAILED, %path, %error, "reading on-demand file failed");
+                self.end_media(EndReason::SOURCE_ERROR, error.to_string());
+            }
+        }
+    }
+
+    /// The peer closed its side: nothing more can arrive. Unless media is still flowing out
+    /// to a client that only half-closed, finish once queued output is sent.
+    pub fn on_peer_closed(&mut self) {
+        if self.media.is_none() {
+            self.close_requested = true;
+        }
+    }
+
+    /// RTCP sender reports on every transport, stamped with the stream's current time.
+    pub fn send_reports(&mut self, now: Instant) {
+        let rtp_time = match &self.media {
+            Some(Media::Live(cursor)) => cursor.stream.rtp_start().timestamp,
+            Some(Media::Paced(paced)) => paced.timestamp_at(paced.pacer.position(now.into_std())),
+            _ => return,
+        };
+        self.transports.send_reports(rtp_time, &mut self.out, now);
+    }
+
+    /// Whether the loop should wait for live media now: only while the queue has room.
+    pub fn wants_live(&self) -> bool {
+        self.out.has_room() && matches!(self.media, Some(Media::Live(_)))
+    }
+
+    /// Whether paced media is due and the queue has room for it.
+    pub fn pace_due(&self, now: Instant) -> bool {
+        matches!(&self.media, Some(Media::Paced(paced)) if paced.is_due(now)) && self.out.has_room()
+    }
+
+    /// When paced media becomes due.
+    pub fn pace_wake(&self) -> Option<Instant> {
+        match &self.media {
+            Some(Media::Paced(paced)) => paced.wake_at(),
+            _ => None,
+        }
+    }
+
+    /// When a publishing encoder counts as silent.
+    pub fn source_deadline(&self) -> Option<Instant> {
+        self.publisher.as_ref().map(Publisher::source_deadline)
+    }
+
+    pub fn source_timeout(&self) -> Duration {
+        self.publisher
+            .as_ref()
+            .map_or(Duration::ZERO, |p| p.stream().source_timeout())
+    }
+
+    /// Pace an on-demand file: send what is due, or note when the next data is due.
+    pub fn pace(&mut self) {
+        for _ in 0..PACED_SENDS_PER_TURN {
+            let Some(Media::Paced(paced)) = &mut self.media else {
+                return;
+            };
+            match paced.pacer.next(std::time::Instant::now()) {
+                Ok(PacerStep::Send {
+                    data, media_time, ..
+                }) => {
+                    let timestamp = paced.timestamp_at(media_time);
+                    let batch = paced.packetizer.packetize(&data, timestamp);
+                    paced.due = None;
+                    self.deliver_rtp(&batch);
+                }
+                Ok(PacerStep::Wait(at)) => {
+                    paced.due = Some(Instant::from_std(at));
+                    return;
+                }
+                Ok(PacerStep::Paused) => {
+                    paced.due = None;
+                    return;
+                }
+                Ok(PacerStep::End) => return self.end_paced_file(),
+                Err(error) => {
+                    warn!(event = events::FILE_READ_FAILED, %error, "reading on-demand file failed");
+                    return self.end_media(EndReason::SOURCE_ERROR, error.to_string());
+                }
+            }
+        }
+    }
+
+    fn deliver_rtp(&mut self, batch: &RtpBatch) {
+        self.transports.send_rtp(batch, &mut self.out);
+    }
+
+    /// RTP has no end of stream of its own; players end on an RTCP BYE.
+    fn end_paced_file(&mut self) {
+        self.send_reports(Instant::now());
+        self.transports.send_bye(&mut self.out);
+        self.end_media(EndReason::COMPLETE, "file sent".into());
+    }
+}
+
+/// The point name of a request path (`point` or `point/item`).
+pub fn point_of(path: &str) -> &str {
+    path.split_once('/').map_or(path, |(point, _)| point)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_point_of_a_path_is_its_first_segment() {
+        assert_eq!(point_of("live"), "live");
+        assert_eq!(point_of("films/a.ts"), "films");
+    }
+
+    #[test]
+    fn the_earliest_timer_fires_first() {
+        let now = Instant::now();
+        let mut timers = Timers::default();
+        assert_eq!(timers.next(), None);
+        timers.set(1, now + Duration::from_secs(5));
+        timers.set(2, now + Duration::from_secs(1));
+        assert_eq!(timers.next(), Some((2, now + Duration::from_secs(1))));
+        timers.cancel(2);
+        assert_eq!(timers.next(), Some((1, now + Duration::from_secs(5))));
+        timers.set(1, now + Duration::from_secs(9));
+        assert_eq!(
+            timers.next(),
+            Some((1, now + Duration::from_secs(9))),
+            "re-arming replaces"
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! What a connection is playing: its media cursor over a live point's ring, an on-demand
+//! file's byte range, or a file paced in real time onto RTP transports.
+//!
+//! The cursors hold the position and make the per-event decisions (wait for a keyframe, skip
+//! a lagging client ahead or drop it, how much of the range is left); the IO loop does the
+//! receiving and reading.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrocast_plugin_api::EndReason;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::Receiver;
+use tokio::time::Instant;
+use tracing::{warn, Span};
+
+use super::output::{LagVerdict, LagWindow};
+use crate::events;
+use crate::media::pacer::FilePacer;
+use crate::media::rtp::RtpPacketizer;
+use crate::points::{JoinSnapshot, LiveChunk, LiveEvent, LiveStream};
+
+/// Size of one read from an on-demand file.
+const FILE_BLOCK: usize = 64 * 1024;
+
+/// What the session plays.
+pub enum Media {
+    /// A live point, as raw TS on the connection or as the point's shared RTP packets on the
+    /// session's transports (`LiveCursor::rtp`).
+    Live(LiveCursor),
+    /// A byte range of a file on the connection, as fast as the client takes it.
+    File(FileCursor),
+    /// A file on the session's transports, in real time.
+    Paced(Box<PacedFile>),
+}
+
+impl Media {
+    /// The live point this media reads from, if any.
+    pub fn live_stream(&self) -> Option<&Arc<LiveStream>> {
+        match self {
+            Media::Live(cursor) => Some(&cursor.stream),
+            _ => None,
+        }
+    }
+}
+
+/// What the live ring gave a client.
+#[derive(Debug)]
+pub enum LiveStep {
+    Data(Arc<LiveChunk>),
+    End(EndReason, String),
+}
+
+/// Reads through a live point's ring, skipping ahead to a keyframe when the client lags.
+pub struct LiveCursor {
+    pub stream: Arc<LiveStream>,
+    /// Sent as RTP on transports, rather than raw TS on the connection.
+    pub rtp: bool,
+    rx: Receiver<LiveEvent>,
+    waiting_for_keyframe: bool,
+    lags: LagWindow,
+    /// The connection's span: the cursor logs while the IO loop waits, outside it.
+    span: Span,
+}
+
+impl LiveCursor {
+    /// A cursor that starts after the join's backlog (which the caller sends first).
+    pub fn new(stream: Arc<LiveStream>, join: JoinSnapshot, rtp: bool, span: Span) -> Self {
+        Self {
+            stream,
+            rtp,
+            rx: join.rx,
+            waiting_for_keyframe: !join.at_keyframe,
+            lags: LagWindow::default(),
+            span,
+        }
+    }
+
+    /// The next chunk to send, or the end of the stream.
+    pub async fn next(&mut self) -> LiveStep {
+        loop {
+            let received = self.rx.recv().await;
+            if let Some(step) = self.on_event(received, Instant::now()) {
+                return step;
+            }
+        }
+    }
+
+    /// Decide what one event from the ring means for this client at `now`; `None` means
+    /// nothing to send yet.
+    pub fn on_event(
+        &mut self,
+        received: Result<LiveEvent, RecvError>,
+        now: Instant,
+    ) -> Option<LiveStep> {
+        match received {
+            Ok(LiveEvent::Media(live)) => {
+                if live.chunk.random_access {
+                    self.waiting_for_keyframe = false;
+                }
+                (!self.waiting_for_keyframe).then_some(LiveStep::Data(live))
+            }
+            // A raw TS client restarts at the new stream's first keyframe. An RTP client takes
+            // every packet: its sequence numbers are the point's, so skipping the new stream's
+            // first chunks would show up as loss.
+            Ok(LiveEvent::SourceRestarted) => {
+                self.waiting_for_keyframe = !self.rtp;
+                None
+            }
+            Ok(LiveEvent::Ended) => Some(LiveStep::End(
+                EndReason::SOURCE_ENDED,
+                "the encoder did not come back".into(),
+            )),
+            Err(RecvError::Lagged(skipped)) => self.on_lag(skipped, now),
+            Err(RecvError::Closed) => Some(LiveStep::End(
+                EndReason::POINT_CLOSED,
+                "point closed".into(),
+            )),
+        }
+    }
+}
+
+impl LiveCursor {
+    /// The client fell off the ring, `skipped` chunks behind.
+    fn on_lag(&mut self, skipped: u64, now: Instant) -> Option<LiveStep> {
+        let point = &self.stream.name;
+        match self.lags.on_lag(now) {
+            LagVerdict::Drop { lags } => {
+                warn!(parent: &self.span, event = events::CLIENT_LAGGING, %point, lags, "client keeps falling behind; disconnecting it");
+                Some(LiveStep::End(
+                    EndReason::CLIENT_TOO_SLOW,
+                    "client too slow for the stream".into(),
+                ))
+            }
+            LagVerdict::SkipToKeyframe => {
+                warn!(parent: &self.span, event = events::CLIENT_LAGGING, %point, skipped_chunks = skipped, "client fell behind; skipping it ahead to the next keyframe");
+                self.waiting_for_keyframe = true;
+                None
+            }
+        }
+    }
+}
+
+/// Streams a byte range of an on-demand file.
+pub struct FileCursor {
+    pub path: PathBuf,
+    file: Option<tokio::fs::File>,
+    position: u64,
+    end: u64,
+}
+
+impl FileCursor {
+    pub fn new(path: PathBuf, start: u64, end: u64) -> Self {
+        Self {
+            path,
+            file: None,
+            position: start,
+            end,
+        }
+    }
+
+    /// How much to read next; `None` once the range is sent in full.
+    pub fn next_read(&self) -> Option<usize> {
+        (self.position < self.end)
+            .then(|| (self.end - self.position).min(FILE_BLOCK as u64) as usize)
+    }
+
+    /// The next block of the range, or `None` when it has been sent in full.
+    pub async fn read_block(&mut self) -> std::io::Result<Option<Bytes>> {
+        let Some(want) = self.next_read() else {
+            return Ok(None);
+        };
+        if self.file.is_none() {
+            let mut file = tokio::fs::File::open(&self.path).await?;
+            file.seek(std::io::SeekFrom::Start(self.position)).await?;
+            self.file = Some(file);
+        }
+        let file = self.file.as_mut().expect("opened above");
+        let mut block = vec![0u8; want];
+        let n = file.read(&mut block).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{} ended early; was it truncated?", self.path.display()),
+            ));
+        }
+        block.truncate(n);
+        self.position += n as u64;
+        Ok(Some(Bytes::from(block)))
+    }
+}
+
+/// An on-demand file sent over RTP transports, paced in real time by its PCR.
+pub struct PacedFile {
+    pub pacer: FilePacer,
+    pub packetizer: RtpPacketizer,
+    /// RTP timestamp of media time zero: timestamps follow the media position, so they run on
+    /// across pause and resume.
+    pub timestamp_base: u32,
+    /// When the pacer said the next data is due.
+    pub due: Option<Instant>,
+}
+
+impl PacedFile {
+    pub fn timestamp_at(&self, media_time: Duration) -> u32 {
+        let ticks = media_time.as_micros() * 9 / 100;
+        self.timestamp_base.wrapping_add(ticks as u32)
+    }
+
+    /// When the IO loop must wake to send more; `None` while paused.
+    pub fn wake_at(&self) -> Option<Instant> {
+        self.pacer.is_playing().then_some(self.due).flatten()
+    }
+
+    /// Whether data is due now (playing, and its time has come or is not known yet).
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.pacer.is_playing() && self.due.map_or(true, |at| at <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::ingest::Chunk;
+
+    fn stream() -> Arc<LiveStream> {
+        LiveStream::new(
+            "live",
+            16,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            false,
+        )
+    }
+
+    fn cursor(rtp: bool) -> LiveCursor {
+        let stream = stream();
+        let join = stream.join();
+        LiveCursor::new(stream, join, rtp, Span::none())
+    }
+
+    fn chunk(keyframe: bool) -> Result<LiveEvent, RecvError> {
+        let data = Bytes::from(vec![0x47u8; 188]);
+        let rtp = RtpPacketizer::new(1, 1).packetize(&data, 0);
+        Ok(LiveEvent::Media(Arc::new(LiveChunk {
+            chunk: Chunk {
+                data,
+                random_access: keyframe,
+                pcr_90k: None,
+            },
+            rtp,
+        })))
+    }
+
+    fn sends(step: Option<LiveStep>) -> bool {
+        matches!(step, Some(LiveStep::Data(_)))
+    }
+
+    #[test]
+    fn a_client_joining_without_a_gop_waits_for_the_first_keyframe() {
+        let mut live = cursor(false);
+        let now = Instant::now();
+        assert!(!sends(live.on_event(chunk(false), now)));
+        assert!(sends(live.on_event(chunk(true), now)));
+        assert!(sends(live.on_event(chunk(false), now)));
+    }
+
+    #[test]
+    fn a_lagging_client_skips_to_the_next_keyframe() {
+        let mut live = cursor(false);
+        let now = Instant::now();
+        live.on_event(chunk(true), now);
+        assert!(live.on_event(Err(RecvError::Lagged(3)), now).is_none());
+        assert!(!sends(live.on_event(chunk(false), now)));
+        assert!(sends(live.on_event(chunk(true), now)));
+    }
+
+    #[test]
+    fn a_client_that_keeps_lagging_ends_as_too_slow() {
+        let mut live = cursor(false);
+        let now = Instant::now();
+        for _ in 0..4 {
+            assert!(live.on_event(Err(RecvError::Lagged(1)), now).is_none());
+        }
+        match live.on_event(Err(RecvError::Lagged(1)), now) {
+            Some(LiveStep::End(reason, _)) => assert_eq!(reason, EndReason::CLIENT_TOO_SLOW),
+            other => panic!("expected the end, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn after_a_source_change_raw_ts_waits_for_a_keyframe_but_rtp_takes_every_packet() {
+        let now = Instant::now();
+        let mut raw = cursor(false);
+        let mut rtp = cursor(true);
+        for live in [&mut raw, &mut rtp] {
+            live.on_event(chunk(true), now);
+            live.on_event(Ok(LiveEvent::SourceRestarted), now);
+        }
+        assert!(!sends(raw.on_event(chunk(false), now)));
+        assert!(sends(rtp.on_event(chunk(false), now)));
+    }
+
+    #[test]
+    fn the_end_of_the_source_and_a_closed_point_end_the_stream_with_their_reasons() {
+        let now = Instant::now();
+        let ended = cursor(false).on_event(Ok(LiveEvent::Ended), now);
+        assert!(matches!(
+            ended,
+            Some(LiveStep::End(EndReason::SOURCE_ENDED, _))
+        ));
+        let closed = cursor(false).on_event(Err(RecvError::Closed), now);
+        assert!(matches!(
+            closed,
+            Some(LiveStep::End(EndReason::POINT_CLOSED, _))
+        ));
+    }
+
+    #[test]
+    fn a_file_range_is_read_in_blocks_until_its_end() {
+        let mut cursor = FileCursor::new("f.ts".into(), 10, 10 + FILE_BLOCK as u64 + 5);
+        assert_eq!(cursor.next_read(), Some(FILE_BLOCK));
+        cursor.position += FILE_BLOCK as u64;
+        assert_eq!(cursor.next_read(), Some(5));
+        cursor.position += 5;
+        assert_eq!(cursor.next_read(), None);
+    }
+}

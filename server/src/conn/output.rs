@@ -1,0 +1,261 @@
+//! A connection's output queue and the slow-client policy.
+//!
+//! Everything bound for the client's socket waits here as shared `Bytes` (live chunks are
+//! never copied). The queue decides three things, with the time passed in: whether more live
+//! media may be pulled in (only below the high-water mark, so a slow client's backlog stays in
+//! the point's ring), when a socket that takes nothing has stalled for the write timeout, and
+//! — through [`LagWindow`] — whether a live client that fell off the ring is skipped ahead to
+//! the next keyframe or dropped.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+/// Stop pulling live media into a client's output queue above this many bytes.
+pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+/// Most buffers handed to one vectored write.
+pub const MAX_IOVECS: usize = 64;
+/// A live client that lags this many times within [`LAG_WINDOW`] is disconnected.
+pub const MAX_LAGS: usize = 5;
+pub const LAG_WINDOW: Duration = Duration::from_secs(60);
+
+/// Bytes waiting for the client's socket.
+#[derive(Default)]
+pub struct OutputQueue {
+    buffers: VecDeque<Bytes>,
+    queued: usize,
+    sent: u64,
+    /// Since when the queue has waited for the socket without any progress.
+    stalled_since: Option<Instant>,
+}
+
+impl OutputQueue {
+    pub fn push(&mut self, data: Bytes) {
+        if !data.is_empty() {
+            self.queued += data.len();
+            self.buffers.push_back(data);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
+
+    #[cfg(test)]
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether more live media may be pulled in now.
+    pub fn has_room(&self) -> bool {
+        self.queued < OUTPUT_HIGH_WATER
+    }
+
+    /// Bytes the socket has taken so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// The front of the queue as one vectored write.
+    pub fn write_batch(&self) -> Vec<IoSlice<'_>> {
+        self.buffers
+            .iter()
+            .take(MAX_IOVECS)
+            .map(|buffer| IoSlice::new(buffer))
+            .collect()
+    }
+
+    /// The socket took `n` bytes at `now`.
+    pub fn consume(&mut self, mut n: usize, now: Instant) {
+        self.queued -= n;
+        self.sent += n as u64;
+        self.stalled_since = Some(now);
+        while n > 0 {
+            let front = self
+                .buffers
+                .front_mut()
+                .expect("wrote more than was queued");
+            if front.len() <= n {
+                n -= front.len();
+                self.buffers.pop_front();
+            } else {
+                let _ = front.split_to(n);
+                n = 0;
+            }
+        }
+    }
+
+    /// Start the stall clock when output starts waiting, and stop it when the queue is empty.
+    /// Called once per turn of the IO loop.
+    pub fn watch_stall(&mut self, now: Instant) {
+        if self.buffers.is_empty() {
+            self.stalled_since = None;
+        } else if self.stalled_since.is_none() {
+            self.stalled_since = Some(now);
+        }
+    }
+
+    /// When the client counts as too slow unless the socket takes something first.
+    pub fn stall_deadline(&self, write_timeout: Duration) -> Option<Instant> {
+        self.stalled_since.map(|since| since + write_timeout)
+    }
+
+    /// Whether the socket has taken nothing for `write_timeout` while output waited (the IO
+    /// loop sleeps until [`Self::stall_deadline`] instead of asking).
+    #[cfg(test)]
+    pub fn is_stalled(&self, now: Instant, write_timeout: Duration) -> bool {
+        self.stall_deadline(write_timeout)
+            .is_some_and(|deadline| now >= deadline)
+    }
+}
+
+impl Extend<Bytes> for OutputQueue {
+    fn extend<I: IntoIterator<Item = Bytes>>(&mut self, iter: I) {
+        iter.into_iter().for_each(|data| self.push(data));
+    }
+}
+
+/// What to do with a live client that fell off the point's ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LagVerdict {
+    /// Skip it ahead to the next keyframe and carry on.
+    SkipToKeyframe,
+    /// It keeps falling behind: disconnect it. `lags` counts the falls within the window.
+    Drop { lags: usize },
+}
+
+/// The times a live client fell behind, within [`LAG_WINDOW`].
+#[derive(Default)]
+pub struct LagWindow {
+    lags: VecDeque<Instant>,
+}
+
+impl LagWindow {
+    /// The client fell behind at `now`.
+    pub fn on_lag(&mut self, now: Instant) -> LagVerdict {
+        self.lags.push_back(now);
+        while self
+            .lags
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > LAG_WINDOW)
+        {
+            self.lags.pop_front();
+        }
+        if self.lags.len() >= MAX_LAGS {
+            LagVerdict::Drop {
+                lags: self.lags.len(),
+            }
+        } else {
+            LagVerdict::SkipToKeyframe
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(len: usize, byte: u8) -> Bytes {
+        Bytes::from(vec![byte; len])
+    }
+
+    #[test]
+    fn media_is_pulled_in_only_below_the_high_water_mark() {
+        let mut out = OutputQueue::default();
+        assert!(out.has_room());
+        out.push(block(OUTPUT_HIGH_WATER - 1, 1));
+        assert!(out.has_room());
+        out.push(block(1, 2));
+        assert!(!out.has_room());
+        out.consume(1, Instant::now());
+        assert!(out.has_room());
+    }
+
+    #[test]
+    fn partial_writes_keep_the_rest_of_a_buffer_in_order() {
+        let mut out = OutputQueue::default();
+        out.push(block(3, 1));
+        out.push(Bytes::new());
+        out.push(block(2, 2));
+        assert_eq!(out.write_batch().len(), 2, "empty buffers are never queued");
+        out.consume(4, Instant::now());
+        assert_eq!(out.queued_bytes(), 1);
+        assert_eq!(out.bytes_sent(), 4);
+        assert_eq!(&*out.write_batch()[0], &[2]);
+        out.consume(1, Instant::now());
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn one_vectored_write_takes_at_most_max_iovecs_buffers() {
+        let mut out = OutputQueue::default();
+        out.extend((0..MAX_IOVECS + 10).map(|i| block(1, i as u8)));
+        assert_eq!(out.write_batch().len(), MAX_IOVECS);
+    }
+
+    #[test]
+    fn a_socket_that_takes_nothing_for_the_write_timeout_is_a_stall() {
+        let timeout = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut out = OutputQueue::default();
+        out.watch_stall(start);
+        assert_eq!(
+            out.stall_deadline(timeout),
+            None,
+            "nothing waits, nothing stalls"
+        );
+        out.push(block(10, 1));
+        out.watch_stall(start);
+        out.watch_stall(start + Duration::from_secs(5));
+        assert_eq!(out.stall_deadline(timeout), Some(start + timeout));
+        assert!(!out.is_stalled(start + Duration::from_secs(9), timeout));
+        assert!(out.is_stalled(start + timeout, timeout));
+    }
+
+    #[test]
+    fn any_progress_restarts_the_stall_clock() {
+        let timeout = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut out = OutputQueue::default();
+        out.push(block(10, 1));
+        out.watch_stall(start);
+        out.consume(1, start + Duration::from_secs(8));
+        assert!(!out.is_stalled(start + Duration::from_secs(12), timeout));
+        assert!(out.is_stalled(start + Duration::from_secs(18), timeout));
+        out.consume(9, start + Duration::from_secs(19));
+        out.watch_stall(start + Duration::from_secs(19));
+        assert_eq!(
+            out.stall_deadline(timeout),
+            None,
+            "an empty queue never stalls"
+        );
+    }
+
+    #[test]
+    fn five_lags_within_the_window_drop_the_client() {
+        let start = Instant::now();
+        let mut lags = LagWindow::default();
+        for i in 0..4 {
+            let at = start + Duration::from_secs(i * 10);
+            assert_eq!(lags.on_lag(at), LagVerdict::SkipToKeyframe);
+        }
+        assert_eq!(
+            lags.on_lag(start + Duration::from_secs(59)),
+            LagVerdict::Drop { lags: 5 }
+        );
+    }
+
+    #[test]
+    fn lags_outside_the_window_are_forgotten() {
+        let start = Instant::now();
+        let mut lags = LagWindow::default();
+        for i in 0..20 {
+            // One lag every 16 s: never five within a minute.
+            let at = start + Duration::from_secs(i * 16);
+            assert_eq!(lags.on_lag(at), LagVerdict::SkipToKeyframe, "lag {i}");
+        }
+    }
+}
