@@ -239,13 +239,7 @@ mod tests {
     }
 
     fn stream(name: &str) -> Arc<LiveStream> {
-        LiveStream::new(
-            name,
-            16,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-            false,
-        )
+        LiveStream::for_tests(name, Duration::from_secs(5), Duration::from_secs(5))
     }
 
     /// `live` (broadcast, with `live_stream`) and `vod` (on-demand), both with http, rtsp,

@@ -227,13 +227,7 @@ mod tests {
     use crate::media::ingest::Chunk;
 
     fn stream() -> Arc<LiveStream> {
-        LiveStream::new(
-            "live",
-            16,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-            false,
-        )
+        LiveStream::for_tests("live", Duration::from_secs(5), Duration::from_secs(5))
     }
 
     fn cursor(rtp: bool) -> LiveCursor {

@@ -95,13 +95,7 @@ mod tests {
     use std::time::Duration;
 
     fn stream() -> Arc<LiveStream> {
-        LiveStream::new(
-            "live",
-            16,
-            Duration::from_secs(5),
-            Duration::from_secs(3),
-            false,
-        )
+        LiveStream::for_tests("live", Duration::from_secs(5), Duration::from_secs(3))
     }
 
     #[tokio::test]

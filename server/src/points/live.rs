@@ -555,6 +555,14 @@ fn flag_discontinuity(data: &mut [u8]) {
 }
 
 #[cfg(test)]
+impl LiveStream {
+    /// A pushed point for unit tests elsewhere in the host.
+    pub fn for_tests(name: &str, grace: Duration, source_timeout: Duration) -> Arc<Self> {
+        Self::new(name, 16, grace, source_timeout, false)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -371,15 +371,16 @@ pub fn log_points(points: &PointRegistry) {
 mod tests {
     use super::*;
 
-    fn dir_point(root: &Path) -> PointRegistry {
+    /// A registry with one on-demand point `vod`, served over `protocol`.
+    fn one_point(protocol: &str, media: PointMedia) -> PointRegistry {
         let mut points = HashMap::new();
         points.insert(
             "vod".to_owned(),
             Arc::new(Point {
                 name: "vod".into(),
                 kind: PointKind::ON_DEMAND,
-                protocols: vec!["http".into()],
-                media: PointMedia::Directory(root.to_owned()),
+                protocols: vec![protocol.into()],
+                media,
                 pull: None,
             }),
         );
@@ -387,6 +388,10 @@ mod tests {
             points,
             indexes: Arc::default(),
         }
+    }
+
+    fn dir_point(root: &Path) -> PointRegistry {
+        one_point("http", PointMedia::Directory(root.to_owned()))
     }
 
     #[test]
@@ -417,21 +422,7 @@ mod tests {
     }
 
     fn file_point(file: &Path) -> PointRegistry {
-        let mut points = HashMap::new();
-        points.insert(
-            "vod".to_owned(),
-            Arc::new(Point {
-                name: "vod".into(),
-                kind: PointKind::ON_DEMAND,
-                protocols: vec!["rtsp".into()],
-                media: PointMedia::File(file.to_owned()),
-                pull: None,
-            }),
-        );
-        PointRegistry {
-            points,
-            indexes: Arc::default(),
-        }
+        one_point("rtsp", PointMedia::File(file.to_owned()))
     }
 
     /// On the single thread of a current-thread runtime: resolving never indexes in place

@@ -233,13 +233,7 @@ mod tests {
     use std::time::Duration;
 
     fn stream() -> Arc<LiveStream> {
-        LiveStream::new(
-            "live",
-            16,
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-            false,
-        )
+        LiveStream::for_tests("live", Duration::from_secs(1), Duration::from_secs(1))
     }
 
     fn output(stream: &Arc<LiveStream>, destination: &str) -> Output {
