@@ -51,14 +51,14 @@ fn bad_libraries_are_refused_one_by_one_and_the_rest_serve() {
     refused("libferrocast_libm.so", "not a ferrocast plugin");
     refused(
         "libferrocast_future.so",
-        "built against plugin-api 2.0.0, this server speaks 1.0.0",
+        "built against plugin-api 2.0.0, this server speaks 1.1.0",
     );
     refused("libferrocast_http_copy.so", "duplicate plugin name `http`");
 
     // The startup report names each plugin with version, ABI, kind and path.
     assert!(
         logs.lines().any(|l| l.contains("http")
-            && l.contains("abi 1.0.0")
+            && l.contains("abi 1.1.0")
             && l.contains("control")
             && l.contains("libferrocast_http.so")),
         "startup report missing; log:\n{logs}"
@@ -94,7 +94,7 @@ fn list_plugins_reports_name_version_abi_kind_and_path() {
         .lines()
         .find(|l| l.trim_start().starts_with("http"))
         .expect(&stdout);
-    for part in ["v0.1.0", "abi 1.0.0", "control", "libferrocast_http.so"] {
+    for part in ["v0.1.0", "abi 1.1.0", "control", "libferrocast_http.so"] {
         assert!(
             http_line.contains(part),
             "{part} missing from {http_line:?}"

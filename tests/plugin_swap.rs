@@ -314,7 +314,7 @@ fn bad_builds_are_refused_and_the_running_generation_keeps_serving() {
     );
     let line = refusal(&server, 2);
     assert!(
-        line.contains("built against plugin-api 2.0.0, this server speaks 1.0.0"),
+        line.contains("built against plugin-api 2.0.0, this server speaks 1.1.0"),
         "{line}"
     );
     assert_unchanged(&server, panicky, &mut open);

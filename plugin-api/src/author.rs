@@ -14,8 +14,8 @@ use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 
 use crate::ffi::{FfiPlugin, FfiSession, FfiSession_TO, HostRef, PluginBox, SessionBox};
 use crate::types::{
-    ByteRange, CreateError, HostError, LogLevel, OutputSpec, PlayInfo, PluginInfo, PluginKind,
-    PointInfo, SessionInfo, SettingError, StreamEnded, TransportInfo, TransportRequest,
+    ByteRange, CreateError, Credentials, HostError, LogLevel, OutputSpec, PlayInfo, PluginInfo,
+    PluginKind, PointInfo, SessionInfo, SettingError, StreamEnded, TransportInfo, TransportRequest,
 };
 use abi_stable::std_types::RVec;
 
@@ -156,6 +156,14 @@ impl<'a> Host<'a> {
     /// Pause media on the session's transports; returns the position in milliseconds.
     pub fn pause_transports(&mut self) -> Result<u64, HostError> {
         self.ffi.pause_transports().into_result()
+    }
+
+    /// Hand the host what the client presented with the current request (Basic credentials,
+    /// a bearer token, the URL's query), before `lookup`, `play`, `publish` or
+    /// `setup_transport`. The host decides; a refusal comes back from those calls as
+    /// `UNAUTHORIZED` or `FORBIDDEN`. Present [`Credentials::none`] for a request without any.
+    pub fn present_credentials(&mut self, credentials: Credentials) {
+        self.ffi.present_credentials(credentials);
     }
 }
 

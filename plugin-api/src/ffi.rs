@@ -19,8 +19,8 @@ use abi_stable::std_types::{RBox, RResult, RSlice, RStr, RString};
 use abi_stable::{declare_root_module_statics, package_version_strings, sabi_trait, StableAbi};
 
 use crate::types::{
-    ByteRange, CreateError, ErrorCode, HostError, LogLevel, OutputSpec, PlayInfo, PluginInfo,
-    PointInfo, SessionInfo, StreamEnded, TransportInfo, TransportRequest,
+    ByteRange, CreateError, Credentials, ErrorCode, HostError, LogLevel, OutputSpec, PlayInfo,
+    PluginInfo, PointInfo, SessionInfo, StreamEnded, TransportInfo, TransportRequest,
 };
 use abi_stable::std_types::RVec;
 
@@ -159,5 +159,12 @@ pub trait FfiHost {
     /// Broadcast points refuse with NOT_SEEKABLE.
     fn pause_transports(&mut self) -> RResult<u64, HostError> {
         RResult::RErr(unsupported("pausing transports"))
+    }
+    /// Since 1.1. What the client presented with the request being handled (Basic
+    /// credentials, a bearer token, the URL's query). It applies to the `lookup`, `play`,
+    /// `publish`, `setup_transport` and `play_transports` calls that follow, until the next
+    /// call of this method; present [`Credentials::none`] for a request that carried none.
+    fn present_credentials(&mut self, credentials: Credentials) {
+        let _ = credentials;
     }
 }

@@ -18,8 +18,8 @@ use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 
 use crate::ffi::{FfiHost, FfiHost_TO, PluginBox, PluginMod_Ref, SessionBox};
 use crate::types::{
-    ByteRange, HostError, LogLevel, OutputSpec, PlayInfo, PluginInfo, PointInfo, SessionInfo,
-    SettingError, StreamEnded, TransportInfo, TransportRequest,
+    ByteRange, Credentials, HostError, LogLevel, OutputSpec, PlayInfo, PluginInfo, PointInfo,
+    SessionInfo, SettingError, StreamEnded, TransportInfo, TransportRequest,
 };
 
 /// The interface version this host was built with (`major.minor.patch`).
@@ -227,6 +227,8 @@ pub trait HostCalls {
     fn teardown_transport(&mut self, transport: u64);
     fn play_transports(&mut self, path: &str, start_ms: u64) -> Result<PlayInfo, HostError>;
     fn pause_transports(&mut self) -> Result<u64, HostError>;
+    /// What the client presented with the current request (since 1.1).
+    fn present_credentials(&mut self, credentials: Credentials);
 }
 
 /// Presents a [`HostCalls`] as the ABI's [`FfiHost`].
@@ -277,6 +279,9 @@ impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
     }
     fn pause_transports(&mut self) -> RResult<u64, HostError> {
         self.0.pause_transports().into()
+    }
+    fn present_credentials(&mut self, credentials: Credentials) {
+        self.0.present_credentials(credentials);
     }
 }
 

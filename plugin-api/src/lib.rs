@@ -38,9 +38,9 @@ pub mod types;
 pub use author::{Host, Plugin, PluginMeta, Session};
 pub use settings::{check_range, parse_settings};
 pub use types::{
-    ByteRange, CreateError, EndReason, ErrorCode, Framing, HostError, LogLevel, OutputSpec,
-    PlayInfo, PluginInfo, PluginKind, PointInfo, PointKind, SessionInfo, SettingError, StreamEnded,
-    TransportInfo, TransportKind, TransportRequest, RESUME,
+    ByteRange, CreateError, CredentialKind, Credentials, EndReason, ErrorCode, Framing, HostError,
+    LogLevel, OutputSpec, PlayInfo, PluginInfo, PluginKind, PointInfo, PointKind, SessionInfo,
+    SettingError, StreamEnded, TransportInfo, TransportKind, TransportRequest, RESUME,
 };
 
 /// Used by [`export_plugin!`]; not part of the public API.

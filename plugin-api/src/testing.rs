@@ -18,8 +18,8 @@ use abi_stable::std_types::{RResult, RSlice, RStr};
 use crate::author::Host;
 use crate::ffi::{FfiHost, FfiHost_TO};
 use crate::types::{
-    ByteRange, ErrorCode, HostError, LogLevel, PlayInfo, PointInfo, PointKind, SessionInfo,
-    TransportInfo, TransportKind, TransportRequest, RESUME,
+    ByteRange, Credentials, ErrorCode, HostError, LogLevel, PlayInfo, PointInfo, PointKind,
+    SessionInfo, TransportInfo, TransportKind, TransportRequest, RESUME,
 };
 
 /// Everything a session asked of the host, plus scripted answers to its questions.
@@ -53,6 +53,8 @@ pub struct MockHost {
     pub pauses: usize,
     /// What `pause_transports` answers; position 0 when unset.
     pub pause_answer: Option<Result<u64, HostError>>,
+    /// Credentials the session presented, in order.
+    pub credentials: Vec<Credentials>,
 }
 
 impl MockHost {
@@ -212,5 +214,8 @@ impl FfiHost for MockHost {
             peer: "127.0.0.1:50000".into(),
             local: "127.0.0.1:8080".into(),
         }
+    }
+    fn present_credentials(&mut self, credentials: Credentials) {
+        self.credentials.push(credentials);
     }
 }

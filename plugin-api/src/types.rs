@@ -125,6 +125,15 @@ impl ErrorCode {
     pub const UNSUPPORTED_TRANSPORT: Self = Self(10);
     /// The point cannot do that: pause or seek a broadcast point.
     pub const NOT_SEEKABLE: Self = Self(11);
+    /// Since 1.1. The request needs credentials, and none or wrong ones were presented (HTTP
+    /// 401 with `WWW-Authenticate`, RTSP 401).
+    pub const UNAUTHORIZED: Self = Self(12);
+    /// Since 1.1. A limit is reached (connections, clients or bandwidth of a point): try again
+    /// later (HTTP 503 with `Retry-After`, RTSP 453 Not Enough Bandwidth).
+    pub const OVER_CAPACITY: Self = Self(13);
+    /// Since 1.1. Too many failed attempts from this client's address: it must wait (HTTP 429
+    /// with `Retry-After`, RTSP 503).
+    pub const RATE_LIMITED: Self = Self(14);
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -139,6 +148,9 @@ impl ErrorCode {
             Self::DRAINING => "draining",
             Self::UNSUPPORTED_TRANSPORT => "unsupported transport",
             Self::NOT_SEEKABLE => "not seekable",
+            Self::UNAUTHORIZED => "unauthorized",
+            Self::OVER_CAPACITY => "over capacity",
+            Self::RATE_LIMITED => "rate limited",
             _ => "error",
         }
     }
@@ -393,5 +405,87 @@ mod tests {
             "ended",
             "a reason from a newer host"
         );
+    }
+}
+
+/// Since 1.1. How a client presented credentials; the host checks them, the plugin only
+/// reports what it parsed.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct CredentialKind(pub u8);
+
+impl CredentialKind {
+    /// Nothing presented (clears what an earlier request presented).
+    pub const NONE: Self = Self(0);
+    /// HTTP/RTSP Basic authentication: `user` and `secret` (the password).
+    pub const BASIC: Self = Self(1);
+    /// A bearer token (`Authorization: Bearer …`) in `secret`.
+    pub const BEARER: Self = Self(2);
+    /// The request URL's raw query string in `secret` (without the `?`): the host reads its
+    /// stream key or signed-URL parameters from it.
+    pub const URL_QUERY: Self = Self(3);
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NONE => "none",
+            Self::BASIC => "basic",
+            Self::BEARER => "bearer",
+            Self::URL_QUERY => "url query",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Since 1.1. What a client presented to prove who it is, for the host to check against the
+/// point's publish or play rules. Secrets are never logged.
+#[repr(C)]
+#[derive(StableAbi, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub kind: CredentialKind,
+    pub user: RString,
+    pub secret: RString,
+}
+
+impl Credentials {
+    pub fn none() -> Self {
+        Self {
+            kind: CredentialKind::NONE,
+            user: RString::new(),
+            secret: RString::new(),
+        }
+    }
+
+    pub fn basic(user: &str, password: &str) -> Self {
+        Self {
+            kind: CredentialKind::BASIC,
+            user: user.into(),
+            secret: password.into(),
+        }
+    }
+
+    pub fn bearer(token: &str) -> Self {
+        Self {
+            kind: CredentialKind::BEARER,
+            user: RString::new(),
+            secret: token.into(),
+        }
+    }
+
+    pub fn url_query(query: &str) -> Self {
+        Self {
+            kind: CredentialKind::URL_QUERY,
+            user: RString::new(),
+            secret: query.into(),
+        }
+    }
+}
+
+/// Shows the kind and user only: secrets stay out of logs and panic messages.
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("kind", &self.kind.as_str())
+            .field("user", &self.user.as_str())
+            .finish_non_exhaustive()
     }
 }

@@ -337,6 +337,10 @@ impl HostCalls for Connection<'_> {
         Ok(play)
     }
 
+    fn present_credentials(&mut self, credentials: ferrocast_plugin_api::Credentials) {
+        self.credentials = credentials;
+    }
+
     fn pause_transports(&mut self) -> Result<u64, HostError> {
         let Some(Media::Paced(paced)) = &mut self.media else {
             return Err(play::pause_refusal(self.now_playing()).into());

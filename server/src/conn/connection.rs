@@ -73,6 +73,8 @@ pub struct Connection<'a> {
     pending_end: Option<StreamEnded>,
     pub(super) publisher: Option<Publisher>,
     pub(super) transports: TransportSet,
+    /// What the client presented with its current request, for the access checks.
+    pub(super) credentials: ferrocast_plugin_api::Credentials,
 }
 
 impl<'a> Connection<'a> {
@@ -92,6 +94,7 @@ impl<'a> Connection<'a> {
             pending_media: Vec::new(),
             pending_end: None,
             publisher: None,
+            credentials: ferrocast_plugin_api::Credentials::none(),
             transports: TransportSet::default(),
         }
     }
