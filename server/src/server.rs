@@ -145,11 +145,13 @@ impl Server {
     /// they are asked for.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         let names: Vec<String> = self.config.points.iter().map(|p| p.name.clone()).collect();
+        // Watches and the control socket first: once a client can connect, a change to the
+        // config file or the plugin directory is never missed.
+        let (inputs, control_task) = self.start_control();
         self.index_before_serving(&names).await;
         self.listeners.start_accepting(&self.shared);
         self.outputs.start();
         self.start_pulls(&names);
-        let (inputs, control_task) = self.start_control();
         self.control_loop(shutdown, inputs).await;
         info!("shutting down");
         control_task.abort();
