@@ -3,18 +3,35 @@
 //! Only the ferrocast server uses this (feature `host`). It keeps abi_stable out of the server:
 //! the server sees plain Rust types and the [`HostCalls`] trait.
 //!
-//! Loading uses `lib_header_from_path` followed by `init_root_module`, never
-//! `RootModule::load_from*`: those cache one module per root-module type, so a second plugin
-//! (or a second build of the same one) would silently come back as the first.
+//! Loading uses `lib_header_from_path`, never `RootModule::load_from*`: those cache one module
+//! per root-module type, so a second plugin (or a second build of the same one) would silently
+//! come back as the first.
+//!
+//! Versions (see `docs/plugin-abi.md`): a plugin built against this host's minor version is
+//! checked by abi_stable as usual (`init_root_module`). A plugin built against an older minor of
+//! the same major is also accepted, but abi_stable's own check cannot be used for it: it requires
+//! every prefix type in the library to have at least the loader's fields, so it refuses the older
+//! plugin's shorter host vtable. Its layout is checked the other way round instead: the plugin's
+//! types must be a prefix of this host's (same names, packages, sizes, fields and signatures;
+//! prefix types and trait vtables may only have fewer fields at the end). That is exactly what
+//! makes the old plugin safe: it reads only the host vtable fields it knows, and the host reads
+//! the plugin's shorter vtables through accessors that check which fields exist and fall back
+//! to the default body of a method the plugin lacks. A plugin built against a newer minor is
+//! refused: it may rely on calls and meanings this host does not have.
 
 #![allow(non_local_definitions, non_camel_case_types)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
+use abi_stable::abi_stability::abi_checking::{
+    check_layout_compatibility_with_globals, CheckingGlobals,
+};
+use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
 use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::sabi_types::VersionNumber;
 use abi_stable::std_types::{RResult, RSlice, RStr, RString};
+use abi_stable::StableAbi;
 
 use crate::ffi::{FfiHost, FfiHost_TO, PluginBox, PluginMod_Ref, SessionBox};
 use crate::types::{
@@ -40,6 +57,8 @@ pub enum LoadError {
         expected: String,
         expected_major: String,
     },
+    #[error("incompatible plugin ABI: the plugin was built against plugin-api {found}, newer than this server's {expected}; rebuild the plugin against plugin-api {expected} or run a server that speaks {found}")]
+    NewerMinor { found: String, expected: String },
     #[error("incompatible plugin ABI: the plugin's interface layout does not match this server's plugin-api {expected}; rebuild the plugin against the server's plugin-api ({detail})")]
     IncompatibleLayout { expected: String, detail: String },
     #[error("the plugin failed to initialise: {reason}")]
@@ -119,14 +138,49 @@ impl std::fmt::Debug for PluginLibrary {
     }
 }
 
+/// How a library's interface version relates to this host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionMatch {
+    /// Same major and minor version: abi_stable's own checks apply.
+    Current,
+    /// Same major, older minor: accepted once its layout is proven a prefix of the host's.
+    OlderMinor,
+    /// Same major, newer minor: refused.
+    NewerMinor,
+    /// Another major version: refused.
+    OtherMajor,
+}
+
+impl VersionMatch {
+    /// Classify a library built against `library` for a host speaking `host`.
+    pub fn of(host: VersionNumber, library: VersionNumber) -> Self {
+        use std::cmp::Ordering;
+        // Before 1.0 the minor number is the breaking one, as in cargo's rules.
+        let breaking = |v: VersionNumber| {
+            if v.major == 0 {
+                (0, v.minor)
+            } else {
+                (v.major, 0)
+            }
+        };
+        if breaking(host) != breaking(library) {
+            return Self::OtherMajor;
+        }
+        let additive = |v: VersionNumber| if v.major == 0 { v.patch } else { v.minor };
+        match additive(library).cmp(&additive(host)) {
+            Ordering::Equal => Self::Current,
+            Ordering::Less => Self::OlderMinor,
+            Ordering::Greater => Self::NewerMinor,
+        }
+    }
+}
+
 /// Load `path` as a plugin library. The library stays mapped for the life of the process,
 /// because objects it created may still be alive.
 pub fn load_library(path: &Path) -> Result<PluginLibrary, LoadError> {
     let header = lib_header_from_path(path).map_err(LoadError::from_library)?;
     let abi_version = header.version_strings().version.to_string();
-    let module = header
-        .init_root_module::<PluginMod_Ref>()
-        .map_err(LoadError::from_library)?;
+    let module = root_module(header)?;
     let info = (module.info())();
     if info.name.is_empty() {
         return Err(LoadError::Nameless {
@@ -138,6 +192,65 @@ pub fn load_library(path: &Path) -> Result<PluginLibrary, LoadError> {
         abi_version,
         path: path.to_owned(),
         module,
+    })
+}
+
+/// The root module of `header`, once its version and layout were found compatible.
+fn root_module(header: &'static LibHeader) -> Result<PluginMod_Ref, LoadError> {
+    let parse = |strings| VersionNumber::new(strings).map_err(LibraryError::from);
+    let host = parse(PluginMod_Ref::VERSION_STRINGS).map_err(LoadError::from_library)?;
+    let library = parse(header.version_strings()).map_err(LoadError::from_library)?;
+    match VersionMatch::of(host, library) {
+        VersionMatch::Current => header
+            .init_root_module::<PluginMod_Ref>()
+            .map_err(LoadError::from_library),
+        VersionMatch::OlderMinor => {
+            check_older_layout(header)?;
+            // SAFETY: the library's root module layout was just proven to be a prefix of this
+            // host's `PluginMod_Ref` layout (every type equal, prefix types and vtables only
+            // shorter at the end), and prefix-type accessors check at run time which fields the
+            // library's instances have.
+            unsafe { header.unchecked_layout::<PluginMod_Ref>() }.map_err(|error| {
+                LoadError::from_library(error.into_library_error::<PluginMod_Ref>())
+            })
+        }
+        VersionMatch::NewerMinor => Err(LoadError::NewerMinor {
+            found: library.to_string(),
+            expected: host.to_string(),
+        }),
+        VersionMatch::OtherMajor => Err(LoadError::from_library(
+            LibraryError::IncompatibleVersionNumber {
+                library_name: PluginMod_Ref::NAME,
+                expected_version: host,
+                actual_version: library,
+            },
+        )),
+    }
+}
+
+/// Prove that the root module of a library built against an older minor version is a prefix
+/// of this host's: abi_stable's checker run with the library's layout as the interface and the
+/// host's as the implementation, which may only add fields at the end of prefix types.
+fn check_older_layout(header: &'static LibHeader) -> Result<(), LoadError> {
+    let Some(library_layout) = header.layout() else {
+        return Err(LoadError::IncompatibleLayout {
+            expected: host_abi_version(),
+            detail: "the library was built without layout information, so an older interface version cannot be checked".to_owned(),
+        });
+    };
+    // Private checking state: the process-wide one merges every prefix type it sees into the
+    // longest known version and expects each later library to have at least that many fields,
+    // so recording the older layout there would make current plugins fail their own check.
+    let globals = CheckingGlobals::new();
+    check_layout_compatibility_with_globals(
+        library_layout,
+        <PluginMod_Ref as StableAbi>::LAYOUT,
+        &globals,
+    )
+    .map_err(|errors| {
+        LoadError::from_library(LibraryError::AbiInstability(
+            abi_stable::std_types::RBoxError::new(errors).to_formatted_error(),
+        ))
     })
 }
 
