@@ -25,12 +25,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use abi_stable::abi_stability::abi_checking::{
-    check_layout_compatibility_with_globals, CheckingGlobals,
+    check_layout_compatibility_with_globals, AbiInstabilityErrors, CheckingGlobals,
 };
 use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::sabi_types::VersionNumber;
-use abi_stable::std_types::{RResult, RSlice, RStr, RString};
+use abi_stable::std_types::{RBoxError, RResult, RSlice, RStr, RString};
+use abi_stable::type_layout::TypeLayout;
 use abi_stable::StableAbi;
 
 use crate::ffi::{FfiHost, FfiHost_TO, PluginBox, PluginMod_Ref, SessionBox};
@@ -238,20 +239,24 @@ fn check_older_layout(header: &'static LibHeader) -> Result<(), LoadError> {
             detail: "the library was built without layout information, so an older interface version cannot be checked".to_owned(),
         });
     };
+    is_prefix_of(library_layout, <PluginMod_Ref as StableAbi>::LAYOUT).map_err(|errors| {
+        LoadError::from_library(LibraryError::AbiInstability(
+            RBoxError::new(errors).to_formatted_error(),
+        ))
+    })
+}
+
+/// Whether every type reachable from `older` equals the one at the same place in `current`,
+/// except that prefix types (root modules, trait vtables) may have fewer fields at the end.
+fn is_prefix_of(
+    older: &'static TypeLayout,
+    current: &'static TypeLayout,
+) -> Result<(), AbiInstabilityErrors> {
     // Private checking state: the process-wide one merges every prefix type it sees into the
     // longest known version and expects each later library to have at least that many fields,
     // so recording the older layout there would make current plugins fail their own check.
     let globals = CheckingGlobals::new();
-    check_layout_compatibility_with_globals(
-        library_layout,
-        <PluginMod_Ref as StableAbi>::LAYOUT,
-        &globals,
-    )
-    .map_err(|errors| {
-        LoadError::from_library(LibraryError::AbiInstability(
-            abi_stable::std_types::RBoxError::new(errors).to_formatted_error(),
-        ))
-    })
+    check_layout_compatibility_with_globals(older, current, &globals)
 }
 
 /// Why a plugin instance could not be created.
@@ -451,5 +456,156 @@ impl PluginSession {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_peer_closed(host))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(text: &'static str) -> VersionNumber {
+        VersionNumber::new(abi_stable::sabi_types::VersionStrings::new(text)).unwrap()
+    }
+
+    #[test]
+    fn older_minors_load_newer_minors_and_other_majors_do_not() {
+        let host = version("1.1.0");
+        let cases = [
+            ("1.1.0", VersionMatch::Current),
+            ("1.1.7", VersionMatch::Current),
+            ("1.0.0", VersionMatch::OlderMinor),
+            ("1.0.3", VersionMatch::OlderMinor),
+            ("1.2.0", VersionMatch::NewerMinor),
+            ("2.0.0", VersionMatch::OtherMajor),
+            ("2.1.0", VersionMatch::OtherMajor),
+            ("0.1.0", VersionMatch::OtherMajor),
+        ];
+        for (library, expected) in cases {
+            assert_eq!(
+                VersionMatch::of(host, version(library)),
+                expected,
+                "{library}"
+            );
+        }
+        // Before 1.0, cargo's rule: the minor number breaks, the patch number adds.
+        let early = version("0.3.2");
+        assert_eq!(
+            VersionMatch::of(early, version("0.3.1")),
+            VersionMatch::OlderMinor
+        );
+        assert_eq!(
+            VersionMatch::of(early, version("0.4.0")),
+            VersionMatch::OtherMajor
+        );
+    }
+
+    #[test]
+    fn the_running_interface_is_a_prefix_of_itself() {
+        let layout = <PluginMod_Ref as StableAbi>::LAYOUT;
+        assert!(is_prefix_of(layout, layout).is_ok());
+    }
+
+    /// Two versions of one trait, as an interface crate would have them in successive minor
+    /// versions: the same names and package, so only the shapes differ.
+    mod first {
+        use abi_stable::sabi_trait;
+        use abi_stable::std_types::RBox;
+
+        #[sabi_trait]
+        pub trait Probe {
+            fn id(&self) -> u32;
+            fn label(&self) -> u32 {
+                0
+            }
+        }
+        pub type Object = Probe_TO<'static, RBox<()>>;
+    }
+
+    mod grown_at_the_end {
+        use abi_stable::sabi_trait;
+        use abi_stable::std_types::RBox;
+
+        #[sabi_trait]
+        pub trait Probe {
+            fn id(&self) -> u32;
+            fn label(&self) -> u32 {
+                0
+            }
+            fn weight(&self) -> u64 {
+                0
+            }
+        }
+        pub type Object = Probe_TO<'static, RBox<()>>;
+    }
+
+    mod grown_in_the_middle {
+        use abi_stable::sabi_trait;
+        use abi_stable::std_types::RBox;
+
+        #[sabi_trait]
+        pub trait Probe {
+            fn id(&self) -> u32;
+            fn weight(&self) -> u64 {
+                0
+            }
+            fn label(&self) -> u32 {
+                0
+            }
+        }
+        pub type Object = Probe_TO<'static, RBox<()>>;
+    }
+
+    mod changed_signature {
+        use abi_stable::sabi_trait;
+        use abi_stable::std_types::RBox;
+
+        #[sabi_trait]
+        pub trait Probe {
+            fn id(&self) -> u64;
+            fn label(&self) -> u32 {
+                0
+            }
+        }
+        pub type Object = Probe_TO<'static, RBox<()>>;
+    }
+
+    fn layout<T: StableAbi>() -> &'static TypeLayout {
+        T::LAYOUT
+    }
+
+    #[test]
+    fn a_vtable_grown_at_the_end_extends_the_older_one() {
+        assert!(is_prefix_of(
+            layout::<first::Object>(),
+            layout::<grown_at_the_end::Object>()
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn a_newer_vtable_is_not_a_prefix_of_an_older_one() {
+        assert!(is_prefix_of(
+            layout::<grown_at_the_end::Object>(),
+            layout::<first::Object>()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_method_inserted_before_existing_ones_is_refused() {
+        assert!(is_prefix_of(
+            layout::<first::Object>(),
+            layout::<grown_in_the_middle::Object>()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_changed_signature_is_refused() {
+        assert!(is_prefix_of(
+            layout::<first::Object>(),
+            layout::<changed_signature::Object>()
+        )
+        .is_err());
     }
 }
