@@ -582,6 +582,37 @@ mod tests {
         .is_ok());
     }
 
+    struct Seven;
+
+    impl first::Probe for Seven {
+        fn id(&self) -> u32 {
+            7
+        }
+        fn label(&self) -> u32 {
+            3
+        }
+    }
+
+    #[test]
+    fn a_method_missing_from_an_older_vtable_runs_its_default_body() {
+        let older = first::Probe_TO::from_value(Seven, TD_Opaque);
+        assert!(is_prefix_of(
+            layout::<first::Object>(),
+            layout::<grown_at_the_end::Object>()
+        )
+        .is_ok());
+        // SAFETY: the check above proved the older object's layout a prefix of the newer
+        // one's; this is what the host does with a vtable from a plugin built against 1.0.
+        let newer: grown_at_the_end::Object = unsafe { std::mem::transmute(older) };
+        assert_eq!(newer.id(), 7);
+        assert_eq!(newer.label(), 3);
+        assert_eq!(
+            newer.weight(),
+            0,
+            "not in the older vtable: the default body runs"
+        );
+    }
+
     #[test]
     fn a_newer_vtable_is_not_a_prefix_of_an_older_one() {
         assert!(is_prefix_of(
