@@ -569,6 +569,57 @@ mod tests {
         pub type Object = Probe_TO<'static, RBox<()>>;
     }
 
+    /// Successive versions of one root module.
+    #[allow(dead_code)] // only the layouts are compared
+    mod module_first {
+        #[repr(C)]
+        #[derive(abi_stable::StableAbi)]
+        #[sabi(kind(Prefix(prefix_ref = Module_Ref)))]
+        #[sabi(missing_field(panic))]
+        pub struct Module {
+            #[sabi(last_prefix_field)]
+            pub id: extern "C" fn() -> u32,
+        }
+    }
+
+    #[allow(dead_code)] // only the layouts are compared
+    mod module_grown {
+        #[repr(C)]
+        #[derive(abi_stable::StableAbi)]
+        #[sabi(kind(Prefix(prefix_ref = Module_Ref)))]
+        #[sabi(missing_field(panic))]
+        pub struct Module {
+            #[sabi(last_prefix_field)]
+            pub id: extern "C" fn() -> u32,
+            #[sabi(missing_field(option))]
+            pub weight: extern "C" fn() -> u64,
+        }
+    }
+
+    #[allow(dead_code)] // only the layouts are compared
+    mod module_moved_last_prefix_field {
+        #[repr(C)]
+        #[derive(abi_stable::StableAbi)]
+        #[sabi(kind(Prefix(prefix_ref = Module_Ref)))]
+        #[sabi(missing_field(panic))]
+        pub struct Module {
+            pub id: extern "C" fn() -> u32,
+            #[sabi(last_prefix_field)]
+            pub weight: extern "C" fn() -> u64,
+        }
+    }
+
+    #[test]
+    fn a_root_module_grows_after_its_last_prefix_field_which_never_moves() {
+        let first = layout::<module_first::Module_Ref>();
+        assert!(is_prefix_of(first, layout::<module_grown::Module_Ref>()).is_ok());
+        assert!(is_prefix_of(
+            first,
+            layout::<module_moved_last_prefix_field::Module_Ref>()
+        )
+        .is_err());
+    }
+
     fn layout<T: StableAbi>() -> &'static TypeLayout {
         T::LAYOUT
     }
