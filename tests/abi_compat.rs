@@ -88,6 +88,8 @@ fn a_plugin_built_against_1_0_serves_live_and_on_demand_beside_current_plugins()
         (PANICKY, &built_library("libfixture_panic.so")),
         (LEGACY, &legacy_plugin()),
     ]);
+    // Files load in name order: `panicky` after `legacy`, so a current plugin's own layout
+    // check runs after the older plugin's was proven.
     let (http, legacy, panicky) = (loopback(), loopback(), loopback());
     let points = standard_points().replace(
         "protocols = [\"http\"]",
