@@ -5,9 +5,13 @@
 //! `crate::host`. It is public because the export macro expands inside the plugin's crate.
 //!
 //! Evolution rules (the interface is version 1.x; see `docs/plugin-abi.md`):
-//! - the root module only grows by fields added after `create`, marked as the new last prefix
-//!   field;
-//! - the `#[sabi_trait]` traits only grow by methods with default bodies, added at the end;
+//! - the root module only grows by fields added after `create`, each readable as absent
+//!   (`#[sabi(missing_field(option))]`); `#[sabi(last_prefix_field)]` stays on `create` for all
+//!   of 1.x, because the fields before it are read without a check and a 1.0 plugin's module
+//!   ends there;
+//! - the `#[sabi_trait]` traits only grow by methods with default bodies, added at the end
+//!   (never `#[sabi(last_prefix_field)]` nor `#[sabi(no_default_fallback)]` on them: the default
+//!   body is what runs when an older plugin's vtable lacks the method);
 //! - data types never change layout; new meanings go into new integer constants.
 
 // The abi_stable macros generate items that trip these lints.

@@ -3,18 +3,36 @@
 //! Only the ferrocast server uses this (feature `host`). It keeps abi_stable out of the server:
 //! the server sees plain Rust types and the [`HostCalls`] trait.
 //!
-//! Loading uses `lib_header_from_path` followed by `init_root_module`, never
-//! `RootModule::load_from*`: those cache one module per root-module type, so a second plugin
-//! (or a second build of the same one) would silently come back as the first.
+//! Loading uses `lib_header_from_path`, never `RootModule::load_from*`: those cache one module
+//! per root-module type, so a second plugin (or a second build of the same one) would silently
+//! come back as the first.
+//!
+//! Versions (see `docs/plugin-abi.md`): a plugin built against this host's minor version is
+//! checked by abi_stable as usual (`init_root_module`). A plugin built against an older minor of
+//! the same major is also accepted, but abi_stable's own check cannot be used for it: it requires
+//! every prefix type in the library to have at least the loader's fields, so it refuses the older
+//! plugin's shorter host vtable. Its layout is checked the other way round instead: the plugin's
+//! types must be a prefix of this host's (same names, packages, sizes, fields and signatures;
+//! prefix types and trait vtables may only have fewer fields at the end). That is exactly what
+//! makes the old plugin safe: it reads only the host vtable fields it knows, and the host reads
+//! the plugin's shorter vtables through accessors that check which fields exist and fall back
+//! to the default body of a method the plugin lacks. A plugin built against a newer minor is
+//! refused: it may rely on calls and meanings this host does not have.
 
 #![allow(non_local_definitions, non_camel_case_types)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
+use abi_stable::abi_stability::abi_checking::{
+    check_layout_compatibility_with_globals, AbiInstabilityErrors, CheckingGlobals,
+};
+use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RResult, RSlice, RStr, RString};
+use abi_stable::sabi_types::VersionNumber;
+use abi_stable::std_types::{RBoxError, RResult, RSlice, RStr, RString};
+use abi_stable::type_layout::TypeLayout;
+use abi_stable::StableAbi;
 
 use crate::ffi::{FfiHost, FfiHost_TO, PluginBox, PluginMod_Ref, SessionBox};
 use crate::types::{
@@ -40,6 +58,8 @@ pub enum LoadError {
         expected: String,
         expected_major: String,
     },
+    #[error("incompatible plugin ABI: the plugin was built against plugin-api {found}, newer than this server's {expected}; rebuild the plugin against plugin-api {expected} or run a server that speaks {found}")]
+    NewerMinor { found: String, expected: String },
     #[error("incompatible plugin ABI: the plugin's interface layout does not match this server's plugin-api {expected}; rebuild the plugin against the server's plugin-api ({detail})")]
     IncompatibleLayout { expected: String, detail: String },
     #[error("the plugin failed to initialise: {reason}")]
@@ -119,14 +139,49 @@ impl std::fmt::Debug for PluginLibrary {
     }
 }
 
+/// How a library's interface version relates to this host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionMatch {
+    /// Same major and minor version: abi_stable's own checks apply.
+    Current,
+    /// Same major, older minor: accepted once its layout is proven a prefix of the host's.
+    OlderMinor,
+    /// Same major, newer minor: refused.
+    NewerMinor,
+    /// Another major version: refused.
+    OtherMajor,
+}
+
+impl VersionMatch {
+    /// Classify a library built against `library` for a host speaking `host`.
+    pub fn of(host: VersionNumber, library: VersionNumber) -> Self {
+        use std::cmp::Ordering;
+        // Before 1.0 the minor number is the breaking one, as in cargo's rules.
+        let breaking = |v: VersionNumber| {
+            if v.major == 0 {
+                (0, v.minor)
+            } else {
+                (v.major, 0)
+            }
+        };
+        if breaking(host) != breaking(library) {
+            return Self::OtherMajor;
+        }
+        let additive = |v: VersionNumber| if v.major == 0 { v.patch } else { v.minor };
+        match additive(library).cmp(&additive(host)) {
+            Ordering::Equal => Self::Current,
+            Ordering::Less => Self::OlderMinor,
+            Ordering::Greater => Self::NewerMinor,
+        }
+    }
+}
+
 /// Load `path` as a plugin library. The library stays mapped for the life of the process,
 /// because objects it created may still be alive.
 pub fn load_library(path: &Path) -> Result<PluginLibrary, LoadError> {
     let header = lib_header_from_path(path).map_err(LoadError::from_library)?;
     let abi_version = header.version_strings().version.to_string();
-    let module = header
-        .init_root_module::<PluginMod_Ref>()
-        .map_err(LoadError::from_library)?;
+    let module = root_module(header)?;
     let info = (module.info())();
     if info.name.is_empty() {
         return Err(LoadError::Nameless {
@@ -139,6 +194,69 @@ pub fn load_library(path: &Path) -> Result<PluginLibrary, LoadError> {
         path: path.to_owned(),
         module,
     })
+}
+
+/// The root module of `header`, once its version and layout were found compatible.
+fn root_module(header: &'static LibHeader) -> Result<PluginMod_Ref, LoadError> {
+    let parse = |strings| VersionNumber::new(strings).map_err(LibraryError::from);
+    let host = parse(PluginMod_Ref::VERSION_STRINGS).map_err(LoadError::from_library)?;
+    let library = parse(header.version_strings()).map_err(LoadError::from_library)?;
+    match VersionMatch::of(host, library) {
+        VersionMatch::Current => header
+            .init_root_module::<PluginMod_Ref>()
+            .map_err(LoadError::from_library),
+        VersionMatch::OlderMinor => {
+            check_older_layout(header)?;
+            // SAFETY: the library's root module layout was just proven to be a prefix of this
+            // host's `PluginMod_Ref` layout (every type equal, prefix types and vtables only
+            // shorter at the end), and prefix-type accessors check at run time which fields the
+            // library's instances have.
+            unsafe { header.unchecked_layout::<PluginMod_Ref>() }.map_err(|error| {
+                LoadError::from_library(error.into_library_error::<PluginMod_Ref>())
+            })
+        }
+        VersionMatch::NewerMinor => Err(LoadError::NewerMinor {
+            found: library.to_string(),
+            expected: host.to_string(),
+        }),
+        VersionMatch::OtherMajor => Err(LoadError::from_library(
+            LibraryError::IncompatibleVersionNumber {
+                library_name: PluginMod_Ref::NAME,
+                expected_version: host,
+                actual_version: library,
+            },
+        )),
+    }
+}
+
+/// Prove that the root module of a library built against an older minor version is a prefix
+/// of this host's: abi_stable's checker run with the library's layout as the interface and the
+/// host's as the implementation, which may only add fields at the end of prefix types.
+fn check_older_layout(header: &'static LibHeader) -> Result<(), LoadError> {
+    let Some(library_layout) = header.layout() else {
+        return Err(LoadError::IncompatibleLayout {
+            expected: host_abi_version(),
+            detail: "the library was built without layout information, so an older interface version cannot be checked".to_owned(),
+        });
+    };
+    is_prefix_of(library_layout, <PluginMod_Ref as StableAbi>::LAYOUT).map_err(|errors| {
+        LoadError::from_library(LibraryError::AbiInstability(
+            RBoxError::new(errors).to_formatted_error(),
+        ))
+    })
+}
+
+/// Whether every type reachable from `older` equals the one at the same place in `current`,
+/// except that prefix types (root modules, trait vtables) may have fewer fields at the end.
+fn is_prefix_of(
+    older: &'static TypeLayout,
+    current: &'static TypeLayout,
+) -> Result<(), AbiInstabilityErrors> {
+    // Private checking state: the process-wide one merges every prefix type it sees into the
+    // longest known version and expects each later library to have at least that many fields,
+    // so recording the older layout there would make current plugins fail their own check.
+    let globals = CheckingGlobals::new();
+    check_layout_compatibility_with_globals(older, current, &globals)
 }
 
 /// Why a plugin instance could not be created.
@@ -338,5 +456,238 @@ impl PluginSession {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_peer_closed(host))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(text: &'static str) -> VersionNumber {
+        VersionNumber::new(abi_stable::sabi_types::VersionStrings::new(text)).unwrap()
+    }
+
+    #[test]
+    fn older_minors_load_newer_minors_and_other_majors_do_not() {
+        let host = version("1.1.0");
+        let cases = [
+            ("1.1.0", VersionMatch::Current),
+            ("1.1.7", VersionMatch::Current),
+            ("1.0.0", VersionMatch::OlderMinor),
+            ("1.0.3", VersionMatch::OlderMinor),
+            ("1.2.0", VersionMatch::NewerMinor),
+            ("2.0.0", VersionMatch::OtherMajor),
+            ("2.1.0", VersionMatch::OtherMajor),
+            ("0.1.0", VersionMatch::OtherMajor),
+        ];
+        for (library, expected) in cases {
+            assert_eq!(
+                VersionMatch::of(host, version(library)),
+                expected,
+                "{library}"
+            );
+        }
+        // Before 1.0, cargo's rule: the minor number breaks, the patch number adds.
+        let early = version("0.3.2");
+        assert_eq!(
+            VersionMatch::of(early, version("0.3.1")),
+            VersionMatch::OlderMinor
+        );
+        assert_eq!(
+            VersionMatch::of(early, version("0.4.0")),
+            VersionMatch::OtherMajor
+        );
+    }
+
+    #[test]
+    fn the_running_interface_is_a_prefix_of_itself() {
+        let layout = <PluginMod_Ref as StableAbi>::LAYOUT;
+        assert!(is_prefix_of(layout, layout).is_ok());
+    }
+
+    /// Two versions of one trait, as an interface crate would have them in successive minor
+    /// versions: the same names and package, so only the shapes differ.
+    mod first {
+        use abi_stable::sabi_trait;
+        use abi_stable::std_types::RBox;
+
+        #[sabi_trait]
+        pub trait Probe {
+            fn id(&self) -> u32;
+            fn label(&self) -> u32 {
+                0
+            }
+        }
+        pub type Object = Probe_TO<'static, RBox<()>>;
+    }
+
+    mod grown_at_the_end {
+        use abi_stable::sabi_trait;
+        use abi_stable::std_types::RBox;
+
+        #[sabi_trait]
+        pub trait Probe {
+            fn id(&self) -> u32;
+            fn label(&self) -> u32 {
+                0
+            }
+            fn weight(&self) -> u64 {
+                0
+            }
+        }
+        pub type Object = Probe_TO<'static, RBox<()>>;
+    }
+
+    mod grown_in_the_middle {
+        use abi_stable::sabi_trait;
+        use abi_stable::std_types::RBox;
+
+        #[sabi_trait]
+        pub trait Probe {
+            fn id(&self) -> u32;
+            fn weight(&self) -> u64 {
+                0
+            }
+            fn label(&self) -> u32 {
+                0
+            }
+        }
+        pub type Object = Probe_TO<'static, RBox<()>>;
+    }
+
+    mod changed_signature {
+        use abi_stable::sabi_trait;
+        use abi_stable::std_types::RBox;
+
+        #[sabi_trait]
+        pub trait Probe {
+            fn id(&self) -> u64;
+            fn label(&self) -> u32 {
+                0
+            }
+        }
+        pub type Object = Probe_TO<'static, RBox<()>>;
+    }
+
+    /// Successive versions of one root module.
+    #[allow(dead_code)] // only the layouts are compared
+    mod module_first {
+        #[repr(C)]
+        #[derive(abi_stable::StableAbi)]
+        #[sabi(kind(Prefix(prefix_ref = Module_Ref)))]
+        #[sabi(missing_field(panic))]
+        pub struct Module {
+            #[sabi(last_prefix_field)]
+            pub id: extern "C" fn() -> u32,
+        }
+    }
+
+    #[allow(dead_code)] // only the layouts are compared
+    mod module_grown {
+        #[repr(C)]
+        #[derive(abi_stable::StableAbi)]
+        #[sabi(kind(Prefix(prefix_ref = Module_Ref)))]
+        #[sabi(missing_field(panic))]
+        pub struct Module {
+            #[sabi(last_prefix_field)]
+            pub id: extern "C" fn() -> u32,
+            #[sabi(missing_field(option))]
+            pub weight: extern "C" fn() -> u64,
+        }
+    }
+
+    #[allow(dead_code)] // only the layouts are compared
+    mod module_moved_last_prefix_field {
+        #[repr(C)]
+        #[derive(abi_stable::StableAbi)]
+        #[sabi(kind(Prefix(prefix_ref = Module_Ref)))]
+        #[sabi(missing_field(panic))]
+        pub struct Module {
+            pub id: extern "C" fn() -> u32,
+            #[sabi(last_prefix_field)]
+            pub weight: extern "C" fn() -> u64,
+        }
+    }
+
+    #[test]
+    fn a_root_module_grows_after_its_last_prefix_field_which_never_moves() {
+        let first = layout::<module_first::Module_Ref>();
+        assert!(is_prefix_of(first, layout::<module_grown::Module_Ref>()).is_ok());
+        assert!(is_prefix_of(
+            first,
+            layout::<module_moved_last_prefix_field::Module_Ref>()
+        )
+        .is_err());
+    }
+
+    fn layout<T: StableAbi>() -> &'static TypeLayout {
+        T::LAYOUT
+    }
+
+    #[test]
+    fn a_vtable_grown_at_the_end_extends_the_older_one() {
+        assert!(is_prefix_of(
+            layout::<first::Object>(),
+            layout::<grown_at_the_end::Object>()
+        )
+        .is_ok());
+    }
+
+    struct Seven;
+
+    impl first::Probe for Seven {
+        fn id(&self) -> u32 {
+            7
+        }
+        fn label(&self) -> u32 {
+            3
+        }
+    }
+
+    #[test]
+    fn a_method_missing_from_an_older_vtable_runs_its_default_body() {
+        let older = first::Probe_TO::from_value(Seven, TD_Opaque);
+        assert!(is_prefix_of(
+            layout::<first::Object>(),
+            layout::<grown_at_the_end::Object>()
+        )
+        .is_ok());
+        // SAFETY: the check above proved the older object's layout a prefix of the newer
+        // one's; this is what the host does with a vtable from a plugin built against 1.0.
+        let newer: grown_at_the_end::Object = unsafe { std::mem::transmute(older) };
+        assert_eq!(newer.id(), 7);
+        assert_eq!(newer.label(), 3);
+        assert_eq!(
+            newer.weight(),
+            0,
+            "not in the older vtable: the default body runs"
+        );
+    }
+
+    #[test]
+    fn a_newer_vtable_is_not_a_prefix_of_an_older_one() {
+        assert!(is_prefix_of(
+            layout::<grown_at_the_end::Object>(),
+            layout::<first::Object>()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_method_inserted_before_existing_ones_is_refused() {
+        assert!(is_prefix_of(
+            layout::<first::Object>(),
+            layout::<grown_in_the_middle::Object>()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_changed_signature_is_refused() {
+        assert!(is_prefix_of(
+            layout::<first::Object>(),
+            layout::<changed_signature::Object>()
+        )
+        .is_err());
     }
 }
