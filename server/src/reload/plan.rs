@@ -145,6 +145,10 @@ fn plan_server(old: &Config, new: &Config, plan: &mut ReloadPlan) {
             b.write_timeout.as_millis()
         ));
     }
+    if old.limits != new.limits {
+        plan.server
+            .push("[limits] (new connections use them at once)".into());
+    }
     if a.client_queue != b.client_queue {
         plan.needs_restart.push(format!(
             "client_queue {} → {} (new points use it at once)",
