@@ -130,6 +130,11 @@ fn plan_points(old: &Config, new: &Config, plan: &mut ReloadPlan) {
                 if let Some(change) = point_change(before, point) {
                     plan.points.push(change);
                 }
+                if before.limits != point.limits {
+                    // Applied with the new point table: the next play request sees them.
+                    plan.server
+                        .push(format!("point `{}` max_clients/max_bandwidth", point.name));
+                }
             }
         }
     }

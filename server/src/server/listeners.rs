@@ -20,6 +20,9 @@ use crate::state::Shared;
 
 /// How long an accept loop backs off after a failed accept (typically out of descriptors).
 const ACCEPT_RETRY: Duration = Duration::from_millis(20);
+/// Connections the kernel completes before the accept loop takes them (capped by
+/// `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
 /// How long shedding a waiting connection may wait for the accept.
 const SHED_WAIT: Duration = Duration::from_millis(5);
 
@@ -86,7 +89,7 @@ impl std::error::Error for BindFailure {
 
 /// Bind `address` for `plugin`; a failure is logged with its explanation and returned.
 pub async fn bind(plugin: &str, address: SocketAddr) -> Result<TcpListener, BindFailure> {
-    TcpListener::bind(address).await.map_err(|source| {
+    listen_socket(address).map_err(|source| {
         let failure = BindFailure {
             listener: ListenerId {
                 plugin: plugin.to_owned(),
@@ -99,6 +102,21 @@ pub async fn bind(plugin: &str, address: SocketAddr) -> Result<TcpListener, Bind
         error!(event, plugin = %plugin, %address, "{failure}");
         failure
     })
+}
+
+/// A listening socket with a deep backlog: a burst of connections waits in it instead of
+/// having SYNs dropped, which costs each client a retransmission (a second or more).
+fn listen_socket(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// A bound listener, accepting or about to.
