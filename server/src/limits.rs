@@ -298,9 +298,9 @@ impl RefusalLog {
     /// a line is due.
     pub fn note(&mut self, now: Instant) -> Option<u64> {
         self.pending += 1;
-        let due = self
-            .last_line
-            .is_none_or(|last| now.saturating_duration_since(last) >= REFUSAL_SUMMARY_EVERY);
+        let due = self.last_line.map_or(true, |last| {
+            now.saturating_duration_since(last) >= REFUSAL_SUMMARY_EVERY
+        });
         if !due {
             return None;
         }
@@ -330,7 +330,7 @@ pub fn raise_descriptor_limit() -> Option<u64> {
             limit = raised;
         }
     }
-    Some(limit.rlim_cur as u64)
+    Some(limit.rlim_cur)
 }
 
 #[cfg(test)]
