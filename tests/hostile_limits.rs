@@ -474,3 +474,54 @@ fn running_out_of_descriptors_recovers_within_two_seconds() {
     assert!(rss_kib(pid) < rss_before + 50 * 1024);
     assert_player_unharmed(&limited.player, started);
 }
+
+#[test]
+fn a_point_refuses_players_over_its_client_and_bandwidth_caps() {
+    let limited = limited_server("idle_timeout_ms = 10000", 5_000, "max_clients = 2\n");
+    let server = &limited.server;
+    let pid = server.pid();
+    let rss_before = rss_kib(pid);
+    let started = Instant::now();
+
+    // The player is one client; a second fits, a third is refused on every protocol.
+    let second = TsReader::http(server.http, "/live");
+    assert!(second.wait_bytes(188, Duration::from_secs(5)));
+    let mut third = connect_from(50, server.http, None).unwrap();
+    let head = ask(&mut third, "GET /live HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("Retry-After: 5"), "{head}");
+    let url = format!("rtsp://{}/live", limited.rtsp);
+    let mut rtsp = RtspClient::connect(limited.rtsp);
+    assert_eq!(rtsp.setup_interleaved(&url).status, 200);
+    let played = rtsp.request("PLAY", &format!("{url}/"), &[("Range", "npt=0-")]);
+    assert_eq!(played.status, 453, "{}{}", played.head, played.body);
+    assert!(
+        played.body.contains("maximum of 2 clients"),
+        "{}",
+        played.body
+    );
+
+    // Bandwidth, set by a reload: the encoder sends about 0.5 Mbit/s, so with 1.2 Mbit/s
+    // two clients fit and a third does not.
+    let config = std::fs::read_to_string(server.config_path()).unwrap();
+    let config = config.replace("max_clients = 2\n", "max_bandwidth = \"1.2M\"\n");
+    std::fs::write(server.config_path(), config).unwrap();
+    let reload = server.command(&["reload"]);
+    assert_eq!(reload.code, Some(0), "{}", reload.text);
+    let mut over = connect_from(51, server.http, None).unwrap();
+    let head = ask(&mut over, "GET /live HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    // The head may arrive with the body.
+    let mut rest = String::new();
+    let _ = over.read_to_string(&mut rest);
+    let answer = head + &rest;
+    assert!(answer.contains("outgoing bandwidth"), "{answer}");
+
+    assert!(server
+        .event_lines("CONNECTION_REFUSED")
+        .iter()
+        .any(|line| line.contains("point=live")));
+    assert!(rss_kib(pid) < rss_before + 50 * 1024);
+    assert!(second.ended_at().is_none());
+    assert_player_unharmed(&limited.player, started);
+}

@@ -257,6 +257,7 @@ impl HostCalls for Connection<'_> {
     }
 
     fn lookup(&self, path: &str) -> Result<PointInfo, HostError> {
+        self.check_refused()?;
         let (info, _) = self.shared.points.load().resolve(self.plugin, path)?;
         self.admit(&info.name)?;
         Ok(info)
@@ -426,6 +427,27 @@ mod tests {
             peer: "127.0.0.1:40000".into(),
             local: "127.0.0.1:8080".into(),
         }
+    }
+
+    #[test]
+    fn a_connection_refused_by_a_limit_gets_over_capacity_for_everything() {
+        let shared = shared();
+        let mut conn = Connection::new(&shared, "http", info(), Span::none());
+        conn.refused = Some(crate::limits::Refusal::ConnectionsPerIp);
+        for error in [
+            conn.lookup("live").unwrap_err(),
+            conn.play("live", ByteRange::ALL).unwrap_err(),
+            conn.publish("live").unwrap_err(),
+        ] {
+            assert_eq!(error.code, ferrocast_plugin_api::ErrorCode::OVER_CAPACITY);
+            assert!(error.message.contains("max_connections_per_ip"), "{error}");
+        }
+        assert!(!conn.answered, "a refusal is no valid request");
+        conn.write(b"RTSP/1.0 453 Not Enough Bandwidth\r\n\r\n");
+        assert!(
+            conn.answered,
+            "the answer went out: the connection may close"
+        );
     }
 
     #[test]

@@ -116,6 +116,20 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// A connection served only to be refused gets OVER_CAPACITY for every request.
+    pub fn check_refused(&self) -> Result<(), HostError> {
+        match self.refused {
+            Some(refusal) => Err(HostError::new(
+                ErrorCode::OVER_CAPACITY,
+                format!(
+                    "the server is at its connection limit ({})",
+                    refusal.as_str()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// May this session start something on `point`?
     pub fn admit(&self, point: &str) -> Result<(), HostError> {
         if let Some(refusal) = self.refused {
