@@ -470,6 +470,7 @@ fn running_out_of_descriptors_recovers_within_two_seconds() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    eprintln!("descriptors released: a new client was served after {served:?}");
     assert!(served < Duration::from_secs(2), "served after {served:?}");
     assert!(rss_kib(pid) < rss_before + 50 * 1024);
     assert_player_unharmed(&limited.player, started);
