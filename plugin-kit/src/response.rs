@@ -44,6 +44,7 @@ pub fn rtsp_reason(status: u16) -> &'static str {
     match status {
         413 => "Request Entity Too Large",
         451 => "Parameter Not Understood",
+        453 => "Not Enough Bandwidth",
         454 => "Session Not Found",
         455 => "Method Not Valid in This State",
         457 => "Invalid Range",

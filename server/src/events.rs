@@ -97,6 +97,13 @@ pub const OUTPUT_FAILED: &str = "OUTPUT_FAILED";
 /// Media that cannot be framed was dropped (a partial TS packet before RTP framing); report
 /// it if it repeats, with the source that sends it.
 pub const MEDIA_DROPPED: &str = "MEDIA_DROPPED";
+/// Connections were refused or dropped by a limit (`[limits]`, or a point's `max_clients` or
+/// `max_bandwidth`); flooded, one summary line every few seconds. Raise the limit if the
+/// clients are legitimate; otherwise find the peer that floods.
+pub const CONNECTION_REFUSED: &str = "CONNECTION_REFUSED";
+/// The open-file limit in effect at start (raised to the hard limit where allowed). Raise the
+/// hard limit (`LimitNOFILE=`, `ulimit -Hn`) if it is below the connections you expect.
+pub const DESCRIPTOR_LIMIT: &str = "DESCRIPTOR_LIMIT";
 
 #[cfg(test)]
 mod tests {

@@ -18,11 +18,13 @@
 //! - [`reload`]: reload triggers, the configuration diff and the control socket.
 //! - [`state`]: server-wide running state: point and plugin tables, drains, change epoch.
 //! - [`random`]: unpredictable values for RTP fields and jitter.
+//! - [`limits`]: connection limits at the accept path (global, per IP, rate, descriptors).
 //! - [`events`]: stable names of operator-facing events.
 
 pub mod config;
 pub mod conn;
 pub mod events;
+pub mod limits;
 pub mod media;
 pub mod outputs;
 pub mod plugins;

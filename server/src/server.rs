@@ -107,6 +107,8 @@ impl Server {
         let plugins = start_plugins(&config, &registry)?;
         let outputs = plan_outputs(&plugins, &points)?;
         let shared = Arc::new(Shared::new(points, config.server.write_timeout, plugins));
+        shared.gate.set_limits(config.limits);
+        start_descriptor_limit(&shared);
         let listeners = bind_all(&config).await?;
         let control_path = config
             .server
@@ -398,6 +400,11 @@ impl Server {
         for (plugin, address) in self.local_addresses() {
             let _ = writeln!(text, "listener {plugin} {address}");
         }
+        let (open, refused, dropped) = self.shared.gate.counters();
+        let _ = writeln!(
+            text,
+            "connections open {open} refused {refused} dropped {dropped}"
+        );
         text
     }
 
@@ -433,6 +440,25 @@ impl Server {
 }
 
 /// An instance of every enabled plugin, on its current generation.
+/// Raise the descriptor limit as far as allowed and tell the operator and the gate.
+fn start_descriptor_limit(shared: &Shared) {
+    match crate::limits::raise_descriptor_limit() {
+        Some(limit) => {
+            shared.gate.set_fd_limit(limit);
+            info!(
+                event = events::DESCRIPTOR_LIMIT,
+                limit, "open-file limit in effect"
+            );
+        }
+        None => {
+            warn!(
+                event = events::DESCRIPTOR_LIMIT,
+                "open-file limit unknown; connections are not checked against it"
+            )
+        }
+    }
+}
+
 fn start_plugins(config: &Config, registry: &PluginRegistry) -> Result<PluginTable, ServerError> {
     let mut plugins = PluginTable::new();
     for plugin in config.plugins.values().filter(|p| p.enabled) {

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use ferrocast_plugin_api::host::PluginInstance;
 use tokio::sync::watch;
 
+use crate::limits::ConnectionGate;
 use crate::plugins::Generation;
 use crate::points::PointRegistry;
 use crate::reload::control::DrainTarget;
@@ -29,6 +30,8 @@ pub struct Shared {
     /// Every enabled plugin, by name (transport plugins are consulted by control sessions).
     pub plugins: ArcSwap<PluginTable>,
     write_timeout_ms: AtomicU64,
+    /// Connection limits, their counts and the refusal counters (`[limits]`).
+    pub gate: Arc<ConnectionGate>,
     drains: Mutex<Drains>,
     /// Bumped after every reload; each session then checks that what it uses still exists.
     changes: watch::Sender<u64>,
@@ -48,6 +51,7 @@ impl Shared {
             points: ArcSwap::from_pointee(points),
             plugins: ArcSwap::from_pointee(plugins),
             write_timeout_ms: AtomicU64::new(write_timeout.as_millis() as u64),
+            gate: Arc::default(),
             drains: Mutex::default(),
             changes: watch::Sender::new(0),
             next_session: AtomicU64::new(1),

@@ -235,6 +235,11 @@ impl Ferrocast {
         self.output.text()
     }
 
+    /// The server's process id (for its memory and descriptors under /proc, or `prlimit`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Send a signal to the server (`"USR1"` asks for the status of every point).
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")

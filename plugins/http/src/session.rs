@@ -57,6 +57,9 @@ impl Default for Config {
     }
 }
 
+/// Sent with an over-capacity 503: a limit is reached, come back in a few seconds.
+const OVER_CAPACITY_HEADERS: &[(&str, &str)] = &[("Retry-After", "5")];
+
 /// The status answering a host refusal.
 pub fn status_for(code: ErrorCode) -> u16 {
     match code {
@@ -65,7 +68,7 @@ pub fn status_for(code: ErrorCode) -> u16 {
         ErrorCode::ALREADY_PUBLISHING | ErrorCode::INVALID_STATE => 409,
         ErrorCode::WRONG_KIND => 405,
         ErrorCode::BAD_RANGE => 416,
-        ErrorCode::UNAVAILABLE | ErrorCode::DRAINING => 503,
+        ErrorCode::UNAVAILABLE | ErrorCode::DRAINING | ErrorCode::OVER_CAPACITY => 503,
         _ => 500,
     }
 }
@@ -471,8 +474,12 @@ impl HttpSession {
         keep_alive: bool,
     ) {
         let status = status_for(error.code);
-        // A 405 must say what is allowed (RFC 9110 §15.5.6).
-        let extra = if status == 405 { allow } else { &[] };
+        // A 405 must say what is allowed (RFC 9110 §15.5.6); over capacity says when to retry.
+        let extra = match status {
+            405 => allow,
+            _ if error.code == ErrorCode::OVER_CAPACITY => OVER_CAPACITY_HEADERS,
+            _ => &[],
+        };
         self.refuse(host, exchange, status, &error.message, extra, keep_alive);
     }
 

@@ -97,6 +97,7 @@ pub fn status_for(code: ErrorCode) -> (u16, Option<&'static str>) {
         ErrorCode::PROTOCOL_DISABLED => (403, Some(PROTOCOL_DISABLED_REASON)),
         ErrorCode::FORBIDDEN => (403, None),
         ErrorCode::UNAVAILABLE | ErrorCode::DRAINING => (503, None),
+        ErrorCode::OVER_CAPACITY => (453, None),
         ErrorCode::UNSUPPORTED_TRANSPORT => (461, None),
         ErrorCode::NOT_SEEKABLE | ErrorCode::INVALID_STATE => (455, None),
         ErrorCode::BAD_RANGE => (457, None),

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use toml_edit::{ImDocument, Item, Key, Table, TableLike, Value};
 
+#[path = "limits.rs"]
+mod limits;
+
 use super::error::{ConfigError, ConfigErrors, Location};
 use super::lines::LineIndex;
 use super::suggest::{did_you_mean, suggestion_suffix};
@@ -24,7 +27,7 @@ use super::{
     ServerConfig, SettingIssue, DEFAULT_RECONNECT_GRACE, DEFAULT_SOURCE_TIMEOUT,
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["server", "plugins", "point"];
+const TOP_LEVEL_KEYS: &[&str] = &["server", "plugins", "point", "limits"];
 const SERVER_KEYS: &[&str] = &[
     "plugin_dir",
     "log_format",
@@ -45,6 +48,9 @@ const POINT_KEYS: &[&str] = &[
     "pull_idle_timeout_ms",
     "reconnect_min_ms",
     "reconnect_max_ms",
+    "max_clients",
+    "max_bandwidth",
+    "max_bandwidth_kbps",
 ];
 /// Keys that only mean something for a point whose source is a pull URL.
 const PULL_KEYS: &[&str] = &[
@@ -77,6 +83,7 @@ pub(super) fn compile(
 
     compiler.check_top_level_keys(root);
     let server = compiler.server(root);
+    let limits = compiler.limits(root);
     let plugins = compiler.plugins(root, catalog);
     let points = compiler.points(root, &plugins);
 
@@ -99,6 +106,7 @@ pub(super) fn compile(
     Ok(Config {
         path: path.to_path_buf(),
         server,
+        limits,
         plugins,
         points,
         warnings: warnings.into_iter().map(|(_, warning)| warning).collect(),
@@ -851,7 +859,9 @@ impl<'a> Compiler<'a> {
             SOURCE_TIMEOUT_MS_RANGE,
             DEFAULT_SOURCE_TIMEOUT,
         );
+        let limits = self.point_limits(section);
         Some(PointConfig {
+            limits,
             name: name?,
             kind: kind?,
             source: source?,

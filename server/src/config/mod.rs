@@ -64,6 +64,7 @@ pub struct Config {
     /// The config file as given.
     pub path: PathBuf,
     pub server: ServerConfig,
+    pub limits: LimitsConfig,
     /// Only plugins that have a `[plugins.<name>]` table.
     pub plugins: BTreeMap<String, PluginConfig>,
     /// Publishing points in file order; names are unique.
@@ -152,6 +153,8 @@ pub struct PointConfig {
     /// A pushing encoder that sends nothing for this long is treated as gone; zero for
     /// on-demand points.
     pub source_timeout: Duration,
+    /// `max_clients` and the outgoing bandwidth cap.
+    pub limits: PointLimits,
     /// Line of the `[[point]]` header.
     pub line: usize,
 }
@@ -182,6 +185,42 @@ pub enum PointSource {
     Directory(PathBuf),
     /// Broadcast: ferrocast pulls the stream from a URL.
     Pull(PullSource),
+}
+
+/// The `[limits]` table: what one address, and all clients together, may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Open connections on all listeners together.
+    pub max_connections: u32,
+    /// Open connections from one IP address.
+    pub max_connections_per_ip: u32,
+    /// New connections per second from one IP address (a token bucket with one second of
+    /// burst); 0 means no limit.
+    pub connection_rate_per_ip: u32,
+    /// A connection without a first valid request this long after it was accepted is closed.
+    pub idle_timeout: Duration,
+    /// The kernel send buffer (`SO_SNDBUF`) of every accepted socket.
+    pub send_buffer_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            connection_rate_per_ip: 0,
+            idle_timeout: Duration::from_millis(10_000),
+            send_buffer_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// A point's own limits; `None` means no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PointLimits {
+    pub max_clients: Option<u32>,
+    /// Outgoing bits per second to all of the point's clients together.
+    pub max_bandwidth_bps: Option<u64>,
 }
 
 /// Default `reconnect_grace_ms` of broadcast points.

@@ -300,7 +300,7 @@ kind = "stream"
             (28, "is missing required key `source`"),
             (28, "is missing required key `protocols`"),
             (29, "`kind` must be one of \"broadcast\", \"on-demand\", found \"stream\""),
-            (31, "unknown top-level table [pointz]; expected one of: server, plugins, point (did you mean `point`?)"),
+            (31, "unknown top-level table [pointz]; expected one of: server, plugins, point, limits (did you mean `point`?)"),
         ],
     );
     // Every error carries the file, and Display is `file:line: message`.
@@ -894,5 +894,114 @@ fn no_plugins_loaded_says_so() {
             1,
             "unknown plugin `http` in [plugins.http]; no plugins were loaded",
         )],
+    );
+}
+
+// ---- [limits] and per-point limits -------------------------------------------------------
+
+#[test]
+fn limits_compile_with_defaults_for_what_is_absent() {
+    let fixture = Fixture::new();
+    let path = fixture.config(
+        "ferrocast.toml",
+        r#"[limits]
+max_connections = 500
+max_connections_per_ip = 20
+connection_rate_per_ip = 5
+idle_timeout_ms = 3000
+
+[plugins.http]
+listen = ["127.0.0.1:8080"]
+
+[[point]]
+name = "live"
+kind = "broadcast"
+source = "push"
+protocols = ["http"]
+max_clients = 10
+max_bandwidth = "50M"
+
+[[point]]
+name = "other"
+kind = "broadcast"
+source = "push"
+protocols = ["http"]
+max_bandwidth_kbps = 800
+"#,
+    );
+    let config = compile_file(&path, &FakeCatalog::default()).expect("valid config");
+    assert_eq!(
+        config.limits,
+        LimitsConfig {
+            max_connections: 500,
+            max_connections_per_ip: 20,
+            connection_rate_per_ip: 5,
+            idle_timeout: Duration::from_millis(3000),
+            send_buffer_bytes: 256 * 1024,
+        }
+    );
+    assert_eq!(
+        config.point("live").unwrap().limits,
+        PointLimits {
+            max_clients: Some(10),
+            max_bandwidth_bps: Some(50_000_000),
+        }
+    );
+    assert_eq!(
+        config.point("other").unwrap().limits.max_bandwidth_bps,
+        Some(800_000)
+    );
+    let empty = fixture.config("empty.toml", "");
+    let defaults = compile_file(&empty, &FakeCatalog::default()).unwrap();
+    assert_eq!(defaults.limits, LimitsConfig::default());
+    assert_eq!(defaults.limits.idle_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn bad_limits_are_reported_with_lines() {
+    let fixture = Fixture::new();
+    let path = fixture.config(
+        "ferrocast.toml",
+        r#"[limits]
+max_connections = 0
+idle_timeout_ms = 50
+send_buffer_bytes = "big"
+max_conections_per_ip = 3
+
+[plugins.http]
+listen = ["127.0.0.1:8080"]
+
+[[point]]
+name = "live"
+kind = "broadcast"
+source = "push"
+protocols = ["http"]
+max_clients = -1
+max_bandwidth = "fast"
+
+[[point]]
+name = "both"
+kind = "broadcast"
+source = "push"
+protocols = ["http"]
+max_bandwidth = "5M"
+max_bandwidth_kbps = 5000
+"#,
+    );
+    let errors = expect_errors(compile_file(&path, &FakeCatalog::default()));
+    assert_errors(
+        &errors,
+        &[
+            (
+                2,
+                "`max_connections` must be between 1 and 1000000, found 0",
+            ),
+            (3, "`idle_timeout_ms` must be between 100 and 3600000"),
+            (4, "`send_buffer_bytes` must be an integer"),
+            (5, "did you mean `max_connections_per_ip`?"),
+            (15, "`max_clients` must be between 1 and 1000000"),
+            (16, "`max_bandwidth` must be bits per second"),
+            (23, "either `max_bandwidth` or `max_bandwidth_kbps`"),
+        ],
     );
 }

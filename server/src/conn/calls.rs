@@ -32,12 +32,49 @@ impl Connection<'_> {
     /// Resolve `path` for playing, after admission; a refusal is logged.
     fn resolve_playable(&self, path: &str) -> Result<(PointInfo, Resolved), HostError> {
         let found = self.admit(point_of(path)).and_then(|()| {
-            self.shared
-                .points
-                .load()
-                .resolve_playable(self.plugin, path)
+            let points = self.shared.points.load();
+            let found = points.resolve_playable(self.plugin, path)?;
+            if let Resolved::Live(stream) = &found.1 {
+                self.check_point_capacity(&points, &found.0.name, stream)?;
+            }
+            Ok(found)
         });
         found.inspect_err(|error| self.refuse("play", path, error))
+    }
+
+    /// A new client of a live point within its `max_clients` and `max_bandwidth`? A session
+    /// already playing the stream is not counted twice. A refusal is counted and logged
+    /// (rate-limited) as CONNECTION_REFUSED.
+    fn check_point_capacity(
+        &self,
+        points: &crate::points::PointRegistry,
+        name: &str,
+        stream: &Arc<LiveStream>,
+    ) -> Result<(), HostError> {
+        let Some(point) = points.get(name) else {
+            return Ok(());
+        };
+        let playing = self.media.as_ref().and_then(Media::live_stream);
+        if point.limits == crate::config::PointLimits::default()
+            || playing.is_some_and(|live| Arc::ptr_eq(live, stream))
+        {
+            return Ok(());
+        }
+        let status = stream.status();
+        let refusal = match play::point_capacity(
+            name,
+            point.limits,
+            status.clients as u64,
+            status.ingest_bps,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(refusal) => refusal,
+        };
+        self.shared.gate.count_refusal();
+        if let Some(count) = self.shared.gate.note_refusal(std::time::Instant::now()) {
+            warn!(event = events::CONNECTION_REFUSED, point = %name, since_last_line = count, "{refusal}");
+        }
+        Err(refusal.into())
     }
 
     /// Log the refusal of `action` on `path`, and hand it to the plugin.
@@ -203,6 +240,7 @@ fn live_play_info(point: PointInfo, start: RtpStart) -> PlayInfo {
 
 impl HostCalls for Connection<'_> {
     fn write(&mut self, data: &[u8]) {
+        self.answered = true;
         self.out.push(bytes::Bytes::copy_from_slice(data));
     }
 
@@ -219,6 +257,7 @@ impl HostCalls for Connection<'_> {
     }
 
     fn lookup(&self, path: &str) -> Result<PointInfo, HostError> {
+        self.check_refused()?;
         let (info, _) = self.shared.points.load().resolve(self.plugin, path)?;
         self.admit(&info.name)?;
         Ok(info)
@@ -241,6 +280,7 @@ impl HostCalls for Connection<'_> {
         self.record_point(&info.name);
         info!(event = events::PLAY, point = %info.name, item = %info.item, kind = info.kind.as_str(), start = range.start, "play started");
         self.playing = Some(path.to_owned());
+        self.answered = true;
         Ok(info)
     }
 
@@ -271,6 +311,7 @@ impl HostCalls for Connection<'_> {
         info!(event = events::PUSH_START, point = %info.name, "encoder started publishing");
         info.live = true;
         self.publisher = Some(publisher);
+        self.answered = true;
         Ok(info)
     }
 
@@ -283,6 +324,13 @@ impl HostCalls for Connection<'_> {
 
     /// The connection's span names the plugin, session and peer.
     fn log(&self, level: LogLevel, message: &str) {
+        // A refused connection's answer is summarised by CONNECTION_REFUSED; a flood of
+        // them must not write a line each.
+        let level = if self.refused.is_some() {
+            LogLevel::DEBUG
+        } else {
+            level
+        };
         match level {
             LogLevel::ERROR => error!(event = events::PLUGIN_MESSAGE, "{message}"),
             LogLevel::WARN => warn!(event = events::PLUGIN_MESSAGE, "{message}"),
@@ -296,8 +344,11 @@ impl HostCalls for Connection<'_> {
     }
 
     fn setup_transport(&mut self, request: TransportRequest) -> Result<TransportInfo, HostError> {
-        self.open_transport(&request)
-            .or_else(|error| self.refused("setup", &request.path, error))
+        let opened = self
+            .open_transport(&request)
+            .or_else(|error| self.refused("setup", &request.path, error))?;
+        self.answered = true;
+        Ok(opened)
     }
 
     fn teardown_transport(&mut self, transport: u64) {
@@ -333,6 +384,7 @@ impl HostCalls for Connection<'_> {
         self.record_point(&play.point.name);
         self.playing = Some(path.to_owned());
         self.transports.start_reports(Instant::now());
+        self.answered = true;
         info!(event = events::PLAY, point = %play.point.name, item = %play.point.item, kind = play.point.kind.as_str(), start_ms = play.start_ms, rtp_seq = play.rtp_seq, "play started on transports");
         Ok(play)
     }
@@ -375,6 +427,27 @@ mod tests {
             peer: "127.0.0.1:40000".into(),
             local: "127.0.0.1:8080".into(),
         }
+    }
+
+    #[test]
+    fn a_connection_refused_by_a_limit_gets_over_capacity_for_everything() {
+        let shared = shared();
+        let mut conn = Connection::new(&shared, "http", info(), Span::none());
+        conn.refused = Some(crate::limits::Refusal::ConnectionsPerIp);
+        for error in [
+            conn.lookup("live").unwrap_err(),
+            conn.play("live", ByteRange::ALL).unwrap_err(),
+            conn.publish("live").unwrap_err(),
+        ] {
+            assert_eq!(error.code, ferrocast_plugin_api::ErrorCode::OVER_CAPACITY);
+            assert!(error.message.contains("max_connections_per_ip"), "{error}");
+        }
+        assert!(!conn.answered, "a refusal is no valid request");
+        conn.write(b"RTSP/1.0 453 Not Enough Bandwidth\r\n\r\n");
+        assert!(
+            conn.answered,
+            "the answer went out: the connection may close"
+        );
     }
 
     #[test]
@@ -448,6 +521,7 @@ mod tests {
             protocols: vec!["http".into()],
             reconnect_grace: Duration::from_secs(5),
             source_timeout: Duration::from_secs(5),
+            limits: crate::config::PointLimits::default(),
             line: 1,
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferrocast_plugin_api::{EndReason, HostError, SessionInfo, StreamEnded};
+use ferrocast_plugin_api::{EndReason, ErrorCode, HostError, SessionInfo, StreamEnded};
 use tokio::time::Instant;
 use tracing::{info, warn, Span};
 
@@ -75,6 +75,10 @@ pub struct Connection<'a> {
     pub(super) transports: TransportSet,
     /// What the client presented with its current request, for the access checks.
     pub(super) credentials: ferrocast_plugin_api::Credentials,
+    /// Served only to be refused: every request gets OVER_CAPACITY.
+    pub(super) refused: Option<crate::limits::Refusal>,
+    /// The first valid request was made (a host call succeeded, or the plugin answered).
+    pub(super) answered: bool,
 }
 
 impl<'a> Connection<'a> {
@@ -95,6 +99,8 @@ impl<'a> Connection<'a> {
             pending_end: None,
             publisher: None,
             credentials: ferrocast_plugin_api::Credentials::none(),
+            refused: None,
+            answered: false,
             transports: TransportSet::default(),
         }
     }
@@ -110,8 +116,31 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// A connection served only to be refused gets OVER_CAPACITY for every request.
+    pub fn check_refused(&self) -> Result<(), HostError> {
+        match self.refused {
+            Some(refusal) => Err(HostError::new(
+                ErrorCode::OVER_CAPACITY,
+                format!(
+                    "the server is at its connection limit ({})",
+                    refusal.as_str()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// May this session start something on `point`?
     pub fn admit(&self, point: &str) -> Result<(), HostError> {
+        if let Some(refusal) = self.refused {
+            return Err(HostError::new(
+                ErrorCode::OVER_CAPACITY,
+                format!(
+                    "the server is at its connection limit ({})",
+                    refusal.as_str()
+                ),
+            ));
+        }
         let drains = DrainState {
             plugin_at_connect: self.plugin_drained_at_connect,
             point: self.shared.point_draining(point),
@@ -139,6 +168,10 @@ impl<'a> Connection<'a> {
     }
 
     pub fn refuse(&self, action: &str, path: &str, error: &HostError) {
+        if self.refused.is_some() {
+            // Summarised by CONNECTION_REFUSED at the accept path.
+            return;
+        }
         info!(event = events::REFUSED, action, path, code = error.code.as_str(), reason = %error.message, "request refused");
     }
 

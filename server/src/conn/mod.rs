@@ -50,10 +50,24 @@ const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Size of one read from the client.
 const READ_BUFFER: usize = 16 * 1024;
 
+/// How long a connection refused by a limit may take to get its answer out.
+const REFUSED_GRACE: Duration = Duration::from_secs(2);
+
+/// A connection the limits let in: its place in the counts, and whether it is served only to
+/// be refused (its first request gets OVER_CAPACITY, then it is closed).
+pub struct Admitted {
+    pub _guard: crate::limits::ConnectionGuard,
+    pub refused: Option<crate::limits::Refusal>,
+}
+
 /// Why a connection ended.
 #[derive(Debug)]
 enum Ending {
     Closed,
+    /// No first valid request within the idle timeout.
+    Idle(Duration),
+    /// Refused by a limit; answered (or given up on) and closed.
+    Refused(crate::limits::Refusal),
     /// A publishing encoder sent nothing for the point's source timeout.
     SourceSilent(Duration),
     PeerGone(std::io::Error),
@@ -86,6 +100,20 @@ impl Ending {
                 info!(
                     event = events::DISCONNECT,
                     seconds, bytes_sent, "session closed"
+                )
+            }
+            Ending::Idle(timeout) => {
+                info!(
+                    event = events::DISCONNECT,
+                    seconds,
+                    timeout_ms = timeout.as_millis() as u64,
+                    "no valid request within the idle timeout; connection closed"
+                )
+            }
+            Ending::Refused(refusal) => {
+                debug!(
+                    limit = refusal.as_str(),
+                    seconds, "refused connection closed"
                 )
             }
             Ending::PeerGone(why) => {
@@ -127,6 +155,7 @@ pub async fn serve_connection(
     local: SocketAddr,
     plugin: Arc<ServingPlugin>,
     shared: Arc<Shared>,
+    admitted: Admitted,
 ) {
     let _ = socket.set_nodelay(true);
     let info = SessionInfo {
@@ -142,7 +171,9 @@ pub async fn serve_connection(
         %peer,
         point = tracing::field::Empty,
     );
-    span.in_scope(|| info!(event = events::CONNECT, %local, "client connected"));
+    if admitted.refused.is_none() {
+        span.in_scope(|| info!(event = events::CONNECT, %local, "client connected"));
+    }
     let started = std::time::Instant::now();
     // Counted on its generation for as long as the connection lives.
     let _counted = plugin.generation.session_started();
@@ -150,6 +181,7 @@ pub async fn serve_connection(
         return;
     };
     let mut conn = Connection::new(&shared, &plugin.name, info, span.clone());
+    conn.refused = admitted.refused;
     let ending = match span.in_scope(|| session.on_open(&mut conn)) {
         Ok(()) => {
             let (reader, writer) = socket.into_split();
@@ -163,7 +195,19 @@ pub async fn serve_connection(
             conn.end_publishing(&ending.publisher_gone());
         }
         let seconds = started.elapsed().as_secs_f64();
-        ending.log(seconds, conn.out.bytes_sent(), shared.write_timeout());
+        match (conn.refused, &ending) {
+            // A refused connection ends quietly however it ends: CONNECTION_REFUSED
+            // summarises them.
+            (Some(refusal), ending) if !matches!(ending, Ending::Fault(_)) => {
+                debug!(
+                    limit = refusal.as_str(),
+                    seconds,
+                    ?ending,
+                    "refused connection closed"
+                )
+            }
+            _ => ending.log(seconds, conn.out.bytes_sent(), shared.write_timeout()),
+        }
     });
 }
 
@@ -223,6 +267,8 @@ enum Wakeup {
     Wrote(std::io::Result<usize>),
     WriteStalled,
     SourceSilent,
+    /// No first valid request within the idle timeout (or a refused connection's grace).
+    Idle,
     Live(LiveStep),
     /// Paced media became due: the loop sends it.
     PaceDue,
@@ -245,6 +291,10 @@ where
 {
     let write_timeout = conn.shared.write_timeout();
     let mut changes = conn.shared.subscribe_changes();
+    let idle = IdlePolicy {
+        accepted: Instant::now(),
+        timeout: conn.shared.gate.limits().idle_timeout,
+    };
     loop {
         // Every plugin call returns to here, so media started during a call follows whatever
         // the plugin wrote in that call (a response head, say).
@@ -261,6 +311,10 @@ where
                 io.close().await;
                 return Ending::Closed;
             }
+            if let Some(refusal) = conn.refused.filter(|_| conn.answered) {
+                io.close().await;
+                return Ending::Refused(refusal);
+            }
             if let Some(Media::File(cursor)) = &mut conn.media {
                 let block = cursor.read_block().await;
                 span.in_scope(|| conn.on_file_block(block));
@@ -271,7 +325,8 @@ where
             span.in_scope(|| conn.pace());
             continue;
         }
-        let wakeup = next_wakeup(&mut io, conn, &mut changes, write_timeout).await;
+        let idle_deadline = idle.deadline(conn.refused.is_some(), conn.answered);
+        let wakeup = next_wakeup(&mut io, conn, &mut changes, write_timeout, idle_deadline).await;
         let handled = if wakeup.is_routine() {
             handle(wakeup, &mut io, session, conn)
         } else {
@@ -279,6 +334,31 @@ where
         };
         if let Err(ending) = handled {
             return ending;
+        }
+    }
+}
+
+/// When a connection that has not made its first valid request is closed.
+///
+/// The first valid request is the first `play`, `publish`, `setup_transport` or
+/// `play_transports` the host grants, or the first bytes the plugin writes (plugins write
+/// only once a request is complete, so any answer counts, an error included). Until then the connection is closed `timeout` after
+/// it was accepted, whatever the protocol; a refused connection gets [`REFUSED_GRACE`] at
+/// most, answered or not.
+#[derive(Debug, Clone, Copy)]
+struct IdlePolicy {
+    accepted: Instant,
+    timeout: Duration,
+}
+
+impl IdlePolicy {
+    fn deadline(&self, refused: bool, answered: bool) -> Option<Instant> {
+        if refused {
+            Some(self.accepted + self.timeout.min(REFUSED_GRACE))
+        } else if answered {
+            None
+        } else {
+            Some(self.accepted + self.timeout)
         }
     }
 }
@@ -296,6 +376,7 @@ async fn next_wakeup<R, W>(
     conn: &mut Connection<'_>,
     changes: &mut watch::Receiver<u64>,
     write_timeout: Duration,
+    idle_deadline: Option<Instant>,
 ) -> Wakeup
 where
     R: AsyncRead + Unpin,
@@ -313,6 +394,7 @@ where
         written = write_some(&mut io.writer, &conn.out) => Wakeup::Wrote(written),
         _ = sleep_until_opt(write_deadline) => Wakeup::WriteStalled,
         _ = sleep_until_opt(source_deadline) => Wakeup::SourceSilent,
+        _ = sleep_until_opt(idle_deadline) => Wakeup::Idle,
         step = next_live(&mut conn.media), if want_live => Wakeup::Live(step),
         _ = sleep_until_opt(pace_wake) => Wakeup::PaceDue,
         _ = sleep_until_opt(reports_due) => Wakeup::ReportsDue,
@@ -346,6 +428,12 @@ fn handle<R, W>(
         Wakeup::Wrote(Ok(n)) => conn.out.consume(n, Instant::now()),
         Wakeup::WriteStalled => return Err(Ending::TooSlow),
         Wakeup::SourceSilent => return Err(Ending::SourceSilent(conn.source_timeout())),
+        Wakeup::Idle => {
+            return Err(match conn.refused {
+                Some(refusal) => Ending::Refused(refusal),
+                None => Ending::Idle(conn.shared.gate.limits().idle_timeout),
+            })
+        }
         Wakeup::Live(step) => conn.on_live_step(step),
         Wakeup::PaceDue => {}
         Wakeup::ReportsDue => conn.send_reports(Instant::now()),
@@ -417,6 +505,34 @@ async fn next_live(media: &mut Option<Media>) -> LiveStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_connections_without_a_valid_request_have_an_idle_deadline() {
+        let accepted = Instant::now();
+        let idle = IdlePolicy {
+            accepted,
+            timeout: Duration::from_secs(10),
+        };
+        assert_eq!(
+            idle.deadline(false, false),
+            Some(accepted + Duration::from_secs(10))
+        );
+        assert_eq!(idle.deadline(false, true), None);
+        for answered in [false, true] {
+            assert_eq!(
+                idle.deadline(true, answered),
+                Some(accepted + REFUSED_GRACE)
+            );
+        }
+        let short = IdlePolicy {
+            accepted,
+            timeout: Duration::from_millis(500),
+        };
+        assert_eq!(
+            short.deadline(true, false),
+            Some(accepted + Duration::from_millis(500))
+        );
+    }
 
     #[test]
     fn a_publisher_ending_says_why_its_source_went_away() {

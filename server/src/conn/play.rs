@@ -20,6 +20,15 @@ pub enum PlayRefusal {
     NothingPlaying,
     #[error("cannot open the file: {0}")]
     FileUnreadable(#[source] std::io::Error),
+    #[error("the point `{point}` has its maximum of {max} clients; try again later")]
+    PointFull { point: String, max: u32 },
+    #[error("the point `{point}` would exceed its outgoing bandwidth of {max_bps} bit/s ({clients} clients at {ingest_bps} bit/s); try again later")]
+    PointBandwidth {
+        point: String,
+        max_bps: u64,
+        clients: u64,
+        ingest_bps: u64,
+    },
 }
 
 impl From<PlayRefusal> for HostError {
@@ -31,6 +40,9 @@ impl From<PlayRefusal> for HostError {
                 ErrorCode::NOT_SEEKABLE
             }
             PlayRefusal::FileUnreadable(_) => ErrorCode::UNAVAILABLE,
+            PlayRefusal::PointFull { .. } | PlayRefusal::PointBandwidth { .. } => {
+                ErrorCode::OVER_CAPACITY
+            }
         };
         HostError::new(code, refusal.to_string())
     }
@@ -48,6 +60,36 @@ pub fn file_range(range: ByteRange, size: u64) -> Result<(u64, u64), PlayRefusal
         });
     }
     Ok((range.start, end))
+}
+
+/// May one more client join a live point that has `clients` subscribers and receives
+/// `ingest_bps` from its encoder (0 when unknown), under `limits`?
+pub fn point_capacity(
+    point: &str,
+    limits: crate::config::PointLimits,
+    clients: u64,
+    ingest_bps: u64,
+) -> Result<(), PlayRefusal> {
+    let after = clients + 1;
+    if let Some(max) = limits.max_clients {
+        if after > u64::from(max) {
+            return Err(PlayRefusal::PointFull {
+                point: point.to_owned(),
+                max,
+            });
+        }
+    }
+    if let Some(max_bps) = limits.max_bandwidth_bps {
+        if after.saturating_mul(ingest_bps) > max_bps {
+            return Err(PlayRefusal::PointBandwidth {
+                point: point.to_owned(),
+                max_bps,
+                clients: after,
+                ingest_bps,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What a session plays now, as far as transport play decisions care.
@@ -129,6 +171,33 @@ pub fn ends_with_last_transport(current: NowPlaying) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_point_takes_clients_up_to_its_caps() {
+        use crate::config::PointLimits;
+        let open = PointLimits::default();
+        assert!(point_capacity("live", open, 100_000, 10_000_000).is_ok());
+        let ten = PointLimits {
+            max_clients: Some(10),
+            max_bandwidth_bps: None,
+        };
+        assert!(point_capacity("live", ten, 9, 0).is_ok());
+        let full = point_capacity("live", ten, 10, 0).unwrap_err();
+        assert_eq!(HostError::from(full).code, ErrorCode::OVER_CAPACITY);
+        let fifty_mbit = PointLimits {
+            max_clients: None,
+            max_bandwidth_bps: Some(50_000_000),
+        };
+        // 5 Mbit/s each: ten fit, the eleventh does not.
+        assert!(point_capacity("live", fifty_mbit, 9, 5_000_000).is_ok());
+        let over = point_capacity("live", fifty_mbit, 10, 5_000_000).unwrap_err();
+        assert!(
+            over.to_string().contains("11 clients at 5000000 bit/s"),
+            "{over}"
+        );
+        // Before the encoder's rate is known, only the client count limits.
+        assert!(point_capacity("live", fifty_mbit, 1_000, 0).is_ok());
+    }
 
     fn range(start: u64, end: u64) -> ByteRange {
         ByteRange { start, end }

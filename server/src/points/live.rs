@@ -97,6 +97,8 @@ pub struct LiveStatus {
     pub last_error: Option<String>,
     /// Subscribers of the point: clients and pushes.
     pub clients: usize,
+    /// What the encoder sent over the last measuring window, in bits per second.
+    pub ingest_bps: u64,
 }
 
 /// How often a point without its source sends a null packet to its clients.
@@ -131,6 +133,8 @@ struct LiveInner {
     counters: CcRestamper,
     /// A source just started: its media is dropped until its first keyframe.
     awaiting_keyframe: bool,
+    /// The encoder's bitrate, for the point's bandwidth cap.
+    ingest_rate: BitrateMeter,
 }
 
 impl LiveInner {
@@ -194,6 +198,7 @@ impl LiveStream {
                 retired: false,
                 counters: CcRestamper::default(),
                 awaiting_keyframe: true,
+                ingest_rate: BitrateMeter::default(),
             }),
             tx,
             reconnect_grace_ms: AtomicU64::new(reconnect_grace.as_millis() as u64),
@@ -347,6 +352,7 @@ impl LiveStream {
             return false;
         }
         let mut chunks = Vec::new();
+        inner.ingest_rate.add(data.len(), std::time::Instant::now());
         inner.ingest.push(data, &mut chunks);
         if !chunks.is_empty() {
             inner.last_media = tokio::time::Instant::now();
@@ -524,7 +530,7 @@ impl LiveStream {
 
     /// What an operator needs to know about the point now.
     pub fn status(&self) -> LiveStatus {
-        let inner = self.lock();
+        let mut inner = self.lock();
         LiveStatus {
             state: inner.state,
             grace_left: match inner.state {
@@ -536,7 +542,51 @@ impl LiveStream {
             reconnects: inner.reconnects,
             last_error: inner.last_error.clone(),
             clients: self.tx.receiver_count(),
+            ingest_bps: inner.ingest_rate.bits_per_second(std::time::Instant::now()),
         }
+    }
+}
+
+/// How long the ingest bitrate is measured over.
+const BITRATE_WINDOW: Duration = Duration::from_secs(2);
+
+/// The bitrate of a byte stream over the last complete window of [`BITRATE_WINDOW`]; zero
+/// once no bytes came for a whole window.
+#[derive(Debug, Default, Clone)]
+pub struct BitrateMeter {
+    window_start: Option<std::time::Instant>,
+    bytes_in_window: u64,
+    last_bps: u64,
+}
+
+impl BitrateMeter {
+    pub fn add(&mut self, bytes: usize, now: std::time::Instant) {
+        self.roll(now);
+        self.window_start.get_or_insert(now);
+        self.bytes_in_window += bytes as u64;
+    }
+
+    pub fn bits_per_second(&mut self, now: std::time::Instant) -> u64 {
+        self.roll(now);
+        self.last_bps
+    }
+
+    /// Close the window if it is over: its rate becomes the current one.
+    fn roll(&mut self, now: std::time::Instant) {
+        let Some(start) = self.window_start else {
+            return;
+        };
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed < BITRATE_WINDOW {
+            return;
+        }
+        self.last_bps = if elapsed < BITRATE_WINDOW * 2 {
+            self.bytes_in_window * 8 * 1000 / elapsed.as_millis().max(1) as u64
+        } else {
+            0
+        };
+        self.window_start = None;
+        self.bytes_in_window = 0;
     }
 }
 
@@ -565,6 +615,25 @@ impl LiveStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bitrate_meter_reports_the_last_full_window() {
+        let mut meter = BitrateMeter::default();
+        let start = std::time::Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        for n in 0..20 {
+            // 1250 bytes every 100 ms: 100 kbit/s.
+            meter.add(1250, at(n * 100));
+        }
+        assert_eq!(meter.bits_per_second(at(1_999)), 0, "no full window yet");
+        assert_eq!(meter.bits_per_second(at(2_000)), 100_000);
+        meter.add(10, at(2_100));
+        assert_eq!(
+            meter.bits_per_second(at(6_200)),
+            0,
+            "silent for two windows: zero"
+        );
+    }
 
     fn ts_packet(pid: u16, random_access: bool) -> Vec<u8> {
         let mut packet = vec![0xffu8; 188];

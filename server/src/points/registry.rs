@@ -31,6 +31,8 @@ pub struct Point {
     pub media: PointMedia,
     /// Where a broadcast point pulls from, if it does.
     pub pull: Option<PullSource>,
+    /// `max_clients` and the outgoing bandwidth cap.
+    pub limits: config::PointLimits,
 }
 
 /// What a request path resolved to.
@@ -83,6 +85,7 @@ impl PointRegistry {
                     },
                     protocols: point.protocols.clone(),
                     media: point_media(point, client_queue, kept),
+                    limits: point.limits,
                     pull: match &point.source {
                         PointSource::Pull(pull) => Some(pull.clone()),
                         _ => None,
@@ -382,6 +385,7 @@ mod tests {
                 protocols: vec![protocol.into()],
                 media,
                 pull: None,
+                limits: config::PointLimits::default(),
             }),
         );
         PointRegistry {

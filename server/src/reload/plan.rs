@@ -130,6 +130,11 @@ fn plan_points(old: &Config, new: &Config, plan: &mut ReloadPlan) {
                 if let Some(change) = point_change(before, point) {
                     plan.points.push(change);
                 }
+                if before.limits != point.limits {
+                    // Applied with the new point table: the next play request sees them.
+                    plan.server
+                        .push(format!("point `{}` max_clients/max_bandwidth", point.name));
+                }
             }
         }
     }
@@ -144,6 +149,10 @@ fn plan_server(old: &Config, new: &Config, plan: &mut ReloadPlan) {
             a.write_timeout.as_millis(),
             b.write_timeout.as_millis()
         ));
+    }
+    if old.limits != new.limits {
+        plan.server
+            .push("[limits] (new connections use them at once)".into());
     }
     if a.client_queue != b.client_queue {
         plan.needs_restart.push(format!(

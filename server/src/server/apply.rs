@@ -200,6 +200,7 @@ impl Server {
         self.shared.plugins.store(Arc::new(plugins));
         self.shared.points.store(Arc::new(points));
         self.shared.set_write_timeout(new.server.write_timeout);
+        self.shared.gate.set_limits(new.limits);
         let new_points = self.shared.points.load();
         old_points
             .live_streams()

@@ -1,5 +1,6 @@
 //! The server's TCP listeners: binding with an operator-facing explanation of failures, and
-//! one accept loop per listener that hands each connection to its plugin's current instance.
+//! one accept loop per listener that applies the connection limits, caps each socket's send
+//! buffer, and hands each connection to its plugin's current instance.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,14 +11,20 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::conn::serve_connection;
+use crate::conn::{serve_connection, Admitted};
 use crate::events;
+use crate::limits::{Admission, Refusal, RefusalLog};
 use crate::state::Shared;
 
 /// How long an accept loop backs off after a failed accept (typically out of descriptors).
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+const ACCEPT_RETRY: Duration = Duration::from_millis(20);
+/// Connections the kernel completes before the accept loop takes them (capped by
+/// `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
+/// How long shedding a waiting connection may wait for the accept.
+const SHED_WAIT: Duration = Duration::from_millis(5);
 
 /// One listen address of one plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +89,7 @@ impl std::error::Error for BindFailure {
 
 /// Bind `address` for `plugin`; a failure is logged with its explanation and returned.
 pub async fn bind(plugin: &str, address: SocketAddr) -> Result<TcpListener, BindFailure> {
-    TcpListener::bind(address).await.map_err(|source| {
+    listen_socket(address).map_err(|source| {
         let failure = BindFailure {
             listener: ListenerId {
                 plugin: plugin.to_owned(),
@@ -95,6 +102,21 @@ pub async fn bind(plugin: &str, address: SocketAddr) -> Result<TcpListener, Bind
         error!(event, plugin = %plugin, %address, "{failure}");
         failure
     })
+}
+
+/// A listening socket with a deep backlog: a burst of connections waits in it instead of
+/// having SYNs dropped, which costs each client a retransmission (a second or more).
+fn listen_socket(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// A bound listener, accepting or about to.
@@ -201,9 +223,11 @@ impl ListenerTable {
 }
 
 /// Accept connections for `plugin`; each gets the plugin's current instance (so a new
-/// generation takes new connections at once).
+/// generation takes new connections at once), after the connection limits had their say.
 async fn accept_loop(listener: TcpListener, plugin: String, shared: Arc<Shared>) {
     let local = listener.local_addr().ok();
+    let mut spare = SpareDescriptor::open();
+    let mut failures = RefusalLog::default();
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
@@ -211,20 +235,103 @@ async fn accept_loop(listener: TcpListener, plugin: String, shared: Arc<Shared>)
                     // Disabled by a reload; this listener is about to be released.
                     continue;
                 };
+                let (admission, guard) = shared.gate.admit(peer.ip());
+                if let Admission::Refuse(refusal) | Admission::Drop(refusal) = admission {
+                    log_refusal(&shared, &plugin, peer, refusal, admission);
+                }
+                // Dropped connections are closed here, unread.
+                let Some(guard) = guard else { continue };
+                let limits = shared.gate.limits();
+                if let Err(error) =
+                    socket2::SockRef::from(&socket).set_send_buffer_size(limits.send_buffer_bytes)
+                {
+                    debug!(%peer, %error, "could not cap the send buffer");
+                }
                 let local = socket.local_addr().ok().or(local).unwrap_or(peer);
+                let admitted = Admitted {
+                    _guard: guard,
+                    refused: match admission {
+                        Admission::Refuse(refusal) => Some(refusal),
+                        _ => None,
+                    },
+                };
                 tokio::spawn(serve_connection(
                     socket,
                     peer,
                     local,
                     serving,
                     Arc::clone(&shared),
+                    admitted,
                 ));
             }
             Err(error) => {
-                // Typically out of file descriptors; back off instead of spinning.
-                warn!(event = events::ACCEPT_FAILED, plugin = %plugin, %error, "accept failed; retrying shortly");
+                let out_of_descriptors =
+                    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                if let Some(count) = failures.note(std::time::Instant::now()) {
+                    warn!(event = events::ACCEPT_FAILED, plugin = %plugin, %error, failures = count, "accept failed; retrying shortly");
+                }
+                if out_of_descriptors && spare.shed_one(&listener).await {
+                    // A waiting client was closed: the backlog keeps moving, so clients
+                    // see a closed connection instead of unanswered SYNs and their
+                    // retransmission backoff, and are served as soon as descriptors free.
+                    continue;
+                }
                 tokio::time::sleep(ACCEPT_RETRY).await;
             }
         }
+    }
+}
+
+/// Log a refusal at the accept path; a flood becomes one summary line every few seconds.
+fn log_refusal(
+    shared: &Shared,
+    plugin: &str,
+    peer: SocketAddr,
+    refusal: Refusal,
+    admission: Admission,
+) {
+    let Some(count) = shared.gate.note_refusal(std::time::Instant::now()) else {
+        return;
+    };
+    let action = match admission {
+        Admission::Drop(_) => "closed unread",
+        _ => "answered over capacity",
+    };
+    let (open, refused, dropped) = shared.gate.counters();
+    warn!(
+        event = events::CONNECTION_REFUSED,
+        plugin = %plugin,
+        %peer,
+        limit = refusal.as_str(),
+        since_last_line = count,
+        open,
+        refused_total = refused,
+        dropped_total = dropped,
+        "connection refused by a limit ({action})"
+    );
+}
+
+/// One descriptor held in reserve, so that when the process runs out, a waiting connection
+/// can still be accepted and closed.
+struct SpareDescriptor(Option<std::fs::File>);
+
+impl SpareDescriptor {
+    fn open() -> Self {
+        Self(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Free the spare, accept one waiting connection and close it, take the spare back.
+    /// Returns whether a connection was shed.
+    async fn shed_one(&mut self, listener: &TcpListener) -> bool {
+        if self.0.take().is_none() {
+            *self = Self::open();
+            return false;
+        }
+        let shed = matches!(
+            tokio::time::timeout(SHED_WAIT, listener.accept()).await,
+            Ok(Ok(_))
+        );
+        *self = Self::open();
+        shed
     }
 }

@@ -580,6 +580,25 @@ fn draining_and_unknown_host_errors_close() {
 }
 
 #[test]
+fn over_capacity_is_a_503_with_retry_after_and_closes() {
+    let mut client = Client::new();
+    client.mock.refuse(
+        "live",
+        ErrorCode::OVER_CAPACITY,
+        "the server is at its connection limit (max_connections)",
+    );
+    client.send(b"GET /live HTTP/1.1\r\n\r\n");
+    let response = client.response();
+    response.assert_error(
+        503,
+        "the server is at its connection limit (max_connections)",
+    );
+    assert_eq!(response.get("Retry-After"), Some("5"));
+    assert_eq!(response.get("Connection"), Some("close"));
+    assert!(client.mock.closed);
+}
+
+#[test]
 fn host_error_codes_map_to_statuses() {
     let cases = [
         (ErrorCode::NOT_FOUND, 404),
@@ -590,6 +609,7 @@ fn host_error_codes_map_to_statuses() {
         (ErrorCode::BAD_RANGE, 416),
         (ErrorCode::UNAVAILABLE, 503),
         (ErrorCode::DRAINING, 503),
+        (ErrorCode::OVER_CAPACITY, 503),
         (ErrorCode::INVALID_STATE, 409),
         (ErrorCode(0), 500),
     ];

@@ -528,6 +528,27 @@ fn describe_live_and_directory_points() {
 }
 
 #[test]
+fn over_capacity_is_453_not_enough_bandwidth() {
+    let mut client = Client::new();
+    client.mock.refuse(
+        "full",
+        ErrorCode::OVER_CAPACITY,
+        "the point `full` has 10 clients",
+    );
+    let reply = client.request("DESCRIBE", "rtsp://h/full", 1, &[]);
+    reply.assert_error(453, "the point `full` has 10 clients");
+    assert_eq!(reply.reason, "Not Enough Bandwidth");
+    client.setup_tcp("live");
+    client.mock.play_refusals.insert(
+        "live".to_owned(),
+        HostError::new(ErrorCode::OVER_CAPACITY, "bandwidth cap"),
+    );
+    client
+        .play("live", 3, &[])
+        .assert_error(453, "bandwidth cap");
+}
+
+#[test]
 fn host_refusals_map_to_rtsp_statuses() {
     let mut client = Client::new();
     let cases = [
