@@ -97,6 +97,13 @@ pub const OUTPUT_FAILED: &str = "OUTPUT_FAILED";
 /// Media that cannot be framed was dropped (a partial TS packet before RTP framing); report
 /// it if it repeats, with the source that sends it.
 pub const MEDIA_DROPPED: &str = "MEDIA_DROPPED";
+/// A push was refused by the point's publish rules (missing or wrong credentials, an address
+/// not allowed, or too many failures). Repeated from one peer: someone is guessing keys or an
+/// encoder has an old key; check the peer and the encoder's URL.
+pub const PUBLISH_REFUSED: &str = "PUBLISH_REFUSED";
+/// A player was refused by the point's play rules (address not allowed, a missing, expired or
+/// tampered signed URL). Many from one peer: a scraper or an old link; check `sign-url` users.
+pub const PLAY_REFUSED: &str = "PLAY_REFUSED";
 
 #[cfg(test)]
 mod tests {

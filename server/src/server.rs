@@ -107,6 +107,9 @@ impl Server {
         let plugins = start_plugins(&config, &registry)?;
         let outputs = plan_outputs(&plugins, &points)?;
         let shared = Arc::new(Shared::new(points, config.server.write_timeout, plugins));
+        shared
+            .access
+            .set_policy(crate::access::AccessPolicy::from_config(&config));
         let listeners = bind_all(&config).await?;
         let control_path = config
             .server

@@ -17,6 +17,9 @@ use toml_edit::{ImDocument, Item, Key, Table, TableLike, Value};
 use super::error::{ConfigError, ConfigErrors, Location};
 use super::lines::LineIndex;
 use super::suggest::{did_you_mean, suggestion_suffix};
+
+#[path = "security.rs"]
+mod security;
 use super::value::{describe, settings_line};
 use super::{parse_pull_url, PullMode, PullSource, PullUrl};
 use super::{
@@ -24,7 +27,7 @@ use super::{
     ServerConfig, SettingIssue, DEFAULT_RECONNECT_GRACE, DEFAULT_SOURCE_TIMEOUT,
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["server", "plugins", "point"];
+const TOP_LEVEL_KEYS: &[&str] = &["server", "plugins", "point", "security"];
 const SERVER_KEYS: &[&str] = &[
     "plugin_dir",
     "log_format",
@@ -45,6 +48,8 @@ const POINT_KEYS: &[&str] = &[
     "pull_idle_timeout_ms",
     "reconnect_min_ms",
     "reconnect_max_ms",
+    "publish",
+    "play",
 ];
 /// Keys that only mean something for a point whose source is a pull URL.
 const PULL_KEYS: &[&str] = &[
@@ -79,6 +84,8 @@ pub(super) fn compile(
     let server = compiler.server(root);
     let plugins = compiler.plugins(root, catalog);
     let points = compiler.points(root, &plugins);
+    let security = compiler.security(root);
+    compiler.check_signing_key(&security, &points);
 
     let Compiler {
         errors,
@@ -101,6 +108,7 @@ pub(super) fn compile(
         server,
         plugins,
         points,
+        security,
         warnings: warnings.into_iter().map(|(_, warning)| warning).collect(),
     })
 }
@@ -851,7 +859,11 @@ impl<'a> Compiler<'a> {
             SOURCE_TIMEOUT_MS_RANGE,
             DEFAULT_SOURCE_TIMEOUT,
         );
+        let publish = self.publish_rule(section);
+        let play = self.play_rule(section);
         Some(PointConfig {
+            publish,
+            play,
             name: name?,
             kind: kind?,
             source: source?,

@@ -20,6 +20,7 @@ use super::media::{FileCursor, LiveCursor, Media, PacedFile};
 use super::play::{self, FilePlay, LivePlay, PlayRefusal};
 use super::publisher::{PublishRefusal, Publisher};
 use super::transports::{connection_ips, TransportRefusal};
+use crate::access::Action;
 use crate::events;
 use crate::media::index::FileIndex;
 use crate::media::pacer::FilePacer;
@@ -29,7 +30,7 @@ use crate::random::random_u32;
 use crate::transport::{transport_plugin_for, Transport};
 
 impl Connection<'_> {
-    /// Resolve `path` for playing, after admission; a refusal is logged.
+    /// Resolve `path` for playing, after admission and the play rules; a refusal is logged.
     fn resolve_playable(&self, path: &str) -> Result<(PointInfo, Resolved), HostError> {
         let found = self.admit(point_of(path)).and_then(|()| {
             self.shared
@@ -37,7 +38,32 @@ impl Connection<'_> {
                 .load()
                 .resolve_playable(self.plugin, path)
         });
-        found.inspect_err(|error| self.refuse("play", path, error))
+        let found = found.inspect_err(|error| self.refuse("play", path, error))?;
+        self.check_access(Action::Play, &found.0.name)?;
+        Ok(found)
+    }
+
+    /// Check the access rules for `action` on `point` against what the client presented
+    /// with this request; a refusal is logged with the peer and the reason, never a secret.
+    fn check_access(&self, action: Action, point: &str) -> Result<(), HostError> {
+        let peer = peer_ip(&self.info.peer);
+        let checked = self
+            .shared
+            .access
+            .check(action, point, peer, &self.credentials);
+        let Err(denial) = checked else {
+            return Ok(());
+        };
+        let (peer, credentials) = (&self.info.peer, self.credentials.kind.as_str());
+        match action {
+            Action::Publish => {
+                warn!(event = events::PUBLISH_REFUSED, point, %peer, credentials, reason = denial.reason(), "publish refused: {denial}")
+            }
+            Action::Play => {
+                warn!(event = events::PLAY_REFUSED, point, %peer, credentials, reason = denial.reason(), "play refused: {denial}")
+            }
+        }
+        Err(denial.into())
     }
 
     /// Log the refusal of `action` on `path`, and hand it to the plugin.
@@ -158,6 +184,7 @@ impl Connection<'_> {
         self.admit(point_of(path))?;
         let points = self.shared.points.load();
         let (info, _) = points.resolve(self.plugin, path)?;
+        self.check_access(Action::Play, &info.name)?;
         let point = points.get(&info.name);
         let protocols = point.map_or(&[][..], |p| &p.protocols[..]);
         let transport_plugin = self.transport_plugin_accepting(request, &info.name, protocols)?;
@@ -191,6 +218,14 @@ impl PacedFile {
     }
 }
 
+/// The peer's address; a peer the host cannot parse (never a TCP or UDP peer) counts as
+/// unspecified, which no allow-list or loopback rule admits.
+fn peer_ip(peer: &str) -> std::net::IpAddr {
+    peer.parse::<std::net::SocketAddr>()
+        .map(|address| address.ip())
+        .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
 /// Where a live point's RTP starts, for the reply to PLAY.
 fn live_play_info(point: PointInfo, start: RtpStart) -> PlayInfo {
     PlayInfo {
@@ -221,6 +256,7 @@ impl HostCalls for Connection<'_> {
     fn lookup(&self, path: &str) -> Result<PointInfo, HostError> {
         let (info, _) = self.shared.points.load().resolve(self.plugin, path)?;
         self.admit(&info.name)?;
+        self.check_access(Action::Play, &info.name)?;
         Ok(info)
     }
 
@@ -263,6 +299,7 @@ impl HostCalls for Connection<'_> {
             let point = info.name.to_string();
             return self.refused("publish", path, PublishRefusal::OnDemand { point });
         };
+        self.check_access(Action::Publish, &info.name)?;
         let publisher = match Publisher::start(stream, self.info.id, Instant::now()) {
             Ok(publisher) => publisher,
             Err(refusal) => return self.refused("publish", path, refusal),
@@ -449,6 +486,8 @@ mod tests {
             reconnect_grace: Duration::from_secs(5),
             source_timeout: Duration::from_secs(5),
             line: 1,
+            publish: None,
+            play: None,
         }
     }
 
