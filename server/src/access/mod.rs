@@ -6,6 +6,7 @@
 //! addresses that keep failing are locked out for a while ([`limiter`]). The decisions
 //! ([`decide`]) are plain functions of the rule, the peer, what was presented and `now`.
 
+pub mod cli;
 pub mod decide;
 pub mod limiter;
 pub mod rules;
