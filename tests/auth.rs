@@ -218,7 +218,7 @@ fn signed_points() -> String {
     let sample = sample_ts().display().to_string();
     format!(
         "[security]\nurl_signing_key = \"{SIGNING_KEY}\"\n\n{}play = {{ signed = true }}\n{}play = {{ deny = [\"127.0.0.0/8\"] }}\n",
-        point_toml("vod", "on-demand", &sample, &["http", "rtsp"]),
+        point_toml("vod", "on-demand", &sample, &["http", "rtsp", "tcp"]),
         point_toml("blocked", "on-demand", &sample, &["http"]),
     )
 }
@@ -232,11 +232,11 @@ fn sign(server: &Ferrocast, args: &[&str]) -> String {
 }
 
 fn start_signed() -> (Ferrocast, TempDir) {
-    let plugins = standard_plugin_dir();
+    let plugins = shipped_plugins_dir(&["http", "rtsp", "tcp"]);
     let http = loopback();
     let rtsp = loopback();
     let config = format!(
-        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n",
+        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.tcp]\n",
         config_with(http, &signed_points())
     );
     let server = Ferrocast::start(&config, plugins.path(), http);
