@@ -149,6 +149,11 @@ impl AccessControl {
         decided
     }
 
+    /// Does publishing to `point` take credentials (so a publisher that passed proved them)?
+    pub fn credentials_required(&self, point: &str) -> bool {
+        self.policy.load().publish_rule(point).needs_credentials()
+    }
+
     fn limiter(&self) -> std::sync::MutexGuard<'_, FailureLimiter> {
         self.failures
             .lock()

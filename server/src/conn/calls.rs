@@ -300,7 +300,14 @@ impl HostCalls for Connection<'_> {
             return self.refused("publish", path, PublishRefusal::OnDemand { point });
         };
         self.check_access(Action::Publish, &info.name)?;
-        let publisher = match Publisher::start(stream, self.info.id, Instant::now()) {
+        // An encoder that proved its credentials may reclaim the point from a stale publisher;
+        // where the point takes anyone, nobody may displace anyone.
+        let authenticated = self.shared.access.credentials_required(&info.name);
+        let start = match authenticated {
+            true => Publisher::take_over,
+            false => Publisher::start,
+        };
+        let publisher = match start(stream, self.info.id, Instant::now()) {
             Ok(publisher) => publisher,
             Err(refusal) => return self.refused("publish", path, refusal),
         };
