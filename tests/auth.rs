@@ -329,3 +329,54 @@ fn repeated_failures_lock_the_address_out() {
     assert!(server.logs().contains("rate limited"));
     assert_no_secrets(&server);
 }
+
+/// A pull source sends the `user:password@` of its URL to the origin as Basic credentials,
+/// and the password shows up nowhere in the server's output.
+#[test]
+fn a_pull_source_authenticates_to_its_origin() {
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin_address = origin.local_addr().unwrap();
+    let (heads, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let sample = std::fs::read(sample_ts()).unwrap();
+        // Bounded: the first few connections only.
+        for stream in origin.incoming().take(3) {
+            let Ok(mut stream) = stream else { continue };
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let authorized =
+                head.contains(&format!("Authorization: {}\r\n", basic("enc", PASSWORD)));
+            let _ = heads.send(head);
+            if authorized {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n");
+                let _ = stream.write_all(&sample[..188 * 2000]);
+            } else {
+                let _ = stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n");
+            }
+        }
+    });
+    let source = format!("http://enc:{PASSWORD}@{origin_address}/live");
+    let points = point_toml("relay", "broadcast", &source, &["http"]);
+    let (server, _plugins) = start_with_points(&points);
+    let head = received
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the pull connects to the origin");
+    assert!(
+        head.contains(&format!("Authorization: {}", basic("enc", PASSWORD))),
+        "{head}"
+    );
+    server.wait_for(&format!("{origin_address}"), Duration::from_secs(5));
+    let status = server.command(&["status"]);
+    assert!(!status.text.contains(PASSWORD), "{}", status.text);
+    assert_no_secrets(&server);
+}

@@ -62,7 +62,10 @@ fn an_intruder_without_the_key_cannot_take_a_protected_point() {
     let attacks_started = Instant::now();
     assert_eq!(intrude(&server, "/live", ""), 401);
     assert_eq!(intrude(&server, "/live?key=guess", ""), 401);
-    assert_eq!(intrude(&server, "/live", "Authorization: Bearer guess\r\n"), 401);
+    assert_eq!(
+        intrude(&server, "/live", "Authorization: Bearer guess\r\n"),
+        401
+    );
     // Even with the key, a publishing encoder is not displaced while it delivers media.
     assert_eq!(intrude(&server, &format!("/live?key={KEY}"), ""), 409);
     std::thread::sleep(Duration::from_secs(2));
@@ -94,10 +97,16 @@ fn the_owner_reclaims_the_point_from_its_stale_connection_within_the_grace() {
 
     assert!(reader.ended_at().is_none(), "the player stays attached");
     let gap = reader.longest_gap_since(resumed);
-    assert!(gap < Duration::from_secs(1), "after the takeover the player waited {gap:?}");
+    assert!(
+        gap < Duration::from_secs(1),
+        "after the takeover the player waited {gap:?}"
+    );
     // While the old encoder was frozen, keep-alive packets kept the player's connection busy.
     let stalled_gap = reader.longest_gap_since(reader.started + Duration::from_millis(500));
-    assert!(stalled_gap < Duration::from_secs(2), "the player waited {stalled_gap:?}");
+    assert!(
+        stalled_gap < Duration::from_secs(2),
+        "the player waited {stalled_gap:?}"
+    );
     assert_decodes(server.dir.path(), &reader.body(), 100);
     stale.signal("CONT");
 }

@@ -32,7 +32,9 @@ use std::time::Duration;
 pub use error::{ConfigError, ConfigErrors};
 
 use crate::access::{LimiterSettings, PlayRule, PublishRule, Secret};
-pub use pull::{parse_pull_url, PullMode, PullSource, PullUrl, PullUrlError};
+pub use pull::{
+    parse_pull_url, redact_url, PullMode, PullSource, PullUrl, PullUrlError, UpstreamCredentials,
+};
 
 /// What the configuration compiler needs to know about the loaded plugins.
 pub trait PluginCatalog {
