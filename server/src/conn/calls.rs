@@ -32,15 +32,18 @@ use crate::transport::{transport_plugin_for, Transport};
 impl Connection<'_> {
     /// Resolve `path` for playing, after admission and the play rules; a refusal is logged.
     fn resolve_playable(&self, path: &str) -> Result<(PointInfo, Resolved), HostError> {
-        let found = self.admit(point_of(path)).and_then(|()| {
-            self.shared
-                .points
-                .load()
-                .resolve_playable(self.plugin, path)
-        });
-        let found = found.inspect_err(|error| self.refuse("play", path, error))?;
-        self.check_access(Action::Play, &found.0.name)?;
-        Ok(found)
+        if let Err(error) = self.admit(point_of(path)) {
+            self.refuse("play", path, &error);
+            return Err(error);
+        }
+        // Before resolving: a refused player learns nothing about the point's state.
+        self.check_access(Action::Play, point_of(path))?;
+        let found = self
+            .shared
+            .points
+            .load()
+            .resolve_playable(self.plugin, path);
+        found.inspect_err(|error| self.refuse("play", path, error))
     }
 
     /// Check the access rules for `action` on `point` against what the client presented
@@ -602,5 +605,97 @@ mod tests {
             conn.media.is_none(),
             "the refused request replaced the old one"
         );
+    }
+    fn peer(address: &str) -> SessionInfo {
+        SessionInfo {
+            peer: address.into(),
+            ..info()
+        }
+    }
+
+    #[tokio::test]
+    async fn by_default_only_this_machine_publishes_and_anyone_plays() {
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut remote = Connection::new(&shared, "http", peer("192.0.2.1:5000"), Span::none());
+        let refused = remote.publish("live").unwrap_err();
+        assert_eq!(refused.code, ErrorCode::FORBIDDEN);
+        assert!(remote.publisher.is_none());
+        let mut local = Connection::new(&shared, "http", peer("[::1]:5000"), Span::none());
+        local.publish("live").unwrap();
+        assert!(remote.lookup("live").is_ok(), "players are public");
+        remote.play("live", ByteRange::ALL).unwrap();
+    }
+
+    #[tokio::test]
+    async fn play_rules_guard_lookup_play_and_transports() {
+        use crate::access::{AccessPolicy, AddressList, PlayRule, PointRules};
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut policy = AccessPolicy::default();
+        let deny = AddressList(vec!["192.0.2.0/24".parse().unwrap()]);
+        let play = PlayRule {
+            deny,
+            ..PlayRule::default()
+        };
+        let rules = PointRules {
+            publish: None,
+            play: Some(play),
+        };
+        policy.points.insert("live".into(), rules);
+        shared.access.set_policy(policy);
+        let mut denied = Connection::new(&shared, "http", peer("192.0.2.9:5000"), Span::none());
+        assert_eq!(
+            denied.lookup("live").unwrap_err().code,
+            ErrorCode::FORBIDDEN
+        );
+        let played = denied.play("live", ByteRange::ALL).unwrap_err();
+        assert_eq!(played.code, ErrorCode::FORBIDDEN);
+        assert!(denied.media.is_none());
+        let request = TransportRequest {
+            path: "live".into(),
+            kind: ferrocast_plugin_api::TransportKind::TCP_INTERLEAVED,
+            client_rtp_port: 0,
+            client_rtcp_port: 0,
+            rtp_channel: 0,
+            rtcp_channel: 1,
+        };
+        let setup = denied.setup_transport(request).unwrap_err();
+        assert_eq!(setup.code, ErrorCode::FORBIDDEN);
+        let mut encoder = Connection::new(&shared, "http", info(), Span::none());
+        encoder.publish("live").unwrap();
+        let mut other = Connection::new(&shared, "http", peer("198.51.100.1:5000"), Span::none());
+        other.play("live", ByteRange::ALL).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_key_is_checked_against_what_the_plugin_presented() {
+        use crate::access::{secret, AccessPolicy, PointRules, PublishRule, Secret};
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut policy = AccessPolicy::default();
+        let rule = PublishRule::Protected {
+            keys: vec![Secret::new(secret::hash("k3y").unwrap())],
+            users: vec![],
+            allow: None,
+        };
+        let rules = PointRules {
+            publish: Some(rule),
+            play: None,
+        };
+        policy.points.insert("live".into(), rules);
+        shared.access.set_policy(policy);
+        let mut encoder = Connection::new(&shared, "http", peer("192.0.2.1:5000"), Span::none());
+        assert_eq!(
+            encoder.publish("live").unwrap_err().code,
+            ErrorCode::UNAUTHORIZED
+        );
+        encoder.present_credentials(ferrocast_plugin_api::Credentials::url_query("key=nope"));
+        assert_eq!(
+            encoder.publish("live").unwrap_err().code,
+            ErrorCode::UNAUTHORIZED
+        );
+        encoder.present_credentials(ferrocast_plugin_api::Credentials::url_query("key=k3y"));
+        encoder.publish("live").unwrap();
     }
 }
