@@ -131,7 +131,11 @@ impl AccessControl {
             return Err(Denial::RateLimited { retry_after });
         }
         let decided = match action {
-            Action::Publish => decide::publish(policy.publish_rule(point), peer, presented),
+            // Checking a password hash takes tens of milliseconds on purpose: off the
+            // worker's other connections.
+            Action::Publish => {
+                off_the_runtime(|| decide::publish(policy.publish_rule(point), peer, presented))
+            }
             Action::Play => decide::play(
                 policy.play_rule(point),
                 point,
@@ -158,6 +162,17 @@ impl AccessControl {
         self.failures
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// Run `work` (slow, blocking) so that the runtime moves this worker's other tasks elsewhere
+/// meanwhile; on a current-thread runtime (tests) or outside one, simply run it.
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    match multi_thread {
+        true => tokio::task::block_in_place(work),
+        false => work(),
     }
 }
 
