@@ -76,6 +76,7 @@ enum Offline {
     /// Print a signed, expiring query string (or URL, with --base-url) for a point whose
     /// players need one (`play = { signed = true }`).
     SignUrl {
+        /// The point the URL plays.
         #[arg(long)]
         point: String,
         /// How long the URL works: 90s, 30m, 1h, 2d.
