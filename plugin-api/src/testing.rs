@@ -146,7 +146,16 @@ impl FfiHost for MockHost {
                 "another encoder is publishing",
             ));
         }
-        let answer = self.answer(path.as_str());
+        // Like the host: only broadcast points take encoders.
+        let answer = self
+            .answer(path.as_str())
+            .and_then(|point| match point.kind {
+                PointKind::ON_DEMAND => Err(HostError::new(
+                    ErrorCode::WRONG_KIND,
+                    format!("publishing point `{}` is on-demand", point.name),
+                )),
+                _ => Ok(point),
+            });
         if answer.is_ok() {
             self.published.push(path.as_str().to_owned());
         }

@@ -5,6 +5,7 @@
 //! protocol. Everything here is sans-IO (pure functions and small state machines over bytes),
 //! so each piece is unit-tested on its own and behaves the same in every crate that uses it.
 //!
+//! - [`auth`]: the credentials a request presents (`Authorization`, query) and the 401/429 helpers.
 //! - [`head`]: the end of a request or response head, found incrementally; header lookup.
 //! - [`path`]: percent-decoding and normalising request paths into publishing-point paths.
 //! - [`response`]: status line, header fields and body; reason phrases.
@@ -20,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod chunked;
 pub mod client;
 pub mod framing;

@@ -104,6 +104,13 @@ pub const CONNECTION_REFUSED: &str = "CONNECTION_REFUSED";
 /// The open-file limit in effect at start (raised to the hard limit where allowed). Raise the
 /// hard limit (`LimitNOFILE=`, `ulimit -Hn`) if it is below the connections you expect.
 pub const DESCRIPTOR_LIMIT: &str = "DESCRIPTOR_LIMIT";
+/// A push was refused by the point's publish rules (missing or wrong credentials, an address
+/// not allowed, or too many failures). Repeated from one peer: someone is guessing keys or an
+/// encoder has an old key; check the peer and the encoder's URL.
+pub const PUBLISH_REFUSED: &str = "PUBLISH_REFUSED";
+/// A player was refused by the point's play rules (address not allowed, a missing, expired or
+/// tampered signed URL). Many from one peer: a scraper or an old link; check `sign-url` users.
+pub const PLAY_REFUSED: &str = "PLAY_REFUSED";
 
 #[cfg(test)]
 mod tests {

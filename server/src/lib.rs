@@ -21,6 +21,7 @@
 //! - [`limits`]: connection limits at the accept path (global, per IP, rate, descriptors).
 //! - [`events`]: stable names of operator-facing events.
 
+pub mod access;
 pub mod config;
 pub mod conn;
 pub mod events;

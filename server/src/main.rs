@@ -1,5 +1,6 @@
-//! The `ferrocast` command: run the server, check a configuration file, or talk to a running
-//! server (reload, status, drain) through its control socket.
+//! The `ferrocast` command: run the server, check a configuration file, talk to a running
+//! server (reload, status, drain) through its control socket, or make password hashes and
+//! signed URLs for the access rules.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ferrocast::access::cli as access;
 use ferrocast::config::{self, Config, LogFormat};
 
 use ferrocast::plugins::PluginRegistry;
@@ -61,6 +63,35 @@ enum Command {
         target: Target,
         name: String,
     },
+    #[command(flatten)]
+    Offline(Offline),
+}
+
+/// Commands that work offline, for the access rules.
+#[derive(Subcommand, Debug)]
+enum Offline {
+    /// Read a password or stream key (a prompt, or the first line of standard input) and
+    /// print its argon2id hash, for `keys` or `users` in the configuration.
+    HashPassword,
+    /// Print a signed, expiring query string (or URL, with --base-url) for a point whose
+    /// players need one (`play = { signed = true }`).
+    SignUrl {
+        /// The point the URL plays.
+        #[arg(long)]
+        point: String,
+        /// How long the URL works: 90s, 30m, 1h, 2d.
+        #[arg(long, default_value = "1h")]
+        expires_in: String,
+        /// Only this client address may use the URL.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// A file holding the signing key; default: [security] url_signing_key of --config.
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        /// e.g. http://media.example.com:8080, to print the whole URL.
+        #[arg(long)]
+        base_url: Option<String>,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -81,6 +112,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(Command::Offline(command)) = &cli.command {
+        return run_offline(&cli, command);
+    }
     if let Some(command) = &cli.command {
         return send_command(&cli, command);
     }
@@ -140,6 +174,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(config, registry))
 }
 
+fn run_offline(cli: &Cli, command: &Offline) -> anyhow::Result<ExitCode> {
+    let printed = match command {
+        Offline::HashPassword => access::hash_password()?,
+        Offline::SignUrl {
+            point,
+            expires_in,
+            ip,
+            key_file,
+            base_url,
+        } => {
+            let request = access::SignRequest {
+                point,
+                expires_in,
+                ip: *ip,
+                base_url: base_url.as_deref(),
+            };
+            access::sign_url(&request, key_file.as_deref(), &cli.config)?
+        }
+    };
+    println!("{printed}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Send `command` to the running server and print its answer.
 fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
     let socket = match &cli.control_socket {
@@ -172,6 +229,7 @@ fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
         Command::Status => Request::Status,
         Command::Drain { target, name } => drain(target, name, true),
         Command::Undrain { target, name } => drain(target, name, false),
+        Command::Offline(_) => unreachable!("offline commands never reach the control socket"),
     };
     let reply = control::request(&socket, &request)?;
     print!("{}", reply.text);

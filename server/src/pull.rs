@@ -28,7 +28,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 use tracing::{info, warn, warn_span, Instrument};
 
-use crate::config::{PullMode, PullSource, PullUrl};
+use crate::config::{PullMode, PullSource, PullUrl, UpstreamCredentials};
 use crate::events;
 use crate::points::LiveStream;
 use crate::random::random_u32;
@@ -263,7 +263,8 @@ impl Puller {
                 authority,
                 host,
                 path,
-            } => connect_http(authority, host, path).await,
+                basic,
+            } => connect_http(authority, host, path, basic.as_ref()).await,
             PullUrl::Tcp { authority } => Ok(Connection {
                 source: Source::Stream(connect_tcp(authority).await?),
                 body: BodyDecoder::UntilClose,
@@ -392,10 +393,18 @@ async fn connect_tcp(authority: &str) -> Result<TcpStream, PullError> {
 }
 
 /// Send the GET for `path` and read the response head.
-async fn connect_http(authority: &str, host: &str, path: &str) -> Result<Connection, PullError> {
+async fn connect_http(
+    authority: &str,
+    host: &str,
+    path: &str,
+    basic: Option<&UpstreamCredentials>,
+) -> Result<Connection, PullError> {
     let mut socket = connect_tcp(authority).await?;
+    let authorization = basic
+        .map(|credentials| format!("Authorization: {}\r\n", credentials.authorization()))
+        .unwrap_or_default();
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ferrocast/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ferrocast/{}\r\nAccept: */*\r\n{authorization}Connection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
     );
     socket

@@ -109,6 +109,9 @@ impl Server {
         let shared = Arc::new(Shared::new(points, config.server.write_timeout, plugins));
         shared.gate.set_limits(config.limits);
         start_descriptor_limit(&shared);
+        shared
+            .access
+            .set_policy(crate::access::AccessPolicy::from_config(&config));
         let listeners = bind_all(&config).await?;
         let control_path = config
             .server

@@ -36,6 +36,8 @@ pub struct Shared {
     /// Bumped after every reload; each session then checks that what it uses still exists.
     changes: watch::Sender<u64>,
     next_session: AtomicU64,
+    /// Who may publish and play; a reload swaps its rules.
+    pub access: crate::access::AccessControl,
 }
 
 /// Points and plugins an operator put into the drain state: they take no new sessions.
@@ -55,6 +57,7 @@ impl Shared {
             drains: Mutex::default(),
             changes: watch::Sender::new(0),
             next_session: AtomicU64::new(1),
+            access: crate::access::AccessControl::default(),
         }
     }
 

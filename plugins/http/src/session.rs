@@ -21,6 +21,7 @@ use ferrocast_plugin_api::{
     StreamEnded,
 };
 
+use ferrocast_plugin_kit::auth;
 use ferrocast_plugin_kit::framing::{BodyDecoder, FeedError};
 
 use crate::proto::range;
@@ -60,6 +61,13 @@ impl Default for Config {
 /// Sent with an over-capacity 503: a limit is reached, come back in a few seconds.
 const OVER_CAPACITY_HEADERS: &[(&str, &str)] = &[("Retry-After", "5")];
 
+/// Hand the host what the client presented with `request` (nothing, when it presented
+/// nothing), before anything the host checks access for.
+fn present_credentials(host: &mut Host<'_>, request: &Request) {
+    let credentials = auth::credentials(request.authorization.as_deref(), &request.target);
+    host.present_credentials(credentials);
+}
+
 /// The status answering a host refusal.
 pub fn status_for(code: ErrorCode) -> u16 {
     match code {
@@ -69,6 +77,8 @@ pub fn status_for(code: ErrorCode) -> u16 {
         ErrorCode::WRONG_KIND => 405,
         ErrorCode::BAD_RANGE => 416,
         ErrorCode::UNAVAILABLE | ErrorCode::DRAINING | ErrorCode::OVER_CAPACITY => 503,
+        ErrorCode::UNAUTHORIZED => 401,
+        ErrorCode::RATE_LIMITED => 429,
         _ => 500,
     }
 }
@@ -77,7 +87,7 @@ pub fn status_for(code: ErrorCode) -> u16 {
 /// and fully read, only its target was wrong. Anything else (bad syntax, server trouble,
 /// draining) closes the connection.
 fn keeps_connection(status: u16) -> bool {
-    matches!(status, 403 | 404 | 405 | 409 | 416)
+    matches!(status, 401 | 403 | 404 | 405 | 409 | 416)
 }
 
 /// What a log line and a response need to know about the request being answered.
@@ -248,6 +258,7 @@ impl HttpSession {
             let message = "no publishing point in the request path; use /<point>";
             return self.refuse(host, exchange, 404, message, &[], keep_alive);
         }
+        present_credentials(host, request);
         let info = match host.lookup(&request.path) {
             Ok(info) => info,
             Err(error) => {
@@ -389,19 +400,18 @@ impl HttpSession {
             return self.refuse(host, exchange, 404, message, &[], false);
         }
         let allow_get = [("Allow", "GET, HEAD")];
-        match host.lookup(&request.path) {
-            Err(error) => return self.refuse_host(host, exchange, &error, &allow_get, false),
-            Ok(info) if info.kind == PointKind::ON_DEMAND => {
+        // No lookup first: a point's play rules do not bear on its encoder.
+        present_credentials(host, request);
+        match host.publish(&request.path) {
+            Ok(_) => {}
+            Err(error) if error.code == ErrorCode::WRONG_KIND => {
+                let point = request.path.split('/').next().unwrap_or_default();
                 let message = format!(
-                    "publishing point `{}` serves files; encoders can only push to broadcast points",
-                    info.name
+                    "publishing point `{point}` serves files; encoders can only push to broadcast points"
                 );
                 return self.refuse(host, exchange, 405, &message, &allow_get, false);
             }
-            Ok(_) => {}
-        }
-        if let Err(error) = host.publish(&request.path) {
-            return self.refuse_host(host, exchange, &error, &allow_get, false);
+            Err(error) => return self.refuse_host(host, exchange, &error, &allow_get, false),
         }
         let framing = match request.framing {
             Framing::None => "until close".to_owned(),
@@ -474,9 +484,12 @@ impl HttpSession {
         keep_alive: bool,
     ) {
         let status = status_for(error.code);
-        // A 405 must say what is allowed (RFC 9110 §15.5.6); over capacity says when to retry.
-        let extra = match status {
+        let retry_after = auth::retry_after_secs(&error.message).to_string();
+        let extra: &[(&'static str, &str)] = match status {
+            // A 405 must say what is allowed (RFC 9110 §15.5.6); over capacity says when to retry.
             405 => allow,
+            401 => &[("WWW-Authenticate", auth::BASIC_CHALLENGE)],
+            429 => &[("Retry-After", retry_after.as_str())],
             _ if error.code == ErrorCode::OVER_CAPACITY => OVER_CAPACITY_HEADERS,
             _ => &[],
         };

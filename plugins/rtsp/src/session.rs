@@ -37,9 +37,12 @@
 use std::time::Duration;
 
 use ferrocast_plugin_api::{
-    EndReason, ErrorCode, Host, HostError, LogLevel, PlayInfo, PointInfo, PointKind, Session,
-    SessionInfo, StreamEnded, TransportInfo, TransportKind, TransportRequest, RESUME,
+    CredentialKind, Credentials, EndReason, ErrorCode, Host, HostError, LogLevel, PlayInfo,
+    PointInfo, PointKind, Session, SessionInfo, StreamEnded, TransportInfo, TransportKind,
+    TransportRequest, RESUME,
 };
+
+use ferrocast_plugin_kit::auth;
 
 use crate::proto::range::{self, Npt, NptRange};
 use crate::proto::request::{valid_cseq, Limits, Message, ParseError, Request, RequestParser};
@@ -101,6 +104,8 @@ pub fn status_for(code: ErrorCode) -> (u16, Option<&'static str>) {
         ErrorCode::UNSUPPORTED_TRANSPORT => (461, None),
         ErrorCode::NOT_SEEKABLE | ErrorCode::INVALID_STATE => (455, None),
         ErrorCode::BAD_RANGE => (457, None),
+        ErrorCode::UNAUTHORIZED => (401, None),
+        ErrorCode::RATE_LIMITED => (503, None),
         _ => (500, None),
     }
 }
@@ -161,6 +166,9 @@ pub struct RtspSession {
     /// Interleaved frames on channels that are not the session's.
     stray_frames: u64,
     closed: bool,
+    /// What the client last presented: later requests of the session (SETUP and PLAY on
+    /// the control URL, which has no query) carry the signed URL's token on.
+    credentials: Credentials,
 }
 
 impl RtspSession {
@@ -177,6 +185,7 @@ impl RtspSession {
             active: None,
             header_timer_armed: false,
             stray_frames: 0,
+            credentials: Credentials::none(),
             closed: false,
         }
     }
@@ -333,6 +342,7 @@ impl RtspSession {
             Ok(target) => target,
             Err(why) => return self.refuse(host, &exchange, 400, &why.to_string()),
         };
+        self.present_credentials(host, &request);
         match request.method.as_str() {
             "OPTIONS" => {
                 let response = self.base(&exchange, 200).header("Public", PUBLIC);
@@ -361,6 +371,16 @@ impl RtspSession {
             }
             _ => unreachable!("every method of PUBLIC is handled"),
         }
+    }
+
+    /// Hand the host what this request presents (`Authorization`, or the URL's query), or
+    /// else what an earlier request of the session did.
+    fn present_credentials(&mut self, host: &mut Host<'_>, request: &Request) {
+        let presented = auth::credentials(request.header("Authorization"), &request.uri);
+        if presented.kind != CredentialKind::NONE {
+            self.credentials = presented;
+        }
+        host.present_credentials(self.credentials.clone());
     }
 
     fn describe(&mut self, host: &mut Host<'_>, exchange: &Exchange, target: &Target) {
@@ -753,6 +773,16 @@ impl RtspSession {
         let mut response = self.base(exchange, status);
         if let Some(reason) = reason {
             response = response.reason(reason);
+        }
+        match error.code {
+            ErrorCode::UNAUTHORIZED => {
+                response = response.header("WWW-Authenticate", auth::BASIC_CHALLENGE);
+            }
+            ErrorCode::RATE_LIMITED => {
+                let retry_after = auth::retry_after_secs(&error.message);
+                response = response.header("Retry-After", retry_after.to_string());
+            }
+            _ => {}
         }
         let message = format!("{} ({})", error.message, error.code.as_str());
         self.send_refusal(host, exchange, response, &message);

@@ -20,6 +20,9 @@ mod limits;
 use super::error::{ConfigError, ConfigErrors, Location};
 use super::lines::LineIndex;
 use super::suggest::{did_you_mean, suggestion_suffix};
+
+#[path = "security.rs"]
+mod security;
 use super::value::{describe, settings_line};
 use super::{parse_pull_url, PullMode, PullSource, PullUrl};
 use super::{
@@ -27,7 +30,7 @@ use super::{
     ServerConfig, SettingIssue, DEFAULT_RECONNECT_GRACE, DEFAULT_SOURCE_TIMEOUT,
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["server", "plugins", "point", "limits"];
+const TOP_LEVEL_KEYS: &[&str] = &["server", "plugins", "point", "limits", "security"];
 const SERVER_KEYS: &[&str] = &[
     "plugin_dir",
     "log_format",
@@ -51,6 +54,8 @@ const POINT_KEYS: &[&str] = &[
     "max_clients",
     "max_bandwidth",
     "max_bandwidth_kbps",
+    "publish",
+    "play",
 ];
 /// Keys that only mean something for a point whose source is a pull URL.
 const PULL_KEYS: &[&str] = &[
@@ -86,6 +91,8 @@ pub(super) fn compile(
     let limits = compiler.limits(root);
     let plugins = compiler.plugins(root, catalog);
     let points = compiler.points(root, &plugins);
+    let security = compiler.security(root);
+    compiler.check_signing_key(&security, &points);
 
     let Compiler {
         errors,
@@ -109,6 +116,7 @@ pub(super) fn compile(
         limits,
         plugins,
         points,
+        security,
         warnings: warnings.into_iter().map(|(_, warning)| warning).collect(),
     })
 }
@@ -860,8 +868,12 @@ impl<'a> Compiler<'a> {
             DEFAULT_SOURCE_TIMEOUT,
         );
         let limits = self.point_limits(section);
+        let publish = self.publish_rule(section);
+        let play = self.play_rule(section);
         Some(PointConfig {
             limits,
+            publish,
+            play,
             name: name?,
             kind: kind?,
             source: source?,

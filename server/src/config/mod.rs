@@ -30,7 +30,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use pull::{parse_pull_url, PullMode, PullSource, PullUrl, PullUrlError};
+
+use crate::access::{LimiterSettings, PlayRule, PublishRule, Secret};
+pub use pull::{
+    parse_pull_url, redact_url, PullMode, PullSource, PullUrl, PullUrlError, UpstreamCredentials,
+};
 
 /// What the configuration compiler needs to know about the loaded plugins.
 pub trait PluginCatalog {
@@ -69,6 +73,8 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// Publishing points in file order; names are unique.
     pub points: Vec<PointConfig>,
+    /// The `[security]` table: signing key, limiter and default access rules.
+    pub security: SecurityConfig,
     /// Things that are allowed but probably not intended, as `file:line: message`.
     pub warnings: Vec<String>,
 }
@@ -157,6 +163,22 @@ pub struct PointConfig {
     pub limits: PointLimits,
     /// Line of the `[[point]]` header.
     pub line: usize,
+    /// Who may publish; `None` takes `[security] publish`.
+    pub publish: Option<PublishRule>,
+    /// Who may play; `None` takes `[security] play`.
+    pub play: Option<PlayRule>,
+}
+
+/// The `[security]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// Key of the HMAC over signed player URLs.
+    pub url_signing_key: Option<Secret>,
+    /// Publish rule of points without their own (loopback only by default).
+    pub publish: PublishRule,
+    /// Play rule of points without their own (public by default).
+    pub play: PlayRule,
+    pub limiter: LimiterSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,8 @@ pub enum PullUrl {
         authority: String,
         host: String,
         path: String,
+        /// `user:password@` of the URL, sent to the origin as Basic credentials.
+        basic: Option<UpstreamCredentials>,
     },
     /// `tcp://host:port`: raw MPEG-TS on a TCP connection.
     Tcp { authority: String },
@@ -40,6 +42,41 @@ impl std::fmt::Display for PullUrl {
             } => write!(f, "udp://{group}:{}", bind.port()),
             Self::Udp { bind, .. } => write!(f, "udp://{bind}"),
         }
+    }
+}
+
+/// Credentials for a pull source's origin. The password stays out of logs, status and
+/// error messages (`Debug` redacts it; the URL's `Display` leaves it out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamCredentials {
+    pub user: String,
+    pub password: crate::access::Secret,
+}
+
+impl UpstreamCredentials {
+    /// The `Authorization` header's value.
+    pub fn authorization(&self) -> String {
+        use base64::Engine;
+        let pair = format!("{}:{}", self.user, self.password.expose());
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    }
+}
+
+/// `raw` with the password of any `user:password@` replaced, for messages.
+pub fn redact_url(raw: &str) -> String {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return raw.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        None => raw.to_owned(),
     }
 }
 
@@ -94,7 +131,8 @@ pub enum PullUrlError {
 
 /// Parse a pull URL; the error says what is wrong and what is accepted.
 pub fn parse_pull_url(raw: &str) -> Result<PullUrl, PullUrlError> {
-    let url = || raw.to_owned();
+    let redacted = redact_url(raw);
+    let url = || redacted.clone();
     let (scheme, rest) = raw
         .split_once("://")
         .ok_or_else(|| PullUrlError::NotAUrl { url: url() })?;
@@ -104,12 +142,24 @@ pub fn parse_pull_url(raw: &str) -> Result<PullUrl, PullUrlError> {
                 Some(slash) => (&rest[..slash], &rest[slash..]),
                 None => (rest, "/"),
             };
+            let (basic, authority) = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                    let credentials = UpstreamCredentials {
+                        user: user.to_owned(),
+                        password: crate::access::Secret::new(password),
+                    };
+                    (Some(credentials), host)
+                }
+                None => (None, authority),
+            };
             let (host, port) = host_and_port(authority, 80)
                 .ok_or_else(|| PullUrlError::BadHttpAuthority { url: url() })?;
             Ok(PullUrl::Http {
                 authority: format!("{host}:{port}"),
                 host,
                 path: path.to_owned(),
+                basic,
             })
         }
         "tcp" => {
@@ -223,7 +273,8 @@ mod tests {
             PullUrl::Http {
                 authority: "origin.example:8080".into(),
                 host: "origin.example".into(),
-                path: "/live".into()
+                path: "/live".into(),
+                basic: None,
             }
         );
         assert!(
@@ -251,6 +302,29 @@ mod tests {
                 interface: Some("127.0.0.1".parse().unwrap())
             }
         );
+    }
+
+    #[test]
+    fn credentials_in_an_http_url_go_to_the_origin_and_never_into_messages() {
+        let url = parse_pull_url("http://enc:s3cret@origin.example:8080/live").unwrap();
+        let PullUrl::Http {
+            authority,
+            basic: Some(basic),
+            ..
+        } = &url
+        else {
+            panic!("{url:?}");
+        };
+        assert_eq!(authority, "origin.example:8080");
+        assert_eq!(basic.user, "enc");
+        // base64("enc:s3cret")
+        assert_eq!(basic.authorization(), "Basic ZW5jOnMzY3JldA==");
+        assert_eq!(url.to_string(), "http://origin.example:8080/live");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        let error = parse_pull_url("http://enc:s3cret@/live").unwrap_err();
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+        assert_eq!(redact_url("http://enc:s3cret@h/x"), "http://enc:***@h/x");
+        assert_eq!(redact_url("http://h/x@y"), "http://h/x@y");
     }
 
     #[test]

@@ -300,7 +300,7 @@ kind = "stream"
             (28, "is missing required key `source`"),
             (28, "is missing required key `protocols`"),
             (29, "`kind` must be one of \"broadcast\", \"on-demand\", found \"stream\""),
-            (31, "unknown top-level table [pointz]; expected one of: server, plugins, point, limits (did you mean `point`?)"),
+            (31, "unknown top-level table [pointz]; expected one of: server, plugins, point, limits, security (did you mean `point`?)"),
         ],
     );
     // Every error carries the file, and Display is `file:line: message`.
@@ -1004,4 +1004,122 @@ max_bandwidth_kbps = 5000
             (23, "either `max_bandwidth` or `max_bandwidth_kbps`"),
         ],
     );
+}
+
+// ---- access rules ------------------------------------------------------------
+
+/// A real argon2id hash (of "k3y"), so the compiler's hash check sees the real format.
+fn key_hash() -> String {
+    crate::access::secret::hash("k3y").unwrap()
+}
+
+#[test]
+fn access_rules_default_to_loopback_publishing_and_public_play() {
+    let fixture = Fixture::new();
+    let path = fixture.config(
+        "ferrocast.toml",
+        "[[point]]\nname = \"live\"\nkind = \"broadcast\"\nsource = \"push\"\nprotocols = [\"http\"]\n",
+    );
+    let config = compile_file(&path, &FakeCatalog::default()).unwrap();
+    assert_eq!(
+        config.security.publish,
+        crate::access::PublishRule::Loopback
+    );
+    assert_eq!(config.security.play, crate::access::PlayRule::default());
+    assert_eq!(config.points[0].publish, None);
+    assert!(config.security.url_signing_key.is_none());
+}
+
+#[test]
+fn security_and_point_rules_compile() {
+    let fixture = Fixture::new();
+    let hash = key_hash();
+    let text = format!(
+        r#"[security]
+url_signing_key = "0123456789abcdef0123"
+publish = "open"
+max_failed_attempts = 3
+lockout_ms = 5000
+
+[[point]]
+name = "live"
+kind = "broadcast"
+source = "push"
+protocols = ["http"]
+publish = {{ keys = ["{hash}"], users = [{{ name = "enc", password = "{hash}" }}], allow = ["10.0.0.0/8", "127.0.0.1"] }}
+play = {{ allow = ["192.0.2.0/24"], deny = ["192.0.2.9"], signed = true }}
+"#
+    );
+    let path = fixture.config("ferrocast.toml", &text);
+    let config = compile_file(&path, &FakeCatalog::default()).unwrap();
+    assert_eq!(config.security.publish, crate::access::PublishRule::Open);
+    assert_eq!(config.security.limiter.max_failures, 3);
+    assert_eq!(config.security.limiter.lockout, Duration::from_secs(5));
+    let point = &config.points[0];
+    let Some(crate::access::PublishRule::Protected { keys, users, allow }) = &point.publish else {
+        panic!("a protected publish rule: {:?}", point.publish);
+    };
+    assert_eq!((keys.len(), users.len()), (1, 1));
+    assert_eq!(users[0].name, "enc");
+    assert_eq!(allow.as_ref().map(|list| list.0.len()), Some(2));
+    let play = point.play.as_ref().unwrap();
+    assert!(play.signed && play.deny.0.len() == 1);
+    let debug = format!("{config:?}");
+    assert!(
+        !debug.contains("0123456789abcdef0123") && !debug.contains(&hash),
+        "secrets stay out of Debug output"
+    );
+}
+
+#[test]
+fn bad_access_rules_are_reported_with_lines() {
+    let fixture = Fixture::new();
+    let text = r#"[security]
+url_signing_key = "short"
+publish = "everyone"
+
+[[point]]
+name = "live"
+kind = "broadcast"
+source = "push"
+protocols = ["http"]
+publish = { keys = ["plaintext"], allow = ["10.0.0.0/33"] }
+play = { signed = "yes", deny = ["nowhere"] }
+
+[[point]]
+name = "other"
+kind = "broadcast"
+source = "push"
+protocols = ["http"]
+publish = {}
+"#;
+    let path = fixture.config("ferrocast.toml", text);
+    let errors = expect_errors(compile_file(&path, &FakeCatalog::default()));
+    assert_errors(
+        &errors,
+        &[
+            (2, "`url_signing_key` must be at least 16 characters"),
+            (
+                3,
+                "`publish` must be one of \"loopback\", \"open\", found \"everyone\"",
+            ),
+            (10, "entry of `keys`: not an argon2 PHC string"),
+            (10, "entry of `allow`: `10.0.0.0/33` has prefix length 33"),
+            (
+                11,
+                "entry of `deny`: `nowhere` is not an IP address or network",
+            ),
+            (11, "`signed` must be a boolean"),
+            (18, "gives no `keys`, `users` or `allow`"),
+        ],
+    );
+}
+
+#[test]
+fn signed_points_need_a_signing_key() {
+    let fixture = Fixture::new();
+    let text = "[[point]]\nname = \"live\"\nkind = \"broadcast\"\nsource = \"push\"\nprotocols = [\"http\"]\nplay = { signed = true }\n";
+    let path = fixture.config("ferrocast.toml", text);
+    let errors = expect_errors(compile_file(&path, &FakeCatalog::default()));
+    assert_errors(&errors, &[(1, "has no `url_signing_key`")]);
 }

@@ -20,6 +20,7 @@ use super::media::{FileCursor, LiveCursor, Media, PacedFile};
 use super::play::{self, FilePlay, LivePlay, PlayRefusal};
 use super::publisher::{PublishRefusal, Publisher};
 use super::transports::{connection_ips, TransportRefusal};
+use crate::access::Action;
 use crate::events;
 use crate::media::index::FileIndex;
 use crate::media::pacer::FilePacer;
@@ -29,16 +30,25 @@ use crate::random::random_u32;
 use crate::transport::{transport_plugin_for, Transport};
 
 impl Connection<'_> {
-    /// Resolve `path` for playing, after admission; a refusal is logged.
+    /// Resolve `path` for playing, after admission and the play rules; a refusal is logged.
     fn resolve_playable(&self, path: &str) -> Result<(PointInfo, Resolved), HostError> {
-        let found = self.admit(point_of(path)).and_then(|()| {
+        if let Err(error) = self.admit(point_of(path)) {
+            self.refuse("play", path, &error);
+            return Err(error);
+        }
+        // Before resolving: a refused player learns nothing about the point's state.
+        self.check_access(Action::Play, point_of(path))?;
+        let found = {
             let points = self.shared.points.load();
-            let found = points.resolve_playable(self.plugin, path)?;
-            if let Resolved::Live(stream) = &found.1 {
-                self.check_point_capacity(&points, &found.0.name, stream)?;
-            }
-            Ok(found)
-        });
+            points
+                .resolve_playable(self.plugin, path)
+                .and_then(|found| {
+                    if let Resolved::Live(stream) = &found.1 {
+                        self.check_point_capacity(&points, &found.0.name, stream)?;
+                    }
+                    Ok(found)
+                })
+        };
         found.inspect_err(|error| self.refuse("play", path, error))
     }
 
@@ -75,6 +85,29 @@ impl Connection<'_> {
             warn!(event = events::CONNECTION_REFUSED, point = %name, since_last_line = count, "{refusal}");
         }
         Err(refusal.into())
+    }
+
+    /// Check the access rules for `action` on `point` against what the client presented
+    /// with this request; a refusal is logged with the peer and the reason, never a secret.
+    fn check_access(&self, action: Action, point: &str) -> Result<(), HostError> {
+        let peer = peer_ip(&self.info.peer);
+        let checked = self
+            .shared
+            .access
+            .check(action, point, peer, &self.credentials);
+        let Err(denial) = checked else {
+            return Ok(());
+        };
+        let (peer, credentials) = (&self.info.peer, self.credentials.kind.as_str());
+        match action {
+            Action::Publish => {
+                warn!(event = events::PUBLISH_REFUSED, point, %peer, credentials, reason = denial.reason(), "publish refused: {denial}")
+            }
+            Action::Play => {
+                warn!(event = events::PLAY_REFUSED, point, %peer, credentials, reason = denial.reason(), "play refused: {denial}")
+            }
+        }
+        Err(denial.into())
     }
 
     /// Log the refusal of `action` on `path`, and hand it to the plugin.
@@ -195,6 +228,7 @@ impl Connection<'_> {
         self.admit(point_of(path))?;
         let points = self.shared.points.load();
         let (info, _) = points.resolve(self.plugin, path)?;
+        self.check_access(Action::Play, &info.name)?;
         let point = points.get(&info.name);
         let protocols = point.map_or(&[][..], |p| &p.protocols[..]);
         let transport_plugin = self.transport_plugin_accepting(request, &info.name, protocols)?;
@@ -226,6 +260,14 @@ impl PacedFile {
             rtp_time: self.timestamp_at(position),
         }
     }
+}
+
+/// The peer's address; a peer the host cannot parse (never a TCP or UDP peer) counts as
+/// unspecified, which no allow-list or loopback rule admits.
+fn peer_ip(peer: &str) -> std::net::IpAddr {
+    peer.parse::<std::net::SocketAddr>()
+        .map(|address| address.ip())
+        .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }
 
 /// Where a live point's RTP starts, for the reply to PLAY.
@@ -260,6 +302,7 @@ impl HostCalls for Connection<'_> {
         self.check_refused()?;
         let (info, _) = self.shared.points.load().resolve(self.plugin, path)?;
         self.admit(&info.name)?;
+        self.check_access(Action::Play, &info.name)?;
         Ok(info)
     }
 
@@ -303,7 +346,15 @@ impl HostCalls for Connection<'_> {
             let point = info.name.to_string();
             return self.refused("publish", path, PublishRefusal::OnDemand { point });
         };
-        let publisher = match Publisher::start(stream, self.info.id, Instant::now()) {
+        self.check_access(Action::Publish, &info.name)?;
+        // An encoder that proved its credentials may reclaim the point from a stale publisher;
+        // where the point takes anyone, nobody may displace anyone.
+        let authenticated = self.shared.access.credentials_required(&info.name);
+        let start = match authenticated {
+            true => Publisher::take_over,
+            false => Publisher::start,
+        };
+        let publisher = match start(stream, self.info.id, Instant::now()) {
             Ok(publisher) => publisher,
             Err(refusal) => return self.refused("publish", path, refusal),
         };
@@ -523,6 +574,8 @@ mod tests {
             source_timeout: Duration::from_secs(5),
             limits: crate::config::PointLimits::default(),
             line: 1,
+            publish: None,
+            play: None,
         }
     }
 
@@ -630,5 +683,97 @@ mod tests {
             conn.media.is_none(),
             "the refused request replaced the old one"
         );
+    }
+    fn peer(address: &str) -> SessionInfo {
+        SessionInfo {
+            peer: address.into(),
+            ..info()
+        }
+    }
+
+    #[tokio::test]
+    async fn by_default_only_this_machine_publishes_and_anyone_plays() {
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut remote = Connection::new(&shared, "http", peer("192.0.2.1:5000"), Span::none());
+        let refused = remote.publish("live").unwrap_err();
+        assert_eq!(refused.code, ErrorCode::FORBIDDEN);
+        assert!(remote.publisher.is_none());
+        let mut local = Connection::new(&shared, "http", peer("[::1]:5000"), Span::none());
+        local.publish("live").unwrap();
+        assert!(remote.lookup("live").is_ok(), "players are public");
+        remote.play("live", ByteRange::ALL).unwrap();
+    }
+
+    #[tokio::test]
+    async fn play_rules_guard_lookup_play_and_transports() {
+        use crate::access::{AccessPolicy, AddressList, PlayRule, PointRules};
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut policy = AccessPolicy::default();
+        let deny = AddressList(vec!["192.0.2.0/24".parse().unwrap()]);
+        let play = PlayRule {
+            deny,
+            ..PlayRule::default()
+        };
+        let rules = PointRules {
+            publish: None,
+            play: Some(play),
+        };
+        policy.points.insert("live".into(), rules);
+        shared.access.set_policy(policy);
+        let mut denied = Connection::new(&shared, "http", peer("192.0.2.9:5000"), Span::none());
+        assert_eq!(
+            denied.lookup("live").unwrap_err().code,
+            ErrorCode::FORBIDDEN
+        );
+        let played = denied.play("live", ByteRange::ALL).unwrap_err();
+        assert_eq!(played.code, ErrorCode::FORBIDDEN);
+        assert!(denied.media.is_none());
+        let request = TransportRequest {
+            path: "live".into(),
+            kind: ferrocast_plugin_api::TransportKind::TCP_INTERLEAVED,
+            client_rtp_port: 0,
+            client_rtcp_port: 0,
+            rtp_channel: 0,
+            rtcp_channel: 1,
+        };
+        let setup = denied.setup_transport(request).unwrap_err();
+        assert_eq!(setup.code, ErrorCode::FORBIDDEN);
+        let mut encoder = Connection::new(&shared, "http", info(), Span::none());
+        encoder.publish("live").unwrap();
+        let mut other = Connection::new(&shared, "http", peer("198.51.100.1:5000"), Span::none());
+        other.play("live", ByteRange::ALL).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_key_is_checked_against_what_the_plugin_presented() {
+        use crate::access::{secret, AccessPolicy, PointRules, PublishRule, Secret};
+        let file = ts_file();
+        let shared = shared_with_points(file.path());
+        let mut policy = AccessPolicy::default();
+        let rule = PublishRule::Protected {
+            keys: vec![Secret::new(secret::hash("k3y").unwrap())],
+            users: vec![],
+            allow: None,
+        };
+        let rules = PointRules {
+            publish: Some(rule),
+            play: None,
+        };
+        policy.points.insert("live".into(), rules);
+        shared.access.set_policy(policy);
+        let mut encoder = Connection::new(&shared, "http", peer("192.0.2.1:5000"), Span::none());
+        assert_eq!(
+            encoder.publish("live").unwrap_err().code,
+            ErrorCode::UNAUTHORIZED
+        );
+        encoder.present_credentials(ferrocast_plugin_api::Credentials::url_query("key=nope"));
+        assert_eq!(
+            encoder.publish("live").unwrap_err().code,
+            ErrorCode::UNAUTHORIZED
+        );
+        encoder.present_credentials(ferrocast_plugin_api::Credentials::url_query("key=k3y"));
+        encoder.publish("live").unwrap();
     }
 }

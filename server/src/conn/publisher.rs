@@ -63,6 +63,23 @@ impl Publisher {
         })
     }
 
+    /// Become `stream`'s publisher at `now`, taking over from a stale publisher if there is
+    /// one: for an encoder whose credentials were checked.
+    pub fn take_over(
+        stream: Arc<LiveStream>,
+        session: u64,
+        now: Instant,
+    ) -> Result<Self, PublishRefusal> {
+        if let Some(displaced) = stream.publish_or_take_over(session)? {
+            info!(event = events::PUSH_START, point = %stream.name, displaced, "an encoder with valid credentials took the point over from a stale publisher");
+        }
+        Ok(Self {
+            stream,
+            bytes_pushed: 0,
+            last_push: now,
+        })
+    }
+
     pub fn stream(&self) -> &Arc<LiveStream> {
         &self.stream
     }
@@ -106,6 +123,29 @@ mod tests {
         let later = start + Duration::from_secs(2);
         publisher.push(1, &[0x47; 188], later).unwrap();
         assert_eq!(publisher.source_deadline(), later + Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_authenticated_encoder_takes_over_from_a_silent_publisher_only() {
+        let stream = stream();
+        let mut first = Publisher::start(Arc::clone(&stream), 1, Instant::now()).unwrap();
+        let busy = Publisher::take_over(Arc::clone(&stream), 2, Instant::now());
+        assert!(
+            matches!(busy, Err(PublishRefusal::Busy(_))),
+            "not yet stale"
+        );
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let second = Publisher::take_over(Arc::clone(&stream), 2, Instant::now()).unwrap();
+        assert!(stream.is_live());
+        let displaced = first.push(1, &[0x47; 188], Instant::now());
+        assert!(matches!(displaced, Err(PublishRefusal::Displaced)));
+        first.end(1, "gone");
+        assert!(
+            stream.is_live(),
+            "the displaced session's end changes nothing"
+        );
+        second.end(2, "done");
+        assert!(!stream.is_live());
     }
 
     #[tokio::test]

@@ -401,6 +401,30 @@ impl LiveStream {
         true
     }
 
+    /// Publish, taking the point over from a stale publisher: one that is still connected
+    /// but has delivered no media for a second (a half-open connection of the encoder that
+    /// is now reconnecting). Only for a publisher whose credentials the host checked.
+    /// Returns the displaced session, if any; its next push is refused.
+    pub fn publish_or_take_over(
+        self: &Arc<Self>,
+        session: u64,
+    ) -> Result<Option<u64>, PublishError> {
+        let displaced = {
+            let mut inner = self.lock();
+            match inner.publisher {
+                Some(stale) if inner.last_media.elapsed() >= SILENCE_BEFORE_KEEPALIVE => {
+                    inner.publisher = None;
+                    // As if the source had just been lost: clients resync on the new one.
+                    let now = tokio::time::Instant::now();
+                    inner.state = LiveState::SourceLost { deadline: now };
+                    Some(stale)
+                }
+                _ => None,
+            }
+        };
+        self.publish(session).map(|()| displaced)
+    }
+
     /// The publisher went away (`why`). Clients stay attached for the reconnect grace, kept
     /// alive with null packets; if no encoder takes over by then, their streams end.
     pub fn unpublish(self: &Arc<Self>, session: u64, why: &str) {

@@ -70,7 +70,17 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     plan_plugins(old, new, &mut plan);
     plan_points(old, new, &mut plan);
     plan_server(old, new, &mut plan);
+    plan_access(old, new, &mut plan);
     plan
+}
+
+/// Access rules (`[security]`, a point's `publish` or `play`) apply to new requests at once.
+fn plan_access(old: &Config, new: &Config, plan: &mut ReloadPlan) {
+    let policy = crate::access::AccessPolicy::from_config;
+    if policy(old) != policy(new) {
+        plan.server
+            .push("access rules (new requests use them)".into());
+    }
 }
 
 /// Plugins enabled, disabled or given new settings, and the listen addresses that change.

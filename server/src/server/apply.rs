@@ -201,6 +201,9 @@ impl Server {
         self.shared.points.store(Arc::new(points));
         self.shared.set_write_timeout(new.server.write_timeout);
         self.shared.gate.set_limits(new.limits);
+        self.shared
+            .access
+            .set_policy(crate::access::AccessPolicy::from_config(new));
         let new_points = self.shared.points.load();
         old_points
             .live_streams()

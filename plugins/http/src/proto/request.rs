@@ -78,6 +78,8 @@ pub struct Request {
     pub range: Option<String>,
     /// An `If-Range` header is present.
     pub if_range: bool,
+    /// The `Authorization` header's value (never logged).
+    pub authorization: Option<String>,
 }
 
 impl Request {
@@ -157,6 +159,7 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
     let mut expect_continue = false;
     let mut range = None;
     let mut if_range = false;
+    let mut authorization = None;
     for header in parsed.headers.iter() {
         let name = header.name;
         let value = || {
@@ -174,6 +177,8 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
             range = Some(value()?.to_owned());
         } else if name.eq_ignore_ascii_case("if-range") {
             if_range = true;
+        } else if name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(value()?.to_owned());
         }
     }
 
@@ -205,6 +210,7 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
         expect_continue: expect_continue && minor_version >= 1,
         range,
         if_range,
+        authorization,
     })
 }
 

@@ -5,6 +5,7 @@ use std::ops::{Deref, DerefMut};
 
 use super::*;
 use ferrocast_plugin_api::testing::MockHost;
+use ferrocast_plugin_api::Credentials;
 use ferrocast_plugin_kit::chunked::ChunkedDecoder;
 use ferrocast_plugin_kit::testing::{unique_header, SessionHarness};
 
@@ -1094,4 +1095,67 @@ fn corruption_in_a_push_never_alters_the_media_before_it() {
         );
         assert!(pushed.len() <= input.len() - head_len);
     }
+}
+
+#[test]
+fn every_request_presents_what_the_client_sent_or_nothing() {
+    let mut client = Client::new();
+    client.send(b"HEAD /vod?expires=9&token=abc HTTP/1.1\r\nHost: x\r\n\r\n");
+    client.send(b"HEAD /vod HTTP/1.1\r\nHost: x\r\nAuthorization: Basic ZW5jOnB3\r\n\r\n");
+    client.send(b"GET /vod HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\n\r\n");
+    assert_eq!(
+        client.mock.credentials,
+        vec![
+            Credentials::url_query("expires=9&token=abc"),
+            Credentials::basic("enc", "pw"),
+            Credentials::none(),
+        ]
+    );
+}
+
+#[test]
+fn a_push_presents_its_key_before_publishing() {
+    let mut client = Client::new();
+    client.send(b"PUT /live?key=k3y HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(
+        client.mock.credentials,
+        vec![Credentials::url_query("key=k3y")]
+    );
+    assert_eq!(client.mock.published, vec!["live".to_owned()]);
+}
+
+#[test]
+fn unauthorized_is_401_with_a_basic_challenge() {
+    let mut client = Client::new();
+    client
+        .mock
+        .refuse("live", ErrorCode::UNAUTHORIZED, "credentials are required");
+    client.send(b"PUT /live HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    let response = client.response();
+    response.assert_error(401, "credentials are required");
+    assert_eq!(
+        response.get("WWW-Authenticate"),
+        Some("Basic realm=\"ferrocast\"")
+    );
+    assert!(client.mock.published.is_empty());
+}
+
+#[test]
+fn forbidden_is_403_and_rate_limited_is_429_with_retry_after() {
+    let mut client = Client::new();
+    client
+        .mock
+        .refuse("live", ErrorCode::FORBIDDEN, "the signed URL expired");
+    client.send(b"GET /live?expires=1&token=x HTTP/1.1\r\nHost: x\r\n\r\n");
+    let response = client.response();
+    response.assert_error(403, "the signed URL expired");
+    assert_eq!(response.get("WWW-Authenticate"), None);
+
+    let mut client = Client::new();
+    let message = "too many failed attempts; retry in 17 s";
+    client.mock.refuse("live", ErrorCode::RATE_LIMITED, message);
+    client.send(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n");
+    let response = client.response();
+    response.assert_error(429, message);
+    assert_eq!(response.get("Retry-After"), Some("17"));
 }

@@ -1274,3 +1274,58 @@ fn session_ids_are_mixed_and_long() {
     assert_ne!(ids[1], ids[2]);
     assert_eq!(session_id(1), ids[1], "stable");
 }
+
+#[test]
+fn a_signed_urls_token_carries_on_to_setup_and_play_on_the_control_url() {
+    let mut client = Client::new();
+    let described = client.request("DESCRIBE", "rtsp://h/vod?expires=9&token=abc", 1, &[]);
+    assert_eq!(described.status, 200, "{described:?}");
+    client.setup_tcp("vod");
+    let played = client.play("vod", 3, &[]);
+    assert_eq!(played.status, 200, "{played:?}");
+    let signed = Credentials::url_query("expires=9&token=abc");
+    assert!(client.mock.credentials.len() >= 3);
+    assert!(client.mock.credentials.iter().all(|c| *c == signed));
+}
+
+#[test]
+fn an_authorization_header_is_presented_and_a_request_without_anything_presents_none() {
+    let mut client = Client::new();
+    client.request("OPTIONS", "rtsp://h/vod", 1, &[]);
+    client.request(
+        "DESCRIBE",
+        "rtsp://h/vod",
+        2,
+        &["Authorization: Bearer tok"],
+    );
+    assert_eq!(
+        client.mock.credentials,
+        vec![Credentials::none(), Credentials::bearer("tok")]
+    );
+}
+
+#[test]
+fn access_refusals_are_401_with_a_challenge_403_and_503_with_retry_after() {
+    let mut client = Client::new();
+    client
+        .mock
+        .refuse("keyed", ErrorCode::UNAUTHORIZED, "credentials are required")
+        .refuse("signed", ErrorCode::FORBIDDEN, "the signed URL expired")
+        .refuse(
+            "busy",
+            ErrorCode::RATE_LIMITED,
+            "too many failed attempts; retry in 9 s",
+        );
+    let reply = client.request("DESCRIBE", "rtsp://h/keyed", 1, &[]);
+    reply.assert_error(401, "credentials are required");
+    assert_eq!(
+        reply.get("WWW-Authenticate"),
+        Some("Basic realm=\"ferrocast\"")
+    );
+    let reply = client.request("DESCRIBE", "rtsp://h/signed?expires=1&token=x", 2, &[]);
+    reply.assert_error(403, "the signed URL expired");
+    let reply = client.request("DESCRIBE", "rtsp://h/busy", 3, &[]);
+    reply.assert_error(503, "retry in 9 s");
+    assert_eq!(reply.get("Retry-After"), Some("9"));
+    assert!(!client.mock.closed);
+}
