@@ -91,7 +91,7 @@ fn the_owner_reclaims_the_point_from_its_stale_connection_within_the_grace() {
     let _owner = Encoder::push(&keyed(&server), 60);
     server.wait_for("took the point over", Duration::from_secs(10));
     let resumed = reader
-        .first_media_after(restarted)
+        .wait_media_after(restarted, Duration::from_secs(5))
         .expect("media from the owner's new connection");
     std::thread::sleep(Duration::from_secs(3));
 

@@ -339,6 +339,16 @@ impl TsReader {
         state.media.get(index).copied()
     }
 
+    /// Wait up to `timeout` for the first media packet that arrived at or after `since`.
+    pub fn wait_media_after(&self, since: Instant, timeout: Duration) -> Option<Instant> {
+        let mut found = None;
+        wait_until(timeout, || {
+            found = self.first_media_after(since);
+            found.is_some()
+        });
+        found
+    }
+
     /// Packets that did not start with the sync byte.
     pub fn sync_errors(&self) -> usize {
         lock(&self.state).sync_errors
