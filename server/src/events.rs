@@ -97,6 +97,12 @@ pub const OUTPUT_FAILED: &str = "OUTPUT_FAILED";
 /// Media that cannot be framed was dropped (a partial TS packet before RTP framing); report
 /// it if it repeats, with the source that sends it.
 pub const MEDIA_DROPPED: &str = "MEDIA_DROPPED";
+/// An admin API request came without a valid bearer token; check who is calling (peer).
+pub const ADMIN_UNAUTHORIZED: &str = "ADMIN_UNAUTHORIZED";
+/// The admin API listener failed; the media keeps serving, restart to get the API back.
+pub const ADMIN_FAILED: &str = "ADMIN_FAILED";
+/// An operator ended a session through the admin API; nothing to do.
+pub const SESSION_KICKED: &str = "SESSION_KICKED";
 
 #[cfg(test)]
 mod tests {

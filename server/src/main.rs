@@ -55,6 +55,8 @@ enum Command {
         target: Target,
         name: String,
     },
+    /// Read a token on standard input and print its argon2 hash, for `[admin] tokens`.
+    HashToken,
     /// Accept new sessions again after `drain`.
     Undrain {
         #[arg(value_enum)]
@@ -81,6 +83,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(Command::HashToken) = &cli.command {
+        return hash_token();
+    }
     if let Some(command) = &cli.command {
         return send_command(&cli, command);
     }
@@ -172,6 +177,7 @@ fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
         Command::Status => Request::Status,
         Command::Drain { target, name } => drain(target, name, true),
         Command::Undrain { target, name } => drain(target, name, false),
+        Command::HashToken => return hash_token(),
     };
     let reply = control::request(&socket, &request)?;
     print!("{}", reply.text);
@@ -180,6 +186,20 @@ fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Print the hash of the token given on standard input (first line, whitespace trimmed).
+fn hash_token() -> anyhow::Result<ExitCode> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the token from standard input")?;
+    let token = line.trim();
+    if token.is_empty() {
+        anyhow::bail!("no token on standard input; e.g. `openssl rand -hex 32 | tee token.txt | ferrocast hash-token`");
+    }
+    println!("{}", ferrocast::admin::auth::hash_token(token)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(config: Config, registry: PluginRegistry) -> anyhow::Result<ExitCode> {
@@ -200,6 +220,9 @@ async fn serve(config: Config, registry: PluginRegistry) -> anyhow::Result<ExitC
     }
     for (name, kind, protocols) in points {
         println!("point {name:<12} {kind:<10} via {protocols}");
+    }
+    if let Some(address) = server.admin_address() {
+        println!("admin      listening on {address}");
     }
     println!("control  socket {}", server.control_socket().display());
     server.run(shutdown_signal()).await;

@@ -69,6 +69,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Output(#[from] OutputRefused),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminBindError),
 }
 
 /// The bound, ready-to-run server.
@@ -86,6 +88,9 @@ pub struct Server {
     /// default action (terminating the process).
     hangups: Option<Signal>,
     status_requests: Option<Signal>,
+    /// The admin API listener, when `[admin]` is configured; taken by [`Self::run`].
+    admin: Option<crate::admin::AdminListener>,
+    admin_address: Option<SocketAddr>,
 }
 
 /// The control loop's inputs, taken from the server when it runs.
@@ -94,6 +99,7 @@ struct ControlInputs {
     changes: mpsc::Receiver<watch::Change>,
     hangups: Option<Signal>,
     status_requests: Option<Signal>,
+    admin: mpsc::Receiver<crate::admin::AdminEnvelope>,
     /// The config file and plugin directory watches feeding `changes`.
     _watches: watch::Watches,
 }
@@ -108,6 +114,11 @@ impl Server {
         let outputs = plan_outputs(&plugins, &points)?;
         let shared = Arc::new(Shared::new(points, config.server.write_timeout, plugins));
         let listeners = bind_all(&config).await?;
+        let admin = match &config.admin {
+            Some(admin) => Some(crate::admin::AdminListener::bind(admin).await?),
+            None => None,
+        };
+        let admin_address = admin.as_ref().and_then(|a| a.local_address());
         let control_path = config
             .server
             .control_socket
@@ -129,12 +140,19 @@ impl Server {
             control_path,
             hangups: signal(SignalKind::hangup()).ok(),
             status_requests: signal(SignalKind::user_defined1()).ok(),
+            admin,
+            admin_address,
         })
     }
 
     /// The addresses actually bound (useful with port 0).
     pub fn local_addresses(&self) -> Vec<(String, SocketAddr)> {
         self.listeners.local_addresses()
+    }
+
+    /// Where the admin API listens, when it is configured.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin_address
     }
 
     pub fn control_socket(&self) -> &Path {
@@ -149,10 +167,12 @@ impl Server {
         self.listeners.start_accepting(&self.shared);
         self.outputs.start();
         self.start_pulls(&names);
-        let (inputs, control_task) = self.start_control();
+        let (inputs, control_tasks) = self.start_control();
         self.control_loop(shutdown, inputs).await;
         info!("shutting down");
-        control_task.abort();
+        for task in control_tasks {
+            task.abort();
+        }
         let _ = std::fs::remove_file(&self.control_path);
         self.listeners.stop_all();
         self.outputs.stop_all();
@@ -160,20 +180,28 @@ impl Server {
     }
 
     /// Start the control socket task and the file watches: the control loop's inputs.
-    fn start_control(&mut self) -> (ControlInputs, JoinHandle<()>) {
+    fn start_control(&mut self) -> (ControlInputs, Vec<JoinHandle<()>>) {
         let (request_tx, requests) = mpsc::channel::<Envelope>(16);
         let control_listener = self.control.take().expect("run is called once");
         info!(path = %self.control_path.display(), "control socket ready: `ferrocast reload`, `ferrocast status`, `ferrocast drain` reach this server");
         let control_task = tokio::spawn(control::serve(control_listener, request_tx));
         let (change_tx, changes) = mpsc::channel(8);
+        let (admin_tx, admin) = mpsc::channel(16);
+        let mut tasks = vec![control_task];
+        if let Some(listener) = self.admin.take() {
+            tasks.push(tokio::spawn(
+                listener.serve(Arc::clone(&self.shared), admin_tx),
+            ));
+        }
         let inputs = ControlInputs {
+            admin,
             requests,
             changes,
             hangups: self.hangups.take(),
             status_requests: self.status_requests.take(),
             _watches: watch::start(&self.config.path, &self.registry.dir, change_tx),
         };
-        (inputs, control_task)
+        (inputs, tasks)
     }
 
     /// One loop serialises everything that changes the running state, until `shutdown`.
@@ -188,6 +216,10 @@ impl Server {
                 _ = &mut shutdown => break,
                 Some((request, reply)) = inputs.requests.recv() => {
                     let answer = self.handle(request).await;
+                    let _ = reply.send(answer);
+                }
+                Some((request, reply)) = inputs.admin.recv() => {
+                    let answer = self.handle_admin(request).await;
                     let _ = reply.send(answer);
                 }
                 Some(change) = inputs.changes.recv() => match change {
@@ -234,6 +266,37 @@ impl Server {
             },
             Request::Drain { target, name, on } => self.drain(target, &name, on),
         }
+    }
+
+    async fn handle_admin(
+        &mut self,
+        request: crate::admin::AdminRequest,
+    ) -> crate::admin::AdminAnswer {
+        use crate::admin::{AdminAnswer, AdminRequest};
+        match request {
+            AdminRequest::Control(request) => AdminAnswer::Reply(self.handle(request).await),
+            AdminRequest::Plugins => AdminAnswer::Json(self.plugins_json()),
+        }
+    }
+
+    /// The plugin generations worth showing, for the admin API.
+    fn plugins_json(&mut self) -> serde_json::Value {
+        let drains = self.shared.drains();
+        let generations: Vec<serde_json::Value> = self
+            .generation_statuses()
+            .into_iter()
+            .map(|GenerationStatus { generation, role }| {
+                serde_json::json!({
+                    "plugin": generation.plugin,
+                    "generation": generation.number,
+                    "version": generation.library.info.version.to_string(),
+                    "sessions": generation.sessions(),
+                    "role": role.as_str(),
+                    "draining": drains.plugins.contains(&generation.plugin),
+                })
+            })
+            .collect();
+        serde_json::Value::Array(generations)
     }
 
     /// Put a point or plugin into the drain state, or take it out.

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use toml_edit::{ImDocument, Item, Key, Table, TableLike, Value};
 
+mod admin;
+
 use super::error::{ConfigError, ConfigErrors, Location};
 use super::lines::LineIndex;
 use super::suggest::{did_you_mean, suggestion_suffix};
@@ -24,7 +26,7 @@ use super::{
     ServerConfig, SettingIssue, DEFAULT_RECONNECT_GRACE, DEFAULT_SOURCE_TIMEOUT,
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["server", "plugins", "point"];
+const TOP_LEVEL_KEYS: &[&str] = &["server", "plugins", "point", "admin"];
 const SERVER_KEYS: &[&str] = &[
     "plugin_dir",
     "log_format",
@@ -79,6 +81,7 @@ pub(super) fn compile(
     let server = compiler.server(root);
     let plugins = compiler.plugins(root, catalog);
     let points = compiler.points(root, &plugins);
+    let admin = compiler.admin(root);
 
     let Compiler {
         errors,
@@ -101,6 +104,7 @@ pub(super) fn compile(
         server,
         plugins,
         points,
+        admin,
         warnings: warnings.into_iter().map(|(_, warning)| warning).collect(),
     })
 }

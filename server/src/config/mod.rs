@@ -68,6 +68,8 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// Publishing points in file order; names are unique.
     pub points: Vec<PointConfig>,
+    /// The `[admin]` table: the admin HTTP API, when the file has one.
+    pub admin: Option<AdminConfig>,
     /// Things that are allowed but probably not intended, as `file:line: message`.
     pub warnings: Vec<String>,
 }
@@ -125,6 +127,17 @@ impl LogFormat {
         }
     }
 }
+
+/// The `[admin]` table: where the admin HTTP API listens and who may use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Accepted bearer tokens, as argon2 PHC strings (`ferrocast hash-token` prints one).
+    pub tokens: Vec<String>,
+}
+
+/// Default `[admin] listen`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 
 /// One `[plugins.<name>]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]

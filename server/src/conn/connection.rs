@@ -134,6 +134,7 @@ impl<'a> Connection<'a> {
     pub fn record_point(&mut self, point: &str) {
         if !self.point_recorded {
             self.span.record("point", tracing::field::display(point));
+            self.shared.sessions.set_point(self.info.id, point);
             self.point_recorded = true;
         }
     }
@@ -148,7 +149,9 @@ impl<'a> Connection<'a> {
         if self.close_requested {
             return;
         }
-        let lost = {
+        let lost = if self.shared.sessions.is_kicked(self.info.id) {
+            Err(super::admission::LostUse::Kicked)
+        } else {
             let points = self.shared.points.load();
             let plugins = self.shared.plugins.load();
             let tables = CurrentTables {

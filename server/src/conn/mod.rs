@@ -144,6 +144,14 @@ pub async fn serve_connection(
     );
     span.in_scope(|| info!(event = events::CONNECT, %local, "client connected"));
     let started = std::time::Instant::now();
+    let _listed = shared.sessions.register(crate::state::SessionEntry {
+        id: info.id,
+        plugin: plugin.name.clone(),
+        peer,
+        started: std::time::SystemTime::now(),
+        point: None,
+        kicked: false,
+    });
     // Counted on its generation for as long as the connection lives.
     let _counted = plugin.generation.session_started();
     let Some(mut session) = span.in_scope(|| open_session(&plugin, &info)) else {

@@ -1,0 +1,299 @@
+//! The admin HTTP API against the real binary: tokens, every endpoint, kicks, drains and
+//! reloads with untouched sessions still playing, and bad input.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ferrocast_tests::{
+    ensure_built, ferrocast_binary, http_exchange, loopback, sample_ts, standard_plugin_dir,
+    wait_until, Encoder, Ferrocast, TsReader,
+};
+use serde_json::Value;
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// The hash `ferrocast hash-token` prints for `token`.
+fn hash_token(token: &str) -> String {
+    ensure_built();
+    let mut child = Command::new(ferrocast_binary())
+        .arg("hash-token")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run ferrocast hash-token");
+    writeln!(child.stdin.take().unwrap(), "{token}").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+struct Admin {
+    address: SocketAddr,
+}
+
+struct Answer {
+    status: u16,
+    json: Value,
+}
+
+impl Admin {
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> Answer {
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let response = http_exchange(
+            self.address,
+            request.as_bytes(),
+            1 << 20,
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let json = serde_json::from_slice(&response.body).unwrap_or_else(|e| {
+            panic!("{method} {path}: not JSON ({e}): {}", response.body_text())
+        });
+        Answer {
+            status: response.status,
+            json,
+        }
+    }
+
+    fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, Some(TOKEN), "")
+    }
+
+    fn post(&self, path: &str) -> Answer {
+        self.call("POST", path, Some(TOKEN), "")
+    }
+
+    fn session_ids(&self, point: &str) -> Vec<u64> {
+        let answer = self.get(&format!("/api/v1/sessions?point={point}"));
+        assert_eq!(answer.status, 200);
+        answer
+            .json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_u64().unwrap())
+            .collect()
+    }
+}
+
+fn config(http: SocketAddr, admin: SocketAddr, hash: &str) -> String {
+    format!(
+        r#"# The operator's comment stays.
+[server]
+write_timeout_ms = 5000
+
+[admin]
+listen = "{admin}"
+tokens = ["{hash}"]
+
+[plugins.http]
+listen = ["{http}"]
+
+[[point]]
+name = "live"
+kind = "broadcast"
+source = "push"
+protocols = ["http"]
+
+[[point]]
+name = "vod"
+kind = "on-demand"
+source = "{}"
+protocols = ["http"]
+"#,
+        sample_ts().display()
+    )
+}
+
+fn start() -> (Ferrocast, Admin, tempfile::TempDir) {
+    let plugins = standard_plugin_dir();
+    let (http, admin) = (loopback(), loopback());
+    let server = Ferrocast::start(
+        &config(http, admin, &hash_token(TOKEN)),
+        plugins.path(),
+        http,
+    );
+    server.wait_for("admin API ready", Duration::from_secs(10));
+    (server, Admin { address: admin }, plugins)
+}
+
+#[test]
+fn tokens_guard_everything_but_the_probes() {
+    let (server, admin, _plugins) = start();
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(admin.call("GET", path, None, "").status, 200, "{path}");
+    }
+    for token in [None, Some("wrong")] {
+        let answer = admin.call("GET", "/api/v1/status", token, "");
+        assert_eq!(answer.status, 401, "token {token:?}");
+        assert!(answer.json["error"].as_str().unwrap().contains("token"));
+        assert_eq!(admin.call("POST", "/api/v1/reload", token, "").status, 401);
+    }
+    let logs = server.logs();
+    assert!(logs.contains("ADMIN_UNAUTHORIZED"), "{logs}");
+    assert!(!logs.contains("wrong"), "the token must not be logged");
+
+    let status = admin.get("/api/v1/status");
+    assert_eq!(status.status, 200);
+    assert_eq!(status.json["points"].as_array().unwrap().len(), 2);
+    let points = admin.get("/api/v1/points");
+    assert_eq!(points.json[0]["name"], "live");
+    assert_eq!(points.json[0]["state"], "waiting");
+    assert_eq!(points.json[1]["state"], "on-demand");
+    let live = admin.get("/api/v1/points/live");
+    assert_eq!(live.json["source"], "push");
+    assert_eq!(live.json["clients"]["http"], 0);
+    let plugins = admin.get("/api/v1/plugins");
+    let http = plugins
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["plugin"] == "http");
+    assert_eq!(http.unwrap()["role"], "current");
+    assert_eq!(admin.get("/api/v1/sessions").json, Value::Array(vec![]));
+    let openapi = admin.get("/api/v1/openapi.json");
+    assert_eq!(openapi.json["openapi"], "3.0.3");
+    // Every documented GET without parameters answers.
+    for (path, operations) in openapi.json["paths"].as_object().unwrap() {
+        if operations.get("get").is_some() && !path.contains('{') {
+            assert_eq!(admin.get(path).status, 200, "{path}");
+        }
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let (_server, admin, _plugins) = start();
+    let unknown = admin.get("/api/v1/points/nope");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json["field"], "name");
+    let drain = admin.post("/api/v1/points/nope/drain");
+    assert_eq!(drain.status, 404);
+    assert!(drain.json["error"].as_str().unwrap().contains("nope"));
+    assert_eq!(admin.post("/api/v1/plugins/nope/drain").status, 404);
+    let kick = admin.call("DELETE", "/api/v1/sessions/abc", Some(TOKEN), "");
+    assert_eq!(
+        (kick.status, kick.json["field"].as_str()),
+        (400, Some("id"))
+    );
+    assert_eq!(
+        admin
+            .call("DELETE", "/api/v1/sessions/999999", Some(TOKEN), "")
+            .status,
+        404
+    );
+    assert_eq!(admin.get("/api/v1/nothing-here").status, 404);
+    let status = admin.get("/api/v1/status");
+    assert_eq!(status.json["draining"]["points"], Value::Array(vec![]));
+    assert_eq!(status.json["draining"]["plugins"], Value::Array(vec![]));
+}
+
+#[test]
+fn kick_drain_and_reload_leave_other_sessions_playing() {
+    let (server, admin, _plugins) = start();
+    let _encoder = Encoder::push_live(&server, 60);
+    // The readiness probe's connections close shortly; then only the encoder remains.
+    assert!(wait_until(Duration::from_secs(10), || admin
+        .session_ids("live")
+        .len()
+        == 1));
+    let publisher = admin.session_ids("live");
+
+    let kicked = TsReader::http(server.http, "/live");
+    assert!(kicked.wait_bytes(188 * 100, Duration::from_secs(10)));
+    let kicked_id = *admin
+        .session_ids("live")
+        .iter()
+        .find(|id| !publisher.contains(id))
+        .unwrap();
+    let kept = TsReader::http(server.http, "/live");
+    assert!(kept.wait_bytes(188 * 100, Duration::from_secs(10)));
+    assert_eq!(admin.get("/api/v1/points/live").json["clients"]["http"], 3);
+
+    let answer = admin.call(
+        "DELETE",
+        &format!("/api/v1/sessions/{kicked_id}"),
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(answer.status, 200, "{}", answer.json);
+    assert_eq!(answer.json["kicked"], kicked_id);
+    assert!(
+        kicked.wait_end(Duration::from_secs(10)),
+        "the kicked client was not ended"
+    );
+    assert_eq!(
+        kicked.end_reason().as_deref(),
+        Some("the server closed the connection")
+    );
+    assert!(wait_until(Duration::from_secs(5), || !admin
+        .session_ids("live")
+        .contains(&kicked_id)));
+
+    // Drain: a new client is refused, the playing one goes on; undrain lets clients in.
+    assert_eq!(admin.post("/api/v1/points/live/drain").status, 200);
+    let refused = TsReader::http(server.http, "/live");
+    assert!(refused.wait_end(Duration::from_secs(10)));
+    assert_ne!(refused.status(), Some(200), "{:?}", refused.head());
+    assert_eq!(admin.post("/api/v1/points/live/undrain").status, 200);
+    let admitted = TsReader::http(server.http, "/live");
+    assert!(admitted.wait_bytes(188 * 10, Duration::from_secs(10)));
+    assert_eq!(admitted.status(), Some(200));
+
+    // A reload through the API returns the plan.
+    let path = server.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("name = \"vod\"", "name = \"vod2\"")).unwrap();
+    let reload = admin.post("/api/v1/reload");
+    assert_eq!(reload.status, 200, "{}", reload.json);
+    assert!(
+        reload.json["plan"].as_str().unwrap().contains("vod2"),
+        "{}",
+        reload.json
+    );
+    assert_eq!(admin.get("/api/v1/points/vod2").status, 200);
+
+    let before = kept.bytes();
+    assert!(kept.wait_bytes(before + 188 * 100, Duration::from_secs(10)));
+    assert!(!kept.ended(), "an untouched client was ended");
+    assert!(
+        kept.continuity_errors().is_empty(),
+        "{:?}",
+        kept.continuity_errors()
+    );
+}
+
+#[test]
+fn a_non_loopback_admin_listener_needs_a_token() {
+    ensure_built();
+    let plugins = standard_plugin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferrocast.toml");
+    std::fs::write(
+        &path,
+        "[admin]\nlisten = \"0.0.0.0:0\"\n\n[plugins.http]\nlisten = [\"127.0.0.1:0\"]\n",
+    )
+    .unwrap();
+    let output = Command::new(ferrocast_binary())
+        .arg("--check-config")
+        .arg(&path)
+        .arg("--plugin-dir")
+        .arg(plugins.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        text.contains("not a loopback address, without a token"),
+        "{text}"
+    );
+}
