@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ferrocast_tests::{
-    ensure_built, ferrocast_binary, http_exchange, loopback, sample_ts, standard_plugin_dir,
-    wait_until, Encoder, Ferrocast, TsReader,
+    all_plugins_dir, ensure_built, ferrocast_binary, http_exchange, loopback, sample_ts,
+    standard_plugin_dir, wait_until, Encoder, Ferrocast, TsReader,
 };
 use serde_json::Value;
 
@@ -110,6 +110,15 @@ source = "{}"
 protocols = ["http"]
 "#,
         sample_ts().display()
+    )
+}
+
+/// HTTP and RTSP, with `live` and `vod` on HTTP only.
+fn config_with_rtsp(http: SocketAddr, admin: SocketAddr) -> String {
+    let rtsp = loopback();
+    config(http, admin, &hash_token(TOKEN)).replace(
+        "[[point]]\nname = \"live\"",
+        &format!("[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[[point]]\nname = \"live\""),
     )
 }
 
@@ -295,5 +304,82 @@ fn a_non_loopback_admin_listener_needs_a_token() {
     assert!(
         text.contains("not a loopback address, without a token"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_protocol_toggle_is_written_back_and_survives_a_restart() {
+    let plugins = all_plugins_dir();
+    let (http, admin_address) = (loopback(), loopback());
+    let server = Ferrocast::start(&config_with_rtsp(http, admin_address), plugins.path(), http);
+    server.wait_for("admin API ready", Duration::from_secs(10));
+    let admin = Admin {
+        address: admin_address,
+    };
+    let _encoder = Encoder::push_live(&server, 60);
+    let kept = TsReader::http(server.http, "/live");
+    assert!(kept.wait_bytes(188 * 100, Duration::from_secs(10)));
+    let path = server.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+
+    // Bad input changes nothing.
+    let put = |point: &str, body: &str| {
+        admin.call(
+            "PUT",
+            &format!("/api/v1/points/{point}/protocols"),
+            Some(TOKEN),
+            body,
+        )
+    };
+    let malformed = put("live", "{\"protocols\": [");
+    assert_eq!(
+        (malformed.status, malformed.json["field"].as_str()),
+        (400, Some("body"))
+    );
+    let unknown = put("live", r#"{"protocols": ["http", "nope"]}"#);
+    assert_eq!(
+        (unknown.status, unknown.json["field"].as_str()),
+        (400, Some("protocols"))
+    );
+    assert!(unknown.json["error"].as_str().unwrap().contains("nope"));
+    assert_eq!(put("nope", r#"{"protocols": ["http"]}"#).status, 404);
+    let huge = format!(r#"{{"protocols": ["{}"]}}"#, "x".repeat(200_000));
+    assert_eq!(put("live", &huge).status, 413);
+    let empty = put("live", r#"{"protocols": []}"#);
+    assert_eq!(empty.status, 422, "{}", empty.json);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+
+    // Add RTSP to `live`, take HTTP off `vod`.
+    let added = put("live", r#"{"protocols": ["http", "rtsp"]}"#);
+    assert_eq!(added.status, 200, "{}", added.json);
+    let moved = put("vod", r#"{"protocols": ["rtsp"]}"#);
+    assert_eq!(moved.status, 200, "{}", moved.json);
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        written.starts_with("# The operator's comment stays.\n"),
+        "{written}"
+    );
+    assert!(
+        written.contains("protocols = [\"http\", \"rtsp\"]"),
+        "{written}"
+    );
+    assert_eq!(
+        admin.get("/api/v1/points/live").json["protocols"],
+        serde_json::json!(["http", "rtsp"])
+    );
+    let vod = TsReader::http(server.http, "/vod");
+    assert!(vod.wait_end(Duration::from_secs(10)));
+    assert_ne!(vod.status(), Some(200));
+    let before = kept.bytes();
+    assert!(kept.wait_bytes(before + 188 * 100, Duration::from_secs(10)));
+    assert!(!kept.ended(), "an untouched client was ended");
+
+    // A restart on the written file keeps the change.
+    drop(server);
+    let restarted = Ferrocast::start(&written, plugins.path(), http);
+    restarted.wait_for("admin API ready", Duration::from_secs(10));
+    assert_eq!(
+        admin.get("/api/v1/points/vod").json["protocols"],
+        serde_json::json!(["rtsp"])
     );
 }

@@ -12,6 +12,7 @@
 //! - [`apply`]: the phases of applying a reload plan;
 //! - [`plugin_builds`]: new plugin builds, and the roles of loaded generations.
 
+mod admin_changes;
 pub mod apply;
 pub mod listeners;
 pub mod plugin_builds;
@@ -276,6 +277,9 @@ impl Server {
         match request {
             AdminRequest::Control(request) => AdminAnswer::Reply(self.handle(request).await),
             AdminRequest::Plugins => AdminAnswer::Json(self.plugins_json()),
+            AdminRequest::SetProtocols { point, protocols } => {
+                AdminAnswer::Reply(self.set_point_protocols(&point, &protocols).await)
+            }
         }
     }
 

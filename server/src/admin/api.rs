@@ -2,10 +2,11 @@
 
 use std::time::UNIX_EPOCH;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -25,6 +26,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/status"),
     ("get", "/api/v1/points"),
     ("get", "/api/v1/points/{name}"),
+    ("put", "/api/v1/points/{name}/protocols"),
     ("post", "/api/v1/points/{name}/drain"),
     ("post", "/api/v1/points/{name}/undrain"),
     ("get", "/api/v1/sessions"),
@@ -43,6 +45,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/v1/status", get(status))
         .route("/api/v1/points", get(points))
         .route("/api/v1/points/{name}", get(point))
+        .route("/api/v1/points/{name}/protocols", put(set_protocols))
         .route("/api/v1/points/{name}/drain", post(drain_point))
         .route("/api/v1/points/{name}/undrain", post(undrain_point))
         .route("/api/v1/sessions", get(sessions))
@@ -163,6 +166,63 @@ fn point_json(state: &ApiState, point: &Point, sessions: &[SessionEntry]) -> Val
         value["grace_left_ms"] = json!(live.grace_left.map(|d| d.as_millis() as u64));
     }
     value
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProtocolsBody {
+    protocols: Vec<String>,
+}
+
+/// Enable or disable protocols on a point, exactly as editing the file and reloading would.
+async fn set_protocols(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<ProtocolsBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(ProtocolsBody { protocols }) = body.map_err(|rejection| {
+        ApiError::new(
+            rejection.status(),
+            format!(
+                "{}; send {{\"protocols\": [\"http\", ...]}}",
+                rejection.body_text()
+            ),
+        )
+        .on("body")
+    })?;
+    if state.shared.points.load().get(&name).is_none() {
+        return Err(unknown_point(&name));
+    }
+    let plugins = state.shared.plugins.load();
+    if let Some(unknown) = protocols.iter().find(|p| !plugins.contains_key(p.as_str())) {
+        let loaded: Vec<&str> = plugins.keys().map(String::as_str).collect();
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`{unknown}` is not an enabled plugin; enabled: {}",
+                loaded.join(", ")
+            ),
+        )
+        .on("protocols"));
+    }
+    let request = AdminRequest::SetProtocols {
+        point: name.clone(),
+        protocols: protocols.clone(),
+    };
+    match state.ask(request).await? {
+        AdminAnswer::Reply(reply) if reply.ok => Ok(Json(json!({
+            "point": name,
+            "protocols": protocols,
+            "plan": reply.text,
+        }))),
+        AdminAnswer::Reply(reply) => {
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reply.text).on("protocols"))
+        }
+        AdminAnswer::Json(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unexpected answer",
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod edit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +40,11 @@ pub enum AdminRequest {
     Control(control::Request),
     /// The plugin generations, as JSON.
     Plugins,
+    /// Set which protocols serve a point: written to the file, then reloaded.
+    SetProtocols {
+        point: String,
+        protocols: Vec<String>,
+    },
 }
 
 /// The control loop's answer.
