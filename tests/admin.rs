@@ -39,7 +39,8 @@ struct Answer {
 }
 
 impl Admin {
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> Answer {
+    /// Status and body text of a request.
+    fn raw(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
@@ -54,13 +55,14 @@ impl Admin {
             Duration::from_secs(30),
         )
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let json = serde_json::from_slice(&response.body).unwrap_or_else(|e| {
-            panic!("{method} {path}: not JSON ({e}): {}", response.body_text())
-        });
-        Answer {
-            status: response.status,
-            json,
-        }
+        (response.status, response.body_text())
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> Answer {
+        let (status, body) = self.raw(method, path, token, body);
+        let json = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
+        Answer { status, json }
     }
 
     fn get(&self, path: &str) -> Answer {
@@ -382,4 +384,91 @@ fn a_protocol_toggle_is_written_back_and_survives_a_restart() {
         admin.get("/api/v1/points/vod").json["protocols"],
         serde_json::json!(["rtsp"])
     );
+}
+
+/// The value of the sample `name{labels}` in an exposition, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `promtool check metrics` on an exposition: its findings, empty when clean.
+fn promtool_findings(text: &str) -> String {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool (Debian package prometheus; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        findings.trim().to_owned()
+    } else {
+        format!("promtool failed: {findings}")
+    }
+}
+
+#[test]
+fn metrics_follow_clients_and_pass_promtool() {
+    let plugins = standard_plugin_dir();
+    let (http, admin_address) = (loopback(), loopback());
+    let text = config(http, admin_address, &hash_token(TOKEN))
+        .replace("tokens = [", "metrics_allow = [\"127.0.0.2\"]\ntokens = [");
+    let server = Ferrocast::start(&text, plugins.path(), http);
+    server.wait_for("admin API ready", Duration::from_secs(10));
+    let admin = Admin {
+        address: admin_address,
+    };
+    // 127.0.0.1 is not in the allow-list: a token is needed.
+    assert_eq!(admin.raw("GET", "/metrics", None, "").0, 401);
+    let scrape = || {
+        let (status, text) = admin.raw("GET", "/metrics", Some(TOKEN), "");
+        assert_eq!(status, 200, "{text}");
+        text
+    };
+    let before = scrape();
+    assert_eq!(promtool_findings(&before), "", "{before}");
+    let clients = "ferrocast_clients{point=\"live\",protocol=\"http\"}";
+    assert_eq!(sample(&before, clients), Some(0.0), "{before}");
+    let waiting = "ferrocast_point_source_state{point=\"live\",state=\"waiting\"}";
+    assert_eq!(sample(&before, waiting), Some(1.0), "{before}");
+
+    let _encoder = Encoder::push_live(&server, 60);
+    let reader = TsReader::http(server.http, "/live");
+    assert!(reader.wait_bytes(188 * 100, Duration::from_secs(10)));
+    assert!(wait_until(Duration::from_secs(10), || sample(
+        &scrape(),
+        clients
+    ) == Some(2.0)));
+    let during = scrape();
+    let live = "ferrocast_point_source_state{point=\"live\",state=\"live\"}";
+    assert_eq!(sample(&during, live), Some(1.0), "{during}");
+    assert!(
+        sample(&during, "ferrocast_first_media_seconds_count").unwrap() >= 1.0,
+        "{during}"
+    );
+    assert_eq!(promtool_findings(&during), "", "{during}");
+
+    reader.stop();
+    drop(reader);
+    let sent = "ferrocast_sent_bytes_total{point=\"live\",protocol=\"http\"}";
+    assert!(wait_until(Duration::from_secs(10), || {
+        sample(&scrape(), sent).is_some_and(|bytes| bytes >= (188 * 100) as f64)
+    }));
+    assert!(wait_until(Duration::from_secs(10), || sample(
+        &scrape(),
+        clients
+    ) == Some(1.0)));
 }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod conn;
 pub mod events;
 pub mod media;
+pub mod metrics;
 pub mod outputs;
 pub mod plugins;
 pub mod points;

@@ -351,6 +351,7 @@ impl Server {
         let new = match config::load(&path, &self.registry) {
             Ok(new) => new,
             Err(errors) => {
+                crate::metrics::reload("invalid");
                 error!(event = events::RELOAD_FAILED, trigger, path = %path.display(), errors = errors.0.len(), "the new configuration has errors; nothing was changed, the server keeps running the previous one:\n{errors}");
                 return ReloadOutcome {
                     refused: Some(ReloadRefusal::Invalid(errors)),
@@ -363,6 +364,7 @@ impl Server {
         }
         let plan = plan(&self.config, &new);
         if plan.is_empty() {
+            crate::metrics::reload("unchanged");
             info!(event = events::RELOAD_PLANNED, trigger, plan = %plan, "configuration unchanged");
             return ReloadOutcome {
                 plan: Some(plan),

@@ -193,6 +193,11 @@ impl SessionTable {
         }
     }
 
+    /// The point the session named, if any.
+    pub fn point(&self, id: u64) -> Option<String> {
+        self.lock().get(&id).and_then(|entry| entry.point.clone())
+    }
+
     pub fn is_kicked(&self, id: u64) -> bool {
         self.lock().get(&id).is_some_and(|entry| entry.kicked)
     }

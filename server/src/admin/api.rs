@@ -22,6 +22,7 @@ use crate::state::SessionEntry;
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
+    ("get", "/metrics"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/api/v1/status"),
     ("get", "/api/v1/points"),
@@ -41,6 +42,7 @@ pub(super) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/status", get(status))
         .route("/api/v1/points", get(points))
@@ -73,6 +75,58 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     state.ask(AdminRequest::Plugins).await?;
     Ok(Json(json!({ "status": "ready" })))
+}
+
+/// Prometheus metrics (text format 0.0.4).
+async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let mut snapshot = crate::metrics::Snapshot::default();
+    if let AdminAnswer::Json(Value::Array(generations)) = state.ask(AdminRequest::Plugins).await? {
+        snapshot.generations = generations
+            .iter()
+            .map(|g| {
+                (
+                    g["plugin"].as_str().unwrap_or_default().to_owned(),
+                    g["generation"].as_u64().unwrap_or_default(),
+                    g["role"].as_str().unwrap_or_default().to_owned(),
+                    g["sessions"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect();
+    }
+    let sessions = state.shared.sessions.list();
+    let points = state.shared.points.load();
+    for name in points.names() {
+        let Some(point) = points.get(name) else {
+            continue;
+        };
+        for protocol in &point.protocols {
+            let count = sessions
+                .iter()
+                .filter(|s| s.point.as_deref() == Some(name) && &s.plugin == protocol)
+                .count();
+            let labels = crate::metrics::PointProtocol {
+                point: name.to_owned(),
+                protocol: protocol.clone(),
+            };
+            snapshot.clients.push((labels, count as i64));
+        }
+        if let PointMedia::Live(stream) = &point.media {
+            let status = stream.status();
+            snapshot
+                .source_states
+                .push((name.to_owned(), status.state.as_str()));
+            snapshot
+                .reconnects
+                .push((name.to_owned(), status.reconnects));
+        }
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&snapshot),
+    ))
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -67,6 +67,7 @@ pub struct AdminBindError {
 pub struct AdminListener {
     listener: TcpListener,
     tokens: Arc<Vec<String>>,
+    metrics_allow: Arc<Vec<std::net::IpAddr>>,
 }
 
 impl AdminListener {
@@ -80,6 +81,7 @@ impl AdminListener {
         Ok(Self {
             listener,
             tokens: Arc::new(config.tokens.clone()),
+            metrics_allow: Arc::new(config.metrics_allow.clone()),
         })
     }
 
@@ -94,6 +96,7 @@ impl AdminListener {
             shared,
             requests,
             tokens: self.tokens,
+            metrics_allow: self.metrics_allow,
         };
         let router = api::routes()
             .layer(axum::middleware::from_fn_with_state(
@@ -121,6 +124,8 @@ pub(crate) struct ApiState {
     requests: mpsc::Sender<AdminEnvelope>,
     /// No hashes (allowed on loopback only) means no authentication.
     tokens: Arc<Vec<String>>,
+    /// Peers that may scrape `/metrics` without a token.
+    metrics_allow: Arc<Vec<std::net::IpAddr>>,
 }
 
 impl ApiState {
@@ -142,7 +147,13 @@ fn is_open(path: &str) -> bool {
 }
 
 async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if state.tokens.is_empty() || is_open(request.uri().path()) {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let allowed_scraper = request.uri().path() == "/metrics"
+        && peer.is_some_and(|peer| state.metrics_allow.contains(&peer.ip()));
+    if state.tokens.is_empty() || is_open(request.uri().path()) || allowed_scraper {
         return next.run(request).await;
     }
     let header = request
@@ -158,11 +169,7 @@ async fn authenticate(State(state): State<ApiState>, request: Request, next: Nex
     if ok {
         return next.run(request).await;
     }
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.to_string())
-        .unwrap_or_default();
+    let peer = peer.map(|peer| peer.to_string()).unwrap_or_default();
     info!(event = events::ADMIN_UNAUTHORIZED, %peer, method = %request.method(), path = %request.uri().path(), "admin request without a valid token refused");
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,

@@ -134,6 +134,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Accepted bearer tokens, as argon2 PHC strings (`ferrocast hash-token` prints one).
     pub tokens: Vec<String>,
+    /// Peers that may read `/metrics` without a token.
+    pub metrics_allow: Vec<std::net::IpAddr>,
 }
 
 /// Default `[admin] listen`.

@@ -241,6 +241,7 @@ impl HostCalls for Connection<'_> {
         self.record_point(&info.name);
         info!(event = events::PLAY, point = %info.name, item = %info.item, kind = info.kind.as_str(), start = range.start, "play started");
         self.playing = Some(path.to_owned());
+        self.play_accepted = Some(std::time::Instant::now());
         Ok(info)
     }
 

@@ -75,6 +75,8 @@ pub struct Connection<'a> {
     pub(super) transports: TransportSet,
     /// What the client presented with its current request, for the access checks.
     pub(super) credentials: ferrocast_plugin_api::Credentials,
+    /// When the current play was accepted, until its first media byte is queued.
+    pub(super) play_accepted: Option<std::time::Instant>,
 }
 
 impl<'a> Connection<'a> {
@@ -96,6 +98,7 @@ impl<'a> Connection<'a> {
             publisher: None,
             credentials: ferrocast_plugin_api::Credentials::none(),
             transports: TransportSet::default(),
+            play_accepted: None,
         }
     }
 
@@ -140,6 +143,7 @@ impl<'a> Connection<'a> {
     }
 
     pub fn refuse(&self, action: &str, path: &str, error: &HostError) {
+        crate::metrics::refused(self.plugin, error.code.as_str());
         info!(event = events::REFUSED, action, path, code = error.code.as_str(), reason = %error.message, "request refused");
     }
 
@@ -173,6 +177,13 @@ impl<'a> Connection<'a> {
             self.end_media(EndReason::POINT_CLOSED, why);
         }
         self.close_requested = true;
+    }
+
+    /// The first media of a play is on its way: how long it took goes to the metrics.
+    fn note_first_media(&mut self) {
+        if let Some(accepted) = self.play_accepted.take() {
+            crate::metrics::first_media(accepted.elapsed());
+        }
     }
 
     /// The session stops being the point's publisher (`why` is logged with SOURCE_LOST).
@@ -211,6 +222,9 @@ impl<'a> Connection<'a> {
     /// Send live chunks in the session's framing: raw TS on the connection, or the shared
     /// RTP packets on every transport.
     pub fn deliver_live(&mut self, chunks: Vec<Arc<LiveChunk>>) {
+        if !chunks.is_empty() {
+            self.note_first_media();
+        }
         let rtp = self.now_playing() == NowPlaying::LiveOnTransports;
         for live in chunks {
             if rtp {
@@ -239,7 +253,10 @@ impl<'a> Connection<'a> {
     /// A block of the on-demand range was read (`None`: the range is complete).
     pub fn on_file_block(&mut self, block: std::io::Result<Option<Bytes>>) {
         match block {
-            Ok(Some(block)) => self.out.push(block),
+            Ok(Some(block)) => {
+                self.note_first_media();
+                self.out.push(block)
+            }
             Ok(None) => self.end_media(EndReason::COMPLETE, "range sent".into()),
             Err(error) => {
                 let path = match &self.media {

@@ -134,6 +134,7 @@ pub async fn serve_connection(
         peer: peer.to_string().into(),
         local: local.to_string().into(),
     };
+    let info_id = info.id;
     let span = info_span!(
         "conn",
         plugin = %plugin.name,
@@ -173,6 +174,12 @@ pub async fn serve_connection(
         let seconds = started.elapsed().as_secs_f64();
         ending.log(seconds, conn.out.bytes_sent(), shared.write_timeout());
     });
+    if let Ending::Fault(_) = ending {
+        crate::metrics::plugin_fault(&plugin.name);
+    }
+    if let Some(point) = shared.sessions.point(info_id) {
+        crate::metrics::bytes_sent(&point, &plugin.name, conn.out.bytes_sent() as u64);
+    }
 }
 
 /// The plugin's session for a new connection; `None` (logged) if the plugin panicked.
@@ -180,6 +187,7 @@ fn open_session(plugin: &ServingPlugin, info: &SessionInfo) -> Option<PluginSess
     match plugin.instance.new_session(info.clone()) {
         Ok(session) => Some(session),
         Err(fault) => {
+            crate::metrics::plugin_fault(&plugin.name);
             error!(event = events::PLUGIN_FAULT, %fault, "plugin panicked creating a session; connection closed");
             None
         }

@@ -1,13 +1,13 @@
 //! The `[admin]` table: the admin HTTP API's listen address and its bearer-token hashes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use toml_edit::Table;
 
 use super::Compiler;
 use crate::config::{AdminConfig, DEFAULT_ADMIN_LISTEN};
 
-const ADMIN_KEYS: &[&str] = &["listen", "tokens"];
+const ADMIN_KEYS: &[&str] = &["listen", "tokens", "metrics_allow"];
 
 impl Compiler<'_> {
     /// `None` when the file has no `[admin]` table: the API is then off.
@@ -39,13 +39,30 @@ impl Compiler<'_> {
                 ),
             }
         }
+        let mut metrics_allow = Vec::new();
+        for (text, line) in self
+            .read_string_array(&section, "metrics_allow")
+            .unwrap_or_default()
+        {
+            match text.parse::<IpAddr>() {
+                Ok(address) => metrics_allow.push(address),
+                Err(_) => self.error(
+                    line,
+                    format!("`metrics_allow` entries must be IP addresses such as \"127.0.0.1\" or \"::1\", found \"{text}\""),
+                ),
+            }
+        }
         if tokens.is_empty() && !listen.ip().is_loopback() {
             self.error(
                 section.line,
                 format!("the admin API would listen on {listen}, which is not a loopback address, without a token; add tokens = [\"<output of `ferrocast hash-token`>\"] or listen on 127.0.0.1"),
             );
         }
-        Some(AdminConfig { listen, tokens })
+        Some(AdminConfig {
+            listen,
+            tokens,
+            metrics_allow,
+        })
     }
 }
 
