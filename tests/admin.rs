@@ -472,3 +472,63 @@ fn metrics_follow_clients_and_pass_promtool() {
         clients
     ) == Some(1.0)));
 }
+
+#[test]
+fn the_access_log_has_a_line_per_play_and_reopens_on_sigusr2() {
+    let plugins = standard_plugin_dir();
+    let (http, admin_address) = (loopback(), loopback());
+    let text = config(http, admin_address, &hash_token(TOKEN)).replace(
+        "[plugins.http]",
+        "[access_log]\npath = \"{dir}/access.log\"\n\n[plugins.http]",
+    );
+    let server = Ferrocast::start(&text, plugins.path(), http);
+    server.wait_for("access log ready", Duration::from_secs(10));
+    let path = server.dir.path().join("access.log");
+    let play_once = || {
+        let reader = TsReader::http(server.http, "/vod");
+        assert!(
+            reader.wait_end(Duration::from_secs(20)),
+            "the file was not sent"
+        );
+        reader.bytes()
+    };
+    let bytes = play_once();
+    let lines_of = |path: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(wait_until(Duration::from_secs(5), || lines_of(&path).len() >= 5));
+    let lines = lines_of(&path);
+    assert_eq!(lines[0], "#Version: 1.0");
+    assert!(
+        lines[3].starts_with("#Fields: date time c-ip cs-uri-stem"),
+        "{lines:?}"
+    );
+    let fields: Vec<&str> = lines[4].split(' ').collect();
+    assert_eq!(fields.len(), 12, "{}", lines[4]);
+    assert_eq!(&fields[2..5], ["127.0.0.1", "/vod", "-"]);
+    assert!(fields[6].parse::<usize>().unwrap() >= bytes, "{}", lines[4]);
+    assert_eq!(
+        &fields[8..],
+        ["http", "http/1", "vod", "closed"],
+        "{}",
+        lines[4]
+    );
+
+    // logrotate moves the file away, then SIGUSR2 makes the server write a new one.
+    let rotated = server.dir.path().join("access.log.old");
+    std::fs::rename(&path, &rotated).unwrap();
+    server.signal("USR2");
+    server.wait_for("reopening the access log", Duration::from_secs(5));
+    play_once();
+    assert!(wait_until(Duration::from_secs(5), || lines_of(&path).len() == 5));
+    assert_eq!(
+        lines_of(&rotated).len(),
+        5,
+        "the rotated file got more lines"
+    );
+    assert!(lines_of(&path)[4].contains(" /vod "));
+}

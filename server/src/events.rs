@@ -103,6 +103,8 @@ pub const ADMIN_UNAUTHORIZED: &str = "ADMIN_UNAUTHORIZED";
 pub const ADMIN_FAILED: &str = "ADMIN_FAILED";
 /// An operator ended a session through the admin API; nothing to do.
 pub const SESSION_KICKED: &str = "SESSION_KICKED";
+/// The access log cannot be opened or written; check the path's directory and permissions.
+pub const ACCESS_LOG_FAILED: &str = "ACCESS_LOG_FAILED";
 
 #[cfg(test)]
 mod tests {

@@ -20,6 +20,7 @@
 //! - [`random`]: unpredictable values for RTP fields and jitter.
 //! - [`events`]: stable names of operator-facing events.
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod conn;

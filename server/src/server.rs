@@ -165,6 +165,9 @@ impl Server {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         let names: Vec<String> = self.config.points.iter().map(|p| p.name.clone()).collect();
         self.index_before_serving(&names).await;
+        if let Some(access_log) = &self.config.access_log {
+            crate::access_log::start(access_log);
+        }
         self.listeners.start_accepting(&self.shared);
         self.outputs.start();
         self.start_pulls(&names);

@@ -26,7 +26,7 @@ use super::{
     ServerConfig, SettingIssue, DEFAULT_RECONNECT_GRACE, DEFAULT_SOURCE_TIMEOUT,
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["server", "plugins", "point", "admin"];
+const TOP_LEVEL_KEYS: &[&str] = &["server", "plugins", "point", "admin", "access_log"];
 const SERVER_KEYS: &[&str] = &[
     "plugin_dir",
     "log_format",
@@ -82,6 +82,7 @@ pub(super) fn compile(
     let plugins = compiler.plugins(root, catalog);
     let points = compiler.points(root, &plugins);
     let admin = compiler.admin(root);
+    let access_log = compiler.access_log(root);
 
     let Compiler {
         errors,
@@ -105,6 +106,7 @@ pub(super) fn compile(
         plugins,
         points,
         admin,
+        access_log,
         warnings: warnings.into_iter().map(|(_, warning)| warning).collect(),
     })
 }

@@ -70,6 +70,8 @@ pub struct Config {
     pub points: Vec<PointConfig>,
     /// The `[admin]` table: the admin HTTP API, when the file has one.
     pub admin: Option<AdminConfig>,
+    /// The `[access_log]` table, when the file has one.
+    pub access_log: Option<AccessLogConfig>,
     /// Things that are allowed but probably not intended, as `file:line: message`.
     pub warnings: Vec<String>,
 }
@@ -136,6 +138,16 @@ pub struct AdminConfig {
     pub tokens: Vec<String>,
     /// Peers that may read `/metrics` without a token.
     pub metrics_allow: Vec<std::net::IpAddr>,
+}
+
+/// The `[access_log]` table: the W3C access log file and its rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub path: PathBuf,
+    /// The file is rotated before it would grow past this.
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` … `path.<keep>`).
+    pub keep: u32,
 }
 
 /// Default `[admin] listen`.

@@ -300,7 +300,7 @@ kind = "stream"
             (28, "is missing required key `source`"),
             (28, "is missing required key `protocols`"),
             (29, "`kind` must be one of \"broadcast\", \"on-demand\", found \"stream\""),
-            (31, "unknown top-level table [pointz]; expected one of: server, plugins, point, admin (did you mean `point`?)"),
+            (31, "unknown top-level table [pointz]; expected one of: server, plugins, point, admin, access_log (did you mean `point`?)"),
         ],
     );
     // Every error carries the file, and Display is `file:line: message`.

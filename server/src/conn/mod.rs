@@ -69,6 +69,17 @@ impl From<PluginFault> for Ending {
 }
 
 impl Ending {
+    /// The access log's `x-end-reason`.
+    fn as_str(&self) -> &'static str {
+        match self {
+            Ending::Closed => "closed",
+            Ending::SourceSilent(_) => "source-silent",
+            Ending::PeerGone(_) => "client-gone",
+            Ending::TooSlow => "client-too-slow",
+            Ending::Fault(_) => "plugin-fault",
+        }
+    }
+
     /// Why a session that was publishing stopped, for SOURCE_LOST.
     fn publisher_gone(&self) -> String {
         match self {
@@ -178,7 +189,21 @@ pub async fn serve_connection(
         crate::metrics::plugin_fault(&plugin.name);
     }
     if let Some(point) = shared.sessions.point(info_id) {
-        crate::metrics::bytes_sent(&point, &plugin.name, conn.out.bytes_sent() as u64);
+        let bytes_sent = conn.out.bytes_sent() as u64;
+        crate::metrics::bytes_sent(&point, &plugin.name, bytes_sent);
+        crate::access_log::record(crate::access_log::AccessRecord {
+            ended: std::time::SystemTime::now(),
+            client: peer.ip(),
+            uri_stem: format!("/{point}"),
+            status: None,
+            duration: started.elapsed(),
+            bytes_sent,
+            user_agent: None,
+            protocol: plugin.name.clone(),
+            plugin: format!("{}/{}", plugin.name, plugin.generation.number),
+            point,
+            end_reason: ending.as_str().to_owned(),
+        });
     }
 }
 

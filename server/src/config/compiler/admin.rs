@@ -1,15 +1,44 @@
-//! The `[admin]` table: the admin HTTP API's listen address and its bearer-token hashes.
+//! The operations tables: `[admin]` (the admin HTTP API's listen address, bearer-token
+//! hashes and metrics allow-list) and `[access_log]` (the W3C access log and its rotation).
 
 use std::net::{IpAddr, SocketAddr};
 
 use toml_edit::Table;
 
 use super::Compiler;
-use crate::config::{AdminConfig, DEFAULT_ADMIN_LISTEN};
+use crate::config::{AccessLogConfig, AdminConfig, DEFAULT_ADMIN_LISTEN};
 
 const ADMIN_KEYS: &[&str] = &["listen", "tokens", "metrics_allow"];
+const ACCESS_LOG_KEYS: &[&str] = &["path", "max_bytes", "keep"];
+const DEFAULT_ACCESS_LOG_MAX_BYTES: u64 = 100 * 1024 * 1024;
+const DEFAULT_ACCESS_LOG_KEEP: u32 = 5;
 
 impl Compiler<'_> {
+    /// `None` when the file has no `[access_log]` table: nothing is logged.
+    pub(super) fn access_log(&mut self, root: &Table) -> Option<AccessLogConfig> {
+        let section = self.table_section(root, "access_log", "[access_log]")?;
+        self.check_unknown_keys(&section, ACCESS_LOG_KEYS);
+        if !self.require(&section, "path", "path = \"/var/log/ferrocast/access.log\"") {
+            return None;
+        }
+        let (raw, line) = self.read_string(&section, "path")?;
+        if raw.is_empty() {
+            self.error(line, "`path` of [access_log] must not be empty");
+            return None;
+        }
+        let max_bytes = self
+            .read_integer(&section, "max_bytes", 4096..=(1 << 40))
+            .map_or(DEFAULT_ACCESS_LOG_MAX_BYTES, |n| n.unsigned_abs());
+        let keep = self
+            .read_integer(&section, "keep", 0..=1000)
+            .map_or(DEFAULT_ACCESS_LOG_KEEP, |n| n as u32);
+        Some(AccessLogConfig {
+            path: self.resolve(raw),
+            max_bytes,
+            keep,
+        })
+    }
+
     /// `None` when the file has no `[admin]` table: the API is then off.
     pub(super) fn admin(&mut self, root: &Table) -> Option<AdminConfig> {
         let section = self.table_section(root, "admin", "[admin]")?;
