@@ -532,3 +532,123 @@ fn the_access_log_has_a_line_per_play_and_reopens_on_sigusr2() {
     );
     assert!(lines_of(&path)[4].contains(" /vod "));
 }
+
+/// The notifications received on a `NOTIFY_SOCKET`, collected on a thread.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &std::path::Path) -> Self {
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&received);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            // Ends with the test process; reads time out, so the loop stays responsive.
+            for _ in 0..3000 {
+                if let Ok(n) = socket.recv(&mut buffer) {
+                    let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                    sink.lock().unwrap().push(text);
+                }
+            }
+        });
+        Self { path, received }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn wait_count(&self, message: &str, count: usize) -> bool {
+        wait_until(Duration::from_secs(10), || {
+            self.messages().iter().filter(|m| *m == message).count() >= count
+        })
+    }
+}
+
+#[test]
+fn systemd_is_told_ready_reloading_and_stopping_and_sigterm_ends_sessions_cleanly() {
+    ensure_built();
+    let plugins = standard_plugin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let http = loopback();
+    let config = dir.path().join("ferrocast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nshutdown_timeout_ms = 5000\n\n[plugins.http]\nlisten = [\"{http}\"]\n\n\
+             [[point]]\nname = \"live\"\nkind = \"broadcast\"\nsource = \"push\"\nprotocols = [\"http\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(ferrocast_binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("--plugin-dir")
+        .arg(plugins.path())
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(notify.wait_count("READY=1", 1), "{:?}", notify.messages());
+    assert!(
+        notify.wait_count("WATCHDOG=1", 2),
+        "{:?}",
+        notify.messages()
+    );
+
+    let _encoder = Encoder::push(&format!("http://{http}/live"), 60);
+    ferrocast_tests::wait_until_live(http, "/live", Duration::from_secs(15));
+    let player = TsReader::http(http, "/live");
+    assert!(player.wait_bytes(188 * 100, Duration::from_secs(10)));
+
+    let pid = child.id().to_string();
+    let kill = |signal: &str| {
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success());
+    };
+    kill("-HUP");
+    assert!(
+        notify.wait_count("RELOADING=1", 1),
+        "{:?}",
+        notify.messages()
+    );
+    assert!(notify.wait_count("READY=1", 2), "{:?}", notify.messages());
+
+    kill("-TERM");
+    assert!(
+        notify.wait_count("STOPPING=1", 1),
+        "{:?}",
+        notify.messages()
+    );
+    assert!(
+        player.wait_end(Duration::from_secs(10)),
+        "the player was not ended"
+    );
+    assert_eq!(
+        player.end_reason().as_deref(),
+        Some("the server closed the connection")
+    );
+    let status = ferrocast_tests::wait_child(&mut child, Duration::from_secs(10));
+    let _ = child.kill();
+    assert_eq!(status.map(|s| s.code()), Some(Some(0)), "exit status");
+    let order: Vec<String> = notify
+        .messages()
+        .into_iter()
+        .filter(|m| m != "WATCHDOG=1")
+        .collect();
+    assert_eq!(
+        order,
+        ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"],
+        "notification order"
+    );
+}

@@ -35,5 +35,6 @@ pub mod random;
 pub mod reload;
 pub mod server;
 pub mod state;
+pub mod systemd;
 pub mod transport;
 pub mod udp;

@@ -171,9 +171,16 @@ impl Server {
         self.listeners.start_accepting(&self.shared);
         self.outputs.start();
         self.start_pulls(&names);
-        let (inputs, control_tasks) = self.start_control();
+        let (inputs, mut control_tasks) = self.start_control();
+        crate::systemd::notify("READY=1");
+        if let Some(interval) = crate::systemd::watchdog_interval() {
+            control_tasks.push(tokio::spawn(crate::systemd::watchdog(interval)));
+        }
         self.control_loop(shutdown, inputs).await;
         info!("shutting down");
+        crate::systemd::notify("STOPPING=1");
+        self.listeners.stop_all();
+        self.end_sessions().await;
         for task in control_tasks {
             task.abort();
         }
@@ -181,6 +188,34 @@ impl Server {
         self.listeners.stop_all();
         self.outputs.stop_all();
         self.pullers.abort_all();
+    }
+
+    /// Give every session its protocol's clean end (as a kick does), and wait for them to
+    /// finish, at most `[server] shutdown_timeout_ms`.
+    async fn end_sessions(&self) {
+        let sessions = self.shared.sessions.list();
+        if sessions.is_empty() {
+            return;
+        }
+        info!(
+            sessions = sessions.len(),
+            "ending every session before exiting"
+        );
+        for session in &sessions {
+            self.shared.sessions.mark_kicked(session.id);
+        }
+        self.shared.announce_change();
+        let deadline = Instant::now() + self.config.server.shutdown_timeout;
+        while !self.shared.sessions.list().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.shared.sessions.list().len();
+        if left > 0 {
+            info!(
+                sessions = left,
+                "sessions still open at the shutdown timeout are closed"
+            );
+        }
     }
 
     /// Start the control socket task and the file watches: the control loop's inputs.
@@ -349,6 +384,13 @@ impl Server {
     /// Reload the configuration file: compile it in full, diff it against the running one,
     /// and apply the plan. A file with any error changes nothing.
     pub async fn reload_config(&mut self, trigger: &str) -> ReloadOutcome {
+        crate::systemd::notify("RELOADING=1");
+        let outcome = self.reload_config_file(trigger).await;
+        crate::systemd::notify("READY=1");
+        outcome
+    }
+
+    async fn reload_config_file(&mut self, trigger: &str) -> ReloadOutcome {
         let started = Instant::now();
         let path = self.config.path.clone();
         let new = match config::load(&path, &self.registry) {

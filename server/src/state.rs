@@ -183,7 +183,7 @@ impl SessionTable {
         }
     }
 
-    fn mark_kicked(&self, id: u64) -> bool {
+    pub fn mark_kicked(&self, id: u64) -> bool {
         match self.lock().get_mut(&id) {
             Some(entry) => {
                 entry.kicked = true;

@@ -33,6 +33,7 @@ const SERVER_KEYS: &[&str] = &[
     "client_queue",
     "write_timeout_ms",
     "control_socket",
+    "shutdown_timeout_ms",
 ];
 /// Keys of a `[plugins.<name>]` table that the host reads; all others belong to the plugin.
 const PLUGIN_HOST_KEYS: &[&str] = &["enabled", "listen"];
@@ -496,6 +497,9 @@ impl<'a> Compiler<'a> {
         }
         if let Some(ms) = self.read_integer(&section, "write_timeout_ms", WRITE_TIMEOUT_MS_RANGE) {
             server.write_timeout = Duration::from_millis(ms.unsigned_abs());
+        }
+        if let Some(ms) = self.read_integer(&section, "shutdown_timeout_ms", 0..=600_000) {
+            server.shutdown_timeout = Duration::from_millis(ms.unsigned_abs());
         }
         if let Some((raw, line)) = self.read_string(&section, "control_socket") {
             if raw.is_empty() {

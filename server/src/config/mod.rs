@@ -101,6 +101,8 @@ pub struct ServerConfig {
     /// Where `ferrocast reload`, `status` and `drain` reach the running server; `None` means
     /// a path derived from the config file's path in the temporary directory.
     pub control_socket: Option<PathBuf>,
+    /// On SIGTERM, how long sessions get to finish their clean end before the process exits.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +113,7 @@ impl Default for ServerConfig {
             client_queue: 1024,
             write_timeout: Duration::from_millis(20_000),
             control_socket: None,
+            shutdown_timeout: Duration::from_millis(5_000),
         }
     }
 }
