@@ -652,3 +652,59 @@ fn systemd_is_told_ready_reloading_and_stopping_and_sigterm_ends_sessions_cleanl
         "notification order"
     );
 }
+
+#[test]
+fn version_and_the_effective_configuration() {
+    ensure_built();
+    let version = Command::new(ferrocast_binary())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(version.status.success());
+    let text = String::from_utf8(version.stdout).unwrap();
+    assert!(text.starts_with("ferrocast 0."), "{text}");
+
+    let plugins = standard_plugin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferrocast.toml");
+    std::fs::write(
+        &path,
+        "[admin]\n\n[plugins.http]\nlisten = [\"127.0.0.1:0\"]\n",
+    )
+    .unwrap();
+    let show = Command::new(ferrocast_binary())
+        .arg("--config")
+        .arg(&path)
+        .arg("--plugin-dir")
+        .arg(plugins.path())
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8(show.stdout).unwrap();
+    assert!(show.status.success(), "{shown}");
+    for line in [
+        "write_timeout_ms = 20000",
+        "shutdown_timeout_ms = 5000",
+        "listen = \"127.0.0.1:8081\"",
+        "enabled = true",
+    ] {
+        assert!(
+            shown.lines().any(|l| l == line),
+            "{line} missing from:\n{shown}"
+        );
+    }
+    // What it prints is itself a valid configuration.
+    std::fs::write(&path, &shown).unwrap();
+    let check = Command::new(ferrocast_binary())
+        .arg("--check-config")
+        .arg(&path)
+        .arg("--plugin-dir")
+        .arg(plugins.path())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

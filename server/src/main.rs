@@ -55,6 +55,11 @@ enum Command {
         target: Target,
         name: String,
     },
+    /// Work with the configuration file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Read a token on standard input and print its argon2 hash, for `[admin] tokens`.
     HashToken,
     /// Accept new sessions again after `drain`.
@@ -63,6 +68,12 @@ enum Command {
         target: Target,
         name: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Print the effective configuration: every default filled in, every path resolved.
+    Show,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -86,7 +97,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(Command::HashToken) = &cli.command {
         return hash_token();
     }
-    if let Some(command) = &cli.command {
+    let show_config = matches!(&cli.command, Some(Command::Config { .. }));
+    if let Some(command) = cli.command.as_ref().filter(|_| !show_config) {
         return send_command(&cli, command);
     }
     let config_path = cli
@@ -130,6 +142,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {warning}");
     }
 
+    if show_config {
+        let socket = config
+            .server
+            .control_socket
+            .clone()
+            .unwrap_or_else(|| control::default_socket_path(&config.path));
+        print!("{}", config::effective_toml(&config, &socket));
+        return Ok(ExitCode::SUCCESS);
+    }
     if cli.check_config.is_some() {
         println!(
             "{}: OK ({} plugin(s) configured, {} publishing point(s))",
@@ -178,6 +199,9 @@ fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
         Command::Drain { target, name } => drain(target, name, true),
         Command::Undrain { target, name } => drain(target, name, false),
         Command::HashToken => return hash_token(),
+        Command::Config { .. } => {
+            anyhow::bail!("`ferrocast config` reads the file itself; it does not talk to a server")
+        }
     };
     let reply = control::request(&socket, &request)?;
     print!("{}", reply.text);

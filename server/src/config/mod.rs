@@ -18,6 +18,7 @@ mod compiler;
 mod error;
 mod lines;
 mod pull;
+mod show;
 mod suggest;
 mod value;
 
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use pull::{parse_pull_url, PullMode, PullSource, PullUrl, PullUrlError};
+pub use show::effective_toml;
 
 /// What the configuration compiler needs to know about the loaded plugins.
 pub trait PluginCatalog {
