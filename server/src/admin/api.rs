@@ -5,6 +5,7 @@ use std::time::UNIX_EPOCH;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -20,6 +21,8 @@ use crate::state::SessionEntry;
 
 /// Every route, as `(method, path)`; the OpenAPI document must list exactly these.
 pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/"),
+    ("get", "/api/v1/events"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -40,6 +43,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
+        .route("/", get(status_page))
+        .route("/api/v1/events", get(events_stream))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -133,19 +138,46 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
+/// The live status page: static HTML and script; every figure on it comes from the API.
+async fn status_page() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        super::STATUS_PAGE,
+    )
+}
+
+/// Server-sent events: the status document every second.
+async fn events_stream(
+    State(state): State<ApiState>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let updates = futures_util::stream::unfold((state, true), |(state, first)| async move {
+        if !first {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        let status = status_value(&state).await.ok()?;
+        let event = Event::default().event("status").data(status.to_string());
+        Some((Ok(event), (state, false)))
+    });
+    Sse::new(updates).keep_alive(KeepAlive::default())
+}
+
 async fn status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    status_value(&state).await.map(Json)
+}
+
+async fn status_value(state: &ApiState) -> Result<Value, ApiError> {
     let plugins = match state.ask(AdminRequest::Plugins).await? {
         AdminAnswer::Json(plugins) => plugins,
         AdminAnswer::Reply(reply) => Value::String(reply.text),
     };
     let drains = state.shared.drains();
-    Ok(Json(json!({
+    Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "points": all_points(&state),
+        "points": all_points(state),
         "plugins": plugins,
         "sessions": state.shared.sessions.list().len(),
         "draining": { "points": drains.points, "plugins": drains.plugins },
-    })))
+    }))
 }
 
 fn all_points(state: &ApiState) -> Vec<Value> {

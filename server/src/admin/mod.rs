@@ -30,6 +30,9 @@ use crate::state::Shared;
 /// Largest request body the API reads.
 const MAX_BODY: usize = 64 * 1024;
 
+/// The live status page, embedded in the binary.
+pub const STATUS_PAGE: &str = include_str!("status.html");
+
 /// The hand-written OpenAPI description of every route.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -141,9 +144,10 @@ impl ApiState {
     }
 }
 
-/// Paths anyone may ask: probes for load balancers and supervisors.
+/// Paths anyone may ask: probes for load balancers and supervisors, and the status page
+/// itself (static; the figures on it come from the API, with the operator's token).
 fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz")
+    matches!(path, "/healthz" | "/readyz" | "/")
 }
 
 async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
