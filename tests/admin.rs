@@ -231,6 +231,13 @@ fn kick_drain_and_reload_leave_other_sessions_playing() {
     let kept = TsReader::http(server.http, "/live");
     assert!(kept.wait_bytes(188 * 100, Duration::from_secs(10)));
     assert_eq!(admin.get("/api/v1/points/live").json["clients"]["http"], 3);
+    // The encoder sends about 470 kbit/s.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let live = admin.get("/api/v1/points/live").json;
+        live["ingest_bits_per_second"].as_u64().unwrap() > 100_000
+            && live["uptime_ms"].as_u64().unwrap() > 0
+            && live["state"] == "live"
+    }));
 
     let answer = admin.call(
         "DELETE",

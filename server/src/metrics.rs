@@ -140,6 +140,8 @@ pub struct Snapshot {
     pub source_states: Vec<(String, &'static str)>,
     /// Each live point's encoder reconnects within the grace since start.
     pub reconnects: Vec<(String, u64)>,
+    /// Each live point's source bitrate.
+    pub ingest_rates: Vec<(String, u64)>,
     /// Each generation worth showing: plugin, generation number, role, sessions.
     pub generations: Vec<(String, u64, String, i64)>,
 }
@@ -196,6 +198,18 @@ pub fn render(snapshot: &Snapshot) -> String {
         "point_encoder_reconnects",
         "Encoder reconnects within the grace, per live point",
         reconnects,
+    );
+    let rates = Family::<PointLabel, Gauge>::default();
+    for (point, rate) in &snapshot.ingest_rates {
+        let labels = PointLabel {
+            point: point.clone(),
+        };
+        rates.get_or_create(&labels).set(*rate as i64);
+    }
+    registry.register(
+        "point_ingest_bits_per_second",
+        "Bitrate of each live point's source over the last second",
+        rates,
     );
     register_generations(&mut registry, &snapshot.generations);
     let mut text = String::new();
@@ -316,6 +330,7 @@ mod tests {
             )],
             source_states: vec![("live".into(), "live")],
             reconnects: vec![("live".into(), 1)],
+            ingest_rates: vec![("live".into(), 500_000)],
             generations: vec![("http".into(), 1, "current".into(), 2)],
         };
         let text = render(&snapshot);
@@ -337,6 +352,10 @@ mod tests {
         );
         assert!(
             text.contains("ferrocast_reloads_total{result=\"applied\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferrocast_point_ingest_bits_per_second{point=\"live\"} 500000"),
             "{text}"
         );
         assert!(

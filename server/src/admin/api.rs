@@ -123,6 +123,9 @@ async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, Api
             snapshot
                 .reconnects
                 .push((name.to_owned(), status.reconnects));
+            snapshot
+                .ingest_rates
+                .push((name.to_owned(), status.ingest_bits_per_second));
         }
     }
     Ok((
@@ -248,6 +251,8 @@ fn point_json(state: &ApiState, point: &Point, sessions: &[SessionEntry]) -> Val
     if let Some(live) = live {
         value["subscribers"] = json!(live.clients);
         value["reconnects"] = json!(live.reconnects);
+        value["ingest_bits_per_second"] = json!(live.ingest_bits_per_second);
+        value["uptime_ms"] = json!(live.uptime.map(|d| d.as_millis() as u64));
         value["last_error"] = json!(live.last_error);
         value["grace_left_ms"] = json!(live.grace_left.map(|d| d.as_millis() as u64));
     }

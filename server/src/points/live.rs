@@ -97,6 +97,10 @@ pub struct LiveStatus {
     pub last_error: Option<String>,
     /// Subscribers of the point: clients and pushes.
     pub clients: usize,
+    /// The source's bitrate over the last second or so (zero without a source).
+    pub ingest_bits_per_second: u64,
+    /// How long the current source has been live (through reconnects within the grace).
+    pub uptime: Option<Duration>,
 }
 
 /// How often a point without its source sends a null packet to its clients.
@@ -131,6 +135,10 @@ struct LiveInner {
     counters: CcRestamper,
     /// A source just started: its media is dropped until its first keyframe.
     awaiting_keyframe: bool,
+    /// The source's bitrate, for operators.
+    ingest_rate: super::ingest_rate::IngestRate,
+    /// When the current source went live (kept across a reconnect within the grace).
+    live_since: Option<std::time::Instant>,
 }
 
 impl LiveInner {
@@ -194,6 +202,8 @@ impl LiveStream {
                 retired: false,
                 counters: CcRestamper::default(),
                 awaiting_keyframe: true,
+                ingest_rate: super::ingest_rate::IngestRate::new(std::time::Instant::now()),
+                live_since: None,
             }),
             tx,
             reconnect_grace_ms: AtomicU64::new(reconnect_grace.as_millis() as u64),
@@ -317,6 +327,9 @@ impl LiveStream {
         inner.counters.new_source();
         inner.awaiting_keyframe = true;
         inner.last_media = tokio::time::Instant::now();
+        if !matches!(previous, LiveState::SourceLost { .. }) || inner.live_since.is_none() {
+            inner.live_since = Some(std::time::Instant::now());
+        }
         let stream = Arc::clone(self);
         let epoch = inner.epoch;
         tokio::spawn(async move { stream.watch_silence(epoch).await });
@@ -346,6 +359,7 @@ impl LiveStream {
         if inner.publisher != Some(session) {
             return false;
         }
+        inner.ingest_rate.add(data.len(), std::time::Instant::now());
         let mut chunks = Vec::new();
         inner.ingest.push(data, &mut chunks);
         if !chunks.is_empty() {
@@ -536,6 +550,13 @@ impl LiveStream {
             reconnects: inner.reconnects,
             last_error: inner.last_error.clone(),
             clients: self.tx.receiver_count(),
+            ingest_bits_per_second: inner.ingest_rate.bits_per_second(std::time::Instant::now()),
+            uptime: match inner.state {
+                LiveState::Live | LiveState::SourceLost { .. } => {
+                    inner.live_since.map(|since| since.elapsed())
+                }
+                _ => None,
+            },
         }
     }
 }
