@@ -442,6 +442,26 @@ fn metrics_follow_clients_and_pass_promtool() {
     };
     // 127.0.0.1 is not in the allow-list: a token is needed.
     assert_eq!(admin.raw("GET", "/metrics", None, "").0, 401);
+    // A scraper at 127.0.0.2 is listed: no token needed for /metrics, and only for it.
+    let from_allowed = |path: &str| {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+            .unwrap();
+        socket.connect(&admin_address.into()).unwrap();
+        let mut stream: std::net::TcpStream = socket.into();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        ferrocast_tests::read_response(&mut stream, 1 << 20, Duration::from_secs(10))
+            .unwrap()
+            .status
+    };
+    assert_eq!(from_allowed("/metrics"), 200);
+    assert_eq!(from_allowed("/api/v1/status"), 401);
     let scrape = || {
         let (status, text) = admin.raw("GET", "/metrics", Some(TOKEN), "");
         assert_eq!(status, 200, "{text}");

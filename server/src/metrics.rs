@@ -140,7 +140,7 @@ pub struct Snapshot {
     pub source_states: Vec<(String, &'static str)>,
     /// Each live point's encoder reconnects within the grace since start.
     pub reconnects: Vec<(String, u64)>,
-    /// Each live point's source bitrate.
+    /// Each live point's source bitrate, in bits per second.
     pub ingest_rates: Vec<(String, u64)>,
     /// Each generation worth showing: plugin, generation number, role, sessions.
     pub generations: Vec<(String, u64, String, i64)>,
@@ -204,11 +204,11 @@ pub fn render(snapshot: &Snapshot) -> String {
         let labels = PointLabel {
             point: point.clone(),
         };
-        rates.get_or_create(&labels).set(*rate as i64);
+        rates.get_or_create(&labels).set((*rate / 8) as i64);
     }
     registry.register(
-        "point_ingest_bits_per_second",
-        "Bitrate of each live point's source over the last second",
+        "point_ingest_bytes_per_second",
+        "Bytes per second from each live point's source over the last second",
         rates,
     );
     register_generations(&mut registry, &snapshot.generations);
@@ -355,7 +355,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("ferrocast_point_ingest_bits_per_second{point=\"live\"} 500000"),
+            text.contains("ferrocast_point_ingest_bytes_per_second{point=\"live\"} 62500"),
             "{text}"
         );
         assert!(
