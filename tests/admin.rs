@@ -498,6 +498,8 @@ fn metrics_follow_clients_and_pass_promtool() {
     assert_eq!(sample(&before, clients), Some(0.0), "{before}");
     let waiting = "ferrocast_point_source_state{point=\"live\",state=\"waiting\"}";
     assert_eq!(sample(&before, waiting), Some(1.0), "{before}");
+    let lost = "ferrocast_point_source_lost_seconds{point=\"live\"}";
+    assert_eq!(sample(&before, lost), Some(0.0), "{before}");
 
     let _encoder = Encoder::push_live(&server, 60);
     let reader = TsReader::http(server.http, "/live");

@@ -5,6 +5,7 @@
 //! without threading a handle through every call; [`render`] builds a registry per scrape
 //! from them and from a [`Snapshot`] of the tables, in the Prometheus text format.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -142,6 +143,8 @@ pub struct Snapshot {
     pub reconnects: Vec<(String, u64)>,
     /// Each live point's source bitrate, in bits per second.
     pub ingest_rates: Vec<(String, u64)>,
+    /// Each live point's time without a source while holding clients, in seconds.
+    pub source_lost: Vec<(String, f64)>,
     /// Each generation worth showing: plugin, generation number, role, sessions.
     pub generations: Vec<(String, u64, String, i64)>,
 }
@@ -210,6 +213,18 @@ pub fn render(snapshot: &Snapshot) -> String {
         "point_ingest_bytes_per_second",
         "Bytes per second from each live point's source over the last second",
         rates,
+    );
+    let lost = Family::<PointLabel, Gauge<f64, AtomicU64>>::default();
+    for (point, seconds) in &snapshot.source_lost {
+        let labels = PointLabel {
+            point: point.clone(),
+        };
+        lost.get_or_create(&labels).set(*seconds);
+    }
+    registry.register(
+        "point_source_lost_seconds",
+        "Time each live point held its clients without a source, since start",
+        lost,
     );
     register_generations(&mut registry, &snapshot.generations);
     let mut text = String::new();
@@ -331,6 +346,7 @@ mod tests {
             source_states: vec![("live".into(), "live")],
             reconnects: vec![("live".into(), 1)],
             ingest_rates: vec![("live".into(), 500_000)],
+            source_lost: vec![("live".into(), 1.5)],
             generations: vec![("http".into(), 1, "current".into(), 2)],
         };
         let text = render(&snapshot);
@@ -356,6 +372,10 @@ mod tests {
         );
         assert!(
             text.contains("ferrocast_point_ingest_bytes_per_second{point=\"live\"} 62500"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferrocast_point_source_lost_seconds{point=\"live\"} 1.5"),
             "{text}"
         );
         assert!(

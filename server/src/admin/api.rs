@@ -126,6 +126,9 @@ async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, Api
             snapshot
                 .ingest_rates
                 .push((name.to_owned(), status.ingest_bits_per_second));
+            snapshot
+                .source_lost
+                .push((name.to_owned(), status.source_lost.as_secs_f64()));
         }
     }
     Ok((
@@ -253,6 +256,7 @@ fn point_json(state: &ApiState, point: &Point, sessions: &[SessionEntry]) -> Val
         value["reconnects"] = json!(live.reconnects);
         value["ingest_bits_per_second"] = json!(live.ingest_bits_per_second);
         value["uptime_ms"] = json!(live.uptime.map(|d| d.as_millis() as u64));
+        value["source_lost_ms"] = json!(live.source_lost.as_millis() as u64);
         value["last_error"] = json!(live.last_error);
         value["grace_left_ms"] = json!(live.grace_left.map(|d| d.as_millis() as u64));
     }

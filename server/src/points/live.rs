@@ -101,6 +101,8 @@ pub struct LiveStatus {
     pub ingest_bits_per_second: u64,
     /// How long the current source has been live (through reconnects within the grace).
     pub uptime: Option<Duration>,
+    /// Time spent holding clients without a source, since start.
+    pub source_lost: Duration,
 }
 
 /// How often a point without its source sends a null packet to its clients.
@@ -139,9 +141,33 @@ struct LiveInner {
     ingest_rate: super::ingest_rate::IngestRate,
     /// When the current source went live (kept across a reconnect within the grace).
     live_since: Option<std::time::Instant>,
+    /// Time spent without a source while holding clients, before the current loss.
+    source_lost_before: Duration,
+    /// When the current loss of the source began.
+    lost_since: Option<tokio::time::Instant>,
 }
 
 impl LiveInner {
+    /// Change state, accounting the time spent in the source-lost state.
+    fn set_state(&mut self, state: LiveState) {
+        let now = tokio::time::Instant::now();
+        if let Some(since) = self.lost_since.take() {
+            self.source_lost_before += now.saturating_duration_since(since);
+        }
+        if let LiveState::SourceLost { .. } = state {
+            self.lost_since = Some(now);
+        }
+        self.state = state;
+    }
+
+    /// Total time spent in the source-lost state since start.
+    fn source_lost_total(&self) -> Duration {
+        let current = self
+            .lost_since
+            .map_or(Duration::ZERO, |since| since.elapsed());
+        self.source_lost_before + current
+    }
+
     fn frame(&mut self, chunk: Chunk) -> Arc<LiveChunk> {
         let timestamp = self
             .rtp_clock
@@ -204,6 +230,8 @@ impl LiveStream {
                 awaiting_keyframe: true,
                 ingest_rate: super::ingest_rate::IngestRate::new(std::time::Instant::now()),
                 live_since: None,
+                source_lost_before: Duration::ZERO,
+                lost_since: None,
             }),
             tx,
             reconnect_grace_ms: AtomicU64::new(reconnect_grace.as_millis() as u64),
@@ -240,7 +268,7 @@ impl LiveStream {
     pub fn retire(&self) {
         let mut inner = self.lock();
         inner.publisher = None;
-        inner.state = LiveState::Ended;
+        inner.set_state(LiveState::Ended);
         inner.retired = true;
         inner.epoch += 1;
         inner.gop.clear();
@@ -288,7 +316,7 @@ impl LiveStream {
             if !matches!(inner.state, LiveState::Waiting | LiveState::Ended) || inner.retired {
                 return;
             }
-            inner.state = LiveState::SourceLost { deadline };
+            inner.set_state(LiveState::SourceLost { deadline });
             inner.epoch += 1;
             inner.epoch
         };
@@ -304,7 +332,7 @@ impl LiveStream {
             return;
         }
         inner.publisher = None;
-        inner.state = LiveState::Waiting;
+        inner.set_state(LiveState::Waiting);
         inner.epoch += 1;
         inner.gop.clear();
         let _ = self.tx.send(LiveEvent::Ended);
@@ -320,7 +348,7 @@ impl LiveStream {
         }
         let previous = inner.state;
         inner.publisher = Some(session);
-        inner.state = LiveState::Live;
+        inner.set_state(LiveState::Live);
         inner.epoch += 1;
         inner.ingest.reset();
         inner.gop.clear();
@@ -420,7 +448,7 @@ impl LiveStream {
                 return;
             }
             inner.publisher = None;
-            inner.state = LiveState::SourceLost { deadline };
+            inner.set_state(LiveState::SourceLost { deadline });
             inner.epoch += 1;
             inner.gop.clear();
             inner.last_error = Some(why.to_owned());
@@ -452,7 +480,7 @@ impl LiveStream {
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
-                inner.state = LiveState::Ended;
+                inner.set_state(LiveState::Ended);
                 warn!(
                     event = events::SOURCE_GAVE_UP,
                     point = %self.name,
@@ -551,6 +579,7 @@ impl LiveStream {
             last_error: inner.last_error.clone(),
             clients: self.tx.receiver_count(),
             ingest_bits_per_second: inner.ingest_rate.bits_per_second(std::time::Instant::now()),
+            source_lost: inner.source_lost_total(),
             uptime: match inner.state {
                 LiveState::Live | LiveState::SourceLost { .. } => {
                     inner.live_since.map(|since| since.elapsed())
@@ -657,7 +686,10 @@ mod tests {
             Some("the encoder disconnected")
         );
         assert_eq!(status.clients, 1);
+        assert_eq!(status.source_lost, Duration::from_secs(4));
         stream.publish(2).unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(stream.status().source_lost, Duration::from_secs(4));
         assert_eq!(stream.status().reconnects, 1);
         assert_eq!(stream.status().state, LiveState::Live);
     }
