@@ -111,6 +111,14 @@ pub const PUBLISH_REFUSED: &str = "PUBLISH_REFUSED";
 /// A player was refused by the point's play rules (address not allowed, a missing, expired or
 /// tampered signed URL). Many from one peer: a scraper or an old link; check `sign-url` users.
 pub const PLAY_REFUSED: &str = "PLAY_REFUSED";
+/// An admin API request came without a valid bearer token; check who is calling (peer).
+pub const ADMIN_UNAUTHORIZED: &str = "ADMIN_UNAUTHORIZED";
+/// The admin API listener failed; the media keeps serving, restart to get the API back.
+pub const ADMIN_FAILED: &str = "ADMIN_FAILED";
+/// An operator ended a session through the admin API; nothing to do.
+pub const SESSION_KICKED: &str = "SESSION_KICKED";
+/// The access log cannot be opened or written; check the path's directory and permissions.
+pub const ACCESS_LOG_FAILED: &str = "ACCESS_LOG_FAILED";
 
 #[cfg(test)]
 mod tests {

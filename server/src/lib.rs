@@ -22,11 +22,14 @@
 //! - [`events`]: stable names of operator-facing events.
 
 pub mod access;
+pub mod access_log;
+pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod events;
 pub mod limits;
 pub mod media;
+pub mod metrics;
 pub mod outputs;
 pub mod plugins;
 pub mod points;
@@ -35,5 +38,6 @@ pub mod random;
 pub mod reload;
 pub mod server;
 pub mod state;
+pub mod systemd;
 pub mod transport;
 pub mod udp;

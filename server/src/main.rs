@@ -57,6 +57,13 @@ enum Command {
         target: Target,
         name: String,
     },
+    /// Work with the configuration file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Read a token on standard input and print its argon2 hash, for `[admin] tokens`.
+    HashToken,
     /// Accept new sessions again after `drain`.
     Undrain {
         #[arg(value_enum)]
@@ -94,6 +101,12 @@ enum Offline {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Print the effective configuration: every default filled in, every path resolved.
+    Show,
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum Target {
     Point,
@@ -115,7 +128,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(Command::Offline(command)) = &cli.command {
         return run_offline(&cli, command);
     }
-    if let Some(command) = &cli.command {
+    if let Some(Command::HashToken) = &cli.command {
+        return hash_token();
+    }
+    let show_config = matches!(&cli.command, Some(Command::Config { .. }));
+    if let Some(command) = cli.command.as_ref().filter(|_| !show_config) {
         return send_command(&cli, command);
     }
     let config_path = cli
@@ -159,6 +176,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {warning}");
     }
 
+    if show_config {
+        let socket = config
+            .server
+            .control_socket
+            .clone()
+            .unwrap_or_else(|| control::default_socket_path(&config.path));
+        print!("{}", config::effective_toml(&config, &socket));
+        return Ok(ExitCode::SUCCESS);
+    }
     if cli.check_config.is_some() {
         println!(
             "{}: OK ({} plugin(s) configured, {} publishing point(s))",
@@ -230,6 +256,10 @@ fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
         Command::Drain { target, name } => drain(target, name, true),
         Command::Undrain { target, name } => drain(target, name, false),
         Command::Offline(_) => unreachable!("offline commands never reach the control socket"),
+        Command::HashToken => return hash_token(),
+        Command::Config { .. } => {
+            anyhow::bail!("`ferrocast config` reads the file itself; it does not talk to a server")
+        }
     };
     let reply = control::request(&socket, &request)?;
     print!("{}", reply.text);
@@ -238,6 +268,20 @@ fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Print the hash of the token given on standard input (first line, whitespace trimmed).
+fn hash_token() -> anyhow::Result<ExitCode> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the token from standard input")?;
+    let token = line.trim();
+    if token.is_empty() {
+        anyhow::bail!("no token on standard input; e.g. `openssl rand -hex 32 | tee token.txt | ferrocast hash-token`");
+    }
+    println!("{}", ferrocast::admin::auth::hash_token(token)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(config: Config, registry: PluginRegistry) -> anyhow::Result<ExitCode> {
@@ -258,6 +302,9 @@ async fn serve(config: Config, registry: PluginRegistry) -> anyhow::Result<ExitC
     }
     for (name, kind, protocols) in points {
         println!("point {name:<12} {kind:<10} via {protocols}");
+    }
+    if let Some(address) = server.admin_address() {
+        println!("admin      listening on {address}");
     }
     println!("control  socket {}", server.control_socket().display());
     server.run(shutdown_signal()).await;

@@ -12,6 +12,7 @@
 //! - [`apply`]: the phases of applying a reload plan;
 //! - [`plugin_builds`]: new plugin builds, and the roles of loaded generations.
 
+mod admin_changes;
 pub mod apply;
 pub mod listeners;
 pub mod plugin_builds;
@@ -69,6 +70,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Output(#[from] OutputRefused),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminBindError),
 }
 
 /// The bound, ready-to-run server.
@@ -86,6 +89,9 @@ pub struct Server {
     /// default action (terminating the process).
     hangups: Option<Signal>,
     status_requests: Option<Signal>,
+    /// The admin API listener, when `[admin]` is configured; taken by [`Self::run`].
+    admin: Option<crate::admin::AdminListener>,
+    admin_address: Option<SocketAddr>,
 }
 
 /// The control loop's inputs, taken from the server when it runs.
@@ -94,6 +100,7 @@ struct ControlInputs {
     changes: mpsc::Receiver<watch::Change>,
     hangups: Option<Signal>,
     status_requests: Option<Signal>,
+    admin: mpsc::Receiver<crate::admin::AdminEnvelope>,
     /// The config file and plugin directory watches feeding `changes`.
     _watches: watch::Watches,
 }
@@ -113,6 +120,11 @@ impl Server {
             .access
             .set_policy(crate::access::AccessPolicy::from_config(&config));
         let listeners = bind_all(&config).await?;
+        let admin = match &config.admin {
+            Some(admin) => Some(crate::admin::AdminListener::bind(admin).await?),
+            None => None,
+        };
+        let admin_address = admin.as_ref().and_then(|a| a.local_address());
         let control_path = config
             .server
             .control_socket
@@ -134,12 +146,19 @@ impl Server {
             control_path,
             hangups: signal(SignalKind::hangup()).ok(),
             status_requests: signal(SignalKind::user_defined1()).ok(),
+            admin,
+            admin_address,
         })
     }
 
     /// The addresses actually bound (useful with port 0).
     pub fn local_addresses(&self) -> Vec<(String, SocketAddr)> {
         self.listeners.local_addresses()
+    }
+
+    /// Where the admin API listens, when it is configured.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin_address
     }
 
     pub fn control_socket(&self) -> &Path {
@@ -152,35 +171,83 @@ impl Server {
         let names: Vec<String> = self.config.points.iter().map(|p| p.name.clone()).collect();
         // Watches and the control socket first: once a client can connect, a change to the
         // config file or the plugin directory is never missed.
-        let (inputs, control_task) = self.start_control();
+        let (inputs, mut control_tasks) = self.start_control();
         self.index_before_serving(&names).await;
+        if let Some(access_log) = &self.config.access_log {
+            crate::access_log::start(access_log);
+        }
         self.listeners.start_accepting(&self.shared);
         self.outputs.start();
         self.start_pulls(&names);
+        crate::systemd::notify("READY=1");
+        if let Some(interval) = crate::systemd::watchdog_interval() {
+            control_tasks.push(tokio::spawn(crate::systemd::watchdog(interval)));
+        }
         self.control_loop(shutdown, inputs).await;
         info!("shutting down");
-        control_task.abort();
+        crate::systemd::notify("STOPPING=1");
+        self.listeners.stop_all();
+        self.end_sessions().await;
+        for task in control_tasks {
+            task.abort();
+        }
         let _ = std::fs::remove_file(&self.control_path);
         self.listeners.stop_all();
         self.outputs.stop_all();
         self.pullers.abort_all();
     }
 
+    /// Give every session its protocol's clean end (as a kick does), and wait for them to
+    /// finish, at most `[server] shutdown_timeout_ms`.
+    async fn end_sessions(&self) {
+        let sessions = self.shared.sessions.list();
+        if sessions.is_empty() {
+            return;
+        }
+        info!(
+            sessions = sessions.len(),
+            "ending every session before exiting"
+        );
+        for session in &sessions {
+            self.shared.sessions.mark_kicked(session.id);
+        }
+        self.shared.announce_change();
+        let deadline = Instant::now() + self.config.server.shutdown_timeout;
+        while !self.shared.sessions.list().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.shared.sessions.list().len();
+        if left > 0 {
+            info!(
+                sessions = left,
+                "sessions still open at the shutdown timeout are closed"
+            );
+        }
+    }
+
     /// Start the control socket task and the file watches: the control loop's inputs.
-    fn start_control(&mut self) -> (ControlInputs, JoinHandle<()>) {
+    fn start_control(&mut self) -> (ControlInputs, Vec<JoinHandle<()>>) {
         let (request_tx, requests) = mpsc::channel::<Envelope>(16);
         let control_listener = self.control.take().expect("run is called once");
         info!(path = %self.control_path.display(), "control socket ready: `ferrocast reload`, `ferrocast status`, `ferrocast drain` reach this server");
         let control_task = tokio::spawn(control::serve(control_listener, request_tx));
         let (change_tx, changes) = mpsc::channel(8);
+        let (admin_tx, admin) = mpsc::channel(16);
+        let mut tasks = vec![control_task];
+        if let Some(listener) = self.admin.take() {
+            tasks.push(tokio::spawn(
+                listener.serve(Arc::clone(&self.shared), admin_tx),
+            ));
+        }
         let inputs = ControlInputs {
+            admin,
             requests,
             changes,
             hangups: self.hangups.take(),
             status_requests: self.status_requests.take(),
             _watches: watch::start(&self.config.path, &self.registry.dir, change_tx),
         };
-        (inputs, control_task)
+        (inputs, tasks)
     }
 
     /// One loop serialises everything that changes the running state, until `shutdown`.
@@ -195,6 +262,10 @@ impl Server {
                 _ = &mut shutdown => break,
                 Some((request, reply)) = inputs.requests.recv() => {
                     let answer = self.handle(request).await;
+                    let _ = reply.send(answer);
+                }
+                Some((request, reply)) = inputs.admin.recv() => {
+                    let answer = self.handle_admin(request).await;
                     let _ = reply.send(answer);
                 }
                 Some(change) = inputs.changes.recv() => match change {
@@ -243,6 +314,40 @@ impl Server {
         }
     }
 
+    async fn handle_admin(
+        &mut self,
+        request: crate::admin::AdminRequest,
+    ) -> crate::admin::AdminAnswer {
+        use crate::admin::{AdminAnswer, AdminRequest};
+        match request {
+            AdminRequest::Control(request) => AdminAnswer::Reply(self.handle(request).await),
+            AdminRequest::Plugins => AdminAnswer::Json(self.plugins_json()),
+            AdminRequest::SetProtocols { point, protocols } => {
+                AdminAnswer::Reply(self.set_point_protocols(&point, &protocols).await)
+            }
+        }
+    }
+
+    /// The plugin generations worth showing, for the admin API.
+    fn plugins_json(&mut self) -> serde_json::Value {
+        let drains = self.shared.drains();
+        let generations: Vec<serde_json::Value> = self
+            .generation_statuses()
+            .into_iter()
+            .map(|GenerationStatus { generation, role }| {
+                serde_json::json!({
+                    "plugin": generation.plugin,
+                    "generation": generation.number,
+                    "version": generation.library.info.version.to_string(),
+                    "sessions": generation.sessions(),
+                    "role": role.as_str(),
+                    "draining": drains.plugins.contains(&generation.plugin),
+                })
+            })
+            .collect();
+        serde_json::Value::Array(generations)
+    }
+
     /// Put a point or plugin into the drain state, or take it out.
     fn drain(&mut self, target: DrainTarget, name: &str, on: bool) -> Reply {
         let exists = match target {
@@ -286,11 +391,19 @@ impl Server {
     /// Reload the configuration file: compile it in full, diff it against the running one,
     /// and apply the plan. A file with any error changes nothing.
     pub async fn reload_config(&mut self, trigger: &str) -> ReloadOutcome {
+        crate::systemd::notify("RELOADING=1");
+        let outcome = self.reload_config_file(trigger).await;
+        crate::systemd::notify("READY=1");
+        outcome
+    }
+
+    async fn reload_config_file(&mut self, trigger: &str) -> ReloadOutcome {
         let started = Instant::now();
         let path = self.config.path.clone();
         let new = match config::load(&path, &self.registry) {
             Ok(new) => new,
             Err(errors) => {
+                crate::metrics::reload("invalid");
                 error!(event = events::RELOAD_FAILED, trigger, path = %path.display(), errors = errors.0.len(), "the new configuration has errors; nothing was changed, the server keeps running the previous one:\n{errors}");
                 return ReloadOutcome {
                     refused: Some(ReloadRefusal::Invalid(errors)),
@@ -303,6 +416,7 @@ impl Server {
         }
         let plan = plan(&self.config, &new);
         if plan.is_empty() {
+            crate::metrics::reload("unchanged");
             info!(event = events::RELOAD_PLANNED, trigger, plan = %plan, "configuration unchanged");
             return ReloadOutcome {
                 plan: Some(plan),

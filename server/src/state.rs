@@ -38,6 +38,8 @@ pub struct Shared {
     next_session: AtomicU64,
     /// Who may publish and play; a reload swaps its rules.
     pub access: crate::access::AccessControl,
+    /// Every live client connection, for the admin API's session list and kicks.
+    pub sessions: SessionTable,
 }
 
 /// Points and plugins an operator put into the drain state: they take no new sessions.
@@ -58,7 +60,18 @@ impl Shared {
             changes: watch::Sender::new(0),
             next_session: AtomicU64::new(1),
             access: crate::access::AccessControl::default(),
+            sessions: SessionTable::default(),
         }
+    }
+
+    /// Ask a session to end the way its protocol ends a stream; false if there is no such
+    /// session. Sessions look at their kick flag when woken by a change announcement.
+    pub fn kick_session(&self, id: u64) -> bool {
+        let kicked = self.sessions.mark_kicked(id);
+        if kicked {
+            self.announce_change();
+        }
+        kicked
     }
 
     pub fn new_session_id(&self) -> u64 {
@@ -134,5 +147,118 @@ impl ServingPlugin {
             instance,
             settings: settings.to_owned(),
         })
+    }
+}
+
+/// A client connection as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEntry {
+    pub id: u64,
+    pub plugin: String,
+    pub peer: std::net::SocketAddr,
+    pub started: std::time::SystemTime,
+    /// The point it plays or publishes, once it has asked for one.
+    pub point: Option<String>,
+    /// An operator asked for this session to end.
+    pub kicked: bool,
+}
+
+/// The live client connections, by session id. Touched when a connection opens, names its
+/// point, and closes, and by the admin API: never per packet.
+#[derive(Default)]
+pub struct SessionTable {
+    entries: Mutex<BTreeMap<u64, SessionEntry>>,
+}
+
+impl SessionTable {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, SessionEntry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Add a session; it stays listed until the returned guard is dropped.
+    pub fn register(&self, entry: SessionEntry) -> SessionRegistration<'_> {
+        let id = entry.id;
+        self.lock().insert(id, entry);
+        SessionRegistration { table: self, id }
+    }
+
+    pub fn set_point(&self, id: u64, point: &str) {
+        if let Some(entry) = self.lock().get_mut(&id) {
+            entry.point = Some(point.to_owned());
+        }
+    }
+
+    pub fn mark_kicked(&self, id: u64) -> bool {
+        match self.lock().get_mut(&id) {
+            Some(entry) => {
+                entry.kicked = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The point the session named, if any.
+    pub fn point(&self, id: u64) -> Option<String> {
+        self.lock().get(&id).and_then(|entry| entry.point.clone())
+    }
+
+    pub fn is_kicked(&self, id: u64) -> bool {
+        self.lock().get(&id).is_some_and(|entry| entry.kicked)
+    }
+
+    /// Every session, by id.
+    pub fn list(&self) -> Vec<SessionEntry> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+/// Keeps a session listed in its [`SessionTable`] while it lives.
+pub struct SessionRegistration<'t> {
+    table: &'t SessionTable,
+    id: u64,
+}
+
+impl Drop for SessionRegistration<'_> {
+    fn drop(&mut self) {
+        self.table.lock().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod session_table_tests {
+    use super::*;
+
+    fn entry(id: u64) -> SessionEntry {
+        SessionEntry {
+            id,
+            plugin: "http".into(),
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            started: std::time::SystemTime::UNIX_EPOCH,
+            point: None,
+            kicked: false,
+        }
+    }
+
+    #[test]
+    fn a_session_is_listed_while_its_registration_lives() {
+        let table = SessionTable::default();
+        let registration = table.register(entry(7));
+        table.set_point(7, "live");
+        assert_eq!(table.list()[0].point.as_deref(), Some("live"));
+        drop(registration);
+        assert!(table.list().is_empty());
+    }
+
+    #[test]
+    fn only_a_listed_session_can_be_kicked() {
+        let table = SessionTable::default();
+        let _registration = table.register(entry(3));
+        assert!(!table.mark_kicked(4));
+        assert!(!table.is_kicked(3));
+        assert!(table.mark_kicked(3));
+        assert!(table.is_kicked(3));
     }
 }

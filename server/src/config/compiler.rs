@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use toml_edit::{ImDocument, Item, Key, Table, TableLike, Value};
 
+mod admin;
 #[path = "limits.rs"]
 mod limits;
 
@@ -30,13 +31,22 @@ use super::{
     ServerConfig, SettingIssue, DEFAULT_RECONNECT_GRACE, DEFAULT_SOURCE_TIMEOUT,
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["server", "plugins", "point", "limits", "security"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "server",
+    "plugins",
+    "point",
+    "limits",
+    "security",
+    "admin",
+    "access_log",
+];
 const SERVER_KEYS: &[&str] = &[
     "plugin_dir",
     "log_format",
     "client_queue",
     "write_timeout_ms",
     "control_socket",
+    "shutdown_timeout_ms",
 ];
 /// Keys of a `[plugins.<name>]` table that the host reads; all others belong to the plugin.
 const PLUGIN_HOST_KEYS: &[&str] = &["enabled", "listen"];
@@ -93,6 +103,8 @@ pub(super) fn compile(
     let points = compiler.points(root, &plugins);
     let security = compiler.security(root);
     compiler.check_signing_key(&security, &points);
+    let admin = compiler.admin(root);
+    let access_log = compiler.access_log(root);
 
     let Compiler {
         errors,
@@ -117,6 +129,8 @@ pub(super) fn compile(
         plugins,
         points,
         security,
+        admin,
+        access_log,
         warnings: warnings.into_iter().map(|(_, warning)| warning).collect(),
     })
 }
@@ -506,6 +520,9 @@ impl<'a> Compiler<'a> {
         }
         if let Some(ms) = self.read_integer(&section, "write_timeout_ms", WRITE_TIMEOUT_MS_RANGE) {
             server.write_timeout = Duration::from_millis(ms.unsigned_abs());
+        }
+        if let Some(ms) = self.read_integer(&section, "shutdown_timeout_ms", 0..=600_000) {
+            server.shutdown_timeout = Duration::from_millis(ms.unsigned_abs());
         }
         if let Some((raw, line)) = self.read_string(&section, "control_socket") {
             if raw.is_empty() {

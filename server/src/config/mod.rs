@@ -18,6 +18,7 @@ mod compiler;
 mod error;
 mod lines;
 mod pull;
+mod show;
 mod suggest;
 mod value;
 
@@ -35,6 +36,7 @@ use crate::access::{LimiterSettings, PlayRule, PublishRule, Secret};
 pub use pull::{
     parse_pull_url, redact_url, PullMode, PullSource, PullUrl, PullUrlError, UpstreamCredentials,
 };
+pub use show::effective_toml;
 
 /// What the configuration compiler needs to know about the loaded plugins.
 pub trait PluginCatalog {
@@ -75,6 +77,10 @@ pub struct Config {
     pub points: Vec<PointConfig>,
     /// The `[security]` table: signing key, limiter and default access rules.
     pub security: SecurityConfig,
+    /// The `[admin]` table: the admin HTTP API, when the file has one.
+    pub admin: Option<AdminConfig>,
+    /// The `[access_log]` table, when the file has one.
+    pub access_log: Option<AccessLogConfig>,
     /// Things that are allowed but probably not intended, as `file:line: message`.
     pub warnings: Vec<String>,
 }
@@ -104,6 +110,8 @@ pub struct ServerConfig {
     /// Where `ferrocast reload`, `status` and `drain` reach the running server; `None` means
     /// a path derived from the config file's path in the temporary directory.
     pub control_socket: Option<PathBuf>,
+    /// On SIGTERM, how long sessions get to finish their clean end before the process exits.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +122,7 @@ impl Default for ServerConfig {
             client_queue: 1024,
             write_timeout: Duration::from_millis(20_000),
             control_socket: None,
+            shutdown_timeout: Duration::from_millis(5_000),
         }
     }
 }
@@ -132,6 +141,29 @@ impl LogFormat {
         }
     }
 }
+
+/// The `[admin]` table: where the admin HTTP API listens and who may use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Accepted bearer tokens, as argon2 PHC strings (`ferrocast hash-token` prints one).
+    pub tokens: Vec<String>,
+    /// Peers that may read `/metrics` without a token.
+    pub metrics_allow: Vec<std::net::IpAddr>,
+}
+
+/// The `[access_log]` table: the W3C access log file and its rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub path: PathBuf,
+    /// The file is rotated before it would grow past this.
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` … `path.<keep>`).
+    pub keep: u32,
+}
+
+/// Default `[admin] listen`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 
 /// One `[plugins.<name>]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]

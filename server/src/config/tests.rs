@@ -176,6 +176,7 @@ fn valid_full_file_compiles() {
             client_queue: 256,
             write_timeout: Duration::from_millis(5000),
             control_socket: Some(path.parent().unwrap().join("run/ferrocast.sock")),
+            shutdown_timeout: Duration::from_millis(5_000),
         }
     );
     let http = &config.plugins["http"];
@@ -284,7 +285,7 @@ kind = "stream"
             (2, "`log_format` must be one of \"text\", \"json\", found \"xml\""),
             (3, "`client_queue` must be between 16 and 65536, found 8"),
             (4, "`write_timeout_ms` must be an integer from 100 to 600000, found a string; remove the quotes"),
-            (5, "unknown key `plugn_dir` in [server]; expected one of: plugin_dir, log_format, client_queue, write_timeout_ms, control_socket (did you mean `plugin_dir`?)"),
+            (5, "unknown key `plugn_dir` in [server]; expected one of: plugin_dir, log_format, client_queue, write_timeout_ms, control_socket, shutdown_timeout_ms (did you mean `plugin_dir`?)"),
             (8, "unknown key `enabeld` in [plugins.http]; expected one of: enabled, listen (did you mean `enabled`?)"),
             (9, "invalid listen address \"localhost:80\""),
             (10, "plugin `http`: setting `header_timeout_ms`: must be at least 1"),
@@ -300,7 +301,7 @@ kind = "stream"
             (28, "is missing required key `source`"),
             (28, "is missing required key `protocols`"),
             (29, "`kind` must be one of \"broadcast\", \"on-demand\", found \"stream\""),
-            (31, "unknown top-level table [pointz]; expected one of: server, plugins, point, limits, security (did you mean `point`?)"),
+            (31, "unknown top-level table [pointz]; expected one of: server, plugins, point, limits, security, admin, access_log (did you mean `point`?)"),
         ],
     );
     // Every error carries the file, and Display is `file:line: message`.

@@ -29,6 +29,8 @@ impl From<Refusal> for HostError {
 /// What a reload took away from a session, which then ends.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LostUse {
+    #[error("an operator ended this session")]
+    Kicked,
     #[error("plugin `{plugin}` was disabled")]
     PluginDisabled { plugin: String },
     #[error("publishing point `{point}` was removed")]

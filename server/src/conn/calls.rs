@@ -75,7 +75,7 @@ impl Connection<'_> {
             name,
             point.limits,
             status.clients as u64,
-            status.ingest_bps,
+            status.ingest_bits_per_second,
         ) {
             Ok(()) => return Ok(()),
             Err(refusal) => refusal,
@@ -324,6 +324,7 @@ impl HostCalls for Connection<'_> {
         info!(event = events::PLAY, point = %info.name, item = %info.item, kind = info.kind.as_str(), start = range.start, "play started");
         self.playing = Some(path.to_owned());
         self.answered = true;
+        self.play_accepted = Some(std::time::Instant::now());
         Ok(info)
     }
 

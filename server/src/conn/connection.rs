@@ -79,6 +79,8 @@ pub struct Connection<'a> {
     pub(super) refused: Option<crate::limits::Refusal>,
     /// The first valid request was made (a host call succeeded, or the plugin answered).
     pub(super) answered: bool,
+    /// When the current play was accepted, until its first media byte is queued.
+    pub(super) play_accepted: Option<std::time::Instant>,
 }
 
 impl<'a> Connection<'a> {
@@ -102,6 +104,7 @@ impl<'a> Connection<'a> {
             refused: None,
             answered: false,
             transports: TransportSet::default(),
+            play_accepted: None,
         }
     }
 
@@ -163,11 +166,13 @@ impl<'a> Connection<'a> {
     pub fn record_point(&mut self, point: &str) {
         if !self.point_recorded {
             self.span.record("point", tracing::field::display(point));
+            self.shared.sessions.set_point(self.info.id, point);
             self.point_recorded = true;
         }
     }
 
     pub fn refuse(&self, action: &str, path: &str, error: &HostError) {
+        crate::metrics::refused(self.plugin, error.code.as_str());
         if self.refused.is_some() {
             // Summarised by CONNECTION_REFUSED at the accept path.
             return;
@@ -181,7 +186,9 @@ impl<'a> Connection<'a> {
         if self.close_requested {
             return;
         }
-        let lost = {
+        let lost = if self.shared.sessions.is_kicked(self.info.id) {
+            Err(super::admission::LostUse::Kicked)
+        } else {
             let points = self.shared.points.load();
             let plugins = self.shared.plugins.load();
             let tables = CurrentTables {
@@ -203,6 +210,13 @@ impl<'a> Connection<'a> {
             self.end_media(EndReason::POINT_CLOSED, why);
         }
         self.close_requested = true;
+    }
+
+    /// The first media of a play is on its way: how long it took goes to the metrics.
+    fn note_first_media(&mut self) {
+        if let Some(accepted) = self.play_accepted.take() {
+            crate::metrics::first_media(accepted.elapsed());
+        }
     }
 
     /// The session stops being the point's publisher (`why` is logged with SOURCE_LOST).
@@ -241,6 +255,9 @@ impl<'a> Connection<'a> {
     /// Send live chunks in the session's framing: raw TS on the connection, or the shared
     /// RTP packets on every transport.
     pub fn deliver_live(&mut self, chunks: Vec<Arc<LiveChunk>>) {
+        if !chunks.is_empty() {
+            self.note_first_media();
+        }
         let rtp = self.now_playing() == NowPlaying::LiveOnTransports;
         for live in chunks {
             if rtp {
@@ -269,7 +286,10 @@ impl<'a> Connection<'a> {
     /// A block of the on-demand range was read (`None`: the range is complete).
     pub fn on_file_block(&mut self, block: std::io::Result<Option<Bytes>>) {
         match block {
-            Ok(Some(block)) => self.out.push(block),
+            Ok(Some(block)) => {
+                self.note_first_media();
+                self.out.push(block)
+            }
             Ok(None) => self.end_media(EndReason::COMPLETE, "range sent".into()),
             Err(error) => {
                 let path = match &self.media {

@@ -129,6 +129,7 @@ impl LiveCursor {
         let point = &self.stream.name;
         match self.lags.on_lag(now) {
             LagVerdict::Drop { lags } => {
+                crate::metrics::slow_client(point, true);
                 warn!(parent: &self.span, event = events::CLIENT_LAGGING, %point, lags, "client keeps falling behind; disconnecting it");
                 Some(LiveStep::End(
                     EndReason::CLIENT_TOO_SLOW,
@@ -136,6 +137,7 @@ impl LiveCursor {
                 ))
             }
             LagVerdict::SkipToKeyframe => {
+                crate::metrics::slow_client(point, false);
                 warn!(parent: &self.span, event = events::CLIENT_LAGGING, %point, skipped_chunks = skipped, "client fell behind; skipping it ahead to the next keyframe");
                 self.waiting_for_keyframe = true;
                 None

@@ -83,6 +83,19 @@ impl From<PluginFault> for Ending {
 }
 
 impl Ending {
+    /// The access log's `x-end-reason`.
+    fn as_str(&self) -> &'static str {
+        match self {
+            Ending::Closed => "closed",
+            Ending::Idle(_) => "idle",
+            Ending::Refused(_) => "refused",
+            Ending::SourceSilent(_) => "source-silent",
+            Ending::PeerGone(_) => "client-gone",
+            Ending::TooSlow => "client-too-slow",
+            Ending::Fault(_) => "plugin-fault",
+        }
+    }
+
     /// Why a session that was publishing stopped, for SOURCE_LOST.
     fn publisher_gone(&self) -> String {
         match self {
@@ -163,6 +176,7 @@ pub async fn serve_connection(
         peer: peer.to_string().into(),
         local: local.to_string().into(),
     };
+    let info_id = info.id;
     let span = info_span!(
         "conn",
         plugin = %plugin.name,
@@ -175,6 +189,14 @@ pub async fn serve_connection(
         span.in_scope(|| info!(event = events::CONNECT, %local, "client connected"));
     }
     let started = std::time::Instant::now();
+    let _listed = shared.sessions.register(crate::state::SessionEntry {
+        id: info.id,
+        plugin: plugin.name.clone(),
+        peer,
+        started: std::time::SystemTime::now(),
+        point: None,
+        kicked: false,
+    });
     // Counted on its generation for as long as the connection lives.
     let _counted = plugin.generation.session_started();
     let Some(mut session) = span.in_scope(|| open_session(&plugin, &info)) else {
@@ -209,6 +231,26 @@ pub async fn serve_connection(
             _ => ending.log(seconds, conn.out.bytes_sent(), shared.write_timeout()),
         }
     });
+    if let Ending::Fault(_) = ending {
+        crate::metrics::plugin_fault(&plugin.name);
+    }
+    if let Some(point) = shared.sessions.point(info_id) {
+        let bytes_sent = conn.out.bytes_sent() as u64;
+        crate::metrics::bytes_sent(&point, &plugin.name, bytes_sent);
+        crate::access_log::record(crate::access_log::AccessRecord {
+            ended: std::time::SystemTime::now(),
+            client: peer.ip(),
+            uri_stem: format!("/{point}"),
+            status: None,
+            duration: started.elapsed(),
+            bytes_sent,
+            user_agent: None,
+            protocol: plugin.name.clone(),
+            plugin: format!("{}/{}", plugin.name, plugin.generation.number),
+            point,
+            end_reason: ending.as_str().to_owned(),
+        });
+    }
 }
 
 /// The plugin's session for a new connection; `None` (logged) if the plugin panicked.
@@ -216,6 +258,7 @@ fn open_session(plugin: &ServingPlugin, info: &SessionInfo) -> Option<PluginSess
     match plugin.instance.new_session(info.clone()) {
         Ok(session) => Some(session),
         Err(fault) => {
+            crate::metrics::plugin_fault(&plugin.name);
             error!(event = events::PLUGIN_FAULT, %fault, "plugin panicked creating a session; connection closed");
             None
         }

@@ -97,8 +97,12 @@ pub struct LiveStatus {
     pub last_error: Option<String>,
     /// Subscribers of the point: clients and pushes.
     pub clients: usize,
-    /// What the encoder sent over the last measuring window, in bits per second.
-    pub ingest_bps: u64,
+    /// The source's bitrate over the last second or so (zero without a source).
+    pub ingest_bits_per_second: u64,
+    /// How long the current source has been live (through reconnects within the grace).
+    pub uptime: Option<Duration>,
+    /// Time spent holding clients without a source, since start.
+    pub source_lost: Duration,
 }
 
 /// How often a point without its source sends a null packet to its clients.
@@ -133,11 +137,37 @@ struct LiveInner {
     counters: CcRestamper,
     /// A source just started: its media is dropped until its first keyframe.
     awaiting_keyframe: bool,
-    /// The encoder's bitrate, for the point's bandwidth cap.
-    ingest_rate: BitrateMeter,
+    /// The source's bitrate, for operators.
+    ingest_rate: super::ingest_rate::IngestRate,
+    /// When the current source went live (kept across a reconnect within the grace).
+    live_since: Option<std::time::Instant>,
+    /// Time spent without a source while holding clients, before the current loss.
+    source_lost_before: Duration,
+    /// When the current loss of the source began.
+    lost_since: Option<tokio::time::Instant>,
 }
 
 impl LiveInner {
+    /// Change state, accounting the time spent in the source-lost state.
+    fn set_state(&mut self, state: LiveState) {
+        let now = tokio::time::Instant::now();
+        if let Some(since) = self.lost_since.take() {
+            self.source_lost_before += now.saturating_duration_since(since);
+        }
+        if let LiveState::SourceLost { .. } = state {
+            self.lost_since = Some(now);
+        }
+        self.state = state;
+    }
+
+    /// Total time spent in the source-lost state since start.
+    fn source_lost_total(&self) -> Duration {
+        let current = self
+            .lost_since
+            .map_or(Duration::ZERO, |since| since.elapsed());
+        self.source_lost_before + current
+    }
+
     fn frame(&mut self, chunk: Chunk) -> Arc<LiveChunk> {
         let timestamp = self
             .rtp_clock
@@ -198,7 +228,10 @@ impl LiveStream {
                 retired: false,
                 counters: CcRestamper::default(),
                 awaiting_keyframe: true,
-                ingest_rate: BitrateMeter::default(),
+                ingest_rate: super::ingest_rate::IngestRate::new(std::time::Instant::now()),
+                live_since: None,
+                source_lost_before: Duration::ZERO,
+                lost_since: None,
             }),
             tx,
             reconnect_grace_ms: AtomicU64::new(reconnect_grace.as_millis() as u64),
@@ -235,7 +268,7 @@ impl LiveStream {
     pub fn retire(&self) {
         let mut inner = self.lock();
         inner.publisher = None;
-        inner.state = LiveState::Ended;
+        inner.set_state(LiveState::Ended);
         inner.retired = true;
         inner.epoch += 1;
         inner.gop.clear();
@@ -283,7 +316,7 @@ impl LiveStream {
             if !matches!(inner.state, LiveState::Waiting | LiveState::Ended) || inner.retired {
                 return;
             }
-            inner.state = LiveState::SourceLost { deadline };
+            inner.set_state(LiveState::SourceLost { deadline });
             inner.epoch += 1;
             inner.epoch
         };
@@ -299,7 +332,7 @@ impl LiveStream {
             return;
         }
         inner.publisher = None;
-        inner.state = LiveState::Waiting;
+        inner.set_state(LiveState::Waiting);
         inner.epoch += 1;
         inner.gop.clear();
         let _ = self.tx.send(LiveEvent::Ended);
@@ -315,13 +348,16 @@ impl LiveStream {
         }
         let previous = inner.state;
         inner.publisher = Some(session);
-        inner.state = LiveState::Live;
+        inner.set_state(LiveState::Live);
         inner.epoch += 1;
         inner.ingest.reset();
         inner.gop.clear();
         inner.counters.new_source();
         inner.awaiting_keyframe = true;
         inner.last_media = tokio::time::Instant::now();
+        if !matches!(previous, LiveState::SourceLost { .. }) || inner.live_since.is_none() {
+            inner.live_since = Some(std::time::Instant::now());
+        }
         let stream = Arc::clone(self);
         let epoch = inner.epoch;
         tokio::spawn(async move { stream.watch_silence(epoch).await });
@@ -436,7 +472,7 @@ impl LiveStream {
                 return;
             }
             inner.publisher = None;
-            inner.state = LiveState::SourceLost { deadline };
+            inner.set_state(LiveState::SourceLost { deadline });
             inner.epoch += 1;
             inner.gop.clear();
             inner.last_error = Some(why.to_owned());
@@ -468,7 +504,7 @@ impl LiveStream {
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
-                inner.state = LiveState::Ended;
+                inner.set_state(LiveState::Ended);
                 warn!(
                     event = events::SOURCE_GAVE_UP,
                     point = %self.name,
@@ -554,7 +590,7 @@ impl LiveStream {
 
     /// What an operator needs to know about the point now.
     pub fn status(&self) -> LiveStatus {
-        let mut inner = self.lock();
+        let inner = self.lock();
         LiveStatus {
             state: inner.state,
             grace_left: match inner.state {
@@ -566,51 +602,15 @@ impl LiveStream {
             reconnects: inner.reconnects,
             last_error: inner.last_error.clone(),
             clients: self.tx.receiver_count(),
-            ingest_bps: inner.ingest_rate.bits_per_second(std::time::Instant::now()),
+            ingest_bits_per_second: inner.ingest_rate.bits_per_second(std::time::Instant::now()),
+            source_lost: inner.source_lost_total(),
+            uptime: match inner.state {
+                LiveState::Live | LiveState::SourceLost { .. } => {
+                    inner.live_since.map(|since| since.elapsed())
+                }
+                _ => None,
+            },
         }
-    }
-}
-
-/// How long the ingest bitrate is measured over.
-const BITRATE_WINDOW: Duration = Duration::from_secs(2);
-
-/// The bitrate of a byte stream over the last complete window of [`BITRATE_WINDOW`]; zero
-/// once no bytes came for a whole window.
-#[derive(Debug, Default, Clone)]
-pub struct BitrateMeter {
-    window_start: Option<std::time::Instant>,
-    bytes_in_window: u64,
-    last_bps: u64,
-}
-
-impl BitrateMeter {
-    pub fn add(&mut self, bytes: usize, now: std::time::Instant) {
-        self.roll(now);
-        self.window_start.get_or_insert(now);
-        self.bytes_in_window += bytes as u64;
-    }
-
-    pub fn bits_per_second(&mut self, now: std::time::Instant) -> u64 {
-        self.roll(now);
-        self.last_bps
-    }
-
-    /// Close the window if it is over: its rate becomes the current one.
-    fn roll(&mut self, now: std::time::Instant) {
-        let Some(start) = self.window_start else {
-            return;
-        };
-        let elapsed = now.saturating_duration_since(start);
-        if elapsed < BITRATE_WINDOW {
-            return;
-        }
-        self.last_bps = if elapsed < BITRATE_WINDOW * 2 {
-            self.bytes_in_window * 8 * 1000 / elapsed.as_millis().max(1) as u64
-        } else {
-            0
-        };
-        self.window_start = None;
-        self.bytes_in_window = 0;
     }
 }
 
@@ -639,25 +639,6 @@ impl LiveStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_bitrate_meter_reports_the_last_full_window() {
-        let mut meter = BitrateMeter::default();
-        let start = std::time::Instant::now();
-        let at = |ms| start + Duration::from_millis(ms);
-        for n in 0..20 {
-            // 1250 bytes every 100 ms: 100 kbit/s.
-            meter.add(1250, at(n * 100));
-        }
-        assert_eq!(meter.bits_per_second(at(1_999)), 0, "no full window yet");
-        assert_eq!(meter.bits_per_second(at(2_000)), 100_000);
-        meter.add(10, at(2_100));
-        assert_eq!(
-            meter.bits_per_second(at(6_200)),
-            0,
-            "silent for two windows: zero"
-        );
-    }
 
     fn ts_packet(pid: u16, random_access: bool) -> Vec<u8> {
         let mut packet = vec![0xffu8; 188];
@@ -729,7 +710,10 @@ mod tests {
             Some("the encoder disconnected")
         );
         assert_eq!(status.clients, 1);
+        assert_eq!(status.source_lost, Duration::from_secs(4));
         stream.publish(2).unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(stream.status().source_lost, Duration::from_secs(4));
         assert_eq!(stream.status().reconnects, 1);
         assert_eq!(stream.status().state, LiveState::Live);
     }

@@ -8,6 +8,7 @@
 //! On-demand points resolve to files; the connection task reads and sends them itself.
 
 pub mod index_cache;
+pub mod ingest_rate;
 pub mod live;
 pub mod registry;
 

@@ -280,6 +280,11 @@ fn listener_id(plugin: &str, address: std::net::SocketAddr) -> ListenerId {
 
 /// Logged once a reload is through; kept here beside the phases it summarises.
 pub(super) fn log_applied(trigger: &str, took_ms: f64, outcome: &ReloadOutcome) {
+    crate::metrics::reload(match (&outcome.refused, outcome.failed.is_empty()) {
+        (Some(_), _) => "refused",
+        (None, true) => "applied",
+        (None, false) => "partial",
+    });
     if let Some(reason) = &outcome.refused {
         error!(event = events::RELOAD_FAILED, trigger, %reason, "the new configuration cannot be applied; nothing was changed");
     } else if outcome.failed.is_empty() {

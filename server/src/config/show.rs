@@ -1,0 +1,173 @@
+//! `ferrocast config show`: the effective configuration, every default filled in and every
+//! path resolved, as a TOML file the server would accept.
+
+use std::path::Path;
+
+use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
+
+use super::{Config, PointSource, PullMode};
+
+/// The effective configuration as TOML. `control_socket` is the path the server will use.
+pub fn effective_toml(config: &Config, control_socket: &Path) -> String {
+    let mut document = DocumentMut::new();
+    document.insert("server", Item::Table(server_table(config, control_socket)));
+    if let Some(admin) = &config.admin {
+        let mut table = Table::new();
+        table.insert("listen", value(admin.listen.to_string()));
+        table.insert("tokens", value(strings(admin.tokens.iter())));
+        let allow = admin.metrics_allow.iter().map(ToString::to_string);
+        table.insert("metrics_allow", value(strings(allow)));
+        document.insert("admin", Item::Table(table));
+    }
+    if let Some(log) = &config.access_log {
+        let mut table = Table::new();
+        table.insert("path", value(log.path.display().to_string()));
+        table.insert("max_bytes", value(log.max_bytes as i64));
+        table.insert("keep", value(i64::from(log.keep)));
+        document.insert("access_log", Item::Table(table));
+    }
+    let mut plugins = Table::new();
+    plugins.set_implicit(true);
+    for plugin in config.plugins.values() {
+        let mut table = Table::new();
+        table.insert("enabled", value(plugin.enabled));
+        let listen = plugin.listen.iter().map(ToString::to_string);
+        table.insert("listen", value(strings(listen)));
+        // The plugin's own settings are TOML already, one key per line.
+        if let Ok(settings) = plugin.settings.parse::<DocumentMut>() {
+            for (key, item) in settings.iter() {
+                table.insert(key, item.clone());
+            }
+        }
+        plugins.insert(&plugin.name, Item::Table(table));
+    }
+    document.insert("plugins", Item::Table(plugins));
+    let mut points = ArrayOfTables::new();
+    for point in &config.points {
+        points.push(point_table(point));
+    }
+    document.insert("point", Item::ArrayOfTables(points));
+    document.to_string()
+}
+
+fn server_table(config: &Config, control_socket: &Path) -> Table {
+    let server = &config.server;
+    let mut table = Table::new();
+    if let Some(dir) = &server.plugin_dir {
+        table.insert("plugin_dir", value(dir.display().to_string()));
+    }
+    table.insert("log_format", value(server.log_format.as_str()));
+    table.insert("client_queue", value(server.client_queue as i64));
+    table.insert("write_timeout_ms", value(millis(server.write_timeout)));
+    table.insert(
+        "control_socket",
+        value(control_socket.display().to_string()),
+    );
+    table.insert(
+        "shutdown_timeout_ms",
+        value(millis(server.shutdown_timeout)),
+    );
+    table
+}
+
+fn point_table(point: &super::PointConfig) -> Table {
+    let mut table = Table::new();
+    table.insert("name", value(&point.name));
+    table.insert("kind", value(point.kind.as_str()));
+    let source = match &point.source {
+        PointSource::Push => "push".to_owned(),
+        PointSource::File(path) | PointSource::Directory(path) => path.display().to_string(),
+        PointSource::Pull(pull) => pull.url.to_string(),
+    };
+    table.insert("source", value(source));
+    table.insert("protocols", value(strings(point.protocols.iter())));
+    if point.kind == super::PointKind::Broadcast {
+        table.insert("reconnect_grace_ms", value(millis(point.reconnect_grace)));
+        table.insert("source_timeout_ms", value(millis(point.source_timeout)));
+    }
+    if let PointSource::Pull(pull) = &point.source {
+        let mode = match pull.mode {
+            PullMode::Always => "always",
+            PullMode::OnDemand => "on-demand",
+        };
+        table.insert("pull", value(mode));
+        table.insert("pull_idle_timeout_ms", value(millis(pull.idle_timeout)));
+        table.insert("reconnect_min_ms", value(millis(pull.backoff_min)));
+        table.insert("reconnect_max_ms", value(millis(pull.backoff_max)));
+    }
+    table
+}
+
+fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn strings<T: ToString>(items: impl Iterator<Item = T>) -> Array {
+    items.map(|item| item.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{compile, PluginCatalog, SettingIssue};
+
+    struct Http;
+
+    impl PluginCatalog for Http {
+        fn plugin_names(&self) -> Vec<String> {
+            vec!["http".into()]
+        }
+        fn validate_settings(&self, _: &str, _: &str) -> Vec<SettingIssue> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn the_effective_configuration_compiles_to_the_same_configuration() {
+        let path = Path::new("/etc/ferrocast/ferrocast.toml");
+        let text = r#"
+[admin]
+[access_log]
+path = "access.log"
+[plugins.http]
+listen = ["127.0.0.1:8080"]
+max_header_bytes = 8192
+[[point]]
+name = "live"
+kind = "broadcast"
+source = "push"
+protocols = ["http"]
+[[point]]
+name = "relay"
+kind = "broadcast"
+source = "http://example.net/live"
+pull = "on-demand"
+protocols = ["http"]
+"#;
+        let config = compile(path, text, &Http).unwrap();
+        let shown = effective_toml(&config, Path::new("/run/ferrocast.sock"));
+        assert!(shown.contains("write_timeout_ms = 20000"), "{shown}");
+        assert!(shown.contains("listen = \"127.0.0.1:8081\""), "{shown}");
+        assert!(
+            shown.contains("path = \"/etc/ferrocast/access.log\""),
+            "{shown}"
+        );
+        let again = compile(path, &shown, &Http).unwrap();
+        let mut expected = config.clone();
+        expected.server.control_socket = Some("/run/ferrocast.sock".into());
+        assert_eq!(again.admin, expected.admin);
+        assert_eq!(again.access_log, expected.access_log);
+        assert_eq!(again.server, expected.server);
+        // Lines differ between the two files; everything else must not.
+        for plugin in expected.plugins.values_mut() {
+            plugin.line = again.plugins[&plugin.name].line;
+        }
+        for point in &mut expected.points {
+            point.line = again.point(&point.name).unwrap().line;
+        }
+        assert_eq!(again.plugins, expected.plugins);
+        assert_eq!(again.points, expected.points);
+    }
+}
