@@ -278,7 +278,8 @@ impl HostCalls for Connection<'_> {
         let Some(publisher) = &mut self.publisher else {
             return Err(PublishRefusal::NotPublishing.into());
         };
-        Ok(publisher.push(self.info.id, data, Instant::now())?)
+        publisher.push(self.info.id, data, Instant::now())?;
+        Ok(())
     }
 
     /// The connection's span names the plugin, session and peer.

@@ -40,6 +40,7 @@ use tracing::{debug, error, info, info_span, warn, Span};
 use self::connection::Connection;
 use self::media::{LiveStep, Media};
 use self::output::OutputQueue;
+use self::publisher::Silence;
 use crate::events;
 use crate::media::rtp::{parse_rtcp, RtcpPacket};
 use crate::state::{ServingPlugin, Shared};
@@ -54,8 +55,8 @@ const READ_BUFFER: usize = 16 * 1024;
 #[derive(Debug)]
 enum Ending {
     Closed,
-    /// A publishing encoder sent nothing for the point's source timeout.
-    SourceSilent(Duration),
+    /// A publishing encoder sent no media for the point's source timeout.
+    SourceSilent(Silence),
     PeerGone(std::io::Error),
     /// The socket took nothing for the write timeout.
     TooSlow,
@@ -72,9 +73,7 @@ impl Ending {
     /// Why a session that was publishing stopped, for SOURCE_LOST.
     fn publisher_gone(&self) -> String {
         match self {
-            Ending::SourceSilent(timeout) => {
-                format!("no data from the encoder for {} ms", timeout.as_millis())
-            }
+            Ending::SourceSilent(silence) => silence.reason(),
             Ending::Fault(_) => "the plugin serving the encoder faulted".to_owned(),
             _ => "the encoder disconnected".to_owned(),
         }
@@ -91,12 +90,12 @@ impl Ending {
             Ending::PeerGone(why) => {
                 info!(event = events::DISCONNECT, seconds, bytes_sent, reason = %why, "client went away")
             }
-            Ending::SourceSilent(timeout) => {
+            Ending::SourceSilent(silence) => {
                 warn!(
                     event = events::DISCONNECT,
                     seconds,
-                    timeout_ms = timeout.as_millis() as u64,
-                    "encoder sent nothing within the source timeout; connection closed"
+                    reason = %silence.reason(),
+                    "encoder sent no media within the source timeout; connection closed"
                 )
             }
             Ending::TooSlow => {
@@ -345,7 +344,7 @@ fn handle<R, W>(
         }
         Wakeup::Wrote(Ok(n)) => conn.out.consume(n, Instant::now()),
         Wakeup::WriteStalled => return Err(Ending::TooSlow),
-        Wakeup::SourceSilent => return Err(Ending::SourceSilent(conn.source_timeout())),
+        Wakeup::SourceSilent => return Err(Ending::SourceSilent(conn.silence())),
         Wakeup::Live(step) => conn.on_live_step(step),
         Wakeup::PaceDue => {}
         Wakeup::ReportsDue => conn.send_reports(Instant::now()),
@@ -420,7 +419,7 @@ mod tests {
 
     #[test]
     fn a_publisher_ending_says_why_its_source_went_away() {
-        let silent = Ending::SourceSilent(Duration::from_millis(3000));
+        let silent = Ending::SourceSilent(Silence::NoData(Duration::from_millis(3000)));
         assert_eq!(
             silent.publisher_gone(),
             "no data from the encoder for 3000 ms"

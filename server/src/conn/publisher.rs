@@ -1,5 +1,6 @@
 //! A session that publishes to a broadcast point: the point it feeds, what it pushed, and the
-//! source-timeout deadline after which a silent encoder is closed.
+//! source-timeout deadline after which an encoder without media is closed. Liveness is
+//! media, not bytes: junk, PSI alone or null packets do not hold a point.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::events;
-use crate::points::LiveStream;
+use crate::points::{LiveStream, Pushed};
 
 /// Why a session's publish or push was refused.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +46,33 @@ pub struct Publisher {
     stream: Arc<LiveStream>,
     bytes_pushed: u64,
     /// When the encoder last delivered media (or started publishing).
-    last_push: Instant,
+    last_media: Instant,
+    /// Bytes arrived since `last_media`, none of them media.
+    bytes_without_media: bool,
+}
+
+/// Why a publishing encoder is closed at its source deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Silence {
+    /// Nothing arrived at all.
+    NoData(std::time::Duration),
+    /// Bytes arrived, but no decodable media (no PAT/PMT, or nothing on the PMT's streams).
+    NoMedia(std::time::Duration),
+}
+
+impl Silence {
+    /// Why the source is lost, for SOURCE_LOST and the connection's end.
+    pub fn reason(self) -> String {
+        match self {
+            Self::NoData(timeout) => {
+                format!("no data from the encoder for {} ms", timeout.as_millis())
+            }
+            Self::NoMedia(timeout) => format!(
+                "no decodable media from the encoder for {} ms (bytes arrived, but no PAT/PMT or nothing on the PMT's streams)",
+                timeout.as_millis()
+            ),
+        }
+    }
 }
 
 impl Publisher {
@@ -59,7 +86,8 @@ impl Publisher {
         Ok(Self {
             stream,
             bytes_pushed: 0,
-            last_push: now,
+            last_media: now,
+            bytes_without_media: false,
         })
     }
 
@@ -67,19 +95,40 @@ impl Publisher {
         &self.stream
     }
 
-    /// Feed the point with the encoder's bytes.
-    pub fn push(&mut self, session: u64, data: &[u8], now: Instant) -> Result<(), PublishRefusal> {
-        if !self.stream.push(session, data) {
-            return Err(PublishRefusal::Displaced);
-        }
+    /// Feed the point with the encoder's bytes; only media moves the source deadline.
+    pub fn push(
+        &mut self,
+        session: u64,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<Pushed, PublishRefusal> {
+        let pushed = self
+            .stream
+            .push(session, data)
+            .ok_or(PublishRefusal::Displaced)?;
         self.bytes_pushed += data.len() as u64;
-        self.last_push = now;
-        Ok(())
+        if pushed.media {
+            self.last_media = now;
+            self.bytes_without_media = false;
+        } else if !data.is_empty() {
+            self.bytes_without_media = true;
+        }
+        Ok(pushed)
     }
 
-    /// When the encoder counts as silent unless more media arrives first.
+    /// When the encoder counts as lost unless media arrives first.
     pub fn source_deadline(&self) -> Instant {
-        self.last_push + self.stream.source_timeout()
+        self.last_media + self.stream.source_timeout()
+    }
+
+    /// Why the encoder is lost if its source deadline passes now.
+    pub fn silence(&self) -> Silence {
+        let timeout = self.stream.source_timeout();
+        if self.bytes_without_media {
+            Silence::NoMedia(timeout)
+        } else {
+            Silence::NoData(timeout)
+        }
     }
 
     /// Stop being the point's publisher (`why` is logged with SOURCE_LOST).
@@ -98,14 +147,45 @@ mod tests {
         LiveStream::for_tests("live", Duration::from_secs(5), Duration::from_secs(3))
     }
 
+    /// PAT, PMT (H.264 on PID 0x100), then a packet of that stream.
+    fn media() -> Vec<u8> {
+        use crate::media::test_support::{pat_packet, pmt_packet, PacketSpec};
+        let mut data = pat_packet(0x1000, 0).to_vec();
+        data.extend_from_slice(&pmt_packet(0x1000, 0x100, &[(0x1b, 0x100)], 0));
+        data.extend_from_slice(&PacketSpec::new(0x100).payload(&[0; 184]).build());
+        data
+    }
+
     #[tokio::test]
-    async fn each_push_moves_the_source_deadline() {
+    async fn only_media_moves_the_source_deadline() {
         let start = Instant::now();
         let mut publisher = Publisher::start(stream(), 1, start).unwrap();
         assert_eq!(publisher.source_deadline(), start + Duration::from_secs(3));
+        assert_eq!(publisher.silence(), Silence::NoData(Duration::from_secs(3)));
         let later = start + Duration::from_secs(2);
-        publisher.push(1, &[0x47; 188], later).unwrap();
+        let pushed = publisher.push(1, &media(), later).unwrap();
+        assert!(pushed.media);
         assert_eq!(publisher.source_deadline(), later + Duration::from_secs(3));
+
+        // Junk, null packets and PSI alone: bytes, but no media.
+        let junk = [
+            [0x47u8; 188].as_slice(),
+            &crate::media::ts::null_packet(),
+            &[0x55; 1000],
+        ];
+        for (i, data) in junk.into_iter().enumerate() {
+            let at = later + Duration::from_secs(1 + i as u64);
+            assert!(!publisher.push(1, data, at).unwrap().media);
+        }
+        assert_eq!(publisher.source_deadline(), later + Duration::from_secs(3));
+        assert_eq!(
+            publisher.silence(),
+            Silence::NoMedia(Duration::from_secs(3))
+        );
+        assert!(publisher
+            .silence()
+            .reason()
+            .starts_with("no decodable media"));
     }
 
     #[tokio::test]

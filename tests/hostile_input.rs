@@ -1,0 +1,142 @@
+//! Hostile input against the real server: each test asserts what the attacker gets, that a
+//! real player keeps receiving with no gap over 1 s (and decodes), and where it matters that
+//! the server's memory stays bounded.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use ferrocast_tests::*;
+
+/// The point's source timeout: a publisher without media is dropped after this.
+const SOURCE_TIMEOUT_MS: u64 = 1500;
+/// The largest silence a player may see.
+const MAX_GAP: Duration = Duration::from_secs(1);
+/// The server's resident memory must stay under this through an attack.
+const MEMORY_BOUND_KIB: u64 = 256 * 1024;
+
+fn server() -> (Ferrocast, TempDir) {
+    let plugins = standard_plugin_dir();
+    let address = loopback();
+    let points = standard_points().replace(
+        "source = \"push\"\n",
+        &format!(
+            "source = \"push\"\nreconnect_grace_ms = 20000\nsource_timeout_ms = {SOURCE_TIMEOUT_MS}\n"
+        ),
+    );
+    let server = Ferrocast::start(&config_with(address, &points), plugins.path(), address);
+    (server, plugins)
+}
+
+/// A raw HTTP publisher: `PUT path` with a chunked body, written by hand.
+struct RawPublisher {
+    socket: TcpStream,
+}
+
+impl RawPublisher {
+    fn put(address: SocketAddr, path: &str) -> Self {
+        let mut socket = TcpStream::connect_timeout(&address, Duration::from_secs(5))
+            .expect("connect the publisher");
+        socket
+            .write_all(
+                format!(
+                    "PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Type: video/mp2t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .expect("send the PUT head");
+        socket
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .expect("write timeout");
+        Self { socket }
+    }
+
+    /// Send one chunk; `false` once the server closed the connection.
+    fn send(&mut self, data: &[u8]) -> bool {
+        let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
+        chunk.extend_from_slice(data);
+        chunk.extend_from_slice(b"\r\n");
+        self.socket.write_all(&chunk).is_ok()
+    }
+}
+
+/// What a junk publisher sends: null packets, packets on PIDs no PMT announces, and bytes
+/// that are not TS at all. It looks busy, but carries no media.
+fn junk() -> Vec<u8> {
+    let mut data = Vec::new();
+    for pid in [0x1fffu16, 0x0100, 0x1234] {
+        let mut packet = [0xffu8; 188];
+        packet[0] = 0x47;
+        packet[1] = (pid >> 8) as u8;
+        packet[2] = pid as u8;
+        packet[3] = 0x10;
+        data.extend_from_slice(&packet);
+    }
+    data.extend_from_slice(&[0x55; 500]);
+    data
+}
+
+fn assert_memory_bounded(server: &Ferrocast) {
+    let rss = server.rss_kib();
+    assert!(
+        rss < MEMORY_BOUND_KIB,
+        "server uses {rss} KiB, over the {MEMORY_BOUND_KIB} KiB bound"
+    );
+}
+
+#[test]
+fn a_publisher_without_media_is_dropped_and_players_get_null_packets_throughout() {
+    let (server, _plugins) = server();
+    let (encoder, watching) = push_and_play(&server, &server.url("live"));
+    encoder.signal("KILL");
+    server.wait_for("SOURCE_LOST", Duration::from_secs(5));
+
+    // A player joining during the grace, with no encoder connected, gets null packets at once.
+    let joined = TsReader::http(server.http, "/live");
+    assert!(
+        joined.wait_bytes(188, MAX_GAP),
+        "a client joining during the grace got no null packet within 1 s"
+    );
+
+    // A publisher that sends bytes but no media: it holds the point only for the timeout.
+    let attacked = Instant::now();
+    let mut squatter = RawPublisher::put(server.http, "/live");
+    let mut closed = false;
+    while attacked.elapsed() < Duration::from_millis(SOURCE_TIMEOUT_MS + 3000) {
+        if !squatter.send(&junk()) {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lost = server
+        .event_lines("SOURCE_LOST")
+        .into_iter()
+        .find(|line| line.contains("no decodable media"));
+    let lost =
+        lost.unwrap_or_else(|| panic!("no SOURCE_LOST for the junk publisher:\n{}", server.logs()));
+    assert!(
+        lost.contains(&format!("for {SOURCE_TIMEOUT_MS} ms")),
+        "{lost}"
+    );
+    assert!(closed, "the junk publisher's connection must be closed");
+    assert_memory_bounded(&server);
+
+    // The real encoder takes the point back; both players resume and decode.
+    let resumed = Instant::now();
+    let _encoder = Encoder::push(&server.url("live"), 60);
+    server.wait_for("SOURCE_RESUMED", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    for reader in [&watching, &joined] {
+        assert!(reader.ended_at().is_none(), "{} ended", reader.label);
+        let gap = reader.longest_gap_since(reader.started + Duration::from_millis(500));
+        assert!(gap <= MAX_GAP, "{} saw {gap:?} of silence", reader.label);
+        assert!(
+            reader.first_media_after(resumed).is_some(),
+            "{} got no media",
+            reader.label
+        );
+    }
+    assert_decodes(server.dir.path(), &watching.body(), 50);
+    assert_decodes(server.dir.path(), &joined.body(), 50);
+}
