@@ -140,3 +140,67 @@ fn a_publisher_without_media_is_dropped_and_players_get_null_packets_throughout(
     assert_decodes(server.dir.path(), &watching.body(), 50);
     assert_decodes(server.dir.path(), &joined.body(), 50);
 }
+
+/// An encoder pushing a file as fast as the network takes it (no `-re`): about 6 minutes of
+/// media, 17 MB, more than the kernel's socket buffers hold.
+fn fast_publisher(url: &str) -> std::process::Child {
+    std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+        .args(["-stream_loop", "30", "-i"])
+        .arg(sample_ts())
+        .args(["-c", "copy", "-f", "mpegts", "-method", "PUT", url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ffmpeg")
+}
+
+#[test]
+fn a_publisher_faster_than_real_time_is_paced_and_viewers_keep_playing() {
+    let (server, _plugins) = server();
+    let mut publisher = fast_publisher(&server.url("live"));
+    wait_until_live(server.http, "/live", Duration::from_secs(15));
+    let viewers: Vec<TsReader> = (0..3)
+        .map(|_| TsReader::http(server.http, "/live"))
+        .collect();
+    // A real player decodes 6 s of it, in about that much time.
+    let played = Instant::now();
+    let decoded = decode(&server.url("live"), &[], Some(6.0));
+    decoded.assert_clean(140, "a player of the fast publisher's point");
+    assert!(
+        played.elapsed() >= Duration::from_secs(3),
+        "6 s of media played in {:?}: not real time",
+        played.elapsed()
+    );
+
+    // The publisher is held near real time: minutes of media are not through in seconds.
+    assert!(
+        publisher.try_wait().expect("poll ffmpeg").is_none(),
+        "the fast publisher finished: it was not paced"
+    );
+    assert!(
+        server.event_lines("CLIENT_LAGGING").is_empty(),
+        "viewers fell behind:\n{}",
+        server.logs()
+    );
+    assert_memory_bounded(&server);
+    for viewer in &viewers {
+        assert!(viewer.ended_at().is_none(), "{} ended", viewer.label);
+        let gap = viewer.longest_gap_since(viewer.started + Duration::from_millis(500));
+        assert!(gap <= MAX_GAP, "{} saw {gap:?} of silence", viewer.label);
+        // Media all along, not a skipped-ahead trickle: about 400 kbit/s.
+        assert!(
+            viewer.bytes() > 200_000,
+            "{} got {} bytes",
+            viewer.label,
+            viewer.bytes()
+        );
+        assert!(
+            viewer.continuity_errors().is_empty(),
+            "{:?}",
+            viewer.continuity_errors()
+        );
+    }
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}

@@ -290,6 +290,11 @@ impl<'a> Connection<'a> {
         self.publisher.as_ref().map(Publisher::source_deadline)
     }
 
+    /// While a publishing encoder runs too far ahead of real time: when reading may resume.
+    pub fn ingest_paused_until(&self, now: Instant) -> Option<Instant> {
+        self.publisher.as_ref()?.paused_until(now)
+    }
+
     /// Why the publishing encoder is lost if its source deadline passed.
     pub fn silence(&self) -> Silence {
         self.publisher

@@ -12,6 +12,7 @@
 //! - `output`: the output queue, backpressure and the slow-client policy;
 //! - `media`: the media cursors (live ring, file range, paced RTP file);
 //! - `publisher`: a session that publishes to a point;
+//! - `ingest_pace`: holds a publisher that runs ahead of real time to a bounded lead;
 //! - `transports`: the session's RTP transports and RTCP schedule;
 //! - `admission`: admission, drain and the re-check after a reload;
 //! - `play`: play, seek, resume and pause decisions.
@@ -19,6 +20,7 @@
 mod admission;
 mod calls;
 mod connection;
+mod ingest_pace;
 mod media;
 mod output;
 mod play;
@@ -225,6 +227,8 @@ enum Wakeup {
     Live(LiveStep),
     /// Paced media became due: the loop sends it.
     PaceDue,
+    /// A publisher that ran ahead of real time may be read again.
+    IngestDue,
     ReportsDue,
     TablesChanged,
     /// RTCP from the client on a transport: the transport and how many packets.
@@ -305,10 +309,14 @@ where
     let rtcp_in = conn.transports.rtcp_source();
     let write_deadline = conn.out.stall_deadline(write_timeout);
     let source_deadline = conn.source_deadline();
+    let ingest_paused = conn.ingest_paused_until(Instant::now());
     let pace_wake = conn.pace_wake();
     let reports_due = conn.transports.reports_due();
     tokio::select! {
-        read = io.reader.read(&mut io.read_buf), if io.reading => Wakeup::Read(read),
+        read = io.reader.read(&mut io.read_buf), if io.reading && ingest_paused.is_none() => {
+            Wakeup::Read(read)
+        }
+        _ = sleep_until_opt(ingest_paused) => Wakeup::IngestDue,
         written = write_some(&mut io.writer, &conn.out) => Wakeup::Wrote(written),
         _ = sleep_until_opt(write_deadline) => Wakeup::WriteStalled,
         _ = sleep_until_opt(source_deadline) => Wakeup::SourceSilent,
@@ -346,7 +354,7 @@ fn handle<R, W>(
         Wakeup::WriteStalled => return Err(Ending::TooSlow),
         Wakeup::SourceSilent => return Err(Ending::SourceSilent(conn.silence())),
         Wakeup::Live(step) => conn.on_live_step(step),
-        Wakeup::PaceDue => {}
+        Wakeup::PaceDue | Wakeup::IngestDue => {}
         Wakeup::ReportsDue => conn.send_reports(Instant::now()),
         Wakeup::TablesChanged => conn.recheck(),
         Wakeup::Rtcp(Some((transport, packets))) => {

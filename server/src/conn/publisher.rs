@@ -8,6 +8,7 @@ use ferrocast_plugin_api::{ErrorCode, HostError};
 use tokio::time::Instant;
 use tracing::info;
 
+use super::ingest_pace::IngestPace;
 use crate::events;
 use crate::points::{LiveStream, Pushed};
 
@@ -49,6 +50,8 @@ pub struct Publisher {
     last_media: Instant,
     /// Bytes arrived since `last_media`, none of them media.
     bytes_without_media: bool,
+    /// Holds an encoder that runs ahead of real time.
+    pace: IngestPace,
 }
 
 /// Why a publishing encoder is closed at its source deadline.
@@ -88,6 +91,7 @@ impl Publisher {
             bytes_pushed: 0,
             last_media: now,
             bytes_without_media: false,
+            pace: IngestPace::new(),
         })
     }
 
@@ -113,12 +117,22 @@ impl Publisher {
         } else if !data.is_empty() {
             self.bytes_without_media = true;
         }
+        for &pcr in &pushed.pcrs_90k {
+            self.pace.on_pcr(pcr, now);
+        }
         Ok(pushed)
     }
 
-    /// When the encoder counts as lost unless media arrives first.
+    /// When the encoder counts as lost unless media arrives first. Time spent not reading it
+    /// (it ran ahead of real time) does not count against it.
     pub fn source_deadline(&self) -> Instant {
-        self.last_media + self.stream.source_timeout()
+        let paused = self.pace.paused_until(self.last_media);
+        paused.unwrap_or(self.last_media) + self.stream.source_timeout()
+    }
+
+    /// While the encoder is too far ahead of real time: when reading it may resume.
+    pub fn paused_until(&self, now: Instant) -> Option<Instant> {
+        self.pace.paused_until(now)
     }
 
     /// Why the encoder is lost if its source deadline passes now.
@@ -196,5 +210,29 @@ mod tests {
         assert!(matches!(second, Err(PublishRefusal::Busy(_))));
         let error = HostError::from(second.err().unwrap());
         assert_eq!(error.code, ErrorCode::ALREADY_PUBLISHING);
+    }
+
+    #[tokio::test]
+    async fn a_publisher_ahead_of_real_time_is_paused_and_not_timed_out_meanwhile() {
+        use crate::media::test_support::{pat_packet, pmt_packet, PacketSpec};
+        let start = Instant::now();
+        let mut publisher = Publisher::start(stream(), 1, start).unwrap();
+        let mut data = pat_packet(0x1000, 0).to_vec();
+        data.extend_from_slice(&pmt_packet(0x1000, 0x100, &[(0x1b, 0x100)], 0));
+        let with_pcr = |half: u64| {
+            PacketSpec::new(0x100)
+                .pcr(half * 45_000 * 300)
+                .payload(&[0; 100])
+                .build()
+        };
+        data.extend_from_slice(&with_pcr(0));
+        publisher.push(1, &data, start).unwrap();
+        assert_eq!(publisher.paused_until(start), None);
+        // Then 6 s of media (PCR every 0.5 s) at once.
+        let burst: Vec<u8> = (1..=12).flat_map(with_pcr).collect();
+        publisher.push(1, &burst, start).unwrap();
+        let resume = publisher.paused_until(start).expect("paused");
+        assert!(resume >= start + Duration::from_millis(3500), "{resume:?}");
+        assert_eq!(publisher.source_deadline(), resume + Duration::from_secs(3));
     }
 }

@@ -344,6 +344,8 @@ pub struct TsIngest {
     tracker: ProgramTracker,
     builder: ChunkBuilder,
     stats: IngestStats,
+    /// The PCRs of the most recent push, in 90 kHz units.
+    latest_pcrs_90k: Vec<u64>,
 }
 
 impl TsIngest {
@@ -364,9 +366,14 @@ impl TsIngest {
             tracker,
             builder,
             stats,
+            latest_pcrs_90k,
         } = self;
+        latest_pcrs_90k.clear();
         aligner.push(input, |_, packet| {
             let info = tracker.inspect(&packet);
+            if let Some(pcr) = info.pcr {
+                latest_pcrs_90k.push(super::ts::pcr_to_90khz(pcr));
+            }
             stats.packets += 1;
             stats.random_access_points += u64::from(info.random_access);
             stats.media_packets += u64::from(info.media);
@@ -380,6 +387,11 @@ impl TsIngest {
     /// before a late joiner's first keyframe.
     pub fn psi(&self) -> Option<Bytes> {
         self.tracker.psi()
+    }
+
+    /// The PCRs among the packets of the most recent push, in order, in 90 kHz units.
+    pub fn latest_pcrs_90k(&self) -> &[u64] {
+        &self.latest_pcrs_90k
     }
 
     pub fn stats(&self) -> IngestStats {

@@ -64,12 +64,12 @@ pub struct RtpStart {
 }
 
 /// What one push of encoder bytes delivered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pushed {
     /// Packets on the program's streams arrived (not just PSI, null packets or junk).
     pub media: bool,
-    /// The latest PCR among the pushed packets, in 90 kHz units.
-    pub pcr_90k: Option<u64>,
+    /// The PCRs among the pushed packets, in order, in 90 kHz units.
+    pub pcrs_90k: Vec<u64>,
 }
 
 /// Why a publish attempt was refused.
@@ -371,7 +371,7 @@ impl LiveStream {
         inner.ingest.push(data, &mut chunks);
         let pushed = Pushed {
             media: inner.ingest.stats().media_packets > media_before,
-            pcr_90k: chunks.iter().rev().find_map(|chunk| chunk.pcr_90k),
+            pcrs_90k: inner.ingest.latest_pcrs_90k().to_vec(),
         };
         for mut chunk in chunks {
             if inner.awaiting_keyframe {
