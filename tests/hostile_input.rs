@@ -204,3 +204,102 @@ fn a_publisher_faster_than_real_time_is_paced_and_viewers_keep_playing() {
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+/// A large TS file without a single PCR: every packet must be read to learn it has no index.
+fn write_pcr_less_file(path: &std::path::Path, megabytes: usize) {
+    let mut packet = [0u8; 188];
+    packet[0] = 0x47;
+    packet[1] = 0x01; // PID 0x100
+    packet[3] = 0x10; // payload only
+    let block = packet.repeat(1024 * 1024 / 188);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("create file"));
+    for _ in 0..megabytes {
+        file.write_all(&block).expect("write file");
+    }
+    file.flush().expect("flush file");
+}
+
+#[test]
+fn hammering_an_unindexable_file_stalls_neither_live_clients_nor_other_files() {
+    let media = tempfile::tempdir().expect("temp dir");
+    let big = media.path().join("big.ts");
+    write_pcr_less_file(&big, 300);
+    let plugins = shipped_plugins_dir(&["http", "rtsp"]);
+    let (http, rtsp) = (loopback(), loopback());
+    let points = format!(
+        "{}\n{}",
+        standard_points(),
+        point_toml(
+            "big",
+            "on-demand",
+            &big.display().to_string(),
+            &["http", "rtsp"]
+        )
+    );
+    let config = format!(
+        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n",
+        config_with(http, &points)
+    );
+    let server = Ferrocast::start(&config, plugins.path(), http);
+    let (_encoder, live) = push_and_play(&server, &server.url("live"));
+
+    let hammer_from = Instant::now();
+    let hammering = Duration::from_secs(6);
+    let attackers: Vec<_> = (0..16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut requests = 0;
+                while hammer_from.elapsed() < hammering && requests < 2000 {
+                    if i % 2 == 0 {
+                        let request = b"GET /big HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0\r\n\r\n";
+                        let _ = http_exchange(http, request, 1, Duration::from_secs(5));
+                    } else {
+                        let mut client = ferrocast_tests::rtsp::RtspClient::connect(rtsp);
+                        client.request("DESCRIBE", &format!("rtsp://{rtsp}/big"), &[]);
+                    }
+                    requests += 1;
+                }
+                requests
+            })
+        })
+        .collect();
+    // Meanwhile another on-demand file answers at once, again and again.
+    let mut slowest = Duration::ZERO;
+    while hammer_from.elapsed() < hammering {
+        let asked = Instant::now();
+        let response = http_exchange(
+            http,
+            b"GET /vod HTTP/1.1\r\nHost: t\r\nRange: bytes=0-187\r\n\r\n",
+            188,
+            Duration::from_secs(10),
+        )
+        .expect("GET /vod");
+        assert_eq!(response.status, 206, "{}", response.head);
+        slowest = slowest.max(asked.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let requests: usize = attackers
+        .into_iter()
+        .map(|attacker| attacker.join().expect("attacker thread"))
+        .sum();
+    assert!(requests >= 16, "only {requests} requests were made");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "GET /vod took {slowest:?}"
+    );
+
+    // The file was read once for its version, and the failure remembered.
+    let failures = server
+        .event_lines("INDEX_FAILED")
+        .into_iter()
+        .filter(|line| line.contains("big.ts"))
+        .count();
+    assert_eq!(failures, 1, "index failures logged for one file version");
+    assert_memory_bounded(&server);
+    let gap = live.longest_gap_since(live.started + Duration::from_millis(500));
+    assert!(gap <= MAX_GAP, "the live client saw {gap:?} of silence");
+    assert!(live.ended_at().is_none(), "the live client was dropped");
+    assert!(live
+        .first_media_after(hammer_from + hammering - Duration::from_secs(1))
+        .is_some());
+}
