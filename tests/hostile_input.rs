@@ -303,3 +303,161 @@ fn hammering_an_unindexable_file_stalls_neither_live_clients_nor_other_files() {
         .first_media_after(hammer_from + hammering - Duration::from_secs(1))
         .is_some());
 }
+
+/// A server started by hand: `sh -c 'umask …; exec ferrocast …'`, its output in a file.
+struct ControlRig {
+    child: std::process::Child,
+    dir: TempDir,
+    _plugins: TempDir,
+}
+
+impl ControlRig {
+    fn start(umask: &str, control_socket: &std::path::Path) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plugins = standard_plugin_dir();
+        let config = dir.path().join("ferrocast.toml");
+        std::fs::write(&config, config_with(loopback(), &standard_points())).expect("config");
+        let log = std::fs::File::create(dir.path().join("out.log")).expect("log file");
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask}; exec \"$@\""))
+            .arg("sh")
+            .arg(ferrocast_binary())
+            .arg("--config")
+            .arg(&config)
+            .arg("--plugin-dir")
+            .arg(plugins.path())
+            .arg("--control-socket")
+            .arg(control_socket)
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start ferrocast");
+        Self {
+            child,
+            dir,
+            _plugins: plugins,
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("out.log")).unwrap_or_default()
+    }
+
+    /// Wait until the output holds `needle` (or the server exited).
+    fn wait_for(&mut self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.output().contains(needle) {
+                return true;
+            }
+            if self.child.try_wait().expect("poll server").is_some() {
+                return self.output().contains(needle);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn exited_with_failure(&mut self) -> bool {
+        wait_child(&mut self.child, Duration::from_secs(10)).is_some_and(|status| !status.success())
+    }
+}
+
+impl Drop for ControlRig {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ferrocast --control-socket SOCKET COMMAND…`, as `uid` if given.
+fn control_command(socket: &std::path::Path, args: &[&str], uid: Option<u32>) -> CommandOutput {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(ferrocast_binary());
+    command.arg("--control-socket").arg(socket).args(args);
+    if let Some(uid) = uid {
+        command.uid(uid).gid(uid);
+    }
+    command.output().expect("run ferrocast").into()
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+#[test]
+fn the_control_socket_is_private_even_with_umask_000_and_follows_the_command_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A directory everyone may enter, so that only the socket's own mode protects it.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let socket = dir.path().join("control.sock");
+    let mut server = ControlRig::start("000", &socket);
+    assert!(
+        server.wait_for(&format!("control  socket {}", socket.display())),
+        "--control-socket not honoured at start:\n{}",
+        server.output()
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&socket).expect("socket").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+
+    let status = control_command(&socket, &["status"], None);
+    assert_eq!(status.code, Some(0), "{}", status.text);
+    assert!(status.text.contains("point"), "{}", status.text);
+    if is_root() {
+        // Another user cannot drain a point: the socket does not let them in.
+        let drain = control_command(&socket, &["drain", "point", "live"], Some(65534));
+        assert_ne!(drain.code, Some(0), "{}", drain.text);
+        let status = control_command(&socket, &["status"], None);
+        assert!(!status.text.contains("draining"), "{}", status.text);
+    }
+}
+
+#[test]
+fn stale_live_and_foreign_control_sockets_at_the_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("control.sock");
+    // Stale: a socket file nobody listens on any more.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
+    let mut first = ControlRig::start("022", &socket);
+    assert!(first.wait_for("control socket ready"), "{}", first.output());
+    assert!(first.output().contains("replacing a stale control socket"));
+    assert_eq!(control_command(&socket, &["status"], None).code, Some(0));
+
+    // Live: another server answers there; the second one refuses to start, clearly.
+    let mut second = ControlRig::start("022", &socket);
+    assert!(second.exited_with_failure(), "{}", second.output());
+    assert!(
+        second.output().contains("another ferrocast answers on it"),
+        "{}",
+        second.output()
+    );
+    assert_eq!(control_command(&socket, &["status"], None).code, Some(0));
+
+    if is_root() {
+        // Foreign: a socket another user made first (and would answer "ok" on).
+        let foreign = dir.path().join("foreign.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&foreign).expect("bind");
+        std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).expect("chown");
+        let mut third = ControlRig::start("022", &foreign);
+        assert!(third.exited_with_failure(), "{}", third.output());
+        assert!(
+            third.output().contains("belongs to uid 65534"),
+            "{}",
+            third.output()
+        );
+        let fooled = control_command(&foreign, &["drain", "point", "live"], None);
+        assert_ne!(fooled.code, Some(0), "{}", fooled.text);
+        assert!(
+            fooled.text.contains("belongs to uid 65534"),
+            "{}",
+            fooled.text
+        );
+    }
+}

@@ -97,6 +97,9 @@ pub const OUTPUT_FAILED: &str = "OUTPUT_FAILED";
 /// Media that cannot be framed was dropped (a partial TS packet before RTP framing); report
 /// it if it repeats, with the source that sends it.
 pub const MEDIA_DROPPED: &str = "MEDIA_DROPPED";
+/// A control connection came from a user other than the server's own or root, and was
+/// refused. Find who runs the command (`uid`, `pid`); only the server's user may control it.
+pub const CONTROL_PEER_REFUSED: &str = "CONTROL_PEER_REFUSED";
 
 #[cfg(test)]
 mod tests {

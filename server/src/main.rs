@@ -137,7 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     print!("{}", registry.summary());
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, registry))
+    runtime.block_on(serve(config, registry, cli.control_socket.clone()))
 }
 
 /// Send `command` to the running server and print its answer.
@@ -182,13 +182,18 @@ fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn serve(config: Config, registry: PluginRegistry) -> anyhow::Result<ExitCode> {
+/// Run the server until a shutdown signal; `control_socket` is `--control-socket`.
+async fn serve(
+    config: Config,
+    registry: PluginRegistry,
+    control_socket: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let points: Vec<(String, &'static str, String)> = config
         .points
         .iter()
         .map(|p| (p.name.clone(), p.kind.as_str(), p.protocols.join(", ")))
         .collect();
-    let server = match Server::start(config, registry).await {
+    let server = match Server::start_with_control(config, registry, control_socket).await {
         Ok(server) => server,
         Err(error) => {
             eprintln!("ferrocast: {error}; exiting");
