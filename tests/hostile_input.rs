@@ -461,3 +461,75 @@ fn stale_live_and_foreign_control_sockets_at_the_path() {
         );
     }
 }
+
+#[test]
+fn malformed_requests_get_plain_refusals_and_do_not_flood_the_log() {
+    let plugins = shipped_plugins_dir(&["http", "rtsp", "udp"]);
+    let (http, rtsp) = (loopback(), loopback());
+    let points = standard_points().replace(
+        "protocols = [\"http\"]",
+        "protocols = [\"http\", \"rtsp\", \"udp\"]",
+    );
+    let config = format!(
+        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.udp]\n",
+        config_with(http, &points)
+    );
+    let server = Ferrocast::start(&config, plugins.path(), http);
+
+    // A 404 does not send the request's own input back, and no response may be sniffed.
+    let probe = "/%3Cscript%3Ealert(1)%3C%2Fscript%3E";
+    let missing = http_exchange(
+        http,
+        format!("GET {probe} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        4096,
+        Duration::from_secs(5),
+    )
+    .expect("GET");
+    assert_eq!(missing.status, 404);
+    assert!(
+        !missing.body_text().contains("script"),
+        "{}",
+        missing.body_text()
+    );
+    assert_eq!(
+        missing.header("X-Content-Type-Options").as_deref(),
+        Some("nosniff")
+    );
+    let vod = http_get(http, "/vod", 188);
+    assert_eq!(
+        vod.header("X-Content-Type-Options").as_deref(),
+        Some("nosniff")
+    );
+
+    // Two Host headers: 400.
+    let two_hosts = http_exchange(
+        http,
+        b"GET /vod HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        4096,
+        Duration::from_secs(5),
+    )
+    .expect("GET");
+    assert_eq!(two_hosts.status, 400, "{}", two_hosts.head);
+
+    // RTCP must go to the RTP port + 1: a pair aimed elsewhere is refused with 461.
+    let mut client = ferrocast_tests::rtsp::RtspClient::connect(rtsp);
+    let refused = client.request(
+        "SETUP",
+        &format!("rtsp://{rtsp}/vod/trackID=0"),
+        &[("Transport", "RTP/AVP;unicast;client_port=45000-50000")],
+    );
+    assert_eq!(refused.status, 461);
+
+    // A flood of 600 bad requests: the log takes a bounded number of warnings.
+    let before = server.logs().matches("PLUGIN_MESSAGE").count();
+    for _ in 0..600 {
+        let _ = http_exchange(http, b"GARBAGE\r\n\r\n", 0, Duration::from_secs(2));
+    }
+    let logged = server.logs().matches("PLUGIN_MESSAGE").count() - before;
+    assert!(
+        logged <= 60,
+        "{logged} warnings logged for 600 bad requests"
+    );
+    assert_eq!(http_get(http, "/vod", 188).status, 200, "still serving");
+    assert_memory_bounded(&server);
+}

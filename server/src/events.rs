@@ -100,6 +100,9 @@ pub const MEDIA_DROPPED: &str = "MEDIA_DROPPED";
 /// A control connection came from a user other than the server's own or root, and was
 /// refused. Find who runs the command (`uid`, `pid`); only the server's user may control it.
 pub const CONTROL_PEER_REFUSED: &str = "CONTROL_PEER_REFUSED";
+/// More plugin warnings arrived than the log takes (over 50 in 10 s); `suppressed` of them were
+/// counted, not written. A flood of bad requests: look for the peers in the warnings written.
+pub const WARNINGS_SUPPRESSED: &str = "WARNINGS_SUPPRESSED";
 
 #[cfg(test)]
 mod tests {

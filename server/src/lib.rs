@@ -19,6 +19,7 @@
 //! - [`state`]: server-wide running state: point and plugin tables, drains, change epoch.
 //! - [`random`]: unpredictable values for RTP fields and jitter.
 //! - [`events`]: stable names of operator-facing events.
+//! - [`warn_limit`]: the rate limit on per-request warnings.
 
 pub mod config;
 pub mod conn;
@@ -34,3 +35,4 @@ pub mod server;
 pub mod state;
 pub mod transport;
 pub mod udp;
+pub mod warn_limit;

@@ -284,6 +284,22 @@ impl HostCalls for Connection<'_> {
 
     /// The connection's span names the plugin, session and peer.
     fn log(&self, level: LogLevel, message: &str) {
+        if matches!(level, LogLevel::ERROR | LogLevel::WARN) {
+            // Per-request warnings: a flood of bad requests must not flood the log.
+            let verdict = crate::warn_limit::admit_plugin_warning();
+            if verdict.suppressed_before > 0 {
+                warn!(
+                    event = events::WARNINGS_SUPPRESSED,
+                    suppressed = verdict.suppressed_before,
+                    window_s = crate::warn_limit::WINDOW.as_secs(),
+                    "suppressed {} similar warnings",
+                    verdict.suppressed_before
+                );
+            }
+            if !verdict.log {
+                return;
+            }
+        }
         match level {
             LogLevel::ERROR => error!(event = events::PLUGIN_MESSAGE, "{message}"),
             LogLevel::WARN => warn!(event = events::PLUGIN_MESSAGE, "{message}"),

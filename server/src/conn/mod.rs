@@ -43,6 +43,7 @@ use self::connection::Connection;
 use self::media::{LiveStep, Media};
 use self::output::OutputQueue;
 use self::publisher::Silence;
+use self::transports::RtcpSource;
 use crate::events;
 use crate::media::rtp::{parse_rtcp, RtcpPacket};
 use crate::state::{ServingPlugin, Shared};
@@ -324,7 +325,7 @@ where
         _ = sleep_until_opt(pace_wake) => Wakeup::PaceDue,
         _ = sleep_until_opt(reports_due) => Wakeup::ReportsDue,
         Ok(()) = changes.changed() => Wakeup::TablesChanged,
-        packets = recv_rtcp(rtcp_in.as_ref().map(|(_, socket)| socket)) => {
+        packets = recv_rtcp(rtcp_in.as_ref().map(|(_, source)| source)) => {
             Wakeup::Rtcp(rtcp_in.map(|(transport, _)| (transport, packets.len())))
         }
         _ = sleep_until_opt(next_timer.map(|(_, at)| at)) => {
@@ -393,16 +394,20 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// The next RTCP compound packet from a client, parsed; pending forever without a socket.
-/// Datagrams that are not RTCP are skipped.
-async fn recv_rtcp(socket: Option<&Arc<tokio::net::UdpSocket>>) -> Vec<RtcpPacket> {
-    let Some(socket) = socket else {
+/// The next RTCP compound packet from the client, parsed; pending forever without a socket.
+/// Datagrams that are not RTCP, or that come from another IP than the client's, are skipped:
+/// they must not keep a session alive.
+async fn recv_rtcp(source: Option<&RtcpSource>) -> Vec<RtcpPacket> {
+    let Some((socket, client)) = source else {
         return std::future::pending().await;
     };
     let mut buf = [0u8; 1500];
     loop {
         match socket.recv_from(&mut buf).await {
-            Ok((n, _)) => {
+            Ok((n, from)) => {
+                if !rtcp_from_client(from, *client) {
+                    continue;
+                }
                 if let Ok(packets) = parse_rtcp(&buf[..n]) {
                     return packets;
                 }
@@ -411,6 +416,11 @@ async fn recv_rtcp(socket: Option<&Arc<tokio::net::UdpSocket>>) -> Vec<RtcpPacke
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Whether RTCP from `from` is the client's (at `client`): the same IP, IPv4-mapped or not.
+fn rtcp_from_client(from: SocketAddr, client: std::net::IpAddr) -> bool {
+    from.ip().to_canonical() == client.to_canonical()
 }
 
 /// The next step of the live cursor; pending forever when nothing live plays.
@@ -424,6 +434,21 @@ async fn next_live(media: &mut Option<Media>) -> LiveStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_rtcp_from_the_clients_ip_counts() {
+        let client: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(rtcp_from_client("192.0.2.7:5001".parse().unwrap(), client));
+        assert!(rtcp_from_client("192.0.2.7:40000".parse().unwrap(), client));
+        assert!(rtcp_from_client(
+            "[::ffff:192.0.2.7]:5001".parse().unwrap(),
+            client
+        ));
+        assert!(!rtcp_from_client(
+            "198.51.100.1:5001".parse().unwrap(),
+            client
+        ));
+    }
 
     #[test]
     fn a_publisher_ending_says_why_its_source_went_away() {
