@@ -24,6 +24,9 @@
 pub mod config;
 pub mod conn;
 pub mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod media;
 pub mod outputs;
 pub mod plugins;
