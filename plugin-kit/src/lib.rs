@@ -25,6 +25,9 @@ pub mod auth;
 pub mod chunked;
 pub mod client;
 pub mod framing;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod head;
 pub mod path;
 pub mod response;

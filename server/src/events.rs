@@ -119,6 +119,12 @@ pub const ADMIN_FAILED: &str = "ADMIN_FAILED";
 pub const SESSION_KICKED: &str = "SESSION_KICKED";
 /// The access log cannot be opened or written; check the path's directory and permissions.
 pub const ACCESS_LOG_FAILED: &str = "ACCESS_LOG_FAILED";
+/// A control connection came from a user other than the server's own or root, and was
+/// refused. Find who runs the command (`uid`, `pid`); only the server's user may control it.
+pub const CONTROL_PEER_REFUSED: &str = "CONTROL_PEER_REFUSED";
+/// More plugin warnings arrived than the log takes (over 50 in 10 s); `suppressed` of them were
+/// counted, not written. A flood of bad requests: look for the peers in the warnings written.
+pub const WARNINGS_SUPPRESSED: &str = "WARNINGS_SUPPRESSED";
 
 #[cfg(test)]
 mod tests {

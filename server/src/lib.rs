@@ -20,6 +20,7 @@
 //! - [`random`]: unpredictable values for RTP fields and jitter.
 //! - [`limits`]: connection limits at the accept path (global, per IP, rate, descriptors).
 //! - [`events`]: stable names of operator-facing events.
+//! - [`warn_limit`]: the rate limit on per-request warnings.
 
 pub mod access;
 pub mod access_log;
@@ -27,6 +28,9 @@ pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod media;
 pub mod metrics;
@@ -41,3 +45,4 @@ pub mod state;
 pub mod systemd;
 pub mod transport;
 pub mod udp;
+pub mod warn_limit;

@@ -197,7 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     print!("{}", registry.summary());
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, registry))
+    runtime.block_on(serve(config, registry, cli.control_socket.clone()))
 }
 
 fn run_offline(cli: &Cli, command: &Offline) -> anyhow::Result<ExitCode> {
@@ -284,13 +284,18 @@ fn hash_token() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: Config, registry: PluginRegistry) -> anyhow::Result<ExitCode> {
+/// Run the server until a shutdown signal; `control_socket` is `--control-socket`.
+async fn serve(
+    config: Config,
+    registry: PluginRegistry,
+    control_socket: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let points: Vec<(String, &'static str, String)> = config
         .points
         .iter()
         .map(|p| (p.name.clone(), p.kind.as_str(), p.protocols.join(", ")))
         .collect();
-    let server = match Server::start(config, registry).await {
+    let server = match Server::start_with_control(config, registry, control_socket).await {
         Ok(server) => server,
         Err(error) => {
             eprintln!("ferrocast: {error}; exiting");

@@ -63,10 +63,10 @@ pub enum ServerError {
         plugin: String,
         source: InstantiateError,
     },
-    #[error("cannot create the control socket {path}: {source}; set [server] control_socket to a writable path")]
+    #[error("cannot create the control socket {path}: {source}; set [server] control_socket or pass --control-socket")]
     ControlSocket {
         path: PathBuf,
-        source: std::io::Error,
+        source: control::BindError,
     },
     #[error(transparent)]
     Output(#[from] OutputRefused),
@@ -85,6 +85,8 @@ pub struct Server {
     /// Taken by [`Self::run`] for its control task.
     control: Option<tokio::net::UnixListener>,
     control_path: PathBuf,
+    /// `--control-socket`: wins over the configuration file, at start and at every reload.
+    control_override: Option<PathBuf>,
     /// Registered at start, so a SIGHUP or SIGUSR1 that arrives early never takes the
     /// default action (terminating the process).
     hangups: Option<Signal>,
@@ -105,10 +107,45 @@ struct ControlInputs {
     _watches: watch::Watches,
 }
 
+/// Bind the control socket at `configured`, or at the default path (in a private directory,
+/// created if need be) for the configuration file `config_path`.
+fn bind_control(
+    configured: Option<PathBuf>,
+    config_path: &Path,
+) -> Result<(tokio::net::UnixListener, PathBuf), ServerError> {
+    let fail = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ServerError::ControlSocket { path, source }
+    };
+    let path = match configured {
+        Some(path) => path,
+        None => {
+            let path = control::default_socket_path(config_path);
+            control::prepare_default_dir(&path).map_err(fail(&path))?;
+            path
+        }
+    };
+    let listener = control::bind(&path).map_err(fail(&path))?;
+    Ok((listener, path))
+}
+
 impl Server {
     /// Create plugin instances and bind every listener. Binding is all or nothing: if any
     /// address fails, nothing is served and every failure has been reported.
     pub async fn start(config: Config, registry: PluginRegistry) -> Result<Self, ServerError> {
+        Self::start_with_control(config, registry, None).await
+    }
+
+    /// Like [`Self::start`], with the control socket at `control_override` if given (the
+    /// command line's `--control-socket`), whatever the configuration file says.
+    pub async fn start_with_control(
+        mut config: Config,
+        registry: PluginRegistry,
+        control_override: Option<PathBuf>,
+    ) -> Result<Self, ServerError> {
+        if let Some(path) = &control_override {
+            config.server.control_socket = Some(path.clone());
+        }
         let points = PointRegistry::from_config(&config.points, config.server.client_queue);
         log_points(&points);
         let plugins = start_plugins(&config, &registry)?;
@@ -125,16 +162,8 @@ impl Server {
             None => None,
         };
         let admin_address = admin.as_ref().and_then(|a| a.local_address());
-        let control_path = config
-            .server
-            .control_socket
-            .clone()
-            .unwrap_or_else(|| control::default_socket_path(&config.path));
-        let control =
-            control::bind(&control_path).map_err(|source| ServerError::ControlSocket {
-                path: control_path.clone(),
-                source,
-            })?;
+        let control_path = config.server.control_socket.clone();
+        let (control, control_path) = bind_control(control_path, &config.path)?;
         Ok(Self {
             shared,
             config,
@@ -144,6 +173,7 @@ impl Server {
             pullers: PullSet::default(),
             control: Some(control),
             control_path,
+            control_override,
             hangups: signal(SignalKind::hangup()).ok(),
             status_requests: signal(SignalKind::user_defined1()).ok(),
             admin,
@@ -400,7 +430,7 @@ impl Server {
     async fn reload_config_file(&mut self, trigger: &str) -> ReloadOutcome {
         let started = Instant::now();
         let path = self.config.path.clone();
-        let new = match config::load(&path, &self.registry) {
+        let mut new = match config::load(&path, &self.registry) {
             Ok(new) => new,
             Err(errors) => {
                 crate::metrics::reload("invalid");
@@ -413,6 +443,9 @@ impl Server {
         };
         for warning in &new.warnings {
             warn!(event = events::CONFIG_WARNING, path = %path.display(), "{warning}");
+        }
+        if let Some(control) = &self.control_override {
+            new.server.control_socket = Some(control.clone());
         }
         let plan = plan(&self.config, &new);
         if plan.is_empty() {

@@ -176,10 +176,11 @@ impl Transport {
         }
     }
 
-    /// The socket RTCP from the client arrives on, for UDP transports.
-    pub fn rtcp_socket(&self) -> Option<Arc<UdpSocket>> {
+    /// The socket RTCP from the client arrives on, and the client's IP (only its RTCP counts),
+    /// for UDP transports.
+    pub fn rtcp_socket(&self) -> Option<(Arc<UdpSocket>, IpAddr)> {
         match &self.wire {
-            TransportWire::Udp { rtcp, .. } => Some(Arc::clone(rtcp)),
+            TransportWire::Udp { rtcp, to_rtcp, .. } => Some((Arc::clone(rtcp), to_rtcp.ip())),
             TransportWire::Interleaved { .. } => None,
         }
     }

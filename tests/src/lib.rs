@@ -209,6 +209,17 @@ impl Ferrocast {
         }
     }
 
+    /// The server's resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read the server's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status")
+    }
+
     /// Wait until the output contains `needle`; panic with the output if it does not in time.
     pub fn wait_for(&self, needle: &str, timeout: Duration) {
         assert!(

@@ -29,6 +29,9 @@ use ferrocast_plugin_api::{
 use ferrocast_plugin_kit::settings::{millis_of, SettingChecks};
 use serde::Deserialize;
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proto;
 pub mod session;
 

@@ -35,6 +35,8 @@ pub const HEADER_TIMER: u64 = 1;
 
 const MPEG_TS: &str = "video/mp2t";
 const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
+/// The body of every 404 for a point or file that does not exist.
+const NOT_FOUND: &str = "no such publishing point or file";
 const ALLOW_ALL: &str = "GET, HEAD, PUT, POST, OPTIONS";
 
 /// Validated plugin settings shared by every session.
@@ -470,8 +472,12 @@ impl HttpSession {
         self.close(host);
     }
 
+    /// Every response says `nosniff`: a browser must not guess that a plain-text or TS body
+    /// is HTML.
     fn head(&self, status: u16) -> Response {
-        response::head(status).header("Server", SERVER)
+        response::head(status)
+            .header("Server", SERVER)
+            .header("X-Content-Type-Options", "nosniff")
     }
 
     /// Answer a host refusal.
@@ -493,6 +499,11 @@ impl HttpSession {
             _ if error.code == ErrorCode::OVER_CAPACITY => OVER_CAPACITY_HEADERS,
             _ => &[],
         };
+        if status == 404 {
+            // The host's message repeats what was asked for; the client is not sent its own
+            // input back (the log line names the request).
+            return self.refuse(host, exchange, 404, NOT_FOUND, extra, keep_alive);
+        }
         self.refuse(host, exchange, status, &error.message, extra, keep_alive);
     }
 

@@ -5,7 +5,8 @@
 //!   the host for the transport; the host asks this plugin to accept it (the point must list
 //!   `udp` in its protocols), binds the server's RTP/RTCP ports and sends the point's shared
 //!   RTP packets to the client. Client ports below 1024 are refused: they belong to system
-//!   services, and sending a stream there is how a server gets abused as a reflector.
+//!   services, and sending a stream there is how a server gets abused as a reflector. The
+//!   RTCP port must be the RTP port + 1.
 //! - **Pushes** of broadcast points to fixed destinations, unicast or multicast, as raw
 //!   MPEG-TS (7 packets per datagram, `ffplay udp://239.0.0.1:5004`) or RTP/MP2T.
 //!
@@ -168,6 +169,17 @@ impl Plugin for UdpPlugin {
                 ));
             }
         }
+        // RTCP goes to the port after RTP (RFC 3550 §11): a pair like 45000-50000 would turn
+        // the server's reports into traffic aimed at an arbitrary port.
+        if request.client_rtp_port.checked_add(1) != Some(request.client_rtcp_port) {
+            return Err(HostError::new(
+                ErrorCode::UNSUPPORTED_TRANSPORT,
+                format!(
+                    "client ports {}-{} of {peer}: the RTCP port must be the RTP port + 1",
+                    request.client_rtp_port, request.client_rtcp_port
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -221,6 +233,13 @@ mod tests {
         assert!(plugin
             .validate_transport(&request(5000, 0), "127.0.0.1:1")
             .is_err());
+        for (rtp, rtcp) in [(45000, 50000), (5001, 5000), (65535, 65535), (5000, 5000)] {
+            let error = plugin
+                .validate_transport(&request(rtp, rtcp), "127.0.0.1:1")
+                .unwrap_err();
+            assert_eq!(error.code, ErrorCode::UNSUPPORTED_TRANSPORT);
+            assert!(error.message.contains("RTP port + 1"), "{}", error.message);
+        }
         let mut interleaved = request(5000, 5001);
         interleaved.kind = TransportKind::TCP_INTERLEAVED;
         assert!(plugin

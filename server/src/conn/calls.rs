@@ -371,7 +371,8 @@ impl HostCalls for Connection<'_> {
         let Some(publisher) = &mut self.publisher else {
             return Err(PublishRefusal::NotPublishing.into());
         };
-        Ok(publisher.push(self.info.id, data, Instant::now())?)
+        publisher.push(self.info.id, data, Instant::now())?;
+        Ok(())
     }
 
     /// The connection's span names the plugin, session and peer.
@@ -383,6 +384,22 @@ impl HostCalls for Connection<'_> {
         } else {
             level
         };
+        if matches!(level, LogLevel::ERROR | LogLevel::WARN) {
+            // Per-request warnings: a flood of bad requests must not flood the log.
+            let verdict = crate::warn_limit::admit_plugin_warning();
+            if verdict.suppressed_before > 0 {
+                warn!(
+                    event = events::WARNINGS_SUPPRESSED,
+                    suppressed = verdict.suppressed_before,
+                    window_s = crate::warn_limit::WINDOW.as_secs(),
+                    "suppressed {} similar warnings",
+                    verdict.suppressed_before
+                );
+            }
+            if !verdict.log {
+                return;
+            }
+        }
         match level {
             LogLevel::ERROR => error!(event = events::PLUGIN_MESSAGE, "{message}"),
             LogLevel::WARN => warn!(event = events::PLUGIN_MESSAGE, "{message}"),

@@ -17,7 +17,7 @@ use super::admission::{CurrentTables, DrainState, Uses};
 use super::media::{LiveStep, Media};
 use super::output::OutputQueue;
 use super::play::NowPlaying;
-use super::publisher::Publisher;
+use super::publisher::{Publisher, Silence};
 use super::transports::TransportSet;
 use crate::events;
 use crate::media::pacer::PacerStep;
@@ -343,10 +343,16 @@ impl<'a> Connection<'a> {
         self.publisher.as_ref().map(Publisher::source_deadline)
     }
 
-    pub fn source_timeout(&self) -> Duration {
+    /// While a publishing encoder runs too far ahead of real time: when reading may resume.
+    pub fn ingest_paused_until(&self, now: Instant) -> Option<Instant> {
+        self.publisher.as_ref()?.paused_until(now)
+    }
+
+    /// Why the publishing encoder is lost if its source deadline passed.
+    pub fn silence(&self) -> Silence {
         self.publisher
             .as_ref()
-            .map_or(Duration::ZERO, |p| p.stream().source_timeout())
+            .map_or(Silence::NoData(Duration::ZERO), Publisher::silence)
     }
 
     /// Pace an on-demand file: send what is due, or note when the next data is due.

@@ -101,7 +101,9 @@ impl LiveCursor {
                 if live.chunk.random_access {
                     self.waiting_for_keyframe = false;
                 }
-                (!self.waiting_for_keyframe).then_some(LiveStep::Data(live))
+                // Keep-alives reach a client waiting for a keyframe too: during a grace or a
+                // publisher's stall they are all it gets.
+                (!self.waiting_for_keyframe || live.is_keepalive()).then_some(LiveStep::Data(live))
             }
             // A raw TS client restarts at the new stream's first keyframe. An RTP client takes
             // every packet: its sequence numbers are the point's, so skipping the new stream's
@@ -262,6 +264,24 @@ mod tests {
         assert!(!sends(live.on_event(chunk(false), now)));
         assert!(sends(live.on_event(chunk(true), now)));
         assert!(sends(live.on_event(chunk(false), now)));
+    }
+
+    #[test]
+    fn a_client_waiting_for_a_keyframe_still_gets_keepalives() {
+        let mut live = cursor(false);
+        let data = Bytes::copy_from_slice(&crate::media::ts::null_packet());
+        let rtp = RtpPacketizer::new(1, 1).packetize(&data, 0);
+        let keepalive = LiveEvent::Media(Arc::new(LiveChunk {
+            chunk: Chunk {
+                data,
+                random_access: false,
+                pcr_90k: None,
+            },
+            rtp,
+        }));
+        let now = Instant::now();
+        assert!(sends(live.on_event(Ok(keepalive), now)));
+        assert!(!sends(live.on_event(chunk(false), now)), "still waiting");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - `output`: the output queue, backpressure and the slow-client policy;
 //! - `media`: the media cursors (live ring, file range, paced RTP file);
 //! - `publisher`: a session that publishes to a point;
+//! - `ingest_pace`: holds a publisher that runs ahead of real time to a bounded lead;
 //! - `transports`: the session's RTP transports and RTCP schedule;
 //! - `admission`: admission, drain and the re-check after a reload;
 //! - `play`: play, seek, resume and pause decisions.
@@ -19,6 +20,7 @@
 mod admission;
 mod calls;
 mod connection;
+mod ingest_pace;
 mod media;
 mod output;
 mod play;
@@ -40,6 +42,8 @@ use tracing::{debug, error, info, info_span, warn, Span};
 use self::connection::Connection;
 use self::media::{LiveStep, Media};
 use self::output::OutputQueue;
+use self::publisher::Silence;
+use self::transports::RtcpSource;
 use crate::events;
 use crate::media::rtp::{parse_rtcp, RtcpPacket};
 use crate::state::{ServingPlugin, Shared};
@@ -68,8 +72,8 @@ enum Ending {
     Idle(Duration),
     /// Refused by a limit; answered (or given up on) and closed.
     Refused(crate::limits::Refusal),
-    /// A publishing encoder sent nothing for the point's source timeout.
-    SourceSilent(Duration),
+    /// A publishing encoder sent no media for the point's source timeout.
+    SourceSilent(Silence),
     PeerGone(std::io::Error),
     /// The socket took nothing for the write timeout.
     TooSlow,
@@ -99,9 +103,7 @@ impl Ending {
     /// Why a session that was publishing stopped, for SOURCE_LOST.
     fn publisher_gone(&self) -> String {
         match self {
-            Ending::SourceSilent(timeout) => {
-                format!("no data from the encoder for {} ms", timeout.as_millis())
-            }
+            Ending::SourceSilent(silence) => silence.reason(),
             Ending::Fault(_) => "the plugin serving the encoder faulted".to_owned(),
             _ => "the encoder disconnected".to_owned(),
         }
@@ -132,12 +134,12 @@ impl Ending {
             Ending::PeerGone(why) => {
                 info!(event = events::DISCONNECT, seconds, bytes_sent, reason = %why, "client went away")
             }
-            Ending::SourceSilent(timeout) => {
+            Ending::SourceSilent(silence) => {
                 warn!(
                     event = events::DISCONNECT,
                     seconds,
-                    timeout_ms = timeout.as_millis() as u64,
-                    "encoder sent nothing within the source timeout; connection closed"
+                    reason = %silence.reason(),
+                    "encoder sent no media within the source timeout; connection closed"
                 )
             }
             Ending::TooSlow => {
@@ -315,6 +317,8 @@ enum Wakeup {
     Live(LiveStep),
     /// Paced media became due: the loop sends it.
     PaceDue,
+    /// A publisher that ran ahead of real time may be read again.
+    IngestDue,
     ReportsDue,
     TablesChanged,
     /// RTCP from the client on a transport: the transport and how many packets.
@@ -430,10 +434,14 @@ where
     let rtcp_in = conn.transports.rtcp_source();
     let write_deadline = conn.out.stall_deadline(write_timeout);
     let source_deadline = conn.source_deadline();
+    let ingest_paused = conn.ingest_paused_until(Instant::now());
     let pace_wake = conn.pace_wake();
     let reports_due = conn.transports.reports_due();
     tokio::select! {
-        read = io.reader.read(&mut io.read_buf), if io.reading => Wakeup::Read(read),
+        read = io.reader.read(&mut io.read_buf), if io.reading && ingest_paused.is_none() => {
+            Wakeup::Read(read)
+        }
+        _ = sleep_until_opt(ingest_paused) => Wakeup::IngestDue,
         written = write_some(&mut io.writer, &conn.out) => Wakeup::Wrote(written),
         _ = sleep_until_opt(write_deadline) => Wakeup::WriteStalled,
         _ = sleep_until_opt(source_deadline) => Wakeup::SourceSilent,
@@ -442,7 +450,7 @@ where
         _ = sleep_until_opt(pace_wake) => Wakeup::PaceDue,
         _ = sleep_until_opt(reports_due) => Wakeup::ReportsDue,
         Ok(()) = changes.changed() => Wakeup::TablesChanged,
-        packets = recv_rtcp(rtcp_in.as_ref().map(|(_, socket)| socket)) => {
+        packets = recv_rtcp(rtcp_in.as_ref().map(|(_, source)| source)) => {
             Wakeup::Rtcp(rtcp_in.map(|(transport, _)| (transport, packets.len())))
         }
         _ = sleep_until_opt(next_timer.map(|(_, at)| at)) => {
@@ -470,7 +478,7 @@ fn handle<R, W>(
         }
         Wakeup::Wrote(Ok(n)) => conn.out.consume(n, Instant::now()),
         Wakeup::WriteStalled => return Err(Ending::TooSlow),
-        Wakeup::SourceSilent => return Err(Ending::SourceSilent(conn.source_timeout())),
+        Wakeup::SourceSilent => return Err(Ending::SourceSilent(conn.silence())),
         Wakeup::Idle => {
             return Err(match conn.refused {
                 Some(refusal) => Ending::Refused(refusal),
@@ -478,7 +486,7 @@ fn handle<R, W>(
             })
         }
         Wakeup::Live(step) => conn.on_live_step(step),
-        Wakeup::PaceDue => {}
+        Wakeup::PaceDue | Wakeup::IngestDue => {}
         Wakeup::ReportsDue => conn.send_reports(Instant::now()),
         Wakeup::TablesChanged => conn.recheck(),
         Wakeup::Rtcp(Some((transport, packets))) => {
@@ -517,16 +525,20 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// The next RTCP compound packet from a client, parsed; pending forever without a socket.
-/// Datagrams that are not RTCP are skipped.
-async fn recv_rtcp(socket: Option<&Arc<tokio::net::UdpSocket>>) -> Vec<RtcpPacket> {
-    let Some(socket) = socket else {
+/// The next RTCP compound packet from the client, parsed; pending forever without a socket.
+/// Datagrams that are not RTCP, or that come from another IP than the client's, are skipped:
+/// they must not keep a session alive.
+async fn recv_rtcp(source: Option<&RtcpSource>) -> Vec<RtcpPacket> {
+    let Some((socket, client)) = source else {
         return std::future::pending().await;
     };
     let mut buf = [0u8; 1500];
     loop {
         match socket.recv_from(&mut buf).await {
-            Ok((n, _)) => {
+            Ok((n, from)) => {
+                if !rtcp_from_client(from, *client) {
+                    continue;
+                }
                 if let Ok(packets) = parse_rtcp(&buf[..n]) {
                     return packets;
                 }
@@ -535,6 +547,11 @@ async fn recv_rtcp(socket: Option<&Arc<tokio::net::UdpSocket>>) -> Vec<RtcpPacke
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Whether RTCP from `from` is the client's (at `client`): the same IP, IPv4-mapped or not.
+fn rtcp_from_client(from: SocketAddr, client: std::net::IpAddr) -> bool {
+    from.ip().to_canonical() == client.to_canonical()
 }
 
 /// The next step of the live cursor; pending forever when nothing live plays.
@@ -578,8 +595,23 @@ mod tests {
     }
 
     #[test]
+    fn only_rtcp_from_the_clients_ip_counts() {
+        let client: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(rtcp_from_client("192.0.2.7:5001".parse().unwrap(), client));
+        assert!(rtcp_from_client("192.0.2.7:40000".parse().unwrap(), client));
+        assert!(rtcp_from_client(
+            "[::ffff:192.0.2.7]:5001".parse().unwrap(),
+            client
+        ));
+        assert!(!rtcp_from_client(
+            "198.51.100.1:5001".parse().unwrap(),
+            client
+        ));
+    }
+
+    #[test]
     fn a_publisher_ending_says_why_its_source_went_away() {
-        let silent = Ending::SourceSilent(Duration::from_millis(3000));
+        let silent = Ending::SourceSilent(Silence::NoData(Duration::from_millis(3000)));
         assert_eq!(
             silent.publisher_gone(),
             "no data from the encoder for 3000 ms"

@@ -1,5 +1,6 @@
 //! A session that publishes to a broadcast point: the point it feeds, what it pushed, and the
-//! source-timeout deadline after which a silent encoder is closed.
+//! source-timeout deadline after which an encoder without media is closed. Liveness is
+//! media, not bytes: junk, PSI alone or null packets do not hold a point.
 
 use std::sync::Arc;
 
@@ -7,8 +8,9 @@ use ferrocast_plugin_api::{ErrorCode, HostError};
 use tokio::time::Instant;
 use tracing::info;
 
+use super::ingest_pace::IngestPace;
 use crate::events;
-use crate::points::LiveStream;
+use crate::points::{LiveStream, Pushed};
 
 /// Why a session's publish or push was refused.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +47,35 @@ pub struct Publisher {
     stream: Arc<LiveStream>,
     bytes_pushed: u64,
     /// When the encoder last delivered media (or started publishing).
-    last_push: Instant,
+    last_media: Instant,
+    /// Bytes arrived since `last_media`, none of them media.
+    bytes_without_media: bool,
+    /// Holds an encoder that runs ahead of real time.
+    pace: IngestPace,
+}
+
+/// Why a publishing encoder is closed at its source deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Silence {
+    /// Nothing arrived at all.
+    NoData(std::time::Duration),
+    /// Bytes arrived, but no decodable media (no PAT/PMT, or nothing on the PMT's streams).
+    NoMedia(std::time::Duration),
+}
+
+impl Silence {
+    /// Why the source is lost, for SOURCE_LOST and the connection's end.
+    pub fn reason(self) -> String {
+        match self {
+            Self::NoData(timeout) => {
+                format!("no data from the encoder for {} ms", timeout.as_millis())
+            }
+            Self::NoMedia(timeout) => format!(
+                "no decodable media from the encoder for {} ms (bytes arrived, but no PAT/PMT or nothing on the PMT's streams)",
+                timeout.as_millis()
+            ),
+        }
+    }
 }
 
 impl Publisher {
@@ -59,7 +89,9 @@ impl Publisher {
         Ok(Self {
             stream,
             bytes_pushed: 0,
-            last_push: now,
+            last_media: now,
+            bytes_without_media: false,
+            pace: IngestPace::new(),
         })
     }
 
@@ -76,7 +108,9 @@ impl Publisher {
         Ok(Self {
             stream,
             bytes_pushed: 0,
-            last_push: now,
+            last_media: now,
+            bytes_without_media: false,
+            pace: IngestPace::new(),
         })
     }
 
@@ -84,19 +118,50 @@ impl Publisher {
         &self.stream
     }
 
-    /// Feed the point with the encoder's bytes.
-    pub fn push(&mut self, session: u64, data: &[u8], now: Instant) -> Result<(), PublishRefusal> {
-        if !self.stream.push(session, data) {
-            return Err(PublishRefusal::Displaced);
-        }
+    /// Feed the point with the encoder's bytes; only media moves the source deadline.
+    pub fn push(
+        &mut self,
+        session: u64,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<Pushed, PublishRefusal> {
+        let pushed = self
+            .stream
+            .push(session, data)
+            .ok_or(PublishRefusal::Displaced)?;
         self.bytes_pushed += data.len() as u64;
-        self.last_push = now;
-        Ok(())
+        if pushed.media {
+            self.last_media = now;
+            self.bytes_without_media = false;
+        } else if !data.is_empty() {
+            self.bytes_without_media = true;
+        }
+        for &pcr in &pushed.pcrs_90k {
+            self.pace.on_pcr(pcr, now);
+        }
+        Ok(pushed)
     }
 
-    /// When the encoder counts as silent unless more media arrives first.
+    /// When the encoder counts as lost unless media arrives first. Time spent not reading it
+    /// (it ran ahead of real time) does not count against it.
     pub fn source_deadline(&self) -> Instant {
-        self.last_push + self.stream.source_timeout()
+        let paused = self.pace.paused_until(self.last_media);
+        paused.unwrap_or(self.last_media) + self.stream.source_timeout()
+    }
+
+    /// While the encoder is too far ahead of real time: when reading it may resume.
+    pub fn paused_until(&self, now: Instant) -> Option<Instant> {
+        self.pace.paused_until(now)
+    }
+
+    /// Why the encoder is lost if its source deadline passes now.
+    pub fn silence(&self) -> Silence {
+        let timeout = self.stream.source_timeout();
+        if self.bytes_without_media {
+            Silence::NoMedia(timeout)
+        } else {
+            Silence::NoData(timeout)
+        }
     }
 
     /// Stop being the point's publisher (`why` is logged with SOURCE_LOST).
@@ -115,14 +180,45 @@ mod tests {
         LiveStream::for_tests("live", Duration::from_secs(5), Duration::from_secs(3))
     }
 
+    /// PAT, PMT (H.264 on PID 0x100), then a packet of that stream.
+    fn media() -> Vec<u8> {
+        use crate::media::test_support::{pat_packet, pmt_packet, PacketSpec};
+        let mut data = pat_packet(0x1000, 0).to_vec();
+        data.extend_from_slice(&pmt_packet(0x1000, 0x100, &[(0x1b, 0x100)], 0));
+        data.extend_from_slice(&PacketSpec::new(0x100).payload(&[0; 184]).build());
+        data
+    }
+
     #[tokio::test]
-    async fn each_push_moves_the_source_deadline() {
+    async fn only_media_moves_the_source_deadline() {
         let start = Instant::now();
         let mut publisher = Publisher::start(stream(), 1, start).unwrap();
         assert_eq!(publisher.source_deadline(), start + Duration::from_secs(3));
+        assert_eq!(publisher.silence(), Silence::NoData(Duration::from_secs(3)));
         let later = start + Duration::from_secs(2);
-        publisher.push(1, &[0x47; 188], later).unwrap();
+        let pushed = publisher.push(1, &media(), later).unwrap();
+        assert!(pushed.media);
         assert_eq!(publisher.source_deadline(), later + Duration::from_secs(3));
+
+        // Junk, null packets and PSI alone: bytes, but no media.
+        let junk = [
+            [0x47u8; 188].as_slice(),
+            &crate::media::ts::null_packet(),
+            &[0x55; 1000],
+        ];
+        for (i, data) in junk.into_iter().enumerate() {
+            let at = later + Duration::from_secs(1 + i as u64);
+            assert!(!publisher.push(1, data, at).unwrap().media);
+        }
+        assert_eq!(publisher.source_deadline(), later + Duration::from_secs(3));
+        assert_eq!(
+            publisher.silence(),
+            Silence::NoMedia(Duration::from_secs(3))
+        );
+        assert!(publisher
+            .silence()
+            .reason()
+            .starts_with("no decodable media"));
     }
 
     #[tokio::test(start_paused = true)]
@@ -156,5 +252,29 @@ mod tests {
         assert!(matches!(second, Err(PublishRefusal::Busy(_))));
         let error = HostError::from(second.err().unwrap());
         assert_eq!(error.code, ErrorCode::ALREADY_PUBLISHING);
+    }
+
+    #[tokio::test]
+    async fn a_publisher_ahead_of_real_time_is_paused_and_not_timed_out_meanwhile() {
+        use crate::media::test_support::{pat_packet, pmt_packet, PacketSpec};
+        let start = Instant::now();
+        let mut publisher = Publisher::start(stream(), 1, start).unwrap();
+        let mut data = pat_packet(0x1000, 0).to_vec();
+        data.extend_from_slice(&pmt_packet(0x1000, 0x100, &[(0x1b, 0x100)], 0));
+        let with_pcr = |half: u64| {
+            PacketSpec::new(0x100)
+                .pcr(half * 45_000 * 300)
+                .payload(&[0; 100])
+                .build()
+        };
+        data.extend_from_slice(&with_pcr(0));
+        publisher.push(1, &data, start).unwrap();
+        assert_eq!(publisher.paused_until(start), None);
+        // Then 6 s of media (PCR every 0.5 s) at once.
+        let burst: Vec<u8> = (1..=12).flat_map(with_pcr).collect();
+        publisher.push(1, &burst, start).unwrap();
+        let resume = publisher.paused_until(start).expect("paused");
+        assert!(resume >= start + Duration::from_millis(3500), "{resume:?}");
+        assert_eq!(publisher.source_deadline(), resume + Duration::from_secs(3));
     }
 }

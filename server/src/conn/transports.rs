@@ -132,13 +132,17 @@ impl TransportSet {
         self.reports_due
     }
 
-    /// A UDP transport's RTCP socket, where the client's receiver reports arrive.
-    pub fn rtcp_source(&self) -> Option<(u64, Arc<UdpSocket>)> {
+    /// A UDP transport's RTCP socket, where the client's receiver reports arrive, and the
+    /// client's IP they must come from.
+    pub fn rtcp_source(&self) -> Option<(u64, RtcpSource)> {
         self.transports
             .iter()
             .find_map(|t| t.rtcp_socket().map(|socket| (t.info.id, socket)))
     }
 }
+
+/// Where a client's RTCP arrives, and the IP it must come from.
+pub type RtcpSource = (Arc<UdpSocket>, IpAddr);
 
 /// The IPs of a session's connection, which UDP transports bind on and send to.
 pub fn connection_ips(local: &str, peer: &str) -> Result<(IpAddr, IpAddr), TransportRefusal> {

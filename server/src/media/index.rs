@@ -6,7 +6,7 @@
 //! live ingest.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ const PCR_ENTRY_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_PCR_STEP_27MHZ: u64 = 10 * 27_000_000;
 
 const PCR_HZ: u64 = 27_000_000;
+/// The first bytes of a file, kept to tell a file that was appended to (same start) from one
+/// that was rewritten.
+const HEAD_LEN: usize = 4096;
 
 #[derive(Debug, Error)]
 pub enum IndexError {
@@ -113,17 +116,80 @@ fn interpolate(from: (u64, Duration), to: (u64, Duration), offset: u64) -> Durat
     from_time + Duration::from_nanos(u64::try_from(extra).unwrap_or(u64::MAX))
 }
 
+/// Where an index build stopped, so that a file that grows (a recording still being written)
+/// is indexed from there rather than from its start again.
+#[derive(Debug, Clone, Default)]
+pub struct IndexProgress {
+    aligner: PacketAligner,
+    builder: IndexBuilder,
+    /// Bytes of the file read so far.
+    read: u64,
+    /// The file's first bytes when it was first read.
+    head: Vec<u8>,
+}
+
+impl IndexProgress {
+    /// Bytes of the file already indexed.
+    pub fn indexed_bytes(&self) -> u64 {
+        self.read
+    }
+}
+
 /// Indexes the MPEG-TS file at `path` in one buffered pass.
 pub fn index_file(path: &Path) -> Result<FileIndex, IndexError> {
+    index_from(path, None).0
+}
+
+/// Indexes `path`, continuing from `progress` if the file only grew since (same first bytes,
+/// not shorter); else from its start. Returns the index (or why there is none, such as no PCR
+/// yet) and where to continue when the file grows again (`None` if it is not a TS file).
+pub fn index_from(
+    path: &Path,
+    progress: Option<IndexProgress>,
+) -> (Result<FileIndex, IndexError>, Option<IndexProgress>) {
+    match index_pass(path, progress) {
+        Ok((index, progress)) => (index, Some(progress)),
+        Err(error) => (Err(error), None),
+    }
+}
+
+/// Opens `path` positioned where `progress` stopped, if it still applies.
+fn resume(
+    path: &Path,
+    progress: Option<IndexProgress>,
+) -> io::Result<(BufReader<File>, IndexProgress)> {
+    let mut file = File::open(path)?;
+    if let Some(progress) = progress {
+        let mut head = vec![0u8; progress.head.len()];
+        let grown = file.metadata()?.len() >= progress.read;
+        if grown && file.read_exact(&mut head).is_ok() && head == progress.head {
+            file.seek(SeekFrom::Start(progress.read))?;
+            return Ok((BufReader::with_capacity(READ_BUFFER_LEN, file), progress));
+        }
+        file.seek(SeekFrom::Start(0))?;
+    }
+    let reader = BufReader::with_capacity(READ_BUFFER_LEN, file);
+    Ok((reader, IndexProgress::default()))
+}
+
+/// One pass from `progress` to the end of the file: `Err` only when the file cannot be read
+/// or is not TS; the index itself may still be missing (no PCR yet).
+#[allow(clippy::type_complexity)]
+fn index_pass(
+    path: &Path,
+    progress: Option<IndexProgress>,
+) -> Result<(Result<FileIndex, IndexError>, IndexProgress), IndexError> {
     let io_error = |source| IndexError::Io {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(io_error)?;
-    let mut reader = BufReader::with_capacity(READ_BUFFER_LEN, file);
-    let mut aligner = PacketAligner::new();
-    let mut builder = IndexBuilder::default();
-    let mut read = 0u64;
+    let (mut reader, progress) = resume(path, progress).map_err(io_error)?;
+    let IndexProgress {
+        mut aligner,
+        mut builder,
+        mut read,
+        mut head,
+    } = progress;
     loop {
         let buf = match reader.fill_buf() {
             Ok([]) => break,
@@ -131,6 +197,9 @@ pub fn index_file(path: &Path) -> Result<FileIndex, IndexError> {
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(io_error(error)),
         };
+        if head.len() < HEAD_LEN {
+            head.extend_from_slice(&buf[..buf.len().min(HEAD_LEN - head.len())]);
+        }
         aligner.push(buf, |offset, packet| builder.add(offset, &packet));
         let len = buf.len();
         reader.consume(len);
@@ -142,7 +211,24 @@ pub fn index_file(path: &Path) -> Result<FileIndex, IndexError> {
             });
         }
     }
+    let progress = IndexProgress {
+        aligner: aligner.clone(),
+        builder: builder.clone(),
+        read,
+        head,
+    };
+    let aligner_stats = (aligner.resyncs(), aligner.skipped_bytes());
     aligner.finish(|offset, packet| builder.add(offset, &packet));
+    Ok((finish(path, builder, read, aligner_stats), progress))
+}
+
+/// The index of everything read, once the last packet is flushed.
+fn finish(
+    path: &Path,
+    builder: IndexBuilder,
+    read: u64,
+    (resyncs, skipped_bytes): (u64, u64),
+) -> Result<FileIndex, IndexError> {
     if builder.packets == 0 {
         return Err(IndexError::NotTransportStream {
             path: path.to_owned(),
@@ -158,8 +244,8 @@ pub fn index_file(path: &Path) -> Result<FileIndex, IndexError> {
         path = %path.display(),
         ?duration,
         entries = builder.entries.len(),
-        resyncs = aligner.resyncs(),
-        skipped_bytes = aligner.skipped_bytes(),
+        resyncs,
+        skipped_bytes,
         "indexed TS file"
     );
     Ok(FileIndex {
@@ -170,7 +256,7 @@ pub fn index_file(path: &Path) -> Result<FileIndex, IndexError> {
     })
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct IndexBuilder {
     tracker: ProgramTracker,
     clock: PcrClock,
@@ -212,7 +298,7 @@ impl IndexBuilder {
 
 /// Turns raw PCR samples into elapsed time, unwrapping the 33-bit base and
 /// bridging discontinuities so time never runs backwards.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct PcrClock {
     last: Option<u64>,
     elapsed_27mhz: u64,
@@ -448,5 +534,47 @@ mod tests {
         let psi = index.psi.as_ref().unwrap();
         assert_eq!(psi.len(), 2 * TS_PACKET_LEN);
         assert_eq!(index.time_for_offset(offset), entry.time);
+    }
+
+    #[test]
+    fn a_grown_file_is_indexed_on_from_where_the_last_pass_stopped() {
+        let stream = synthetic_stream(300, 25, 0);
+        // Cut mid-packet: the partial packet waits in the progress.
+        let cut = 100 * TS_PACKET_LEN + 77;
+        let mut file = write_temp(&stream[..cut]);
+        let (first, progress) = index_from(file.path(), None);
+        assert_eq!(first.unwrap().size, cut as u64);
+        let progress = progress.expect("progress");
+        assert_eq!(progress.indexed_bytes(), cut as u64);
+
+        file.write_all(&stream[cut..]).unwrap();
+        file.flush().unwrap();
+        let (grown, progress) = index_from(file.path(), Some(progress));
+        assert_eq!(grown.unwrap(), index_file(file.path()).unwrap());
+        assert_eq!(progress.unwrap().indexed_bytes(), stream.len() as u64);
+    }
+
+    #[test]
+    fn a_rewritten_file_is_indexed_from_its_start() {
+        let file = write_temp(&synthetic_stream(100, 25, 0));
+        let (_, progress) = index_from(file.path(), None);
+        // Same length or longer, but a different start: a new recording, not a longer one.
+        let rewritten = synthetic_stream(200, 25, 27_000_000 * 100);
+        std::fs::write(file.path(), &rewritten).unwrap();
+        let (index, _) = index_from(file.path(), progress);
+        assert_eq!(index.unwrap(), index_file(file.path()).unwrap());
+    }
+
+    #[test]
+    fn a_growing_file_without_pcr_keeps_its_progress() {
+        let no_pcr = PacketSpec::new(VIDEO_PID).payload(&[0; 184]).build();
+        let mut file = write_temp(&no_pcr.repeat(2000));
+        let (index, progress) = index_from(file.path(), None);
+        assert!(matches!(index, Err(IndexError::NoPcr { .. })));
+        file.write_all(&no_pcr.repeat(1000)).unwrap();
+        file.flush().unwrap();
+        let (index, progress) = index_from(file.path(), progress);
+        assert!(matches!(index, Err(IndexError::NoPcr { .. })));
+        assert_eq!(progress.unwrap().indexed_bytes(), 3000 * 188);
     }
 }

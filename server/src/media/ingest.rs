@@ -38,6 +38,9 @@ pub struct IngestStats {
     /// Bytes discarded to (re)gain packet sync.
     pub skipped_bytes: u64,
     pub random_access_points: u64,
+    /// Packets on the elementary (or PCR) PIDs of the followed program's PMT: decodable
+    /// media, as opposed to bytes that merely look like TS.
+    pub media_packets: u64,
 }
 
 /// What the tracker learned from one packet.
@@ -46,6 +49,8 @@ pub struct PacketInfo {
     pub random_access: bool,
     /// PCR in 27 MHz units, only from the program's PCR PID.
     pub pcr: Option<u64>,
+    /// The packet is on one of the PMT's elementary streams or its PCR PID.
+    pub media: bool,
 }
 
 /// Which packets count as random-access points, once the PMT is known.
@@ -88,6 +93,8 @@ struct ProgramMap {
     pmt_packet: [u8; TS_PACKET_LEN],
     pcr_pid: u16,
     access: AccessRule,
+    /// The PIDs of the program's elementary streams.
+    stream_pids: Vec<u16>,
 }
 
 /// Follows the PAT and PMT of a stream and classifies packets as
@@ -147,7 +154,12 @@ impl ProgramTracker {
             AccessRule::AudioStart { pid: audio } if audio == pid => packet.payload_unit_start(),
             _ => false,
         };
-        PacketInfo { random_access, pcr }
+        let media = (pid == map.pcr_pid && pid != NULL_PID) || map.stream_pids.contains(&pid);
+        PacketInfo {
+            random_access,
+            pcr,
+            media,
+        }
     }
 
     /// Latest PAT packet followed by the latest PMT packet, as received.
@@ -228,6 +240,7 @@ impl ProgramTracker {
             pmt_packet: *packet.as_bytes(),
             pcr_pid: pmt.pcr_pid,
             access,
+            stream_pids: pmt.streams.iter().map(|stream| stream.pid).collect(),
         });
     }
 }
@@ -331,6 +344,8 @@ pub struct TsIngest {
     tracker: ProgramTracker,
     builder: ChunkBuilder,
     stats: IngestStats,
+    /// The PCRs of the most recent push, in 90 kHz units.
+    latest_pcrs_90k: Vec<u64>,
 }
 
 impl TsIngest {
@@ -351,11 +366,17 @@ impl TsIngest {
             tracker,
             builder,
             stats,
+            latest_pcrs_90k,
         } = self;
+        latest_pcrs_90k.clear();
         aligner.push(input, |_, packet| {
             let info = tracker.inspect(&packet);
+            if let Some(pcr) = info.pcr {
+                latest_pcrs_90k.push(super::ts::pcr_to_90khz(pcr));
+            }
             stats.packets += 1;
             stats.random_access_points += u64::from(info.random_access);
+            stats.media_packets += u64::from(info.media);
             builder.add(&packet, info, out);
         });
         builder.flush(out);
@@ -366,6 +387,11 @@ impl TsIngest {
     /// before a late joiner's first keyframe.
     pub fn psi(&self) -> Option<Bytes> {
         self.tracker.psi()
+    }
+
+    /// The PCRs among the packets of the most recent push, in order, in 90 kHz units.
+    pub fn latest_pcrs_90k(&self) -> &[u64] {
+        &self.latest_pcrs_90k
     }
 
     pub fn stats(&self) -> IngestStats {
@@ -762,5 +788,26 @@ mod tests {
             let pids: Vec<u16> = packets(&psi).map(|p| p.pid()).collect();
             assert_eq!(pids, vec![PAT_PID, 0x1000]);
         }
+    }
+
+    #[test]
+    fn only_packets_on_the_programs_streams_count_as_media() {
+        let mut out = Vec::new();
+        let mut ingest = TsIngest::new();
+        // Null packets and packets on unannounced PIDs, with and without PSI: no media.
+        let null = PacketSpec::new(NULL_PID).payload(&[0xFF; 184]).build();
+        ingest.push(&null.repeat(20), &mut out);
+        ingest.push(&video_cont(1), &mut out);
+        assert_eq!(ingest.stats().media_packets, 0, "no PMT yet");
+        ingest.push(&psi_packets(), &mut out);
+        ingest.push(&null.repeat(5), &mut out);
+        ingest.push(
+            &PacketSpec::new(0x1234).payload(&[0; 184]).build(),
+            &mut out,
+        );
+        assert_eq!(ingest.stats().media_packets, 0, "PSI and foreign PIDs");
+        ingest.push(&video_cont(2), &mut out);
+        ingest.push(&audio_start(), &mut out);
+        assert_eq!(ingest.stats().media_packets, 2);
     }
 }

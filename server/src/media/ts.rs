@@ -317,7 +317,7 @@ pub fn null_packet() -> [u8; TS_PACKET_LEN] {
 /// appears at a position and again 188 bytes later, so a stray 0x47 inside
 /// garbage is not mistaken for a packet start. While in sync, a packet is
 /// delivered as soon as its 188 bytes are available.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PacketAligner {
     /// Unconsumed bytes from earlier calls: a partial packet, or a sync
     /// candidate still waiting for its confirming byte (at most 188 bytes).

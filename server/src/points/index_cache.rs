@@ -5,7 +5,9 @@
 //! a lookup only reads the cache, and a miss starts a background build on the blocking pool
 //! and answers "building". Each file version (size, modification time) is built once however
 //! many requests ask for it, a failure is remembered for that version like a success, and at
-//! most [`MAX_CONCURRENT_BUILDS`] builds read files at once. The cache is shared by every
+//! most [`MAX_CONCURRENT_BUILDS`] builds read files at once. A file that only grew (a
+//! recording still being written: same first bytes, larger) is indexed on from where the
+//! last build stopped, not from its start. The cache is shared by every
 //! version of the point table, so a reload keeps it.
 
 use std::collections::HashMap;
@@ -19,7 +21,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
 use crate::events;
-use crate::media::index::{index_file, FileIndex, IndexError};
+use crate::media::index::{index_from, FileIndex, IndexError, IndexProgress};
 
 /// Index builds that read files at the same time; the others wait for a slot, so a burst of
 /// requests for unindexed files cannot take every disk and blocking thread.
@@ -95,8 +97,13 @@ impl IndexLookup {
     }
 }
 
-/// Builds an index from a file; a parameter so that tests can count and slow builds down.
-pub type Indexer = dyn Fn(&Path) -> Result<FileIndex, IndexError> + Send + Sync;
+/// What a build gives: the index (or why there is none) and where to continue if the file
+/// grows.
+pub type Indexed = (Result<FileIndex, IndexError>, Option<IndexProgress>);
+
+/// Builds an index from a file, continuing from a previous build's progress if given; a
+/// parameter so that tests can count and slow builds down.
+pub type Indexer = dyn Fn(&Path, Option<IndexProgress>) -> Indexed + Send + Sync;
 
 /// The per-file index cache. See the module documentation.
 pub struct IndexCache {
@@ -108,6 +115,8 @@ pub struct IndexCache {
 struct Entry {
     version: FileVersion,
     state: EntryState,
+    /// Where the last finished build of this file stopped.
+    progress: Option<Arc<IndexProgress>>,
 }
 
 enum EntryState {
@@ -119,7 +128,7 @@ enum EntryState {
 
 impl Default for IndexCache {
     fn default() -> Self {
-        Self::with_indexer(MAX_CONCURRENT_BUILDS, Arc::new(index_file))
+        Self::with_indexer(MAX_CONCURRENT_BUILDS, Arc::new(index_from))
     }
 }
 
@@ -224,11 +233,21 @@ impl IndexCache {
             return Current::Building(watch::channel(()).1);
         };
         let (done_tx, done_rx) = watch::channel(());
+        // A finished build of a smaller version is where a grown file continues from (the
+        // indexer checks that the file's start is unchanged).
+        let progress = entries
+            .get(path)
+            .filter(|entry| {
+                entry.version.size <= version.size
+                    && !matches!(entry.state, EntryState::Building(_))
+            })
+            .and_then(|entry| entry.progress.clone());
         entries.insert(
             path.to_owned(),
             Entry {
                 version,
                 state: EntryState::Building(done_rx.clone()),
+                progress: progress.clone(),
             },
         );
         // Unlocked first: a build the runtime refuses is dropped at once, and its drop locks.
@@ -237,6 +256,7 @@ impl IndexCache {
             cache: Arc::clone(self),
             path: path.to_owned(),
             version,
+            progress,
             _done: done_tx,
         };
         runtime.spawn(build.run());
@@ -252,10 +272,17 @@ impl IndexCache {
     }
 
     /// Store the outcome of the build of `version`, unless a newer version replaced it.
-    fn finish(&self, path: &Path, version: FileVersion, state: EntryState) {
+    fn finish(
+        &self,
+        path: &Path,
+        version: FileVersion,
+        state: EntryState,
+        progress: Option<IndexProgress>,
+    ) {
         if let Some(entry) = self.lock().get_mut(path) {
             if entry.version == version && matches!(entry.state, EntryState::Building(_)) {
                 entry.state = state;
+                entry.progress = progress.map(Arc::new);
             }
         }
     }
@@ -306,6 +333,8 @@ struct Build {
     cache: Arc<IndexCache>,
     path: PathBuf,
     version: FileVersion,
+    /// Where the previous build of a smaller version stopped.
+    progress: Option<Arc<IndexProgress>>,
     _done: watch::Sender<()>,
 }
 
@@ -320,17 +349,25 @@ impl Build {
         }
         let indexer = Arc::clone(&self.cache.indexer);
         let path = self.path.clone();
-        let state = match tokio::task::spawn_blocking(move || indexer(&path)).await {
-            Ok(Ok(index)) => EntryState::Ready(Arc::new(index)),
-            Ok(Err(error)) => EntryState::Failed(IndexFailure::Index(Arc::new(error))),
-            Err(_) => EntryState::Failed(IndexFailure::Interrupted {
-                path: self.path.clone(),
-            }),
-        };
+        let progress = self.progress.as_deref().cloned();
+        let (state, progress) =
+            match tokio::task::spawn_blocking(move || indexer(&path, progress)).await {
+                Ok((Ok(index), progress)) => (EntryState::Ready(Arc::new(index)), progress),
+                Ok((Err(error), progress)) => (
+                    EntryState::Failed(IndexFailure::Index(Arc::new(error))),
+                    progress,
+                ),
+                Err(_) => (
+                    EntryState::Failed(IndexFailure::Interrupted {
+                        path: self.path.clone(),
+                    }),
+                    None,
+                ),
+            };
         if let EntryState::Failed(failure) = &state {
             warn!(event = events::INDEX_FAILED, path = %self.path.display(), error = %failure, "cannot index on-demand file; it cannot be played over RTP and its duration is unknown until the file changes");
         }
-        self.cache.finish(&self.path, self.version, state);
+        self.cache.finish(&self.path, self.version, state, progress);
     }
 }
 
@@ -372,7 +409,7 @@ mod tests {
             let counting = Arc::clone(self);
             Arc::new(IndexCache::with_indexer(
                 max_builds,
-                Arc::new(move |path: &Path| counting.build(path)),
+                Arc::new(move |path: &Path, _| (counting.build(path), None)),
             ))
         }
 
@@ -509,5 +546,43 @@ mod tests {
             cache.wait(&file).await.unwrap();
         });
         assert_eq!(counting.builds(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_grows_is_indexed_on_from_the_last_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recording.ts");
+        let packet = crate::media::test_support::PacketSpec::new(0x100)
+            .payload(&[0; 184])
+            .build();
+        std::fs::write(&path, packet.repeat(1000)).unwrap();
+        let resumed_from = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&resumed_from);
+        let cache = Arc::new(IndexCache::with_indexer(
+            2,
+            Arc::new(move |path: &Path, progress: Option<IndexProgress>| {
+                seen.lock()
+                    .unwrap()
+                    .push(progress.as_ref().map(IndexProgress::indexed_bytes));
+                index_from(path, progress)
+            }),
+        ));
+        assert!(cache.wait(&path).await.is_err(), "no PCR");
+        for more in [500, 700] {
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            std::io::Write::write_all(&mut file, &packet.repeat(more)).unwrap();
+            assert!(cache.wait(&path).await.is_err());
+        }
+        assert_eq!(
+            *resumed_from.lock().unwrap(),
+            [None, Some(1000 * 188), Some(1500 * 188)]
+        );
+        // Rewritten from scratch (smaller): indexed from its start.
+        std::fs::write(&path, packet.repeat(10)).unwrap();
+        assert!(cache.wait(&path).await.is_err());
+        assert_eq!(resumed_from.lock().unwrap().last(), Some(&None));
     }
 }

@@ -45,12 +45,31 @@ pub struct LiveChunk {
     pub rtp: RtpBatch,
 }
 
+impl LiveChunk {
+    /// A lone null packet (the point's keep-alive): harmless to any client, even one
+    /// waiting for a keyframe, and what keeps its player from timing out.
+    pub fn is_keepalive(&self) -> bool {
+        self.chunk.data.len() == TS_PACKET_LEN
+            && crate::media::ts::TsPacket::new(&self.chunk.data)
+                .is_ok_and(|packet| packet.pid() == crate::media::ts::NULL_PID)
+    }
+}
+
 /// The RTP stream position a new RTP client starts at (RTSP `RTP-Info`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RtpStart {
     pub ssrc: u32,
     pub seq: u16,
     pub timestamp: u32,
+}
+
+/// What one push of encoder bytes delivered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Packets on the program's streams arrived (not just PSI, null packets or junk).
+    pub media: bool,
+    /// The PCRs among the pushed packets, in order, in 90 kHz units.
+    pub pcrs_90k: Vec<u64>,
 }
 
 /// Why a publish attempt was refused.
@@ -107,8 +126,12 @@ pub struct LiveStatus {
 
 /// How often a point without its source sends a null packet to its clients.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
-/// A publisher silent this long gets its clients kept busy with null packets.
-const SILENCE_BEFORE_KEEPALIVE: Duration = Duration::from_secs(1);
+/// A publisher that has delivered no media for this long may be taken over by one whose
+/// credentials were checked.
+const STALE_PUBLISHER: Duration = Duration::from_secs(1);
+/// Clients sent nothing for this long get null packets: with the check every
+/// [`KEEPALIVE_INTERVAL`], no client waits more than 1 s for a byte.
+const SILENCE_BEFORE_KEEPALIVE: Duration = Duration::from_millis(500);
 
 /// Mutable state of a live point, behind one lock so that a late joiner's snapshot and its
 /// subscription are taken atomically (no gap, no duplicate).
@@ -125,8 +148,9 @@ struct LiveInner {
     reconnects: u64,
     /// Why the source was last lost or could not be reached, for operators.
     last_error: Option<String>,
-    /// When the publisher last delivered media.
-    last_media: tokio::time::Instant,
+    /// When clients were last sent media: a point whose clients get nothing gets null
+    /// packets, whatever its publisher sends.
+    last_sent: tokio::time::Instant,
     /// The point's one RTP stream: sequence numbers and timestamps continue across encoder
     /// changes, so RTP clients never see the stream restart.
     rtp: RtpPacketizer,
@@ -222,7 +246,7 @@ impl LiveStream {
                 mark_discontinuity: false,
                 reconnects: 0,
                 last_error: None,
-                last_media: tokio::time::Instant::now(),
+                last_sent: tokio::time::Instant::now(),
                 rtp: RtpPacketizer::new(random_u32(), random_u32() as u16),
                 rtp_clock: RtpClock::new(random_u32()),
                 retired: false,
@@ -354,7 +378,6 @@ impl LiveStream {
         inner.gop.clear();
         inner.counters.new_source();
         inner.awaiting_keyframe = true;
-        inner.last_media = tokio::time::Instant::now();
         if !matches!(previous, LiveState::SourceLost { .. }) || inner.live_since.is_none() {
             inner.live_since = Some(std::time::Instant::now());
         }
@@ -381,18 +404,20 @@ impl LiveStream {
         Ok(())
     }
 
-    /// Feed encoder bytes; returns `false` if `session` is not the publisher.
-    pub fn push(&self, session: u64, data: &[u8]) -> bool {
+    /// Feed encoder bytes; `None` if `session` is not the publisher.
+    pub fn push(&self, session: u64, data: &[u8]) -> Option<Pushed> {
         let mut inner = self.lock();
         if inner.publisher != Some(session) {
-            return false;
+            return None;
         }
         let mut chunks = Vec::new();
         inner.ingest_rate.add(data.len(), std::time::Instant::now());
+        let media_before = inner.ingest.stats().media_packets;
         inner.ingest.push(data, &mut chunks);
-        if !chunks.is_empty() {
-            inner.last_media = tokio::time::Instant::now();
-        }
+        let pushed = Pushed {
+            media: inner.ingest.stats().media_packets > media_before,
+            pcrs_90k: inner.ingest.latest_pcrs_90k().to_vec(),
+        };
         for mut chunk in chunks {
             if inner.awaiting_keyframe {
                 // A new source's media before its first keyframe cannot be decoded by anyone
@@ -431,10 +456,11 @@ impl LiveStream {
                     inner.gop.clear();
                 }
             }
+            inner.last_sent = tokio::time::Instant::now();
             // No receivers is normal (nobody watching); the chunk is simply dropped.
             let _ = self.tx.send(LiveEvent::Media(live));
         }
-        true
+        Some(pushed)
     }
 
     /// Publish, taking the point over from a stale publisher: one that is still connected
@@ -448,11 +474,11 @@ impl LiveStream {
         let displaced = {
             let mut inner = self.lock();
             match inner.publisher {
-                Some(stale) if inner.last_media.elapsed() >= SILENCE_BEFORE_KEEPALIVE => {
+                Some(stale) if inner.last_sent.elapsed() >= STALE_PUBLISHER => {
                     inner.publisher = None;
                     // As if the source had just been lost: clients resync on the new one.
                     let now = tokio::time::Instant::now();
-                    inner.state = LiveState::SourceLost { deadline: now };
+                    inner.set_state(LiveState::SourceLost { deadline: now });
                     Some(stale)
                 }
                 _ => None,
@@ -519,9 +545,10 @@ impl LiveStream {
         }
     }
 
-    /// While a publisher is connected but sends nothing (a stall, before the source timeout
-    /// declares it lost), keep clients' connections busy so that their players do not time
-    /// out. Ends when the publisher changes.
+    /// While a publisher is connected but clients get nothing from it (a stall, junk, or media
+    /// before its first keyframe; until the source timeout declares it lost), keep clients'
+    /// connections busy so that their players do not time out. Ends when the publisher
+    /// changes.
     async fn watch_silence(&self, epoch: u64) {
         loop {
             tokio::time::sleep(KEEPALIVE_INTERVAL).await;
@@ -529,7 +556,7 @@ impl LiveStream {
             if inner.epoch != epoch {
                 return;
             }
-            if inner.last_media.elapsed() >= SILENCE_BEFORE_KEEPALIVE {
+            if inner.last_sent.elapsed() >= SILENCE_BEFORE_KEEPALIVE {
                 self.send_keepalive(&mut inner);
             }
         }
@@ -661,8 +688,8 @@ mod tests {
         assert_eq!(stream.state(), LiveState::Waiting);
         stream.publish(1).unwrap();
         assert!(matches!(stream.publish(2), Err(PublishError::Busy(1))));
-        assert!(!stream.push(2, &ts_packet(0x100, false)));
-        assert!(stream.push(1, &ts_packet(0x100, false)));
+        assert!(stream.push(2, &ts_packet(0x100, false)).is_none());
+        assert!(stream.push(1, &ts_packet(0x100, false)).is_some());
         stream.unpublish(1, "test");
         assert!(matches!(stream.state(), LiveState::SourceLost { .. }));
         assert!(
@@ -748,12 +775,12 @@ mod tests {
     async fn an_encoder_back_within_the_grace_resumes_on_a_flagged_keyframe() {
         let stream = test_stream(Duration::from_secs(2));
         stream.publish(1).unwrap();
-        assert!(stream.push(1, &stream_start()));
+        assert!(stream.push(1, &stream_start()).is_some());
         let mut rx = stream.join().rx;
         stream.unpublish(1, "test");
         tokio::time::sleep(Duration::from_millis(700)).await;
         stream.publish(2).unwrap();
-        assert!(stream.push(2, &stream_start()));
+        assert!(stream.push(2, &stream_start()).is_some());
 
         let mut saw_restart = false;
         loop {
@@ -785,5 +812,40 @@ mod tests {
         while let Ok(event) = rx.try_recv() {
             assert!(!matches!(event, LiveEvent::Ended));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_publisher_sending_no_media_leaves_clients_on_keepalives() {
+        let stream = test_stream(Duration::from_secs(2));
+        stream.publish(1).unwrap();
+        assert!(stream.push(1, &stream_start()).is_some());
+        let mut rx = stream.join().rx;
+        stream.unpublish(1, "test");
+        stream.publish(2).unwrap();
+        // The new publisher sends PSI and null packets only, every 100 ms, for 3 s.
+        let junk = [
+            &stream_start()[..2 * TS_PACKET_LEN],
+            &null_packet()[..],
+            &null_packet()[..],
+        ]
+        .concat();
+        let mut last = tokio::time::Instant::now();
+        let mut keepalives = 0;
+        for _ in 0..30 {
+            let pushed = stream.push(2, &junk).unwrap();
+            assert!(!pushed.media);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while let Ok(event) = rx.try_recv() {
+                if let LiveEvent::Media(live) = event {
+                    if live.is_keepalive() {
+                        keepalives += 1;
+                        assert!(last.elapsed() <= Duration::from_secs(1));
+                        last = tokio::time::Instant::now();
+                    }
+                }
+            }
+        }
+        assert!(keepalives >= 3, "{keepalives} keep-alives in 3 s");
+        assert!(last.elapsed() <= Duration::from_secs(1));
     }
 }

@@ -160,6 +160,7 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
     let mut range = None;
     let mut if_range = false;
     let mut authorization = None;
+    let mut hosts = 0;
     for header in parsed.headers.iter() {
         let name = header.name;
         let value = || {
@@ -179,7 +180,14 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
             if_range = true;
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value()?.to_owned());
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
         }
+    }
+    // Two Host fields are how requests get routed differently by two servers in a chain
+    // (RFC 9112 §3.2: a server must answer 400).
+    if hosts > 1 {
+        return Err(RequestError::Malformed("more than one Host header".into()));
     }
 
     let framing = framing.framing(minor_version)?;
@@ -251,6 +259,15 @@ mod tests {
 
     fn parse_ok(bytes: &[u8]) -> Request {
         parse(bytes).unwrap().expect("complete head")
+    }
+
+    #[test]
+    fn duplicate_host_headers_are_refused() {
+        let mut reader = HeadReader::new(8192);
+        reader.push(b"GET /live HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n");
+        let error = reader.next_request().unwrap_err();
+        assert_eq!(error.status(), 400);
+        assert!(error.to_string().contains("more than one Host"));
     }
 
     #[test]

@@ -148,6 +148,7 @@ impl Response {
             Some(self.body.len().to_string().as_str())
         );
         assert_eq!(self.get("Server"), Some(SERVER));
+        assert_eq!(self.get("X-Content-Type-Options"), Some("nosniff"));
     }
 }
 
@@ -508,16 +509,17 @@ fn idle_keep_alive_connection_closes_silently_on_timeout() {
 // Refusals
 
 #[test]
-fn unknown_point_is_a_404_with_the_host_message() {
+fn unknown_point_is_a_404_that_does_not_echo_the_request() {
     let mut client = Client::new();
     client.send(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
     let response = client.response();
-    response.assert_error(404, "no publishing point `nope`");
+    response.assert_error(404, "no such publishing point or file");
+    assert_eq!(response.get("X-Content-Type-Options"), Some("nosniff"));
     assert_eq!(response.get("Connection"), Some("keep-alive"));
     assert!(!client.mock.closed);
     assert_eq!(
         client.logs(LogLevel::WARN),
-        ["GET /nope -> 404: no publishing point `nope`"]
+        ["GET /nope -> 404: no such publishing point or file"]
     );
 }
 
@@ -527,7 +529,7 @@ fn head_404_has_the_length_but_no_body() {
     client.send(b"HEAD /nope HTTP/1.1\r\n\r\n");
     let response = client.head_response();
     assert_eq!(response.status, 404);
-    assert_eq!(response.get("Content-Length"), Some("27"));
+    assert_eq!(response.get("Content-Length"), Some("33"));
     assert!(response.body.is_empty());
 }
 
@@ -923,7 +925,7 @@ fn publish_refusal_with_expect_sends_no_100() {
     let mut client = Client::new();
     client.send(b"PUT /nope HTTP/1.1\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n");
     let response = client.response();
-    response.assert_error(404, "no publishing point `nope`");
+    response.assert_error(404, "no such publishing point or file");
     assert_eq!(
         response.get("Connection"),
         Some("close"),
