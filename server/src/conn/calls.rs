@@ -337,6 +337,10 @@ impl HostCalls for Connection<'_> {
         Ok(play)
     }
 
+    fn play_framed(&mut self, path: &str, range: ByteRange) -> Result<PointInfo, HostError> {
+        self.play_framed_media(path, range)
+    }
+
     fn present_credentials(&mut self, credentials: ferrocast_plugin_api::Credentials) {
         self.credentials = credentials;
     }

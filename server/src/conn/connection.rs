@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tracing::{info, warn, Span};
 
 use super::admission::{CurrentTables, DrainState, Uses};
+use super::framed::{FramedChunk, FramedMedia};
 use super::media::{LiveStep, Media};
 use super::output::OutputQueue;
 use super::play::NowPlaying;
@@ -75,6 +76,8 @@ pub struct Connection<'a> {
     pub(super) transports: TransportSet,
     /// What the client presented with its current request, for the access checks.
     pub(super) credentials: ferrocast_plugin_api::Credentials,
+    /// Media the session asked to frame itself (`play_framed`).
+    pub(super) framed: FramedMedia,
 }
 
 impl<'a> Connection<'a> {
@@ -96,6 +99,7 @@ impl<'a> Connection<'a> {
             publisher: None,
             credentials: ferrocast_plugin_api::Credentials::none(),
             transports: TransportSet::default(),
+            framed: FramedMedia::default(),
         }
     }
 
@@ -181,6 +185,7 @@ impl<'a> Connection<'a> {
 
     pub fn stop_media(&mut self, why: &str) {
         self.pending_media.clear();
+        self.framed.stop();
         self.transports.stop_reports();
         if let Some(point) = self.playing.take() {
             info!(event = events::STOP, %point, why, "play stopped");
@@ -205,13 +210,15 @@ impl<'a> Connection<'a> {
         self.pending_end.take()
     }
 
-    /// Send live chunks in the session's framing: raw TS on the connection, or the shared
-    /// RTP packets on every transport.
+    /// Send live chunks in the session's framing: raw TS on the connection, the shared RTP
+    /// packets on every transport, or to the session to frame itself.
     pub fn deliver_live(&mut self, chunks: Vec<Arc<LiveChunk>>) {
         let rtp = self.now_playing() == NowPlaying::LiveOnTransports;
         for live in chunks {
             if rtp {
                 self.transports.send_rtp(&live.rtp, &mut self.out);
+            } else if self.framed.is_active() {
+                self.framed.push(FramedChunk::of_live(&live.chunk));
             } else {
                 self.out.push(live.chunk.data.clone());
             }
@@ -236,6 +243,9 @@ impl<'a> Connection<'a> {
     /// A block of the on-demand range was read (`None`: the range is complete).
     pub fn on_file_block(&mut self, block: std::io::Result<Option<Bytes>>) {
         match block {
+            Ok(Some(block)) if self.framed.is_active() => {
+                self.framed.push(FramedChunk::of_file(block))
+            }
             Ok(Some(block)) => self.out.push(block),
             Ok(None) => self.end_media(EndReason::COMPLETE, "range sent".into()),
             Err(error) => {
