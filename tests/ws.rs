@@ -228,3 +228,84 @@ fn bad_client_frames_get_the_protocols_close_codes() {
         );
     }
 }
+
+/// Poll `ferrocast status` until `ok` holds for the ws plugin's generations.
+fn wait_for_ws_generations(
+    server: &Ferrocast,
+    what: &str,
+    ok: impl Fn(&[GenerationStatus]) -> bool,
+) -> Vec<GenerationStatus> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let generations = server.generations_of("ws");
+        if ok(&generations) {
+            return generations;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ws generations: expected {what}, got {generations:#?}\nserver log:\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_ws_plugin_is_swapped_under_a_playing_client() {
+    let (server, plugins, ws) = start_ws();
+    let _encoder = Encoder::push_live(&server, 40);
+    let mut old = client(ws, "/live");
+    let before = receive_for(&mut old, Duration::from_secs(2));
+    assert!(!before.is_empty(), "the client plays before the swap");
+
+    // A fresh copy is a new inode: a new build as far as the server can tell.
+    install_build(
+        plugins.path(),
+        "libferrocast_ws.so",
+        &built_library("libferrocast_ws.so"),
+    );
+    let reload = server.command(&["reload", "--plugins-only"]);
+    assert_eq!(reload.code, Some(0), "reload failed: {}", reload.text);
+    assert!(
+        reload.text.contains("plugin ws: generation 2"),
+        "reload report: {}",
+        reload.text
+    );
+
+    let mut new = client(ws, "/live");
+    wait_for_ws_generations(
+        &server,
+        "the old client on generation 1 (draining), the new one on generation 2",
+        |g| {
+            generation(g, 1).is_some_and(|g| g.sessions == 1 && g.role == "draining")
+                && generation(g, 2).is_some_and(|g| g.sessions == 1 && g.role == "current")
+        },
+    );
+    // Both keep playing; the old client's stream runs on without a break.
+    let mut old_body = before;
+    old_body.extend(receive_for(&mut old, Duration::from_secs(3)));
+    let new_body = receive_for(&mut new, Duration::from_secs(3));
+    assert!(
+        new_body.len() > 50_000,
+        "the new client got {} bytes",
+        new_body.len()
+    );
+    assert_decodes(server.dir.path(), &old_body, 100);
+    assert_decodes(server.dir.path(), &new_body, 40);
+
+    // The old client leaves: generation 1 drains away.
+    old.close(None).unwrap();
+    let _ = receive_until_closed(&mut old);
+    wait_for_ws_generations(&server, "only generation 2", |g| {
+        g.len() == 1 && g[0].generation == 2
+    });
+}
+
+/// Read until the server's answer to our close (bounded by the read timeout).
+fn receive_until_closed(socket: &mut tungstenite::WebSocket<TcpStream>) -> usize {
+    let mut messages = 0;
+    while socket.read().is_ok() && messages < 100_000 {
+        messages += 1;
+    }
+    messages
+}
