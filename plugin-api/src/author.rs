@@ -183,6 +183,18 @@ impl<'a> Host<'a> {
             .play_framed(RStr::from_str(path), range)
             .into_result()
     }
+
+    /// Since 1.1. Add `delta` to the plugin's counter `name` (e.g. `responses_200`); the
+    /// server keeps one per plugin, across its sessions, and shows it in its status. Use a
+    /// small, fixed set of names: the server keeps a bounded number per plugin.
+    pub fn count(&mut self, name: &str, delta: u64) {
+        self.ffi.count(RStr::from_str(name), delta);
+    }
+
+    /// Since 1.1. Set the plugin's gauge `name` to `value`.
+    pub fn gauge(&mut self, name: &str, value: i64) {
+        self.ffi.gauge(RStr::from_str(name), value);
+    }
 }
 
 /// Run `f`, turning a panic into its message.

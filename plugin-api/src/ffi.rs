@@ -186,4 +186,13 @@ pub trait FfiHost {
         let _ = (path, range);
         RResult::RErr(unsupported("framed media"))
     }
+    /// Since 1.1. Add `delta` to this plugin's counter `name` (created at zero on first use),
+    /// shown under the plugin's name in the server's status.
+    fn count(&mut self, name: RStr<'_>, delta: u64) {
+        let _ = (name, delta);
+    }
+    /// Since 1.1. Set this plugin's gauge `name` to `value`.
+    fn gauge(&mut self, name: RStr<'_>, value: i64) {
+        let _ = (name, value);
+    }
 }

@@ -356,6 +356,14 @@ pub trait HostCalls {
             "framed media is not supported by this server",
         ))
     }
+    /// Add to the plugin's counter `name` (since 1.1).
+    fn count(&mut self, name: &str, delta: u64) {
+        let _ = (name, delta);
+    }
+    /// Set the plugin's gauge `name` (since 1.1).
+    fn gauge(&mut self, name: &str, value: i64) {
+        let _ = (name, value);
+    }
 }
 
 /// Presents a [`HostCalls`] as the ABI's [`FfiHost`].
@@ -412,6 +420,12 @@ impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
     }
     fn play_framed(&mut self, path: RStr<'_>, range: ByteRange) -> RResult<PointInfo, HostError> {
         self.0.play_framed(path.as_str(), range).into()
+    }
+    fn count(&mut self, name: RStr<'_>, delta: u64) {
+        self.0.count(name.as_str(), delta);
+    }
+    fn gauge(&mut self, name: RStr<'_>, value: i64) {
+        self.0.gauge(name.as_str(), value);
     }
 }
 

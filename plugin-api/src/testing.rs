@@ -55,6 +55,9 @@ pub struct MockHost {
     pub pauses: usize,
     /// What `pause_transports` answers; position 0 when unset.
     pub pause_answer: Option<Result<u64, HostError>>,
+    /// The plugin's counters and gauges, by name.
+    pub counters: BTreeMap<String, u64>,
+    pub gauges: BTreeMap<String, i64>,
     /// Credentials the session presented, in order.
     pub credentials: Vec<Credentials>,
 }
@@ -229,5 +232,11 @@ impl FfiHost for MockHost {
             self.framed_plays.push((path.as_str().to_owned(), range));
         }
         answer.into()
+    }
+    fn count(&mut self, name: RStr<'_>, delta: u64) {
+        *self.counters.entry(name.as_str().to_owned()).or_default() += delta;
+    }
+    fn gauge(&mut self, name: RStr<'_>, value: i64) {
+        self.gauges.insert(name.as_str().to_owned(), value);
     }
 }

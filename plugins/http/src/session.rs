@@ -57,6 +57,12 @@ impl Default for Config {
     }
 }
 
+/// Write a response head, counting it under `responses_<status>` in the plugin's counters.
+fn write_head(host: &mut Host<'_>, head: &Response) {
+    host.write(&head.encode());
+    host.count(&format!("responses_{}", head.status), 1);
+}
+
 /// The status answering a host refusal.
 pub fn status_for(code: ErrorCode) -> u16 {
     match code {
@@ -222,7 +228,7 @@ impl HttpSession {
                     .head(204)
                     .header("Allow", ALLOW_ALL)
                     .header("Connection", connection(keep_alive));
-                host.write(&head.encode());
+                write_head(host, &head);
                 host.log(LogLevel::INFO, &format!("{} -> 204", exchange.label));
                 self.finish_response(host, keep_alive);
             }
@@ -311,7 +317,7 @@ impl HttpSession {
             .header("Content-Type", MPEG_TS)
             .header("Cache-Control", "no-cache, no-store")
             .header("Connection", "close");
-        host.write(&head.encode());
+        write_head(host, &head);
         host.log(LogLevel::INFO, &format!("{} -> 200 (live)", exchange.label));
     }
 
@@ -365,7 +371,7 @@ impl HttpSession {
                 return self.refuse_host(host, exchange, &error, &[], keep_alive);
             }
         }
-        host.write(&head.encode());
+        write_head(host, &head);
         host.log(
             LogLevel::INFO,
             &format!("{} -> {status} ({detail})", exchange.label),
@@ -449,7 +455,7 @@ impl HttpSession {
             .head(200)
             .header("Content-Length", "0")
             .header("Connection", "close");
-        host.write(&head.encode());
+        write_head(host, &head);
         host.log(
             LogLevel::INFO,
             &format!("{label} -> 200 ({pushed} bytes pushed)"),
@@ -496,7 +502,7 @@ impl HttpSession {
         head = head
             .header("Content-Length", body.len().to_string())
             .header("Connection", connection(keep_alive));
-        host.write(&head.encode());
+        write_head(host, &head);
         if !exchange.head_only {
             host.write(body.as_bytes());
         }

@@ -24,7 +24,7 @@ use crate::events;
 use crate::media::pacer::PacerStep;
 use crate::media::rtp::RtpBatch;
 use crate::points::LiveChunk;
-use crate::state::Shared;
+use crate::state::{PluginCounters, Shared};
 
 /// Paced sends handled before the connection task looks at its socket again.
 const PACED_SENDS_PER_TURN: usize = 32;
@@ -78,6 +78,8 @@ pub struct Connection<'a> {
     pub(super) credentials: ferrocast_plugin_api::Credentials,
     /// Media the session asked to frame itself (`play_framed`).
     pub(super) framed: FramedMedia,
+    /// The counters and gauges the session's plugin publishes.
+    pub(super) counters: Arc<PluginCounters>,
 }
 
 impl<'a> Connection<'a> {
@@ -100,6 +102,7 @@ impl<'a> Connection<'a> {
             credentials: ferrocast_plugin_api::Credentials::none(),
             transports: TransportSet::default(),
             framed: FramedMedia::default(),
+            counters: shared.counters_of(plugin),
         }
     }
 

@@ -1075,3 +1075,14 @@ fn corruption_in_a_push_never_alters_the_media_before_it() {
         assert!(pushed.len() <= input.len() - head_len);
     }
 }
+
+#[test]
+fn responses_are_counted_by_status() {
+    let mut client = Client::new();
+    client.send(b"GET /vod HTTP/1.1\r\nHost: t\r\n\r\n");
+    client.stream_ended(EndReason::COMPLETE);
+    client.send(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    let counters = &client.mock.counters;
+    assert_eq!(counters.get("responses_200"), Some(&1), "{counters:?}");
+    assert_eq!(counters.get("responses_404"), Some(&2), "{counters:?}");
+}
