@@ -238,6 +238,7 @@ fn the_default_configuration_serves_its_sample_out_of_the_box() {
         .replace("0.0.0.0:8080", &address.to_string())
         .replace("127.0.0.1:8090", &loopback().to_string())
         .replace("0.0.0.0:8554", &rtsp.to_string())
+        .replace("0.0.0.0:8082", &loopback().to_string())
         .replace("0.0.0.0:9000", &raw_tcp.to_string())
         .replace("\"9000\"", &format!("\"{}\"", raw_tcp.port()))
         .replace(

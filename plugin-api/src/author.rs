@@ -14,8 +14,9 @@ use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 
 use crate::ffi::{FfiPlugin, FfiSession, FfiSession_TO, HostRef, PluginBox, SessionBox};
 use crate::types::{
-    ByteRange, CreateError, Credentials, HostError, LogLevel, OutputSpec, PlayInfo, PluginInfo,
-    PluginKind, PointInfo, SessionInfo, SettingError, StreamEnded, TransportInfo, TransportRequest,
+    ByteRange, CreateError, Credentials, HostError, LogLevel, MediaChunk, OutputSpec, PlayInfo,
+    PluginInfo, PluginKind, PointInfo, SessionInfo, SettingError, StreamEnded, TransportInfo,
+    TransportRequest,
 };
 use abi_stable::std_types::RVec;
 
@@ -67,6 +68,12 @@ pub trait Session: Send + 'static {
     /// The client showed life on transport `transport` (an RTCP report): a keep-alive.
     fn on_transport_activity(&mut self, host: &mut Host<'_>, transport: u64) {
         let _ = (host, transport);
+    }
+    /// Since 1.1. The next piece of the media started with [`Host::play_framed`]: wrap it in
+    /// the protocol's frames and [`Host::write`] it. Never called on a session that did not
+    /// ask for framed media.
+    fn on_media(&mut self, host: &mut Host<'_>, chunk: &MediaChunk<'_>) {
+        let _ = (host, chunk);
     }
 }
 
@@ -164,6 +171,29 @@ impl<'a> Host<'a> {
     /// `UNAUTHORIZED` or `FORBIDDEN`. Present [`Credentials::none`] for a request without any.
     pub fn present_credentials(&mut self, credentials: Credentials) {
         self.ffi.present_credentials(credentials);
+    }
+
+    /// Since 1.1. Start media like [`Host::play`], but have it handed to
+    /// [`Session::on_media`] chunk by chunk instead of written as raw MPEG-TS, so the session
+    /// frames it itself. The host hands over the next chunk only while the connection's
+    /// output is below its high-water mark, skips a client that falls behind to the next
+    /// keyframe, and reports the end with [`Session::on_stream_ended`], as for `play`.
+    pub fn play_framed(&mut self, path: &str, range: ByteRange) -> Result<PointInfo, HostError> {
+        self.ffi
+            .play_framed(RStr::from_str(path), range)
+            .into_result()
+    }
+
+    /// Since 1.1. Add `delta` to the plugin's counter `name` (e.g. `responses_200`); the
+    /// server keeps one per plugin, across its sessions, and shows it in its status. Use a
+    /// small, fixed set of names: the server keeps a bounded number per plugin.
+    pub fn count(&mut self, name: &str, delta: u64) {
+        self.ffi.count(RStr::from_str(name), delta);
+    }
+
+    /// Since 1.1. Set the plugin's gauge `name` to `value`.
+    pub fn gauge(&mut self, name: &str, value: i64) {
+        self.ffi.gauge(RStr::from_str(name), value);
     }
 }
 
@@ -278,6 +308,10 @@ impl FfiSession for SessionAdapter {
         transport: u64,
     ) -> RResult<(), RString> {
         self.call(host, |s, h| s.on_transport_activity(h, transport))
+    }
+
+    fn on_media<'a>(&mut self, host: HostRef<'a>, chunk: MediaChunk<'a>) -> RResult<(), RString> {
+        self.call(host, |s, h| s.on_media(h, &chunk))
     }
 }
 

@@ -23,8 +23,8 @@ use abi_stable::std_types::{RBox, RResult, RSlice, RStr, RString};
 use abi_stable::{declare_root_module_statics, package_version_strings, sabi_trait, StableAbi};
 
 use crate::types::{
-    ByteRange, CreateError, Credentials, ErrorCode, HostError, LogLevel, OutputSpec, PlayInfo,
-    PluginInfo, PointInfo, SessionInfo, StreamEnded, TransportInfo, TransportRequest,
+    ByteRange, CreateError, Credentials, ErrorCode, HostError, LogLevel, MediaChunk, OutputSpec,
+    PlayInfo, PluginInfo, PointInfo, SessionInfo, StreamEnded, TransportInfo, TransportRequest,
 };
 use abi_stable::std_types::RVec;
 
@@ -113,6 +113,12 @@ pub trait FfiSession: Send {
         let _ = (host, transport);
         RResult::ROk(())
     }
+    /// Since 1.1. The next piece of the media started with `FfiHost::play_framed`, for the
+    /// plugin to frame and `write`. Called only on sessions that asked for framed media.
+    fn on_media<'a>(&mut self, host: HostRef<'a>, chunk: MediaChunk<'a>) -> RResult<(), RString> {
+        let _ = (host, chunk);
+        RResult::ROk(())
+    }
 }
 
 /// What a plugin can ask of the host during a call. The host owns every socket, timer and
@@ -170,5 +176,23 @@ pub trait FfiHost {
     /// call of this method; present [`Credentials::none`] for a request that carried none.
     fn present_credentials(&mut self, credentials: Credentials) {
         let _ = credentials;
+    }
+    /// Since 1.1. Like `play`, but the host hands the media to the session as
+    /// `FfiSession::on_media` events instead of writing raw MPEG-TS, so the plugin can wrap
+    /// it in its own frames. Backpressure, slow-client skipping and the end of the stream
+    /// (`on_stream_ended`) behave as for `play`: the next chunk is handed over only while the
+    /// connection's output queue is below its high-water mark.
+    fn play_framed(&mut self, path: RStr<'_>, range: ByteRange) -> RResult<PointInfo, HostError> {
+        let _ = (path, range);
+        RResult::RErr(unsupported("framed media"))
+    }
+    /// Since 1.1. Add `delta` to this plugin's counter `name` (created at zero on first use),
+    /// shown under the plugin's name in the server's status.
+    fn count(&mut self, name: RStr<'_>, delta: u64) {
+        let _ = (name, delta);
+    }
+    /// Since 1.1. Set this plugin's gauge `name` to `value`.
+    fn gauge(&mut self, name: RStr<'_>, value: i64) {
+        let _ = (name, value);
     }
 }

@@ -36,8 +36,8 @@ use abi_stable::StableAbi;
 
 use crate::ffi::{FfiHost, FfiHost_TO, PluginBox, PluginMod_Ref, SessionBox};
 use crate::types::{
-    ByteRange, Credentials, HostError, LogLevel, OutputSpec, PlayInfo, PluginInfo, PointInfo,
-    SessionInfo, SettingError, StreamEnded, TransportInfo, TransportRequest,
+    ByteRange, Credentials, HostError, LogLevel, MediaChunk, OutputSpec, PlayInfo, PluginInfo,
+    PointInfo, SessionInfo, SettingError, StreamEnded, TransportInfo, TransportRequest,
 };
 
 /// The interface version this host was built with (`major.minor.patch`).
@@ -347,6 +347,23 @@ pub trait HostCalls {
     fn pause_transports(&mut self) -> Result<u64, HostError>;
     /// What the client presented with the current request (since 1.1).
     fn present_credentials(&mut self, credentials: Credentials);
+    /// Play with the media handed to the session as [`PluginSession::on_media`] events
+    /// (since 1.1). A host that cannot refuses it.
+    fn play_framed(&mut self, path: &str, range: ByteRange) -> Result<PointInfo, HostError> {
+        let _ = (path, range);
+        Err(HostError::new(
+            crate::types::ErrorCode::UNSUPPORTED_TRANSPORT,
+            "framed media is not supported by this server",
+        ))
+    }
+    /// Add to the plugin's counter `name` (since 1.1).
+    fn count(&mut self, name: &str, delta: u64) {
+        let _ = (name, delta);
+    }
+    /// Set the plugin's gauge `name` (since 1.1).
+    fn gauge(&mut self, name: &str, value: i64) {
+        let _ = (name, value);
+    }
 }
 
 /// Presents a [`HostCalls`] as the ABI's [`FfiHost`].
@@ -400,6 +417,15 @@ impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
     }
     fn present_credentials(&mut self, credentials: Credentials) {
         self.0.present_credentials(credentials);
+    }
+    fn play_framed(&mut self, path: RStr<'_>, range: ByteRange) -> RResult<PointInfo, HostError> {
+        self.0.play_framed(path.as_str(), range).into()
+    }
+    fn count(&mut self, name: RStr<'_>, delta: u64) {
+        self.0.count(name.as_str(), delta);
+    }
+    fn gauge(&mut self, name: RStr<'_>, value: i64) {
+        self.0.gauge(name.as_str(), value);
     }
 }
 
@@ -456,6 +482,17 @@ impl PluginSession {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_peer_closed(host))
+    }
+
+    /// Hand the session the next piece of the media it asked for with `play_framed`.
+    pub fn on_media(
+        &mut self,
+        host: &mut impl HostCalls,
+        chunk: MediaChunk<'_>,
+    ) -> Result<(), PluginFault> {
+        let mut adapter = HostAdapter(host);
+        let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
+        fault(self.session.on_media(host, chunk))
     }
 }
 

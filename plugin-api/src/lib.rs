@@ -39,8 +39,9 @@ pub use author::{Host, Plugin, PluginMeta, Session};
 pub use settings::{check_range, parse_settings};
 pub use types::{
     ByteRange, CreateError, CredentialKind, Credentials, EndReason, ErrorCode, Framing, HostError,
-    LogLevel, OutputSpec, PlayInfo, PluginInfo, PluginKind, PointInfo, PointKind, SessionInfo,
-    SettingError, StreamEnded, TransportInfo, TransportKind, TransportRequest, RESUME,
+    LogLevel, MediaChunk, OutputSpec, PlayInfo, PluginInfo, PluginKind, PointInfo, PointKind,
+    SessionInfo, SettingError, StreamEnded, TransportInfo, TransportKind, TransportRequest,
+    NO_TIMESTAMP, RESUME,
 };
 
 /// Used by [`export_plugin!`]; not part of the public API.

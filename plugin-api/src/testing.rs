@@ -30,6 +30,8 @@ pub struct MockHost {
     /// Armed timers: id → delay in milliseconds.
     pub timers: BTreeMap<u64, u64>,
     pub plays: Vec<(String, ByteRange)>,
+    /// `play_framed` calls that were accepted: the session receives media as `on_media`.
+    pub framed_plays: Vec<(String, ByteRange)>,
     pub stops: usize,
     pub published: Vec<String>,
     pub pushed: Vec<u8>,
@@ -53,6 +55,9 @@ pub struct MockHost {
     pub pauses: usize,
     /// What `pause_transports` answers; position 0 when unset.
     pub pause_answer: Option<Result<u64, HostError>>,
+    /// The plugin's counters and gauges, by name.
+    pub counters: BTreeMap<String, u64>,
+    pub gauges: BTreeMap<String, i64>,
     /// Credentials the session presented, in order.
     pub credentials: Vec<Credentials>,
 }
@@ -226,5 +231,21 @@ impl FfiHost for MockHost {
     }
     fn present_credentials(&mut self, credentials: Credentials) {
         self.credentials.push(credentials);
+    }
+    fn play_framed(&mut self, path: RStr<'_>, range: ByteRange) -> RResult<PointInfo, HostError> {
+        if let Some(refusal) = self.play_refusals.get(path.as_str()) {
+            return RResult::RErr(refusal.clone());
+        }
+        let answer = self.answer(path.as_str());
+        if answer.is_ok() {
+            self.framed_plays.push((path.as_str().to_owned(), range));
+        }
+        answer.into()
+    }
+    fn count(&mut self, name: RStr<'_>, delta: u64) {
+        *self.counters.entry(name.as_str().to_owned()).or_default() += delta;
+    }
+    fn gauge(&mut self, name: RStr<'_>, value: i64) {
+        self.gauges.insert(name.as_str().to_owned(), value);
     }
 }

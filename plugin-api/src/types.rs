@@ -5,7 +5,7 @@
 //! enums: a later interface version can add a value without changing the layout, and code that
 //! meets a value it does not know can treat it as "other".
 
-use abi_stable::std_types::{RString, RVec};
+use abi_stable::std_types::{RSlice, RString, RVec};
 use abi_stable::StableAbi;
 use std::fmt;
 
@@ -487,5 +487,45 @@ impl fmt::Debug for Credentials {
             .field("kind", &self.kind.as_str())
             .field("user", &self.user.as_str())
             .finish_non_exhaustive()
+    }
+}
+
+/// Since 1.1. One piece of a point's media handed to a session that asked for it with
+/// `play_framed`, for the plugin to wrap in its own protocol's frames. `data` borrows the
+/// host's shared buffer for the duration of the call: copy what must outlive it (writing it
+/// with `write` does).
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct MediaChunk<'a> {
+    /// Whole MPEG-TS packets.
+    pub data: RSlice<'a, u8>,
+    /// A decoder can start here (the chunk begins at a keyframe, tables first).
+    pub keyframe: bool,
+    /// The chunk's first program clock reference in 90 kHz units, or [`NO_TIMESTAMP`] when
+    /// it carries none (on-demand file blocks, chunks between PCRs).
+    pub timestamp_90k: u64,
+}
+
+/// Since 1.1. [`MediaChunk::timestamp_90k`] of a chunk without a timestamp.
+pub const NO_TIMESTAMP: u64 = u64::MAX;
+
+impl<'a> MediaChunk<'a> {
+    /// A chunk over `data`; `timestamp_90k` is `None` for a chunk without one.
+    pub fn new(data: &'a [u8], keyframe: bool, timestamp_90k: Option<u64>) -> Self {
+        Self {
+            data: RSlice::from_slice(data),
+            keyframe,
+            timestamp_90k: timestamp_90k.unwrap_or(NO_TIMESTAMP),
+        }
+    }
+
+    /// The chunk's bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.data.as_slice()
+    }
+
+    /// The chunk's timestamp in 90 kHz units, if it has one.
+    pub fn timestamp(&self) -> Option<u64> {
+        (self.timestamp_90k != NO_TIMESTAMP).then_some(self.timestamp_90k)
     }
 }

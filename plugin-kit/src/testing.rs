@@ -23,7 +23,7 @@
 //! ```
 
 use ferrocast_plugin_api::testing::MockHost;
-use ferrocast_plugin_api::{EndReason, LogLevel, Plugin, Session, StreamEnded};
+use ferrocast_plugin_api::{EndReason, LogLevel, MediaChunk, Plugin, Session, StreamEnded};
 
 /// A session under test and the mock host it runs on.
 #[derive(Debug)]
@@ -36,6 +36,13 @@ impl<S: Session> SessionHarness<S> {
     /// `session` on `mock` (scripted with points and refusals beforehand).
     pub fn new(mock: MockHost, session: S) -> Self {
         Self { mock, session }
+    }
+
+    /// The host handed the session a chunk of framed media (after `play_framed`).
+    pub fn media(&mut self, data: &[u8], keyframe: bool, timestamp_90k: Option<u64>) {
+        let session = &mut self.session;
+        let chunk = MediaChunk::new(data, keyframe, timestamp_90k);
+        self.mock.run(|host| session.on_media(host, &chunk));
     }
 
     /// The connection opened.

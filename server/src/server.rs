@@ -547,6 +547,15 @@ impl Server {
                 role.as_str()
             );
         }
+        for (plugin, counters) in self.shared.all_plugin_counters() {
+            let (counted, gauged) = counters.snapshot();
+            for (name, value) in counted {
+                let _ = writeln!(text, "counter {plugin} {name} {value}");
+            }
+            for (name, value) in gauged {
+                let _ = writeln!(text, "gauge {plugin} {name} {value}");
+            }
+        }
         for (plugin, address) in self.local_addresses() {
             let _ = writeln!(text, "listener {plugin} {address}");
         }

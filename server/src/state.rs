@@ -6,7 +6,7 @@
 //! re-checks what it uses when the epoch moves.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ pub struct Shared {
     pub access: crate::access::AccessControl,
     /// Every live client connection, for the admin API's session list and kicks.
     pub sessions: SessionTable,
+    /// The counters and gauges each plugin published, by plugin name (kept across reloads
+    /// and generations).
+    plugin_counters: Mutex<BTreeMap<String, Arc<PluginCounters>>>,
 }
 
 /// Points and plugins an operator put into the drain state: they take no new sessions.
@@ -61,6 +64,7 @@ impl Shared {
             next_session: AtomicU64::new(1),
             access: crate::access::AccessControl::default(),
             sessions: SessionTable::default(),
+            plugin_counters: Mutex::default(),
         }
     }
 
@@ -127,6 +131,104 @@ impl Shared {
 
     pub(crate) fn plugin_draining(&self, name: &str) -> bool {
         self.lock_drains().plugins.contains(name)
+    }
+
+    /// The counters of `plugin`, for a connection to keep (one lock per connection, none per
+    /// count).
+    pub fn counters_of(&self, plugin: &str) -> Arc<PluginCounters> {
+        let mut all = self
+            .plugin_counters
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        Arc::clone(all.entry(plugin.to_owned()).or_default())
+    }
+
+    /// Every plugin's counters, by plugin name.
+    pub fn all_plugin_counters(&self) -> Vec<(String, Arc<PluginCounters>)> {
+        let all = self
+            .plugin_counters
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        all.iter()
+            .map(|(plugin, counters)| (plugin.clone(), Arc::clone(counters)))
+            .collect()
+    }
+}
+
+/// Most counters plus gauges one plugin may publish; later names are ignored, so a plugin
+/// that makes names up (from request data, say) cannot grow the server without bound.
+pub const MAX_PLUGIN_METRICS: usize = 256;
+/// Longest counter or gauge name.
+pub const MAX_METRIC_NAME: usize = 64;
+
+type Metrics<T> = ArcSwap<BTreeMap<String, Arc<T>>>;
+/// A plugin's counters and gauges with their values at one moment, by name.
+pub type CountersSnapshot = (Vec<(String, u64)>, Vec<(String, i64)>);
+
+/// The named counters and gauges one plugin publishes. Counting a known name is one atomic
+/// add on a map read without a lock; only the first use of a name copies the map.
+#[derive(Default)]
+pub struct PluginCounters {
+    counters: Metrics<AtomicU64>,
+    gauges: Metrics<AtomicI64>,
+    /// Serialises the creation of names, so that two sessions adding at once lose neither.
+    adding: Mutex<()>,
+}
+
+impl PluginCounters {
+    pub fn count(&self, name: &str, delta: u64) {
+        if let Some(counter) = self.metric(&self.counters, name) {
+            counter.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    pub fn gauge(&self, name: &str, value: i64) {
+        if let Some(gauge) = self.metric(&self.gauges, name) {
+            gauge.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// Counters and gauges with their values, by name.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let counters = self.counters.load();
+        let gauges = self.gauges.load();
+        (
+            counters
+                .iter()
+                .map(|(name, value)| (name.clone(), value.load(Ordering::Relaxed)))
+                .collect(),
+            gauges
+                .iter()
+                .map(|(name, value)| (name.clone(), value.load(Ordering::Relaxed)))
+                .collect(),
+        )
+    }
+
+    /// The metric `name` in `map`, created at its default on first use; `None` for an
+    /// unusable name (empty, too long, not printable ASCII) or beyond the limit.
+    fn metric<T: Default>(&self, map: &Metrics<T>, name: &str) -> Option<Arc<T>> {
+        if let Some(found) = map.load().get(name) {
+            return Some(Arc::clone(found));
+        }
+        let usable = !name.is_empty()
+            && name.len() <= MAX_METRIC_NAME
+            && name.bytes().all(|b| b.is_ascii_graphic());
+        if !usable {
+            return None;
+        }
+        let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let current = map.load_full();
+        if let Some(found) = current.get(name) {
+            return Some(Arc::clone(found));
+        }
+        if self.counters.load().len() + self.gauges.load().len() >= MAX_PLUGIN_METRICS {
+            return None;
+        }
+        let metric = Arc::new(T::default());
+        let mut grown = (*current).clone();
+        grown.insert(name.to_owned(), Arc::clone(&metric));
+        map.store(Arc::new(grown));
+        Some(metric)
     }
 }
 
@@ -260,5 +362,56 @@ mod session_table_tests {
         assert!(!table.is_kicked(3));
         assert!(table.mark_kicked(3));
         assert!(table.is_kicked(3));
+    }
+}
+
+#[cfg(test)]
+mod counter_tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_up_and_gauges_keep_the_last_value() {
+        let counters = PluginCounters::default();
+        counters.count("responses_200", 1);
+        counters.count("responses_200", 2);
+        counters.count("responses_404", 1);
+        counters.gauge("open", 5);
+        counters.gauge("open", -2);
+        let (counted, gauged) = counters.snapshot();
+        assert_eq!(
+            counted,
+            [
+                ("responses_200".to_owned(), 3),
+                ("responses_404".to_owned(), 1)
+            ]
+        );
+        assert_eq!(gauged, [("open".to_owned(), -2)]);
+    }
+
+    #[test]
+    fn unusable_names_and_names_past_the_limit_are_ignored() {
+        let counters = PluginCounters::default();
+        for name in [
+            "",
+            "two words",
+            "line\nbreak",
+            &"x".repeat(MAX_METRIC_NAME + 1),
+        ] {
+            counters.count(name, 1);
+        }
+        assert!(counters.snapshot().0.is_empty());
+        for i in 0..MAX_PLUGIN_METRICS + 10 {
+            counters.count(&format!("c{i}"), 1);
+        }
+        counters.gauge("late", 1);
+        let (counted, gauged) = counters.snapshot();
+        assert_eq!(counted.len(), MAX_PLUGIN_METRICS);
+        assert!(gauged.is_empty());
+        counters.count("c0", 1);
+        assert_eq!(
+            counters.snapshot().0[0],
+            ("c0".to_owned(), 2),
+            "known names still count"
+        );
     }
 }

@@ -70,6 +70,12 @@ fn present_credentials(host: &mut Host<'_>, request: &Request) {
     host.present_credentials(credentials);
 }
 
+/// Write a response head, counting it under `responses_<status>` in the plugin's counters.
+fn write_head(host: &mut Host<'_>, head: &Response) {
+    host.write(&head.encode());
+    host.count(&format!("responses_{}", head.status), 1);
+}
+
 /// The status answering a host refusal.
 pub fn status_for(code: ErrorCode) -> u16 {
     match code {
@@ -237,7 +243,7 @@ impl HttpSession {
                     .head(204)
                     .header("Allow", ALLOW_ALL)
                     .header("Connection", connection(keep_alive));
-                host.write(&head.encode());
+                write_head(host, &head);
                 host.log(LogLevel::INFO, &format!("{} -> 204", exchange.label));
                 self.finish_response(host, keep_alive);
             }
@@ -327,7 +333,7 @@ impl HttpSession {
             .header("Content-Type", MPEG_TS)
             .header("Cache-Control", "no-cache, no-store")
             .header("Connection", "close");
-        host.write(&head.encode());
+        write_head(host, &head);
         host.log(LogLevel::INFO, &format!("{} -> 200 (live)", exchange.label));
     }
 
@@ -381,7 +387,7 @@ impl HttpSession {
                 return self.refuse_host(host, exchange, &error, &[], keep_alive);
             }
         }
-        host.write(&head.encode());
+        write_head(host, &head);
         host.log(
             LogLevel::INFO,
             &format!("{} -> {status} ({detail})", exchange.label),
@@ -464,7 +470,7 @@ impl HttpSession {
             .head(200)
             .header("Content-Length", "0")
             .header("Connection", "close");
-        host.write(&head.encode());
+        write_head(host, &head);
         host.log(
             LogLevel::INFO,
             &format!("{label} -> 200 ({pushed} bytes pushed)"),
@@ -527,7 +533,7 @@ impl HttpSession {
         head = head
             .header("Content-Length", body.len().to_string())
             .header("Connection", connection(keep_alive));
-        host.write(&head.encode());
+        write_head(host, &head);
         if !exchange.head_only {
             host.write(body.as_bytes());
         }

@@ -458,6 +458,18 @@ impl HostCalls for Connection<'_> {
         Ok(play)
     }
 
+    fn play_framed(&mut self, path: &str, range: ByteRange) -> Result<PointInfo, HostError> {
+        self.play_framed_media(path, range)
+    }
+
+    fn count(&mut self, name: &str, delta: u64) {
+        self.counters.count(name, delta);
+    }
+
+    fn gauge(&mut self, name: &str, value: i64) {
+        self.counters.gauge(name, value);
+    }
+
     fn present_credentials(&mut self, credentials: ferrocast_plugin_api::Credentials) {
         self.credentials = credentials;
     }

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tracing::{info, warn, Span};
 
 use super::admission::{CurrentTables, DrainState, Uses};
+use super::framed::{FramedChunk, FramedMedia};
 use super::media::{LiveStep, Media};
 use super::output::OutputQueue;
 use super::play::NowPlaying;
@@ -23,7 +24,7 @@ use crate::events;
 use crate::media::pacer::PacerStep;
 use crate::media::rtp::RtpBatch;
 use crate::points::LiveChunk;
-use crate::state::Shared;
+use crate::state::{PluginCounters, Shared};
 
 /// Paced sends handled before the connection task looks at its socket again.
 const PACED_SENDS_PER_TURN: usize = 32;
@@ -81,6 +82,10 @@ pub struct Connection<'a> {
     pub(super) answered: bool,
     /// When the current play was accepted, until its first media byte is queued.
     pub(super) play_accepted: Option<std::time::Instant>,
+    /// Media the session asked to frame itself (`play_framed`).
+    pub(super) framed: FramedMedia,
+    /// The counters and gauges the session's plugin publishes.
+    pub(super) counters: Arc<PluginCounters>,
 }
 
 impl<'a> Connection<'a> {
@@ -105,6 +110,8 @@ impl<'a> Connection<'a> {
             answered: false,
             transports: TransportSet::default(),
             play_accepted: None,
+            framed: FramedMedia::default(),
+            counters: shared.counters_of(plugin),
         }
     }
 
@@ -228,6 +235,7 @@ impl<'a> Connection<'a> {
 
     pub fn stop_media(&mut self, why: &str) {
         self.pending_media.clear();
+        self.framed.stop();
         self.transports.stop_reports();
         if let Some(point) = self.playing.take() {
             info!(event = events::STOP, %point, why, "play stopped");
@@ -252,8 +260,8 @@ impl<'a> Connection<'a> {
         self.pending_end.take()
     }
 
-    /// Send live chunks in the session's framing: raw TS on the connection, or the shared
-    /// RTP packets on every transport.
+    /// Send live chunks in the session's framing: raw TS on the connection, the shared RTP
+    /// packets on every transport, or to the session to frame itself.
     pub fn deliver_live(&mut self, chunks: Vec<Arc<LiveChunk>>) {
         if !chunks.is_empty() {
             self.note_first_media();
@@ -262,6 +270,8 @@ impl<'a> Connection<'a> {
         for live in chunks {
             if rtp {
                 self.transports.send_rtp(&live.rtp, &mut self.out);
+            } else if self.framed.is_active() {
+                self.framed.push(FramedChunk::of_live(&live.chunk));
             } else {
                 self.out.push(live.chunk.data.clone());
             }
@@ -286,6 +296,10 @@ impl<'a> Connection<'a> {
     /// A block of the on-demand range was read (`None`: the range is complete).
     pub fn on_file_block(&mut self, block: std::io::Result<Option<Bytes>>) {
         match block {
+            Ok(Some(block)) if self.framed.is_active() => {
+                self.note_first_media();
+                self.framed.push(FramedChunk::of_file(block))
+            }
             Ok(Some(block)) => {
                 self.note_first_media();
                 self.out.push(block)

@@ -11,6 +11,7 @@
 //! - `calls`: what the plugin asks of the host ([`HostCalls`](ferrocast_plugin_api::host::HostCalls));
 //! - `output`: the output queue, backpressure and the slow-client policy;
 //! - `media`: the media cursors (live ring, file range, paced RTP file);
+//! - `framed`: media handed to a session that frames it itself (`play_framed`);
 //! - `publisher`: a session that publishes to a point;
 //! - `ingest_pace`: holds a publisher that runs ahead of real time to a bounded lead;
 //! - `transports`: the session's RTP transports and RTCP schedule;
@@ -20,6 +21,7 @@
 mod admission;
 mod calls;
 mod connection;
+mod framed;
 mod ingest_pace;
 mod media;
 mod output;
@@ -347,6 +349,15 @@ where
         // the plugin wrote in that call (a response head, say).
         if let Some(ended) = conn.take_pending() {
             if let Err(fault) = span.in_scope(|| session.on_stream_ended(conn, ended)) {
+                return Ending::Fault(fault);
+            }
+            continue;
+        }
+        // Framed media goes to the session one chunk per turn, before anything else; what
+        // the session writes for it fills the output queue that gates the next chunk. Like
+        // the other per-chunk work, this runs outside the span (see `serve_connection`).
+        if let Some(chunk) = conn.framed.next() {
+            if let Err(fault) = session.on_media(conn, chunk.as_media()) {
                 return Ending::Fault(fault);
             }
             continue;

@@ -1161,3 +1161,14 @@ fn forbidden_is_403_and_rate_limited_is_429_with_retry_after() {
     response.assert_error(429, message);
     assert_eq!(response.get("Retry-After"), Some("17"));
 }
+
+#[test]
+fn responses_are_counted_by_status() {
+    let mut client = Client::new();
+    client.send(b"GET /vod HTTP/1.1\r\nHost: t\r\n\r\n");
+    client.stream_ended(EndReason::COMPLETE);
+    client.send(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    let counters = &client.mock.counters;
+    assert_eq!(counters.get("responses_200"), Some(&1), "{counters:?}");
+    assert_eq!(counters.get("responses_404"), Some(&2), "{counters:?}");
+}
