@@ -396,13 +396,21 @@ macro_rules! export_plugin {
             // What `#[abi_stable::export_root_module]` generates, spelled out so that a plugin
             // crate needs no direct dependency on abi_stable. The symbol name is
             // `abi_stable::library::ROOT_MODULE_LOADER_NAME` (checked by a test).
+            // `#[no_mangle]` makes this static the library's entry point: nothing else in the
+            // library may define the symbol, and `export_plugin!` is meant to be called once.
             #[no_mangle]
-            pub static _1as_0lib_1header_0root_bmodule_bloader: abi_stable::library::LibHeader = unsafe {
-                abi_stable::library::LibHeader::from_constructor::<$crate::ffi::PluginMod_Ref>(
-                    ferrocast_erased_root,
-                    abi_stable::library::CheckTypeLayout::Yes,
-                )
-            };
+            pub static _1as_0lib_1header_0root_bmodule_bloader: abi_stable::library::LibHeader =
+                // SAFETY: `from_constructor::<M>` requires that the erased root module returned by
+                // the constructor was made from a `PrefixRef<M>`. `ferrocast_erased_root` passes
+                // `ferrocast_plugin_root`, which returns a `PluginMod_Ref`, to
+                // `__call_root_module_loader`, which erases exactly that reference; `M` is
+                // `PluginMod_Ref` here too.
+                unsafe {
+                    abi_stable::library::LibHeader::from_constructor::<$crate::ffi::PluginMod_Ref>(
+                        ferrocast_erased_root,
+                        abi_stable::library::CheckTypeLayout::Yes,
+                    )
+                };
         };
     };
 }
