@@ -27,6 +27,8 @@
 //! plugin built against an incompatible version or whose interface layout differs. See
 //! [`ffi`] for how the interface may grow.
 
+#![deny(missing_docs)]
+
 pub mod author;
 pub mod ffi;
 #[cfg(feature = "host")]
