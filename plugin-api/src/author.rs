@@ -378,7 +378,27 @@ pub fn create_of<P: Plugin>(settings: RStr<'_>) -> RResult<PluginBox, CreateErro
 
 /// Export a [`Plugin`] type as this library's ferrocast plugin.
 ///
-/// ```ignore
+/// ```
+/// # use ferrocast_plugin_api::{Host, Plugin, PluginKind, PluginMeta, Session, SessionInfo};
+/// # use ferrocast_plugin_api::SettingError;
+/// # struct MyPlugin;
+/// # impl Plugin for MyPlugin {
+/// #     fn meta() -> PluginMeta {
+/// #         PluginMeta { name: "myproto", version: "0.1.0", description: "", kind: PluginKind::CONTROL }
+/// #     }
+/// #     fn create(_settings: &str) -> Result<Self, Vec<SettingError>> {
+/// #         Ok(MyPlugin)
+/// #     }
+/// #     fn new_session(&self, _info: &SessionInfo) -> Box<dyn Session> {
+/// #         Box::new(Quiet)
+/// #     }
+/// # }
+/// # struct Quiet;
+/// # impl Session for Quiet {
+/// #     fn on_data(&mut self, host: &mut Host<'_>, _data: &[u8]) {
+/// #         host.close();
+/// #     }
+/// # }
 /// ferrocast_plugin_api::export_plugin!(MyPlugin);
 /// ```
 ///
