@@ -23,17 +23,26 @@ use abi_stable::std_types::RVec;
 /// Static metadata of a plugin.
 #[derive(Clone, Copy, Debug)]
 pub struct PluginMeta {
+    /// The protocol's name: the `[plugins.<name>]` table and the name in a point's `protocols`.
     pub name: &'static str,
+    /// The plugin's own version (usually `env!("CARGO_PKG_VERSION")`).
     pub version: &'static str,
+    /// A one-line description, shown by `ferrocast --list-plugins`.
     pub description: &'static str,
+    /// [`PluginKind::CONTROL`] (speaks to clients) or [`PluginKind::TRANSPORT`] (carries media
+    /// for control plugins).
     pub kind: PluginKind,
 }
 
 /// A plugin: created once per load from its settings, it makes one [`Session`] per connection.
 pub trait Plugin: Send + Sync + Sized + 'static {
+    /// The plugin's static metadata, read before any settings are given.
     fn meta() -> PluginMeta;
     /// Validate the settings (TOML text; see [`crate::parse_settings`]) and build the plugin.
     fn create(settings: &str) -> Result<Self, Vec<SettingError>>;
+    /// Make the session for a new connection. Called for every connection, and once for a
+    /// probe session (id 0) when a new build is checked before it takes traffic, so it must not
+    /// have side effects.
     fn new_session(&self, info: &SessionInfo) -> Box<dyn Session>;
     /// Transport plugins: accept or refuse a transport for a client at `peer` (`ip:port`).
     fn validate_transport(&self, request: &TransportRequest, peer: &str) -> Result<(), HostError> {
@@ -53,7 +62,9 @@ pub trait Session: Send + 'static {
     fn on_open(&mut self, host: &mut Host<'_>) {
         let _ = host;
     }
+    /// The client sent `data`: any split of its bytes, so buffer partial input (bounded).
     fn on_data(&mut self, host: &mut Host<'_>, data: &[u8]);
+    /// The timer `timer`, armed with [`Host::set_timer`], fired.
     fn on_timer(&mut self, host: &mut Host<'_>, timer: u64) {
         let _ = (host, timer);
     }
@@ -62,6 +73,8 @@ pub trait Session: Send + 'static {
         let _ = ended;
         host.close();
     }
+    /// The client closed its side of the connection. Nothing more arrives; the session may
+    /// still write and close.
     fn on_peer_closed(&mut self, host: &mut Host<'_>) {
         let _ = host;
     }
@@ -83,6 +96,8 @@ pub struct Host<'a> {
 }
 
 impl<'a> Host<'a> {
+    /// Wrap the host's side of the interface. The adapters of [`crate::export_plugin!`] and
+    /// [`crate::testing::MockHost`] make one per event; plugin code receives it ready-made.
     pub fn new(ffi: HostRef<'a>) -> Self {
         Self { ffi }
     }
@@ -103,6 +118,7 @@ impl<'a> Host<'a> {
         self.ffi.set_timer(timer, ms);
     }
 
+    /// Disarm the timer `timer`; nothing happens if it is not armed.
     pub fn cancel_timer(&mut self, timer: u64) {
         self.ffi.cancel_timer(timer);
     }
@@ -118,6 +134,7 @@ impl<'a> Host<'a> {
         self.ffi.play(RStr::from_str(path), range).into_result()
     }
 
+    /// Stop media started with [`Host::play`] or [`Host::play_framed`].
     pub fn stop(&mut self) {
         self.ffi.stop();
     }
@@ -132,10 +149,12 @@ impl<'a> Host<'a> {
         self.ffi.push_media(RSlice::from_slice(data)).into_result()
     }
 
+    /// Write `message` to the server's log at `level`, tagged with the plugin, session and peer.
     pub fn log(&self, level: LogLevel, message: &str) {
         self.ffi.log(level, RStr::from_str(message));
     }
 
+    /// The connection this session serves: its id, peer and local addresses.
     pub fn session(&self) -> SessionInfo {
         self.ffi.session()
     }
@@ -148,6 +167,7 @@ impl<'a> Host<'a> {
         self.ffi.setup_transport(request).into_result()
     }
 
+    /// Tear down the transport `transport` set up with [`Host::setup_transport`].
     pub fn teardown_transport(&mut self, transport: u64) {
         self.ffi.teardown_transport(transport);
     }
@@ -358,7 +378,27 @@ pub fn create_of<P: Plugin>(settings: RStr<'_>) -> RResult<PluginBox, CreateErro
 
 /// Export a [`Plugin`] type as this library's ferrocast plugin.
 ///
-/// ```ignore
+/// ```
+/// # use ferrocast_plugin_api::{Host, Plugin, PluginKind, PluginMeta, Session, SessionInfo};
+/// # use ferrocast_plugin_api::SettingError;
+/// # struct MyPlugin;
+/// # impl Plugin for MyPlugin {
+/// #     fn meta() -> PluginMeta {
+/// #         PluginMeta { name: "myproto", version: "0.1.0", description: "", kind: PluginKind::CONTROL }
+/// #     }
+/// #     fn create(_settings: &str) -> Result<Self, Vec<SettingError>> {
+/// #         Ok(MyPlugin)
+/// #     }
+/// #     fn new_session(&self, _info: &SessionInfo) -> Box<dyn Session> {
+/// #         Box::new(Quiet)
+/// #     }
+/// # }
+/// # struct Quiet;
+/// # impl Session for Quiet {
+/// #     fn on_data(&mut self, host: &mut Host<'_>, _data: &[u8]) {
+/// #         host.close();
+/// #     }
+/// # }
 /// ferrocast_plugin_api::export_plugin!(MyPlugin);
 /// ```
 ///
@@ -396,13 +436,21 @@ macro_rules! export_plugin {
             // What `#[abi_stable::export_root_module]` generates, spelled out so that a plugin
             // crate needs no direct dependency on abi_stable. The symbol name is
             // `abi_stable::library::ROOT_MODULE_LOADER_NAME` (checked by a test).
+            // `#[no_mangle]` makes this static the library's entry point: nothing else in the
+            // library may define the symbol, and `export_plugin!` is meant to be called once.
             #[no_mangle]
-            pub static _1as_0lib_1header_0root_bmodule_bloader: abi_stable::library::LibHeader = unsafe {
-                abi_stable::library::LibHeader::from_constructor::<$crate::ffi::PluginMod_Ref>(
-                    ferrocast_erased_root,
-                    abi_stable::library::CheckTypeLayout::Yes,
-                )
-            };
+            pub static _1as_0lib_1header_0root_bmodule_bloader: abi_stable::library::LibHeader =
+                // SAFETY: `from_constructor::<M>` requires that the erased root module returned by
+                // the constructor was made from a `PrefixRef<M>`. `ferrocast_erased_root` passes
+                // `ferrocast_plugin_root`, which returns a `PluginMod_Ref`, to
+                // `__call_root_module_loader`, which erases exactly that reference; `M` is
+                // `PluginMod_Ref` here too.
+                unsafe {
+                    abi_stable::library::LibHeader::from_constructor::<$crate::ffi::PluginMod_Ref>(
+                        ferrocast_erased_root,
+                        abi_stable::library::CheckTypeLayout::Yes,
+                    )
+                };
         };
     };
 }

@@ -131,6 +131,7 @@ pub trait FfiHost {
     fn close(&mut self);
     /// (Re)arm timer `timer` to fire once after `after_ms` milliseconds.
     fn set_timer(&mut self, timer: u64, after_ms: u64);
+    /// Disarm timer `timer`, if armed.
     fn cancel_timer(&mut self, timer: u64);
     /// Resolve a request path (`point` or `point/file`) for this plugin's protocol.
     fn lookup(&self, path: RStr<'_>) -> RResult<PointInfo, HostError>;

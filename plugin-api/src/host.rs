@@ -49,23 +49,55 @@ pub fn host_abi_version() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("not a loadable shared library: {reason}")]
-    NotALibrary { reason: String },
+    /// The dynamic loader could not open the file.
+    NotALibrary {
+        /// The loader's message.
+        reason: String,
+    },
     #[error("not a ferrocast plugin: it does not export a ferrocast root module ({reason})")]
-    NotAPlugin { reason: String },
+    /// The library has no ferrocast root module.
+    NotAPlugin {
+        /// What is missing, from abi_stable.
+        reason: String,
+    },
     #[error("incompatible plugin ABI: the plugin was built against plugin-api {found}, this server speaks {expected}; rebuild the plugin against plugin-api {expected_major}.x")]
+    /// Built against another major version of the interface.
     IncompatibleVersion {
+        /// The plugin's interface version.
         found: String,
+        /// This server's interface version.
         expected: String,
+        /// This server's major version, for the advice.
         expected_major: String,
     },
     #[error("incompatible plugin ABI: the plugin was built against plugin-api {found}, newer than this server's {expected}; rebuild the plugin against plugin-api {expected} or run a server that speaks {found}")]
-    NewerMinor { found: String, expected: String },
+    /// Built against a newer minor version than this server's.
+    NewerMinor {
+        /// The plugin's interface version.
+        found: String,
+        /// This server's interface version.
+        expected: String,
+    },
     #[error("incompatible plugin ABI: the plugin's interface layout does not match this server's plugin-api {expected}; rebuild the plugin against the server's plugin-api ({detail})")]
-    IncompatibleLayout { expected: String, detail: String },
+    /// The interface types' layout differs from this server's.
+    IncompatibleLayout {
+        /// This server's interface version.
+        expected: String,
+        /// The first difference abi_stable found.
+        detail: String,
+    },
     #[error("the plugin failed to initialise: {reason}")]
-    InitFailed { reason: String },
+    /// The library's root module failed to initialise.
+    InitFailed {
+        /// The loader's message.
+        reason: String,
+    },
     #[error("the plugin has no name; it panicked or is broken ({description})")]
-    Nameless { description: String },
+    /// The plugin reported no name (its `meta` panicked).
+    Nameless {
+        /// The description the plugin reported, with the panic's message.
+        description: String,
+    },
 }
 
 impl LoadError {
@@ -122,9 +154,11 @@ fn truncate(mut text: String, max: usize) -> String {
 /// A plugin library that passed the version and layout checks.
 #[derive(Clone)]
 pub struct PluginLibrary {
+    /// The plugin's metadata, as it reported it.
     pub info: PluginInfo,
     /// The plugin-api version the plugin was built against.
     pub abi_version: String,
+    /// The file the library was loaded from.
     pub path: PathBuf,
     module: PluginMod_Ref,
 }
@@ -263,8 +297,10 @@ fn is_prefix_of(
 #[derive(Debug, thiserror::Error)]
 pub enum CreateFailure {
     #[error("invalid settings")]
+    /// The plugin refused its settings: one error per key.
     Settings(Vec<SettingError>),
     #[error("plugin panicked during initialisation: {0}")]
+    /// The plugin panicked in `create`; the panic's message.
     Fault(String),
 }
 
@@ -330,20 +366,35 @@ impl PluginInstance {
 
 /// What the host does for a session while the plugin handles one event.
 pub trait HostCalls {
+    /// Queue bytes for the client.
     fn write(&mut self, data: &[u8]);
+    /// Close the connection once queued output has been sent.
     fn close(&mut self);
+    /// (Re)arm the session's one-shot timer `timer`.
     fn set_timer(&mut self, timer: u64, after: Duration);
+    /// Disarm the session's timer `timer`.
     fn cancel_timer(&mut self, timer: u64);
+    /// Resolve `point` or `point/file` for the session's protocol.
     fn lookup(&self, path: &str) -> Result<PointInfo, HostError>;
+    /// Start raw media for the client after what the current event wrote.
     fn play(&mut self, path: &str, range: ByteRange) -> Result<PointInfo, HostError>;
+    /// Stop the session's media.
     fn stop(&mut self);
+    /// Make the session the encoder of a broadcast point.
     fn publish(&mut self, path: &str) -> Result<PointInfo, HostError>;
+    /// Feed MPEG-TS to the point the session publishes.
     fn push_media(&mut self, data: &[u8]) -> Result<(), HostError>;
+    /// Log for the plugin, tagged with plugin, session and peer.
     fn log(&self, level: LogLevel, message: &str);
+    /// The session's identity.
     fn session(&self) -> SessionInfo;
+    /// Set up a media transport through the transport plugin for its kind.
     fn setup_transport(&mut self, request: TransportRequest) -> Result<TransportInfo, HostError>;
+    /// Release a transport of the session.
     fn teardown_transport(&mut self, transport: u64);
+    /// Start or resume media on the session's transports.
     fn play_transports(&mut self, path: &str, start_ms: u64) -> Result<PlayInfo, HostError>;
+    /// Pause media on the session's transports; the position in milliseconds.
     fn pause_transports(&mut self) -> Result<u64, HostError>;
     /// What the client presented with the current request (since 1.1).
     fn present_credentials(&mut self, credentials: Credentials);
@@ -440,24 +491,28 @@ fn fault(result: RResult<(), RString>) -> Result<(), PluginFault> {
 }
 
 impl PluginSession {
+    /// Deliver `on_open` to the session.
     pub fn on_open(&mut self, host: &mut impl HostCalls) -> Result<(), PluginFault> {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_open(host))
     }
 
+    /// Deliver `on_data` to the session.
     pub fn on_data(&mut self, host: &mut impl HostCalls, data: &[u8]) -> Result<(), PluginFault> {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_data(host, RSlice::from_slice(data)))
     }
 
+    /// Deliver `on_timer` to the session.
     pub fn on_timer(&mut self, host: &mut impl HostCalls, timer: u64) -> Result<(), PluginFault> {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_timer(host, timer))
     }
 
+    /// Deliver `on_stream_ended` to the session.
     pub fn on_stream_ended(
         &mut self,
         host: &mut impl HostCalls,
@@ -468,6 +523,7 @@ impl PluginSession {
         fault(self.session.on_stream_ended(host, ended))
     }
 
+    /// Deliver `on_transport_activity` to the session.
     pub fn on_transport_activity(
         &mut self,
         host: &mut impl HostCalls,
@@ -478,6 +534,7 @@ impl PluginSession {
         fault(self.session.on_transport_activity(host, transport))
     }
 
+    /// Deliver `on_peer_closed` to the session.
     pub fn on_peer_closed(&mut self, host: &mut impl HostCalls) -> Result<(), PluginFault> {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);

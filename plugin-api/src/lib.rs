@@ -27,6 +27,8 @@
 //! plugin built against an incompatible version or whose interface layout differs. See
 //! [`ffi`] for how the interface may grow.
 
+#![deny(missing_docs)]
+
 pub mod author;
 pub mod ffi;
 #[cfg(feature = "host")]
@@ -43,6 +45,13 @@ pub use types::{
     SessionInfo, SettingError, StreamEnded, TransportInfo, TransportKind, TransportRequest,
     NO_TIMESTAMP, RESUME,
 };
+
+/// `docs/plugin-guide.md`, compiled so that its Rust snippets are checked as doc tests
+/// (`cargo test -p ferrocast-plugin-api --doc`). Only under `cfg(doctest)`: the guide lies
+/// outside this crate, so a packaged copy of the crate never reads it.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/plugin-guide.md")]
+pub struct PluginGuide;
 
 /// Used by [`export_plugin!`]; not part of the public API.
 #[doc(hidden)]

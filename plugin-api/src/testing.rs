@@ -25,15 +25,21 @@ use crate::types::{
 /// Everything a session asked of the host, plus scripted answers to its questions.
 #[derive(Debug, Default)]
 pub struct MockHost {
+    /// Everything the session wrote, in order (see [`MockHost::take_written`]).
     pub written: Vec<u8>,
+    /// Whether the session asked to close the connection.
     pub closed: bool,
     /// Armed timers: id → delay in milliseconds.
     pub timers: BTreeMap<u64, u64>,
+    /// `play` calls that were accepted: (path, range).
     pub plays: Vec<(String, ByteRange)>,
     /// `play_framed` calls that were accepted: the session receives media as `on_media`.
     pub framed_plays: Vec<(String, ByteRange)>,
+    /// How many times the session called `stop`.
     pub stops: usize,
+    /// Points the session became the encoder of with `publish`.
     pub published: Vec<String>,
+    /// The media bytes the session pushed, concatenated.
     pub pushed: Vec<u8>,
     /// Messages the session logged.
     pub logs: RefCell<Vec<(LogLevel, String)>>,
@@ -48,6 +54,7 @@ pub struct MockHost {
     pub transports: Vec<TransportRequest>,
     /// Refuse `setup_transport` for these kinds (a transport disabled on the point, say).
     pub transport_refusals: HashMap<u8, HostError>,
+    /// Transports torn down, by id.
     pub torn_down: Vec<u64>,
     /// `play_transports` calls: (path, start_ms).
     pub transport_plays: Vec<(String, u64)>,
@@ -57,12 +64,14 @@ pub struct MockHost {
     pub pause_answer: Option<Result<u64, HostError>>,
     /// The plugin's counters and gauges, by name.
     pub counters: BTreeMap<String, u64>,
+    /// The plugin's gauges, by name: the last value set.
     pub gauges: BTreeMap<String, i64>,
     /// Credentials the session presented, in order.
     pub credentials: Vec<Credentials>,
 }
 
 impl MockHost {
+    /// An empty mock: no points (every path is NOT_FOUND), nothing recorded.
     pub fn new() -> Self {
         Self::default()
     }

@@ -20,6 +20,8 @@ impl PluginKind {
     /// A transport (TCP, UDP): carries media data.
     pub const TRANSPORT: Self = Self(1);
 
+    /// The kind's name, for messages: `control`, `transport`, or `unknown` for a value this
+    /// version does not know.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::CONTROL => "control",
@@ -44,7 +46,9 @@ pub struct PluginInfo {
     pub name: RString,
     /// The plugin's own version.
     pub version: RString,
+    /// A one-line description, shown by `ferrocast --list-plugins`.
     pub description: RString,
+    /// Control or transport.
     pub kind: PluginKind,
 }
 
@@ -71,6 +75,7 @@ impl PointKind {
     /// Files. Clients can start, stop, pause and seek.
     pub const ON_DEMAND: Self = Self(1);
 
+    /// The kind's name, for messages; `unknown` for a value this version does not know.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BROADCAST => "broadcast",
@@ -88,6 +93,7 @@ pub struct PointInfo {
     pub name: RString,
     /// The file within a directory point (`""` for a point that is a single stream or file).
     pub item: RString,
+    /// Broadcast (live) or on-demand.
     pub kind: PointKind,
     /// Size in bytes of the on-demand file; 0 for broadcast points.
     pub size: u64,
@@ -135,6 +141,7 @@ impl ErrorCode {
     /// with `Retry-After`, RTSP 503).
     pub const RATE_LIMITED: Self = Self(14);
 
+    /// The code's name, for messages; `error` for a value this version does not know.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::NOT_FOUND => "not found",
@@ -160,11 +167,14 @@ impl ErrorCode {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
 pub struct HostError {
+    /// What went wrong; handle unknown values generically.
     pub code: ErrorCode,
+    /// Why, in words for a person (a log line or a protocol error's text).
     pub message: RString,
 }
 
 impl HostError {
+    /// An error with `code` and `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
@@ -185,7 +195,9 @@ impl std::error::Error for HostError {}
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ByteRange {
+    /// First byte.
     pub start: u64,
+    /// One past the last byte; `u64::MAX` for "to the end".
     pub end: u64,
 }
 
@@ -196,10 +208,12 @@ impl ByteRange {
         end: u64::MAX,
     };
 
+    /// Number of bytes in the range (0 if `end <= start`).
     pub fn len(self) -> u64 {
         self.end.saturating_sub(self.start)
     }
 
+    /// Whether the range holds no byte.
     pub fn is_empty(self) -> bool {
         self.len() == 0
     }
@@ -224,6 +238,7 @@ impl EndReason {
     /// does not know, and handles it as any other failure.
     pub const CLIENT_TOO_SLOW: Self = Self(4);
 
+    /// The reason's name, for messages; `ended` for a value this version does not know.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::COMPLETE => "complete",
@@ -240,7 +255,9 @@ impl EndReason {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
 pub struct StreamEnded {
+    /// Why the media stopped.
     pub reason: EndReason,
+    /// Details, for the log or a protocol answer.
     pub message: RString,
 }
 
@@ -250,10 +267,15 @@ pub struct StreamEnded {
 pub struct LogLevel(pub u8);
 
 impl LogLevel {
+    /// A failure the operator must look at.
     pub const ERROR: Self = Self(1);
+    /// Something unexpected the server survived.
     pub const WARN: Self = Self(2);
+    /// A normal event worth recording.
     pub const INFO: Self = Self(3);
+    /// Detail for debugging.
     pub const DEBUG: Self = Self(4);
+    /// Very fine detail for debugging.
     pub const TRACE: Self = Self(5);
 }
 
@@ -268,6 +290,7 @@ pub struct SettingError {
 }
 
 impl SettingError {
+    /// An error about the setting `key`; the host shows it at the key's line.
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             key: RString::from(key.into()),
@@ -297,6 +320,7 @@ impl TransportKind {
     /// RTP/AVP/TCP interleaved on the control connection (carried by the `tcp` plugin).
     pub const TCP_INTERLEAVED: Self = Self(1);
 
+    /// The kind's name, for messages; `unknown transport` for a value this version does not know.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::UDP_UNICAST => "RTP/AVP/UDP unicast",
@@ -312,12 +336,15 @@ impl TransportKind {
 pub struct TransportRequest {
     /// `point` or `point/file`.
     pub path: RString,
+    /// RTP over UDP or interleaved in the RTSP connection.
     pub kind: TransportKind,
     /// UDP: the client's RTP and RTCP ports.
     pub client_rtp_port: u16,
+    /// See `client_rtp_port`.
     pub client_rtcp_port: u16,
     /// TCP interleaved: the channels for RTP and RTCP.
     pub rtp_channel: u8,
+    /// See `rtp_channel`.
     pub rtcp_channel: u8,
 }
 
@@ -329,9 +356,11 @@ pub struct TransportInfo {
     pub id: u64,
     /// The transport plugin that accepted it (`udp`, `tcp`).
     pub plugin: RString,
+    /// The kind the transport plugin set up.
     pub kind: TransportKind,
     /// UDP: the server's RTP and RTCP ports; 0 otherwise.
     pub server_rtp_port: u16,
+    /// See `server_rtp_port`.
     pub server_rtcp_port: u16,
     /// UDP: the client address media goes to; empty otherwise.
     pub destination: RString,
@@ -343,11 +372,13 @@ pub struct TransportInfo {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
 pub struct PlayInfo {
+    /// The point the media comes from.
     pub point: PointInfo,
     /// Media position of the first packet, in milliseconds (0 for live).
     pub start_ms: u64,
     /// Sequence number and timestamp of the first RTP packet the client will receive.
     pub rtp_seq: u16,
+    /// See `rtp_seq`.
     pub rtp_time: u32,
 }
 
@@ -372,9 +403,11 @@ impl Framing {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
 pub struct OutputSpec {
+    /// Name of the broadcast point to push.
     pub point: RString,
     /// `ip:port`; a multicast group is allowed.
     pub destination: RString,
+    /// How the media is put in datagrams.
     pub framing: Framing,
     /// Multicast TTL (hops).
     pub ttl: u8,
@@ -425,6 +458,7 @@ impl CredentialKind {
     /// stream key or signed-URL parameters from it.
     pub const URL_QUERY: Self = Self(3);
 
+    /// The kind's name, for messages; `unknown` for a value this version does not know.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::NONE => "none",
@@ -441,12 +475,16 @@ impl CredentialKind {
 #[repr(C)]
 #[derive(StableAbi, Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// What was presented, and so how `user` and `secret` are read.
     pub kind: CredentialKind,
+    /// The user name (Basic); empty otherwise.
     pub user: RString,
+    /// The password, token or query; never logged.
     pub secret: RString,
 }
 
 impl Credentials {
+    /// No credentials: a request that presented none.
     pub fn none() -> Self {
         Self {
             kind: CredentialKind::NONE,
@@ -455,6 +493,7 @@ impl Credentials {
         }
     }
 
+    /// HTTP/RTSP Basic authentication with `user` and `password`.
     pub fn basic(user: &str, password: &str) -> Self {
         Self {
             kind: CredentialKind::BASIC,
@@ -463,6 +502,7 @@ impl Credentials {
         }
     }
 
+    /// A bearer token.
     pub fn bearer(token: &str) -> Self {
         Self {
             kind: CredentialKind::BEARER,
@@ -471,6 +511,7 @@ impl Credentials {
         }
     }
 
+    /// The request URL's raw query string, without the `?`.
     pub fn url_query(query: &str) -> Self {
         Self {
             kind: CredentialKind::URL_QUERY,

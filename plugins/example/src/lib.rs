@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! INFO <point>    →  "OK <kind> size=<bytes> live=<true|false>"
-//! PLAY <point>    →  "OK playing\n" followed by the raw MPEG-TS of the point
+//! PLAY <point>    →  "OK playing\n" followed by the raw MPEG-TS of the point,
+//!                     or "ERR <reason>\n" and the connection closed
 //! QUIT            →  closes the connection
 //! ```
 //!
@@ -15,6 +16,8 @@
 //! a sans-IO session that reacts to events and asks the [`Host`] for everything (writes,
 //! timers, point lookups, playback), and [`export_plugin!`]. Settings are range-checked with
 //! `ferrocast-plugin-kit`, the optional toolkit crate. See `docs/plugin-guide.md`.
+
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 
@@ -100,9 +103,12 @@ impl LineSession {
                 Err(error) => host.write(format!("ERR {}\n", error.message).as_bytes()),
             },
             ("PLAY", point) if !point.is_empty() => {
-                host.write(b"OK playing\n");
+                // Play first: the media follows everything written during this event, so the
+                // success line written after an accepted `play` still reaches the client
+                // before the first media byte, and a refusal is answered with nothing else.
                 match host.play(point, ByteRange::ALL) {
                     Ok(_) => {
+                        host.write(b"OK playing\n");
                         self.playing = true;
                         host.cancel_timer(IDLE_TIMER);
                         host.log(LogLevel::INFO, &format!("PLAY {point}"));
@@ -158,7 +164,7 @@ export_plugin!(ExamplePlugin);
 mod tests {
     use super::*;
     use ferrocast_plugin_api::testing::MockHost;
-    use ferrocast_plugin_api::ErrorCode;
+    use ferrocast_plugin_api::{ErrorCode, HostError};
 
     fn session() -> Box<dyn Session> {
         ExamplePlugin::create("")
@@ -183,6 +189,21 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_play_is_answered_with_the_refusal_only() {
+        let mut mock = MockHost::new();
+        mock.add_point("live", PointKind::BROADCAST, 0);
+        mock.play_refusals.insert(
+            "live".to_owned(),
+            HostError::new(ErrorCode::UNAVAILABLE, "point `live` has no encoder"),
+        );
+        let mut session = session();
+        mock.run(|host| session.on_data(host, b"PLAY live\n"));
+        assert!(mock.plays.is_empty());
+        assert_eq!(mock.take_written(), "ERR point `live` has no encoder\n");
+        assert!(mock.closed);
+    }
+
+    #[test]
     fn unknown_point_is_reported_and_closed() {
         let mut mock = MockHost::new();
         mock.refuse(
@@ -192,9 +213,10 @@ mod tests {
         );
         let mut session = session();
         mock.run(|host| session.on_data(host, b"PLAY nope\n"));
-        assert!(mock
-            .take_written()
-            .contains("ERR no publishing point named `nope`"));
+        assert_eq!(
+            mock.take_written(),
+            "ERR no publishing point named `nope`\n"
+        );
         assert!(mock.closed);
     }
 

@@ -23,6 +23,8 @@
 //! | `max_header_bytes` | 16384 | 1024..=1048576 | a larger request head is refused with `431` |
 //! | `keepalive_requests` | 100 | 1..=100000 | requests on one connection before it is closed |
 
+#![forbid(unsafe_code)]
+
 use ferrocast_plugin_api::{
     parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingError,
 };

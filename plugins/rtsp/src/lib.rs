@@ -28,6 +28,8 @@
 //! | `header_timeout_ms` | 10000 | 100..=600000 | a request must be complete this long after its first byte, or `408` and close |
 //! | `max_request_bytes` | 16384 | 1024..=1048576 | a larger request head (`400`) or body (`413`) is refused and the connection closed |
 
+#![forbid(unsafe_code)]
+
 use ferrocast_plugin_api::{
     parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingError,
 };

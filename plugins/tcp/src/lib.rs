@@ -14,6 +14,8 @@
 //! |---|---|
 //! | `serve` | table from listen port to point, e.g. `serve = { "9000" = "live" }` |
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 
 use ferrocast_plugin_api::{

@@ -20,6 +20,8 @@
 //! ]
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 
 use ferrocast_plugin_api::{
