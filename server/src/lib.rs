@@ -40,6 +40,7 @@ pub mod points;
 pub mod pull;
 pub mod random;
 pub mod reload;
+pub mod scaffold;
 pub mod server;
 pub mod state;
 pub mod systemd;

@@ -13,6 +13,7 @@ use ferrocast::config::{self, Config, LogFormat};
 
 use ferrocast::plugins::PluginRegistry;
 use ferrocast::reload::control::{self, DrainTarget, Request};
+use ferrocast::scaffold;
 use ferrocast::server::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -72,6 +73,28 @@ enum Command {
     },
     #[command(flatten)]
     Offline(Offline),
+    /// Work on plugins; needs no server and no configuration file.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginAction {
+    /// Write a new out-of-tree plugin crate (settings, a line-protocol session, a test with
+    /// MockHost, a README) that builds with `cargo build --release`.
+    New {
+        /// Plugin name: lowercase letters, digits and `_`; the library is
+        /// `libferrocast_<NAME>.so`.
+        name: String,
+        /// Directory to create for the crate; default: ./ferrocast-<NAME>.
+        #[arg(long, value_name = "D")]
+        dir: Option<PathBuf>,
+        /// Depend on this `plugin-api` checkout instead of the crates.io release.
+        #[arg(long, value_name = "P")]
+        api_path: Option<PathBuf>,
+    },
 }
 
 /// Commands that work offline, for the access rules.
@@ -130,6 +153,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     if let Some(Command::HashToken) = &cli.command {
         return hash_token();
+    }
+    if let Some(Command::Plugin { action }) = &cli.command {
+        return run_plugin_action(action);
     }
     let show_config = matches!(&cli.command, Some(Command::Config { .. }));
     if let Some(command) = cli.command.as_ref().filter(|_| !show_config) {
@@ -257,6 +283,7 @@ fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
         Command::Undrain { target, name } => drain(target, name, false),
         Command::Offline(_) => unreachable!("offline commands never reach the control socket"),
         Command::HashToken => return hash_token(),
+        Command::Plugin { action } => return run_plugin_action(action),
         Command::Config { .. } => {
             anyhow::bail!("`ferrocast config` reads the file itself; it does not talk to a server")
         }
@@ -268,6 +295,31 @@ fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `ferrocast plugin …`.
+fn run_plugin_action(action: &PluginAction) -> anyhow::Result<ExitCode> {
+    let PluginAction::New {
+        name,
+        dir,
+        api_path,
+    } = action;
+    let dir = dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("ferrocast-{name}")));
+    let api = match api_path {
+        Some(path) => scaffold::ApiSource::Path(
+            std::path::absolute(path)
+                .with_context(|| format!("cannot resolve --api-path {}", path.display()))?,
+        ),
+        None => scaffold::ApiSource::Registry,
+    };
+    scaffold::create(name, &dir, &api)?;
+    println!(
+        "created plugin `{name}` in {}; build it with `cargo build --release` there and see its README.md",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Print the hash of the token given on standard input (first line, whitespace trimmed).
