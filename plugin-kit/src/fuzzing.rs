@@ -70,22 +70,10 @@ fn decode_in_pieces(input: &[u8], piece: usize) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     /// Every file of `fuzz/corpus/<target>/`, sorted by name.
     pub(crate) fn corpus(target: &str) -> Vec<Vec<u8>> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz/corpus")
-            .join(target);
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
-            .map(|entry| entry.unwrap().path())
-            .collect();
-        paths.sort();
-        paths
-            .iter()
-            .map(|path| std::fs::read(path).unwrap())
-            .collect()
+        crate::corpus::read(env!("CARGO_MANIFEST_DIR"), target)
     }
 
     #[test]

@@ -24,6 +24,8 @@
 pub mod auth;
 pub mod chunked;
 pub mod client;
+#[cfg(any(test, feature = "testing"))]
+pub mod corpus;
 pub mod framing;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

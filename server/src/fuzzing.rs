@@ -78,21 +78,9 @@ pub fn config_compile(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn corpus(target: &str) -> Vec<Vec<u8>> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz/corpus")
-            .join(target);
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
-            .map(|entry| entry.unwrap().path())
-            .collect();
-        paths.sort();
-        paths
-            .iter()
-            .map(|path| std::fs::read(path).unwrap())
-            .collect()
+        ferrocast_plugin_kit::corpus::read(env!("CARGO_MANIFEST_DIR"), target)
     }
 
     #[test]

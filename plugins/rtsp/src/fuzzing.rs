@@ -163,7 +163,6 @@ pub fn session(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     /// xorshift64*: a small deterministic generator, so every run tests the same inputs.
     struct Rng(u64);
@@ -257,16 +256,7 @@ mod tests {
     }
 
     fn corpus() -> Vec<Vec<u8>> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/request_parser");
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
-            .map(|entry| entry.unwrap().path())
-            .collect();
-        paths.sort();
-        paths
-            .iter()
-            .map(|path| std::fs::read(path).unwrap())
-            .collect()
+        ferrocast_plugin_kit::corpus::read(env!("CARGO_MANIFEST_DIR"), "request_parser")
     }
 
     #[test]
