@@ -37,8 +37,8 @@ pub mod settings;
 pub mod testing;
 pub mod types;
 
-pub use author::{Host, Plugin, PluginMeta, Session};
-pub use settings::{check_range, parse_settings};
+pub use author::{Host, Plugin, PluginMeta, Session, TimerId};
+pub use settings::{check_range, parse_settings, SettingChecks};
 pub use types::{
     ByteRange, CreateError, CredentialKind, Credentials, EndReason, ErrorCode, Framing, HostError,
     LogLevel, MediaChunk, OutputSpec, PlayInfo, PluginInfo, PluginKind, PointInfo, PointKind,
