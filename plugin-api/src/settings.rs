@@ -304,7 +304,10 @@ mod tests {
                     "timeout_ms",
                     "99 is out of range; use 100 to 1000 milliseconds"
                 ),
-                ("idle_ms", "1500 is out of range; use 100 to 1000 milliseconds"),
+                (
+                    "idle_ms",
+                    "1500 is out of range; use 100 to 1000 milliseconds"
+                ),
                 ("count", "0 is out of range; use 1 to 10 requests"),
                 ("listen", "`x` is not ip:port"),
             ]

@@ -301,7 +301,11 @@ mod tests {
         let mut session = Idle;
         mock.run(|host| session.on_open(host));
         assert_eq!(mock.timer(IDLE), Some(Duration::from_millis(1500)));
-        assert_eq!(mock.timer(3), Some(Duration::from_millis(1500)), "same id as u64");
+        assert_eq!(
+            mock.timer(3),
+            Some(Duration::from_millis(1500)),
+            "same id as u64"
+        );
         assert_eq!(mock.timer(4), None);
 
         mock.fire(&mut session, 4);

@@ -442,7 +442,7 @@ fn interleaved_rtcp_on_the_session_channel_is_a_keepalive() {
     let mut client = Client::new();
     client.send(&data[..rtcp]);
     assert_eq!(statuses(&client.responses()), [200; 4]);
-    client.mock.timers.remove(&SESSION_TIMER);
+    client.mock.timers.remove(&SESSION_TIMER.get());
     client.send_in_pieces(&data[rtcp..teardown], 3);
     assert_eq!(client.session_timer(), Some(60_000), "re-armed by RTCP");
     assert!(client.responses().is_empty(), "frames get no answer");
@@ -1099,7 +1099,7 @@ fn interleaved_frames_on_a_udp_session_are_stray() {
         1,
         &["Transport: RTP/AVP;unicast;client_port=5000-5001"],
     );
-    client.mock.timers.remove(&SESSION_TIMER);
+    client.mock.timers.remove(&SESSION_TIMER.get());
     client.send(b"$\x01\x00\x00");
     assert_eq!(client.session_timer(), None, "not a keep-alive");
     assert!(client.logs(LogLevel::WARN)[0].contains("no interleaved transport"));
@@ -1155,10 +1155,10 @@ fn requests_and_rtcp_over_udp_reset_the_session_timer() {
         Some(format!("{};timeout=1", Client::id()).as_str()),
         "whole seconds, rounded down"
     );
-    client.mock.timers.remove(&SESSION_TIMER);
+    client.mock.timers.remove(&SESSION_TIMER.get());
     client.request("GET_PARAMETER", "rtsp://h/vod/", 2, &[]);
     assert_eq!(client.session_timer(), Some(1_500));
-    client.mock.timers.remove(&SESSION_TIMER);
+    client.mock.timers.remove(&SESSION_TIMER.get());
     client.activity(99);
     assert_eq!(client.session_timer(), None, "not this session's transport");
     client.activity(1);
