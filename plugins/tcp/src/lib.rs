@@ -152,6 +152,16 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_connection_plays_the_point_of_its_port() {
+        let plugin = TcpPlugin::create("serve = { \"9000\" = \"live\" }").unwrap();
+        let mut session = plugin.new_session(&info("[::1]:9000"));
+        let mut mock = MockHost::new();
+        mock.add_point("live", PointKind::BROADCAST, 0);
+        mock.run(|host| session.on_open(host));
+        assert_eq!(mock.plays, vec![("live".to_owned(), ByteRange::ALL)]);
+    }
+
+    #[test]
     fn a_connection_plays_the_point_of_its_port() {
         let plugin = TcpPlugin::create("serve = { \"9000\" = \"live\" }").unwrap();
         let mut session = plugin.new_session(&info("127.0.0.1:9000"));

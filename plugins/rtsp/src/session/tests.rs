@@ -498,6 +498,23 @@ fn options_lists_every_method() {
 }
 
 #[test]
+fn describe_names_the_server_address_the_client_reached_over_ipv6() {
+    let mut client = Client::new();
+    client.session = RtspSession::new(
+        Config::default(),
+        SessionInfo::new(
+            1,
+            "[::1]:50000".parse().unwrap(),
+            "[::1]:8554".parse().unwrap(),
+        ),
+    );
+    client.open();
+    let live = client.request("DESCRIBE", "rtsp://[::1]:8554/live", 1, &[]);
+    assert_eq!(live.status, 200, "{live:?}");
+    assert!(live.body.contains(" IN IP6 ::1\r\n"), "{}", live.body);
+}
+
+#[test]
 fn describe_live_and_directory_points() {
     let mut client = Client::new();
     let live = client.request("DESCRIBE", "rtsp://10.1.2.3:554/live", 1, &[]);
