@@ -27,7 +27,9 @@ use std::time::Duration;
 /// (out-of-tree ones) have it too; re-exported so the kit's users keep one import.
 pub use ferrocast_plugin_api::settings::SettingChecks;
 
-/// A default duration as the milliseconds a setting spells it in.
+/// A default duration as the milliseconds a setting spells it in, for settings structs that keep
+/// plain integers; a `Duration` field read with `ferrocast_plugin_api::settings::millis` needs
+/// no conversion.
 pub fn millis_of(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
