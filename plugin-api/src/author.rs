@@ -6,6 +6,7 @@
 //! host as an error instead, and the host closes that one session.
 
 use std::any::Any;
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
@@ -64,9 +65,11 @@ pub trait Session: Send + 'static {
     }
     /// The client sent `data`: any split of its bytes, so buffer partial input (bounded).
     fn on_data(&mut self, host: &mut Host<'_>, data: &[u8]);
-    /// The timer `timer`, armed with [`Host::set_timer`], fired.
+    /// The timer `timer`, armed with [`Host::set_timer`], fired, as the bare number on the
+    /// interface. Prefer [`Session::on_timer_fired`], which receives a [`TimerId`]; by default
+    /// this hands the timer on to it, so callers (the host, test harnesses) may call either.
     fn on_timer(&mut self, host: &mut Host<'_>, timer: u64) {
-        let _ = (host, timer);
+        self.on_timer_fired(host, TimerId::new(timer));
     }
     /// By default the connection is closed when its media stops.
     fn on_stream_ended(&mut self, host: &mut Host<'_>, ended: &StreamEnded) {
@@ -87,6 +90,64 @@ pub trait Session: Send + 'static {
     /// ask for framed media.
     fn on_media(&mut self, host: &mut Host<'_>, chunk: &MediaChunk<'_>) {
         let _ = (host, chunk);
+    }
+    /// The timer `timer`, armed with [`Host::set_timer`], fired: the typed form of
+    /// [`Session::on_timer`], and the one to implement. Match it against the session's
+    /// `TimerId` constants. Not called if the session implements [`Session::on_timer`] itself.
+    fn on_timer_fired(&mut self, host: &mut Host<'_>, timer: TimerId) {
+        let _ = (host, timer);
+    }
+}
+
+/// A session's name for one of its timers: [`Host::set_timer`] arms it,
+/// [`Session::on_timer_fired`] receives it. Each session has its own timers, so ids only need to
+/// be distinct within one session. Declare them as constants and match on them:
+///
+/// ```
+/// use ferrocast_plugin_api::TimerId;
+/// const IDLE: TimerId = TimerId::new(1);
+/// const HEADER: TimerId = TimerId::new(2);
+/// # let fired = TimerId::new(2);
+/// match fired {
+///     IDLE => unreachable!(),
+///     HEADER => {}
+///     _ => {}
+/// }
+/// ```
+///
+/// On the interface a timer is a `u64`: `From<u64>` converts, so code that names timers by bare
+/// numbers keeps working, and an enum of the session's own makes a timer with
+/// `impl From<MyTimer> for TimerId`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct TimerId(u64);
+
+impl TimerId {
+    /// The timer numbered `id`.
+    pub const fn new(id: u64) -> Self {
+        Self(id)
+    }
+
+    /// The number that stands for this timer on the interface.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<u64> for TimerId {
+    fn from(id: u64) -> Self {
+        Self(id)
+    }
+}
+
+impl From<TimerId> for u64 {
+    fn from(timer: TimerId) -> Self {
+        timer.0
+    }
+}
+
+impl std::fmt::Display for TimerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "timer {}", self.0)
     }
 }
 
@@ -112,15 +173,16 @@ impl<'a> Host<'a> {
         self.ffi.close();
     }
 
-    /// (Re)arm a one-shot timer; [`Session::on_timer`] receives `timer` when it fires.
-    pub fn set_timer(&mut self, timer: u64, after: Duration) {
+    /// (Re)arm a one-shot timer; [`Session::on_timer_fired`] receives `timer` when it fires.
+    /// `timer` is a [`TimerId`] (or a bare `u64`); `after` counts in whole milliseconds.
+    pub fn set_timer(&mut self, timer: impl Into<TimerId>, after: Duration) {
         let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
-        self.ffi.set_timer(timer, ms);
+        self.ffi.set_timer(timer.into().get(), ms);
     }
 
     /// Disarm the timer `timer`; nothing happens if it is not armed.
-    pub fn cancel_timer(&mut self, timer: u64) {
-        self.ffi.cancel_timer(timer);
+    pub fn cancel_timer(&mut self, timer: impl Into<TimerId>) {
+        self.ffi.cancel_timer(timer.into().get());
     }
 
     /// Resolve `point` or `point/file` for this plugin's protocol.
@@ -214,6 +276,20 @@ impl<'a> Host<'a> {
     /// Since 1.1. Set the plugin's gauge `name` to `value`.
     pub fn gauge(&mut self, name: &str, value: i64) {
         self.ffi.gauge(RStr::from_str(name), value);
+    }
+}
+
+/// Author-side conveniences over the calls above; nothing here crosses the interface.
+impl Host<'_> {
+    /// The client's address, from [`Host::session`]. `None` only for a host that filled the
+    /// field with something other than `ip:port`, which the ferrocast server never does.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.session().peer_addr()
+    }
+
+    /// The local address the connection arrived on, from [`Host::session`].
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.session().local_addr()
     }
 }
 
@@ -453,4 +529,104 @@ macro_rules! export_plugin {
                 };
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::MockHost;
+    use abi_stable::sabi_trait::TD_Opaque;
+
+    const FIRST: TimerId = TimerId::new(1);
+    const SECOND: TimerId = TimerId::new(u64::MAX);
+
+    /// Records the timers it received through the typed hook.
+    #[derive(Default)]
+    struct Typed {
+        fired: Vec<TimerId>,
+    }
+
+    impl Session for Typed {
+        fn on_data(&mut self, _host: &mut Host<'_>, _data: &[u8]) {}
+        fn on_timer_fired(&mut self, _host: &mut Host<'_>, timer: TimerId) {
+            self.fired.push(timer);
+        }
+    }
+
+    /// Written against 1.0: bare `u64` timers through `on_timer`.
+    #[derive(Default)]
+    struct Bare {
+        fired: Vec<u64>,
+    }
+
+    impl Session for Bare {
+        fn on_data(&mut self, _host: &mut Host<'_>, _data: &[u8]) {}
+        fn on_timer(&mut self, _host: &mut Host<'_>, timer: u64) {
+            self.fired.push(timer);
+        }
+    }
+
+    #[test]
+    fn timer_ids_are_the_numbers_on_the_interface() {
+        assert_eq!(FIRST.get(), 1);
+        assert_eq!(TimerId::from(7u64), TimerId::new(7));
+        assert_eq!(u64::from(SECOND), u64::MAX);
+        assert_eq!(SECOND.to_string(), format!("timer {}", u64::MAX));
+    }
+
+    #[test]
+    fn typed_and_bare_timers_arm_the_same_host_timer() {
+        let mut mock = MockHost::new();
+        mock.run(|host| {
+            host.set_timer(FIRST, Duration::from_millis(250));
+            host.set_timer(2, Duration::from_secs(1));
+            host.set_timer(SECOND, Duration::MAX);
+        });
+        assert_eq!(mock.timers.get(&1), Some(&250));
+        assert_eq!(mock.timers.get(&2), Some(&1000));
+        assert_eq!(mock.timers.get(&u64::MAX), Some(&u64::MAX), "saturates");
+        mock.run(|host| {
+            host.cancel_timer(FIRST);
+            host.cancel_timer(2);
+        });
+        assert_eq!(mock.timers.keys().collect::<Vec<_>>(), [&u64::MAX]);
+    }
+
+    /// Hands the timers it receives on to a shared list.
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<TimerId>>>);
+
+    impl Session for Shared {
+        fn on_data(&mut self, _host: &mut Host<'_>, _data: &[u8]) {}
+        fn on_timer_fired(&mut self, _host: &mut Host<'_>, timer: TimerId) {
+            self.0.lock().unwrap().push(timer);
+        }
+    }
+
+    #[test]
+    fn the_interface_delivers_timers_to_the_typed_hook() {
+        let mut typed = Typed::default();
+        let mut mock = MockHost::new();
+        mock.fire(&mut typed, SECOND);
+        mock.fire(&mut typed, 1);
+        assert_eq!(typed.fired, [SECOND, FIRST]);
+
+        // As the host does: through the adapter `export_plugin!` puts behind the interface.
+        let fired = std::sync::Arc::default();
+        let mut adapter = SessionAdapter {
+            session: Box::new(Shared(std::sync::Arc::clone(&fired))),
+            faulted: None,
+        };
+        let host = crate::ffi::FfiHost_TO::from_ptr(&mut mock, TD_Opaque);
+        assert!(FfiSession::on_timer(&mut adapter, host, 9).is_ok());
+        assert_eq!(*fired.lock().unwrap(), [TimerId::new(9)]);
+    }
+
+    #[test]
+    fn sessions_with_bare_timers_keep_receiving_them() {
+        let mut bare = Bare::default();
+        let mut mock = MockHost::new();
+        mock.fire(&mut bare, FIRST);
+        mock.run(|host| bare.on_timer(host, 5));
+        assert_eq!(bare.fired, [1, 5]);
+    }
 }

@@ -11,11 +11,12 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RSlice, RStr};
 
-use crate::author::Host;
+use crate::author::{Host, Session, TimerId};
 use crate::ffi::{FfiHost, FfiHost_TO};
 use crate::types::{
     ByteRange, Credentials, ErrorCode, HostError, LogLevel, PlayInfo, PointInfo, PointKind,
@@ -112,6 +113,20 @@ impl MockHost {
         let text = String::from_utf8_lossy(&self.written).into_owned();
         self.written.clear();
         text
+    }
+
+    /// The delay timer `timer` is armed with, if it is armed.
+    pub fn timer(&self, timer: impl Into<TimerId>) -> Option<Duration> {
+        self.timers
+            .get(&timer.into().get())
+            .map(|&ms| Duration::from_millis(ms))
+    }
+
+    /// Fire `timer` on `session` as the host does: disarm it, then deliver it.
+    pub fn fire(&mut self, session: &mut dyn Session, timer: impl Into<TimerId>) {
+        let timer = timer.into();
+        self.timers.remove(&timer.get());
+        self.run(|host| session.on_timer(host, timer.get()));
     }
 
     fn answer(&self, path: &str) -> Result<PointInfo, HostError> {
@@ -256,5 +271,55 @@ impl FfiHost for MockHost {
     }
     fn gauge(&mut self, name: RStr<'_>, value: i64) {
         self.gauges.insert(name.as_str().to_owned(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: TimerId = TimerId::new(3);
+
+    /// Arms its idle timer on open and closes when it fires.
+    struct Idle;
+
+    impl Session for Idle {
+        fn on_open(&mut self, host: &mut Host<'_>) {
+            host.set_timer(IDLE, Duration::from_millis(1500));
+        }
+        fn on_data(&mut self, _host: &mut Host<'_>, _data: &[u8]) {}
+        fn on_timer_fired(&mut self, host: &mut Host<'_>, timer: TimerId) {
+            if timer == IDLE {
+                host.close();
+            }
+        }
+    }
+
+    #[test]
+    fn timers_are_read_and_fired_by_their_ids() {
+        let mut mock = MockHost::new();
+        let mut session = Idle;
+        mock.run(|host| session.on_open(host));
+        assert_eq!(mock.timer(IDLE), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            mock.timer(3),
+            Some(Duration::from_millis(1500)),
+            "same id as u64"
+        );
+        assert_eq!(mock.timer(4), None);
+
+        mock.fire(&mut session, 4);
+        assert!(!mock.closed, "not its timer");
+        mock.fire(&mut session, IDLE);
+        assert!(mock.closed);
+        assert_eq!(mock.timer(IDLE), None, "disarmed when it fired");
+    }
+
+    #[test]
+    fn the_mock_session_has_parseable_addresses() {
+        let mut mock = MockHost::new();
+        let (peer, local) = mock.run(|host| (host.peer_addr(), host.local_addr()));
+        assert_eq!(peer, Some("127.0.0.1:50000".parse().unwrap()));
+        assert_eq!(local.map(|local| local.port()), Some(8080));
     }
 }

@@ -8,6 +8,7 @@
 use abi_stable::std_types::{RSlice, RString, RVec};
 use abi_stable::StableAbi;
 use std::fmt;
+use std::net::SocketAddr;
 
 /// What a plugin does for the server.
 #[repr(transparent)]
@@ -62,6 +63,29 @@ pub struct SessionInfo {
     pub peer: RString,
     /// Local address the connection arrived on, `ip:port`.
     pub local: RString,
+}
+
+impl SessionInfo {
+    /// The connection `id` from `peer` to `local`, with the addresses written as the host
+    /// writes them (`127.0.0.1:8080`, `[::1]:8080`). Handy in tests.
+    pub fn new(id: u64, peer: SocketAddr, local: SocketAddr) -> Self {
+        Self {
+            id,
+            peer: peer.to_string().into(),
+            local: local.to_string().into(),
+        }
+    }
+
+    /// The client's address. The ferrocast server always writes `ip:port` here (IPv6 as
+    /// `[ip]:port`), so this is `None` only for a hand-made `SessionInfo` with another text.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer.as_str().parse().ok()
+    }
+
+    /// The local address the connection arrived on; see [`SessionInfo::peer_addr`].
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local.as_str().parse().ok()
+    }
 }
 
 /// Whether a publishing point is live or serves files.
@@ -438,6 +462,38 @@ mod tests {
             "ended",
             "a reason from a newer host"
         );
+    }
+
+    #[test]
+    fn session_addresses_parse_as_the_host_writes_them() {
+        let v4 = SessionInfo::new(
+            7,
+            "192.0.2.1:50000".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+        );
+        assert_eq!(v4.peer.as_str(), "192.0.2.1:50000");
+        assert_eq!(v4.peer_addr(), Some("192.0.2.1:50000".parse().unwrap()));
+        assert_eq!(v4.local_addr().map(|local| local.port()), Some(8080));
+
+        let v6 = SessionInfo::new(
+            8,
+            "[::1]:40000".parse().unwrap(),
+            "[2001:db8::1]:554".parse().unwrap(),
+        );
+        assert_eq!(v6.peer.as_str(), "[::1]:40000");
+        assert!(v6.peer_addr().unwrap().ip().is_loopback());
+        assert_eq!(v6.local_addr().unwrap().to_string(), "[2001:db8::1]:554");
+    }
+
+    #[test]
+    fn session_addresses_that_are_not_ip_port_are_none() {
+        let odd = SessionInfo {
+            id: 1,
+            peer: "localhost:80".into(),
+            local: "::1".into(),
+        };
+        assert_eq!(odd.peer_addr(), None);
+        assert_eq!(odd.local_addr(), None);
     }
 }
 

@@ -3,10 +3,13 @@
 //! A plugin reads its `[plugins.<name>]` table with
 //! [`parse_settings`](ferrocast_plugin_api::parse_settings) into a struct of plain numbers
 //! (durations in milliseconds, sizes in bytes, counts), then turns it into its configuration.
-//! [`SettingChecks`] does the second step: each call checks one setting's range, records an
-//! error naming the key and the accepted range if it is out of it, and returns the value in the
-//! type the configuration wants. [`SettingChecks::finish`] then answers the configuration, or
-//! every error at once so the operator sees all problems in one go.
+//! [`SettingChecks`] (from the plugin API) does the second step: each call checks one setting's
+//! range, records an error naming the key and the accepted range if it is out of it, and
+//! returns the value in the type the configuration wants. [`SettingChecks::finish`] then
+//! answers the configuration, or every error at once so the operator sees all problems in one
+//! go. Durations can also be read straight into `Duration` fields with
+//! [`millis`](ferrocast_plugin_api::settings::millis) and checked with
+//! [`SettingChecks::duration`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -18,61 +21,15 @@
 //! assert_eq!(errors[0].message.as_str(), "50 is out of range; use 100 to 60000 milliseconds");
 //! ```
 
-use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use ferrocast_plugin_api::{check_range, SettingError};
+/// The settings validator, which lives in the plugin API so that plugins without this kit
+/// (out-of-tree ones) have it too; re-exported so the kit's users keep one import.
+pub use ferrocast_plugin_api::settings::SettingChecks;
 
-/// Range checks of one plugin's settings, collecting every error.
-#[derive(Debug, Default)]
-pub struct SettingChecks {
-    errors: Vec<SettingError>,
-}
-
-impl SettingChecks {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Setting `key` must lie in `range`; `unit` words the range in the error ("requests").
-    pub fn in_range(
-        &mut self,
-        key: &str,
-        value: u64,
-        range: RangeInclusive<u64>,
-        unit: &str,
-    ) -> u64 {
-        check_range(&mut self.errors, key, value, range, unit);
-        value
-    }
-
-    /// A duration given in milliseconds.
-    pub fn millis(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> Duration {
-        Duration::from_millis(self.in_range(key, value, range, "milliseconds"))
-    }
-
-    /// A size given in bytes. Values beyond `usize` (only possible with a range allowing them
-    /// on a 32-bit target) saturate.
-    pub fn bytes(&mut self, key: &str, value: u64, range: RangeInclusive<u64>) -> usize {
-        usize::try_from(self.in_range(key, value, range, "bytes")).unwrap_or(usize::MAX)
-    }
-
-    /// The errors found so far.
-    pub fn errors(&self) -> &[SettingError] {
-        &self.errors
-    }
-
-    /// `config` if every check passed, else all the errors.
-    pub fn finish<T>(self, config: T) -> Result<T, Vec<SettingError>> {
-        if self.errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(self.errors)
-        }
-    }
-}
-
-/// A default duration as the milliseconds a setting spells it in.
+/// A default duration as the milliseconds a setting spells it in, for settings structs that keep
+/// plain integers; a `Duration` field read with `ferrocast_plugin_api::settings::millis` needs
+/// no conversion.
 pub fn millis_of(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -23,7 +23,9 @@
 //! ```
 
 use ferrocast_plugin_api::testing::MockHost;
-use ferrocast_plugin_api::{EndReason, LogLevel, MediaChunk, Plugin, Session, StreamEnded};
+use ferrocast_plugin_api::{
+    EndReason, LogLevel, MediaChunk, Plugin, Session, StreamEnded, TimerId,
+};
 
 /// A session under test and the mock host it runs on.
 #[derive(Debug)]
@@ -64,16 +66,15 @@ impl<S: Session> SessionHarness<S> {
         }
     }
 
-    /// Timer `timer` fired: it is disarmed first, as the host does.
-    pub fn fire(&mut self, timer: u64) {
-        self.mock.timers.remove(&timer);
-        let session = &mut self.session;
-        self.mock.run(|host| session.on_timer(host, timer));
+    /// Timer `timer` (a `TimerId` or a bare `u64`) fired: it is disarmed first, as the host
+    /// does.
+    pub fn fire(&mut self, timer: impl Into<TimerId>) {
+        self.mock.fire(&mut self.session, timer);
     }
 
-    /// The delay timer `timer` is armed with, if armed.
-    pub fn timer(&self, timer: u64) -> Option<u64> {
-        self.mock.timers.get(&timer).copied()
+    /// The delay in milliseconds timer `timer` is armed with, if armed.
+    pub fn timer(&self, timer: impl Into<TimerId>) -> Option<u64> {
+        self.mock.timers.get(&timer.into().get()).copied()
     }
 
     /// The played or published stream ended for `reason`.

@@ -14,18 +14,19 @@
 //!
 //! It shows the whole plugin contract: metadata, settings that the plugin validates itself,
 //! a sans-IO session that reacts to events and asks the [`Host`] for everything (writes,
-//! timers, point lookups, playback), and [`export_plugin!`]. Settings are range-checked with
-//! `ferrocast-plugin-kit`, the optional toolkit crate. See `docs/plugin-guide.md`.
+//! timers, point lookups, playback), and [`export_plugin!`]. Settings are read into a
+//! `Duration` with [`millis`] and range-checked with [`SettingChecks`]. See
+//! `docs/plugin-guide.md`.
 
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
 
+use ferrocast_plugin_api::settings::millis;
 use ferrocast_plugin_api::{
     export_plugin, parse_settings, ByteRange, Host, LogLevel, Plugin, PluginKind, PluginMeta,
-    PointKind, Session, SessionInfo, SettingError, StreamEnded,
+    PointKind, Session, SessionInfo, SettingChecks, SettingError, StreamEnded, TimerId,
 };
-use ferrocast_plugin_kit::settings::SettingChecks;
 use serde::Deserialize;
 
 /// `[plugins.example]` settings besides the host's `enabled` and `listen`.
@@ -33,18 +34,22 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 struct Settings {
     /// Close a connection that has not sent a complete command for this long.
-    #[serde(default = "default_idle_timeout_ms")]
-    idle_timeout_ms: u64,
+    #[serde(
+        rename = "idle_timeout_ms",
+        with = "millis",
+        default = "default_idle_timeout"
+    )]
+    idle_timeout: Duration,
 }
 
-fn default_idle_timeout_ms() -> u64 {
-    30_000
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// Longest command line accepted; anything longer is a protocol error.
 const MAX_LINE: usize = 256;
 /// The only timer this plugin uses.
-const IDLE_TIMER: u64 = 1;
+const IDLE_TIMER: TimerId = TimerId::new(1);
 
 pub struct ExamplePlugin {
     idle_timeout: Duration,
@@ -64,8 +69,11 @@ impl Plugin for ExamplePlugin {
         let settings: Settings = parse_settings(settings)?;
         // Each check records an error naming the key; `finish` reports them all at once.
         let mut checks = SettingChecks::new();
-        let idle_timeout =
-            checks.millis("idle_timeout_ms", settings.idle_timeout_ms, 100..=3_600_000);
+        let idle_timeout = checks.duration(
+            "idle_timeout_ms",
+            settings.idle_timeout,
+            Duration::from_millis(100)..=Duration::from_secs(3600),
+        );
         checks.finish(Self { idle_timeout })
     }
 
@@ -146,7 +154,7 @@ impl Session for LineSession {
         host.set_timer(IDLE_TIMER, self.idle_timeout);
     }
 
-    fn on_timer(&mut self, host: &mut Host<'_>, timer: u64) {
+    fn on_timer_fired(&mut self, host: &mut Host<'_>, timer: TimerId) {
         if timer == IDLE_TIMER && !self.playing {
             host.write(b"ERR idle timeout\n");
             host.close();
@@ -169,11 +177,11 @@ mod tests {
     fn session() -> Box<dyn Session> {
         ExamplePlugin::create("")
             .unwrap()
-            .new_session(&SessionInfo {
-                id: 1,
-                peer: "127.0.0.1:1".into(),
-                local: "127.0.0.1:2".into(),
-            })
+            .new_session(&SessionInfo::new(
+                1,
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            ))
     }
 
     #[test]
@@ -225,8 +233,8 @@ mod tests {
         let mut mock = MockHost::new();
         let mut session = session();
         mock.run(|host| session.on_data(host, b"INF"));
-        assert_eq!(mock.timers.get(&IDLE_TIMER), Some(&30_000));
-        mock.run(|host| session.on_timer(host, IDLE_TIMER));
+        assert_eq!(mock.timer(IDLE_TIMER), Some(Duration::from_secs(30)));
+        mock.fire(&mut *session, IDLE_TIMER);
         assert!(mock.closed);
     }
 

@@ -25,10 +25,13 @@
 
 #![forbid(unsafe_code)]
 
+use std::time::Duration;
+
+use ferrocast_plugin_api::settings::millis;
 use ferrocast_plugin_api::{
-    parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingError,
+    parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingChecks,
+    SettingError,
 };
-use ferrocast_plugin_kit::settings::{millis_of, SettingChecks};
 use serde::Deserialize;
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -43,7 +46,8 @@ pub use session::{Config, HttpSession};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Settings {
-    header_timeout_ms: u64,
+    #[serde(rename = "header_timeout_ms", with = "millis")]
+    header_timeout: Duration,
     max_header_bytes: u64,
     keepalive_requests: u64,
 }
@@ -52,7 +56,7 @@ impl Default for Settings {
     fn default() -> Self {
         let config = Config::default();
         Self {
-            header_timeout_ms: millis_of(config.header_timeout),
+            header_timeout: config.header_timeout,
             max_header_bytes: config.max_header_bytes as u64,
             keepalive_requests: u64::from(config.keepalive_requests),
         }
@@ -63,10 +67,10 @@ impl Settings {
     fn validate(&self) -> Result<Config, Vec<SettingError>> {
         let mut checks = SettingChecks::new();
         let config = Config {
-            header_timeout: checks.millis(
+            header_timeout: checks.duration(
                 "header_timeout_ms",
-                self.header_timeout_ms,
-                100..=600_000,
+                self.header_timeout,
+                Duration::from_millis(100)..=Duration::from_secs(600),
             ),
             max_header_bytes: checks.bytes(
                 "max_header_bytes",
@@ -126,7 +130,6 @@ ferrocast_plugin_api::export_plugin!(HttpPlugin);
 mod tests {
     use super::*;
     use ferrocast_plugin_kit::testing::setting_errors;
-    use std::time::Duration;
 
     fn errors(settings: &str) -> Vec<(String, String)> {
         setting_errors::<HttpPlugin>(settings)
@@ -210,14 +213,17 @@ mod tests {
     fn sessions_use_the_settings() {
         use ferrocast_plugin_api::testing::MockHost;
         let plugin = HttpPlugin::create("header_timeout_ms = 2500\n").unwrap();
-        let info = SessionInfo {
-            id: 7,
-            peer: "127.0.0.1:1".into(),
-            local: "127.0.0.1:8080".into(),
-        };
+        let info = SessionInfo::new(
+            7,
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+        );
         let mut session = plugin.new_session(&info);
         let mut mock = MockHost::new();
         mock.run(|host| session.on_data(host, b"GET /li"));
-        assert_eq!(mock.timers.get(&session::HEADER_TIMER), Some(&2500));
+        assert_eq!(
+            mock.timer(session::HEADER_TIMER),
+            Some(Duration::from_millis(2500))
+        );
     }
 }

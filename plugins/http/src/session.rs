@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ferrocast_plugin_api::{
     ByteRange, EndReason, ErrorCode, Host, HostError, LogLevel, PointInfo, PointKind, Session,
-    StreamEnded,
+    StreamEnded, TimerId,
 };
 
 use ferrocast_plugin_kit::auth;
@@ -31,7 +31,7 @@ use crate::proto::response::{self, Response};
 /// The `Server` header of every response.
 pub const SERVER: &str = concat!("ferrocast/", env!("CARGO_PKG_VERSION"));
 /// The timer id of the header timeout (the session's only timer).
-pub const HEADER_TIMER: u64 = 1;
+pub const HEADER_TIMER: TimerId = TimerId::new(1);
 
 const MPEG_TS: &str = "video/mp2t";
 const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
@@ -629,7 +629,7 @@ impl Session for HttpSession {
         }
     }
 
-    fn on_timer(&mut self, host: &mut Host<'_>, timer: u64) {
+    fn on_timer_fired(&mut self, host: &mut Host<'_>, timer: TimerId) {
         if timer != HEADER_TIMER {
             return;
         }

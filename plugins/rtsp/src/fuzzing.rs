@@ -4,6 +4,7 @@
 //!
 //! Not part of the plugin's API.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use ferrocast_plugin_api::testing::MockHost;
@@ -131,11 +132,11 @@ pub fn session(data: &[u8]) {
         header_timeout: Duration::from_millis(100),
         max_request_bytes: if control & 0x80 != 0 { 1024 } else { 16384 },
     };
-    let info = SessionInfo {
-        id: 1,
-        peer: "127.0.0.1:50000".into(),
-        local: "127.0.0.1:8554".into(),
-    };
+    let info = SessionInfo::new(
+        1,
+        SocketAddr::from(([127, 0, 0, 1], 50000)),
+        SocketAddr::from(([127, 0, 0, 1], 8554)),
+    );
     let mut client = SessionHarness::new(mock, RtspSession::new(config, info));
     client.open();
     for part in input.chunks(piece) {

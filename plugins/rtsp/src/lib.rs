@@ -30,10 +30,13 @@
 
 #![forbid(unsafe_code)]
 
+use std::time::Duration;
+
+use ferrocast_plugin_api::settings::millis;
 use ferrocast_plugin_api::{
-    parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingError,
+    parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingChecks,
+    SettingError,
 };
-use ferrocast_plugin_kit::settings::{millis_of, SettingChecks};
 use serde::Deserialize;
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -48,8 +51,10 @@ pub use session::{Config, RtspSession};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Settings {
-    session_timeout_ms: u64,
-    header_timeout_ms: u64,
+    #[serde(rename = "session_timeout_ms", with = "millis")]
+    session_timeout: Duration,
+    #[serde(rename = "header_timeout_ms", with = "millis")]
+    header_timeout: Duration,
     max_request_bytes: u64,
 }
 
@@ -57,8 +62,8 @@ impl Default for Settings {
     fn default() -> Self {
         let config = Config::default();
         Self {
-            session_timeout_ms: millis_of(config.session_timeout),
-            header_timeout_ms: millis_of(config.header_timeout),
+            session_timeout: config.session_timeout,
+            header_timeout: config.header_timeout,
             max_request_bytes: config.max_request_bytes as u64,
         }
     }
@@ -68,15 +73,15 @@ impl Settings {
     fn validate(&self) -> Result<Config, Vec<SettingError>> {
         let mut checks = SettingChecks::new();
         let config = Config {
-            session_timeout: checks.millis(
+            session_timeout: checks.duration(
                 "session_timeout_ms",
-                self.session_timeout_ms,
-                1_000..=3_600_000,
+                self.session_timeout,
+                Duration::from_secs(1)..=Duration::from_secs(3600),
             ),
-            header_timeout: checks.millis(
+            header_timeout: checks.duration(
                 "header_timeout_ms",
-                self.header_timeout_ms,
-                100..=600_000,
+                self.header_timeout,
+                Duration::from_millis(100)..=Duration::from_secs(600),
             ),
             max_request_bytes: checks.bytes(
                 "max_request_bytes",
@@ -129,7 +134,6 @@ mod tests {
     use super::*;
     use ferrocast_plugin_api::testing::MockHost;
     use ferrocast_plugin_kit::testing::setting_errors;
-    use std::time::Duration;
 
     fn errors(settings: &str) -> Vec<(String, String)> {
         setting_errors::<RtspPlugin>(settings)
@@ -219,19 +223,25 @@ mod tests {
     fn sessions_use_the_settings() {
         let plugin =
             RtspPlugin::create("session_timeout_ms = 30000\nheader_timeout_ms = 2500\n").unwrap();
-        let info = SessionInfo {
-            id: 7,
-            peer: "127.0.0.1:1".into(),
-            local: "127.0.0.1:8554".into(),
-        };
+        let info = SessionInfo::new(
+            7,
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:8554".parse().unwrap(),
+        );
         let mut session = plugin.new_session(&info);
         let mut mock = MockHost::new();
         mock.run(|host| session.on_open(host));
-        assert_eq!(mock.timers.get(&session::SESSION_TIMER), Some(&30_000));
+        assert_eq!(
+            mock.timer(session::SESSION_TIMER),
+            Some(Duration::from_secs(30))
+        );
         mock.run(|host| session.on_data(host, b"OPTIONS * RT"));
-        assert_eq!(mock.timers.get(&session::HEADER_TIMER), Some(&2500));
+        assert_eq!(
+            mock.timer(session::HEADER_TIMER),
+            Some(Duration::from_millis(2500))
+        );
         mock.run(|host| session.on_data(host, b"SP/1.0\r\nCSeq: 1\r\n\r\n"));
-        assert_eq!(mock.timers.get(&session::HEADER_TIMER), None);
+        assert_eq!(mock.timer(session::HEADER_TIMER), None);
         let written = mock.take_written();
         assert!(
             written.starts_with("RTSP/1.0 200 OK\r\nCSeq: 1\r\n"),

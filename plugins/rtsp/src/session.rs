@@ -34,11 +34,12 @@
 //!
 //! Every request is logged once: INFO for successes, WARN for refusals with the reason.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use ferrocast_plugin_api::{
     CredentialKind, Credentials, EndReason, ErrorCode, Host, HostError, LogLevel, PlayInfo,
-    PointInfo, PointKind, Session, SessionInfo, StreamEnded, TransportInfo, TransportKind,
+    PointInfo, PointKind, Session, SessionInfo, StreamEnded, TimerId, TransportInfo, TransportKind,
     TransportRequest, RESUME,
 };
 
@@ -54,9 +55,9 @@ use crate::proto::url::{self, Target};
 /// The `Server` header of every response.
 pub const SERVER: &str = concat!("ferrocast/", env!("CARGO_PKG_VERSION"));
 /// The timer of a partly received request.
-pub const HEADER_TIMER: u64 = 1;
+pub const HEADER_TIMER: TimerId = TimerId::new(1);
 /// The session (and idle connection) timer.
-pub const SESSION_TIMER: u64 = 2;
+pub const SESSION_TIMER: TimerId = TimerId::new(2);
 /// The methods this server implements, for `Public`.
 pub const PUBLIC: &str =
     "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
@@ -398,10 +399,16 @@ impl RtspSession {
         } else {
             Timeline::Live
         };
+        // The host always writes `ip:port`; the unspecified address stands in otherwise.
+        let server_ip = self
+            .info
+            .local_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |local| local.ip())
+            .to_string();
         let body = Description {
             session_id: sdp::origin_id(&target.path),
             version: 1,
-            server_ip: sdp::host_ip(&self.info.local),
+            server_ip: &server_ip,
             name: &point.name,
             timeline,
         }
@@ -859,7 +866,7 @@ impl Session for RtspSession {
         self.drive(host);
     }
 
-    fn on_timer(&mut self, host: &mut Host<'_>, timer: u64) {
+    fn on_timer_fired(&mut self, host: &mut Host<'_>, timer: TimerId) {
         if self.closed {
             return;
         }

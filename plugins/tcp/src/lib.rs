@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 
 use ferrocast_plugin_api::{
     export_plugin, parse_settings, ByteRange, ErrorCode, Host, HostError, LogLevel, Plugin,
-    PluginKind, PluginMeta, Session, SessionInfo, SettingError, StreamEnded, TransportKind,
-    TransportRequest,
+    PluginKind, PluginMeta, Session, SessionInfo, SettingChecks, SettingError, StreamEnded,
+    TransportKind, TransportRequest,
 };
 use serde::Deserialize;
 
@@ -49,34 +49,26 @@ impl Plugin for TcpPlugin {
 
     fn create(settings: &str) -> Result<Self, Vec<SettingError>> {
         let settings: Settings = parse_settings(settings)?;
-        let mut errors = Vec::new();
+        let mut checks = SettingChecks::new();
         let mut points_by_port = BTreeMap::new();
         for (port, point) in settings.serve {
             match port.parse::<u16>() {
                 Ok(number) if number > 0 => {
                     points_by_port.insert(number, point);
                 }
-                _ => errors.push(SettingError::new(
+                _ => checks.error(
                     "serve",
                     format!(
                         "`{port}` is not a port number; write serve = {{ \"9000\" = \"live\" }}"
                     ),
-                )),
+                ),
             }
         }
-        if errors.is_empty() {
-            Ok(Self { points_by_port })
-        } else {
-            Err(errors)
-        }
+        checks.finish(Self { points_by_port })
     }
 
     fn new_session(&self, info: &SessionInfo) -> Box<dyn Session> {
-        let port = info
-            .local
-            .rsplit(':')
-            .next()
-            .and_then(|port| port.parse::<u16>().ok());
+        let port = info.local_addr().map(|local| local.port());
         Box::new(RawTsSession {
             point: port.and_then(|port| self.points_by_port.get(&port).cloned()),
             local: info.local.to_string(),
@@ -152,11 +144,21 @@ mod tests {
     use ferrocast_plugin_api::PointKind;
 
     fn info(local: &str) -> SessionInfo {
-        SessionInfo {
-            id: 7,
-            peer: "127.0.0.1:40000".into(),
-            local: local.into(),
-        }
+        SessionInfo::new(
+            7,
+            "127.0.0.1:40000".parse().unwrap(),
+            local.parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn an_ipv6_connection_plays_the_point_of_its_port() {
+        let plugin = TcpPlugin::create("serve = { \"9000\" = \"live\" }").unwrap();
+        let mut session = plugin.new_session(&info("[::1]:9000"));
+        let mut mock = MockHost::new();
+        mock.add_point("live", PointKind::BROADCAST, 0);
+        mock.run(|host| session.on_open(host));
+        assert_eq!(mock.plays, vec![("live".to_owned(), ByteRange::ALL)]);
     }
 
     #[test]

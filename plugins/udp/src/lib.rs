@@ -26,7 +26,8 @@ use std::net::SocketAddr;
 
 use ferrocast_plugin_api::{
     export_plugin, parse_settings, ErrorCode, Framing, Host, HostError, OutputSpec, Plugin,
-    PluginKind, PluginMeta, Session, SessionInfo, SettingError, TransportKind, TransportRequest,
+    PluginKind, PluginMeta, Session, SessionInfo, SettingChecks, SettingError, TransportKind,
+    TransportRequest,
 };
 use serde::Deserialize;
 
@@ -78,63 +79,63 @@ impl Plugin for UdpPlugin {
 
     fn create(settings: &str) -> Result<Self, Vec<SettingError>> {
         let settings: Settings = parse_settings(settings)?;
-        let mut errors = Vec::new();
+        let mut checks = SettingChecks::new();
         let mut outputs = Vec::new();
         for (index, push) in settings.push.into_iter().enumerate() {
             let framing = match push.format.as_str() {
                 "ts" => Framing::RAW_TS,
                 "rtp" => Framing::RTP,
                 other => {
-                    errors.push(SettingError::new(
+                    checks.error(
                         "push",
                         format!(
                             "push #{}: format `{other}` is not \"ts\" or \"rtp\"",
                             index + 1
                         ),
-                    ));
+                    );
                     continue;
                 }
             };
             match push.destination.parse::<SocketAddr>() {
                 Ok(address) if address.port() >= FIRST_UNRESERVED_PORT => {}
                 Ok(_) => {
-                    errors.push(SettingError::new(
+                    checks.error(
                         "push",
                         format!(
                             "push #{}: destination port must be {FIRST_UNRESERVED_PORT} or above",
                             index + 1
                         ),
-                    ));
+                    );
                     continue;
                 }
                 Err(_) => {
-                    errors.push(SettingError::new(
+                    checks.error(
                         "push",
                         format!(
                             "push #{}: destination `{}` is not ip:port (e.g. \"239.255.0.1:5004\")",
                             index + 1,
                             push.destination
                         ),
-                    ));
+                    );
                     continue;
                 }
             }
             if push.ttl == 0 {
-                errors.push(SettingError::new(
+                checks.error(
                     "push",
                     format!("push #{}: ttl must be 1 or more", index + 1),
-                ));
+                );
                 continue;
             }
             if !push.interface.is_empty() && push.interface.parse::<std::net::IpAddr>().is_err() {
-                errors.push(SettingError::new(
+                checks.error(
                     "push",
                     format!(
                         "push #{}: interface `{}` is not an IP address",
                         index + 1,
                         push.interface
                     ),
-                ));
+                );
                 continue;
             }
             outputs.push(OutputSpec {
@@ -145,11 +146,7 @@ impl Plugin for UdpPlugin {
                 interface: push.interface.into(),
             });
         }
-        if errors.is_empty() {
-            Ok(Self { outputs })
-        } else {
-            Err(errors)
-        }
+        checks.finish(Self { outputs })
     }
 
     fn new_session(&self, _info: &SessionInfo) -> Box<dyn Session> {

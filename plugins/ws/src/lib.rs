@@ -22,10 +22,13 @@
 
 #![forbid(unsafe_code)]
 
+use std::time::Duration;
+
+use ferrocast_plugin_api::settings::millis;
 use ferrocast_plugin_api::{
-    parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingError,
+    parse_settings, Plugin, PluginKind, PluginMeta, Session, SessionInfo, SettingChecks,
+    SettingError,
 };
-use ferrocast_plugin_kit::settings::{millis_of, SettingChecks};
 use serde::Deserialize;
 
 pub mod proto;
@@ -37,7 +40,8 @@ pub use session::{Config, WsSession};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Settings {
-    handshake_timeout_ms: u64,
+    #[serde(rename = "handshake_timeout_ms", with = "millis")]
+    handshake_timeout: Duration,
     max_header_bytes: u64,
     max_frame_bytes: u64,
 }
@@ -46,7 +50,7 @@ impl Default for Settings {
     fn default() -> Self {
         let config = Config::default();
         Self {
-            handshake_timeout_ms: millis_of(config.handshake_timeout),
+            handshake_timeout: config.handshake_timeout,
             max_header_bytes: config.max_header_bytes as u64,
             max_frame_bytes: config.max_frame_bytes as u64,
         }
@@ -57,10 +61,10 @@ impl Settings {
     fn validate(&self) -> Result<Config, Vec<SettingError>> {
         let mut checks = SettingChecks::new();
         let config = Config {
-            handshake_timeout: checks.millis(
+            handshake_timeout: checks.duration(
                 "handshake_timeout_ms",
-                self.handshake_timeout_ms,
-                100..=600_000,
+                self.handshake_timeout,
+                Duration::from_millis(100)..=Duration::from_secs(600),
             ),
             max_header_bytes: checks.bytes(
                 "max_header_bytes",
@@ -118,7 +122,6 @@ ferrocast_plugin_api::export_plugin!(WsPlugin);
 mod tests {
     use super::*;
     use ferrocast_plugin_kit::testing::setting_errors;
-    use std::time::Duration;
 
     #[test]
     fn metadata_and_defaults() {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use ferrocast_plugin_api::{
     ByteRange, Credentials, EndReason, ErrorCode, Host, LogLevel, MediaChunk, Session, StreamEnded,
+    TimerId,
 };
 use ferrocast_plugin_kit::head::{HeadBuffer, HeadError};
 
@@ -18,7 +19,7 @@ use crate::proto::frame::{self, status, Frame, FrameDecoder, Opcode};
 use crate::proto::handshake::{self, HandshakeError, Upgrade};
 
 /// The timer that bounds the opening handshake.
-pub const HANDSHAKE_TIMER: u64 = 1;
+pub const HANDSHAKE_TIMER: TimerId = TimerId::new(1);
 
 /// Validated settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,7 +202,7 @@ impl Session for WsSession {
         }
     }
 
-    fn on_timer(&mut self, host: &mut Host<'_>, timer: u64) {
+    fn on_timer_fired(&mut self, host: &mut Host<'_>, timer: TimerId) {
         if timer == HANDSHAKE_TIMER && matches!(self.state, State::Handshake(_)) {
             let response = handshake::error_response(408, "upgrade request not received in time");
             host.write(&response.encode());

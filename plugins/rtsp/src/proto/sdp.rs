@@ -38,7 +38,7 @@ pub struct Description<'a> {
     pub session_id: u64,
     /// `o=` version: changes when the description of the same session changes.
     pub version: u64,
-    /// The server's address as the client reached it (`SessionInfo::local`, without the port).
+    /// The server's address as the client reached it (the IP of `SessionInfo::local_addr`).
     pub server_ip: &'a str,
     /// `s=`: the publishing point's name.
     pub name: &'a str,
@@ -78,18 +78,6 @@ impl Description<'_> {
         let mut out = lines.join("\r\n");
         out.push_str("\r\n");
         out
-    }
-}
-
-/// The IP part of an `ip:port` or `[ipv6]:port` address.
-pub fn host_ip(address: &str) -> &str {
-    if let Some(rest) = address.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match address.rsplit_once(':') {
-        // One colon: `ip:port`. More: a bare IPv6 address.
-        Some((ip, _)) if !ip.contains(':') => ip,
-        _ => address,
     }
 }
 
@@ -163,14 +151,6 @@ mod tests {
         assert!(unknown.contains("\r\na=range:npt=0-\r\n"));
         assert!(unknown.contains("\r\ns=x__y\r\n"));
         assert!(render(Timeline::Live, "10.0.0.1", "").contains("\r\ns= \r\n"));
-    }
-
-    #[test]
-    fn addresses() {
-        assert_eq!(host_ip("127.0.0.1:8554"), "127.0.0.1");
-        assert_eq!(host_ip("[::1]:8554"), "::1");
-        assert_eq!(host_ip("::1"), "::1");
-        assert_eq!(host_ip("10.0.0.1"), "10.0.0.1");
     }
 
     #[test]

@@ -442,7 +442,7 @@ fn interleaved_rtcp_on_the_session_channel_is_a_keepalive() {
     let mut client = Client::new();
     client.send(&data[..rtcp]);
     assert_eq!(statuses(&client.responses()), [200; 4]);
-    client.mock.timers.remove(&SESSION_TIMER);
+    client.mock.timers.remove(&SESSION_TIMER.get());
     client.send_in_pieces(&data[rtcp..teardown], 3);
     assert_eq!(client.session_timer(), Some(60_000), "re-armed by RTCP");
     assert!(client.responses().is_empty(), "frames get no answer");
@@ -495,6 +495,23 @@ fn options_lists_every_method() {
         Some("OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER")
     );
     assert_eq!(client.logs(LogLevel::INFO), ["OPTIONS * -> 200"]);
+}
+
+#[test]
+fn describe_names_the_server_address_the_client_reached_over_ipv6() {
+    let mut client = Client::new();
+    client.session = RtspSession::new(
+        Config::default(),
+        SessionInfo::new(
+            1,
+            "[::1]:50000".parse().unwrap(),
+            "[::1]:8554".parse().unwrap(),
+        ),
+    );
+    client.open();
+    let live = client.request("DESCRIBE", "rtsp://[::1]:8554/live", 1, &[]);
+    assert_eq!(live.status, 200, "{live:?}");
+    assert!(live.body.contains(" IN IP6 ::1\r\n"), "{}", live.body);
 }
 
 #[test]
@@ -1099,7 +1116,7 @@ fn interleaved_frames_on_a_udp_session_are_stray() {
         1,
         &["Transport: RTP/AVP;unicast;client_port=5000-5001"],
     );
-    client.mock.timers.remove(&SESSION_TIMER);
+    client.mock.timers.remove(&SESSION_TIMER.get());
     client.send(b"$\x01\x00\x00");
     assert_eq!(client.session_timer(), None, "not a keep-alive");
     assert!(client.logs(LogLevel::WARN)[0].contains("no interleaved transport"));
@@ -1155,10 +1172,10 @@ fn requests_and_rtcp_over_udp_reset_the_session_timer() {
         Some(format!("{};timeout=1", Client::id()).as_str()),
         "whole seconds, rounded down"
     );
-    client.mock.timers.remove(&SESSION_TIMER);
+    client.mock.timers.remove(&SESSION_TIMER.get());
     client.request("GET_PARAMETER", "rtsp://h/vod/", 2, &[]);
     assert_eq!(client.session_timer(), Some(1_500));
-    client.mock.timers.remove(&SESSION_TIMER);
+    client.mock.timers.remove(&SESSION_TIMER.get());
     client.activity(99);
     assert_eq!(client.session_timer(), None, "not this session's transport");
     client.activity(1);
