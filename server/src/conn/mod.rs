@@ -329,8 +329,8 @@ enum Wakeup {
     /// RTCP from the client on a transport: the transport and how many packets.
     Rtcp(Option<(u64, usize)>),
     Timer(Option<u64>),
-    /// The playlist a blocking request waits on changed, or its deadline passed.
-    ResourceCheck,
+    /// A resource request made progress (see `resource`).
+    Resource(resource::ResourceStep),
 }
 
 async fn drive<R, W>(
@@ -478,7 +478,7 @@ where
         _ = sleep_until_opt(next_timer.map(|(_, at)| at)) => {
             Wakeup::Timer(next_timer.map(|(timer, _)| timer))
         }
-        _ = resource::resource_changed(&mut conn.resource) => Wakeup::ResourceCheck,
+        step = resource::resource_step(&mut conn.resource) => Wakeup::Resource(step),
     }
 }
 
@@ -520,7 +520,7 @@ fn handle<R, W>(
             conn.timers.cancel(timer);
             session.on_timer(conn, timer)?;
         }
-        Wakeup::ResourceCheck => conn.resource.recheck(Instant::now()),
+        Wakeup::Resource(step) => conn.resource.on_step(step, Instant::now()),
         Wakeup::Rtcp(None) | Wakeup::Timer(None) => {}
     }
     Ok(())

@@ -60,10 +60,49 @@ impl Prepared {
     }
 }
 
-/// What a request gets: the resource now, or a wait for a blocking reload.
+/// What a request gets: the resource now, a wait for a blocking reload, or a segment of an
+/// on-demand file to read off the async threads.
 pub enum Answer {
     Ready(Prepared),
     Wait(Waiting),
+    Read(FileRead),
+}
+
+/// One segment of an on-demand file: its PAT/PMT, then a byte range of the file.
+pub struct FileRead {
+    file: std::path::PathBuf,
+    psi: Option<Bytes>,
+    segment: playlist::FileSegment,
+    etag: String,
+    modified: SystemTime,
+}
+
+impl FileRead {
+    /// Read the segment (blocking: run it on the blocking pool).
+    pub fn read(self) -> Result<Prepared, HostError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let unreadable = |error: std::io::Error| {
+            warn!(event = events::FILE_UNAVAILABLE, path = %self.file.display(), %error, "on-demand file unreadable for an HLS segment");
+            HostError::new(ErrorCode::UNAVAILABLE, "the file cannot be read right now")
+        };
+        let mut file = std::fs::File::open(&self.file).map_err(unreadable)?;
+        file.seek(SeekFrom::Start(self.segment.offset)).map_err(unreadable)?;
+        let mut data = vec![0u8; self.segment.length as usize];
+        file.read_exact(&mut data).map_err(unreadable)?;
+        // The first segment starts with the file's own tables; the others get a copy first.
+        let body = match self.psi.filter(|_| self.segment.offset != 0) {
+            Some(psi) => vec![psi, Bytes::from(data)],
+            None => vec![Bytes::from(data)],
+        };
+        Ok(Prepared {
+            content_type: SEGMENT_TYPE,
+            etag: self.etag,
+            last_modified: self.modified,
+            max_age: SEGMENT_MAX_AGE,
+            immutable: true,
+            body,
+        })
+    }
 }
 
 /// A request that waits for the playlist to grow.
@@ -87,6 +126,7 @@ impl Waiting {
                 "the awaited part did not appear within three target durations",
             ))),
             Ok(Answer::Wait(_)) => None,
+            Ok(Answer::Read(_)) => Some(Err(not_found(&self.point.name, "that resource"))),
         }
     }
 }
@@ -395,9 +435,7 @@ impl Packagers {
                     .ok_or_else(|| not_live(&info.name))?;
                 point.answer(resource, msn, part)
             }
-            Resolved::File { path: file, .. } => {
-                self.on_demand(points, &file, path, resource).map(Answer::Ready)
-            }
+            Resolved::File { path: file, .. } => self.on_demand(points, &file, path, resource),
         }
     }
 
@@ -408,7 +446,7 @@ impl Packagers {
         file: &std::path::Path,
         path: &str,
         resource: ResourceName,
-    ) -> Result<Prepared, HostError> {
+    ) -> Result<Answer, HostError> {
         let index = points.file_index(file).ready_for_play()?;
         let modified = std::fs::metadata(file)
             .and_then(|metadata| metadata.modified())
@@ -418,34 +456,33 @@ impl Packagers {
             .map_or(0, |since| since.as_millis());
         let etag = |what: &str| format!("\"{:x}-{stamp:x}-{what}\"", index.size);
         let target = self.settings().target_duration;
+        let segments = playlist::file_segments(&index, target);
         match resource {
             ResourceName::Playlist => {
-                let segments = playlist::file_segments(&index, target);
-                let text = playlist::on_demand(&segments, path, target, index.psi.is_some());
-                Ok(Prepared {
+                let text = playlist::on_demand(&segments, target);
+                Ok(Answer::Ready(Prepared {
                     content_type: PLAYLIST_TYPE,
                     etag: etag("m3u8"),
                     last_modified: modified,
                     max_age: VOD_PLAYLIST_MAX_AGE,
                     immutable: false,
                     body: vec![Bytes::from(text)],
-                })
+                }))
             }
-            ResourceName::Init => {
-                let psi = index.psi.clone().ok_or_else(|| not_found(path, "init.ts"))?;
-                Ok(Prepared {
-                    content_type: SEGMENT_TYPE,
-                    etag: etag("init"),
-                    last_modified: modified,
-                    max_age: VOD_PLAYLIST_MAX_AGE,
-                    immutable: false,
-                    body: vec![psi],
-                })
+            ResourceName::Segment(n) => {
+                let segment = usize::try_from(n)
+                    .ok()
+                    .and_then(|n| segments.get(n))
+                    .ok_or_else(|| not_found(path, &playlist::segment_name(n)))?;
+                Ok(Answer::Read(FileRead {
+                    file: file.to_owned(),
+                    psi: index.psi.clone(),
+                    segment: segment.clone(),
+                    etag: etag(&format!("s{n}")),
+                    modified,
+                }))
             }
-            ResourceName::Segment(_) | ResourceName::Part(..) => Err(HostError::new(
-                ErrorCode::NOT_FOUND,
-                format!("on-demand HLS segments are byte ranges of /{path}; request that"),
-            )),
+            ResourceName::Init | ResourceName::Part(..) => Err(not_found(path, "that resource")),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Media playlists (RFC 8216 and its low-latency extensions, RFC 8216bis) as text: the live
-//! sliding window of a [`Segmenter`], and the on-demand playlist of an indexed file.
+//! sliding window of a [`Segmenter`], and the on-demand playlist of an indexed file, cut at
+//! its keyframes into segments that each start with PAT and PMT.
 
 use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,7 +25,8 @@ pub fn part_name(msn: u64, part: u64) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResourceName {
     Playlist,
-    /// The on-demand playlist's initialisation section (PAT and PMT).
+    /// An initialisation section: never served (every segment carries its PAT and PMT);
+    /// recognised so that it is answered 404 rather than as a file.
     Init,
     Segment(u64),
     Part(u64, u64),
@@ -186,31 +188,21 @@ pub fn file_segments(index: &FileIndex, target: Duration) -> Vec<FileSegment> {
         .collect()
 }
 
-/// The on-demand playlist of a file served at `/file_path`: byte ranges of the file, after
-/// the initialisation section `init.ts` (its PAT and PMT) so that a player can start at any
-/// segment.
-pub fn on_demand(segments: &[FileSegment], file_path: &str, target: Duration, init: bool) -> String {
+/// The on-demand playlist of a file: every segment, then the end.
+pub fn on_demand(segments: &[FileSegment], target: Duration) -> String {
     let longest = segments
         .iter()
         .map(|segment| segment.duration.as_secs_f64().round() as u64)
         .max()
         .unwrap_or(0);
     let target = longest.max(target.as_secs_f64().ceil() as u64).max(1);
-    let mut text = String::with_capacity(64 * segments.len() + 256);
-    text.push_str("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let mut text = String::with_capacity(32 * segments.len() + 256);
+    text.push_str("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-PLAYLIST-TYPE:VOD\n");
     let _ = writeln!(text, "#EXT-X-TARGETDURATION:{target}");
     text.push_str("#EXT-X-MEDIA-SEQUENCE:0\n");
-    if init {
-        text.push_str("#EXT-X-MAP:URI=\"init.ts\"\n");
-    }
-    for segment in segments {
+    for (n, segment) in segments.iter().enumerate() {
         let _ = writeln!(text, "#EXTINF:{},", seconds(segment.duration));
-        let _ = writeln!(
-            text,
-            "#EXT-X-BYTERANGE:{}@{}",
-            segment.length, segment.offset
-        );
-        let _ = writeln!(text, "/{file_path}");
+        let _ = writeln!(text, "{}", segment_name(n as u64));
     }
     text.push_str("#EXT-X-ENDLIST\n");
     text

@@ -85,6 +85,9 @@ struct Clock {
     segment_start: Option<u64>,
     part_start: Option<u64>,
     last: Option<u64>,
+    /// The stream time between the last two chunks with a PCR: a part is closed when the
+    /// next chunk would take it past its target.
+    step: Duration,
 }
 
 /// Elapsed 90 kHz time from `from` to `to`, across a wrap; `None` for a jump.
@@ -146,6 +149,9 @@ impl Segmenter {
         now: SystemTime,
     ) -> bool {
         let at = pcr_90k.or(self.clock.last);
+        if let (Some(last), Some(pcr)) = (self.clock.last, pcr_90k) {
+            self.clock.step = elapsed(last, pcr).unwrap_or_default();
+        }
         if pcr_90k.is_some() {
             self.clock.last = pcr_90k;
         }
@@ -216,7 +222,9 @@ impl Segmenter {
             return false;
         };
         let done = open.parts.last().map_or(0, |part| part.chunks.end);
-        open.chunks.len() > done && elapsed(start, at).is_none_or(|elapsed| elapsed >= target)
+        let step = self.clock.step;
+        open.chunks.len() > done
+            && elapsed(start, at).is_none_or(|elapsed| elapsed >= target || elapsed + step > target)
     }
 
     fn open_segment(&mut self, at: Option<u64>, now: SystemTime) {
