@@ -595,7 +595,11 @@ impl PluginSession {
         answer: Result<ResourceParts<'_>, HostError>,
     ) -> Result<(), PluginFault> {
         let pieces: Vec<RSlice<'_, u8>> = match &answer {
-            Ok(parts) => parts.body.iter().map(|piece| RSlice::from_slice(piece)).collect(),
+            Ok(parts) => parts
+                .body
+                .iter()
+                .map(|piece| RSlice::from_slice(piece))
+                .collect(),
             Err(_) => Vec::new(),
         };
         let answer = answer.map(|parts| Resource {

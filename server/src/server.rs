@@ -561,7 +561,12 @@ impl Server {
             let _ = writeln!(
                 text,
                 "hls {} segments {} bytes {} max_bytes {} evicted {} next_msn {}",
-                hls.point, hls.segments, hls.bytes, hls.max_bytes, hls.evicted_for_memory, hls.next_msn
+                hls.point,
+                hls.segments,
+                hls.bytes,
+                hls.max_bytes,
+                hls.evicted_for_memory,
+                hls.next_msn
             );
         }
         for (plugin, address) in self.local_addresses() {

@@ -55,7 +55,10 @@ pub(super) fn target(request: &Request) -> Option<HlsTarget> {
     if path.is_empty() || !is_hls_name(name) {
         return None;
     }
-    let query = request.target.split_once('?').map_or("", |(_, query)| query);
+    let query = request
+        .target
+        .split_once('?')
+        .map_or("", |(_, query)| query);
     let param = |key: &str| {
         query
             .split('&')
@@ -81,7 +84,8 @@ pub(super) fn not_modified(
 ) -> bool {
     if let Some(tags) = if_none_match {
         return tags.split(',').map(str::trim).any(|tag| {
-            tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag.strip_prefix("W/").unwrap_or(etag)
+            tag == "*"
+                || tag.strip_prefix("W/").unwrap_or(tag) == etag.strip_prefix("W/").unwrap_or(etag)
         });
     }
     if_modified_since
@@ -151,7 +155,13 @@ impl HttpSession {
         true
     }
 
-    fn refuse_hls(&mut self, host: &mut Host<'_>, exchange: &Exchange, error: &HostError, keep_alive: bool) {
+    fn refuse_hls(
+        &mut self,
+        host: &mut Host<'_>,
+        exchange: &Exchange,
+        error: &HostError,
+        keep_alive: bool,
+    ) {
         let status = status_for(error.code);
         if status == 400 || status == 503 {
             let extra: &[(&'static str, &str)] = if status == 503 {
@@ -197,7 +207,10 @@ impl HttpSession {
             .head(status)
             .header("ETag", etag)
             .header("Last-Modified", last_modified)
-            .header("Cache-Control", cache_control(resource.max_age, resource.immutable))
+            .header(
+                "Cache-Control",
+                cache_control(resource.max_age, resource.immutable),
+            )
             .header("Access-Control-Allow-Origin", "*");
         if !unchanged {
             head = head
@@ -211,7 +224,11 @@ impl HttpSession {
         }
         host.log(
             LogLevel::DEBUG,
-            &format!("{} -> {status} ({} bytes)", pending.exchange.label, resource.len()),
+            &format!(
+                "{} -> {status} ({} bytes)",
+                pending.exchange.label,
+                resource.len()
+            ),
         );
         self.finish_response(host, keep_alive);
         self.drive(host);
@@ -244,7 +261,13 @@ mod tests {
         assert_eq!((segment.path.as_str(), segment.msn), ("live", None));
         assert!(target(&request("/vod/movie.ts/index.m3u8")).is_some());
         assert!(target(&request("/live/part7.2.ts")).is_some());
-        for plain in ["/live", "/index.m3u8", "/vod/movie.ts", "/vod/seg.ts", "/vod/part1.ts"] {
+        for plain in [
+            "/live",
+            "/index.m3u8",
+            "/vod/movie.ts",
+            "/vod/seg.ts",
+            "/vod/part1.ts",
+        ] {
             assert_eq!(target(&request(plain)), None, "{plain}");
         }
     }
@@ -267,7 +290,10 @@ mod tests {
 
     #[test]
     fn segments_are_immutable_and_playlists_short_lived() {
-        assert_eq!(cache_control(86_400, true), "public, max-age=86400, immutable");
+        assert_eq!(
+            cache_control(86_400, true),
+            "public, max-age=86400, immutable"
+        );
         assert_eq!(cache_control(1, false), "public, max-age=1");
         assert_eq!(status_for(ErrorCode::BAD_RANGE), 400);
         assert_eq!(status_for(ErrorCode::UNAVAILABLE), 503);

@@ -71,7 +71,10 @@ impl ResourceSlot {
 pub async fn resource_step(slot: &mut ResourceSlot) -> ResourceStep {
     if let Some(reading) = slot.reading.as_mut() {
         return ResourceStep::Read(reading.await.unwrap_or_else(|_| {
-            Err(HostError::new(ErrorCode::UNAVAILABLE, "reading the segment failed"))
+            Err(HostError::new(
+                ErrorCode::UNAVAILABLE,
+                "reading the segment failed",
+            ))
         }));
     }
     let Some(waiting) = slot.waiting.as_mut() else {

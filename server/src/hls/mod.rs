@@ -86,7 +86,8 @@ impl FileRead {
             HostError::new(ErrorCode::UNAVAILABLE, "the file cannot be read right now")
         };
         let mut file = std::fs::File::open(&self.file).map_err(unreadable)?;
-        file.seek(SeekFrom::Start(self.segment.offset)).map_err(unreadable)?;
+        file.seek(SeekFrom::Start(self.segment.offset))
+            .map_err(unreadable)?;
         let mut data = vec![0u8; self.segment.length as usize];
         file.read_exact(&mut data).map_err(unreadable)?;
         // The first segment starts with the file's own tables; the others get a copy first.
@@ -214,8 +215,16 @@ impl HlsPoint {
     }
 
     /// The answer for `name`, now or after a wait.
-    fn answer(self: &Arc<Self>, name: ResourceName, msn: u64, part: u64) -> Result<Answer, HostError> {
-        if !matches!(self.stream.state(), LiveState::Live | LiveState::SourceLost { .. }) {
+    fn answer(
+        self: &Arc<Self>,
+        name: ResourceName,
+        msn: u64,
+        part: u64,
+    ) -> Result<Answer, HostError> {
+        if !matches!(
+            self.stream.state(),
+            LiveState::Live | LiveState::SourceLost { .. }
+        ) {
             return Err(not_live(&self.name));
         }
         let segmenter = self.lock();
@@ -227,7 +236,12 @@ impl HlsPoint {
         }
     }
 
-    fn playlist(self: &Arc<Self>, segmenter: &Segmenter, msn: u64, part: u64) -> Result<Answer, HostError> {
+    fn playlist(
+        self: &Arc<Self>,
+        segmenter: &Segmenter,
+        msn: u64,
+        part: u64,
+    ) -> Result<Answer, HostError> {
         if msn != NO_BLOCK && !reload_satisfied(segmenter, msn, part) {
             let (last_msn, _) = segmenter.last_part().unwrap_or((0, 0));
             if msn > last_msn + MAX_MSN_AHEAD {
@@ -245,7 +259,10 @@ impl HlsPoint {
             ));
         };
         let (last_msn, last_part) = segmenter.last_part().unwrap_or((0, 0));
-        let target = segmenter.settings().part_duration.unwrap_or(segmenter.settings().target_duration);
+        let target = segmenter
+            .settings()
+            .part_duration
+            .unwrap_or(segmenter.settings().target_duration);
         Ok(Answer::Ready(Prepared {
             content_type: PLAYLIST_TYPE,
             etag: self.etag(&format!("{last_msn}.{last_part}.{}", text.len())),
@@ -257,7 +274,13 @@ impl HlsPoint {
         }))
     }
 
-    fn wait(self: &Arc<Self>, segmenter: &Segmenter, name: ResourceName, msn: u64, part: u64) -> Answer {
+    fn wait(
+        self: &Arc<Self>,
+        segmenter: &Segmenter,
+        name: ResourceName,
+        msn: u64,
+        part: u64,
+    ) -> Answer {
         let deadline = tokio::time::Instant::now() + segmenter.settings().target_duration * 3;
         Answer::Wait(Waiting {
             point: Arc::clone(self),
@@ -288,10 +311,17 @@ impl HlsPoint {
         }
     }
 
-    fn part(self: &Arc<Self>, segmenter: &Segmenter, msn: u64, index: u64) -> Result<Answer, HostError> {
+    fn part(
+        self: &Arc<Self>,
+        segmenter: &Segmenter,
+        msn: u64,
+        index: u64,
+    ) -> Result<Answer, HostError> {
         let name = playlist::part_name(msn, index);
         let Some(segment) = segmenter.segment(msn) else {
-            let next = segmenter.open().map_or(segmenter.next_complete_msn(), |open| open.msn + 1);
+            let next = segmenter
+                .open()
+                .map_or(segmenter.next_complete_msn(), |open| open.msn + 1);
             if msn == next && index == 0 && segmenter.settings().part_duration.is_some() {
                 return Ok(self.wait(segmenter, ResourceName::Part(msn, index), msn, index));
             }
@@ -371,17 +401,25 @@ pub struct Packagers {
 
 impl Packagers {
     fn running(&self) -> MutexGuard<'_, HashMap<String, Packager>> {
-        self.running.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.running
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     pub fn settings(&self) -> HlsSettings {
-        *self.settings.lock().unwrap_or_else(|poison| poison.into_inner())
+        *self
+            .settings
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Start a packager for every broadcast point with `hls` that has none, stop those of
     /// points that went (or lost `hls`), and apply `settings` to all. Needs a tokio runtime.
     pub fn sync(&self, points: &PointRegistry, settings: HlsSettings) {
-        *self.settings.lock().unwrap_or_else(|poison| poison.into_inner()) = settings;
+        *self
+            .settings
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = settings;
         let mut running = self.running();
         let wanted: HashMap<&str, &Arc<LiveStream>> = points
             .all()
@@ -423,8 +461,7 @@ impl Packagers {
         msn: u64,
         part: u64,
     ) -> Result<Answer, HostError> {
-        let resource = ResourceName::parse(name)
-            .ok_or_else(|| not_found(path, name))?;
+        let resource = ResourceName::parse(name).ok_or_else(|| not_found(path, name))?;
         let (info, resolved) = points.resolve(PROTOCOL, path)?;
         match resolved {
             Resolved::Live(_) => {
@@ -493,7 +530,6 @@ impl Packagers {
         all
     }
 }
-
 
 #[cfg(test)]
 mod tests;

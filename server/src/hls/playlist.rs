@@ -61,10 +61,7 @@ fn seconds(duration: Duration) -> String {
 }
 
 /// `EXT-X-TARGETDURATION`: whole seconds, at least every segment's rounded duration.
-fn target_duration<'a>(
-    configured: Duration,
-    segments: impl Iterator<Item = &'a Segment>,
-) -> u64 {
+fn target_duration<'a>(configured: Duration, segments: impl Iterator<Item = &'a Segment>) -> u64 {
     let longest = segments
         .map(|segment| segment.duration.as_secs_f64().round() as u64)
         .max()

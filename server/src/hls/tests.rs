@@ -31,7 +31,12 @@ fn feed(segmenter: &mut Segmenter, start_90k: u64, seconds: u64) -> u64 {
 fn segments_start_at_keyframes_once_the_target_is_reached() {
     let mut segmenter = Segmenter::new(settings(None), SystemTime::now());
     // Media before the first keyframe is dropped.
-    segmenter.feed(Bytes::from(vec![0x47; 188]), false, Some(T0), SystemTime::now());
+    segmenter.feed(
+        Bytes::from(vec![0x47; 188]),
+        false,
+        Some(T0),
+        SystemTime::now(),
+    );
     feed(&mut segmenter, T0, 7);
     let window: Vec<_> = segmenter.window().collect();
     assert_eq!(window.len(), 3, "two-second segments of seven seconds");
@@ -91,13 +96,23 @@ fn parts_are_cut_every_part_duration_and_the_next_is_hinted() {
     assert_eq!(window[0].parts.len(), 4, "{:?}", window[0].parts);
     assert!(window[0].parts[0].independent);
     assert!(!window[0].parts[1].independent);
-    assert!(window[0].parts[2].independent, "the keyframe at 1 s starts the third part");
+    assert!(
+        window[0].parts[2].independent,
+        "the keyframe at 1 s starts the third part"
+    );
     let text = playlist::live(&segmenter).unwrap();
-    assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.50000"), "{text}");
+    assert!(
+        text.contains("#EXT-X-PART-INF:PART-TARGET=0.50000"),
+        "{text}"
+    );
     assert!(text.contains("CAN-BLOCK-RELOAD=YES"));
     assert!(text.contains("#EXT-X-PART:DURATION=0.50000,URI=\"part0.0.ts\",INDEPENDENT=YES"));
     let open = segmenter.open().unwrap();
-    let hint = format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part{}.{}.ts\"", open.msn, open.parts.len());
+    let hint = format!(
+        "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part{}.{}.ts\"",
+        open.msn,
+        open.parts.len()
+    );
     assert!(text.ends_with(&format!("{hint}\n")), "{text}");
 }
 
@@ -110,16 +125,36 @@ fn nothing_is_listed_before_the_first_segment_and_after_a_clear() {
     segmenter.clear(SystemTime::now());
     assert!(playlist::live(&segmenter).is_none());
     feed(&mut segmenter, T0, 5);
-    assert_eq!(segmenter.window().next().unwrap().msn, 3, "names are never reused");
+    assert_eq!(
+        segmenter.window().next().unwrap().msn,
+        3,
+        "names are never reused"
+    );
 }
 
 #[test]
 fn resource_names() {
-    assert_eq!(ResourceName::parse("index.m3u8"), Some(ResourceName::Playlist));
-    assert_eq!(ResourceName::parse("seg12.ts"), Some(ResourceName::Segment(12)));
-    assert_eq!(ResourceName::parse("part12.3.ts"), Some(ResourceName::Part(12, 3)));
+    assert_eq!(
+        ResourceName::parse("index.m3u8"),
+        Some(ResourceName::Playlist)
+    );
+    assert_eq!(
+        ResourceName::parse("seg12.ts"),
+        Some(ResourceName::Segment(12))
+    );
+    assert_eq!(
+        ResourceName::parse("part12.3.ts"),
+        Some(ResourceName::Part(12, 3))
+    );
     assert_eq!(ResourceName::parse("init.ts"), Some(ResourceName::Init));
-    for bad in ["seg.ts", "seg-1.ts", "seg+1.ts", "part1.ts", "movie.ts", "seg1.m3u8"] {
+    for bad in [
+        "seg.ts",
+        "seg-1.ts",
+        "seg+1.ts",
+        "part1.ts",
+        "movie.ts",
+        "seg1.m3u8",
+    ] {
         assert_eq!(ResourceName::parse(bad), None, "{bad}");
     }
 }
@@ -130,7 +165,10 @@ fn dates_are_iso_8601_in_utc() {
     assert_eq!(playlist::iso8601(time), "2026-11-30T19:42:04.123Z");
     let leap_day = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
     assert_eq!(playlist::iso8601(leap_day), "2000-02-29T00:00:00.000Z");
-    assert_eq!(playlist::iso8601(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    assert_eq!(
+        playlist::iso8601(SystemTime::UNIX_EPOCH),
+        "1970-01-01T00:00:00.000Z"
+    );
 }
 
 #[test]
@@ -151,7 +189,10 @@ fn a_file_is_cut_at_keyframes_into_byte_ranges() {
     };
     let segments = playlist::file_segments(&index, Duration::from_secs(3));
     assert_eq!(segments.len(), 4);
-    assert_eq!(segments[0].offset, 0, "the tables before the first keyframe belong to it");
+    assert_eq!(
+        segments[0].offset, 0,
+        "the tables before the first keyframe belong to it"
+    );
     assert_eq!(segments[1].offset, 188 * 300 + 376);
     let total: u64 = segments.iter().map(|s| s.length).sum();
     assert_eq!(total, index.size);

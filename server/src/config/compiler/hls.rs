@@ -28,7 +28,9 @@ impl Compiler<'_> {
         if let Some(ms) = self.read_integer(&section, "part_ms", 0..=5_000) {
             settings.part_duration = (ms > 0).then(|| Duration::from_millis(ms as u64));
         }
-        if let (Some(part), Some((_, line))) = (settings.part_duration, self.entry(&section, "part_ms")) {
+        if let (Some(part), Some((_, line))) =
+            (settings.part_duration, self.entry(&section, "part_ms"))
+        {
             if part * 2 > settings.target_duration {
                 self.error(
                     line,
@@ -48,7 +50,11 @@ impl Compiler<'_> {
 
     /// `hls` in a point's protocols is served by the HTTP plugin: it needs no plugin of its
     /// own, only an enabled `http` plugin.
-    pub(super) fn hls_protocol_served(&mut self, line: usize, plugins: &std::collections::BTreeMap<String, crate::config::PluginConfig>) {
+    pub(super) fn hls_protocol_served(
+        &mut self,
+        line: usize,
+        plugins: &std::collections::BTreeMap<String, crate::config::PluginConfig>,
+    ) {
         if !plugins.get("http").is_some_and(|plugin| plugin.enabled) {
             self.warn(
                 line,
