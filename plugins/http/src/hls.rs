@@ -219,6 +219,14 @@ impl HttpSession {
         }
         head = head.header("Connection", super::connection(keep_alive));
         write_head(host, &head);
+        // What the origin serves by kind: behind a CDN, about one segment answer per segment
+        // and a bounded rate of playlist answers.
+        let kind = if resource.immutable {
+            "hls_segments"
+        } else {
+            "hls_playlists"
+        };
+        host.count(kind, 1);
         if !unchanged && !pending.exchange.head_only {
             host.send_resource_body();
         }
