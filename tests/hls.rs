@@ -121,7 +121,7 @@ fn live_hls_plays_in_ffmpeg_and_gstreamer_across_an_encoder_restart() {
     let _second = Encoder::push(&server.url("live"), 30);
     // The restart within the grace is a discontinuity, and the playlist goes on.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let text = loop {
+    loop {
         let text = http_get(address, "/live/index.m3u8", 1 << 20).body_text();
         if text.contains("#EXT-X-DISCONTINUITY\n")
             && text
@@ -129,14 +129,14 @@ fn live_hls_plays_in_ffmpeg_and_gstreamer_across_an_encoder_restart() {
                 .nth(1)
                 .is_some_and(|after| after.contains("#EXTINF"))
         {
-            break text;
+            break;
         }
         assert!(
             Instant::now() < deadline,
             "no discontinuity after the restart: {text}"
         );
         thread::sleep(Duration::from_millis(250));
-    };
+    }
     let decoded = player.join().unwrap();
     decoded.assert_clean(300, "ffmpeg's HLS player across the encoder restart");
 
@@ -346,7 +346,7 @@ fn low_latency_hls_lists_parts_and_blocks_until_the_awaited_part() {
         // The part itself is served.
         let part_body = get_with(address, &format!("/live/part{msn}.{part}.ts"), "");
         assert_eq!(part_body.status, 200);
-        assert!(!part_body.body.is_empty() && part_body.body.len() % 188 == 0);
+        assert!(!part_body.body.is_empty() && part_body.body.len().is_multiple_of(188));
     }
     println!("blocking reload waits: {waits:?}; newest media age on return: {freshness:?}");
     for age in &freshness {

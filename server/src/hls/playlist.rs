@@ -156,12 +156,12 @@ pub fn file_segments(index: &FileIndex, target: Duration) -> Vec<FileSegment> {
     for entry in index.entries.iter().filter(|entry| entry.random_access) {
         let due = starts
             .last()
-            .is_none_or(|(_, time)| entry.time.saturating_sub(*time) >= target);
+            .map_or(true, |(_, time)| entry.time.saturating_sub(*time) >= target);
         if due {
             starts.push((entry.offset, entry.time));
         }
     }
-    if starts.first().is_none_or(|(offset, _)| *offset != 0) {
+    if starts.first().map_or(true, |(offset, _)| *offset != 0) {
         // What precedes the first keyframe (PAT/PMT, say) belongs to the first segment.
         match starts.first_mut() {
             Some(first) => first.0 = 0,

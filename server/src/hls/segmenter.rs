@@ -224,7 +224,8 @@ impl Segmenter {
         let done = open.parts.last().map_or(0, |part| part.chunks.end);
         let step = self.clock.step;
         open.chunks.len() > done
-            && elapsed(start, at).is_none_or(|elapsed| elapsed >= target || elapsed + step > target)
+            && elapsed(start, at)
+                .map_or(true, |elapsed| elapsed >= target || elapsed + step > target)
     }
 
     fn open_segment(&mut self, at: Option<u64>, now: SystemTime) {
