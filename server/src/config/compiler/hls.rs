@@ -63,3 +63,63 @@ impl Compiler<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::config::{compile, PluginCatalog, SettingIssue};
+
+    struct HttpOnly;
+
+    impl PluginCatalog for HttpOnly {
+        fn plugin_names(&self) -> Vec<String> {
+            vec!["http".to_string()]
+        }
+        fn validate_settings(&self, _plugin: &str, _settings: &str) -> Vec<SettingIssue> {
+            Vec::new()
+        }
+    }
+
+    const POINT: &str = "[[point]]\nname = \"live\"\nkind = \"broadcast\"\nsource = \"push\"\nprotocols = [\"http\", \"hls\"]\n";
+
+    #[test]
+    fn hls_is_a_protocol_served_by_http_and_hls_sets_the_cutting() {
+        let text = format!(
+            "[plugins.http]\nlisten = [\"127.0.0.1:0\"]\n\n[hls]\ntarget_duration_ms = 4000\nwindow = 8\npart_ms = 1000\nmax_memory_mb = 16\n\n{POINT}"
+        );
+        let config = compile(Path::new("f.toml"), &text, &HttpOnly).unwrap();
+        assert_eq!(config.points[0].protocols, ["http", "hls"]);
+        assert_eq!(config.hls.target_duration, Duration::from_secs(4));
+        assert_eq!(config.hls.window, 8);
+        assert_eq!(config.hls.part_duration, Some(Duration::from_secs(1)));
+        assert_eq!(config.hls.max_bytes, 16 << 20);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn hls_without_http_warns_and_bad_values_are_errors() {
+        let config = compile(Path::new("f.toml"), POINT, &HttpOnly).unwrap();
+        assert!(
+            config.warnings.iter().any(|w| w.contains("protocol `hls`")),
+            "{:?}",
+            config.warnings
+        );
+        assert_eq!(config.hls, crate::hls::HlsSettings::default());
+        let text = format!(
+            "[hls]\ntarget_duration_ms = 1000\npart_ms = 800\nwindow = 1\nspeed = 2\n\n{POINT}"
+        );
+        let errors = compile(Path::new("f.toml"), &text, &HttpOnly).unwrap_err();
+        let text = errors.to_string();
+        assert!(
+            text.contains("at most half of `target_duration_ms`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`window` must be between 2 and 1000"),
+            "{text}"
+        );
+        assert!(text.contains("speed"), "{text}");
+    }
+}
