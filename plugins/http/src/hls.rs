@@ -246,6 +246,144 @@ impl HttpSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::Config;
+    use ferrocast_plugin_api::__private::abi_stable::std_types::{RSlice, RStr};
+    use ferrocast_plugin_api::testing::MockHost;
+    use ferrocast_plugin_api::{PointKind, Session, NO_BLOCK};
+
+    fn send(mock: &mut MockHost, session: &mut HttpSession, request: &str) {
+        mock.run(|host| session.on_data(host, request.as_bytes()));
+    }
+
+    fn answer(mock: &mut MockHost, session: &mut HttpSession, etag: &str, body: &[&[u8]]) {
+        let pieces: Vec<RSlice<'_, u8>> =
+            body.iter().map(|piece| RSlice::from_slice(piece)).collect();
+        let resource = Resource {
+            content_type: RStr::from_str("video/mp2t"),
+            etag: RStr::from_str(etag),
+            last_modified: 1_000_000,
+            max_age: 86_400,
+            immutable: true,
+            body: RSlice::from_slice(&pieces),
+        };
+        mock.resource_body = body.concat();
+        mock.run(|host| session.on_resource(host, Ok(&resource)));
+    }
+
+    #[test]
+    fn a_segment_gets_cache_headers_and_a_revalidation_gets_304() {
+        let mut mock = MockHost::new();
+        let mut session = HttpSession::new(Config::default());
+        send(
+            &mut mock,
+            &mut session,
+            "GET /live/seg3.ts HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        let asked = &mock.resource_requests[0];
+        assert_eq!(
+            (asked.path.as_str(), asked.name.as_str()),
+            ("live", "seg3.ts")
+        );
+        assert_eq!((asked.msn, asked.part), (NO_BLOCK, NO_BLOCK));
+        assert!(mock.written.is_empty(), "nothing before the host answers");
+        // A pipelined request waits for the first answer.
+        send(
+            &mut mock,
+            &mut session,
+            "GET /live/seg3.ts HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"e1\"\r\n\r\n",
+        );
+        assert_eq!(mock.resource_requests.len(), 1);
+        answer(&mut mock, &mut session, "\"e1\"", &[b"TS", b"DATA"]);
+        let text = mock.take_written();
+        let (first, second) = text.split_at(text.find("TSDATA").expect("the body") + 6);
+        assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
+        for header in [
+            "ETag: \"e1\"\r\n",
+            "Cache-Control: public, max-age=86400, immutable\r\n",
+            "Content-Length: 6\r\n",
+            "Content-Type: video/mp2t\r\n",
+            "Last-Modified: Mon, 12 Jan 1970 13:46:40 GMT\r\n",
+        ] {
+            assert!(first.contains(header), "{header} in {first}");
+        }
+        assert!(
+            second.is_empty(),
+            "the second answer waits for its own resource"
+        );
+        assert_eq!(
+            mock.resource_requests.len(),
+            2,
+            "the pipelined request was asked next"
+        );
+        answer(&mut mock, &mut session, "\"e1\"", &[b"TSDATA"]);
+        let text = mock.take_written();
+        assert!(text.starts_with("HTTP/1.1 304 Not Modified\r\n"), "{text}");
+        assert!(
+            !text.contains("TSDATA") && !text.contains("Content-Length"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn head_has_no_body_and_reload_parameters_are_passed_on() {
+        let mut mock = MockHost::new();
+        let mut session = HttpSession::new(Config::default());
+        send(
+            &mut mock,
+            &mut session,
+            "HEAD /live/index.m3u8?_HLS_msn=5&_HLS_part=2 HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        let asked = &mock.resource_requests[0];
+        assert_eq!((asked.msn, asked.part), (5, 2));
+        answer(&mut mock, &mut session, "\"p\"", &[b"#EXTM3U\n"]);
+        let text = mock.take_written();
+        assert!(
+            text.contains("Content-Length: 8\r\n") && text.ends_with("\r\n\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn refusals_get_their_status_and_a_point_without_hls_serves_the_file() {
+        let mut mock = MockHost::new();
+        mock.add_point("vod/seg1.ts", PointKind::ON_DEMAND, 1000);
+        mock.resource_refusals.insert(
+            "live/index.m3u8".into(),
+            HostError::new(ErrorCode::UNAVAILABLE, "not live"),
+        );
+        mock.resource_refusals.insert(
+            "vod/seg1.ts".into(),
+            HostError::new(ErrorCode::PROTOCOL_DISABLED, "HLS is not enabled"),
+        );
+        let mut session = HttpSession::new(Config::default());
+        send(
+            &mut mock,
+            &mut session,
+            "GET /live/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        let text = mock.take_written();
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(text.contains("Cache-Control: no-store\r\n"), "{text}");
+        let mut session = HttpSession::new(Config::default());
+        send(
+            &mut mock,
+            &mut session,
+            "GET /vod/seg1.ts HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        assert_eq!(mock.plays.len(), 1, "served as a file of the directory");
+        // A reload that stopped waiting is answered with its refusal.
+        mock.take_written();
+        let mut session = HttpSession::new(Config::default());
+        send(
+            &mut mock,
+            &mut session,
+            "GET /live/seg4.ts HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        let gone = HostError::new(ErrorCode::BAD_RANGE, "too far ahead");
+        mock.run(|host| session.on_resource(host, Err(&gone)));
+        let text = mock.take_written();
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    }
 
     fn request(target: &str) -> Request {
         let mut reader = crate::proto::request::HeadReader::new(4096);
