@@ -111,9 +111,11 @@ fn live_hls_plays_in_ffmpeg_and_gstreamer_across_an_encoder_restart() {
         "parts are off by default: {text}"
     );
 
-    // ffmpeg plays from now on, through the restart below.
+    // ffmpeg and GStreamer play from now on, through the restart below.
     let url = server.url("live/index.m3u8");
     let player = thread::spawn(move || decode(&url, &[], Some(16.0)));
+    let url = server.url("live/index.m3u8");
+    let gstreamer = thread::spawn(move || gstreamer_plays(&url, 18));
     assert!(
         first.wait(Duration::from_secs(20)).is_some(),
         "the first encoder ends"
@@ -140,9 +142,15 @@ fn live_hls_plays_in_ffmpeg_and_gstreamer_across_an_encoder_restart() {
     let decoded = player.join().unwrap();
     decoded.assert_clean(300, "ffmpeg's HLS player across the encoder restart");
 
-    let (frames, errors) = gstreamer_plays(&server.url("live/index.m3u8"), 10);
-    assert!(errors.is_empty(), "GStreamer errors: {errors}");
-    assert!(frames >= 100, "GStreamer decoded only {frames} frames");
+    let (frames, errors) = gstreamer.join().unwrap();
+    assert!(
+        errors.is_empty(),
+        "GStreamer errors across the restart: {errors}"
+    );
+    assert!(
+        frames >= 200,
+        "GStreamer decoded only {frames} frames across the restart"
+    );
 
     // Segments: immutable, validated, conditional.
     let text = http_get(address, "/live/index.m3u8", 1 << 20).body_text();
