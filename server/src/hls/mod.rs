@@ -28,7 +28,7 @@ use self::playlist::ResourceName;
 pub use self::segmenter::HlsSettings;
 use self::segmenter::Segmenter;
 use crate::events;
-use crate::points::{LiveEvent, LiveState, LiveStream, PointMedia, PointRegistry, Resolved};
+use crate::points::{LiveEvent, LiveStream, PointMedia, PointRegistry, Resolved};
 
 /// The protocol name that enables HLS on a point (served by the HTTP plugin).
 pub const PROTOCOL: &str = "hls";
@@ -221,10 +221,8 @@ impl HlsPoint {
         msn: u64,
         part: u64,
     ) -> Result<Answer, HostError> {
-        if !matches!(
-            self.stream.state(),
-            LiveState::Live | LiveState::SourceLost { .. }
-        ) {
+        // Live, or within the grace; an on-demand pull starts pulling here.
+        if !self.stream.playable() {
             return Err(not_live(&self.name));
         }
         let segmenter = self.lock();
