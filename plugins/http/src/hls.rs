@@ -196,11 +196,17 @@ impl HttpSession {
         let last_modified = httpdate::fmt_http_date(
             SystemTime::UNIX_EPOCH + Duration::from_secs(resource.last_modified),
         );
+        // A playlist can change several times within the second that Last-Modified names:
+        // only its ETag tells versions apart.
+        let if_modified_since = pending
+            .if_modified_since
+            .as_deref()
+            .filter(|_| resource.immutable);
         let unchanged = not_modified(
             etag,
             resource.last_modified,
             pending.if_none_match.as_deref(),
-            pending.if_modified_since.as_deref(),
+            if_modified_since,
         );
         let status = if unchanged { 304 } else { 200 };
         let mut head = self
