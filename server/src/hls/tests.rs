@@ -202,3 +202,24 @@ fn a_file_is_cut_at_keyframes_into_byte_ranges() {
     assert!(text.ends_with("#EXT-X-ENDLIST\n"));
     assert!(text.contains("#EXT-X-TARGETDURATION:3\n"));
 }
+
+#[test]
+fn a_blocking_reload_is_satisfied_once_its_segment_or_part_exists() {
+    use ferrocast_plugin_api::NO_BLOCK;
+    let mut segmenter = Segmenter::new(settings(Some(500)), SystemTime::now());
+    feed(&mut segmenter, T0, 5);
+    let open = segmenter.open().unwrap();
+    let (open_msn, parts) = (open.msn, open.parts.len() as u64);
+    assert!(super::reload_satisfied(&segmenter, 0, NO_BLOCK));
+    assert!(super::reload_satisfied(&segmenter, open_msn - 1, 3));
+    assert!(super::reload_satisfied(&segmenter, open_msn, parts - 1));
+    assert!(
+        !super::reload_satisfied(&segmenter, open_msn, parts),
+        "the hinted part"
+    );
+    assert!(
+        !super::reload_satisfied(&segmenter, open_msn, NO_BLOCK),
+        "still open"
+    );
+    assert!(!super::reload_satisfied(&segmenter, open_msn + 1, 0));
+}
