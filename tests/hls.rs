@@ -424,3 +424,29 @@ fn video_pts(dir: &std::path::Path, ts: &[u8]) -> Vec<f64> {
         .filter_map(|line| line.trim().trim_end_matches(',').parse().ok())
         .collect()
 }
+
+#[test]
+fn a_reload_that_adds_hls_to_a_live_point_starts_packaging_it() {
+    let plugins = standard_plugin_dir();
+    let address = ferrocast_tests::loopback();
+    let without = config_with(address, &point_toml("live", "broadcast", "push", &["http"]));
+    let server = Ferrocast::start(&without, plugins.path(), address);
+    let _encoder = Encoder::push(&server.url("live"), 30);
+    ferrocast_tests::wait_until_live(address, "/live", Duration::from_secs(15));
+    let refused = http_get(address, "/live/index.m3u8", 4096);
+    assert_eq!(
+        refused.status,
+        404,
+        "no HLS on the point yet: {}",
+        refused.body_text()
+    );
+    // Replaced in one step, so that the file watch never reads half of it.
+    let fresh = server.config_path().with_extension("toml.new");
+    std::fs::write(&fresh, hls_config(address, 0)).unwrap();
+    std::fs::rename(&fresh, server.config_path()).unwrap();
+    let reload = server.command(&["reload"]);
+    assert_eq!(reload.code, Some(0), "{}", reload.text);
+    server.wait_for("RELOAD_APPLIED", Duration::from_secs(15));
+    let text = wait_for_segments(address, 1);
+    assert!(text.contains("seg"), "{text}");
+}
