@@ -521,6 +521,13 @@ impl Packagers {
         }
     }
 
+    /// The packager state of point `name`, if it has one.
+    pub fn status_of(&self, name: &str) -> Option<HlsStatus> {
+        self.running()
+            .get(name)
+            .map(|packager| packager.point.status())
+    }
+
     /// Every packager's state, by point name.
     pub fn status(&self) -> Vec<HlsStatus> {
         let mut all: Vec<HlsStatus> = self.running().values().map(|p| p.point.status()).collect();
