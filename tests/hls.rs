@@ -172,6 +172,8 @@ fn live_hls_plays_in_ffmpeg_and_gstreamer_across_an_encoder_restart() {
         "{cache}"
     );
     assert_eq!(&segment.body[..1], &[0x47], "starts with a TS packet");
+    let pid = |packet: &[u8]| (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2]);
+    assert_eq!(pid(&segment.body[..188]), 0, "the PAT comes first");
     ferrocast_tests::assert_decodes(server.dir.path(), &segment.body, 25);
     let etag = segment.header("ETag").expect("an ETag");
     let modified = segment.header("Last-Modified").expect("a Last-Modified");
