@@ -16,8 +16,8 @@ use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 use crate::ffi::{FfiPlugin, FfiSession, FfiSession_TO, HostRef, PluginBox, SessionBox};
 use crate::types::{
     ByteRange, CreateError, Credentials, HostError, LogLevel, MediaChunk, OutputSpec, PlayInfo,
-    PluginInfo, PluginKind, PointInfo, SessionInfo, SettingError, StreamEnded, TransportInfo,
-    TransportRequest,
+    PluginInfo, PluginKind, PointInfo, Resource, ResourceRequest, SessionInfo, SettingError,
+    StreamEnded, TransportInfo, TransportRequest,
 };
 use abi_stable::std_types::RVec;
 
@@ -96,6 +96,12 @@ pub trait Session: Send + 'static {
     /// `TimerId` constants. Not called if the session implements [`Session::on_timer`] itself.
     fn on_timer_fired(&mut self, host: &mut Host<'_>, timer: TimerId) {
         let _ = (host, timer);
+    }
+    /// Since 1.1. The answer to [`Host::get_resource`]: the resource (write a response head,
+    /// then [`Host::send_resource_body`]), or why the host could not produce it after all.
+    /// Never called on a session that did not ask.
+    fn on_resource(&mut self, host: &mut Host<'_>, answer: Result<&Resource<'_>, &HostError>) {
+        let _ = (host, answer);
     }
 }
 
@@ -277,6 +283,22 @@ impl<'a> Host<'a> {
     pub fn gauge(&mut self, name: &str, value: i64) {
         self.ffi.gauge(RStr::from_str(name), value);
     }
+
+    /// Since 1.1. Ask for a resource the host packages from a point: an HLS playlist
+    /// (`index.m3u8`, optionally a blocking reload), segment or partial segment. `Err`
+    /// refuses it at once (`NOT_FOUND`, `UNAVAILABLE` for a point that is not live,
+    /// `BAD_RANGE` for a reload too far ahead, `PROTOCOL_DISABLED` where `hls` is not
+    /// enabled); `Ok` means [`Session::on_resource`] follows, after the current event or,
+    /// for a blocking reload, once the awaited part exists.
+    pub fn get_resource(&mut self, request: ResourceRequest) -> Result<(), HostError> {
+        self.ffi.get_resource(request).into_result()
+    }
+
+    /// Since 1.1. During [`Session::on_resource`]: queue the resource's body after what was
+    /// written, sharing the host's buffers instead of copying them.
+    pub fn send_resource_body(&mut self) {
+        self.ffi.send_resource_body();
+    }
 }
 
 /// Author-side conveniences over the calls above; nothing here crosses the interface.
@@ -408,6 +430,14 @@ impl FfiSession for SessionAdapter {
 
     fn on_media<'a>(&mut self, host: HostRef<'a>, chunk: MediaChunk<'a>) -> RResult<(), RString> {
         self.call(host, |s, h| s.on_media(h, &chunk))
+    }
+
+    fn on_resource<'a>(
+        &mut self,
+        host: HostRef<'a>,
+        answer: RResult<Resource<'a>, HostError>,
+    ) -> RResult<(), RString> {
+        self.call(host, |s, h| s.on_resource(h, answer.as_ref().into_result()))
     }
 }
 

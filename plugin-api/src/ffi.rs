@@ -24,7 +24,8 @@ use abi_stable::{declare_root_module_statics, package_version_strings, sabi_trai
 
 use crate::types::{
     ByteRange, CreateError, Credentials, ErrorCode, HostError, LogLevel, MediaChunk, OutputSpec,
-    PlayInfo, PluginInfo, PointInfo, SessionInfo, StreamEnded, TransportInfo, TransportRequest,
+    PlayInfo, PluginInfo, PointInfo, Resource, ResourceRequest, SessionInfo, StreamEnded,
+    TransportInfo, TransportRequest,
 };
 use abi_stable::std_types::RVec;
 
@@ -119,6 +120,16 @@ pub trait FfiSession: Send {
         let _ = (host, chunk);
         RResult::ROk(())
     }
+    /// Since 1.1. The answer to `FfiHost::get_resource`: the resource, or why the host could
+    /// not produce it after all (the point stopped while a blocking reload waited, say).
+    fn on_resource<'a>(
+        &mut self,
+        host: HostRef<'a>,
+        answer: RResult<Resource<'a>, HostError>,
+    ) -> RResult<(), RString> {
+        let _ = (host, answer);
+        RResult::ROk(())
+    }
 }
 
 /// What a plugin can ask of the host during a call. The host owns every socket, timer and
@@ -196,4 +207,15 @@ pub trait FfiHost {
     fn gauge(&mut self, name: RStr<'_>, value: i64) {
         let _ = (name, value);
     }
+    /// Since 1.1. Ask for a resource the host packages itself from a point (an HLS playlist
+    /// or segment). `Err` refuses it at once; `Ok` means the answer comes as one
+    /// `FfiSession::on_resource` event: after the current event returns, or later for a
+    /// blocking playlist reload. One request at a time per session.
+    fn get_resource(&mut self, request: ResourceRequest) -> RResult<(), HostError> {
+        let _ = request;
+        RResult::RErr(unsupported("packaged resources (HLS)"))
+    }
+    /// Since 1.1. During `on_resource`: queue the resource's body after what was written,
+    /// without copying it.
+    fn send_resource_body(&mut self) {}
 }

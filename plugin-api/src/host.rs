@@ -37,7 +37,8 @@ use abi_stable::StableAbi;
 use crate::ffi::{FfiHost, FfiHost_TO, PluginBox, PluginMod_Ref, SessionBox};
 use crate::types::{
     ByteRange, Credentials, HostError, LogLevel, MediaChunk, OutputSpec, PlayInfo, PluginInfo,
-    PointInfo, SessionInfo, SettingError, StreamEnded, TransportInfo, TransportRequest,
+    PointInfo, Resource, ResourceRequest, SessionInfo, SettingError, StreamEnded, TransportInfo,
+    TransportRequest,
 };
 
 /// The interface version this host was built with (`major.minor.patch`).
@@ -415,6 +416,17 @@ pub trait HostCalls {
     fn gauge(&mut self, name: &str, value: i64) {
         let _ = (name, value);
     }
+    /// Ask for a packaged resource (HLS); the answer comes as
+    /// [`PluginSession::on_resource`] (since 1.1). A host that cannot refuses it.
+    fn get_resource(&mut self, request: ResourceRequest) -> Result<(), HostError> {
+        let _ = request;
+        Err(HostError::new(
+            crate::types::ErrorCode::UNSUPPORTED_TRANSPORT,
+            "packaged resources (HLS) are not supported by this server",
+        ))
+    }
+    /// During `on_resource`: queue the resource's body without copying (since 1.1).
+    fn send_resource_body(&mut self) {}
 }
 
 /// Presents a [`HostCalls`] as the ABI's [`FfiHost`].
@@ -478,6 +490,30 @@ impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
     fn gauge(&mut self, name: RStr<'_>, value: i64) {
         self.0.gauge(name.as_str(), value);
     }
+    fn get_resource(&mut self, request: ResourceRequest) -> RResult<(), HostError> {
+        self.0.get_resource(request).into()
+    }
+    fn send_resource_body(&mut self) {
+        self.0.send_resource_body();
+    }
+}
+
+/// A packaged resource as the host hands it to [`PluginSession::on_resource`]: the fields of
+/// [`Resource`] in plain Rust.
+#[derive(Clone, Copy, Debug)]
+pub struct ResourceParts<'a> {
+    /// The media type.
+    pub content_type: &'a str,
+    /// A strong entity tag, quotes included.
+    pub etag: &'a str,
+    /// Seconds since the Unix epoch.
+    pub last_modified: u64,
+    /// Seconds a cache may keep it.
+    pub max_age: u32,
+    /// It never changes under its name.
+    pub immutable: bool,
+    /// The body's pieces, in order.
+    pub body: &'a [&'a [u8]],
 }
 
 /// A session inside a plugin. Every call returns a [`PluginFault`] if the plugin panicked;
@@ -550,6 +586,33 @@ impl PluginSession {
         let mut adapter = HostAdapter(host);
         let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
         fault(self.session.on_media(host, chunk))
+    }
+
+    /// Hand the session the answer to its `get_resource` request.
+    pub fn on_resource(
+        &mut self,
+        host: &mut impl HostCalls,
+        answer: Result<ResourceParts<'_>, HostError>,
+    ) -> Result<(), PluginFault> {
+        let pieces: Vec<RSlice<'_, u8>> = match &answer {
+            Ok(parts) => parts
+                .body
+                .iter()
+                .map(|piece| RSlice::from_slice(piece))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let answer = answer.map(|parts| Resource {
+            content_type: RStr::from_str(parts.content_type),
+            etag: RStr::from_str(parts.etag),
+            last_modified: parts.last_modified,
+            max_age: parts.max_age,
+            immutable: parts.immutable,
+            body: RSlice::from_slice(&pieces),
+        });
+        let mut adapter = HostAdapter(host);
+        let host = FfiHost_TO::from_ptr(&mut adapter, TD_Opaque);
+        fault(self.session.on_resource(host, answer.into()))
     }
 }
 

@@ -48,8 +48,8 @@ pub use settings::{check_range, parse_settings, SettingChecks};
 pub use types::{
     ByteRange, CreateError, CredentialKind, Credentials, EndReason, ErrorCode, Framing, HostError,
     LogLevel, MediaChunk, OutputSpec, PlayInfo, PluginInfo, PluginKind, PointInfo, PointKind,
-    SessionInfo, SettingError, StreamEnded, TransportInfo, TransportKind, TransportRequest,
-    NO_TIMESTAMP, RESUME,
+    Resource, ResourceRequest, SessionInfo, SettingError, StreamEnded, TransportInfo,
+    TransportKind, TransportRequest, NO_BLOCK, NO_TIMESTAMP, RESUME,
 };
 
 /// `docs/plugin-guide.md`, compiled so that its Rust snippets are checked as doc tests

@@ -20,7 +20,7 @@ use crate::author::{Host, Session, TimerId};
 use crate::ffi::{FfiHost, FfiHost_TO};
 use crate::types::{
     ByteRange, Credentials, ErrorCode, HostError, LogLevel, PlayInfo, PointInfo, PointKind,
-    SessionInfo, TransportInfo, TransportKind, TransportRequest, RESUME,
+    ResourceRequest, SessionInfo, TransportInfo, TransportKind, TransportRequest, RESUME,
 };
 
 /// Everything a session asked of the host, plus scripted answers to its questions.
@@ -69,6 +69,13 @@ pub struct MockHost {
     pub gauges: BTreeMap<String, i64>,
     /// Credentials the session presented, in order.
     pub credentials: Vec<Credentials>,
+    /// `get_resource` calls that were accepted, in order.
+    pub resource_requests: Vec<ResourceRequest>,
+    /// Refuse `get_resource` for these `path/name` keys.
+    pub resource_refusals: HashMap<String, HostError>,
+    /// What `send_resource_body` appends to `written`: the body of the resource the test
+    /// hands to `on_resource`.
+    pub resource_body: Vec<u8>,
 }
 
 impl MockHost {
@@ -271,6 +278,18 @@ impl FfiHost for MockHost {
     }
     fn gauge(&mut self, name: RStr<'_>, value: i64) {
         self.gauges.insert(name.as_str().to_owned(), value);
+    }
+    fn get_resource(&mut self, request: ResourceRequest) -> RResult<(), HostError> {
+        let key = format!("{}/{}", request.path, request.name);
+        if let Some(refusal) = self.resource_refusals.get(&key) {
+            return RResult::RErr(refusal.clone());
+        }
+        self.resource_requests.push(request);
+        RResult::ROk(())
+    }
+    fn send_resource_body(&mut self) {
+        let body = self.resource_body.clone();
+        self.written.extend_from_slice(&body);
     }
 }
 

@@ -5,7 +5,7 @@
 //! enums: a later interface version can add a value without changing the layout, and code that
 //! meets a value it does not know can treat it as "other".
 
-use abi_stable::std_types::{RSlice, RString, RVec};
+use abi_stable::std_types::{RSlice, RStr, RString, RVec};
 use abi_stable::StableAbi;
 use std::fmt;
 use std::net::SocketAddr;
@@ -624,5 +624,69 @@ impl<'a> MediaChunk<'a> {
     /// The chunk's timestamp in 90 kHz units, if it has one.
     pub fn timestamp(&self) -> Option<u64> {
         (self.timestamp_90k != NO_TIMESTAMP).then_some(self.timestamp_90k)
+    }
+}
+
+/// Since 1.1. [`ResourceRequest::msn`] and [`ResourceRequest::part`] when the client did not
+/// ask to block.
+pub const NO_BLOCK: u64 = u64::MAX;
+
+/// Since 1.1. A request for an HTTP-delivered resource of a point that the host packages
+/// itself (an HLS playlist, segment or partial segment), made with `get_resource`.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct ResourceRequest {
+    /// The point, or `point/file` for a file of a directory point.
+    pub path: RString,
+    /// The resource's name below the point: `index.m3u8`, `seg12.ts`, `part12.3.ts`.
+    pub name: RString,
+    /// Blocking playlist reload (`_HLS_msn`): answer once the playlist holds this media
+    /// sequence number, or [`NO_BLOCK`].
+    pub msn: u64,
+    /// Blocking playlist reload (`_HLS_part`): with `msn`, the partial segment awaited, or
+    /// [`NO_BLOCK`].
+    pub part: u64,
+}
+
+impl ResourceRequest {
+    /// A request that does not block.
+    pub fn new(path: &str, name: &str) -> Self {
+        Self {
+            path: path.into(),
+            name: name.into(),
+            msn: NO_BLOCK,
+            part: NO_BLOCK,
+        }
+    }
+}
+
+/// Since 1.1. A resource the host handed to `on_resource`. Everything borrows the host's
+/// buffers for the duration of the call; `send_resource_body` queues the body without copying.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct Resource<'a> {
+    /// The media type, e.g. `application/vnd.apple.mpegurl` or `video/mp2t`.
+    pub content_type: RStr<'a>,
+    /// A strong entity tag, quotes included.
+    pub etag: RStr<'a>,
+    /// When the resource last changed, in seconds since the Unix epoch.
+    pub last_modified: u64,
+    /// How long a cache may keep it, in seconds.
+    pub max_age: u32,
+    /// The resource never changes under this name (a segment).
+    pub immutable: bool,
+    /// The body, in pieces, in order.
+    pub body: RSlice<'a, RSlice<'a, u8>>,
+}
+
+impl Resource<'_> {
+    /// The body's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.body.iter().map(|piece| piece.len() as u64).sum()
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

@@ -126,6 +126,10 @@ pub const CONTROL_PEER_REFUSED: &str = "CONTROL_PEER_REFUSED";
 /// counted, not written. A flood of bad requests: look for the peers in the warnings written.
 pub const WARNINGS_SUPPRESSED: &str = "WARNINGS_SUPPRESSED";
 
+/// The HLS packager of a point fell behind its ring (an overloaded host): players see a
+/// discontinuity. Check the CPU load, or raise `client_queue`.
+pub const HLS_LAGGING: &str = "HLS_LAGGING";
+
 #[cfg(test)]
 mod tests {
     //! Every `warn!` and `error!` in the host names its event: the source files under `src/`

@@ -10,6 +10,7 @@
 //!   table, and the file-index cache.
 //! - [`pull`]: pull sources (HTTP, TCP, UDP) with reconnect, and origin/edge relays.
 //! - [`media`]: MPEG-TS parsing: packet alignment, keyframes, PAT/PMT, file index.
+//! - [`hls`]: HLS packaging: live segments and playlists, on-demand playlists.
 //! - [`conn`]: one client connection: the IO loop around a plugin session and its parts.
 //! - [`transport`]: RTP transports (UDP, interleaved) and RTCP for RTSP-style sessions.
 //! - [`outputs`]: standalone UDP pushes of broadcast points.
@@ -31,6 +32,7 @@ pub mod events;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hls;
 pub mod limits;
 pub mod media;
 pub mod metrics;

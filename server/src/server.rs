@@ -152,6 +152,7 @@ impl Server {
         let outputs = plan_outputs(&plugins, &points)?;
         let shared = Arc::new(Shared::new(points, config.server.write_timeout, plugins));
         shared.gate.set_limits(config.limits);
+        shared.hls.sync(&shared.points.load(), config.hls);
         start_descriptor_limit(&shared);
         shared
             .access
@@ -555,6 +556,18 @@ impl Server {
             for (name, value) in gauged {
                 let _ = writeln!(text, "gauge {plugin} {name} {value}");
             }
+        }
+        for hls in self.shared.hls.status() {
+            let _ = writeln!(
+                text,
+                "hls {} segments {} bytes {} max_bytes {} evicted {} next_msn {}",
+                hls.point,
+                hls.segments,
+                hls.bytes,
+                hls.max_bytes,
+                hls.evicted_for_memory,
+                hls.next_msn
+            );
         }
         for (plugin, address) in self.local_addresses() {
             let _ = writeln!(text, "listener {plugin} {address}");

@@ -43,6 +43,8 @@ pub struct Shared {
     /// The counters and gauges each plugin published, by plugin name (kept across reloads
     /// and generations).
     plugin_counters: Mutex<BTreeMap<String, Arc<PluginCounters>>>,
+    /// The HLS packagers of broadcast points with `hls`, kept in step with the point table.
+    pub hls: crate::hls::Packagers,
 }
 
 /// Points and plugins an operator put into the drain state: they take no new sessions.
@@ -65,6 +67,7 @@ impl Shared {
             access: crate::access::AccessControl::default(),
             sessions: SessionTable::default(),
             plugin_counters: Mutex::default(),
+            hls: crate::hls::Packagers::default(),
         }
     }
 

@@ -143,6 +143,8 @@ pub struct HttpSession {
     /// Requests received on this connection.
     served: u32,
     timer_armed: bool,
+    /// An HLS request waiting for the host's `on_resource`.
+    pending_resource: Option<hls::PendingResource>,
 }
 
 impl HttpSession {
@@ -153,6 +155,7 @@ impl HttpSession {
             input: HeadReader::new(config.max_header_bytes),
             served: 0,
             timer_armed: false,
+            pending_resource: None,
         }
     }
 
@@ -265,6 +268,11 @@ impl HttpSession {
         if request.path.is_empty() {
             let message = "no publishing point in the request path; use /<point>";
             return self.refuse(host, exchange, 404, message, &[], keep_alive);
+        }
+        if let Some(target) = hls::target(request) {
+            if self.get_hls(host, exchange, request, target, keep_alive) {
+                return;
+            }
         }
         present_credentials(host, request);
         let info = match host.lookup(&request.path) {
@@ -688,6 +696,14 @@ impl Session for HttpSession {
         }
     }
 
+    fn on_resource(
+        &mut self,
+        host: &mut Host<'_>,
+        answer: Result<&ferrocast_plugin_api::Resource<'_>, &HostError>,
+    ) {
+        self.answer_resource(host, answer);
+    }
+
     fn on_peer_closed(&mut self, host: &mut Host<'_>) {
         match &mut self.state {
             State::Closed => {}
@@ -717,5 +733,7 @@ impl Session for HttpSession {
     }
 }
 
+#[path = "hls.rs"]
+mod hls;
 #[cfg(test)]
 mod tests;

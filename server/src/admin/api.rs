@@ -260,6 +260,15 @@ fn point_json(state: &ApiState, point: &Point, sessions: &[SessionEntry]) -> Val
         value["last_error"] = json!(live.last_error);
         value["grace_left_ms"] = json!(live.grace_left.map(|d| d.as_millis() as u64));
     }
+    if let Some(hls) = state.shared.hls.status_of(&point.name) {
+        value["hls"] = json!({
+            "segments": hls.segments,
+            "bytes": hls.bytes,
+            "max_bytes": hls.max_bytes,
+            "evicted_for_memory": hls.evicted_for_memory,
+            "next_msn": hls.next_msn,
+        });
+    }
     value
 }
 

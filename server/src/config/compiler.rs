@@ -15,6 +15,7 @@ use std::time::Duration;
 use toml_edit::{ImDocument, Item, Key, Table, TableLike, Value};
 
 mod admin;
+mod hls;
 #[path = "limits.rs"]
 mod limits;
 
@@ -39,6 +40,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "security",
     "admin",
     "access_log",
+    "hls",
 ];
 const SERVER_KEYS: &[&str] = &[
     "plugin_dir",
@@ -105,6 +107,7 @@ pub(super) fn compile(
     compiler.check_signing_key(&security, &points);
     let admin = compiler.admin(root);
     let access_log = compiler.access_log(root);
+    let hls = compiler.hls(root);
 
     let Compiler {
         errors,
@@ -131,6 +134,7 @@ pub(super) fn compile(
         security,
         admin,
         access_log,
+        hls,
         warnings: warnings.into_iter().map(|(_, warning)| warning).collect(),
     })
 }
@@ -1091,6 +1095,11 @@ impl<'a> Compiler<'a> {
         }
         let mut protocols: Vec<String> = Vec::with_capacity(entries.len());
         for (name, line) in entries {
+            if name == crate::hls::PROTOCOL && !protocols.iter().any(|p| p == name) {
+                self.hls_protocol_served(line, plugins);
+                protocols.push(name.to_string());
+                continue;
+            }
             if self.protocol_entry_ok(name, line, &protocols) {
                 self.warn_if_not_serving(section, name, line, plugins);
                 protocols.push(name.to_string());

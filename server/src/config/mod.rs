@@ -81,6 +81,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The `[access_log]` table, when the file has one.
     pub access_log: Option<AccessLogConfig>,
+    /// The `[hls]` table (defaults without one): how `hls` points are segmented.
+    pub hls: crate::hls::HlsSettings,
     /// Things that are allowed but probably not intended, as `file:line: message`.
     pub warnings: Vec<String>,
 }

@@ -26,6 +26,7 @@ pub fn effective_toml(config: &Config, control_socket: &Path) -> String {
         table.insert("keep", value(i64::from(log.keep)));
         document.insert("access_log", Item::Table(table));
     }
+    document.insert("hls", Item::Table(hls_table(&config.hls)));
     let mut plugins = Table::new();
     plugins.set_implicit(true);
     for plugin in config.plugins.values() {
@@ -48,6 +49,19 @@ pub fn effective_toml(config: &Config, control_socket: &Path) -> String {
     }
     document.insert("point", Item::ArrayOfTables(points));
     document.to_string()
+}
+
+fn hls_table(hls: &crate::hls::HlsSettings) -> Table {
+    let mut table = Table::new();
+    table.insert(
+        "target_duration_ms",
+        value(hls.target_duration.as_millis() as i64),
+    );
+    table.insert("window", value(hls.window as i64));
+    let part_ms = hls.part_duration.map_or(0, |part| part.as_millis() as i64);
+    table.insert("part_ms", value(part_ms));
+    table.insert("max_memory_mb", value((hls.max_bytes >> 20) as i64));
+    table
 }
 
 fn server_table(config: &Config, control_socket: &Path) -> Table {
@@ -159,6 +173,7 @@ protocols = ["http"]
         expected.server.control_socket = Some("/run/ferrocast.sock".into());
         assert_eq!(again.admin, expected.admin);
         assert_eq!(again.access_log, expected.access_log);
+        assert_eq!(again.hls, expected.hls);
         assert_eq!(again.server, expected.server);
         // Lines differ between the two files; everything else must not.
         for plugin in expected.plugins.values_mut() {

@@ -301,7 +301,7 @@ kind = "stream"
             (28, "is missing required key `source`"),
             (28, "is missing required key `protocols`"),
             (29, "`kind` must be one of \"broadcast\", \"on-demand\", found \"stream\""),
-            (31, "unknown top-level table [pointz]; expected one of: server, plugins, point, limits, security, admin, access_log (did you mean `point`?)"),
+            (31, "unknown top-level table [pointz]; expected one of: server, plugins, point, limits, security, admin, access_log, hls (did you mean `point`?)"),
         ],
     );
     // Every error carries the file, and Display is `file:line: message`.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ferrocast_plugin_api::host::HostCalls;
 use ferrocast_plugin_api::{
-    ByteRange, HostError, LogLevel, PlayInfo, PointInfo, SessionInfo, TransportInfo,
-    TransportRequest,
+    ByteRange, ErrorCode, HostError, LogLevel, PlayInfo, PointInfo, ResourceRequest, SessionInfo,
+    TransportInfo, TransportRequest,
 };
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -468,6 +468,41 @@ impl HostCalls for Connection<'_> {
 
     fn gauge(&mut self, name: &str, value: i64) {
         self.counters.gauge(name, value);
+    }
+
+    fn get_resource(&mut self, request: ResourceRequest) -> Result<(), HostError> {
+        self.check_refused()?;
+        let path = request.path.as_str();
+        if let Err(error) = self.admit(point_of(path)) {
+            return self.refused("play", path, error);
+        }
+        self.check_access(Action::Play, point_of(path))?;
+        if self.resource.busy() {
+            return Err(HostError::new(
+                ErrorCode::INVALID_STATE,
+                "a resource request is already in progress on this connection",
+            ));
+        }
+        let points = self.shared.points.load();
+        let answer = self.shared.hls.request(
+            &points,
+            path,
+            request.name.as_str(),
+            request.msn,
+            request.part,
+        )?;
+        self.record_point(point_of(path));
+        self.answered = true;
+        self.resource.start(answer);
+        Ok(())
+    }
+
+    fn send_resource_body(&mut self) {
+        if let Some(body) = &self.resource.body {
+            for piece in body {
+                self.out.push(piece.clone());
+            }
+        }
     }
 
     fn present_credentials(&mut self, credentials: ferrocast_plugin_api::Credentials) {

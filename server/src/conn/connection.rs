@@ -86,6 +86,8 @@ pub struct Connection<'a> {
     pub(super) framed: FramedMedia,
     /// The counters and gauges the session's plugin publishes.
     pub(super) counters: Arc<PluginCounters>,
+    /// A packaged (HLS) resource the session asked for.
+    pub(super) resource: super::resource::ResourceSlot,
 }
 
 impl<'a> Connection<'a> {
@@ -112,6 +114,7 @@ impl<'a> Connection<'a> {
             play_accepted: None,
             framed: FramedMedia::default(),
             counters: shared.counters_of(plugin),
+            resource: super::resource::ResourceSlot::default(),
         }
     }
 

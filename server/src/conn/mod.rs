@@ -16,7 +16,9 @@
 //! - `ingest_pace`: holds a publisher that runs ahead of real time to a bounded lead;
 //! - `transports`: the session's RTP transports and RTCP schedule;
 //! - `admission`: admission, drain and the re-check after a reload;
-//! - `play`: play, seek, resume and pause decisions.
+//! - `play`: play, seek, resume and pause decisions;
+//! - `resource`: a packaged (HLS) resource the session asked for, held while a blocking
+//!   playlist reload waits.
 
 mod admission;
 mod calls;
@@ -27,6 +29,7 @@ mod media;
 mod output;
 mod play;
 mod publisher;
+mod resource;
 mod transports;
 
 use std::net::SocketAddr;
@@ -326,6 +329,8 @@ enum Wakeup {
     /// RTCP from the client on a transport: the transport and how many packets.
     Rtcp(Option<(u64, usize)>),
     Timer(Option<u64>),
+    /// A resource request made progress (see `resource`).
+    Resource(resource::ResourceStep),
 }
 
 async fn drive<R, W>(
@@ -358,6 +363,12 @@ where
         // the other per-chunk work, this runs outside the span (see `serve_connection`).
         if let Some(chunk) = conn.framed.next() {
             if let Err(fault) = session.on_media(conn, chunk.as_media()) {
+                return Ending::Fault(fault);
+            }
+            continue;
+        }
+        if let Some(answer) = conn.resource.take_ready() {
+            if let Err(fault) = span.in_scope(|| deliver_resource(session, conn, answer)) {
                 return Ending::Fault(fault);
             }
             continue;
@@ -467,6 +478,7 @@ where
         _ = sleep_until_opt(next_timer.map(|(_, at)| at)) => {
             Wakeup::Timer(next_timer.map(|(timer, _)| timer))
         }
+        step = resource::resource_step(&mut conn.resource) => Wakeup::Resource(step),
     }
 }
 
@@ -508,9 +520,36 @@ fn handle<R, W>(
             conn.timers.cancel(timer);
             session.on_timer(conn, timer)?;
         }
+        Wakeup::Resource(step) => conn.resource.on_step(step, Instant::now()),
         Wakeup::Rtcp(None) | Wakeup::Timer(None) => {}
     }
     Ok(())
+}
+
+/// Hand the session the resource it asked for (or why it could not be had); its body stays
+/// the host's, queued by reference if the session calls `send_resource_body`.
+fn deliver_resource(
+    session: &mut PluginSession,
+    conn: &mut Connection<'_>,
+    answer: Result<crate::hls::Prepared, ferrocast_plugin_api::HostError>,
+) -> Result<(), PluginFault> {
+    let prepared = match answer {
+        Ok(prepared) => prepared,
+        Err(error) => return session.on_resource(conn, Err(error)),
+    };
+    let pieces: Vec<&[u8]> = prepared.body.iter().map(|piece| &piece[..]).collect();
+    let parts = ferrocast_plugin_api::host::ResourceParts {
+        content_type: prepared.content_type,
+        etag: &prepared.etag,
+        last_modified: prepared.last_modified_secs(),
+        max_age: prepared.max_age,
+        immutable: prepared.immutable,
+        body: &pieces,
+    };
+    conn.resource.body = Some(prepared.body.clone());
+    let delivered = session.on_resource(conn, Ok(parts));
+    conn.resource.body = None;
+    delivered
 }
 
 /// Write as much of the queue as the socket takes in one vectored write. Pending forever when

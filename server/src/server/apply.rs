@@ -205,6 +205,7 @@ impl Server {
             .access
             .set_policy(crate::access::AccessPolicy::from_config(new));
         let new_points = self.shared.points.load();
+        self.shared.hls.sync(&new_points, new.hls);
         old_points
             .live_streams()
             .filter(|stream| {

@@ -80,6 +80,10 @@ pub struct Request {
     pub if_range: bool,
     /// The `Authorization` header's value (never logged).
     pub authorization: Option<String>,
+    /// The `If-None-Match` header's value.
+    pub if_none_match: Option<String>,
+    /// The `If-Modified-Since` header's value.
+    pub if_modified_since: Option<String>,
 }
 
 impl Request {
@@ -160,6 +164,8 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
     let mut range = None;
     let mut if_range = false;
     let mut authorization = None;
+    let mut if_none_match = None;
+    let mut if_modified_since = None;
     let mut hosts = 0;
     for header in parsed.headers.iter() {
         let name = header.name;
@@ -182,6 +188,10 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
             authorization = Some(value()?.to_owned());
         } else if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            if_none_match = Some(value()?.to_owned());
+        } else if name.eq_ignore_ascii_case("if-modified-since") {
+            if_modified_since = Some(value()?.to_owned());
         }
     }
     // Two Host fields are how requests get routed differently by two servers in a chain
@@ -219,6 +229,8 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
         range,
         if_range,
         authorization,
+        if_none_match,
+        if_modified_since,
     })
 }
 
