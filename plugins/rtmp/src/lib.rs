@@ -7,3 +7,7 @@
 
 pub mod proto;
 pub mod remux;
+
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;

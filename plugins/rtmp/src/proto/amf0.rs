@@ -99,6 +99,11 @@ impl<'a> Decoder<'a> {
         self.input.is_empty()
     }
 
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.input
+    }
+
     /// The next value.
     pub fn value(&mut self) -> Result<Value, AmfError> {
         self.value_at(0)
