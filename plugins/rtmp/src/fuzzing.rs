@@ -4,9 +4,15 @@
 //!
 //! Not part of the plugin's API.
 
+use ferrocast_plugin_api::testing::MockHost;
+use ferrocast_plugin_api::PointKind;
+use ferrocast_plugin_kit::testing::SessionHarness;
+
 use crate::proto::amf0::{self, Decoder};
 use crate::proto::chunk::{ChunkError, ChunkReader, Message, DEFAULT_CHUNK_SIZE};
+use crate::proto::handshake::PACKET_SIZE;
 use crate::proto::message::{self, parse_control, Control};
+use crate::session::{Config, RtmpSession};
 
 /// The header bytes a chunk may have at most: 3 basic, 11 message, 4 extended timestamp.
 const MAX_HEADER: usize = 18;
@@ -81,6 +87,45 @@ pub fn amf0(data: &[u8]) {
     let _ = message::parse_command(message::COMMAND_AMF3, data);
 }
 
+/// Largest message the session body allows, so the fuzzer reaches the limit quickly.
+const SESSION_MAX_MESSAGE: usize = 65_536;
+
+/// A valid handshake, then arbitrary bytes as the chunk stream of one encoder session on a
+/// mock host with a broadcast point `live`; the first byte picks the read size. The session
+/// must never panic (remuxer included), never hold more than its bounds, and write nothing
+/// once it closed.
+pub fn session(data: &[u8]) {
+    let Some((&control, input)) = data.split_first() else {
+        return;
+    };
+    let config = Config {
+        max_message_bytes: SESSION_MAX_MESSAGE,
+        ..Config::default()
+    };
+    let mut mock = MockHost::new();
+    mock.add_point("live", PointKind::BROADCAST, 0);
+    let mut harness = SessionHarness::new(mock, RtmpSession::new(config));
+    harness.open();
+    harness.send(&[3]);
+    harness.send(&[0; 2 * PACKET_SIZE]);
+    let piece = usize::from(control & 0x1f) + 1;
+    let mut written_at_close = None;
+    for part in input.chunks(piece) {
+        harness.send(part);
+        let bound =
+            crate::proto::chunk::MAX_CHUNK_SIZE as usize + MAX_HEADER + 2 * SESSION_MAX_MESSAGE;
+        assert!(harness.session.buffered() <= bound + piece);
+        if harness.mock.closed {
+            let written = harness.mock.written.len();
+            assert_eq!(
+                *written_at_close.get_or_insert(written),
+                written,
+                "written after close"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +184,19 @@ mod tests {
             }
             for _ in 0..200 {
                 chunk_parser(&mutate(file, &mut noise));
+            }
+        }
+    }
+
+    #[test]
+    fn the_session_corpus_replays_cleanly() {
+        let corpus = corpus("session");
+        assert!(!corpus.is_empty(), "seed corpus missing");
+        let mut noise = Noise(0x5DEE_CE66_D1CE_4E5B);
+        for file in &corpus {
+            session(file);
+            for _ in 0..40 {
+                session(&mutate(file, &mut noise));
             }
         }
     }

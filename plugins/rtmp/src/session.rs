@@ -17,9 +17,7 @@ use ferrocast_plugin_api::{
 use crate::proto::amf0::{self, Decoder, Value};
 use crate::proto::chunk::{ChunkReader, Message};
 use crate::proto::handshake::Handshake;
-use crate::proto::message::{
-    self, parse_command, parse_control, Command, Control, Outbox, COMMAND_CSID,
-};
+use crate::proto::message::{self, parse_command, parse_control, Command, Control, Outbox};
 use crate::remux::{FlvToTs, TagKind};
 
 /// The timer that bounds the time from the connection's start to an accepted `publish`.
@@ -127,6 +125,11 @@ impl RtmpSession {
     /// The point this connection publishes to, once `publish` was accepted.
     pub fn point(&self) -> Option<&str> {
         self.publishing.as_ref().map(|p| p.point.as_str())
+    }
+
+    /// Bytes held from the peer: unparsed input and partial messages.
+    pub fn buffered(&self) -> usize {
+        self.reader.buffered()
     }
 
     pub fn is_closed(&self) -> bool {
