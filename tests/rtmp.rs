@@ -2,7 +2,9 @@
 //! (`-f flv rtmp://…`): what it publishes plays over HTTP, RTSP and
 //! raw TCP and decodes without errors, with audio and video starting together; an encoder
 //! killed and restarted keeps its clients; a second encoder, a point without `rtmp` and a
-//! missing stream key are refused with the reason in the encoder's own error.
+//! missing stream key are refused with the reason in the encoder's own error; a broken
+//! handshake, bad chunk sizes, an overlong message and AMF0 nested a thousand deep are each
+//! closed with a log line while a publish goes on undisturbed.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -281,4 +283,97 @@ fn a_stream_key_is_checked() {
         !rig.server.logs().contains(KEY),
         "the key must not be logged"
     );
+}
+
+/// A raw connection to the RTMP port that completes the handshake (unless `handshake` is
+/// false), sends `bytes`, and reports whether the server closed it within five seconds.
+fn closed_after(rtmp: SocketAddr, handshake: bool, bytes: &[u8]) -> bool {
+    use std::net::TcpStream;
+    let mut stream = TcpStream::connect_timeout(&rtmp, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    if handshake {
+        let mut c0c1 = vec![3u8];
+        c0c1.extend((0..1536).map(|i| (i % 251) as u8));
+        stream.write_all(&c0c1).unwrap();
+        let mut s0s1s2 = vec![0; 1 + 2 * 1536];
+        stream.read_exact(&mut s0s1s2).expect("S0, S1 and S2");
+        assert_eq!(s0s1s2[0], 3);
+        stream.write_all(&s0s1s2[1..1 + 1536]).unwrap();
+    }
+    // The server may close while this is still being written.
+    let _ = stream.write_all(bytes);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// A type 0 chunk header on chunk stream 3 for a message of `length` bytes of type `type_id`.
+fn chunk_header(length: u32, type_id: u8) -> Vec<u8> {
+    let mut header = vec![0x03, 0, 0, 0];
+    header.extend_from_slice(&length.to_be_bytes()[1..]);
+    header.push(type_id);
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    header
+}
+
+#[test]
+fn hostile_rtmp_input_is_closed_without_disturbing_a_publish() {
+    let rig = start();
+    let _encoder = RtmpEncoder::push(&rig.rtmp_url("live"), 60);
+    wait_until_live(rig.server.http, "/live", Duration::from_secs(15));
+    let reader = TsReader::http(rig.server.http, "/live");
+
+    assert!(closed_after(rig.rtmp, false, b"GET / HTTP/1.1\r\n\r\n"));
+    let mut zero_chunk_size = chunk_header(4, 1);
+    zero_chunk_size.extend_from_slice(&0u32.to_be_bytes());
+    assert!(closed_after(rig.rtmp, true, &zero_chunk_size));
+    let mut huge_chunk_size = chunk_header(4, 1);
+    huge_chunk_size.extend_from_slice(&0x0100_0000u32.to_be_bytes());
+    assert!(closed_after(rig.rtmp, true, &huge_chunk_size));
+    // 16 MiB - 1 announced: over `max_message_bytes`, refused from the header alone.
+    assert!(closed_after(rig.rtmp, true, &chunk_header(0xFF_FFFF, 9)));
+    // `connect` whose command object is a thousand nested arrays.
+    let mut deep = vec![0x02, 0, 7];
+    deep.extend_from_slice(b"connect");
+    deep.push(0);
+    deep.extend_from_slice(&1.0f64.to_be_bytes());
+    for _ in 0..1000 {
+        deep.extend_from_slice(&[0x0A, 0, 0, 0, 1]);
+    }
+    let mut nested = Vec::new();
+    for (index, piece) in deep.chunks(128).enumerate() {
+        if index == 0 {
+            nested.extend(chunk_header(deep.len() as u32, 20));
+        } else {
+            nested.push(0xC3);
+        }
+        nested.extend_from_slice(piece);
+    }
+    assert!(closed_after(rig.rtmp, true, &nested));
+
+    let logs = rig.server.logs();
+    for reason in [
+        "handshake refused",
+        "chunk size 0 is out of range",
+        "chunk size 16777216 is out of range",
+        "over the limit",
+        "nested deeper than 32",
+    ] {
+        assert!(logs.contains(reason), "no log line for {reason:?}: {logs}");
+    }
+    // The encoder and its player went on undisturbed.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(reader.ended_at().is_none(), "the player must stay attached");
+    assert_decodes(rig.server.dir.path(), &reader.body(), 25);
+    assert_eq!(rig.server.logs().matches("PUSH_START").count(), 1);
 }
