@@ -196,4 +196,11 @@ pub trait FfiHost {
     fn gauge(&mut self, name: RStr<'_>, value: i64) {
         let _ = (name, value);
     }
+    /// Since 1.1. The publishing encoder's own description of its stream (an Icecast
+    /// source's `ice-name` and `ice-description`), kept with the point it publishes and
+    /// shown in its status until another encoder publishes. Empty means not given; ignored
+    /// while the session publishes nothing.
+    fn describe_source(&mut self, name: RStr<'_>, description: RStr<'_>) {
+        let _ = (name, description);
+    }
 }

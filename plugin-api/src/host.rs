@@ -415,6 +415,10 @@ pub trait HostCalls {
     fn gauge(&mut self, name: &str, value: i64) {
         let _ = (name, value);
     }
+    /// The publishing encoder's name and description of its stream (since 1.1).
+    fn describe_source(&mut self, name: &str, description: &str) {
+        let _ = (name, description);
+    }
 }
 
 /// Presents a [`HostCalls`] as the ABI's [`FfiHost`].
@@ -477,6 +481,9 @@ impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
     }
     fn gauge(&mut self, name: RStr<'_>, value: i64) {
         self.0.gauge(name.as_str(), value);
+    }
+    fn describe_source(&mut self, name: RStr<'_>, description: RStr<'_>) {
+        self.0.describe_source(name.as_str(), description.as_str());
     }
 }
 

@@ -68,6 +68,8 @@ pub struct MockHost {
     pub gauges: BTreeMap<String, i64>,
     /// Credentials the session presented, in order.
     pub credentials: Vec<Credentials>,
+    /// `describe_source` calls: (name, description).
+    pub source_descriptions: Vec<(String, String)>,
 }
 
 impl MockHost {
@@ -256,5 +258,9 @@ impl FfiHost for MockHost {
     }
     fn gauge(&mut self, name: RStr<'_>, value: i64) {
         self.gauges.insert(name.as_str().to_owned(), value);
+    }
+    fn describe_source(&mut self, name: RStr<'_>, description: RStr<'_>) {
+        self.source_descriptions
+            .push((name.as_str().to_owned(), description.as_str().to_owned()));
     }
 }
