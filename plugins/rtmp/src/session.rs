@@ -340,6 +340,7 @@ impl RtmpSession {
             return self.refuse_publish(host, stream_id, code, &description);
         }
         host.cancel_timer(HANDSHAKE_TIMER);
+        host.count("publishes", 1);
         self.outbox
             .user_control(message::STREAM_BEGIN, &stream_id.to_be_bytes());
         let description = format!("publishing to `{point}`");
@@ -354,6 +355,7 @@ impl RtmpSession {
     }
 
     fn refuse_publish(&mut self, host: &mut Host<'_>, stream_id: u32, code: &str, text: &str) {
+        host.count("publish_refusals", 1);
         self.outbox.on_status(stream_id, "error", code, text);
         self.fail_with(
             host,
@@ -396,7 +398,10 @@ impl RtmpSession {
             return;
         }
         match host.push_media(&self.ts) {
-            Ok(()) => publishing.pushed += self.ts.len() as u64,
+            Ok(()) => {
+                publishing.pushed += self.ts.len() as u64;
+                host.count("ts_bytes", self.ts.len() as u64);
+            }
             Err(error) => {
                 let line = format!(
                     "`{}` stopped taking media: {}",
@@ -409,6 +414,7 @@ impl RtmpSession {
 
     /// A protocol violation or a refused stream: log it, send what is queued, close.
     fn fail(&mut self, host: &mut Host<'_>, reason: &str) {
+        host.count("protocol_errors", 1);
         self.fail_with(host, LogLevel::WARN, reason);
     }
 

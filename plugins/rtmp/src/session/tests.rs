@@ -257,6 +257,10 @@ fn publish_refusals_answer_in_on_status_and_close() {
         assert_eq!(client.codes().last().unwrap(), code, "{name} {refusal:?}");
         assert!(client.closed());
         assert!(client.harness.mock.published.is_empty());
+        assert_eq!(
+            client.harness.mock.counters.get("publish_refusals"),
+            Some(&1)
+        );
         let logs = client.harness.logs(LogLevel::INFO);
         assert!(logs[0].contains(code), "{logs:?}");
     }
@@ -340,6 +344,10 @@ fn bad_chunk_sizes_close_with_a_warning() {
         let mut client = connected();
         client.send_message(2, SET_CHUNK_SIZE, 0, &size.to_be_bytes());
         assert!(client.closed(), "{size}");
+        assert_eq!(
+            client.harness.mock.counters.get("protocol_errors"),
+            Some(&1)
+        );
         let warnings = client.harness.logs(LogLevel::WARN);
         assert!(warnings[0].contains("chunk size"), "{warnings:?}");
     }
@@ -456,6 +464,7 @@ fn replay(sizes: &mut dyn FnMut() -> usize) -> Client {
 fn assert_replayed(mut client: Client, what: &str) {
     assert_eq!(client.harness.mock.published, ["live"], "{what}");
     let pushed = &client.harness.mock.pushed;
+    let pushed_len = pushed.len();
     assert!(
         pushed.len() > 50 * 188,
         "{what}: {} bytes of TS",
@@ -479,6 +488,14 @@ fn assert_replayed(mut client: Client, what: &str) {
         ["NetConnection.Connect.Success", "NetStream.Publish.Start"],
         "{what}"
     );
+    let counters = &client.harness.mock.counters;
+    assert_eq!(counters.get("publishes"), Some(&1), "{what}");
+    assert_eq!(
+        counters.get("ts_bytes"),
+        Some(&(pushed_len as u64)),
+        "{what}"
+    );
+    assert_eq!(counters.get("protocol_errors"), None, "{what}");
 }
 
 #[test]
