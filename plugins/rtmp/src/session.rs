@@ -398,10 +398,7 @@ impl RtmpSession {
             return;
         }
         match host.push_media(&self.ts) {
-            Ok(()) => {
-                publishing.pushed += self.ts.len() as u64;
-                host.count("ts_bytes", self.ts.len() as u64);
-            }
+            Ok(()) => publishing.pushed += self.ts.len() as u64,
             Err(error) => {
                 let line = format!(
                     "`{}` stopped taking media: {}",
@@ -424,6 +421,13 @@ impl RtmpSession {
     }
 
     fn close(&mut self, host: &mut Host<'_>) {
+        if self.is_closed() {
+            return;
+        }
+        // Counted once per publish, not per message: counters are not for the media path.
+        if let Some(publishing) = &self.publishing {
+            host.count("ts_bytes", publishing.pushed);
+        }
         self.flush(host);
         host.cancel_timer(HANDSHAKE_TIMER);
         host.close();
@@ -486,11 +490,17 @@ impl Session for RtmpSession {
     }
 
     fn on_stream_ended(&mut self, host: &mut Host<'_>, ended: &StreamEnded) {
+        if self.is_closed() {
+            return;
+        }
         let line = format!("the point stopped taking media: {}", ended.message);
         self.fail_with(host, LogLevel::INFO, &line);
     }
 
     fn on_peer_closed(&mut self, host: &mut Host<'_>) {
+        if self.is_closed() {
+            return;
+        }
         if let Some(publishing) = &self.publishing {
             let line = format!(
                 "encoder of `{}` disconnected ({} bytes of MPEG-TS)",
