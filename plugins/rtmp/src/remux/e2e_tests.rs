@@ -23,19 +23,20 @@ fn scratch(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("ferrocast-remux-{}-{name}", std::process::id()))
 }
 
-/// Sync bytes, and continuity counters that step by one per PID on every packet with payload.
+/// Sync bytes, and continuity counters that step by one per PID on every packet with payload
+/// and repeat on packets without.
 fn assert_well_formed(ts: &[u8]) {
     assert_eq!(ts.len() % PACKET_LEN, 0);
     let mut counters = std::collections::HashMap::new();
     for (index, packet) in ts.chunks(PACKET_LEN).enumerate() {
         assert_eq!(packet[0], 0x47, "packet {index}");
         let pid = u16::from_be_bytes([packet[1], packet[2]]) & 0x1FFF;
-        assert_ne!(packet[3] & 0x10, 0, "every packet carries payload");
+        let step = u8::from(packet[3] & 0x10 != 0);
         let counter = packet[3] & 0x0F;
         if let Some(previous) = counters.insert(pid, counter) {
             assert_eq!(
                 counter,
-                (previous + 1) & 0x0F,
+                (previous + step) & 0x0F,
                 "packet {index} on PID {pid:#x}"
             );
         }
@@ -91,6 +92,23 @@ fn remux(flv: &[u8]) -> Vec<u8> {
     }
     assert_well_formed(&ts);
     ts
+}
+
+/// The video packets ffprobe counts in the scratch file `name`, which is then removed.
+fn video_packets(name: &str) -> u32 {
+    let packets = Command::new("ffprobe")
+        .args(["-v", "error", "-count_packets", "-select_streams", "v"])
+        .args(["-show_entries", "stream=nb_read_packets", "-of", "flat"])
+        .arg(scratch(name))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(scratch(name));
+    let packets = String::from_utf8(packets.stdout).unwrap();
+    packets
+        .lines()
+        .find_map(|line| line.strip_prefix("streams.stream.0.nb_read_packets="))
+        .and_then(|value| value.trim_matches('"').parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in {packets}"))
 }
 
 /// Decodes `ts` with `-xerror`; returns ffprobe's `codec_name,start_time` per stream.
@@ -154,19 +172,7 @@ fn ffmpeg_flv_of_the_sample_remuxes_to_a_ts_that_decodes_in_sync() {
         "audio and video start {skew:.3} s apart: {streams:?}"
     );
 
-    let packets = Command::new("ffprobe")
-        .args(["-v", "error", "-count_packets", "-select_streams", "v"])
-        .args(["-show_entries", "stream=nb_read_packets", "-of", "flat"])
-        .arg(scratch("av.ts"))
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(scratch("av.ts"));
-    let packets = String::from_utf8(packets.stdout).unwrap();
-    let frames: u32 = packets
-        .lines()
-        .find_map(|line| line.strip_prefix("streams.stream.0.nb_read_packets="))
-        .and_then(|value| value.trim_matches('"').parse().ok())
-        .unwrap_or_else(|| panic!("no packet count in {packets}"));
+    let frames = video_packets("av.ts");
     // 12 s at 25 fps in the sample (300 frames): every frame made it through.
     assert!(frames == 300, "only {frames} video frames");
 }
@@ -182,4 +188,115 @@ fn audio_only_flv_remuxes_to_a_ts_that_decodes() {
     let _ = std::fs::remove_file(scratch("audio.ts"));
     assert_eq!(streams.len(), 1);
     assert_eq!(streams[0].0, "aac");
+}
+
+/// The NAL units of an Annex B stream, without start codes.
+fn annex_b_nal_units(stream: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at + 3 <= stream.len() {
+        if stream[at..at + 3] == [0, 0, 1] {
+            starts.push(at + 3);
+            at += 3;
+        } else {
+            at += 1;
+        }
+    }
+    let ends = starts
+        .iter()
+        .skip(1)
+        .map(|&next| next - 3)
+        .chain([stream.len()]);
+    starts
+        .iter()
+        .zip(ends)
+        .map(|(&start, end)| {
+            let mut nal = &stream[start..end];
+            // The zero byte of the next 4-byte start code.
+            while nal.last() == Some(&0) {
+                nal = &nal[..nal.len() - 1];
+            }
+            nal
+        })
+        .collect()
+}
+
+#[test]
+fn hevc_over_enhanced_rtmp_remuxes_to_a_ts_that_decodes() {
+    let x265 = Command::new("ffmpeg")
+        .args(["-hide_banner", "-encoders"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libx265"));
+    if !x265 || !have("ffprobe") {
+        eprintln!("skipped: ffmpeg with libx265 and ffprobe are needed to make and check HEVC");
+        return;
+    }
+    // 50 frames, one keyframe a second, no B-frames, an access unit delimiter in front of
+    // each access unit (to find where each one starts).
+    let path = scratch("hevc.h265");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+        ])
+        .args(["-t", "2", "-c:v", "libx265"])
+        .args(["-x265-params", "log-level=none:bframes=0:keyint=25:aud=1"])
+        .args(["-f", "hevc"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stream = std::fs::read(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let nal_type = |nal: &[u8]| (nal[0] >> 1) & 0x3F;
+
+    // Enhanced RTMP: a SequenceStart with an HEVCDecoderConfigurationRecord, then
+    // CodedFramesX (no composition offset) of length-prefixed NAL units.
+    let nals = annex_b_nal_units(&stream);
+    let mut record = vec![1];
+    record.extend_from_slice(&[0; 20]);
+    record.push(0x0F);
+    record.push(3);
+    for wanted in [32, 33, 34] {
+        let set = nals.iter().find(|nal| nal_type(nal) == wanted).unwrap();
+        record.extend_from_slice(&[0x80 | wanted, 0, 1]);
+        record.extend_from_slice(&(set.len() as u16).to_be_bytes());
+        record.extend_from_slice(set);
+    }
+    let mut remux = FlvToTs::new();
+    let mut ts = Vec::new();
+    let mut sequence_start = b"\x90hvc1".to_vec();
+    sequence_start.extend_from_slice(&record);
+    remux
+        .push(TagKind::Video, 0, &sequence_start, &mut ts)
+        .unwrap();
+    let units = nals
+        .split(|nal| nal_type(nal) == 35)
+        .filter(|unit| !unit.is_empty());
+    let mut frames = 0u32;
+    for (index, unit) in units.enumerate() {
+        // IRAP pictures (types 16 to 23) are keyframes.
+        let keyframe = unit.iter().any(|nal| (16..=23).contains(&nal_type(nal)));
+        let mut tag = vec![0x80 | if keyframe { 0x10 } else { 0x20 } | 3];
+        tag.extend_from_slice(b"hvc1");
+        for nal in unit {
+            tag.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+            tag.extend_from_slice(nal);
+        }
+        remux
+            .push(TagKind::Video, index as u32 * 40, &tag, &mut ts)
+            .unwrap();
+        frames += 1;
+    }
+    assert_eq!(frames, 50);
+    assert_well_formed(&ts);
+    let streams = decode_and_probe("hevc.ts", &ts);
+    assert_eq!(streams.len(), 1);
+    assert_eq!(streams[0].0, "hevc");
+    assert_eq!(video_packets("hevc.ts"), 50);
 }

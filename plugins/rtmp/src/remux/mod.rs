@@ -150,6 +150,14 @@ const TICKS_PER_MS: i64 = 90;
 const DECODE_DELAY_TICKS: i64 = 700 * TICKS_PER_MS;
 /// How often an audio-only stream repeats PAT and PMT for players that join late.
 const AUDIO_ONLY_TABLE_INTERVAL_MS: i64 = 1000;
+/// When video frames are further apart than this, an audio frame brings a PCR-only packet on
+/// the video PID: with AAC frames 21 to 23 ms apart (48 and 44.1 kHz), PCRs stay within the
+/// 100 ms that ISO/IEC 13818-1 allows.
+const PCR_REFRESH_MS: i64 = 70;
+/// A video timestamp this far behind the last PCR is a jump of the encoder's clock, which the
+/// PCR follows, not interleaving jitter, against which the PCR is held. Well below
+/// [`DECODE_DELAY_TICKS`], so a held PCR never passes the frame's decoding time.
+const PCR_HOLD_LIMIT_MS: i64 = 500;
 
 /// Turns wrapping 32-bit millisecond timestamps into a continuous count: each step is taken
 /// as the shortest signed distance from the previous timestamp.
@@ -193,6 +201,8 @@ pub struct FlvToTs {
     /// Inter frames before the first keyframe are dropped: nothing could decode them.
     keyframe_seen: bool,
     last_audio_tables_ms: Option<i64>,
+    /// The last PCR on the video PID, in ms of the extended clock.
+    video_pcr_ms: Option<i64>,
     /// Reused for the elementary stream of each frame.
     es: Vec<u8>,
 }
@@ -273,10 +283,16 @@ impl FlvToTs {
         self.keyframe_seen = true;
         let dts = ms * TICKS_PER_MS + DECODE_DELAY_TICKS;
         let pts = dts + i64::from(composition_ms) * TICKS_PER_MS;
+        // Never behind a PCR-only packet sent for audio a little ahead of this frame.
+        let pcr_ms = match self.video_pcr_ms {
+            Some(last) if last > ms && last - ms < PCR_HOLD_LIMIT_MS => last,
+            _ => ms,
+        };
+        self.video_pcr_ms = Some(pcr_ms);
         let frame = Frame {
             pts: wrap_ticks(pts),
             dts: (pts != dts).then(|| wrap_ticks(dts)),
-            pcr: wrap_ticks(ms * TICKS_PER_MS),
+            pcr: wrap_ticks(pcr_ms * TICKS_PER_MS),
             random_access: keyframe,
             data: &self.es,
         };
@@ -315,6 +331,12 @@ impl FlvToTs {
             });
         if tables {
             self.last_audio_tables_ms = Some(ms);
+        }
+        if let Some(last) = self.video_pcr_ms.filter(|_| !audio_only) {
+            if ms - last >= PCR_REFRESH_MS {
+                self.muxer.write_pcr(wrap_ticks(ms * TICKS_PER_MS), out);
+                self.video_pcr_ms = Some(ms);
+            }
         }
         let pts = ms * TICKS_PER_MS + DECODE_DELAY_TICKS;
         let frame = Frame {
@@ -545,6 +567,62 @@ mod tests {
             )
             .unwrap();
         assert_eq!(pids(&out), [0x101, 0x100], "no tables before inter frames");
+    }
+
+    /// The PCR (base) of a packet with one.
+    fn pcr_of(packet: &[u8]) -> Option<u64> {
+        (packet[3] & 0x20 != 0 && packet[4] > 0 && packet[5] & 0x10 != 0).then(|| {
+            u64::from(packet[6]) << 25
+                | u64::from(packet[7]) << 17
+                | u64::from(packet[8]) << 9
+                | u64::from(packet[9]) << 1
+                | u64::from(packet[10] >> 7)
+        })
+    }
+
+    #[test]
+    fn slow_video_gets_pcr_from_audio_within_100_ms_and_never_backwards() {
+        let mut remux = FlvToTs::new();
+        let mut out = Vec::new();
+        remux
+            .push(
+                TagKind::Video,
+                0,
+                &avc_tag(0x17, 0, [0; 3], AVC_RECORD),
+                &mut out,
+            )
+            .unwrap();
+        remux
+            .push(TagKind::Audio, 0, &[0xAF, 0, 0x11, 0x88], &mut out)
+            .unwrap();
+        let idr = avc_tag(0x17, 1, [0; 3], &[0, 0, 0, 2, 0x65, 0x88]);
+        let inter = avc_tag(0x27, 1, [0; 3], &[0, 0, 0, 2, 0x41, 0x9A]);
+        // One video frame a second; audio every 21 ms, running 30 ms ahead of the video.
+        for second in 0..3u32 {
+            let video = if second == 0 { &idr } else { &inter };
+            for frame in 0..48u32 {
+                let at = second * 1000 + frame * 21;
+                if frame == 2 {
+                    remux
+                        .push(TagKind::Video, second * 1000, video, &mut out)
+                        .unwrap();
+                }
+                remux
+                    .push(TagKind::Audio, at, &[0xAF, 1, 0x21, 0x10], &mut out)
+                    .unwrap();
+            }
+        }
+        let pcrs: Vec<u64> = out
+            .chunks(PACKET_LEN)
+            .filter(|packet| u16::from_be_bytes([packet[1], packet[2]]) & 0x1FFF == 0x100)
+            .filter_map(pcr_of)
+            .collect();
+        assert!(pcrs.windows(2).all(|pair| pair[0] <= pair[1]), "{pcrs:?}");
+        assert!(
+            pcrs.windows(2).all(|pair| pair[1] - pair[0] <= 100 * 90),
+            "{pcrs:?}"
+        );
+        assert!(pcrs.len() > 25, "{}", pcrs.len());
     }
 
     #[test]

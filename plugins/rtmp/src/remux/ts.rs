@@ -218,6 +218,24 @@ impl TsMuxer {
         self.tables_due = false;
     }
 
+    /// Appends a packet carrying only a PCR, on the PCR PID: keeps the program clock within
+    /// 100 ms of the last when frames on that PID are further apart (a slide show, say).
+    pub fn write_pcr(&mut self, pcr: u64, out: &mut Vec<u8>) {
+        let pid = self.pcr_pid();
+        let next = if pid == VIDEO_PID {
+            self.counters.video
+        } else {
+            self.counters.audio
+        };
+        // Without payload the continuity counter repeats the previous packet's.
+        let counter = next.wrapping_sub(1) & 0x0F;
+        let start = out.len();
+        out.extend_from_slice(&[0x47, (pid >> 8) as u8, pid as u8, 0x20 | counter]);
+        out.extend_from_slice(&[(PAYLOAD_ROOM - 1) as u8, 0x10]);
+        out.extend_from_slice(&encode_pcr(pcr));
+        out.resize(start + PACKET_LEN, 0xFF);
+    }
+
     /// Appends a video frame, tables first on a keyframe or after a stream change.
     pub fn write_video(&mut self, frame: &Frame<'_>, out: &mut Vec<u8>) {
         if frame.random_access || self.tables_due {
@@ -412,6 +430,29 @@ mod tests {
             0x10,
             "audio-only streams carry PCR on audio"
         );
+    }
+
+    #[test]
+    fn pcr_only_packet_repeats_the_counter_and_carries_no_payload() {
+        let mut muxer = TsMuxer::default();
+        muxer.set_streams(Some(0x1B), true);
+        let mut out = Vec::new();
+        let frame = Frame {
+            pts: 0,
+            dts: None,
+            pcr: 0,
+            random_access: false,
+            data: &[0; 400],
+        };
+        muxer.write_video(&frame, &mut out);
+        let last_cc = out[out.len() - PACKET_LEN + 3] & 0x0F;
+        out.clear();
+        muxer.write_pcr(9000, &mut out);
+        assert_eq!(out.len(), PACKET_LEN);
+        assert_eq!(u16::from_be_bytes([out[1], out[2]]), VIDEO_PID);
+        assert_eq!(out[3], 0x20 | last_cc, "adaptation only, same counter");
+        assert_eq!((out[4], out[5]), (183, 0x10));
+        assert_eq!(&out[6..12], &encode_pcr(9000));
     }
 
     #[test]
