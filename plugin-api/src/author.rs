@@ -299,6 +299,15 @@ impl<'a> Host<'a> {
     pub fn send_resource_body(&mut self) {
         self.ffi.send_resource_body();
     }
+
+    /// Since 1.1. The publishing encoder's own name and description of its stream (an
+    /// Icecast source's `ice-name` and `ice-description`; empty when not given), kept with the
+    /// point this session publishes and shown in its status. Call it after a successful
+    /// [`Host::publish`]; before, it is ignored.
+    pub fn describe_source(&mut self, name: &str, description: &str) {
+        self.ffi
+            .describe_source(RStr::from_str(name), RStr::from_str(description));
+    }
 }
 
 /// Author-side conveniences over the calls above; nothing here crosses the interface.

@@ -218,4 +218,11 @@ pub trait FfiHost {
     /// Since 1.1. During `on_resource`: queue the resource's body after what was written,
     /// without copying it.
     fn send_resource_body(&mut self) {}
+    /// Since 1.1. The publishing encoder's own description of its stream (an Icecast
+    /// source's `ice-name` and `ice-description`), kept with the point it publishes and
+    /// shown in its status until another encoder publishes. Empty means not given; ignored
+    /// while the session publishes nothing.
+    fn describe_source(&mut self, name: RStr<'_>, description: RStr<'_>) {
+        let _ = (name, description);
+    }
 }

@@ -427,6 +427,10 @@ pub trait HostCalls {
     }
     /// During `on_resource`: queue the resource's body without copying (since 1.1).
     fn send_resource_body(&mut self) {}
+    /// The publishing encoder's name and description of its stream (since 1.1).
+    fn describe_source(&mut self, name: &str, description: &str) {
+        let _ = (name, description);
+    }
 }
 
 /// Presents a [`HostCalls`] as the ABI's [`FfiHost`].
@@ -495,6 +499,9 @@ impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
     }
     fn send_resource_body(&mut self) {
         self.0.send_resource_body();
+    }
+    fn describe_source(&mut self, name: RStr<'_>, description: RStr<'_>) {
+        self.0.describe_source(name.as_str(), description.as_str());
     }
 }
 

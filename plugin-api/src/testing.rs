@@ -76,6 +76,8 @@ pub struct MockHost {
     /// What `send_resource_body` appends to `written`: the body of the resource the test
     /// hands to `on_resource`.
     pub resource_body: Vec<u8>,
+    /// `describe_source` calls: (name, description).
+    pub source_descriptions: Vec<(String, String)>,
 }
 
 impl MockHost {
@@ -290,6 +292,10 @@ impl FfiHost for MockHost {
     fn send_resource_body(&mut self) {
         let body = self.resource_body.clone();
         self.written.extend_from_slice(&body);
+    }
+    fn describe_source(&mut self, name: RStr<'_>, description: RStr<'_>) {
+        self.source_descriptions
+            .push((name.as_str().to_owned(), description.as_str().to_owned()));
     }
 }
 

@@ -596,6 +596,7 @@ impl Server {
                 }
                 _ => "on-demand".to_owned(),
             };
+            let source = source_description_text(point);
             let drain = if drains.points.contains(name) {
                 " draining"
             } else {
@@ -603,11 +604,26 @@ impl Server {
             };
             let _ = writeln!(
                 text,
-                "point {name} {state} protocols {}{drain}",
+                "point {name} {state} protocols {}{source}{drain}",
                 point.protocols.join(",")
             );
         }
         text
+    }
+}
+
+/// ` source-name "…" source-description "…"` for a live point whose encoder described its
+/// stream (quoted, so that spaces stay within one field), else nothing.
+fn source_description_text(point: &crate::points::Point) -> String {
+    let PointMedia::Live(stream) = &point.media else {
+        return String::new();
+    };
+    match stream.status().source_description {
+        Some(source) => format!(
+            " source-name {:?} source-description {:?}",
+            source.name, source.description
+        ),
+        None => String::new(),
     }
 }
 

@@ -131,7 +131,7 @@ pub fn standard_plugin_dir() -> TempDir {
 
 /// A plugin directory with every shipped plugin.
 pub fn all_plugins_dir() -> TempDir {
-    shipped_plugins_dir(&["http", "rtsp", "udp", "tcp", "ws", "example"])
+    shipped_plugins_dir(&["http", "rtsp", "udp", "tcp", "ws", "rtmp", "example"])
 }
 
 /// Wait up to `timeout` for `child` to exit; its status if it did.

@@ -8,6 +8,10 @@
 //!   `Range` support (`206`/`416`) and keep-alive, pipelining included.
 //! - `PUT`/`POST /<point>` on a broadcast point: an encoder publishing MPEG-TS, with a chunked,
 //!   `Content-Length` or close-delimited body (`ffmpeg -f mpegts -method PUT http://…/live`).
+//!   Icecast sources too: `100 Continue` whenever the client waits for it, the legacy `SOURCE`
+//!   method (answered `HTTP/1.0 200 OK` at once, as Icecast does), Basic credentials for the
+//!   publish check, and the `Ice-Name`/`Ice-Description` (or `icy-*`) of the stream kept in
+//!   the point's status (`ffmpeg … icecast://source:pw@host:port/live`).
 //! - `OPTIONS`: the allowed methods.
 //!
 //! The code is split into [`proto`], a protocol core that knows nothing about the host (request

@@ -7,7 +7,8 @@
 //! - **Streaming**: a `GET` response body is being sent by the host after `play`. Nothing is
 //!   parsed until `on_stream_ended`, because a second response must not start before the first
 //!   has ended; pipelined bytes are held meanwhile.
-//! - **Pushing**: an encoder's `PUT`/`POST` body is being decoded and fed to `push_media`.
+//! - **Pushing**: an encoder's `PUT`/`POST`/`SOURCE` body is being decoded and fed to
+//!   `push_media`.
 //! - **Closed**: the connection is closing; further input is ignored.
 //!
 //! The session never buffers media: response bodies are sent by the host, and a pushed body is
@@ -37,7 +38,10 @@ const MPEG_TS: &str = "video/mp2t";
 const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
 /// The body of every 404 for a point or file that does not exist.
 const NOT_FOUND: &str = "no such publishing point or file";
-const ALLOW_ALL: &str = "GET, HEAD, PUT, POST, OPTIONS";
+const ALLOW_ALL: &str = "GET, HEAD, PUT, POST, SOURCE, OPTIONS";
+/// What Icecast answers a legacy `SOURCE` request with as soon as it takes the source: such
+/// clients expect no other answer and start sending at once.
+const SOURCE_ACCEPTED: &[u8] = b"HTTP/1.0 200 OK\r\n\r\n";
 
 /// Validated plugin settings shared by every session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +122,9 @@ struct Push {
     label: String,
     body: BodyDecoder,
     pushed: u64,
+    /// The final response was sent when the push was accepted (legacy `SOURCE`), so the end
+    /// of the push or a failure during it gets no other.
+    answered: bool,
 }
 
 /// How feeding a piece of pushed body went.
@@ -240,7 +247,8 @@ impl HttpSession {
         }
         match request.method.as_str() {
             "GET" | "HEAD" => self.get(host, &exchange, &request, keep_alive),
-            "PUT" | "POST" => self.push(host, &exchange, &request),
+            // SOURCE is the Icecast source protocol before it adopted PUT.
+            "PUT" | "POST" | "SOURCE" => self.push(host, &exchange, &request),
             "OPTIONS" => {
                 let head = self
                     .head(204)
@@ -409,7 +417,7 @@ impl HttpSession {
         };
     }
 
-    /// `PUT` or `POST`: an encoder publishing to a broadcast point.
+    /// `PUT`, `POST` or `SOURCE`: an encoder publishing to a broadcast point.
     fn push(&mut self, host: &mut Host<'_>, exchange: &Exchange, request: &Request) {
         if request.path.is_empty() {
             let message = "no publishing point in the request path; use /<point>";
@@ -435,17 +443,26 @@ impl HttpSession {
             Framing::Chunked => "chunked".to_owned(),
         };
         let body = BodyDecoder::new(request.framing);
-        if request.expect_continue && request.has_body() {
+        // A push reads its body whatever the framing (without one, until close: Icecast
+        // sources), so a client waiting for `100 Continue` gets it now that it is accepted.
+        if request.expect_continue && request.framing != Framing::Length(0) {
             host.write(response::CONTINUE);
+        }
+        let answered = request.method == "SOURCE";
+        if answered {
+            host.write(SOURCE_ACCEPTED);
+            host.count("responses_200", 1);
         }
         host.log(
             LogLevel::INFO,
             &format!("{} -> publishing (body {framing})", exchange.label),
         );
+        describe_source(host, exchange, request);
         self.state = State::Pushing(Push {
             label: exchange.label.clone(),
             body,
             pushed: 0,
+            answered,
         });
         // The start of the body may have arrived with the head.
         let start = self.input.take();
@@ -456,9 +473,14 @@ impl HttpSession {
         let State::Pushing(push) = &mut self.state else {
             return;
         };
+        let answered = push.answered;
         match feed(push, host, data) {
             PushOutcome::More => {}
             PushOutcome::Done { label, pushed } => self.push_done(host, &label, pushed),
+            PushOutcome::Failed { label, message, .. } if answered => {
+                host.log(LogLevel::WARN, &format!("{label}: push ended: {message}"));
+                self.close(host);
+            }
             PushOutcome::Failed {
                 label,
                 status,
@@ -474,11 +496,14 @@ impl HttpSession {
     }
 
     fn push_done(&mut self, host: &mut Host<'_>, label: &str, pushed: u64) {
-        let head = self
-            .head(200)
-            .header("Content-Length", "0")
-            .header("Connection", "close");
-        write_head(host, &head);
+        let answered = matches!(&self.state, State::Pushing(push) if push.answered);
+        if !answered {
+            let head = self
+                .head(200)
+                .header("Content-Length", "0")
+                .header("Connection", "close");
+            write_head(host, &head);
+        }
         host.log(
             LogLevel::INFO,
             &format!("{label} -> 200 ({pushed} bytes pushed)"),
@@ -551,6 +576,24 @@ impl HttpSession {
         );
         self.finish_response(host, keep_alive);
     }
+}
+
+/// Log the name and description an Icecast source gave its stream, and hand them to the
+/// host for the point's status.
+fn describe_source(host: &mut Host<'_>, exchange: &Exchange, request: &Request) {
+    if request.source_name.is_none() && request.source_description.is_none() {
+        return;
+    }
+    let name = request.source_name.as_deref().unwrap_or_default();
+    let description = request.source_description.as_deref().unwrap_or_default();
+    host.log(
+        LogLevel::INFO,
+        &format!(
+            "{}: source name {name:?}, description {description:?}",
+            exchange.label
+        ),
+    );
+    host.describe_source(name, description);
 }
 
 /// Decode `data` as the push body and hand its payload to the host.

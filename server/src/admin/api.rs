@@ -259,6 +259,10 @@ fn point_json(state: &ApiState, point: &Point, sessions: &[SessionEntry]) -> Val
         value["source_lost_ms"] = json!(live.source_lost.as_millis() as u64);
         value["last_error"] = json!(live.last_error);
         value["grace_left_ms"] = json!(live.grace_left.map(|d| d.as_millis() as u64));
+        let source = live.source_description.unwrap_or_default();
+        value["source_name"] = json!((!source.name.is_empty()).then_some(source.name));
+        value["source_description"] =
+            json!((!source.description.is_empty()).then_some(source.description));
     }
     if let Some(hls) = state.shared.hls.status_of(&point.name) {
         value["hls"] = json!({

@@ -509,6 +509,17 @@ impl HostCalls for Connection<'_> {
         self.credentials = credentials;
     }
 
+    fn describe_source(&mut self, name: &str, description: &str) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        let source = crate::points::SourceDescription::new(name, description);
+        let stream = publisher.stream();
+        if stream.describe_source(self.info.id, source.clone()) {
+            info!(point = %stream.name, source_name = ?source.name, source_description = ?source.description, "the encoder described its stream");
+        }
+    }
+
     fn pause_transports(&mut self) -> Result<u64, HostError> {
         let Some(Media::Paced(paced)) = &mut self.media else {
             return Err(play::pause_refusal(self.now_playing()).into());

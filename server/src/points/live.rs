@@ -105,6 +105,42 @@ impl LiveState {
     }
 }
 
+/// Longest source name or description kept, in characters.
+const MAX_SOURCE_TEXT_CHARS: usize = 200;
+
+/// What the publishing encoder says its stream is (an Icecast source's `ice-name` and
+/// `ice-description`), for operators.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceDescription {
+    /// Empty when the encoder gave none.
+    pub name: String,
+    /// Empty when the encoder gave none.
+    pub description: String,
+}
+
+impl SourceDescription {
+    /// Encoder-supplied text made safe for one-line status output and bounded in length:
+    /// control characters become spaces, and the text is cut at [`MAX_SOURCE_TEXT_CHARS`].
+    pub fn new(name: &str, description: &str) -> Self {
+        let clean = |text: &str| {
+            text.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(MAX_SOURCE_TEXT_CHARS)
+                .collect::<String>()
+                .trim()
+                .to_owned()
+        };
+        Self {
+            name: clean(name),
+            description: clean(description),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.name.is_empty() && self.description.is_empty()
+    }
+}
+
 /// A broadcast point's state, for the status report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveStatus {
@@ -122,6 +158,8 @@ pub struct LiveStatus {
     pub uptime: Option<Duration>,
     /// Time spent holding clients without a source, since start.
     pub source_lost: Duration,
+    /// How the current (or last) encoder described its stream.
+    pub source_description: Option<SourceDescription>,
 }
 
 /// How often a point without its source sends a null packet to its clients.
@@ -169,6 +207,9 @@ struct LiveInner {
     source_lost_before: Duration,
     /// When the current loss of the source began.
     lost_since: Option<tokio::time::Instant>,
+    /// How the current (or last) encoder described its stream; a new publisher starts
+    /// without one.
+    source_description: Option<SourceDescription>,
 }
 
 impl LiveInner {
@@ -256,6 +297,7 @@ impl LiveStream {
                 live_since: None,
                 source_lost_before: Duration::ZERO,
                 lost_since: None,
+                source_description: None,
             }),
             tx,
             reconnect_grace_ms: AtomicU64::new(reconnect_grace.as_millis() as u64),
@@ -372,6 +414,7 @@ impl LiveStream {
         }
         let previous = inner.state;
         inner.publisher = Some(session);
+        inner.source_description = None;
         inner.set_state(LiveState::Live);
         inner.epoch += 1;
         inner.ingest.reset();
@@ -615,6 +658,17 @@ impl LiveStream {
         self.lock().last_error = Some(reason.to_owned());
     }
 
+    /// Keep the publisher's description of its stream; `false` (and nothing kept) when
+    /// `session` is not the publisher.
+    pub fn describe_source(&self, session: u64, description: SourceDescription) -> bool {
+        let mut inner = self.lock();
+        if inner.publisher != Some(session) {
+            return false;
+        }
+        inner.source_description = (!description.is_empty()).then_some(description);
+        true
+    }
+
     /// What an operator needs to know about the point now.
     pub fn status(&self) -> LiveStatus {
         let inner = self.lock();
@@ -631,6 +685,7 @@ impl LiveStream {
             clients: self.tx.receiver_count(),
             ingest_bits_per_second: inner.ingest_rate.bits_per_second(std::time::Instant::now()),
             source_lost: inner.source_lost_total(),
+            source_description: inner.source_description.clone(),
             uptime: match inner.state {
                 LiveState::Live | LiveState::SourceLost { .. } => {
                     inner.live_since.map(|since| since.elapsed())
@@ -698,6 +753,34 @@ mod tests {
         );
         stream.publish(2).unwrap();
         assert!(stream.is_live());
+    }
+
+    #[tokio::test]
+    async fn only_the_publisher_describes_the_source_until_the_next_publish() {
+        let stream = test_stream(Duration::from_secs(60));
+        let radio = SourceDescription::new("Radio\r\nOne", "all day");
+        assert!(
+            !stream.describe_source(1, radio.clone()),
+            "not publishing yet"
+        );
+        stream.publish(1).unwrap();
+        assert!(stream.describe_source(1, radio.clone()));
+        assert!(!stream.describe_source(2, SourceDescription::new("other", "")));
+        assert_eq!(stream.status().source_description, Some(radio.clone()));
+        assert_eq!(
+            radio.name, "Radio  One",
+            "control characters cannot break a status line"
+        );
+        stream.unpublish(1, "test");
+        assert!(
+            stream.status().source_description.is_some(),
+            "kept while the encoder is expected back"
+        );
+        stream.publish(2).unwrap();
+        assert_eq!(stream.status().source_description, None);
+        let long = SourceDescription::new(&"x".repeat(1000), "");
+        assert_eq!(long.name.chars().count(), MAX_SOURCE_TEXT_CHARS);
+        assert!(SourceDescription::new(" ", "\t").is_empty());
     }
 
     /// A push point with the given reconnect grace and a 5 s source timeout.

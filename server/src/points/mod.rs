@@ -15,7 +15,7 @@ pub mod registry;
 pub use index_cache::{FileVersion, IndexCache, IndexFailure, IndexLookup};
 pub use live::{
     JoinSnapshot, LiveChunk, LiveEvent, LiveState, LiveStatus, LiveStream, PublishError, Pushed,
-    RtpStart,
+    RtpStart, SourceDescription,
 };
 pub use registry::{
     log_points, log_status, IndexedMedia, Point, PointMedia, PointRegistry, Resolved,

@@ -338,6 +338,7 @@ pub fn log_status(points: &PointRegistry) {
                 let source = pull
                     .as_ref()
                     .map_or("push".to_owned(), |p| format!("pull {}", p.url));
+                let described = status.source_description.unwrap_or_default();
                 info!(
                     event = events::POINT_STATUS,
                     point = %name,
@@ -347,6 +348,8 @@ pub fn log_status(points: &PointRegistry) {
                     reconnects = status.reconnects,
                     last_error = status.last_error.as_deref().unwrap_or(""),
                     clients = status.clients,
+                    source_name = ?described.name,
+                    source_description = ?described.description,
                     "point status"
                 );
             }

@@ -84,6 +84,10 @@ pub struct Request {
     pub if_none_match: Option<String>,
     /// The `If-Modified-Since` header's value.
     pub if_modified_since: Option<String>,
+    /// An Icecast source's name for its stream (`Ice-Name`, or SHOUTcast's `icy-name`).
+    pub source_name: Option<String>,
+    /// An Icecast source's description of its stream (`Ice-Description` or `icy-description`).
+    pub source_description: Option<String>,
 }
 
 impl Request {
@@ -166,6 +170,8 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
     let mut authorization = None;
     let mut if_none_match = None;
     let mut if_modified_since = None;
+    let mut source_name = None;
+    let mut source_description = None;
     let mut hosts = 0;
     for header in parsed.headers.iter() {
         let name = header.name;
@@ -192,6 +198,14 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
             if_none_match = Some(value()?.to_owned());
         } else if name.eq_ignore_ascii_case("if-modified-since") {
             if_modified_since = Some(value()?.to_owned());
+        } else if let Some(field) = icecast_field(name) {
+            // Source tools of the Latin-1 era send such text unconverted: take it as best we
+            // can rather than refuse the encoder over a name.
+            let text = String::from_utf8_lossy(header.value).trim().to_owned();
+            match field {
+                IcecastField::Name => source_name = Some(text),
+                IcecastField::Description => source_description = Some(text),
+            }
         }
     }
     // Two Host fields are how requests get routed differently by two servers in a chain
@@ -231,7 +245,28 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestError> {
         authorization,
         if_none_match,
         if_modified_since,
+        source_name,
+        source_description,
     })
+}
+
+/// The Icecast source headers the server keeps; other `Ice-*`/`icy-*` headers (genre, URL,
+/// public, bitrate, audio info) are accepted and ignored.
+enum IcecastField {
+    Name,
+    Description,
+}
+
+fn icecast_field(name: &str) -> Option<IcecastField> {
+    let lower = name.to_ascii_lowercase();
+    let field = lower
+        .strip_prefix("ice-")
+        .or_else(|| lower.strip_prefix("icy-"))?;
+    match field {
+        "name" => Some(IcecastField::Name),
+        "description" => Some(IcecastField::Description),
+        _ => None,
+    }
 }
 
 /// The path part of an origin-form (`/p?q`) or absolute-form (`http://host/p?q`) target.
@@ -262,6 +297,8 @@ mod tests {
     const CURL_RANGE: &[u8] = include_bytes!("../../tests/fixtures/curl-range.http");
     const CURL_HTTP10: &[u8] = include_bytes!("../../tests/fixtures/curl-http10.http");
     const FFMPEG_PUT: &[u8] = include_bytes!("../../tests/fixtures/ffmpeg-put-live.http");
+    const ICECAST_PUT: &[u8] = include_bytes!("../../tests/fixtures/ffmpeg-icecast-put.http");
+    const ICECAST_SOURCE: &[u8] = include_bytes!("../../tests/fixtures/ffmpeg-icecast-source.http");
 
     fn parse(bytes: &[u8]) -> Result<Option<Request>, RequestError> {
         let mut reader = HeadReader::new(16384);
@@ -325,6 +362,41 @@ mod tests {
             .unwrap()
             + 4;
         assert_eq!(body, &FFMPEG_PUT[head_len..]);
+    }
+
+    #[test]
+    fn parses_real_ffmpeg_icecast_sources() {
+        let request = parse_ok(ICECAST_PUT);
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("PUT", "live")
+        );
+        assert_eq!(request.framing, Framing::None, "the body runs until close");
+        assert!(request.expect_continue);
+        assert_eq!(request.source_name.as_deref(), Some("Radio One"));
+        assert_eq!(
+            request.source_description.as_deref(),
+            Some("Live from the loopback")
+        );
+        assert!(request.authorization.is_some());
+
+        let mut reader = HeadReader::new(16384);
+        reader.push(ICECAST_SOURCE);
+        let request = reader.next_request().unwrap().unwrap();
+        assert_eq!(request.method, "SOURCE");
+        assert!(!request.expect_continue);
+        assert_eq!(request.source_name.as_deref(), Some("Radio One"));
+        assert_eq!(request.source_description, None);
+        assert_eq!(reader.take().len(), 10 * 188, "the body follows the head");
+    }
+
+    #[test]
+    fn shoutcast_icy_headers_and_latin1_text_are_accepted() {
+        let request = parse_ok(
+            b"SOURCE /radio HTTP/1.0\r\nicy-name: Caf\xe9 FM\r\nICY-DESCRIPTION:  jazz \r\nicy-genre: x\r\n\r\n",
+        );
+        assert_eq!(request.source_name.as_deref(), Some("Caf\u{fffd} FM"));
+        assert_eq!(request.source_description.as_deref(), Some("jazz"));
     }
 
     #[test]

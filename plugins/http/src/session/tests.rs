@@ -19,6 +19,8 @@ const FFMPEG_PUT: &[u8] = include_bytes!("../../tests/fixtures/ffmpeg-put-live.h
 const FFMPEG_PUT_BODY: &[u8] = include_bytes!("../../tests/fixtures/ffmpeg-put-live.ts");
 const CURL_POST_CHUNKED: &[u8] = include_bytes!("../../tests/fixtures/curl-post-chunked.http");
 const CURL_PUT_LENGTH: &[u8] = include_bytes!("../../tests/fixtures/curl-put-length.http");
+const ICECAST_PUT: &[u8] = include_bytes!("../../tests/fixtures/ffmpeg-icecast-put.http");
+const ICECAST_SOURCE: &[u8] = include_bytes!("../../tests/fixtures/ffmpeg-icecast-source.http");
 
 /// A session on a mock host with a live point `live` and on-demand points `vod` and
 /// `vod/clip.ts` of 1000 bytes each.
@@ -733,7 +735,7 @@ fn unknown_methods_are_501() {
     for request in [
         &b"DELETE /live HTTP/1.1\r\n\r\n"[..],
         b"get /live HTTP/1.1\r\n\r\n",
-        b"SOURCE /live HTTP/1.0\r\n\r\n",
+        b"source /live HTTP/1.0\r\n\r\n",
     ] {
         let mut client = Client::new();
         client.send(request);
@@ -741,7 +743,7 @@ fn unknown_methods_are_501() {
         assert_eq!(response.status, 501);
         assert!(response
             .text()
-            .contains("is not supported; use GET, HEAD, PUT, POST, OPTIONS"));
+            .contains("is not supported; use GET, HEAD, PUT, POST, SOURCE, OPTIONS"));
         assert!(client.mock.closed);
     }
 }
@@ -766,7 +768,10 @@ fn options_lists_the_methods() {
     client.send(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
     let response = client.response();
     assert_eq!(response.status, 204);
-    assert_eq!(response.get("Allow"), Some("GET, HEAD, PUT, POST, OPTIONS"));
+    assert_eq!(
+        response.get("Allow"),
+        Some("GET, HEAD, PUT, POST, SOURCE, OPTIONS")
+    );
     assert!(!client.mock.closed);
     assert_eq!(client.logs(LogLevel::INFO), ["OPTIONS * -> 204"]);
 }
@@ -892,6 +897,97 @@ fn close_delimited_push_ends_when_the_encoder_closes() {
     assert!(client.mock.written.is_empty());
     client.peer_closed();
     assert_push_accepted(&mut client);
+}
+
+/// The head of a captured request: everything up to and including the blank line.
+fn head_of(request: &[u8]) -> &[u8] {
+    let end = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    &request[..end]
+}
+
+#[test]
+fn icecast_put_gets_100_continue_once_accepted_and_describes_the_source() {
+    let mut client = Client::new();
+    client.send(ICECAST_PUT);
+    assert_eq!(client.mock.published, ["live"]);
+    assert_eq!(
+        client.take_written(),
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        "the body runs until close, and ffmpeg sends none of it before this"
+    );
+    let basic = &client.mock.credentials[0];
+    assert_eq!(basic.kind, ferrocast_plugin_api::CredentialKind::BASIC);
+    assert_eq!(
+        (basic.user.as_str(), basic.secret.as_str()),
+        ("source", "hackme")
+    );
+    assert_eq!(
+        client.mock.source_descriptions,
+        [("Radio One".to_owned(), "Live from the loopback".to_owned())]
+    );
+    assert!(client.logs(LogLevel::INFO).contains(
+        &r#"PUT /live: source name "Radio One", description "Live from the loopback""#.to_owned()
+    ));
+    client.send(&ICECAST_SOURCE[head_of(ICECAST_SOURCE).len()..]);
+    assert_eq!(client.mock.pushed.len(), 10 * 188);
+    client.peer_closed();
+    assert_push_accepted(&mut client);
+}
+
+#[test]
+fn icecast_put_refused_gets_no_100_continue() {
+    let mut client = Client::new();
+    client.mock.busy.push("live".to_owned());
+    client.send(ICECAST_PUT);
+    let written = String::from_utf8(client.take_written()).unwrap();
+    assert!(written.starts_with("HTTP/1.1 409 "), "{written}");
+    assert!(!written.contains("100 Continue"));
+    assert!(client.mock.source_descriptions.is_empty());
+}
+
+#[test]
+fn legacy_source_is_answered_like_icecast_and_pushes_until_close() {
+    let mut client = Client::new();
+    client.send_in_pieces(ICECAST_SOURCE, 50);
+    assert_eq!(client.mock.published, ["live"]);
+    assert_eq!(client.take_written(), b"HTTP/1.0 200 OK\r\n\r\n");
+    assert_eq!(client.mock.pushed.len(), 10 * 188);
+    assert_eq!(client.mock.credentials[0].user.as_str(), "source");
+    assert_eq!(
+        client.mock.source_descriptions,
+        [("Radio One".to_owned(), String::new())]
+    );
+    client.peer_closed();
+    assert!(client.mock.closed);
+    assert!(
+        client.mock.written.is_empty(),
+        "the answer was given when the source was taken"
+    );
+    assert_eq!(
+        client.logs(LogLevel::INFO).last().map(String::as_str),
+        Some("SOURCE /live -> 200 (1880 bytes pushed)")
+    );
+}
+
+#[test]
+fn legacy_source_refused_gets_the_refusal() {
+    let mut client = Client::new();
+    client
+        .mock
+        .refuse("live", ErrorCode::UNAUTHORIZED, "wrong password");
+    client.send(ICECAST_SOURCE);
+    let response = client.response();
+    response.assert_error(401, "wrong password");
+    assert!(response.get("WWW-Authenticate").is_some());
+    assert!(client.mock.pushed.is_empty());
+    assert!(client.mock.closed);
+}
+
+#[test]
+fn push_without_source_headers_describes_nothing() {
+    let mut client = Client::new();
+    client.send(FFMPEG_PUT);
+    assert!(client.mock.source_descriptions.is_empty());
 }
 
 #[test]
