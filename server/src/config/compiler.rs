@@ -28,7 +28,7 @@ use super::value::{describe, settings_line};
 use super::{parse_pull_url, PullMode, PullSource, PullUrl};
 use super::{
     Config, LogFormat, PluginCatalog, PluginConfig, PointConfig, PointKind, PointSource,
-    ServerConfig, SettingIssue, DEFAULT_RECONNECT_GRACE, DEFAULT_SOURCE_TIMEOUT,
+    ServerConfig, SettingIssue, TimelineMode, DEFAULT_RECONNECT_GRACE, DEFAULT_SOURCE_TIMEOUT,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -66,6 +66,7 @@ const POINT_KEYS: &[&str] = &[
     "max_bandwidth_kbps",
     "publish",
     "play",
+    "timeline",
 ];
 /// Keys that only mean something for a point whose source is a pull URL.
 const PULL_KEYS: &[&str] = &[
@@ -75,6 +76,7 @@ const PULL_KEYS: &[&str] = &[
     "reconnect_max_ms",
 ];
 const PULL_MODES: &[&str] = &["always", "on-demand"];
+const TIMELINE_MODES: &[&str] = &["continuous", "source"];
 const PULL_MS_RANGE: RangeInclusive<i64> = 10..=3_600_000;
 
 const LOG_FORMATS: &[&str] = &["text", "json"];
@@ -887,7 +889,9 @@ impl<'a> Compiler<'a> {
         let limits = self.point_limits(section);
         let publish = self.publish_rule(section);
         let play = self.play_rule(section);
+        let timeline = self.timeline_mode(section, kind);
         Some(PointConfig {
+            timeline,
             limits,
             publish,
             play,
@@ -1150,6 +1154,21 @@ impl<'a> Compiler<'a> {
 
     /// A duration that only broadcast points have (they have an encoder to wait for): zero
     /// for on-demand points, where setting one is a mistake worth pointing out.
+    /// `timeline`: a broadcast point's timestamps across source changes.
+    fn timeline_mode(&mut self, section: &Section<'_>, kind: Option<PointKind>) -> TimelineMode {
+        if kind == Some(PointKind::OnDemand) && section.table.contains_key("timeline") {
+            let line = self.key_line(section.table, "timeline", section.line);
+            self.error(
+                line,
+                "`timeline` only applies to broadcast points; remove it from this on-demand point",
+            );
+            return TimelineMode::default();
+        }
+        self.read_choice(section, "timeline", TIMELINE_MODES)
+            .and_then(TimelineMode::parse)
+            .unwrap_or_default()
+    }
+
     fn broadcast_duration(
         &mut self,
         section: &Section<'_>,

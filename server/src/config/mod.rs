@@ -199,6 +199,36 @@ pub struct PointConfig {
     pub publish: Option<PublishRule>,
     /// Who may play; `None` takes `[security] play`.
     pub play: Option<PlayRule>,
+    /// A broadcast point's output timestamps across source changes.
+    pub timeline: TimelineMode,
+}
+
+/// Which timestamps a broadcast point sends (`timeline`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimelineMode {
+    /// One timeline across source changes (re-based PTS/DTS/PCR).
+    #[default]
+    Continuous,
+    /// The source's own timestamps, which start over with every new source.
+    Source,
+}
+
+impl TimelineMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Continuous => "continuous",
+            Self::Source => "source",
+        }
+    }
+
+    /// The mode a configuration value names.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "continuous" => Some(Self::Continuous),
+            "source" => Some(Self::Source),
+            _ => None,
+        }
+    }
 }
 
 /// The `[security]` table.

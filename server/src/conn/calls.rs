@@ -606,6 +606,7 @@ mod tests {
             line: 1,
             publish: None,
             play: None,
+            timeline: crate::config::TimelineMode::default(),
         }
     }
 

@@ -3,6 +3,8 @@
 //! - [`live`]: the live fan-out of a broadcast point and its state machine;
 //! - [`registry`]: the point table, name resolution, protocol and directory traversal checks,
 //!   and the status lines;
+//! - [`timeline`]: the re-basing of PTS/DTS/PCR that keeps a point's output timeline
+//!   continuous across source changes;
 //! - [`index_cache`]: the time indexes of on-demand files, built off the async threads.
 //!
 //! On-demand points resolve to files; the connection task reads and sends them itself.
@@ -11,6 +13,7 @@ pub mod index_cache;
 pub mod ingest_rate;
 pub mod live;
 pub mod registry;
+pub mod timeline;
 
 pub use index_cache::{FileVersion, IndexCache, IndexFailure, IndexLookup};
 pub use live::{
@@ -20,3 +23,4 @@ pub use live::{
 pub use registry::{
     log_points, log_status, IndexedMedia, Point, PointMedia, PointRegistry, Resolved,
 };
+pub use timeline::{Timeline, TimelineMode};

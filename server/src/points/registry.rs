@@ -255,7 +255,12 @@ fn point_media(
     match &point.source {
         PointSource::Push | PointSource::Pull(_) => PointMedia::Live(match kept {
             Some(stream) => {
-                stream.reconfigure(point.reconnect_grace, point.source_timeout, pull_on_demand);
+                stream.reconfigure(
+                    point.reconnect_grace,
+                    point.source_timeout,
+                    pull_on_demand,
+                    point.timeline,
+                );
                 stream
             }
             None => LiveStream::new(
@@ -264,6 +269,7 @@ fn point_media(
                 point.reconnect_grace,
                 point.source_timeout,
                 pull_on_demand,
+                point.timeline,
             ),
         }),
         PointSource::File(path) => PointMedia::File(path.clone()),

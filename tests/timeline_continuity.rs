@@ -1,0 +1,253 @@
+//! One output timeline across an encoder restart: players that ignore the discontinuity
+//! indicator (ffmpeg over RTSP with TCP and UDP transports, HTTP, raw TCP) see PTS/DTS keep
+//! increasing, decode without errors, and an HTTP capture's DTS runs on in step with the wall
+//! clock. With `timeline = "source"` the encoder's own timestamps go out, restarting.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ferrocast_tests::*;
+
+/// Log lines of a player that mean it saw something wrong.
+const TROUBLE: &[&str] = &[
+    "non monotonic",
+    "error",
+    "concealing",
+    "corrupt",
+    "invalid",
+    "missed",
+];
+
+/// An ffmpeg player that copies what it receives to a file and decodes its video, logging at
+/// warning level (where timestamp complaints appear). Killed on drop.
+struct Player {
+    name: &'static str,
+    child: Child,
+    log: Captured,
+}
+
+impl Player {
+    fn start(name: &'static str, input_options: &[&str], input: &str, dir: &Path) -> Self {
+        let copy: PathBuf = dir.join(format!("{name}.ts"));
+        let mut child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "warning"])
+            .args(input_options)
+            .args(["-i", input])
+            .args(["-map", "0", "-c", "copy", "-f", "mpegts"])
+            .arg(&copy)
+            .args(["-map", "0:v:0", "-f", "null", "-"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ffmpeg");
+        let log = Captured::default();
+        log.attach(child.stderr.take().unwrap());
+        Self { name, child, log }
+    }
+
+    /// Ask ffmpeg to finish (SIGINT), wait for it and return what it logged.
+    fn finish(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        assert!(
+            wait_child(&mut self.child, Duration::from_secs(15)).is_some(),
+            "{} did not stop",
+            self.name
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        self.log.text()
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server with `live` on HTTP, RTSP and a raw TCP port, its timeline set to `timeline`.
+fn server(
+    timeline: &str,
+) -> (
+    Ferrocast,
+    TempDir,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
+    let plugins = all_plugins_dir();
+    let (http, rtsp, raw) = (loopback(), loopback(), loopback());
+    let points = standard_points()
+        .replace(
+            "protocols = [\"http\"]",
+            "protocols = [\"http\", \"rtsp\", \"tcp\", \"udp\"]",
+        )
+        .replace(
+            "source = \"push\"\n",
+            &format!("source = \"push\"\nreconnect_grace_ms = 10000\ntimeline = \"{timeline}\"\n"),
+        );
+    let config = format!(
+        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.tcp]\nlisten = [\"{raw}\"]\nserve = {{ \"{}\" = \"live\" }}\n\n[plugins.udp]\n",
+        config_with(http, &points),
+        raw.port()
+    );
+    let server = Ferrocast::start(&config, plugins.path(), http);
+    (server, plugins, rtsp, raw)
+}
+
+/// A stream index and its decode times.
+type StreamTimes = (u32, Vec<i64>);
+
+/// Each stream's (DTS, or PTS without one) in 90 kHz ticks, in file order, from ffprobe.
+fn decode_times(file: &Path) -> Vec<StreamTimes> {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=stream_index,pts,dts",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ffprobe");
+    let mut streams: Vec<StreamTimes> = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        // ffprobe may end a line with an empty field.
+        let [index, pts, dts, ..] = fields[..] else {
+            continue;
+        };
+        let Ok(index) = index.parse::<u32>() else {
+            continue;
+        };
+        let Some(time) = dts.parse::<i64>().ok().or_else(|| pts.parse().ok()) else {
+            continue;
+        };
+        match streams.iter_mut().find(|(i, _)| *i == index) {
+            Some((_, times)) => times.push(time),
+            None => streams.push((index, vec![time])),
+        }
+    }
+    streams
+}
+
+/// The encoder is killed under every kind of player and a new one publishes 2 s later.
+/// Returns the players' logs and the HTTP capture's decode times per stream.
+fn restart_under_players(timeline: &str) -> (Vec<(&'static str, String)>, Vec<StreamTimes>) {
+    let (server, _plugins, rtsp, raw) = server(timeline);
+    let dir = server.dir.path().to_path_buf();
+    let first = Encoder::push_live(&server, 60);
+    let url = format!("rtsp://{rtsp}/live");
+    let timeout = ["-timeout", "10000000"];
+    let players = vec![
+        Player::start(
+            "rtsp-tcp",
+            &[&timeout[..], &["-rtsp_transport", "tcp"]].concat(),
+            &url,
+            &dir,
+        ),
+        Player::start(
+            "rtsp-udp",
+            &[&timeout[..], &["-rtsp_transport", "udp"]].concat(),
+            &url,
+            &dir,
+        ),
+        Player::start(
+            "http",
+            &["-rw_timeout", "10000000"],
+            &server.url("live"),
+            &dir,
+        ),
+        Player::start(
+            "raw-tcp",
+            &["-rw_timeout", "10000000"],
+            &format!("tcp://{raw}"),
+            &dir,
+        ),
+    ];
+    let capture = TsReader::http(server.http, "/live");
+    std::thread::sleep(Duration::from_secs(4));
+    first.signal("KILL");
+    server.wait_for("SOURCE_LOST", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    let _second = Encoder::push(&server.url("live"), 60);
+    server.wait_for("SOURCE_RESUMED", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(5));
+
+    let logs = players
+        .into_iter()
+        .map(|player| (player.name, player.finish()))
+        .collect();
+    capture.stop();
+    let file = dir.join("http-capture.ts");
+    std::fs::write(&file, capture.body()).unwrap();
+    (logs, decode_times(&file))
+}
+
+#[test]
+fn players_see_one_timeline_across_an_encoder_restart() {
+    let (logs, streams) = restart_under_players("continuous");
+    for (name, log) in &logs {
+        let troubled: Vec<&str> = log
+            .lines()
+            .filter(|line| {
+                let line = line.to_lowercase();
+                TROUBLE.iter().any(|word| line.contains(word))
+            })
+            .collect();
+        assert!(
+            troubled.is_empty(),
+            "{name} complained:\n{}",
+            troubled.join("\n")
+        );
+    }
+    assert_eq!(streams.len(), 2, "video and audio in the capture");
+    for (index, times) in &streams {
+        assert!(times.len() > 100, "stream {index}: {} packets", times.len());
+        let mut largest_step = 0;
+        for pair in times.windows(2) {
+            let step = pair[1] - pair[0];
+            assert!(
+                step > 0,
+                "stream {index}: decode time went from {} to {}",
+                pair[0],
+                pair[1]
+            );
+            largest_step = largest_step.max(step);
+        }
+        // The restart shows as the wall-clock time without a source (about 2 s plus the new
+        // encoder's start-up), not as a jump of the encoders' clocks.
+        assert!(
+            (90_000..15 * 90_000).contains(&largest_step),
+            "stream {index}: largest step {largest_step} ticks"
+        );
+        let span = times.last().unwrap() - times.first().unwrap();
+        assert!(
+            (8 * 90_000..20 * 90_000).contains(&span),
+            "stream {index}: the capture spans {span} ticks of a ~11 s wall-clock session"
+        );
+    }
+}
+
+#[test]
+fn source_timeline_sends_the_encoders_own_timestamps() {
+    let (logs, streams) = restart_under_players("source");
+    // What the continuous timeline spares players: ffmpeg over RTSP complains.
+    let rtsp_log = &logs.iter().find(|(name, _)| *name == "rtsp-tcp").unwrap().1;
+    assert!(
+        rtsp_log.contains("non monotonically increasing dts"),
+        "{rtsp_log}"
+    );
+    let went_back = streams
+        .iter()
+        .any(|(_, times)| times.windows(2).any(|pair| pair[1] < pair[0]));
+    assert!(
+        went_back,
+        "the second encoder's clock starts over: {streams:?}"
+    );
+}
