@@ -29,6 +29,7 @@ use super::{parse_pull_url, PullMode, PullSource, PullUrl};
 use super::{
     Config, LogFormat, PluginCatalog, PluginConfig, PointConfig, PointKind, PointSource,
     ServerConfig, SettingIssue, TimelineMode, DEFAULT_RECONNECT_GRACE, DEFAULT_SOURCE_TIMEOUT,
+    DEFAULT_UDP_JOIN_RATE,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -67,6 +68,7 @@ const POINT_KEYS: &[&str] = &[
     "publish",
     "play",
     "timeline",
+    "udp_join_rate",
 ];
 /// Keys that only mean something for a point whose source is a pull URL.
 const PULL_KEYS: &[&str] = &[
@@ -77,6 +79,8 @@ const PULL_KEYS: &[&str] = &[
 ];
 const PULL_MODES: &[&str] = &["always", "on-demand"];
 const TIMELINE_MODES: &[&str] = &["continuous", "source"];
+/// 0 turns pacing off; 2 is the least that catches up in real time at all.
+const UDP_JOIN_RATE_RANGE: RangeInclusive<i64> = 0..=64;
 const PULL_MS_RANGE: RangeInclusive<i64> = 10..=3_600_000;
 
 const LOG_FORMATS: &[&str] = &["text", "json"];
@@ -890,8 +894,10 @@ impl<'a> Compiler<'a> {
         let publish = self.publish_rule(section);
         let play = self.play_rule(section);
         let timeline = self.timeline_mode(section, kind);
+        let udp_join_rate = self.udp_join_rate(section, kind);
         Some(PointConfig {
             timeline,
+            udp_join_rate,
             limits,
             publish,
             play,
@@ -1167,6 +1173,19 @@ impl<'a> Compiler<'a> {
         self.read_choice(section, "timeline", TIMELINE_MODES)
             .and_then(TimelineMode::parse)
             .unwrap_or_default()
+    }
+
+    /// `udp_join_rate`: how fast a late UDP joiner catches up, in multiples of the bitrate.
+    fn udp_join_rate(&mut self, section: &Section<'_>, kind: Option<PointKind>) -> u32 {
+        if kind == Some(PointKind::OnDemand) && section.table.contains_key("udp_join_rate") {
+            let line = self.key_line(section.table, "udp_join_rate", section.line);
+            self.error(
+                line,
+                "`udp_join_rate` only applies to broadcast points; remove it from this on-demand point",
+            );
+        }
+        self.read_integer(section, "udp_join_rate", UDP_JOIN_RATE_RANGE)
+            .map_or(DEFAULT_UDP_JOIN_RATE, |multiple| multiple as u32)
     }
 
     fn broadcast_duration(

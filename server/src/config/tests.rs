@@ -1126,7 +1126,7 @@ fn signed_points_need_a_signing_key() {
 }
 
 #[test]
-fn timeline_is_continuous_by_default_and_source_on_request() {
+fn timeline_and_udp_join_rate_default_and_on_request() {
     let fixture = Fixture::new();
     fixture.file("media/clip.ts");
     let text = r#"[plugins.http]
@@ -1141,6 +1141,7 @@ kind = "broadcast"
 source = "push"
 protocols = ["http"]
 timeline = "source"
+udp_join_rate = 0
 "#;
     let path = fixture.config("ferrocast.toml", text);
     let config = compile_file(&path, &FakeCatalog::default()).unwrap();
@@ -1149,6 +1150,11 @@ timeline = "source"
         TimelineMode::Continuous
     );
     assert_eq!(config.point("raw").unwrap().timeline, TimelineMode::Source);
+    assert_eq!(
+        config.point("live").unwrap().udp_join_rate,
+        DEFAULT_UDP_JOIN_RATE
+    );
+    assert_eq!(config.point("raw").unwrap().udp_join_rate, 0);
 
     let wrong = r#"[plugins.http]
 [[point]]

@@ -607,6 +607,7 @@ mod tests {
             publish: None,
             play: None,
             timeline: crate::config::TimelineMode::default(),
+            udp_join_rate: crate::config::DEFAULT_UDP_JOIN_RATE,
         }
     }
 

@@ -23,6 +23,7 @@ mod calls;
 mod connection;
 mod framed;
 mod ingest_pace;
+mod join_pace;
 mod media;
 mod output;
 mod play;

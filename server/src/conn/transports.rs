@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::output::OutputQueue;
 use crate::media::rtp::RtpBatch;
-use crate::transport::{Transport, SENDER_REPORT_INTERVAL};
+use crate::transport::{Transport, TransportWire, SENDER_REPORT_INTERVAL};
 
 /// How soon after PLAY the first sender reports go out.
 const FIRST_REPORT_AFTER: Duration = Duration::from_secs(1);
@@ -89,6 +89,13 @@ impl TransportSet {
     pub fn remove(&mut self, id: u64) {
         self.transports.retain(|t| t.info.id != id);
         self.uses.retain(|used| used.id != id);
+    }
+
+    /// Whether media goes out as UDP datagrams, which nothing paces but the sender.
+    pub fn has_udp(&self) -> bool {
+        self.transports
+            .iter()
+            .any(|t| matches!(t.wire, TransportWire::Udp { .. }))
     }
 
     /// The SSRC of the first transport (a paced file's RTP stream uses it).

@@ -6,7 +6,7 @@
 //! ring is skipped forward to the next keyframe by its own connection task; neither the
 //! encoder nor the other clients wait for it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -220,6 +220,9 @@ pub struct LiveStream {
     /// The source is pulled on demand: a client arriving while there is no source is held
     /// (within the grace) while the pull connects.
     pull_on_demand: AtomicBool,
+    /// A late joiner on UDP transports catches up at this multiple of the stream's bitrate
+    /// (0: at once).
+    udp_join_rate: AtomicU32,
 }
 
 /// What a late joiner receives before the live ring: PAT/PMT, then the current GOP.
@@ -270,6 +273,7 @@ impl LiveStream {
             reconnect_grace_ms: AtomicU64::new(reconnect_grace.as_millis() as u64),
             source_timeout_ms: AtomicU64::new(source_timeout.as_millis() as u64),
             pull_on_demand: AtomicBool::new(pull_on_demand),
+            udp_join_rate: AtomicU32::new(crate::config::DEFAULT_UDP_JOIN_RATE),
         })
     }
 
@@ -288,6 +292,23 @@ impl LiveStream {
         self.source_timeout_ms
             .store(source_timeout.as_millis() as u64, Ordering::Relaxed);
         self.pull_on_demand.store(pull_on_demand, Ordering::Relaxed);
+    }
+
+    /// Set how fast a late joiner on UDP transports catches up (a multiple of the stream's
+    /// bitrate; 0 sends its backlog at once). New joins use it.
+    pub fn set_udp_join_rate(&self, multiple: u32) {
+        self.udp_join_rate.store(multiple, Ordering::Relaxed);
+    }
+
+    pub fn udp_join_rate(&self) -> u32 {
+        self.udp_join_rate.load(Ordering::Relaxed)
+    }
+
+    /// The source's bitrate over the last second or so (zero without a source).
+    pub fn ingest_bits_per_second(&self) -> u64 {
+        self.lock()
+            .ingest_rate
+            .bits_per_second(std::time::Instant::now())
     }
 
     pub fn reconnect_grace(&self) -> Duration {

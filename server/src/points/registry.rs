@@ -252,7 +252,7 @@ fn point_media(
 ) -> PointMedia {
     let pull_on_demand =
         matches!(&point.source, PointSource::Pull(pull) if pull.mode == PullMode::OnDemand);
-    match &point.source {
+    let media = match &point.source {
         PointSource::Push | PointSource::Pull(_) => PointMedia::Live(match kept {
             Some(stream) => {
                 stream.reconfigure(
@@ -274,7 +274,11 @@ fn point_media(
         }),
         PointSource::File(path) => PointMedia::File(path.clone()),
         PointSource::Directory(path) => PointMedia::Directory(path.clone()),
+    };
+    if let PointMedia::Live(stream) = &media {
+        stream.set_udp_join_rate(point.udp_join_rate);
     }
+    media
 }
 
 fn not_found_item(point: &str, item: &str) -> HostError {

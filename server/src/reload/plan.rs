@@ -188,7 +188,8 @@ fn point_change(before: &PointConfig, after: &PointConfig) -> Option<PointChange
     let kind = before.kind != after.kind;
     let timing = before.reconnect_grace != after.reconnect_grace
         || before.source_timeout != after.source_timeout
-        || before.timeline != after.timeline;
+        || before.timeline != after.timeline
+        || before.udp_join_rate != after.udp_join_rate;
     if protocols_added.is_empty() && protocols_removed.is_empty() && !source && !kind && !timing {
         return None;
     }
