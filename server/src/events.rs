@@ -126,6 +126,10 @@ pub const CONTROL_PEER_REFUSED: &str = "CONTROL_PEER_REFUSED";
 /// counted, not written. A flood of bad requests: look for the peers in the warnings written.
 pub const WARNINGS_SUPPRESSED: &str = "WARNINGS_SUPPRESSED";
 
+/// A session's client sent RTCP receiver reports; the last one's loss and jitter, logged
+/// when the session ends. Loss over UDP points at the client's network or receive buffer.
+pub const RECEIVER_REPORT: &str = "RECEIVER_REPORT";
+
 #[cfg(test)]
 mod tests {
     //! Every `warn!` and `error!` in the host names its event: the source files under `src/`

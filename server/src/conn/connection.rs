@@ -120,6 +120,12 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// Bytes sent to the client: on the connection (including interleaved RTP) and as UDP
+    /// datagrams on its transports.
+    pub fn bytes_sent(&self) -> u64 {
+        self.out.bytes_sent() + self.transports.udp_bytes()
+    }
+
     /// What the session holds on the server's tables.
     pub fn uses(&self) -> Uses<'_> {
         Uses {

@@ -1,6 +1,7 @@
 //! A session's RTP transports: the ones set up so far, the point and transport plugin each
-//! uses (re-checked after a reload), the RTCP sender-report schedule, and the BYE that ends
-//! RTP playback.
+//! uses (re-checked after a reload), the session's count under each transport plugin, the
+//! bytes sent over UDP, the RTCP sender-report schedule, the client's last receiver report,
+//! and the BYE that ends RTP playback.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -11,7 +12,8 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::output::OutputQueue;
-use crate::media::rtp::RtpBatch;
+use crate::media::rtp::{ReportBlock, RtcpPacket, RtpBatch};
+use crate::plugins::GenerationSession;
 use crate::transport::{Transport, TransportWire, SENDER_REPORT_INTERVAL};
 
 /// How soon after PLAY the first sender reports go out.
@@ -59,6 +61,12 @@ pub struct TransportSet {
     set_up: u64,
     /// When the next RTCP sender reports are due, while media flows on the transports.
     reports_due: Option<Instant>,
+    /// The session counted on each transport plugin it uses, while it uses it.
+    counted: Vec<(&'static str, GenerationSession)>,
+    /// RTP sent as UDP datagrams (interleaved RTP is counted with the connection's bytes).
+    udp_bytes: u64,
+    /// The client's latest RTCP receiver report about the session's stream, by transport.
+    receiver_report: Option<(u64, ReportBlock)>,
 }
 
 impl TransportSet {
@@ -89,6 +97,61 @@ impl TransportSet {
     pub fn remove(&mut self, id: u64) {
         self.transports.retain(|t| t.info.id != id);
         self.uses.retain(|used| used.id != id);
+        let uses = &self.uses;
+        self.counted
+            .retain(|(plugin, _)| uses.iter().any(|used| used.transport_plugin == *plugin));
+    }
+
+    /// Whether the session is already counted on `transport_plugin`.
+    pub fn counted_on(&self, transport_plugin: &str) -> bool {
+        self.counted
+            .iter()
+            .any(|(plugin, _)| *plugin == transport_plugin)
+    }
+
+    /// Keep the session counted on `transport_plugin` while a transport uses it.
+    pub fn count_on(&mut self, transport_plugin: &'static str, counted: GenerationSession) {
+        if !self.counted_on(transport_plugin) {
+            self.counted.push((transport_plugin, counted));
+        }
+    }
+
+    /// The transport plugins in use, in setup order, each once.
+    pub fn plugins(&self) -> Vec<String> {
+        let mut plugins: Vec<String> = Vec::new();
+        for used in &self.uses {
+            if !plugins.iter().any(|p| p == used.transport_plugin) {
+                plugins.push(used.transport_plugin.to_owned());
+            }
+        }
+        plugins
+    }
+
+    /// Bytes of RTP sent as UDP datagrams so far.
+    pub fn udp_bytes(&self) -> u64 {
+        self.udp_bytes
+    }
+
+    /// Keep the client's latest receiver report about our stream from `packets`, which
+    /// arrived on `transport`.
+    pub fn note_rtcp(&mut self, transport: u64, packets: &[RtcpPacket]) {
+        let ours = |block: &&ReportBlock| {
+            self.transports
+                .iter()
+                .any(|t| t.info.id == transport && t.info.ssrc == block.ssrc)
+        };
+        let latest = packets.iter().rev().find_map(|packet| match packet {
+            RtcpPacket::ReceiverReport { reports, .. } => reports.iter().find(ours).cloned(),
+            _ => None,
+        });
+        if let Some(block) = latest {
+            self.receiver_report = Some((transport, block));
+        }
+    }
+
+    /// The client's latest receiver report, and the transport it came on.
+    pub fn receiver_report(&self) -> Option<&(u64, ReportBlock)> {
+        self.receiver_report.as_ref()
     }
 
     /// Whether media goes out as UDP datagrams, which nothing paces but the sender.
@@ -106,6 +169,9 @@ impl TransportSet {
     /// Send a batch of RTP packets on every transport; interleaved frames join `out`.
     pub fn send_rtp(&mut self, batch: &RtpBatch, out: &mut OutputQueue) {
         for transport in &mut self.transports {
+            if matches!(transport.wire, TransportWire::Udp { .. }) {
+                self.udp_bytes += batch.data().len() as u64;
+            }
             transport.send_rtp(batch, out);
         }
     }
