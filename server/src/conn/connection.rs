@@ -15,7 +15,6 @@ use tracing::{info, warn, Span};
 
 use super::admission::{CurrentTables, DrainState, Uses};
 use super::framed::{FramedChunk, FramedMedia};
-use super::join_pace::JoinPacer;
 use super::media::{LiveStep, Media};
 use super::output::OutputQueue;
 use super::play::NowPlaying;
@@ -24,7 +23,7 @@ use super::transports::TransportSet;
 use crate::events;
 use crate::media::pacer::PacerStep;
 use crate::media::rtp::RtpBatch;
-use crate::points::LiveChunk;
+use crate::points::{JoinPacer, LiveChunk};
 use crate::state::{PluginCounters, Shared};
 
 /// Paced sends handled before the connection task looks at its socket again.

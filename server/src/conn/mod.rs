@@ -23,7 +23,6 @@ mod calls;
 mod connection;
 mod framed;
 mod ingest_pace;
-mod join_pace;
 mod media;
 mod output;
 mod play;

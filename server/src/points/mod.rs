@@ -3,6 +3,7 @@
 //! - [`live`]: the live fan-out of a broadcast point and its state machine;
 //! - [`registry`]: the point table, name resolution, protocol and directory traversal checks,
 //!   and the status lines;
+//! - [`join_pace`]: the paced catch-up of a late joiner over UDP (RTP transports, UDP pushes);
 //! - [`timeline`]: the re-basing of PTS/DTS/PCR that keeps a point's output timeline
 //!   continuous across source changes;
 //! - [`index_cache`]: the time indexes of on-demand files, built off the async threads.
@@ -11,11 +12,13 @@
 
 pub mod index_cache;
 pub mod ingest_rate;
+pub mod join_pace;
 pub mod live;
 pub mod registry;
 pub mod timeline;
 
 pub use index_cache::{FileVersion, IndexCache, IndexFailure, IndexLookup};
+pub use join_pace::JoinPacer;
 pub use live::{
     JoinSnapshot, LiveChunk, LiveEvent, LiveState, LiveStatus, LiveStream, PublishError, Pushed,
     RtpStart,

@@ -1,4 +1,5 @@
-//! Paced catch-up for a late joiner on RTP/UDP transports.
+//! Paced catch-up for a late joiner over UDP: an RTSP session's RTP/UDP transports, or a UDP
+//! push that starts while the point is mid-GOP.
 //!
 //! A client joining a live point gets the current GOP first. Over TCP the kernel paces it; over
 //! UDP it would go out as one burst of up to a GOP of datagrams, far more than a default
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::points::LiveChunk;
+use super::LiveChunk;
 
 /// Sent at once when the catch-up starts: the first keyframe's start, about 50 datagrams, which
 /// a default 208 KiB receive buffer holds even if the player does not read for a while.
