@@ -136,7 +136,7 @@ fn receive_sequence(socket: UdpSocket, limit: Duration) -> std::thread::JoinHand
         let mut first: Option<Instant> = None;
         let mut sequence = Vec::new();
         let mut buf = [0u8; 2048];
-        while Instant::now() < deadline && first.map_or(true, |at| at.elapsed() < WATCH_FOR) {
+        while Instant::now() < deadline && first.is_none_or(|at| at.elapsed() < WATCH_FOR) {
             if let Ok(n) = socket.recv(&mut buf) {
                 if n >= 12 {
                     if first.is_none() {
