@@ -374,7 +374,8 @@ impl<'a> Connection<'a> {
             && self.join_pacer.as_ref().map_or(true, JoinPacer::has_room)
     }
 
-    /// Whether paced media is due and the queue has room for it.
+    /// Whether a UDP joiner's catch-up may send, or paced file media is due and the queue has
+    /// room for it.
     pub fn pace_due(&self, now: Instant) -> bool {
         let join_due = self
             .join_pacer
@@ -386,7 +387,7 @@ impl<'a> Connection<'a> {
                 && self.out.has_room()
     }
 
-    /// When paced media becomes due.
+    /// When a UDP joiner's catch-up or paced file media becomes due.
     pub fn pace_wake(&self) -> Option<Instant> {
         let join = self
             .join_pacer
@@ -416,7 +417,8 @@ impl<'a> Connection<'a> {
             .map_or(Silence::NoData(Duration::ZERO), Publisher::silence)
     }
 
-    /// Pace an on-demand file: send what is due, or note when the next data is due.
+    /// Pace a UDP joiner's catch-up (send what its bucket allows) or an on-demand file (send
+    /// what is due, or note when the next data is due).
     pub fn pace(&mut self) {
         if let Some(pacer) = &mut self.join_pacer {
             let now = Instant::now();
