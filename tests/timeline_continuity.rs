@@ -388,3 +388,45 @@ fn source_timeline_sends_the_encoders_own_timestamps() {
         "the second encoder's clock starts over: {streams:?}"
     );
 }
+
+#[test]
+fn the_timeline_mode_switches_live_at_the_next_keyframe() {
+    let (server, _plugins, _rtsp, _raw) = server("continuous");
+    let dir = server.dir.path().to_path_buf();
+    let first = Encoder::push_live(&server, 60);
+    let capture = TsReader::http(server.http, "/live");
+    std::thread::sleep(Duration::from_secs(2));
+    // A restart makes the continuous timeline differ from the new encoder's own.
+    first.signal("KILL");
+    server.wait_for("SOURCE_LOST", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    let _second = Encoder::push(&server.url("live"), 60);
+    server.wait_for("SOURCE_RESUMED", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+
+    let path = server.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let fresh = path.with_extension("new");
+    std::fs::write(
+        &fresh,
+        text.replace("timeline = \"continuous\"", "timeline = \"source\""),
+    )
+    .unwrap();
+    std::fs::rename(&fresh, &path).unwrap();
+    let reload = server.command(&["reload"]);
+    assert_eq!(reload.code, Some(0), "{}", reload.text);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(capture.ended_at().is_none(), "the client stays attached");
+    capture.stop();
+
+    // The switch back to the encoder's own clock shows as one step back per stream, at a
+    // keyframe flagged as a discontinuity, and the capture decodes cleanly across it.
+    let file = dir.join("switched.ts");
+    std::fs::write(&file, capture.body()).unwrap();
+    for (index, times) in decode_times(&file) {
+        let back = times.windows(2).filter(|pair| pair[1] < pair[0]).count();
+        assert_eq!(back, 1, "stream {index}: {back} steps back");
+    }
+    let decoded = decode(&file.display().to_string(), &[], None);
+    decoded.assert_clean(100, "the capture");
+}
