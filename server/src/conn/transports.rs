@@ -302,6 +302,50 @@ mod tests {
     }
 
     #[test]
+    fn the_last_receiver_report_about_our_stream_is_kept() {
+        let mut set = TransportSet::default();
+        set.add(interleaved(1), "live", "tcp");
+        let block = |ssrc, lost| ReportBlock {
+            ssrc,
+            cumulative_lost: lost,
+            jitter: 90,
+            ..ReportBlock::default()
+        };
+        let report = |blocks| RtcpPacket::ReceiverReport {
+            ssrc: 99,
+            reports: blocks,
+        };
+        set.note_rtcp(1, &[report(vec![block(8, 5)])]);
+        assert_eq!(set.receiver_report(), None, "about another stream");
+        set.note_rtcp(1, &[report(vec![block(7, 2)]), report(vec![block(7, 3)])]);
+        assert_eq!(set.receiver_report(), Some(&(1, block(7, 3))));
+        set.note_rtcp(
+            1,
+            &[RtcpPacket::Bye {
+                sources: vec![99],
+                reason: None,
+            }],
+        );
+        assert_eq!(set.receiver_report(), Some(&(1, block(7, 3))), "kept");
+    }
+
+    #[test]
+    fn transport_plugins_are_listed_once_and_only_udp_counts_as_udp_bytes() {
+        let mut set = TransportSet::default();
+        set.add(interleaved(1), "live", "tcp");
+        set.add(interleaved(2), "live", "tcp");
+        assert_eq!(set.plugins(), vec!["tcp".to_owned()]);
+        assert!(!set.has_udp());
+        let mut out = OutputQueue::default();
+        let batch = RtpPacketizer::new(7, 0).packetize(&[0x47u8; 188], 0);
+        set.send_rtp(&batch, &mut out);
+        assert_eq!(set.udp_bytes(), 0, "interleaved RTP is the connection's");
+        set.remove(1);
+        set.remove(2);
+        assert!(set.plugins().is_empty());
+    }
+
+    #[test]
     fn connection_addresses_must_parse() {
         assert!(connection_ips("127.0.0.1:554", "10.0.0.1:4000").is_ok());
         assert!(matches!(
