@@ -130,6 +130,10 @@ pub const WARNINGS_SUPPRESSED: &str = "WARNINGS_SUPPRESSED";
 /// discontinuity. Check the CPU load, or raise `client_queue`.
 pub const HLS_LAGGING: &str = "HLS_LAGGING";
 
+/// A session's client sent RTCP receiver reports; the last one's loss and jitter, logged
+/// when the session ends. Loss over UDP points at the client's network or receive buffer.
+pub const RECEIVER_REPORT: &str = "RECEIVER_REPORT";
+
 #[cfg(test)]
 mod tests {
     //! Every `warn!` and `error!` in the host names its event: the source files under `src/`

@@ -4,8 +4,10 @@
 //!
 //! An output follows its point through encoder changes: it starts at a keyframe, skips ahead
 //! to the next keyframe when it falls behind, and simply waits while the point has no source.
+//! One that starts mid-GOP sends the GOP so far paced (`udp_join_rate`), not as one burst.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,7 +18,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::events;
 use crate::media::ts::TS_PACKET_LEN;
-use crate::points::{LiveChunk, LiveEvent, LiveStream};
+use crate::points::{JoinPacer, LiveChunk, LiveEvent, LiveStream};
 use crate::udp::send_batch;
 
 /// 7 TS packets per datagram: 1316 bytes, under any Ethernet MTU.
@@ -58,36 +60,92 @@ impl Output {
         let join = self.stream.join();
         let mut rx = join.rx;
         let mut waiting_for_keyframe = !join.at_keyframe;
-        for live in join.backlog {
-            self.send(&socket, &live).await;
-        }
+        let mut pacer = self.pacer_for(join.backlog, &socket).await;
         loop {
-            match rx.recv().await {
-                Ok(LiveEvent::Media(live)) => {
-                    if live.chunk.random_access {
-                        waiting_for_keyframe = false;
+            let due = pacer
+                .as_ref()
+                .and_then(|p| p.next_due(tokio::time::Instant::now()));
+            let room = pacer.as_ref().map_or(true, JoinPacer::has_room);
+            let received = tokio::select! {
+                () = sleep_until_opt(due) => {
+                    if let Some(catching_up) = &mut pacer {
+                        while let Some(live) = catching_up.take(tokio::time::Instant::now()) {
+                            self.send(&socket, &live).await;
+                        }
                     }
-                    if !waiting_for_keyframe {
-                        self.send(&socket, &live).await;
-                    }
+                    pacer = pacer.filter(|p| !p.caught_up());
+                    continue;
                 }
-                Ok(LiveEvent::SourceRestarted) | Ok(LiveEvent::Ended) => {
-                    waiting_for_keyframe = true
-                }
-                Err(RecvError::Lagged(skipped)) => {
-                    warn!(
-                        event = events::CLIENT_LAGGING,
-                        skipped_chunks = skipped,
-                        "push fell behind; skipping to the next keyframe"
-                    );
-                    waiting_for_keyframe = true;
-                }
-                Err(RecvError::Closed) => {
+                received = rx.recv(), if room => received,
+            };
+            let live = match Self::to_send(received, &mut waiting_for_keyframe) {
+                ControlFlow::Continue(Some(live)) => live,
+                ControlFlow::Continue(None) => continue,
+                ControlFlow::Break(()) => {
                     debug!("the point's stream is gone; push stopped");
                     return;
                 }
+            };
+            match &mut pacer {
+                Some(catching_up) => catching_up.push(live),
+                None => self.send(&socket, &live).await,
             }
         }
+    }
+
+    /// The catch-up of the point's GOP so far, paced at the point's `udp_join_rate`; with a
+    /// rate of 0 it is sent at once and there is nothing to pace.
+    async fn pacer_for(
+        &self,
+        backlog: Vec<Arc<LiveChunk>>,
+        socket: &UdpSocket,
+    ) -> Option<JoinPacer> {
+        let multiple = self.stream.udp_join_rate();
+        if multiple == 0 {
+            for live in backlog {
+                self.send(socket, &live).await;
+            }
+            return None;
+        }
+        let rate = self.stream.ingest_bits_per_second();
+        Some(JoinPacer::new(
+            backlog,
+            rate,
+            multiple,
+            tokio::time::Instant::now(),
+        ))
+        .filter(|pacer| !pacer.caught_up())
+    }
+
+    /// What an event from the point's ring means for the push: a chunk to send, or nothing
+    /// (waiting for a keyframe); `Break` when the point's ring is gone.
+    fn to_send(
+        received: Result<LiveEvent, RecvError>,
+        waiting_for_keyframe: &mut bool,
+    ) -> ControlFlow<(), Option<Arc<LiveChunk>>> {
+        let chunk = match received {
+            Ok(LiveEvent::Media(live)) => {
+                if live.chunk.random_access {
+                    *waiting_for_keyframe = false;
+                }
+                (!*waiting_for_keyframe).then_some(live)
+            }
+            Ok(LiveEvent::SourceRestarted) | Ok(LiveEvent::Ended) => {
+                *waiting_for_keyframe = true;
+                None
+            }
+            Err(RecvError::Lagged(skipped)) => {
+                warn!(
+                    event = events::CLIENT_LAGGING,
+                    skipped_chunks = skipped,
+                    "push fell behind; skipping to the next keyframe"
+                );
+                *waiting_for_keyframe = true;
+                None
+            }
+            Err(RecvError::Closed) => return ControlFlow::Break(()),
+        };
+        ControlFlow::Continue(chunk)
     }
 
     /// A UDP socket bound to the configured interface address (or any), with the multicast
@@ -142,5 +200,13 @@ impl Output {
             // A receiver that is not there (ICMP port unreachable) must not stop the push.
             debug!(%error, "datagrams not sent");
         }
+    }
+}
+
+/// Sleep until `deadline`; forever without one.
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -266,6 +266,16 @@ pub struct SessionEntry {
     pub point: Option<String>,
     /// An operator asked for this session to end.
     pub kicked: bool,
+    /// The transport plugins its media goes out through (an RTSP session's `udp` or `tcp`).
+    pub transports: Vec<String>,
+}
+
+impl SessionEntry {
+    /// Whether the session counts under `plugin`: its control plugin or one of its
+    /// transport plugins.
+    pub fn uses_plugin(&self, plugin: &str) -> bool {
+        self.plugin == plugin || self.transports.iter().any(|t| t == plugin)
+    }
 }
 
 /// The live client connections, by session id. Touched when a connection opens, names its
@@ -292,6 +302,13 @@ impl SessionTable {
     pub fn set_point(&self, id: u64, point: &str) {
         if let Some(entry) = self.lock().get_mut(&id) {
             entry.point = Some(point.to_owned());
+        }
+    }
+
+    /// The transport plugins the session's media now goes out through.
+    pub fn set_transports(&self, id: u64, plugins: Vec<String>) {
+        if let Some(entry) = self.lock().get_mut(&id) {
+            entry.transports = plugins;
         }
     }
 
@@ -344,7 +361,21 @@ mod session_table_tests {
             started: std::time::SystemTime::UNIX_EPOCH,
             point: None,
             kicked: false,
+            transports: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_session_counts_under_its_control_and_transport_plugins() {
+        let table = SessionTable::default();
+        let _registration = table.register(SessionEntry {
+            plugin: "rtsp".into(),
+            ..entry(3)
+        });
+        table.set_transports(3, vec!["udp".into()]);
+        let listed = &table.list()[0];
+        assert!(listed.uses_plugin("rtsp") && listed.uses_plugin("udp"));
+        assert!(!listed.uses_plugin("tcp"));
     }
 
     #[test]

@@ -149,7 +149,8 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 pub struct Captured(Arc<Mutex<String>>);
 
 impl Captured {
-    fn attach(&self, stream: impl Read + Send + 'static) {
+    /// Collect everything `stream` yields, on a thread of its own.
+    pub fn attach(&self, stream: impl Read + Send + 'static) {
         let sink = self.0.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {

@@ -107,7 +107,7 @@ async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, Api
         for protocol in &point.protocols {
             let count = sessions
                 .iter()
-                .filter(|s| s.point.as_deref() == Some(name) && &s.plugin == protocol)
+                .filter(|s| s.point.as_deref() == Some(name) && s.uses_plugin(protocol))
                 .count();
             let labels = crate::metrics::PointProtocol {
                 point: name.to_owned(),
@@ -227,7 +227,7 @@ fn point_json(state: &ApiState, point: &Point, sessions: &[SessionEntry]) -> Val
     for protocol in &point.protocols {
         let count = sessions
             .iter()
-            .filter(|s| s.point.as_deref() == Some(&point.name) && &s.plugin == protocol)
+            .filter(|s| s.point.as_deref() == Some(&point.name) && s.uses_plugin(protocol))
             .count();
         clients.insert(protocol.clone(), json!(count));
     }
@@ -349,7 +349,7 @@ async fn sessions(
         .list()
         .into_iter()
         .filter(|s| filter.point.is_none() || s.point == filter.point)
-        .filter(|s| filter.plugin.as_ref().map_or(true, |p| &s.plugin == p))
+        .filter(|s| filter.plugin.as_ref().map_or(true, |p| s.uses_plugin(p)))
         .map(|s| {
             let started = s
                 .started
@@ -358,6 +358,7 @@ async fn sessions(
             json!({
                 "id": s.id,
                 "plugin": s.plugin,
+                "transports": s.transports,
                 "point": s.point,
                 "peer": s.peer.to_string(),
                 "started_unix": started,

@@ -29,7 +29,8 @@ use super::value::{describe, settings_line};
 use super::{parse_pull_url, PullMode, PullSource, PullUrl};
 use super::{
     Config, LogFormat, PluginCatalog, PluginConfig, PointConfig, PointKind, PointSource,
-    ServerConfig, SettingIssue, DEFAULT_RECONNECT_GRACE, DEFAULT_SOURCE_TIMEOUT,
+    ServerConfig, SettingIssue, TimelineMode, DEFAULT_RECONNECT_GRACE, DEFAULT_SOURCE_TIMEOUT,
+    DEFAULT_UDP_JOIN_RATE,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -68,6 +69,8 @@ const POINT_KEYS: &[&str] = &[
     "max_bandwidth_kbps",
     "publish",
     "play",
+    "timeline",
+    "udp_join_rate",
 ];
 /// Keys that only mean something for a point whose source is a pull URL.
 const PULL_KEYS: &[&str] = &[
@@ -77,6 +80,9 @@ const PULL_KEYS: &[&str] = &[
     "reconnect_max_ms",
 ];
 const PULL_MODES: &[&str] = &["always", "on-demand"];
+const TIMELINE_MODES: &[&str] = &["continuous", "source"];
+/// 0 turns pacing off; 2 is the least that catches up in real time at all.
+const UDP_JOIN_RATE_RANGE: RangeInclusive<i64> = 0..=64;
 const PULL_MS_RANGE: RangeInclusive<i64> = 10..=3_600_000;
 
 const LOG_FORMATS: &[&str] = &["text", "json"];
@@ -891,7 +897,11 @@ impl<'a> Compiler<'a> {
         let limits = self.point_limits(section);
         let publish = self.publish_rule(section);
         let play = self.play_rule(section);
+        let timeline = self.timeline_mode(section, kind);
+        let udp_join_rate = self.udp_join_rate(section, kind);
         Some(PointConfig {
+            timeline,
+            udp_join_rate,
             limits,
             publish,
             play,
@@ -1159,6 +1169,34 @@ impl<'a> Compiler<'a> {
 
     /// A duration that only broadcast points have (they have an encoder to wait for): zero
     /// for on-demand points, where setting one is a mistake worth pointing out.
+    /// `timeline`: a broadcast point's timestamps across source changes.
+    fn timeline_mode(&mut self, section: &Section<'_>, kind: Option<PointKind>) -> TimelineMode {
+        if kind == Some(PointKind::OnDemand) && section.table.contains_key("timeline") {
+            let line = self.key_line(section.table, "timeline", section.line);
+            self.error(
+                line,
+                "`timeline` only applies to broadcast points; remove it from this on-demand point",
+            );
+            return TimelineMode::default();
+        }
+        self.read_choice(section, "timeline", TIMELINE_MODES)
+            .and_then(TimelineMode::parse)
+            .unwrap_or_default()
+    }
+
+    /// `udp_join_rate`: how fast a late UDP joiner catches up, in multiples of the bitrate.
+    fn udp_join_rate(&mut self, section: &Section<'_>, kind: Option<PointKind>) -> u32 {
+        if kind == Some(PointKind::OnDemand) && section.table.contains_key("udp_join_rate") {
+            let line = self.key_line(section.table, "udp_join_rate", section.line);
+            self.error(
+                line,
+                "`udp_join_rate` only applies to broadcast points; remove it from this on-demand point",
+            );
+        }
+        self.read_integer(section, "udp_join_rate", UDP_JOIN_RATE_RANGE)
+            .map_or(DEFAULT_UDP_JOIN_RATE, |multiple| multiple as u32)
+    }
+
     fn broadcast_duration(
         &mut self,
         section: &Section<'_>,

@@ -201,6 +201,39 @@ pub struct PointConfig {
     pub publish: Option<PublishRule>,
     /// Who may play; `None` takes `[security] play`.
     pub play: Option<PlayRule>,
+    /// A broadcast point's output timestamps across source changes.
+    pub timeline: TimelineMode,
+    /// How fast a late joiner on UDP transports catches up: a multiple of the stream's
+    /// bitrate (0: its backlog goes out at once).
+    pub udp_join_rate: u32,
+}
+
+/// Which timestamps a broadcast point sends (`timeline`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimelineMode {
+    /// One timeline across source changes (re-based PTS/DTS/PCR).
+    #[default]
+    Continuous,
+    /// The source's own timestamps, which start over with every new source.
+    Source,
+}
+
+impl TimelineMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Continuous => "continuous",
+            Self::Source => "source",
+        }
+    }
+
+    /// The mode a configuration value names.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "continuous" => Some(Self::Continuous),
+            "source" => Some(Self::Source),
+            _ => None,
+        }
+    }
 }
 
 /// The `[security]` table.
@@ -283,6 +316,8 @@ pub struct PointLimits {
 pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_millis(60_000);
 /// Default `source_timeout_ms` of broadcast points.
 pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// Default `udp_join_rate` of broadcast points: a 2 s GOP reaches a UDP joiner within 0.7 s.
+pub const DEFAULT_UDP_JOIN_RATE: u32 = 4;
 
 /// Checks `text`, the contents of the config file at `path`, against the
 /// loaded plugins. Relative paths in it are resolved against `path`'s directory.

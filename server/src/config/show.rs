@@ -98,6 +98,8 @@ fn point_table(point: &super::PointConfig) -> Table {
     if point.kind == super::PointKind::Broadcast {
         table.insert("reconnect_grace_ms", value(millis(point.reconnect_grace)));
         table.insert("source_timeout_ms", value(millis(point.source_timeout)));
+        table.insert("timeline", value(point.timeline.as_str()));
+        table.insert("udp_join_rate", value(i64::from(point.udp_join_rate)));
     }
     if let PointSource::Pull(pull) = &point.source {
         let mode = match pull.mode {

@@ -1124,3 +1124,59 @@ fn signed_points_need_a_signing_key() {
     let errors = expect_errors(compile_file(&path, &FakeCatalog::default()));
     assert_errors(&errors, &[(1, "has no `url_signing_key`")]);
 }
+
+#[test]
+fn timeline_and_udp_join_rate_default_and_on_request() {
+    let fixture = Fixture::new();
+    fixture.file("media/clip.ts");
+    let text = r#"[plugins.http]
+[[point]]
+name = "live"
+kind = "broadcast"
+source = "push"
+protocols = ["http"]
+[[point]]
+name = "raw"
+kind = "broadcast"
+source = "push"
+protocols = ["http"]
+timeline = "source"
+udp_join_rate = 0
+"#;
+    let path = fixture.config("ferrocast.toml", text);
+    let config = compile_file(&path, &FakeCatalog::default()).unwrap();
+    assert_eq!(
+        config.point("live").unwrap().timeline,
+        TimelineMode::Continuous
+    );
+    assert_eq!(config.point("raw").unwrap().timeline, TimelineMode::Source);
+    assert_eq!(
+        config.point("live").unwrap().udp_join_rate,
+        DEFAULT_UDP_JOIN_RATE
+    );
+    assert_eq!(config.point("raw").unwrap().udp_join_rate, 0);
+
+    let wrong = r#"[plugins.http]
+[[point]]
+name = "live"
+kind = "broadcast"
+source = "push"
+protocols = ["http"]
+timeline = "sorce"
+[[point]]
+name = "clip"
+kind = "on-demand"
+source = "media/clip.ts"
+protocols = ["http"]
+timeline = "source"
+"#;
+    let path = fixture.config("wrong.toml", wrong);
+    let errors = expect_errors(compile_file(&path, &FakeCatalog::default()));
+    assert_errors(
+        &errors,
+        &[
+            (7, "`timeline` must be one of \"continuous\", \"source\", found \"sorce\" (did you mean `source`?)"),
+            (13, "`timeline` only applies to broadcast points"),
+        ],
+    );
+}

@@ -243,6 +243,15 @@ impl Connection<'_> {
         info!(point = %info.name, transport = %transport.info.kind.as_str(), transport_plugin, server_rtp_port = transport.info.server_rtp_port, "transport set up");
         let described = transport.info.clone();
         self.transports.add(transport, &info.name, transport_plugin);
+        if !self.transports.counted_on(transport_plugin) {
+            if let Some(plugin) = self.shared.plugins.load().get(transport_plugin) {
+                let counted = plugin.generation.session_started();
+                self.transports.count_on(transport_plugin, counted);
+            }
+        }
+        self.shared
+            .sessions
+            .set_transports(self.info.id, self.transports.plugins());
         Ok(described)
     }
 }
@@ -422,6 +431,9 @@ impl HostCalls for Connection<'_> {
 
     fn teardown_transport(&mut self, transport: u64) {
         self.transports.remove(transport);
+        self.shared
+            .sessions
+            .set_transports(self.info.id, self.transports.plugins());
         if self.transports.is_empty() && play::ends_with_last_transport(self.now_playing()) {
             self.stop_media("transport torn down");
         }
@@ -652,6 +664,8 @@ mod tests {
             line: 1,
             publish: None,
             play: None,
+            timeline: crate::config::TimelineMode::default(),
+            udp_join_rate: crate::config::DEFAULT_UDP_JOIN_RATE,
         }
     }
 

@@ -23,7 +23,7 @@ use super::transports::TransportSet;
 use crate::events;
 use crate::media::pacer::PacerStep;
 use crate::media::rtp::RtpBatch;
-use crate::points::LiveChunk;
+use crate::points::{JoinPacer, LiveChunk};
 use crate::state::{PluginCounters, Shared};
 
 /// Paced sends handled before the connection task looks at its socket again.
@@ -71,6 +71,9 @@ pub struct Connection<'a> {
     /// Media a `play` call produced at once (a live point's current GOP); sent after
     /// everything the plugin writes during the same event.
     pub(super) pending_media: Vec<Arc<LiveChunk>>,
+    /// A late joiner on UDP transports: its backlog and the chunks that follow it until it
+    /// has caught up, paced.
+    join_pacer: Option<JoinPacer>,
     pending_end: Option<StreamEnded>,
     pub(super) publisher: Option<Publisher>,
     pub(super) transports: TransportSet,
@@ -105,6 +108,7 @@ impl<'a> Connection<'a> {
             media: None,
             playing: None,
             pending_media: Vec::new(),
+            join_pacer: None,
             pending_end: None,
             publisher: None,
             credentials: ferrocast_plugin_api::Credentials::none(),
@@ -116,6 +120,12 @@ impl<'a> Connection<'a> {
             counters: shared.counters_of(plugin),
             resource: super::resource::ResourceSlot::default(),
         }
+    }
+
+    /// Bytes sent to the client: on the connection (including interleaved RTP) and as UDP
+    /// datagrams on its transports.
+    pub fn bytes_sent(&self) -> u64 {
+        self.out.bytes_sent() + self.transports.udp_bytes()
     }
 
     /// What the session holds on the server's tables.
@@ -238,6 +248,7 @@ impl<'a> Connection<'a> {
 
     pub fn stop_media(&mut self, why: &str) {
         self.pending_media.clear();
+        self.join_pacer = None;
         self.framed.stop();
         self.transports.stop_reports();
         if let Some(point) = self.playing.take() {
@@ -259,8 +270,27 @@ impl<'a> Connection<'a> {
     /// whatever it wrote), then the end of a stream to report.
     pub fn take_pending(&mut self) -> Option<StreamEnded> {
         let backlog = std::mem::take(&mut self.pending_media);
-        self.deliver_live(backlog);
+        match self.join_pace_multiple() {
+            Some(multiple) if !backlog.is_empty() => {
+                self.note_first_media();
+                let stream = self.media.as_ref().and_then(Media::live_stream);
+                let rate = stream.map_or(0, |stream| stream.ingest_bits_per_second());
+                self.join_pacer = Some(JoinPacer::new(backlog, rate, multiple, Instant::now()));
+                self.pace();
+            }
+            _ => self.deliver_live(backlog),
+        }
         self.pending_end.take()
+    }
+
+    /// A live point played on UDP transports, with joins paced: the pace's multiple of the
+    /// stream's bitrate.
+    fn join_pace_multiple(&self) -> Option<u32> {
+        if self.now_playing() != NowPlaying::LiveOnTransports || !self.transports.has_udp() {
+            return None;
+        }
+        let stream = self.media.as_ref().and_then(Media::live_stream)?;
+        Some(stream.udp_join_rate()).filter(|multiple| *multiple > 0)
     }
 
     /// Send live chunks in the session's framing: raw TS on the connection, the shared RTP
@@ -284,7 +314,10 @@ impl<'a> Connection<'a> {
     /// The live ring gave something.
     pub fn on_live_step(&mut self, step: LiveStep) {
         match step {
-            LiveStep::Data(live) => self.deliver_live(vec![live]),
+            LiveStep::Data(live) => match &mut self.join_pacer {
+                Some(pacer) => pacer.push(live),
+                None => self.deliver_live(vec![live]),
+            },
             LiveStep::End(reason, message) => {
                 // A reload that removed the point also ends its stream; say so, the way
                 // every other reconfigured session ends.
@@ -339,20 +372,35 @@ impl<'a> Connection<'a> {
 
     /// Whether the loop should wait for live media now: only while the queue has room.
     pub fn wants_live(&self) -> bool {
-        self.out.has_room() && matches!(self.media, Some(Media::Live(_)))
+        self.out.has_room()
+            && matches!(self.media, Some(Media::Live(_)))
+            && self.join_pacer.as_ref().map_or(true, JoinPacer::has_room)
     }
 
-    /// Whether paced media is due and the queue has room for it.
+    /// Whether a UDP joiner's catch-up may send, or paced file media is due and the queue has
+    /// room for it.
     pub fn pace_due(&self, now: Instant) -> bool {
-        matches!(&self.media, Some(Media::Paced(paced)) if paced.is_due(now)) && self.out.has_room()
+        let join_due = self
+            .join_pacer
+            .as_ref()
+            .and_then(|pacer| pacer.next_due(now))
+            .is_some_and(|due| due <= now);
+        join_due
+            || matches!(&self.media, Some(Media::Paced(paced)) if paced.is_due(now))
+                && self.out.has_room()
     }
 
-    /// When paced media becomes due.
+    /// When a UDP joiner's catch-up or paced file media becomes due.
     pub fn pace_wake(&self) -> Option<Instant> {
-        match &self.media {
+        let join = self
+            .join_pacer
+            .as_ref()
+            .and_then(|pacer| pacer.next_due(Instant::now()));
+        let file = match &self.media {
             Some(Media::Paced(paced)) => paced.wake_at(),
             _ => None,
-        }
+        };
+        join.into_iter().chain(file).min()
     }
 
     /// When a publishing encoder counts as silent.
@@ -372,8 +420,19 @@ impl<'a> Connection<'a> {
             .map_or(Silence::NoData(Duration::ZERO), Publisher::silence)
     }
 
-    /// Pace an on-demand file: send what is due, or note when the next data is due.
+    /// Pace a UDP joiner's catch-up (send what its bucket allows) or an on-demand file (send
+    /// what is due, or note when the next data is due).
     pub fn pace(&mut self) {
+        if let Some(pacer) = &mut self.join_pacer {
+            let now = Instant::now();
+            while let Some(live) = pacer.take(now) {
+                self.transports.send_rtp(&live.rtp, &mut self.out);
+            }
+            if pacer.caught_up() {
+                self.join_pacer = None;
+            }
+            return;
+        }
         for _ in 0..PACED_SENDS_PER_TURN {
             let Some(Media::Paced(paced)) = &mut self.media else {
                 return;

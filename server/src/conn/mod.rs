@@ -203,6 +203,7 @@ pub async fn serve_connection(
         started: std::time::SystemTime::now(),
         point: None,
         kicked: false,
+        transports: Vec::new(),
     });
     // Counted on its generation for as long as the connection lives.
     let _counted = plugin.generation.session_started();
@@ -224,6 +225,7 @@ pub async fn serve_connection(
             conn.end_publishing(&ending.publisher_gone());
         }
         let seconds = started.elapsed().as_secs_f64();
+        log_receiver_report(&conn);
         match (conn.refused, &ending) {
             // A refused connection ends quietly however it ends: CONNECTION_REFUSED
             // summarises them.
@@ -235,14 +237,14 @@ pub async fn serve_connection(
                     "refused connection closed"
                 )
             }
-            _ => ending.log(seconds, conn.out.bytes_sent(), shared.write_timeout()),
+            _ => ending.log(seconds, conn.bytes_sent(), shared.write_timeout()),
         }
     });
     if let Ending::Fault(_) = ending {
         crate::metrics::plugin_fault(&plugin.name);
     }
     if let Some(point) = shared.sessions.point(info_id) {
-        let bytes_sent = conn.out.bytes_sent() as u64;
+        let bytes_sent = conn.bytes_sent();
         crate::metrics::bytes_sent(&point, &plugin.name, bytes_sent);
         crate::access_log::record(crate::access_log::AccessRecord {
             ended: std::time::SystemTime::now(),
@@ -258,6 +260,23 @@ pub async fn serve_connection(
             end_reason: ending.as_str().to_owned(),
         });
     }
+}
+
+/// The client's last RTCP receiver report, if it sent any: its loss and jitter as the client
+/// saw them, so UDP loss shows in the log without a packet capture.
+fn log_receiver_report(conn: &Connection<'_>) {
+    let Some((transport, report)) = conn.transports.receiver_report() else {
+        return;
+    };
+    info!(
+        event = events::RECEIVER_REPORT,
+        transport,
+        packets_lost = report.cumulative_lost,
+        fraction_lost_pct = f64::from(report.fraction_lost) * 100.0 / 256.0,
+        jitter_ms = f64::from(report.jitter) / 90.0,
+        highest_seq = report.highest_seq,
+        "client's last RTCP receiver report"
+    );
 }
 
 /// The plugin's session for a new connection; `None` (logged) if the plugin panicked.
@@ -326,8 +345,8 @@ enum Wakeup {
     IngestDue,
     ReportsDue,
     TablesChanged,
-    /// RTCP from the client on a transport: the transport and how many packets.
-    Rtcp(Option<(u64, usize)>),
+    /// RTCP from the client on a transport: the transport and the packets.
+    Rtcp(Option<(u64, Vec<RtcpPacket>)>),
     Timer(Option<u64>),
     /// A resource request made progress (see `resource`).
     Resource(resource::ResourceStep),
@@ -473,7 +492,7 @@ where
         _ = sleep_until_opt(reports_due) => Wakeup::ReportsDue,
         Ok(()) = changes.changed() => Wakeup::TablesChanged,
         packets = recv_rtcp(rtcp_in.as_ref().map(|(_, source)| source)) => {
-            Wakeup::Rtcp(rtcp_in.map(|(transport, _)| (transport, packets.len())))
+            Wakeup::Rtcp(rtcp_in.map(|(transport, _)| (transport, packets)))
         }
         _ = sleep_until_opt(next_timer.map(|(_, at)| at)) => {
             Wakeup::Timer(next_timer.map(|(timer, _)| timer))
@@ -513,7 +532,8 @@ fn handle<R, W>(
         Wakeup::ReportsDue => conn.send_reports(Instant::now()),
         Wakeup::TablesChanged => conn.recheck(),
         Wakeup::Rtcp(Some((transport, packets))) => {
-            debug!(transport, packets, "RTCP from the client");
+            debug!(transport, packets = packets.len(), "RTCP from the client");
+            conn.transports.note_rtcp(transport, &packets);
             session.on_transport_activity(conn, transport)?;
         }
         Wakeup::Timer(Some(timer)) => {

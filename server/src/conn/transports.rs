@@ -1,6 +1,7 @@
 //! A session's RTP transports: the ones set up so far, the point and transport plugin each
-//! uses (re-checked after a reload), the RTCP sender-report schedule, and the BYE that ends
-//! RTP playback.
+//! uses (re-checked after a reload), the session's count under each transport plugin, the
+//! bytes sent over UDP, the RTCP sender-report schedule, the client's last receiver report,
+//! and the BYE that ends RTP playback.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -11,8 +12,9 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::output::OutputQueue;
-use crate::media::rtp::RtpBatch;
-use crate::transport::{Transport, SENDER_REPORT_INTERVAL};
+use crate::media::rtp::{ReportBlock, RtcpPacket, RtpBatch};
+use crate::plugins::GenerationSession;
+use crate::transport::{Transport, TransportWire, SENDER_REPORT_INTERVAL};
 
 /// How soon after PLAY the first sender reports go out.
 const FIRST_REPORT_AFTER: Duration = Duration::from_secs(1);
@@ -59,6 +61,12 @@ pub struct TransportSet {
     set_up: u64,
     /// When the next RTCP sender reports are due, while media flows on the transports.
     reports_due: Option<Instant>,
+    /// The session counted on each transport plugin it uses, while it uses it.
+    counted: Vec<(&'static str, GenerationSession)>,
+    /// RTP sent as UDP datagrams (interleaved RTP is counted with the connection's bytes).
+    udp_bytes: u64,
+    /// The client's latest RTCP receiver report about the session's stream, by transport.
+    receiver_report: Option<(u64, ReportBlock)>,
 }
 
 impl TransportSet {
@@ -89,6 +97,68 @@ impl TransportSet {
     pub fn remove(&mut self, id: u64) {
         self.transports.retain(|t| t.info.id != id);
         self.uses.retain(|used| used.id != id);
+        let uses = &self.uses;
+        self.counted
+            .retain(|(plugin, _)| uses.iter().any(|used| used.transport_plugin == *plugin));
+    }
+
+    /// Whether the session is already counted on `transport_plugin`.
+    pub fn counted_on(&self, transport_plugin: &str) -> bool {
+        self.counted
+            .iter()
+            .any(|(plugin, _)| *plugin == transport_plugin)
+    }
+
+    /// Keep the session counted on `transport_plugin` while a transport uses it.
+    pub fn count_on(&mut self, transport_plugin: &'static str, counted: GenerationSession) {
+        if !self.counted_on(transport_plugin) {
+            self.counted.push((transport_plugin, counted));
+        }
+    }
+
+    /// The transport plugins in use, in setup order, each once.
+    pub fn plugins(&self) -> Vec<String> {
+        let mut plugins: Vec<String> = Vec::new();
+        for used in &self.uses {
+            if !plugins.iter().any(|p| p == used.transport_plugin) {
+                plugins.push(used.transport_plugin.to_owned());
+            }
+        }
+        plugins
+    }
+
+    /// Bytes of RTP sent as UDP datagrams so far.
+    pub fn udp_bytes(&self) -> u64 {
+        self.udp_bytes
+    }
+
+    /// Keep the client's latest receiver report about our stream from `packets`, which
+    /// arrived on `transport`.
+    pub fn note_rtcp(&mut self, transport: u64, packets: &[RtcpPacket]) {
+        let ours = |block: &&ReportBlock| {
+            self.transports
+                .iter()
+                .any(|t| t.info.id == transport && t.info.ssrc == block.ssrc)
+        };
+        let latest = packets.iter().rev().find_map(|packet| match packet {
+            RtcpPacket::ReceiverReport { reports, .. } => reports.iter().find(ours).cloned(),
+            _ => None,
+        });
+        if let Some(block) = latest {
+            self.receiver_report = Some((transport, block));
+        }
+    }
+
+    /// The client's latest receiver report, and the transport it came on.
+    pub fn receiver_report(&self) -> Option<&(u64, ReportBlock)> {
+        self.receiver_report.as_ref()
+    }
+
+    /// Whether media goes out as UDP datagrams, which nothing paces but the sender.
+    pub fn has_udp(&self) -> bool {
+        self.transports
+            .iter()
+            .any(|t| matches!(t.wire, TransportWire::Udp { .. }))
     }
 
     /// The SSRC of the first transport (a paced file's RTP stream uses it).
@@ -99,6 +169,9 @@ impl TransportSet {
     /// Send a batch of RTP packets on every transport; interleaved frames join `out`.
     pub fn send_rtp(&mut self, batch: &RtpBatch, out: &mut OutputQueue) {
         for transport in &mut self.transports {
+            if matches!(transport.wire, TransportWire::Udp { .. }) {
+                self.udp_bytes += batch.data().len() as u64;
+            }
             transport.send_rtp(batch, out);
         }
     }
@@ -226,6 +299,50 @@ mod tests {
         assert_eq!(out.queued_bytes(), 4 + 200);
         set.send_bye(&mut out);
         assert!(out.queued_bytes() > 204);
+    }
+
+    #[test]
+    fn the_last_receiver_report_about_our_stream_is_kept() {
+        let mut set = TransportSet::default();
+        set.add(interleaved(1), "live", "tcp");
+        let block = |ssrc, lost| ReportBlock {
+            ssrc,
+            cumulative_lost: lost,
+            jitter: 90,
+            ..ReportBlock::default()
+        };
+        let report = |blocks| RtcpPacket::ReceiverReport {
+            ssrc: 99,
+            reports: blocks,
+        };
+        set.note_rtcp(1, &[report(vec![block(8, 5)])]);
+        assert_eq!(set.receiver_report(), None, "about another stream");
+        set.note_rtcp(1, &[report(vec![block(7, 2)]), report(vec![block(7, 3)])]);
+        assert_eq!(set.receiver_report(), Some(&(1, block(7, 3))));
+        set.note_rtcp(
+            1,
+            &[RtcpPacket::Bye {
+                sources: vec![99],
+                reason: None,
+            }],
+        );
+        assert_eq!(set.receiver_report(), Some(&(1, block(7, 3))), "kept");
+    }
+
+    #[test]
+    fn transport_plugins_are_listed_once_and_only_udp_counts_as_udp_bytes() {
+        let mut set = TransportSet::default();
+        set.add(interleaved(1), "live", "tcp");
+        set.add(interleaved(2), "live", "tcp");
+        assert_eq!(set.plugins(), vec!["tcp".to_owned()]);
+        assert!(!set.has_udp());
+        let mut out = OutputQueue::default();
+        let batch = RtpPacketizer::new(7, 0).packetize(&[0x47u8; 188], 0);
+        set.send_rtp(&batch, &mut out);
+        assert_eq!(set.udp_bytes(), 0, "interleaved RTP is the connection's");
+        set.remove(1);
+        set.remove(2);
+        assert!(set.plugins().is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Builders for hand-made TS packets, PSI sections and PES headers used by the
 //! media unit tests.
 
-use super::ts::{crc32_mpeg2, PAT_PID, TS_PACKET_LEN};
+use super::ts::{crc32_mpeg2, write_pcr, write_timestamp, PAT_PID, TS_PACKET_LEN};
 
 pub const PMT_PID: u16 = 0x1000;
 pub const VIDEO_PID: u16 = 0x0100;
@@ -213,3 +213,28 @@ pub const H264_IDR: &[u8] = &[
 pub const H264_IDR_ONLY: &[u8] = &[0, 0, 0, 1, 0x09, 0x10, 0, 0, 1, 0x65, 0x88, 0x84];
 /// H.264 access unit start: AUD, non-IDR slice.
 pub const H264_P: &[u8] = &[0, 0, 0, 1, 0x09, 0x30, 0, 0, 1, 0x41, 0x9A, 0x02];
+
+/// A packet on `pid` starting a PES with `pts` (and `dts`), with a PCR if given.
+pub fn timed_pes_packet(pid: u16, pcr: Option<u64>, pts: u64, dts: Option<u64>) -> Vec<u8> {
+    let mut packet = vec![0xffu8; TS_PACKET_LEN];
+    packet[..4].copy_from_slice(&[0x47, 0x40 | (pid >> 8) as u8, pid as u8, 0x30]);
+    packet[4] = 7;
+    packet[5] = 0x10;
+    packet[12..17].copy_from_slice(&[0, 0, 1, 0xE0, 0]);
+    packet[17] = 0;
+    packet[18] = 0x80;
+    packet[19] = if dts.is_some() { 0xC0 } else { 0x80 };
+    packet[20] = if dts.is_some() { 10 } else { 5 };
+    packet[21] = if dts.is_some() { 0x30 } else { 0x20 };
+    write_timestamp(&mut packet[21..26], pts);
+    if let Some(dts) = dts {
+        packet[26] = 0x10;
+        write_timestamp(&mut packet[26..31], dts);
+    }
+    if let Some(pcr) = pcr {
+        assert!(write_pcr(&mut packet, pcr));
+    } else {
+        packet[5] = 0;
+    }
+    packet
+}

@@ -216,6 +216,108 @@ pub fn mark_discontinuity(packet: &mut [u8]) -> bool {
     true
 }
 
+/// PTS and DTS are 33-bit counters of a 90 kHz clock.
+pub const PTS_WRAP_90K: u64 = 1 << 33;
+
+/// The timestamps one TS packet carries, with where they sit so they can be rewritten.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketTimestamps {
+    /// PCR in 27 MHz ticks.
+    pub pcr: Option<u64>,
+    /// PTS and DTS (90 kHz) of a PES header starting in this packet, with their byte offsets.
+    pub pts: Option<(usize, u64)>,
+    pub dts: Option<(usize, u64)>,
+}
+
+impl PacketTimestamps {
+    /// Where decoding happens: the DTS, or the PTS when the PES has no separate DTS.
+    pub fn decode_time(&self) -> Option<u64> {
+        self.dts.or(self.pts).map(|(_, value)| value)
+    }
+}
+
+/// Stream ids whose PES packets have no optional header (and so no timestamps).
+fn pes_has_optional_header(stream_id: u8) -> bool {
+    !matches!(
+        stream_id,
+        0xBC | 0xBE | 0xBF | 0xF0 | 0xF1 | 0xF2 | 0xF8 | 0xFF
+    )
+}
+
+/// The PCR of `packet` and the PTS/DTS of a PES header starting in it. A PES header that
+/// does not fit in the packet, or a malformed one, yields no PTS/DTS.
+pub fn packet_timestamps(packet: &[u8]) -> PacketTimestamps {
+    let Ok(view) = TsPacket::new(packet) else {
+        return PacketTimestamps::default();
+    };
+    let mut found = PacketTimestamps {
+        pcr: view.pcr(),
+        ..PacketTimestamps::default()
+    };
+    if !view.payload_unit_start() || view.pid() == PAT_PID || view.pid() == NULL_PID {
+        return found;
+    }
+    let payload = view.payload();
+    let start = TS_PACKET_LEN - payload.len();
+    if payload.len() < 19
+        || payload[..3] != [0, 0, 1]
+        || !pes_has_optional_header(payload[3])
+        || payload[6] & 0xC0 != 0x80
+    {
+        return found;
+    }
+    let header_len = usize::from(payload[8]);
+    match payload[7] >> 6 {
+        0b10 if header_len >= 5 => {
+            found.pts = Some((start + 9, read_timestamp(&payload[9..14])));
+        }
+        0b11 if header_len >= 10 => {
+            found.pts = Some((start + 9, read_timestamp(&payload[9..14])));
+            found.dts = Some((start + 14, read_timestamp(&payload[14..19])));
+        }
+        _ => {}
+    }
+    found
+}
+
+/// A 33-bit PTS/DTS from its 5-byte field (prefix and marker bits ignored).
+pub fn read_timestamp(field: &[u8]) -> u64 {
+    (u64::from(field[0] >> 1) & 0x07) << 30
+        | u64::from(field[1]) << 22
+        | u64::from(field[2] >> 1) << 15
+        | u64::from(field[3]) << 7
+        | u64::from(field[4] >> 1)
+}
+
+/// Write a 33-bit PTS/DTS into its 5-byte field, keeping the field's 4-bit prefix and setting
+/// the marker bits.
+pub fn write_timestamp(field: &mut [u8], value: u64) {
+    let value = value % PTS_WRAP_90K;
+    field[0] = (field[0] & 0xF0) | ((value >> 29) as u8 & 0x0E) | 1;
+    field[1] = (value >> 22) as u8;
+    field[2] = ((value >> 14) as u8 & 0xFE) | 1;
+    field[3] = (value >> 7) as u8;
+    field[4] = ((value << 1) as u8 & 0xFE) | 1;
+}
+
+/// Write a PCR (27 MHz ticks, wrapped at [`PCR_WRAP_27MHZ`]) into a packet that carries one;
+/// returns whether it did. The reserved bits are set, as the standard asks.
+pub fn write_pcr(packet: &mut [u8], pcr_27mhz: u64) -> bool {
+    if TsPacket::new(packet).map_or(true, |view| view.pcr().is_none()) {
+        return false;
+    }
+    let pcr = pcr_27mhz % PCR_WRAP_27MHZ;
+    let (base, extension) = (pcr / 300, pcr % 300);
+    let field = &mut packet[6..12];
+    field[0] = (base >> 25) as u8;
+    field[1] = (base >> 17) as u8;
+    field[2] = (base >> 9) as u8;
+    field[3] = (base >> 1) as u8;
+    field[4] = ((base << 7) as u8 & 0x80) | 0x7E | (extension >> 8) as u8;
+    field[5] = extension as u8;
+    true
+}
+
 /// Rewrites continuity counters so that every PID's counter runs on across source changes,
 /// and so that packets the server inserts (PAT/PMT copies before a keyframe) fit into the
 /// sequence, for players that count every gap as loss.
@@ -715,6 +817,35 @@ pub fn crc32_mpeg2(data: &[u8]) -> u32 {
 mod tests {
     use super::super::test_support::*;
     use super::*;
+
+    #[test]
+    fn timestamps_near_the_wrap_round_trip() {
+        for pts in [0, 1, PTS_WRAP_90K - 1, PTS_WRAP_90K - 90_000, 0x1_2345_6789] {
+            let pcr = (pts * 300 + 299) % PCR_WRAP_27MHZ;
+            let packet = timed_pes_packet(0x100, Some(pcr), pts, Some(pts.saturating_sub(3000)));
+            let found = packet_timestamps(&packet);
+            assert_eq!(found.pcr, Some(pcr));
+            assert_eq!(found.pts.map(|(_, v)| v), Some(pts));
+            assert_eq!(found.decode_time(), Some(pts.saturating_sub(3000)));
+            assert_eq!(packet[21] & 0xF1, 0x31, "prefix and marker kept");
+            assert_eq!(packet[26] & 0xF1, 0x11);
+        }
+        let mut packet = timed_pes_packet(0x100, Some(5), 7, None);
+        assert!(write_pcr(&mut packet, PCR_WRAP_27MHZ + 12));
+        assert_eq!(TsPacket::new(&packet).unwrap().pcr(), Some(12));
+        write_timestamp(&mut packet[21..26], PTS_WRAP_90K + 3);
+        assert_eq!(packet_timestamps(&packet).pts.map(|(_, v)| v), Some(3));
+        assert_eq!(packet_timestamps(&packet).dts, None);
+    }
+
+    #[test]
+    fn psi_and_packets_without_pcr_have_no_timestamps_to_rewrite() {
+        let pat = pat_packet(0x1000, 0);
+        assert_eq!(packet_timestamps(&pat), PacketTimestamps::default());
+        let mut plain = packet(0x100, 0, true).to_vec();
+        assert!(!write_pcr(&mut plain, 42));
+        assert_eq!(packet_timestamps(&plain), PacketTimestamps::default());
+    }
 
     fn packet(pid: u16, cc: u8, payload: bool) -> [u8; TS_PACKET_LEN] {
         let mut packet = [0xffu8; TS_PACKET_LEN];

@@ -6,7 +6,7 @@
 //! ring is skipped forward to the next keyframe by its own connection task; neither the
 //! encoder nor the other clients wait for it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,6 +19,8 @@ use crate::media::ingest::{Chunk, TsIngest};
 use crate::media::rtp::{RtpBatch, RtpClock, RtpPacketizer};
 use crate::media::ts::{mark_discontinuity, null_packet, CcRestamper, TS_PACKET_LEN};
 use crate::random::random_u32;
+
+use super::timeline::{Timeline, TimelineMode};
 
 /// The most chunks kept from the last keyframe for late joiners; a longer GOP is not cached
 /// and late joiners wait for the next keyframe instead.
@@ -197,6 +199,10 @@ struct LiveInner {
     retired: bool,
     /// Continuity counters run on across sources and inserted PAT/PMT copies.
     counters: CcRestamper,
+    /// PTS/DTS/PCR re-based across sources, and the mode the configuration asks for (taken
+    /// up at the next keyframe).
+    timeline: Timeline,
+    timeline_wanted: TimelineMode,
     /// A source just started: its media is dropped until its first keyframe.
     awaiting_keyframe: bool,
     /// The source's bitrate, for operators.
@@ -255,6 +261,9 @@ pub struct LiveStream {
     /// The source is pulled on demand: a client arriving while there is no source is held
     /// (within the grace) while the pull connects.
     pull_on_demand: AtomicBool,
+    /// A late joiner on UDP transports catches up at this multiple of the stream's bitrate
+    /// (0: at once).
+    udp_join_rate: AtomicU32,
 }
 
 /// What a late joiner receives before the live ring: PAT/PMT, then the current GOP.
@@ -274,6 +283,7 @@ impl LiveStream {
         reconnect_grace: Duration,
         source_timeout: Duration,
         pull_on_demand: bool,
+        timeline: TimelineMode,
     ) -> Arc<Self> {
         let (tx, _) = broadcast::channel(queue.max(16));
         Arc::new(Self {
@@ -292,6 +302,8 @@ impl LiveStream {
                 rtp_clock: RtpClock::new(random_u32()),
                 retired: false,
                 counters: CcRestamper::default(),
+                timeline: Timeline::new(timeline),
+                timeline_wanted: timeline,
                 awaiting_keyframe: true,
                 ingest_rate: super::ingest_rate::IngestRate::new(std::time::Instant::now()),
                 live_since: None,
@@ -303,21 +315,42 @@ impl LiveStream {
             reconnect_grace_ms: AtomicU64::new(reconnect_grace.as_millis() as u64),
             source_timeout_ms: AtomicU64::new(source_timeout.as_millis() as u64),
             pull_on_demand: AtomicBool::new(pull_on_demand),
+            udp_join_rate: AtomicU32::new(crate::config::DEFAULT_UDP_JOIN_RATE),
         })
     }
 
-    /// Apply reloaded timing; sessions and timers pick it up at their next check.
+    /// Apply reloaded timing and timeline mode; sessions and timers pick up the timing at
+    /// their next check, the point its timeline mode at the next keyframe.
     pub fn reconfigure(
         &self,
         reconnect_grace: Duration,
         source_timeout: Duration,
         pull_on_demand: bool,
+        timeline: TimelineMode,
     ) {
+        self.lock().timeline_wanted = timeline;
         self.reconnect_grace_ms
             .store(reconnect_grace.as_millis() as u64, Ordering::Relaxed);
         self.source_timeout_ms
             .store(source_timeout.as_millis() as u64, Ordering::Relaxed);
         self.pull_on_demand.store(pull_on_demand, Ordering::Relaxed);
+    }
+
+    /// Set how fast a late joiner on UDP transports catches up (a multiple of the stream's
+    /// bitrate; 0 sends its backlog at once). New joins use it.
+    pub fn set_udp_join_rate(&self, multiple: u32) {
+        self.udp_join_rate.store(multiple, Ordering::Relaxed);
+    }
+
+    pub fn udp_join_rate(&self) -> u32 {
+        self.udp_join_rate.load(Ordering::Relaxed)
+    }
+
+    /// The source's bitrate over the last second or so (zero without a source).
+    pub fn ingest_bits_per_second(&self) -> u64 {
+        self.lock()
+            .ingest_rate
+            .bits_per_second(std::time::Instant::now())
     }
 
     pub fn reconnect_grace(&self) -> Duration {
@@ -420,6 +453,7 @@ impl LiveStream {
         inner.ingest.reset();
         inner.gop.clear();
         inner.counters.new_source();
+        inner.timeline.new_source();
         inner.awaiting_keyframe = true;
         if !matches!(previous, LiveState::SourceLost { .. }) || inner.live_since.is_none() {
             inner.live_since = Some(std::time::Instant::now());
@@ -471,6 +505,15 @@ impl LiveStream {
                 inner.awaiting_keyframe = false;
             }
             let mut data = chunk.data.to_vec();
+            if chunk.random_access {
+                let wanted = inner.timeline_wanted;
+                if inner.timeline.set_mode(wanted) {
+                    inner.mark_discontinuity = true;
+                }
+            }
+            if let Some(pcr_90k) = inner.timeline.rewrite(&mut data, std::time::Instant::now()) {
+                chunk.pcr_90k = Some(pcr_90k);
+            }
             if chunk.random_access {
                 inner.gop.clear();
                 // PAT/PMT before every keyframe, so a late joiner or a client skipped ahead
@@ -714,7 +757,14 @@ fn flag_discontinuity(data: &mut [u8]) {
 impl LiveStream {
     /// A pushed point for unit tests elsewhere in the host.
     pub fn for_tests(name: &str, grace: Duration, source_timeout: Duration) -> Arc<Self> {
-        Self::new(name, 16, grace, source_timeout, false)
+        Self::new(
+            name,
+            16,
+            grace,
+            source_timeout,
+            false,
+            TimelineMode::default(),
+        )
     }
 }
 
@@ -785,7 +835,14 @@ mod tests {
 
     /// A push point with the given reconnect grace and a 5 s source timeout.
     fn test_stream(grace: Duration) -> Arc<LiveStream> {
-        LiveStream::new("live", 64, grace, Duration::from_secs(5), false)
+        LiveStream::new(
+            "live",
+            64,
+            grace,
+            Duration::from_secs(5),
+            false,
+            TimelineMode::default(),
+        )
     }
 
     /// PAT, PMT (H.264 on PID 0x100), then a keyframe packet: what an encoder sends first.

@@ -3,16 +3,22 @@
 //! - [`live`]: the live fan-out of a broadcast point and its state machine;
 //! - [`registry`]: the point table, name resolution, protocol and directory traversal checks,
 //!   and the status lines;
+//! - [`join_pace`]: the paced catch-up of a late joiner over UDP (RTP transports, UDP pushes);
+//! - [`timeline`]: the re-basing of PTS/DTS/PCR that keeps a point's output timeline
+//!   continuous across source changes;
 //! - [`index_cache`]: the time indexes of on-demand files, built off the async threads.
 //!
 //! On-demand points resolve to files; the connection task reads and sends them itself.
 
 pub mod index_cache;
 pub mod ingest_rate;
+pub mod join_pace;
 pub mod live;
 pub mod registry;
+pub mod timeline;
 
 pub use index_cache::{FileVersion, IndexCache, IndexFailure, IndexLookup};
+pub use join_pace::JoinPacer;
 pub use live::{
     JoinSnapshot, LiveChunk, LiveEvent, LiveState, LiveStatus, LiveStream, PublishError, Pushed,
     RtpStart, SourceDescription,
@@ -20,3 +26,4 @@ pub use live::{
 pub use registry::{
     log_points, log_status, IndexedMedia, Point, PointMedia, PointRegistry, Resolved,
 };
+pub use timeline::{Timeline, TimelineMode};

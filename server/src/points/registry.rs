@@ -252,10 +252,15 @@ fn point_media(
 ) -> PointMedia {
     let pull_on_demand =
         matches!(&point.source, PointSource::Pull(pull) if pull.mode == PullMode::OnDemand);
-    match &point.source {
+    let media = match &point.source {
         PointSource::Push | PointSource::Pull(_) => PointMedia::Live(match kept {
             Some(stream) => {
-                stream.reconfigure(point.reconnect_grace, point.source_timeout, pull_on_demand);
+                stream.reconfigure(
+                    point.reconnect_grace,
+                    point.source_timeout,
+                    pull_on_demand,
+                    point.timeline,
+                );
                 stream
             }
             None => LiveStream::new(
@@ -264,11 +269,16 @@ fn point_media(
                 point.reconnect_grace,
                 point.source_timeout,
                 pull_on_demand,
+                point.timeline,
             ),
         }),
         PointSource::File(path) => PointMedia::File(path.clone()),
         PointSource::Directory(path) => PointMedia::Directory(path.clone()),
+    };
+    if let PointMedia::Live(stream) = &media {
+        stream.set_udp_join_rate(point.udp_join_rate);
     }
+    media
 }
 
 fn not_found_item(point: &str, item: &str) -> HostError {

@@ -191,7 +191,9 @@ fn point_change(before: &PointConfig, after: &PointConfig) -> Option<PointChange
     let source = before.source != after.source;
     let kind = before.kind != after.kind;
     let timing = before.reconnect_grace != after.reconnect_grace
-        || before.source_timeout != after.source_timeout;
+        || before.source_timeout != after.source_timeout
+        || before.timeline != after.timeline
+        || before.udp_join_rate != after.udp_join_rate;
     if protocols_added.is_empty() && protocols_removed.is_empty() && !source && !kind && !timing {
         return None;
     }
@@ -419,5 +421,24 @@ protocols = ["http"]
         let plan = plan(&compile(BASE), &compile(&new));
         assert_eq!(plan.plugins, vec![PluginChange::Settings("rtsp".into())]);
         assert!(plan.listeners.is_empty());
+    }
+
+    #[test]
+    fn a_timeline_change_is_applied_to_the_running_point() {
+        let new = BASE.replacen(
+            "source = \"push\"\n",
+            "source = \"push\"\ntimeline = \"source\"\n",
+            1,
+        );
+        let plan = plan(&compile(BASE), &compile(&new));
+        assert!(plan.points.iter().any(|c| matches!(
+            c,
+            PointChange::Change {
+                timing: true,
+                source: false,
+                ..
+            }
+        )));
+        assert!(plan.needs_restart.is_empty());
     }
 }
