@@ -149,8 +149,19 @@ fn main() {
                 window: settings.window,
                 stream_rate,
             };
-            ours.push(load.run(&server_target, server.pid()));
-            floor.push(load.run(&ideal_target, ideal.id()));
+            let (server_run, ideal_run) = (
+                load.run(&server_target, server.pid()),
+                load.run(&ideal_target, ideal.id()),
+            );
+            eprintln!(
+                "{} run {}: ferrocast {:.2} Gbps/core, ideal {:.2} Gbps/core",
+                protocol.name(),
+                ours.len() + 1,
+                server_run.gbps / server_run.cores.max(f64::MIN_POSITIVE),
+                ideal_run.gbps / ideal_run.cores.max(f64::MIN_POSITIVE),
+            );
+            ours.push(server_run);
+            floor.push(ideal_run);
         }
         let row = Row {
             protocol,

@@ -2,7 +2,8 @@
 //! It plays a sample in real time from memory (no ingest, no parsing while serving) and writes
 //! each tick's bytes, prepared once, to every client: the same buffer to every HTTP and raw
 //! TCP client, one `$`-framed buffer to every interleaved RTSP session, and the same RTP
-//! datagrams (one `sendmmsg` per session) to every RTSP/UDP session. A joining client gets
+//! packets to every RTSP/UDP session (one buffer, one `sendmsg` with UDP segmentation offload
+//! per 48 packets; one `sendmmsg` of separate datagrams where the kernel refuses that). A joining client gets
 //! PAT/PMT and the current GOP from its keyframe first, as a real server's join does.
 //!
 //! Its RTSP is only what a player's handshake needs (OPTIONS, DESCRIBE, SETUP, PLAY answered
@@ -28,6 +29,10 @@ const BACKLOG_LIMIT: usize = 16 * 1024 * 1024;
 const SSRC: u32 = 0x1dea_1000;
 /// Most datagrams in one `sendmmsg`.
 const MMSG_BATCH: usize = 64;
+/// Most RTP packets in one segmented send (under 65,507 bytes of UDP payload).
+const GSO_PACKETS: usize = 48;
+/// Whether segmented sends still work (the kernel refused none so far).
+static GSO_WORKS: AtomicBool = AtomicBool::new(true);
 
 /// The ports the ideal server listens on.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +63,8 @@ struct Prepared {
     stream: Vec<u8>,
     interleaved: Vec<u8>,
     datagrams: Vec<Vec<u8>>,
+    /// The same datagrams back to back, for segmented sends.
+    segmented: Vec<u8>,
 }
 
 /// Serve `sample` (looped, `per_tick` bytes every [`TICK`]) on `ports`, forever.
@@ -263,6 +270,7 @@ impl Player {
         Prepared {
             stream: chunk.to_vec(),
             interleaved: interleave(&datagrams),
+            segmented: datagrams.concat(),
             datagrams,
         }
     }
@@ -306,7 +314,7 @@ impl Player {
             }
             Wire::Udp(to, _) => {
                 let packets = self.rtp_packets(&first);
-                send_datagrams(&self.udp, &packets, *to);
+                send_rtp(&self.udp, &packets, &packets.concat(), *to);
                 true
             }
         };
@@ -321,7 +329,7 @@ impl Player {
             Wire::Stream(_) => client.write(&prepared.stream),
             Wire::Interleaved(_) => client.write(&prepared.interleaved),
             Wire::Udp(to, alive) => {
-                send_datagrams(udp, &prepared.datagrams, *to);
+                send_rtp(udp, &prepared.datagrams, &prepared.segmented, *to);
                 alive.load(Ordering::Relaxed)
             }
         });
@@ -368,6 +376,66 @@ fn interleave(packets: &[Vec<u8>]) -> Vec<u8> {
         framed.extend_from_slice(packet);
     }
     framed
+}
+
+/// Send RTP `datagrams` (all of one size but the last, `segmented` holding them back to back)
+/// to `to`: segmented sends while the kernel takes them, else [`send_datagrams`].
+fn send_rtp(socket: &UdpSocket, datagrams: &[Vec<u8>], segmented: &[u8], to: SocketAddr) {
+    let Some(segment) = datagrams.first().map(Vec::len) else {
+        return;
+    };
+    if GSO_WORKS.load(Ordering::Relaxed) {
+        let address = socket2::SockAddr::from(to);
+        for part in segmented.chunks(segment * GSO_PACKETS) {
+            match send_segmented(socket, part, segment, &address) {
+                Ok(()) => {}
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    GSO_WORKS.store(false, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        if GSO_WORKS.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+    send_datagrams(socket, datagrams, to);
+}
+
+/// One `sendmsg` of `part`, cut by the kernel into datagrams of `segment` bytes.
+fn send_segmented(
+    socket: &UdpSocket,
+    part: &[u8],
+    segment: usize,
+    address: &socket2::SockAddr,
+) -> std::io::Result<()> {
+    let mut iovec = libc::iovec {
+        iov_base: part.as_ptr() as *mut libc::c_void,
+        iov_len: part.len(),
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: an all-zero msghdr is valid; its pointers go to locals that outlive the call,
+    // and the control buffer (32 bytes, aligned) holds one cmsghdr with a u16.
+    let sent = unsafe {
+        let mut header: libc::msghdr = std::mem::zeroed();
+        header.msg_name = address.as_ptr() as *mut libc::c_void;
+        header.msg_namelen = address.len();
+        header.msg_iov = &mut iovec;
+        header.msg_iovlen = 1;
+        header.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        header.msg_controllen = libc::CMSG_SPACE(2) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&header);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = 103; // UDP_SEGMENT
+        (*cmsg).cmsg_len = libc::CMSG_LEN(2) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, segment as u16);
+        libc::sendmsg(socket.as_raw_fd(), &header, libc::MSG_DONTWAIT)
+    };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `sendmmsg` the datagrams to `to`; a full socket buffer drops the rest, as UDP would.
