@@ -125,7 +125,7 @@ impl Transport {
     /// connection's queue, sharing the packets' bytes); datagrams go out at once; a full
     /// socket buffer drops them, as UDP would on the network.
     pub fn send_rtp(&mut self, batch: &RtpBatch, out: &mut impl Extend<Bytes>) {
-        for packet in batch.iter() {
+        for packet in batch.ranges() {
             self.packets = self.packets.wrapping_add(1);
             self.octets = self
                 .octets
