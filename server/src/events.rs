@@ -125,6 +125,9 @@ pub const CONTROL_PEER_REFUSED: &str = "CONTROL_PEER_REFUSED";
 /// More plugin warnings arrived than the log takes (over 50 in 10 s); `suppressed` of them were
 /// counted, not written. A flood of bad requests: look for the peers in the warnings written.
 pub const WARNINGS_SUPPRESSED: &str = "WARNINGS_SUPPRESSED";
+/// The kernel refused UDP segmentation offload (GSO) on an RTP send; RTP over UDP goes on with
+/// one datagram per packet, at more CPU. Check the kernel (4.18 or newer) and the interface.
+pub const UDP_GSO_REFUSED: &str = "UDP_GSO_REFUSED";
 
 /// The HLS packager of a point fell behind its ring (an overloaded host): players see a
 /// discontinuity. Check the CPU load, or raise `client_queue`.

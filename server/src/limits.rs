@@ -320,9 +320,10 @@ pub fn raise_descriptor_limit() -> Option<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return None;
     }
-    if limit.rlim_cur < limit.rlim_max {
+    let wanted = soft_limit_wanted(limit.rlim_max, descriptor_ceiling());
+    if limit.rlim_cur < wanted {
         let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
+            rlim_cur: wanted,
             rlim_max: limit.rlim_max,
         };
         // SAFETY: as above.
@@ -333,9 +334,30 @@ pub fn raise_descriptor_limit() -> Option<u64> {
     Some(limit.rlim_cur)
 }
 
+/// The soft descriptor limit to ask for: the hard limit, but no more than the kernel's
+/// per-process ceiling (`fs.nr_open`), which an unlimited hard limit is above: asking for
+/// more than the ceiling fails and would leave the soft limit where it was.
+fn soft_limit_wanted(hard: u64, ceiling: u64) -> u64 {
+    hard.min(ceiling)
+}
+
+/// The most descriptors the kernel lets a process open (the kernel's default if unreadable).
+fn descriptor_ceiling() -> u64 {
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(1 << 20)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_soft_descriptor_limit_goes_to_the_hard_one_within_the_kernel_ceiling() {
+        assert_eq!(soft_limit_wanted(524_288, 1 << 20), 524_288);
+        assert_eq!(soft_limit_wanted(libc::RLIM_INFINITY, 1 << 20), 1 << 20);
+    }
 
     fn limits(total: u32, per_ip: u32, rate: u32) -> LimitsConfig {
         LimitsConfig {

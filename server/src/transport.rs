@@ -16,7 +16,7 @@ use ferrocast_plugin_api::{ErrorCode, HostError, TransportInfo, TransportKind, T
 use tokio::net::UdpSocket;
 
 use crate::media::rtp::{bye, interleaved_header, sender_report, NtpTime, RtpBatch};
-use crate::udp::send_batch;
+use crate::udp::send_packets;
 
 /// How often RTCP sender reports go out (RFC 3550's minimum interval).
 pub const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(5);
@@ -125,7 +125,7 @@ impl Transport {
     /// connection's queue, sharing the packets' bytes); datagrams go out at once; a full
     /// socket buffer drops them, as UDP would on the network.
     pub fn send_rtp(&mut self, batch: &RtpBatch, out: &mut impl Extend<Bytes>) {
-        for packet in batch.iter() {
+        for packet in batch.ranges() {
             self.packets = self.packets.wrapping_add(1);
             self.octets = self
                 .octets
@@ -139,8 +139,7 @@ impl Transport {
                 }
             }
             TransportWire::Udp { rtp, to_rtp, .. } => {
-                let datagrams: Vec<Bytes> = batch.iter().collect();
-                let _ = send_batch(rtp.as_ref(), &datagrams, *to_rtp);
+                let _ = send_packets(rtp.as_ref(), batch.data(), batch.ranges(), *to_rtp);
             }
         }
     }

@@ -1,28 +1,296 @@
 //! Sending many datagrams at once. A point's RTP fan-out sends a chunk's packets to every UDP
-//! client; `sendmmsg(2)` hands the kernel a whole batch per client in one system call.
+//! client: with UDP generic segmentation offload (`UDP_SEGMENT`), one message carries up to
+//! [`GSO_MAX_SEGMENTS`] equal-sized packets that the kernel cuts into datagrams late, so a
+//! session's share of a chunk is one `sendmmsg(2)` of a few large messages. Where the kernel
+//! refuses GSO, or `FERROCAST_UDP_GSO=off` says not to try, every packet is its own message
+//! (still one `sendmmsg` per batch).
 
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU8, Ordering};
 
-use bytes::Bytes;
 use socket2::SockAddr;
+use tracing::{info, warn};
+
+use crate::events;
 
 /// Most datagrams handed to one `sendmmsg` call.
 const BATCH: usize = 64;
+/// Most segments in one GSO message (the kernel's `UDP_MAX_SEGMENTS` before 6.x was 64).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes in one GSO message: under the 65,507 bytes of one IPv4 UDP datagram.
+const GSO_MAX_BYTES: usize = 65_000;
+/// `setsockopt`/cmsg level and type of UDP GSO (linux/udp.h).
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+/// The environment variable that turns GSO off (`off`, `0`, `false` or `no`).
+pub const GSO_VARIABLE: &str = "FERROCAST_UDP_GSO";
+
+/// Whether UDP GSO is used: undecided until the first send, then on, or off for good (by the
+/// environment, or after the kernel refused it once).
+pub struct GsoSwitch(AtomicU8);
+
+const GSO_UNDECIDED: u8 = 0;
+const GSO_ON: u8 = 1;
+const GSO_OFF: u8 = 2;
+
+/// The process's switch.
+pub static GSO: GsoSwitch = GsoSwitch::new();
+
+impl GsoSwitch {
+    pub const fn new() -> Self {
+        Self(AtomicU8::new(GSO_UNDECIDED))
+    }
+
+    /// Whether to try GSO; the first call reads the environment (and logs what it says).
+    pub fn enabled(&self) -> bool {
+        match self.0.load(Ordering::Relaxed) {
+            GSO_ON => true,
+            GSO_OFF => false,
+            _ => {
+                let setting = std::env::var(GSO_VARIABLE).ok();
+                let on = gso_allowed_by(setting.as_deref());
+                if !on {
+                    info!(
+                        variable = GSO_VARIABLE,
+                        "UDP segmentation offload turned off"
+                    );
+                }
+                let state = if on { GSO_ON } else { GSO_OFF };
+                // Another thread may have decided (or turned it off) meanwhile: keep that.
+                let _ = self.0.compare_exchange(
+                    GSO_UNDECIDED,
+                    state,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                self.0.load(Ordering::Relaxed) == GSO_ON
+            }
+        }
+    }
+
+    /// The kernel refused GSO with `error`: plain datagrams from now on, logged once.
+    fn refused(&self, error: &io::Error) {
+        if self.0.swap(GSO_OFF, Ordering::Relaxed) != GSO_OFF {
+            warn!(
+                event = events::UDP_GSO_REFUSED,
+                %error,
+                "the kernel refused UDP segmentation offload; sending one datagram per packet"
+            );
+        }
+    }
+}
+
+impl Default for GsoSwitch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether the `FERROCAST_UDP_GSO` setting allows GSO (it does unless it says no).
+pub fn gso_allowed_by(setting: Option<&str>) -> bool {
+    !matches!(
+        setting
+            .map(|value| value.trim().to_ascii_lowercase())
+            .as_deref(),
+        Some("off" | "0" | "false" | "no")
+    )
+}
+
+/// Whether a send error means this kernel, device or socket cannot do GSO (as opposed to a
+/// full buffer or an unreachable peer).
+pub fn refuses_gso(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
+/// Consecutive packets sent as one GSO message: `bytes` in the batch's data, cut by the kernel
+/// into datagrams of `segment` bytes (the last may be shorter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentRun {
+    pub bytes: Range<usize>,
+    pub segment: usize,
+    pub packets: usize,
+}
+
+/// Group packets (`ranges` into one buffer) into GSO messages: each run holds packets that
+/// follow each other in the buffer and share a size, except a last one that may be shorter,
+/// within `max_bytes` and `max_segments`.
+pub fn segment_runs(
+    ranges: &[Range<usize>],
+    max_bytes: usize,
+    max_segments: usize,
+) -> Vec<SegmentRun> {
+    let mut runs: Vec<SegmentRun> = Vec::new();
+    let mut closed = true;
+    for range in ranges {
+        let size = range.len();
+        if let Some(run) = runs.last_mut().filter(|_| !closed) {
+            let fits = run.bytes.end == range.start
+                && size <= run.segment
+                && run.packets < max_segments
+                && run.bytes.len() + size <= max_bytes;
+            if fits {
+                run.bytes.end = range.end;
+                run.packets += 1;
+                // A shorter packet can only be the last of its run.
+                closed = size < run.segment;
+                continue;
+            }
+        }
+        runs.push(SegmentRun {
+            bytes: range.clone(),
+            segment: size,
+            packets: 1,
+        });
+        closed = false;
+    }
+    runs
+}
+
+/// Send RTP packets (`ranges` into `data`, back to back) to `to` on a non-blocking UDP socket,
+/// with GSO where the process's [`GSO`] switch allows. Returns how many packets went out; a
+/// full socket buffer drops the rest, as a congested network would.
+pub fn send_packets(
+    socket: &impl AsRawFd,
+    data: &[u8],
+    ranges: &[Range<usize>],
+    to: SocketAddr,
+) -> io::Result<usize> {
+    send_packets_with(&GSO, socket, data, ranges, to)
+}
+
+/// [`send_packets`] with a switch of the caller's.
+pub fn send_packets_with(
+    gso: &GsoSwitch,
+    socket: &impl AsRawFd,
+    data: &[u8],
+    ranges: &[Range<usize>],
+    to: SocketAddr,
+) -> io::Result<usize> {
+    if gso.enabled() {
+        let runs = segment_runs(ranges, GSO_MAX_BYTES, GSO_MAX_SEGMENTS);
+        match send_runs(socket, data, &runs, to) {
+            Err(error) if refuses_gso(&error) => gso.refused(&error),
+            other => return other,
+        }
+    }
+    let datagrams: Vec<&[u8]> = ranges.iter().map(|range| &data[range.clone()]).collect();
+    send_batch(socket, &datagrams, to)
+}
+
+/// One `sendmmsg` per [`BATCH`] runs, each run a message with a `UDP_SEGMENT` control message
+/// when it holds more than one packet. Packets sent, or the error of the first message.
+fn send_runs(
+    socket: &impl AsRawFd,
+    data: &[u8],
+    runs: &[SegmentRun],
+    to: SocketAddr,
+) -> io::Result<usize> {
+    let address = SockAddr::from(to);
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    let mut sent = 0;
+    for batch in runs.chunks(BATCH) {
+        let mut iovecs: Vec<libc::iovec> = batch
+            .iter()
+            .map(|run| libc::iovec {
+                iov_base: data[run.bytes.clone()].as_ptr() as *mut libc::c_void,
+                iov_len: run.bytes.len(),
+            })
+            .collect();
+        // u64s keep every control buffer aligned for `cmsghdr`.
+        let mut controls = vec![0u64; batch.len() * space.div_ceil(8)];
+        let mut messages: Vec<libc::mmsghdr> = Vec::with_capacity(batch.len());
+        for (index, (run, iovec)) in batch.iter().zip(iovecs.iter_mut()).enumerate() {
+            // SAFETY: an all-zero msghdr is a valid empty header; the fields set below
+            // point into `iovecs`, `controls` and `address`, which outlive the call.
+            let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+            header.msg_name = address.as_ptr() as *mut libc::c_void;
+            header.msg_namelen = address.len();
+            header.msg_iov = iovec as *mut libc::iovec;
+            header.msg_iovlen = 1;
+            if run.packets > 1 {
+                let control = &mut controls[index * space.div_ceil(8)..];
+                header.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+                header.msg_controllen = space as _;
+                // SAFETY: the control buffer holds `space` bytes, enough for one cmsghdr
+                // with a u16 of data, and the header points at it.
+                unsafe {
+                    let cmsg = libc::CMSG_FIRSTHDR(&header);
+                    (*cmsg).cmsg_level = SOL_UDP;
+                    (*cmsg).cmsg_type = UDP_SEGMENT;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+                    std::ptr::write_unaligned(
+                        libc::CMSG_DATA(cmsg) as *mut u16,
+                        run.segment as u16,
+                    );
+                }
+            }
+            messages.push(libc::mmsghdr {
+                msg_hdr: header,
+                msg_len: 0,
+            });
+        }
+        let done = match send_messages(socket, &mut messages) {
+            Ok(done) => done,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(sent),
+            Err(error) => return Err(error),
+        };
+        sent += batch[..done].iter().map(|run| run.packets).sum::<usize>();
+        if done < batch.len() {
+            return Ok(sent);
+        }
+    }
+    Ok(sent)
+}
+
+/// Send `messages` without blocking: how many went out. A single message (a session's usual
+/// share of a chunk, with GSO) goes by `sendmsg`: `sendmmsg` offers to reschedule after every
+/// message, and on loopback the receiver it just woke takes the CPU there.
+fn send_messages(socket: &impl AsRawFd, messages: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    let result = if let [only] = messages {
+        // SAFETY: the header and the buffers it points to are initialised and outlive the call.
+        let bytes = unsafe { libc::sendmsg(socket.as_raw_fd(), &only.msg_hdr, libc::MSG_DONTWAIT) };
+        bytes.min(1) as libc::c_int
+    } else {
+        // SAFETY: `messages` holds initialised headers whose buffers stay alive and unmoved
+        // for the duration of the call.
+        unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                messages.as_mut_ptr(),
+                messages.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        }
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(result as usize)
+}
 
 /// Send `datagrams` to `to` on a non-blocking UDP socket, in batches. Returns how many went
 /// out; the rest were dropped because the socket buffer was full (as a congested network
 /// would drop them), which is not an error for a media stream.
-pub fn send_batch(socket: &impl AsRawFd, datagrams: &[Bytes], to: SocketAddr) -> io::Result<usize> {
+pub fn send_batch(
+    socket: &impl AsRawFd,
+    datagrams: &[impl AsRef<[u8]>],
+    to: SocketAddr,
+) -> io::Result<usize> {
     let address = SockAddr::from(to);
     let mut sent = 0;
     for batch in datagrams.chunks(BATCH) {
         let mut iovecs: Vec<libc::iovec> = batch
             .iter()
             .map(|datagram| libc::iovec {
-                iov_base: datagram.as_ptr() as *mut libc::c_void,
-                iov_len: datagram.len(),
+                iov_base: datagram.as_ref().as_ptr() as *mut libc::c_void,
+                iov_len: datagram.as_ref().len(),
             })
             .collect();
         let mut messages: Vec<libc::mmsghdr> = iovecs
@@ -69,6 +337,164 @@ pub fn send_batch(socket: &impl AsRawFd, datagrams: &[Bytes], to: SocketAddr) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+
+    fn ranges(sizes: &[usize]) -> Vec<Range<usize>> {
+        let mut at = 0;
+        sizes
+            .iter()
+            .map(|&size| {
+                at += size;
+                at - size..at
+            })
+            .collect()
+    }
+
+    fn run(bytes: Range<usize>, segment: usize, packets: usize) -> SegmentRun {
+        SegmentRun {
+            bytes,
+            segment,
+            packets,
+        }
+    }
+
+    #[test]
+    fn equal_packets_and_a_shorter_last_make_one_run() {
+        let runs = segment_runs(&ranges(&[1328, 1328, 1328, 200]), 65_000, 64);
+        assert_eq!(runs, vec![run(0..4184, 1328, 4)]);
+    }
+
+    #[test]
+    fn a_shorter_packet_ends_its_run_and_a_longer_one_starts_another() {
+        let runs = segment_runs(&ranges(&[1328, 200, 1328, 1328, 1400]), 65_000, 64);
+        assert_eq!(
+            runs,
+            vec![
+                run(0..1528, 1328, 2),
+                run(1528..4184, 1328, 2),
+                run(4184..5584, 1400, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn runs_stay_within_the_segment_and_byte_limits() {
+        let runs = segment_runs(&ranges(&[100; 10]), 65_000, 4);
+        let counts: Vec<usize> = runs.iter().map(|r| r.packets).collect();
+        assert_eq!(counts, vec![4, 4, 2]);
+        let runs = segment_runs(&ranges(&[1328; 100]), 65_000, 64);
+        assert!(runs.iter().all(|r| r.bytes.len() <= 65_000));
+        assert_eq!(runs.iter().map(|r| r.packets).sum::<usize>(), 100);
+        assert_eq!(runs[0].packets, 48);
+    }
+
+    #[test]
+    fn packets_apart_in_the_buffer_are_not_joined() {
+        let runs = segment_runs(&[0..100, 150..250], 65_000, 64);
+        assert_eq!(runs.len(), 2);
+    }
+
+    #[test]
+    fn gso_is_on_unless_the_setting_says_no() {
+        assert!(gso_allowed_by(None));
+        assert!(gso_allowed_by(Some("on")));
+        for no in ["off", "0", "false", "No", " OFF "] {
+            assert!(!gso_allowed_by(Some(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn only_errors_about_gso_itself_turn_it_off() {
+        for code in [libc::EIO, libc::EINVAL, libc::ENOPROTOOPT, libc::EOPNOTSUPP] {
+            assert!(refuses_gso(&io::Error::from_raw_os_error(code)));
+        }
+        for code in [libc::EAGAIN, libc::ECONNREFUSED, libc::ENOBUFS] {
+            assert!(!refuses_gso(&io::Error::from_raw_os_error(code)));
+        }
+    }
+
+    /// RTP-like packets back to back: 1,328 bytes each (the last 200), numbered.
+    fn numbered_packets(count: usize) -> (Vec<u8>, Vec<Range<usize>>) {
+        let mut sizes = vec![1328; count - 1];
+        sizes.push(200);
+        let ranges = ranges(&sizes);
+        let mut data = vec![0u8; ranges.last().unwrap().end];
+        for (index, range) in ranges.iter().enumerate() {
+            data[range.clone()].fill(index as u8);
+        }
+        (data, ranges)
+    }
+
+    fn receive_in_order(receiver: &std::net::UdpSocket, ranges: &[Range<usize>]) {
+        let mut buf = [0u8; 65536];
+        for (index, range) in ranges.iter().enumerate() {
+            let (n, _) = receiver.recv_from(&mut buf).unwrap();
+            assert_eq!(n, range.len(), "datagram {index}");
+            assert!(
+                buf[..n].iter().all(|&b| b == index as u8),
+                "datagram {index}"
+            );
+        }
+    }
+
+    fn receiver() -> std::net::UdpSocket {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let _ = socket2::SockRef::from(&receiver).set_recv_buffer_size(1 << 20);
+        receiver
+    }
+
+    #[test]
+    fn gso_sends_arrive_as_separate_datagrams_in_order() {
+        let receiver = receiver();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (data, ranges) = numbered_packets(120);
+        let gso = GsoSwitch::new();
+        let sent = send_packets_with(
+            &gso,
+            &sender,
+            &data,
+            &ranges,
+            receiver.local_addr().unwrap(),
+        );
+        assert_eq!(sent.unwrap(), 120);
+        assert!(
+            gso.enabled(),
+            "this kernel refused GSO: the offload path was not tested"
+        );
+        receive_in_order(&receiver, &ranges);
+    }
+
+    #[test]
+    fn a_socket_that_refuses_gso_falls_back_to_one_datagram_per_packet() {
+        let receiver = receiver();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Without UDP checksums the kernel refuses GSO (EINVAL), as an old kernel would.
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket and an int option of the right size.
+        let set = unsafe {
+            libc::setsockopt(
+                sender.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                &on as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0);
+        let (data, ranges) = numbered_packets(10);
+        let gso = GsoSwitch::new();
+        assert!(gso.enabled());
+        let to = receiver.local_addr().unwrap();
+        assert_eq!(
+            send_packets_with(&gso, &sender, &data, &ranges, to).unwrap(),
+            10
+        );
+        assert!(!gso.enabled(), "refused once, GSO stays off");
+        receive_in_order(&receiver, &ranges);
+    }
 
     #[test]
     fn a_batch_arrives_as_separate_datagrams_in_order() {

@@ -8,7 +8,8 @@
 //! encoders and players. Beside it: [`rtsp`] (the one RTSP client), [`ts`] (the one MPEG-TS
 //! reader and its continuity check), [`watch`] (RTSP session watchers), [`head`] (response
 //! heads), [`paced`] (an encoder played by the test itself), [`proxy`] (network faults),
-//! [`panicky`] (the panicking fixture plugin) and [`bench`](mod@bench) (benchmark support).
+//! [`panicky`] (the panicking fixture plugin), [`bench`](mod@bench) (benchmark support) and, for
+//! the fan-out benchmark, [`load`] (lean load clients) and [`ideal`] (the ideal server).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,6 +22,8 @@ pub use tempfile::TempDir;
 
 pub mod bench;
 pub mod head;
+pub mod ideal;
+pub mod load;
 pub mod paced;
 pub mod panicky;
 pub mod proxy;
@@ -185,6 +188,28 @@ impl Ferrocast {
 
     /// Start without waiting for anything.
     pub fn spawn(config: &str, plugins: &Path, http: SocketAddr) -> Self {
+        Self::spawn_with_env(config, plugins, http, &[])
+    }
+
+    /// [`Self::start`] with environment variables set for the server.
+    pub fn start_with_env(
+        config: &str,
+        plugins: &Path,
+        http: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let server = Self::spawn_with_env(config, plugins, http, env);
+        server.wait_for("listening on", Duration::from_secs(20));
+        server
+    }
+
+    /// [`Self::spawn`] with environment variables set for the server.
+    pub fn spawn_with_env(
+        config: &str,
+        plugins: &Path,
+        http: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = config.replace("{dir}", &dir.path().display().to_string());
         let config_path = dir.path().join(CONFIG_FILE);
@@ -195,6 +220,7 @@ impl Ferrocast {
             .arg("--plugin-dir")
             .arg(plugins)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

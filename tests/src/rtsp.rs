@@ -203,6 +203,12 @@ impl RtspClient {
         Ok(session)
     }
 
+    /// The connection and the bytes read off it but not yet dispatched, for a reader that
+    /// parses what follows itself (the benchmarks' lean load clients).
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buffered)
+    }
+
     /// Keep receiving interleaved data for `duration`, keeping the RTP.
     pub fn receive_for(&mut self, duration: Duration) {
         let deadline = Instant::now() + duration;

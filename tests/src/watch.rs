@@ -279,7 +279,7 @@ fn point_url(address: SocketAddr, path: &str) -> String {
 }
 
 /// Two UDP sockets on loopback, on an even port and the next one.
-fn udp_pair() -> (UdpSocket, UdpSocket) {
+pub fn udp_pair() -> (UdpSocket, UdpSocket) {
     for _ in 0..200 {
         let rtp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
         let port = rtp.local_addr().expect("local address").port();

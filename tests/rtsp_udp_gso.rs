@@ -1,0 +1,69 @@
+//! RTP over UDP with segmentation offload (one send carrying many packets, cut by the kernel)
+//! and without it (`FERROCAST_UDP_GSO=off`, the path taken when the kernel refuses GSO): a
+//! live RTSP/UDP session gets separate RTP packets, sequenced one by one, whose transport
+//! stream ffmpeg decodes without errors.
+
+use std::time::Duration;
+
+use ferrocast_tests::watch::RtpWatch;
+use ferrocast_tests::*;
+
+/// Start the server (with `env`) serving a live point over RTSP/UDP, push to it, and watch
+/// one session for a few seconds.
+fn watch_live_over_udp(env: &[(&str, &str)]) -> (Ferrocast, RtpWatch, TempDir) {
+    let plugins = shipped_plugins_dir(&["http", "rtsp", "udp"]);
+    let (http, rtsp) = (loopback(), loopback());
+    let points = standard_points().replacen(
+        "protocols = [\"http\"]",
+        "protocols = [\"http\", \"rtsp\", \"udp\"]",
+        1,
+    );
+    let config = format!(
+        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.udp]\n",
+        config_with(http, &points)
+    );
+    let server = Ferrocast::start_with_env(&config, plugins.path(), http, env);
+    server.wait_for(
+        &format!("rtsp       listening on {rtsp}"),
+        Duration::from_secs(10),
+    );
+    let mut encoder = Encoder::push_live(&server, 8);
+    let watch = RtpWatch::rtsp_udp(rtsp, "live");
+    assert!(
+        watch.wait_packets(200, Duration::from_secs(10)),
+        "{}: too few RTP packets\n{}",
+        watch.label,
+        server.logs()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    watch.stop();
+    encoder.wait(Duration::from_secs(15));
+    (server, watch, plugins)
+}
+
+fn assert_sequenced_and_decodable(server: &Ferrocast, watch: &RtpWatch) {
+    // A datagram holding several packets would show as a jump in the sequence numbers.
+    assert_eq!(watch.seq_gaps(), vec![], "{}", server.logs());
+    assert_eq!(watch.continuity_errors(), Vec::<String>::new());
+    assert_decodes(server.dir.path(), &watch.transport_stream(), 50);
+}
+
+#[test]
+fn rtp_over_udp_with_segmentation_offload_arrives_packet_by_packet_and_decodes() {
+    let (server, watch, _plugins) = watch_live_over_udp(&[]);
+    assert_sequenced_and_decodable(&server, &watch);
+    assert!(
+        !server.logs().contains("UDP_GSO_REFUSED"),
+        "this kernel refused GSO, so the offload path was not tested:\n{}",
+        server.logs()
+    );
+}
+
+#[test]
+fn rtp_over_udp_without_segmentation_offload_arrives_packet_by_packet_and_decodes() {
+    let (server, watch, _plugins) = watch_live_over_udp(&[("FERROCAST_UDP_GSO", "off")]);
+    assert_sequenced_and_decodable(&server, &watch);
+    assert!(server
+        .logs()
+        .contains("UDP segmentation offload turned off"));
+}
