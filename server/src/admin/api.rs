@@ -98,6 +98,12 @@ async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, Api
             })
             .collect();
     }
+    snapshot.plugin_metrics = state
+        .shared
+        .all_plugin_counters()
+        .into_iter()
+        .map(|(plugin, counters)| (plugin, counters.snapshot()))
+        .collect();
     let sessions = state.shared.sessions.list();
     let points = state.shared.points.load();
     for name in points.names() {
