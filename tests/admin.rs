@@ -803,3 +803,47 @@ fn the_status_page_and_its_event_stream() {
     let status: Value = serde_json::from_str(data).unwrap();
     assert_eq!(status["points"][0]["name"], "live");
 }
+
+#[test]
+fn the_session_list_counts_bytes_while_a_client_plays() {
+    let (server, admin, _plugins) = start();
+    let _encoder = Encoder::push_live(&server, 60);
+    assert!(wait_until(Duration::from_secs(10), || admin
+        .session_ids("live")
+        .len()
+        == 1));
+    let publisher = admin.session_ids("live");
+    let player = TsReader::http(server.http, "/live");
+    assert!(player.wait_bytes(188 * 100, Duration::from_secs(10)));
+    let id = *admin
+        .session_ids("live")
+        .iter()
+        .find(|id| !publisher.contains(id))
+        .expect("the player is listed");
+    let sent = || -> u64 {
+        let sessions = admin.get("/api/v1/sessions?point=live").json;
+        let session = sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("session {id} not listed: {sessions}"));
+        session["bytes_sent"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no bytes_sent: {session}"))
+    };
+    // Whatever the player received was sent before the server is asked.
+    let received = player.bytes() as u64;
+    let first = sent();
+    assert!(
+        first >= received,
+        "listed {first} bytes, the player already received {received}"
+    );
+    // The count grows while the session plays, not only when it ends.
+    assert!(
+        wait_until(Duration::from_secs(10), || sent() >= first + 188 * 200),
+        "the byte count of a playing session did not grow past {first}"
+    );
+    assert!(!player.ended(), "the player must still be playing");
+}

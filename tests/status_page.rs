@@ -341,6 +341,13 @@ async fn drive(page: &Page, server: &Ferrocast, admin: SocketAddr) {
         .find(|id| !before_player.contains(id))
         .expect("the player's session is listed")
         .clone();
+    // The player's row shows what it was sent so far.
+    page.wait_text(
+        &format!("#sessions tr[data-session=\"{player_id}\"] td.sent"),
+        "the bytes sent to the player",
+        |t| t.ends_with(" kB") || t.ends_with(" MB"),
+    )
+    .await;
     // The encoder sends about 470 kbit/s; the page graphs and prints the ingest bitrate.
     page.wait_text(
         &format!("{live_row} td.ingest"),

@@ -354,6 +354,7 @@ async fn sessions(
                 "point": s.point,
                 "peer": s.peer.to_string(),
                 "started_unix": started,
+                "bytes_sent": s.sent.get(),
             })
         })
         .collect();
