@@ -803,3 +803,166 @@ fn the_status_page_and_its_event_stream() {
     let status: Value = serde_json::from_str(data).unwrap();
     assert_eq!(status["points"][0]["name"], "live");
 }
+
+#[test]
+fn the_session_list_counts_bytes_while_a_client_plays() {
+    let (server, admin, _plugins) = start();
+    let _encoder = Encoder::push_live(&server, 60);
+    assert!(wait_until(Duration::from_secs(10), || admin
+        .session_ids("live")
+        .len()
+        == 1));
+    let publisher = admin.session_ids("live");
+    let player = TsReader::http(server.http, "/live");
+    assert!(player.wait_bytes(188 * 100, Duration::from_secs(10)));
+    let id = *admin
+        .session_ids("live")
+        .iter()
+        .find(|id| !publisher.contains(id))
+        .expect("the player is listed");
+    let sent = || -> u64 {
+        let sessions = admin.get("/api/v1/sessions?point=live").json;
+        let session = sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("session {id} not listed: {sessions}"));
+        session["bytes_sent"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no bytes_sent: {session}"))
+    };
+    // Whatever the player received was sent before the server is asked.
+    let received = player.bytes() as u64;
+    let first = sent();
+    assert!(
+        first >= received,
+        "listed {first} bytes, the player already received {received}"
+    );
+    // The count grows while the session plays, not only when it ends.
+    assert!(
+        wait_until(Duration::from_secs(10), || sent() >= first + 188 * 200),
+        "the byte count of a playing session did not grow past {first}"
+    );
+    assert!(!player.ended(), "the player must still be playing");
+}
+
+/// `ferrocast --config <config> <args>` with `FERROCAST_ADMIN_TOKEN` set to `env_token` (or
+/// unset): exit code and stdout + stderr.
+fn cli(config: &std::path::Path, env_token: Option<&str>, args: &[&str]) -> (Option<i32>, String) {
+    let mut command = Command::new(ferrocast_binary());
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("FERROCAST_ADMIN_TOKEN")
+        .stdin(Stdio::null());
+    if let Some(token) = env_token {
+        command.env("FERROCAST_ADMIN_TOKEN", token);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ferrocast");
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let output = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("`ferrocast {}` did not finish in 60 s", args.join(" ")))
+        .unwrap();
+    (
+        output.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[test]
+fn control_commands_go_through_the_admin_api_with_a_token() {
+    let (server, admin, _plugins) = start();
+    // The commands' own configuration: the server's, with a control socket nobody serves, so
+    // only the admin API can answer.
+    let text = std::fs::read_to_string(server.config_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let no_socket = dir.path().join("nobody.sock");
+    let config = dir.path().join("cli.toml");
+    std::fs::write(
+        &config,
+        text.replace(
+            "[server]\n",
+            &format!("[server]\ncontrol_socket = \"{}\"\n", no_socket.display()),
+        ),
+    )
+    .unwrap();
+
+    let (code, output) = cli(&config, None, &["status"]);
+    assert_eq!(
+        code,
+        Some(1),
+        "without a token the control socket is used: {output}"
+    );
+    let (code, output) = cli(&config, None, &["--admin-token", TOKEN, "status"]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("plugin http generation 1"), "{output}");
+    assert!(
+        output.lines().any(|l| l.starts_with("point live")),
+        "{output}"
+    );
+
+    let (code, output) = cli(&config, Some(TOKEN), &["drain", "point", "live"]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("live"), "{output}");
+    let draining = admin.get("/api/v1/status").json["draining"]["points"].clone();
+    assert_eq!(draining, serde_json::json!(["live"]));
+    let (code, output) = cli(&config, Some(TOKEN), &["undrain", "point", "live"]);
+    assert_eq!(code, Some(0), "{output}");
+    assert_eq!(
+        admin.get("/api/v1/status").json["draining"]["points"],
+        serde_json::json!([])
+    );
+    let (code, output) = cli(&config, Some(TOKEN), &["drain", "plugin", "nope"]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("nope"), "{output}");
+
+    for args in [&["reload"][..], &["reload", "--plugins-only"]] {
+        let (code, output) = cli(&config, Some(TOKEN), args);
+        assert_eq!(code, Some(0), "{args:?}: {output}");
+    }
+    let odd = admin.post("/api/v1/reload?plugins_only=maybe");
+    assert_eq!(
+        (odd.status, odd.json["field"].as_str()),
+        (400, Some("plugins_only")),
+        "{}",
+        odd.json
+    );
+    let (code, output) = cli(&config, Some("wrong"), &["status"]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("refused the token"), "{output}");
+
+    // An admin listener that does not answer: the command says so and uses the control socket.
+    let socket = server
+        .logs()
+        .lines()
+        .find_map(|l| l.strip_prefix("control  socket "))
+        .expect("the server printed its control socket")
+        .trim()
+        .to_owned();
+    let unreachable = dir.path().join("unreachable.toml");
+    std::fs::write(
+        &unreachable,
+        format!(
+            "[server]\ncontrol_socket = \"{socket}\"\n\n[admin]\nlisten = \"{}\"\n",
+            loopback()
+        ),
+    )
+    .unwrap();
+    let (code, output) = cli(&unreachable, Some(TOKEN), &["status"]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("using the control socket"), "{output}");
+    assert!(output.contains("plugin http generation 1"), "{output}");
+}

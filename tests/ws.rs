@@ -2,7 +2,9 @@
 //! WebSocket client plays a live point fed by ffmpeg and the received TS decodes cleanly; an
 //! on-demand file arrives byte for byte and ends with a normal close; unmasked, oversized and
 //! malformed client frames each get RFC 6455's close status; a hot swap of the plugin keeps
-//! the playing client on its generation while a new one lands on the new generation.
+//! the playing client on its generation while a new one lands on the new generation; a client
+//! too slow for the stream is skipped ahead to keyframes, then closed with 1008, while another
+//! plays on.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -308,4 +310,186 @@ fn receive_until_closed(socket: &mut tungstenite::WebSocket<TcpStream>) -> usize
         messages += 1;
     }
     messages
+}
+
+/// A WebSocket client on `path` whose socket has a small receive buffer, so that what it does
+/// not read stays on the server instead of in this machine's kernel.
+fn client_with_small_receive_buffer(
+    address: SocketAddr,
+    path: &str,
+) -> tungstenite::WebSocket<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    socket
+        .connect_timeout(&address.into(), Duration::from_secs(5))
+        .expect("connect");
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let (socket, response) =
+        tungstenite::client(format!("ws://{address}{path}"), stream).expect("WebSocket handshake");
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+/// What a slow client got: media bytes, and the server's close status and reason.
+struct SlowOutcome {
+    media: usize,
+    close: Option<(u16, String)>,
+}
+
+/// Read nothing for `stopped` (the server's queue for the client fills up), then read `socket`
+/// in bursts of `burst` bytes with `pause` between them, slower than the stream, until the
+/// server logs that it dropped a client for lagging; then read at full speed to the server's
+/// close. Bounded by `within`.
+fn read_slowly_until_dropped(
+    server: &Ferrocast,
+    socket: &mut tungstenite::WebSocket<TcpStream>,
+    stopped: Duration,
+    (burst, pause): (usize, Duration),
+    within: Duration,
+) -> SlowOutcome {
+    let deadline = Instant::now() + within;
+    std::thread::sleep(stopped);
+    let dropped = || server.logs().contains("client keeps falling behind");
+    let mut outcome = SlowOutcome {
+        media: 0,
+        close: None,
+    };
+    let mut budget = burst;
+    let mut fast = false;
+    while Instant::now() < deadline {
+        match socket.read() {
+            Ok(Message::Binary(data)) => {
+                outcome.media += data.len();
+                budget = budget.saturating_sub(data.len());
+            }
+            Ok(Message::Close(frame)) => {
+                outcome.close = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                return outcome;
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                return outcome
+            }
+            Err(e) => panic!("the slow client's read failed: {e}"),
+        }
+        if !fast && budget == 0 {
+            std::thread::sleep(pause);
+            budget = burst;
+            fast = dropped();
+        }
+    }
+    panic!(
+        "the slow client was not dropped within {within:?} ({} bytes read); server log:\n{}",
+        outcome.media,
+        server.logs()
+    );
+}
+
+#[test]
+fn a_slow_websocket_client_is_skipped_to_keyframes_then_dropped_while_another_plays() {
+    let plugins = shipped_plugins_dir(&["http", "ws"]);
+    let (http, ws) = (loopback(), loopback());
+    // A short ring (16 chunks) makes a paused reader fall off it within seconds; a long write
+    // timeout keeps the stall rule out of it, so what ends the client is the lag rule.
+    let config = format!(
+        "[server]\nwrite_timeout_ms = 30000\nclient_queue = 16\n\n\
+         [plugins.http]\nlisten = [\"{http}\"]\n\n[plugins.ws]\nlisten = [\"{ws}\"]\n\n{}",
+        point_toml("live", "broadcast", "push", &["http", "ws"])
+    );
+    let server = Ferrocast::start(&config, plugins.path(), http);
+    let _encoder = Encoder::push_live(&server, 120);
+
+    // The normal client reads everything on a thread of its own until told to stop.
+    let mut normal = client(ws, "/live");
+    let normal_peer = normal.get_ref().local_addr().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_normal = std::sync::Arc::clone(&stop);
+    let normal_thread = std::thread::spawn(move || {
+        let mut body = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(150);
+        while !stop_normal.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+            match normal.read().expect("the normal client reads") {
+                Message::Binary(data) => body.extend_from_slice(&data),
+                Message::Close(frame) => panic!("the normal client was closed: {frame:?}"),
+                _ => {}
+            }
+        }
+        body
+    });
+
+    let mut slow = client_with_small_receive_buffer(ws, "/live");
+    let slow_peer = slow.get_ref().local_addr().unwrap();
+    // Stopped for 8 s, then 40 KiB a second: well below the stream's rate (about 70 kB/s).
+    let started = Instant::now();
+    let outcome = read_slowly_until_dropped(
+        &server,
+        &mut slow,
+        Duration::from_secs(8),
+        (40 * 1024, Duration::from_secs(1)),
+        Duration::from_secs(100),
+    );
+    assert_eq!(
+        outcome.media % 188,
+        0,
+        "whole TS packets, even when skipped"
+    );
+    assert_eq!(
+        outcome.close,
+        Some((1008, "client too slow for the stream".to_owned())),
+        "the slow client's close ({} media bytes read)",
+        outcome.media
+    );
+
+    // The server skipped the slow client ahead to keyframes before it dropped it, and never
+    // touched the normal one.
+    let lagging = server.event_lines("CLIENT_LAGGING");
+    println!(
+        "slow client: {} media bytes in {:?}; lag events:\n{}",
+        outcome.media,
+        started.elapsed(),
+        lagging.join("\n")
+    );
+    let of = |peer: SocketAddr, message: &str| {
+        lagging
+            .iter()
+            .filter(|l| l.contains(&format!("peer={peer}")) && l.contains(message))
+            .count()
+    };
+    assert!(
+        of(slow_peer, "skipping it ahead to the next keyframe") >= 1,
+        "no skip logged:\n{}",
+        lagging.join("\n")
+    );
+    assert_eq!(
+        of(slow_peer, "disconnecting it"),
+        1,
+        "{}",
+        lagging.join("\n")
+    );
+    assert!(
+        !lagging
+            .iter()
+            .any(|l| l.contains(&format!("peer={normal_peer}"))),
+        "the normal client lagged:\n{}",
+        lagging.join("\n")
+    );
+
+    // The normal client plays on after the drop, and what it got decodes cleanly.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let body = normal_thread.join().expect("the normal client's thread");
+    assert!(
+        body.len() > 500_000,
+        "the normal client got {} bytes",
+        body.len()
+    );
+    assert_decodes(server.dir.path(), &body, 250);
 }

@@ -1,6 +1,6 @@
 //! The `ferrocast` command: run the server, check a configuration file, talk to a running
-//! server (reload, status, drain) through its control socket, or make password hashes and
-//! signed URLs for the access rules.
+//! server (reload, status, drain) through its admin API (with a token) or its control socket,
+//! or make password hashes and signed URLs for the access rules.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferrocast::access::cli as access;
+use ferrocast::admin::client::{AdminClient, AdminClientError};
 use ferrocast::config::{self, Config, LogFormat};
 
 use ferrocast::plugins::PluginRegistry;
@@ -33,14 +34,21 @@ struct Cli {
     /// Print the plugins found in the plugin directory and exit.
     #[arg(long)]
     list_plugins: bool,
-    /// Control socket of the running server; overrides [server] control_socket.
+    /// Control socket of the running server; overrides [server] control_socket (and then the
+    /// admin API is not used).
     #[arg(long, value_name = "PATH", global = true)]
     control_socket: Option<PathBuf>,
+    /// Token for the running server's admin API ([admin] listen of --config); default: the
+    /// FERROCAST_ADMIN_TOKEN environment variable. Without one, commands use the control
+    /// socket.
+    #[arg(long, value_name = "TOKEN", global = true)]
+    admin_token: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
-/// Commands for a running server (it is found through its control socket).
+/// Commands for a running server (reached through its admin API when one is configured and a
+/// token is given, else through its control socket).
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Reload the configuration file and pick up new plugin builds, while clients keep
@@ -249,10 +257,13 @@ fn run_offline(cli: &Cli, command: &Offline) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Send `command` to the running server and print its answer.
+/// Send `command` to the running server and print its answer: through the admin API when
+/// `[admin] listen` is configured and a token is given (unless --control-socket is), else, or
+/// if the API cannot be reached, through the control socket.
 fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
-    let socket = match &cli.control_socket {
-        Some(path) => path.clone(),
+    let request = control_request(command)?;
+    let reply = match &cli.control_socket {
+        Some(path) => control::request(path, &request)?,
         None => {
             let text = std::fs::read_to_string(&cli.config).with_context(|| {
                 format!(
@@ -260,11 +271,51 @@ fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
                     cli.config.display()
                 )
             })?;
-            peek_server_section(&cli.config, &text)
-                .control_socket
-                .unwrap_or_else(|| control::default_socket_path(&cli.config))
+            let early = peek_server_section(&cli.config, &text);
+            let api = early.admin_listen.zip(admin_token(cli));
+            let via_api = api.and_then(|(listen, token)| {
+                let client = AdminClient::new(listen, token);
+                match client.request(&request) {
+                    Err(error @ AdminClientError::Connect { .. }) => {
+                        eprintln!("ferrocast: {error}; using the control socket");
+                        None
+                    }
+                    answered => Some(answered),
+                }
+            });
+            match via_api {
+                Some(answered) => answered?,
+                None => {
+                    let socket = early
+                        .control_socket
+                        .unwrap_or_else(|| control::default_socket_path(&cli.config));
+                    control::request(&socket, &request)?
+                }
+            }
         }
     };
+    print!("{}", reply.text);
+    Ok(if reply.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `--admin-token`, else FERROCAST_ADMIN_TOKEN; an empty token counts as none.
+fn admin_token(cli: &Cli) -> Option<String> {
+    cli.admin_token
+        .clone()
+        .or_else(|| std::env::var(ADMIN_TOKEN_VARIABLE).ok())
+        .map(|token| token.trim().to_owned())
+        .filter(|token| !token.is_empty())
+}
+
+/// The environment variable holding the admin API token for the control commands.
+const ADMIN_TOKEN_VARIABLE: &str = "FERROCAST_ADMIN_TOKEN";
+
+/// What a control command asks the server.
+fn control_request(command: &Command) -> anyhow::Result<Request> {
     let drain = |target: &Target, name: &String, on: bool| Request::Drain {
         target: match target {
             Target::Point => DrainTarget::Point,
@@ -273,7 +324,7 @@ fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
         name: name.clone(),
         on,
     };
-    let request = match command {
+    Ok(match command {
         Command::Reload {
             plugins_only: false,
         } => Request::Reload,
@@ -281,19 +332,12 @@ fn send_command(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
         Command::Status => Request::Status,
         Command::Drain { target, name } => drain(target, name, true),
         Command::Undrain { target, name } => drain(target, name, false),
-        Command::Offline(_) => unreachable!("offline commands never reach the control socket"),
-        Command::HashToken => return hash_token(),
-        Command::Plugin { action } => return run_plugin_action(action),
-        Command::Config { .. } => {
-            anyhow::bail!("`ferrocast config` reads the file itself; it does not talk to a server")
+        Command::Offline(_)
+        | Command::HashToken
+        | Command::Plugin { .. }
+        | Command::Config { .. } => {
+            anyhow::bail!("this command does not talk to a running server")
         }
-    };
-    let reply = control::request(&socket, &request)?;
-    print!("{}", reply.text);
-    Ok(if reply.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     })
 }
 
@@ -402,6 +446,8 @@ struct EarlySettings {
     log_format: LogFormat,
     plugin_dir: Option<PathBuf>,
     control_socket: Option<PathBuf>,
+    /// `[admin] listen`, for the control commands to reach the admin API.
+    admin_listen: Option<std::net::SocketAddr>,
 }
 
 fn peek_server_section(config_path: &Path, text: &str) -> EarlySettings {
@@ -416,6 +462,15 @@ fn peek_server_section(config_path: &Path, text: &str) -> EarlySettings {
         })
     });
     let (log_format, plugin_dir, control_socket) = server.unwrap_or_default();
+    // An [admin] table without `listen` listens on the default address.
+    let admin_listen = text.parse::<toml_edit::DocumentMut>().ok().and_then(|doc| {
+        let admin = doc.get("admin")?.as_table_like()?;
+        let listen = match admin.get("listen") {
+            Some(listen) => listen.as_str()?,
+            None => config::DEFAULT_ADMIN_LISTEN,
+        };
+        listen.parse().ok()
+    });
     let base = config_path.parent().unwrap_or(Path::new("."));
     EarlySettings {
         log_format: match log_format.as_deref() {
@@ -424,5 +479,6 @@ fn peek_server_section(config_path: &Path, text: &str) -> EarlySettings {
         },
         plugin_dir: plugin_dir.map(|dir| base.join(dir)),
         control_socket: control_socket.map(|path| base.join(path)),
+        admin_listen,
     }
 }

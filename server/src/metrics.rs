@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::state::CountersSnapshot;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PointProtocol {
     pub point: String,
@@ -147,6 +149,8 @@ pub struct Snapshot {
     pub source_lost: Vec<(String, f64)>,
     /// Each generation worth showing: plugin, generation number, role, sessions.
     pub generations: Vec<(String, u64, String, i64)>,
+    /// The counters and gauges each plugin published, by plugin name.
+    pub plugin_metrics: Vec<(String, CountersSnapshot)>,
 }
 
 const SOURCE_STATES: &[&str] = &["waiting", "live", "source lost", "ended"];
@@ -155,6 +159,13 @@ const SOURCE_STATES: &[&str] = &["waiting", "live", "source lost", "ended"];
 struct PointState {
     point: String,
     state: String,
+}
+
+/// One metric a plugin published: the plugin and the metric's sanitised name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginMetricLabels {
+    plugin: String,
+    name: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -227,6 +238,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         lost,
     );
     register_generations(&mut registry, &snapshot.generations);
+    register_plugin_metrics(&mut registry, &snapshot.plugin_metrics);
     let mut text = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
@@ -327,6 +339,45 @@ fn register_generations(registry: &mut Registry, generations: &[(String, u64, St
     );
 }
 
+/// A plugin's own name for a counter or gauge as a label value that any tool takes: ASCII
+/// letters, digits and `_`; every other byte becomes `_`. (The host already refuses names that
+/// are empty, too long or not printable ASCII.)
+fn sanitised_metric_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// The counters and gauges plugins published, under the plugin's name. Two names that
+/// sanitise alike share a series: counters add up, the last gauge wins.
+fn register_plugin_metrics(registry: &mut Registry, plugins: &[(String, CountersSnapshot)]) {
+    let counters = Family::<PluginMetricLabels, Counter>::default();
+    let gauges = Family::<PluginMetricLabels, Gauge>::default();
+    for (plugin, (counted, gauged)) in plugins {
+        let labels = |name: &str| PluginMetricLabels {
+            plugin: plugin.clone(),
+            name: sanitised_metric_name(name),
+        };
+        for (name, value) in counted {
+            counters.get_or_create(&labels(name)).inc_by(*value);
+        }
+        for (name, value) in gauged {
+            gauges.get_or_create(&labels(name)).set(*value);
+        }
+    }
+    // promtool refuses a type's name ("counter", "gauge") inside a metric name.
+    registry.register(
+        "plugin_events",
+        "Counters a plugin publishes (host.count), by plugin and the plugin's name for it",
+        counters,
+    );
+    registry.register(
+        "plugin_value",
+        "Gauges a plugin publishes (host.gauge), by plugin and the plugin's name for it",
+        gauges,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +399,13 @@ mod tests {
             ingest_rates: vec![("live".into(), 500_000)],
             source_lost: vec![("live".into(), 1.5)],
             generations: vec![("http".into(), 1, "current".into(), 2)],
+            plugin_metrics: vec![(
+                "http".into(),
+                (
+                    vec![("responses_200".into(), 3), ("a.b-c\"d".into(), 1)],
+                    vec![("open".into(), -2)],
+                ),
+            )],
         };
         let text = render(&snapshot);
         assert!(
@@ -387,5 +445,20 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("# EOF"), "{text}");
+        for line in [
+            "ferrocast_plugin_events_total{plugin=\"http\",name=\"responses_200\"} 3\n",
+            "ferrocast_plugin_events_total{plugin=\"http\",name=\"a_b_c_d\"} 1\n",
+            "ferrocast_plugin_value{plugin=\"http\",name=\"open\"} -2\n",
+            "# TYPE ferrocast_plugin_events_total counter\n",
+            "# TYPE ferrocast_plugin_value gauge\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
+    #[test]
+    fn plugin_metric_names_are_sanitised() {
+        assert_eq!(sanitised_metric_name("responses_200"), "responses_200");
+        assert_eq!(sanitised_metric_name("GET /a{b}=\"c\""), "GET__a_b___c_");
     }
 }

@@ -255,8 +255,23 @@ impl ServingPlugin {
     }
 }
 
+/// Bytes a session's socket has taken so far. The connection adds after each write (one
+/// relaxed atomic add, no lock); the admin API reads it while the session plays.
+#[derive(Debug, Clone, Default)]
+pub struct SentBytes(Arc<AtomicU64>);
+
+impl SentBytes {
+    pub fn add(&self, bytes: u64) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A client connection as the admin API lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SessionEntry {
     pub id: u64,
     pub plugin: String,
@@ -268,6 +283,8 @@ pub struct SessionEntry {
     pub kicked: bool,
     /// The transport plugins its media goes out through (an RTSP session's `udp` or `tcp`).
     pub transports: Vec<String>,
+    /// What it has sent so far, counted by its connection.
+    pub sent: SentBytes,
 }
 
 impl SessionEntry {
@@ -362,6 +379,7 @@ mod session_table_tests {
             point: None,
             kicked: false,
             transports: Vec::new(),
+            sent: SentBytes::default(),
         }
     }
 
@@ -386,6 +404,17 @@ mod session_table_tests {
         assert_eq!(table.list()[0].point.as_deref(), Some("live"));
         drop(registration);
         assert!(table.list().is_empty());
+    }
+
+    #[test]
+    fn the_listed_byte_count_is_the_connections_own() {
+        let table = SessionTable::default();
+        let listed = entry(9);
+        let counted = listed.sent.clone();
+        let _registration = table.register(listed);
+        counted.add(188);
+        counted.add(376);
+        assert_eq!(table.list()[0].sent.get(), 564);
     }
 
     #[test]

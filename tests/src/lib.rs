@@ -367,6 +367,8 @@ impl Ferrocast {
             .arg("--config")
             .arg(self.config_path())
             .args(args)
+            // Always the control socket, whatever the caller's environment holds.
+            .env_remove("FERROCAST_ADMIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -2,7 +2,7 @@
 
 use std::time::UNIX_EPOCH;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -98,6 +98,12 @@ async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, Api
             })
             .collect();
     }
+    snapshot.plugin_metrics = state
+        .shared
+        .all_plugin_counters()
+        .into_iter()
+        .map(|(plugin, counters)| (plugin, counters.snapshot()))
+        .collect();
     let sessions = state.shared.sessions.list();
     let points = state.shared.points.load();
     for name in points.names() {
@@ -167,8 +173,29 @@ async fn events_stream(
     Sse::new(updates).keep_alive(KeepAlive::default())
 }
 
-async fn status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    status_value(&state).await.map(Json)
+/// The status document; with `Accept: text/plain`, the text `ferrocast status` prints.
+async fn status(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    let wants_text = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.starts_with("text/plain"));
+    if !wants_text {
+        return Ok(Json(status_value(&state).await?).into_response());
+    }
+    match state.ask(AdminRequest::Control(Request::Status)).await? {
+        AdminAnswer::Reply(reply) => Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            reply.text,
+        )
+            .into_response()),
+        AdminAnswer::Json(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unexpected answer",
+        )),
+    }
 }
 
 async fn status_value(state: &ApiState) -> Result<Value, ApiError> {
@@ -362,6 +389,7 @@ async fn sessions(
                 "point": s.point,
                 "peer": s.peer.to_string(),
                 "started_unix": started,
+                "bytes_sent": s.sent.get(),
             })
         })
         .collect();
@@ -399,8 +427,27 @@ async fn plugins(State(state): State<ApiState>) -> Result<Json<Value>, ApiError>
     }
 }
 
-async fn reload(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
-    let AdminAnswer::Reply(reply) = state.ask(AdminRequest::Control(Request::Reload)).await? else {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadOptions {
+    /// Only look for new plugin builds; the file is not read.
+    #[serde(default)]
+    plugins_only: bool,
+}
+
+async fn reload(
+    State(state): State<ApiState>,
+    options: Result<Query<ReloadOptions>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(options) = options.map_err(|rejection| {
+        ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text()).on("plugins_only")
+    })?;
+    let request = if options.plugins_only {
+        Request::ReloadPlugins
+    } else {
+        Request::Reload
+    };
+    let AdminAnswer::Reply(reply) = state.ask(AdminRequest::Control(request)).await? else {
         return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "unexpected answer",

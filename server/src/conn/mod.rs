@@ -196,6 +196,7 @@ pub async fn serve_connection(
         span.in_scope(|| info!(event = events::CONNECT, %local, "client connected"));
     }
     let started = std::time::Instant::now();
+    let sent = crate::state::SentBytes::default();
     let _listed = shared.sessions.register(crate::state::SessionEntry {
         id: info.id,
         plugin: plugin.name.clone(),
@@ -204,6 +205,7 @@ pub async fn serve_connection(
         point: None,
         kicked: false,
         transports: Vec::new(),
+        sent: sent.clone(),
     });
     // Counted on its generation for as long as the connection lives.
     let _counted = plugin.generation.session_started();
@@ -211,6 +213,7 @@ pub async fn serve_connection(
         return;
     };
     let mut conn = Connection::new(&shared, &plugin.name, info, span.clone());
+    conn.out.count_sent_in(sent);
     conn.refused = admitted.refused;
     let ending = match span.in_scope(|| session.on_open(&mut conn)) {
         Ok(()) => {

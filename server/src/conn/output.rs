@@ -14,6 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::state::SentBytes;
+
 /// Stop pulling live media into a client's output queue above this many bytes.
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 /// Most buffers handed to one vectored write.
@@ -27,7 +29,8 @@ pub const LAG_WINDOW: Duration = Duration::from_secs(60);
 pub struct OutputQueue {
     buffers: VecDeque<Bytes>,
     queued: usize,
-    sent: u64,
+    /// Shared with the session table, so the admin API sees the count grow.
+    sent: SentBytes,
     /// Since when the queue has waited for the socket without any progress.
     stalled_since: Option<Instant>,
 }
@@ -56,7 +59,13 @@ impl OutputQueue {
 
     /// Bytes the socket has taken so far.
     pub fn bytes_sent(&self) -> u64 {
-        self.sent
+        self.sent.get()
+    }
+
+    /// Count what the socket takes in `sent` (the session table's counter); called before
+    /// anything is written.
+    pub fn count_sent_in(&mut self, sent: SentBytes) {
+        self.sent = sent;
     }
 
     /// The front of the queue as one vectored write.
@@ -71,7 +80,7 @@ impl OutputQueue {
     /// The socket took `n` bytes at `now`.
     pub fn consume(&mut self, mut n: usize, now: Instant) {
         self.queued -= n;
-        self.sent += n as u64;
+        self.sent.add(n as u64);
         self.stalled_since = Some(now);
         while n > 0 {
             let front = self
