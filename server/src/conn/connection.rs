@@ -125,7 +125,7 @@ impl<'a> Connection<'a> {
     /// Bytes sent to the client: on the connection (including interleaved RTP) and as UDP
     /// datagrams on its transports.
     pub fn bytes_sent(&self) -> u64 {
-        self.out.bytes_sent() + self.transports.udp_bytes()
+        self.out.bytes_sent()
     }
 
     /// What the session holds on the server's tables.

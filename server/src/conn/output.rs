@@ -62,6 +62,11 @@ impl OutputQueue {
         self.sent.get()
     }
 
+    /// Count RTP the session sent as UDP datagrams, beside its connection, as sent.
+    pub fn count_datagrams(&self, bytes: u64) {
+        self.sent.add(bytes);
+    }
+
     /// Count what the socket takes in `sent` (the session table's counter); called before
     /// anything is written.
     pub fn count_sent_in(&mut self, sent: SentBytes) {

@@ -63,8 +63,6 @@ pub struct TransportSet {
     reports_due: Option<Instant>,
     /// The session counted on each transport plugin it uses, while it uses it.
     counted: Vec<(&'static str, GenerationSession)>,
-    /// RTP sent as UDP datagrams (interleaved RTP is counted with the connection's bytes).
-    udp_bytes: u64,
     /// The client's latest RTCP receiver report about the session's stream, by transport.
     receiver_report: Option<(u64, ReportBlock)>,
 }
@@ -127,11 +125,6 @@ impl TransportSet {
         plugins
     }
 
-    /// Bytes of RTP sent as UDP datagrams so far.
-    pub fn udp_bytes(&self) -> u64 {
-        self.udp_bytes
-    }
-
     /// Keep the client's latest receiver report about our stream from `packets`, which
     /// arrived on `transport`.
     pub fn note_rtcp(&mut self, transport: u64, packets: &[RtcpPacket]) {
@@ -170,7 +163,7 @@ impl TransportSet {
     pub fn send_rtp(&mut self, batch: &RtpBatch, out: &mut OutputQueue) {
         for transport in &mut self.transports {
             if matches!(transport.wire, TransportWire::Udp { .. }) {
-                self.udp_bytes += batch.data().len() as u64;
+                out.count_datagrams(batch.data().len() as u64);
             }
             transport.send_rtp(batch, out);
         }
@@ -330,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn transport_plugins_are_listed_once_and_only_udp_counts_as_udp_bytes() {
+    fn transport_plugins_are_listed_once_and_interleaved_rtp_is_not_counted_as_datagrams() {
         let mut set = TransportSet::default();
         set.add(interleaved(1), "live", "tcp");
         set.add(interleaved(2), "live", "tcp");
@@ -339,7 +332,11 @@ mod tests {
         let mut out = OutputQueue::default();
         let batch = RtpPacketizer::new(7, 0).packetize(&[0x47u8; 188], 0);
         set.send_rtp(&batch, &mut out);
-        assert_eq!(set.udp_bytes(), 0, "interleaved RTP is the connection's");
+        assert_eq!(
+            out.bytes_sent(),
+            0,
+            "interleaved RTP counts once the socket takes it"
+        );
         set.remove(1);
         set.remove(2);
         assert!(set.plugins().is_empty());
