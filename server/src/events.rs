@@ -125,6 +125,18 @@ pub const CONTROL_PEER_REFUSED: &str = "CONTROL_PEER_REFUSED";
 /// More plugin warnings arrived than the log takes (over 50 in 10 s); `suppressed` of them were
 /// counted, not written. A flood of bad requests: look for the peers in the warnings written.
 pub const WARNINGS_SUPPRESSED: &str = "WARNINGS_SUPPRESSED";
+/// A TLS certificate expires within 14 days (`days_left`); logged at start and daily. Renew it
+/// (e.g. `certbot renew`): the server picks up the new files by itself.
+pub const TLS_CERT_EXPIRING: &str = "TLS_CERT_EXPIRING";
+/// A TLS certificate or key was refused (unreadable, not matching its key, expired); the
+/// previous certificate keeps serving. Fix the file named in the line, then reload.
+pub const TLS_CERT_REFUSED: &str = "TLS_CERT_REFUSED";
+/// TLS handshakes failed or timed out on a TLS listener (rate limited: one line with a count).
+/// Many from one peer: a scanner or a client without a trusted CA; check the client's setup.
+pub const TLS_HANDSHAKE_FAILED: &str = "TLS_HANDSHAKE_FAILED";
+/// A client spoke plain text to a TLS listener and was closed (rate limited). Point the client
+/// at an `https://`/`rtsps://` URL, or give it a plain-text listener.
+pub const TLS_PLAINTEXT_REFUSED: &str = "TLS_PLAINTEXT_REFUSED";
 
 #[cfg(test)]
 mod tests {

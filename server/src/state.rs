@@ -43,6 +43,8 @@ pub struct Shared {
     /// The counters and gauges each plugin published, by plugin name (kept across reloads
     /// and generations).
     plugin_counters: Mutex<BTreeMap<String, Arc<PluginCounters>>>,
+    /// The TLS certificate sets and which listener uses which; a reload swaps them.
+    pub tls: Arc<crate::tls::TlsRegistry>,
 }
 
 /// Points and plugins an operator put into the drain state: they take no new sessions.
@@ -65,6 +67,7 @@ impl Shared {
             access: crate::access::AccessControl::default(),
             sessions: SessionTable::default(),
             plugin_counters: Mutex::default(),
+            tls: Arc::default(),
         }
     }
 
