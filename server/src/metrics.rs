@@ -288,7 +288,9 @@ fn register_tls_expiries(registry: &mut Registry, now: std::time::SystemTime) {
             Ok(left) => left.as_secs() as i64,
             Err(past) => -(past.duration().as_secs() as i64),
         };
-        gauge.get_or_create(&TlsCertLabels { set, name }).set(seconds);
+        gauge
+            .get_or_create(&TlsCertLabels { set, name })
+            .set(seconds);
     }
     registry.register(
         "tls_cert_expiry_seconds",

@@ -486,7 +486,12 @@ impl Server {
         outcome
     }
 
-    async fn plan_and_apply(&mut self, new: Config, trigger: &str, started: Instant) -> ReloadOutcome {
+    async fn plan_and_apply(
+        &mut self,
+        new: Config,
+        trigger: &str,
+        started: Instant,
+    ) -> ReloadOutcome {
         let plan = plan(&self.config, &new);
         if plan.is_empty() {
             crate::metrics::reload("unchanged");

@@ -165,8 +165,16 @@ impl Compiler<'_> {
     }
 
     fn cert_files(&mut self, section: &Section<'_>) -> Option<CertFiles> {
-        let has_cert = self.require(section, "cert", "cert = \"/etc/letsencrypt/live/example.com/fullchain.pem\"");
-        let has_key = self.require(section, "key", "key = \"/etc/letsencrypt/live/example.com/privkey.pem\"");
+        let has_cert = self.require(
+            section,
+            "cert",
+            "cert = \"/etc/letsencrypt/live/example.com/fullchain.pem\"",
+        );
+        let has_key = self.require(
+            section,
+            "key",
+            "key = \"/etc/letsencrypt/live/example.com/privkey.pem\"",
+        );
         if !(has_cert && has_key) {
             return None;
         }
@@ -178,7 +186,10 @@ impl Compiler<'_> {
     fn read_path(&mut self, section: &Section<'_>, key: &str) -> Option<std::path::PathBuf> {
         let (raw, line) = self.read_string(section, key)?;
         if raw.is_empty() {
-            self.error(line, format!("`{key}` of {} must not be empty", section.label));
+            self.error(
+                line,
+                format!("`{key}` of {} must not be empty", section.label),
+            );
             return None;
         }
         Some(self.resolve(raw))

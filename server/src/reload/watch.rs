@@ -81,7 +81,9 @@ pub fn start(
 fn watch_tls_files(files: &[PathBuf], changes: &mpsc::Sender<Change>) -> Vec<RecommendedWatcher> {
     let mut by_dir: std::collections::BTreeMap<PathBuf, Vec<OsString>> = Default::default();
     for file in files {
-        let dir = file.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
+        let dir = file
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_owned);
         by_dir
             .entry(dir)
             .or_default()

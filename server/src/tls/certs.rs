@@ -105,9 +105,7 @@ impl LoadedCert {
 
     /// Whether this certificate covers `server_name` (lowercase).
     pub fn covers(&self, server_name: &str) -> bool {
-        self.names
-            .iter()
-            .any(|name| name_covers(name, server_name))
+        self.names.iter().any(|name| name_covers(name, server_name))
     }
 
     /// Time left before it expires at `now` (zero once expired).

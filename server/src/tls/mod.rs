@@ -228,7 +228,12 @@ impl TlsRegistry {
     pub fn for_listener(&self, plugin: &str, address: SocketAddr) -> Option<ListenerTls> {
         let listeners = self.listeners.load();
         let name = listeners.get(&(plugin.to_owned(), address))?;
-        Some(self.sets.load().get(name)?.for_listener(speaks_http(plugin)))
+        Some(
+            self.sets
+                .load()
+                .get(name)?
+                .for_listener(speaks_http(plugin)),
+        )
     }
 
     /// The HTTP TLS of the set `name`, for the admin API.
