@@ -111,6 +111,41 @@ fn whole_frames(body: &[u8]) -> &[u8] {
     &body[..last_video_start.unwrap_or(packets) * 188]
 }
 
+/// Send `request` over TLS (verified against `ca`) and collect the answer for two seconds.
+fn tls_exchange(address: SocketAddr, ca: &Path, request: &[u8]) -> Vec<u8> {
+    let mut client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-connect",
+            &address.to_string(),
+        ])
+        .arg("-CAfile")
+        .arg(ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start openssl s_client");
+    client
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(request)
+        .expect("send the request");
+    let mut stdout = client.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut answer = Vec::new();
+        let _ = stdout.read_to_end(&mut answer);
+        answer
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = client.kill();
+    let _ = client.wait();
+    reader.join().unwrap()
+}
+
 fn curl(ca: &Path) -> Command {
     let mut command = Command::new("curl");
     command.args(["-sS", "--cacert"]).arg(ca);
@@ -242,6 +277,26 @@ fn rtsps_raw_ts_over_tls_and_the_admin_api_over_https() {
         rtsp.errors
     );
     rtsp.assert_clean(80, "ffmpeg playing rtsps");
+
+    // The plugin learns that its connection is secure: the Content-Base it gives back is
+    // rtsps:// even for a client that wrote rtsp://.
+    let describe = tls_exchange(
+        rtsps,
+        &pki.ca_file(),
+        format!(
+            "DESCRIBE rtsp://127.0.0.1:{}/vod RTSP/1.0\r\nCSeq: 2\r\n\r\n",
+            rtsps.port()
+        )
+        .as_bytes(),
+    );
+    let describe = String::from_utf8_lossy(&describe);
+    assert!(
+        describe.contains(&format!(
+            "Content-Base: rtsps://127.0.0.1:{}/vod/",
+            rtsps.port()
+        )),
+        "{describe}"
+    );
 
     // Raw TS over TLS: openssl s_client verifies the chain and writes the decrypted stream.
     let mut client = Command::new("openssl")

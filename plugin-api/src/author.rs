@@ -215,6 +215,13 @@ impl<'a> Host<'a> {
     pub fn gauge(&mut self, name: &str, value: i64) {
         self.ffi.gauge(RStr::from_str(name), value);
     }
+
+    /// Since 1.1. Whether the connection arrived over TLS, terminated by the host: the
+    /// session sees plain bytes either way, but URLs it gives out should then be `https://`
+    /// or `rtsps://`. False on a host without TLS.
+    pub fn is_secure(&self) -> bool {
+        self.ffi.is_secure()
+    }
 }
 
 /// Run `f`, turning a panic into its message.

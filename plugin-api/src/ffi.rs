@@ -196,4 +196,10 @@ pub trait FfiHost {
     fn gauge(&mut self, name: RStr<'_>, value: i64) {
         let _ = (name, value);
     }
+    /// Since 1.1. Whether the connection arrived over TLS terminated by the host (the
+    /// session still sees plain bytes): build `https://` or `rtsps://` URLs then. A host
+    /// without TLS answers false.
+    fn is_secure(&self) -> bool {
+        false
+    }
 }

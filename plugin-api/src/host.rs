@@ -415,6 +415,10 @@ pub trait HostCalls {
     fn gauge(&mut self, name: &str, value: i64) {
         let _ = (name, value);
     }
+    /// Whether the connection arrived over TLS terminated by the host (since 1.1).
+    fn is_secure(&self) -> bool {
+        false
+    }
 }
 
 /// Presents a [`HostCalls`] as the ABI's [`FfiHost`].
@@ -477,6 +481,9 @@ impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
     }
     fn gauge(&mut self, name: RStr<'_>, value: i64) {
         self.0.gauge(name.as_str(), value);
+    }
+    fn is_secure(&self) -> bool {
+        self.0.is_secure()
     }
 }
 

@@ -68,6 +68,8 @@ pub struct MockHost {
     pub gauges: BTreeMap<String, i64>,
     /// Credentials the session presented, in order.
     pub credentials: Vec<Credentials>,
+    /// What `is_secure` answers: the connection came over TLS.
+    pub secure: bool,
 }
 
 impl MockHost {
@@ -256,5 +258,8 @@ impl FfiHost for MockHost {
     }
     fn gauge(&mut self, name: RStr<'_>, value: i64) {
         self.gauges.insert(name.as_str().to_owned(), value);
+    }
+    fn is_secure(&self) -> bool {
+        self.secure
     }
 }

@@ -470,6 +470,10 @@ impl HostCalls for Connection<'_> {
         self.counters.gauge(name, value);
     }
 
+    fn is_secure(&self) -> bool {
+        self.secure
+    }
+
     fn present_credentials(&mut self, credentials: ferrocast_plugin_api::Credentials) {
         self.credentials = credentials;
     }
