@@ -103,7 +103,6 @@ pub(super) fn compile(
     let server = compiler.server(root);
     let limits = compiler.limits(root);
     let tls = compiler.tls(root);
-    compiler.tls_names = tls.keys().cloned().collect();
     let plugins = compiler.plugins(root, catalog);
     let points = compiler.points(root, &plugins);
     let security = compiler.security(root);

@@ -28,7 +28,7 @@ impl Compiler<'_> {
     ) -> Option<Vec<(String, usize, Option<String>)>> {
         let (item, line) = self.entry(section, "listen")?;
         let Some(array) = item.as_array() else {
-            self.type_error(line, "listen", "an array of addresses", item);
+            self.type_error(line, "listen", "an array of strings", item);
             return None;
         };
         let mut entries = Vec::with_capacity(array.len());
@@ -44,7 +44,7 @@ impl Compiler<'_> {
                 other => self.error(
                     value_line,
                     format!(
-                        "each entry of `listen` must be a string or an inline table, found {}; {LISTEN_ENTRY_HINT}",
+                        "each entry of `listen` must be a string, found {}; {LISTEN_ENTRY_HINT}",
                         describe(&Item::Value(other.clone()))
                     ),
                 ),
@@ -96,6 +96,8 @@ impl Compiler<'_> {
                 );
                 continue;
             };
+            // Named even when incomplete, so listen entries that use it are not also errors.
+            self.tls_names.push(name.to_owned());
             let set_section = Section { table, label, line };
             if let Some(set) = self.tls_set(name, &set_section) {
                 sets.insert(name.to_owned(), set);

@@ -383,6 +383,116 @@ async fn close_plaintext(mut socket: TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CertFiles;
+    use std::path::Path;
+
+    /// A self-signed certificate for `names` (common name `label`) written into `dir`.
+    fn write_cert(dir: &Path, stem: &str, label: &str, names: &[&str]) -> CertFiles {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, label);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let files = CertFiles {
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}.key")),
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+
+    fn tls_config(name: &str, certs: Vec<CertFiles>) -> TlsConfig {
+        TlsConfig {
+            name: name.to_owned(),
+            certs,
+            handshake_timeout: Duration::from_secs(1),
+            line: 1,
+        }
+    }
+
+    fn set_names(registry: &TlsRegistry, set: &str) -> Vec<String> {
+        registry.sets.load()[set]
+            .resolver
+            .set
+            .load()
+            .certs
+            .iter()
+            .flat_map(|cert| cert.names.clone())
+            .collect()
+    }
+
+    #[test]
+    fn sni_picks_the_certificate_covering_the_name_else_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let certs = vec![
+            LoadedCert::load(&write_cert(dir.path(), "a", "a", &["a.test"]), now).unwrap(),
+            LoadedCert::load(&write_cert(dir.path(), "b", "b", &["*.b.test"]), now).unwrap(),
+        ];
+        let set = CertSet { certs };
+        let pick = |name: Option<&str>| set.pick(name).unwrap().names.clone();
+        assert_eq!(pick(Some("x.B.test")), vec!["*.b.test"]);
+        assert_eq!(pick(Some("a.test")), vec!["a.test"]);
+        assert_eq!(pick(Some("c.test")), vec!["a.test"]);
+        assert_eq!(pick(None), vec!["a.test"]);
+    }
+
+    #[test]
+    fn a_refused_certificate_names_its_file_and_leaves_the_old_one_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let good = write_cert(dir.path(), "main", "one", &["one.test"]);
+        let mut config = Config {
+            path: dir.path().join("ferrocast.toml"),
+            server: Default::default(),
+            limits: Default::default(),
+            plugins: Default::default(),
+            points: Vec::new(),
+            security: Default::default(),
+            admin: None,
+            access_log: None,
+            tls: Default::default(),
+            warnings: Vec::new(),
+        };
+        config
+            .tls
+            .insert("main".into(), tls_config("main", vec![good.clone()]));
+        let registry = TlsRegistry::default();
+        assert!(registry.apply(&config, now).is_empty());
+        assert_eq!(set_names(&registry, "main"), vec!["one.test"]);
+
+        // A key of another certificate.
+        let other = write_cert(dir.path(), "other", "two", &["two.test"]);
+        std::fs::copy(&other.key, &good.key).unwrap();
+        let refusals = registry.apply(&config, now);
+        assert_eq!(refusals.len(), 1);
+        assert!(matches!(refusals[0].source, CertError::KeyMismatch { .. }));
+        assert!(
+            refusals[0].to_string().contains("main.key"),
+            "{}",
+            refusals[0]
+        );
+        assert_eq!(set_names(&registry, "main"), vec!["one.test"]);
+
+        // Missing files, then a certificate that expired (seen from the future).
+        std::fs::remove_file(&good.cert).unwrap();
+        let refusals = registry.apply(&config, now);
+        assert!(matches!(refusals[0].source, CertError::Read { .. }));
+        let renewed = write_cert(dir.path(), "main", "three", &["three.test"]);
+        // rcgen certificates end in 4096.
+        let later = now + Duration::from_secs(3_000 * 365 * 86_400);
+        let refusals = registry.apply(&config, later);
+        assert!(matches!(refusals[0].source, CertError::Expired { .. }));
+        assert_eq!(set_names(&registry, "main"), vec!["one.test"]);
+
+        // A good renewal is taken.
+        assert_eq!(renewed, good);
+        assert!(registry.apply(&config, now).is_empty());
+        assert_eq!(set_names(&registry, "main"), vec!["three.test"]);
+    }
 
     #[test]
     fn certificates_within_fourteen_days_are_expiring() {
