@@ -273,26 +273,7 @@ async fn accept_loop(listener: TcpListener, id: ListenerId, shared: Arc<Shared>)
                     plugin: serving,
                     admitted,
                 };
-                match shared.tls.for_listener(&plugin, configured) {
-                    Some(tls) => {
-                        tokio::spawn(serve_tls(accepted, tls, Arc::clone(&shared)));
-                    }
-                    None if shared.tls.is_tls_listener(&plugin, configured) => {
-                        // Its certificates never loaded (refused, logged): never serve
-                        // plain text where TLS was asked for.
-                        debug!(%peer, "TLS listener without certificates; connection closed");
-                    }
-                    None => {
-                        tokio::spawn(serve_connection(
-                            accepted.socket,
-                            peer,
-                            accepted.local,
-                            accepted.plugin,
-                            Arc::clone(&shared),
-                            accepted.admitted,
-                        ));
-                    }
-                }
+                dispatch(accepted, &plugin, configured, &shared);
             }
             Err(error) => {
                 let out_of_descriptors =
@@ -321,6 +302,31 @@ struct Accepted {
     /// Holds the connection's place in the limits from the accept on, so handshakes in
     /// progress count too.
     admitted: Admitted,
+}
+
+/// Hand an admitted connection to its plugin: through a TLS handshake when its listener is
+/// marked TLS, directly otherwise.
+fn dispatch(accepted: Accepted, plugin: &str, configured: SocketAddr, shared: &Arc<Shared>) {
+    match shared.tls.for_listener(plugin, configured) {
+        Some(tls) => {
+            tokio::spawn(serve_tls(accepted, tls, Arc::clone(shared)));
+        }
+        None if shared.tls.is_tls_listener(plugin, configured) => {
+            // Its certificates never loaded (refused, logged): never serve plain text where
+            // TLS was asked for.
+            debug!(peer = %accepted.peer, "TLS listener without certificates; connection closed");
+        }
+        None => {
+            tokio::spawn(serve_connection(
+                accepted.socket,
+                accepted.peer,
+                accepted.local,
+                accepted.plugin,
+                Arc::clone(shared),
+                accepted.admitted,
+            ));
+        }
+    }
 }
 
 /// Complete the TLS handshake (bounded), then serve the decrypted stream like any other.

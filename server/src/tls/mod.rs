@@ -50,7 +50,7 @@ pub fn is_expiring(remaining: Duration) -> bool {
 #[error("TLS certificate of [tls.{set}] refused: {source}")]
 pub struct CertRefusal {
     pub set: String,
-    pub source: CertError,
+    pub source: Box<CertError>,
 }
 
 /// The certificates of one `[tls.<name>]`: the default first, then the SNI ones.
@@ -194,7 +194,7 @@ impl TlsRegistry {
             .collect();
         self.sets.store(Arc::new(sets));
         self.listeners.store(Arc::new(listeners));
-        self.publish_expiry(now);
+        self.publish_expiry();
         refusals
     }
 
@@ -241,7 +241,8 @@ impl TlsRegistry {
         Some(self.sets.load().get(name)?.for_listener(true))
     }
 
-    /// Whether `plugin` has a TLS listener on `address` whose set failed to load.
+    /// Whether `plugin`'s listener on `address` is marked TLS (whether or not its
+    /// certificates loaded).
     pub fn is_tls_listener(&self, plugin: &str, address: SocketAddr) -> bool {
         self.listeners
             .load()
@@ -276,11 +277,10 @@ impl TlsRegistry {
                 }
             }
         }
-        self.publish_expiry(now);
+        self.publish_expiry();
     }
 
-    fn publish_expiry(&self, now: SystemTime) {
-        let _ = now;
+    fn publish_expiry(&self) {
         crate::metrics::set_tls_expiries(self.expiries());
     }
 
@@ -298,7 +298,7 @@ fn load_set(tls: &TlsConfig, now: SystemTime) -> Result<Vec<LoadedCert>, CertRef
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| CertRefusal {
             set: tls.name.clone(),
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -469,7 +469,7 @@ mod tests {
         std::fs::copy(&other.key, &good.key).unwrap();
         let refusals = registry.apply(&config, now);
         assert_eq!(refusals.len(), 1);
-        assert!(matches!(refusals[0].source, CertError::KeyMismatch { .. }));
+        assert!(matches!(*refusals[0].source, CertError::KeyMismatch { .. }));
         assert!(
             refusals[0].to_string().contains("main.key"),
             "{}",
@@ -480,12 +480,12 @@ mod tests {
         // Missing files, then a certificate that expired (seen from the future).
         std::fs::remove_file(&good.cert).unwrap();
         let refusals = registry.apply(&config, now);
-        assert!(matches!(refusals[0].source, CertError::Read { .. }));
+        assert!(matches!(*refusals[0].source, CertError::Read { .. }));
         let renewed = write_cert(dir.path(), "main", "three", &["three.test"]);
         // rcgen certificates end in 4096.
         let later = now + Duration::from_secs(3_000 * 365 * 86_400);
         let refusals = registry.apply(&config, later);
-        assert!(matches!(refusals[0].source, CertError::Expired { .. }));
+        assert!(matches!(*refusals[0].source, CertError::Expired { .. }));
         assert_eq!(set_names(&registry, "main"), vec!["one.test"]);
 
         // A good renewal is taken.
