@@ -45,13 +45,26 @@ impl Pki {
     /// Issue a certificate for `names` with common name `label` into `<stem>.pem` and
     /// `<stem>.key`; `expired` makes one that ended in 2020.
     fn issue(&self, stem: &str, label: &str, names: &[&str], expired: bool) -> (PathBuf, PathBuf) {
-        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-        let mut params = CertificateParams::new(names).expect("server params");
-        params.distinguished_name.push(DnType::CommonName, label);
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("server params");
         if expired {
             params.not_before = rcgen::date_time_ymd(2019, 1, 1);
             params.not_after = rcgen::date_time_ymd(2020, 1, 1);
         }
+        self.issue_with(params, stem, label, names)
+    }
+
+    fn issue_with(
+        &self,
+        mut params: CertificateParams,
+        stem: &str,
+        label: &str,
+        names: &[&str],
+    ) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        params.subject_alt_names = CertificateParams::new(names)
+            .expect("server names")
+            .subject_alt_names;
+        params.distinguished_name.push(DnType::CommonName, label);
         let key = KeyPair::generate().expect("server key");
         let cert = params
             .signed_by(&key, &self.ca, &self.ca_key)
@@ -541,5 +554,56 @@ fn a_listen_entry_naming_a_missing_tls_table_is_a_config_error_with_its_line() {
     assert!(
         logs.contains(":3:") && logs.contains("[tls.nope]"),
         "{logs}"
+    );
+}
+
+/// The UTC date `days` from now, as (year, month, day), from `date`.
+fn date_in(days: u32) -> (i32, u8, u8) {
+    let output = Command::new("date")
+        .args(["-u", "-d", &format!("+{days} days"), "+%Y %m %d"])
+        .output()
+        .expect("run date");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    (
+        parts[0].parse().unwrap(),
+        parts[1].parse().unwrap(),
+        parts[2].parse().unwrap(),
+    )
+}
+
+#[test]
+fn a_certificate_close_to_expiry_is_warned_about_and_measured() {
+    let pki = Pki::new();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let (year, month, day) = date_in(5);
+    params.not_after = rcgen::date_time_ymd(year, month, day);
+    let (cert, key) = pki.issue_with(params, "soon", "soon", &["localhost", "127.0.0.1"]);
+    let plugins = standard_plugin_dir();
+    let (plain, https, admin) = (loopback(), loopback(), loopback());
+    let config = format!(
+        "{}\n[plugins.http]\nlisten = [\"{plain}\", {{ address = \"{https}\", tls = \"main\" }}]\n\n[admin]\nlisten = \"{admin}\"\n\n{}",
+        tls_table("main", &cert, &key, ""),
+        standard_points()
+    );
+    let server = Ferrocast::start(&config, plugins.path(), plain);
+    server.wait_for("TLS_CERT_EXPIRING", Duration::from_secs(10));
+    let warning = server.event_lines("TLS_CERT_EXPIRING").join("\n");
+    assert!(
+        warning.contains("soon.pem")
+            && (warning.contains("days_left=4") || warning.contains("days_left=5")),
+        "{warning}"
+    );
+    server.wait_for("admin API ready", Duration::from_secs(10));
+    let metrics = http_get(admin, "/metrics", 1 << 20).body_text();
+    let line = metrics
+        .lines()
+        .find(|line| line.starts_with("ferrocast_tls_cert_expiry_seconds{"))
+        .unwrap_or_else(|| panic!("no expiry gauge in:\n{metrics}"));
+    let seconds: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((3 * 86_400..6 * 86_400).contains(&seconds), "{line}");
+    assert!(
+        line.contains("set=\"main\"") && line.contains("name=\"localhost\""),
+        "{line}"
     );
 }

@@ -194,7 +194,8 @@ impl TlsRegistry {
             .collect();
         self.sets.store(Arc::new(sets));
         self.listeners.store(Arc::new(listeners));
-        self.publish_expiry();
+        // At start and at every reload: a renewal that is still about to expire is told.
+        self.check_expiry(now);
         refusals
     }
 
@@ -277,10 +278,6 @@ impl TlsRegistry {
                 }
             }
         }
-        self.publish_expiry();
-    }
-
-    fn publish_expiry(&self) {
         crate::metrics::set_tls_expiries(self.expiries());
     }
 
@@ -302,11 +299,12 @@ fn load_set(tls: &TlsConfig, now: SystemTime) -> Result<Vec<LoadedCert>, CertRef
         })
 }
 
-/// Check every certificate for expiry now and then daily, until the task is aborted.
+/// Check every certificate for expiry daily (start and reloads check on their own), until
+/// the task is aborted.
 pub async fn watch_expiry(registry: Arc<TlsRegistry>) {
     loop {
-        registry.check_expiry(SystemTime::now());
         tokio::time::sleep(EXPIRY_CHECK_INTERVAL).await;
+        registry.check_expiry(SystemTime::now());
     }
 }
 
