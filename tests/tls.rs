@@ -159,6 +159,24 @@ fn tls_exchange(address: SocketAddr, ca: &Path, request: &[u8]) -> Vec<u8> {
     reader.join().unwrap()
 }
 
+/// The ALPN protocol a handshake offering `http/1.1` negotiates, or "none".
+fn negotiated_alpn(address: SocketAddr) -> String {
+    let output = Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-alpn", "http/1.1", "-connect"])
+        .arg(address.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if text.contains("No ALPN negotiated") {
+        return "none".to_owned();
+    }
+    text.lines()
+        .find_map(|line| line.strip_prefix("ALPN protocol: "))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("no ALPN line in: {text}"))
+}
+
 fn curl(ca: &Path) -> Command {
     let mut command = Command::new("curl");
     command.args(["-sS", "--cacert"]).arg(ca);
@@ -260,17 +278,18 @@ fn curl_and_ffmpeg_play_and_push_over_https() {
 }
 
 #[test]
-fn rtsps_raw_ts_over_tls_and_the_admin_api_over_https() {
+fn rtsps_raw_ts_and_websocket_over_tls_and_the_admin_api_over_https() {
     let pki = Pki::new();
     let (cert, key) = pki.issue("main", "first", &["localhost", "127.0.0.1"], false);
-    let plugins = shipped_plugins_dir(&["http", "rtsp", "tcp"]);
+    let plugins = shipped_plugins_dir(&["http", "rtsp", "tcp", "ws"]);
     let (http, rtsps, ts, admin) = (loopback(), loopback(), loopback(), loopback());
+    let wss = loopback();
     let points = standard_points().replace(
         "protocols = [\"http\"]",
-        "protocols = [\"http\", \"rtsp\", \"tcp\"]",
+        "protocols = [\"http\", \"rtsp\", \"tcp\", \"ws\"]",
     );
     let config = format!(
-        "{}\n{}\n[plugins.rtsp]\nlisten = [{{ address = \"{rtsps}\", tls = \"main\" }}]\n\n[plugins.tcp]\nlisten = [{{ address = \"{ts}\", tls = \"main\" }}]\nserve = {{ \"{}\" = \"vod\" }}\n\n[admin]\nlisten = \"{admin}\"\ntls = \"main\"\n",
+        "{}\n{}\n[plugins.ws]\nlisten = [{{ address = \"{wss}\", tls = \"main\" }}]\n\n[plugins.rtsp]\nlisten = [{{ address = \"{rtsps}\", tls = \"main\" }}]\n\n[plugins.tcp]\nlisten = [{{ address = \"{ts}\", tls = \"main\" }}]\nserve = {{ \"{}\" = \"vod\" }}\n\n[admin]\nlisten = \"{admin}\"\ntls = \"main\"\n",
         config_with(http, &points),
         tls_table("main", &cert, &key, ""),
         ts.port()
@@ -310,6 +329,18 @@ fn rtsps_raw_ts_over_tls_and_the_admin_api_over_https() {
         )),
         "{describe}"
     );
+
+    // WebSocket over TLS: the upgrade is answered inside TLS, the listener offers http/1.1.
+    let upgrade = tls_exchange(
+        wss,
+        &pki.ca_file(),
+        b"GET /vod HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    let upgrade = String::from_utf8_lossy(&upgrade[..upgrade.len().min(200)]).into_owned();
+    assert!(upgrade.starts_with("HTTP/1.1 101"), "{upgrade}");
+    assert_eq!(negotiated_alpn(wss), "http/1.1");
+    assert_eq!(negotiated_alpn(admin), "http/1.1");
+    assert_eq!(negotiated_alpn(rtsps), "none", "no ALPN on RTSP");
 
     // Raw TS over TLS: openssl s_client verifies the chain and writes the decrypted stream.
     let mut client = Command::new("openssl")

@@ -166,8 +166,6 @@ pub struct TlsConfig {
     /// A connection that has not completed its handshake this long after it was accepted
     /// is closed.
     pub handshake_timeout: Duration,
-    /// Line of the table header.
-    pub line: usize,
 }
 
 /// A certificate chain and its private key, as PEM files (absolute paths).

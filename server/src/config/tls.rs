@@ -122,7 +122,6 @@ impl Compiler<'_> {
             name: name.to_owned(),
             certs,
             handshake_timeout,
-            line: section.line,
         })
     }
 

@@ -407,7 +407,6 @@ mod tests {
             name: name.to_owned(),
             certs,
             handshake_timeout: Duration::from_secs(1),
-            line: 1,
         }
     }
 
