@@ -57,7 +57,8 @@ fn measure(server: &Ferrocast, url: &str, count: usize, ca: &Path) -> f64 {
     let load = used.as_secs_f64() / started.elapsed().as_secs_f64();
     let still_playing = clients
         .iter_mut()
-        .filter(|client| matches!(client.try_wait(), Ok(None)))
+        .map(|client| client.try_wait())
+        .filter(|status| matches!(status, Ok(None)))
         .count();
     for client in &mut clients {
         let _ = client.kill();
