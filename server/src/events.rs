@@ -125,8 +125,8 @@ pub const CONTROL_PEER_REFUSED: &str = "CONTROL_PEER_REFUSED";
 /// More plugin warnings arrived than the log takes (over 50 in 10 s); `suppressed` of them were
 /// counted, not written. A flood of bad requests: look for the peers in the warnings written.
 pub const WARNINGS_SUPPRESSED: &str = "WARNINGS_SUPPRESSED";
-/// A TLS certificate expires within 14 days (`days_left`); logged at start, reloads and daily. Renew it
-/// (e.g. `certbot renew`): the server picks up the new files by itself.
+/// A TLS certificate expires within 14 days (`days_left`); logged at start, at reloads and
+/// daily. Renew it (e.g. `certbot renew`): the server picks up the new files by itself.
 pub const TLS_CERT_EXPIRING: &str = "TLS_CERT_EXPIRING";
 /// A TLS certificate or key was refused (unreadable, not matching its key, expired); the
 /// previous certificate keeps serving. Fix the file named in the line, then reload.
