@@ -78,10 +78,17 @@ fn write_certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Distinct names: a certificate whose issuer and subject match reads as self-signed.
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "fan-out CA");
     let ca = ca_params.self_signed(&ca_key).expect("CA");
     let key = rcgen::KeyPair::generate().expect("server key");
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "fan-out server");
+    let cert = params
         .signed_by(&key, &ca, &ca_key)
         .expect("server certificate");
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
