@@ -308,6 +308,13 @@ impl<'a> Host<'a> {
         self.ffi
             .describe_source(RStr::from_str(name), RStr::from_str(description));
     }
+
+    /// Since 1.1. Whether the connection arrived over TLS, terminated by the host: the
+    /// session sees plain bytes either way, but URLs it gives out should then be `https://`
+    /// or `rtsps://`. False on a host without TLS.
+    pub fn is_secure(&self) -> bool {
+        self.ffi.is_secure()
+    }
 }
 
 /// Author-side conveniences over the calls above; nothing here crosses the interface.

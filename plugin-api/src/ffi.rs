@@ -225,4 +225,10 @@ pub trait FfiHost {
     fn describe_source(&mut self, name: RStr<'_>, description: RStr<'_>) {
         let _ = (name, description);
     }
+    /// Since 1.1. Whether the connection arrived over TLS terminated by the host (the
+    /// session still sees plain bytes): build `https://` or `rtsps://` URLs then. A host
+    /// without TLS answers false.
+    fn is_secure(&self) -> bool {
+        false
+    }
 }

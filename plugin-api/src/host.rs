@@ -431,6 +431,10 @@ pub trait HostCalls {
     fn describe_source(&mut self, name: &str, description: &str) {
         let _ = (name, description);
     }
+    /// Whether the connection arrived over TLS terminated by the host (since 1.1).
+    fn is_secure(&self) -> bool {
+        false
+    }
 }
 
 /// Presents a [`HostCalls`] as the ABI's [`FfiHost`].
@@ -502,6 +506,9 @@ impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
     }
     fn describe_source(&mut self, name: RStr<'_>, description: RStr<'_>) {
         self.0.describe_source(name.as_str(), description.as_str());
+    }
+    fn is_secure(&self) -> bool {
+        self.0.is_secure()
     }
 }
 

@@ -78,6 +78,8 @@ pub struct MockHost {
     pub resource_body: Vec<u8>,
     /// `describe_source` calls: (name, description).
     pub source_descriptions: Vec<(String, String)>,
+    /// What `is_secure` answers: the connection came over TLS.
+    pub secure: bool,
 }
 
 impl MockHost {
@@ -296,6 +298,9 @@ impl FfiHost for MockHost {
     fn describe_source(&mut self, name: RStr<'_>, description: RStr<'_>) {
         self.source_descriptions
             .push((name.as_str().to_owned(), description.as_str().to_owned()));
+    }
+    fn is_secure(&self) -> bool {
+        self.secure
     }
 }
 

@@ -137,6 +137,19 @@ pub const HLS_LAGGING: &str = "HLS_LAGGING";
 /// when the session ends. Loss over UDP points at the client's network or receive buffer.
 pub const RECEIVER_REPORT: &str = "RECEIVER_REPORT";
 
+/// A TLS certificate expires within 14 days (`days_left`); logged at start, at reloads and
+/// daily. Renew it (e.g. `certbot renew`): the server picks up the new files by itself.
+pub const TLS_CERT_EXPIRING: &str = "TLS_CERT_EXPIRING";
+/// A TLS certificate or key was refused (unreadable, not matching its key, expired); the
+/// previous certificate keeps serving. Fix the file named in the line, then reload.
+pub const TLS_CERT_REFUSED: &str = "TLS_CERT_REFUSED";
+/// TLS handshakes failed or timed out on a TLS listener (rate limited: one line with a count).
+/// Many from one peer: a scanner or a client without a trusted CA; check the client's setup.
+pub const TLS_HANDSHAKE_FAILED: &str = "TLS_HANDSHAKE_FAILED";
+/// A client spoke plain text to a TLS listener and was closed (rate limited). Point the client
+/// at an `https://`/`rtsps://` URL, or give it a plain-text listener.
+pub const TLS_PLAINTEXT_REFUSED: &str = "TLS_PLAINTEXT_REFUSED";
+
 #[cfg(test)]
 mod tests {
     //! Every `warn!` and `error!` in the host names its event: the source files under `src/`

@@ -19,6 +19,7 @@
 //! - [`reload`]: reload triggers, the configuration diff and the control socket.
 //! - [`state`]: server-wide running state: point and plugin tables, drains, change epoch.
 //! - [`random`]: unpredictable values for RTP fields and jitter.
+//! - [`tls`]: TLS terminated by the host on marked listeners: certificates, SNI, reload.
 //! - [`limits`]: connection limits at the accept path (global, per IP, rate, descriptors).
 //! - [`events`]: stable names of operator-facing events.
 //! - [`warn_limit`]: the rate limit on per-request warnings.
@@ -46,6 +47,7 @@ pub mod scaffold;
 pub mod server;
 pub mod state;
 pub mod systemd;
+pub mod tls;
 pub mod transport;
 pub mod udp;
 pub mod warn_limit;

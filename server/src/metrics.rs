@@ -239,6 +239,7 @@ pub fn render(snapshot: &Snapshot) -> String {
     );
     register_generations(&mut registry, &snapshot.generations);
     register_plugin_metrics(&mut registry, &snapshot.plugin_metrics);
+    register_tls_expiries(&mut registry, std::time::SystemTime::now());
     let mut text = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
@@ -266,6 +267,48 @@ fn to_prometheus_text(open_metrics: &str) -> String {
         text.push('\n');
     }
     text
+}
+
+/// Every TLS certificate serving now: (`[tls.<name>]`, its first DNS name, its expiry).
+static TLS_EXPIRIES: std::sync::Mutex<Vec<(String, String, std::time::SystemTime)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Replace the TLS certificates the expiry gauge reports.
+pub fn set_tls_expiries(expiries: Vec<(String, String, std::time::SystemTime)>) {
+    *TLS_EXPIRIES
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner()) = expiries;
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TlsCertLabels {
+    set: String,
+    name: String,
+}
+
+fn register_tls_expiries(registry: &mut Registry, now: std::time::SystemTime) {
+    let expiries = TLS_EXPIRIES
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .clone();
+    if expiries.is_empty() {
+        return;
+    }
+    let gauge = Family::<TlsCertLabels, Gauge>::default();
+    for (set, name, not_after) in expiries {
+        let seconds = match not_after.duration_since(now) {
+            Ok(left) => left.as_secs() as i64,
+            Err(past) => -(past.duration().as_secs() as i64),
+        };
+        gauge
+            .get_or_create(&TlsCertLabels { set, name })
+            .set(seconds);
+    }
+    registry.register(
+        "tls_cert_expiry_seconds",
+        "Seconds until each TLS certificate expires (negative once expired)",
+        gauge,
+    );
 }
 
 fn register_counters(registry: &mut Registry) {

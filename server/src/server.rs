@@ -72,6 +72,8 @@ pub enum ServerError {
     Output(#[from] OutputRefused),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminBindError),
+    #[error("{0}; fix the file, or take `tls` off the listen entries that use it")]
+    Tls(#[from] crate::tls::CertRefusal),
 }
 
 /// The bound, ready-to-run server.
@@ -105,6 +107,16 @@ struct ControlInputs {
     admin: mpsc::Receiver<crate::admin::AdminEnvelope>,
     /// The config file and plugin directory watches feeding `changes`.
     _watches: watch::Watches,
+}
+
+/// The certificate and key files of every `[tls.<name>]`, watched for renewals.
+fn tls_files(config: &Config) -> Vec<PathBuf> {
+    config
+        .tls
+        .values()
+        .flat_map(|tls| &tls.certs)
+        .flat_map(|files| [files.cert.clone(), files.key.clone()])
+        .collect()
 }
 
 /// Bind the control socket at `configured`, or at the default path (in a private directory,
@@ -154,6 +166,14 @@ impl Server {
         shared.gate.set_limits(config.limits);
         shared.hls.sync(&shared.points.load(), config.hls);
         start_descriptor_limit(&shared);
+        if let Some(refusal) = shared
+            .tls
+            .apply(&config, std::time::SystemTime::now())
+            .into_iter()
+            .next()
+        {
+            return Err(refusal.into());
+        }
         shared
             .access
             .set_policy(crate::access::AccessPolicy::from_config(&config));
@@ -265,6 +285,11 @@ impl Server {
         let (change_tx, changes) = mpsc::channel(8);
         let (admin_tx, admin) = mpsc::channel(16);
         let mut tasks = vec![control_task];
+        if !self.config.tls.is_empty() {
+            tasks.push(tokio::spawn(crate::tls::watch_expiry(Arc::clone(
+                &self.shared.tls,
+            ))));
+        }
         if let Some(listener) = self.admin.take() {
             tasks.push(tokio::spawn(
                 listener.serve(Arc::clone(&self.shared), admin_tx),
@@ -276,7 +301,12 @@ impl Server {
             changes,
             hangups: self.hangups.take(),
             status_requests: self.status_requests.take(),
-            _watches: watch::start(&self.config.path, &self.registry.dir, change_tx),
+            _watches: watch::start(
+                &self.config.path,
+                &self.registry.dir,
+                &tls_files(&self.config),
+                change_tx,
+            ),
         };
         (inputs, tasks)
     }
@@ -326,6 +356,7 @@ impl Server {
                 Reply {
                     ok: outcome.refused.is_none()
                         && outcome.failed.is_empty()
+                        && outcome.tls_refused.is_empty()
                         && plugins.all_taken(),
                     text,
                 }
@@ -448,6 +479,20 @@ impl Server {
         if let Some(control) = &self.control_override {
             new.server.control_socket = Some(control.clone());
         }
+        // Certificates reload on every trigger, whether or not the file changed: a renewal
+        // replaces the certificate files, not the configuration.
+        let tls_refusals = self.shared.tls.apply(&new, std::time::SystemTime::now());
+        let mut outcome = self.plan_and_apply(new, trigger, started).await;
+        outcome.tls_refused = tls_refusals.iter().map(ToString::to_string).collect();
+        outcome
+    }
+
+    async fn plan_and_apply(
+        &mut self,
+        new: Config,
+        trigger: &str,
+        started: Instant,
+    ) -> ReloadOutcome {
         let plan = plan(&self.config, &new);
         if plan.is_empty() {
             crate::metrics::reload("unchanged");
@@ -699,6 +744,9 @@ fn describe_outcome(outcome: &ReloadOutcome) -> String {
     }
     for failure in &outcome.failed {
         let _ = writeln!(text, "not applied (kept as before): {failure}");
+    }
+    for refusal in &outcome.tls_refused {
+        let _ = writeln!(text, "{refusal}; the previous certificate keeps serving");
     }
     text
 }

@@ -686,7 +686,7 @@ impl Decoded {
 pub fn decode(input: &str, extra: &[&str], limit_seconds: Option<f64>) -> Decoded {
     let mut command = Command::new("ffmpeg");
     // Bounded waits: a stream that stops must fail the test, not hang it.
-    let timeout = if input.starts_with("rtsp://") {
+    let timeout = if input.starts_with("rtsp://") || input.starts_with("rtsps://") {
         ["-timeout", "10000000"]
     } else {
         ["-rw_timeout", "10000000"]

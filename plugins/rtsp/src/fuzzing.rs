@@ -68,7 +68,7 @@ fn check_request(request: &crate::proto::request::Request, limits: Limits) {
     for (_, value) in &request.headers {
         assert!(!value.contains(['\r', '\n']));
     }
-    if let Ok(target) = url::parse(&request.uri, "127.0.0.1:8554") {
+    if let Ok(target) = url::parse(&request.uri, "127.0.0.1:8554", false) {
         assert!(
             !target.path.split('/').any(|s| s == ".." || s.is_empty()) || target.path.is_empty()
         );

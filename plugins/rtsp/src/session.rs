@@ -289,7 +289,7 @@ impl RtspSession {
 
     fn handle(&mut self, host: &mut Host<'_>, request: Request) {
         self.touch(host);
-        let target = url::parse(&request.uri, &self.info.local);
+        let target = url::parse(&request.uri, &self.info.local, host.is_secure());
         let cseq = request.header("CSeq").map(str::to_owned);
         let exchange = Exchange {
             method: request.method.chars().take(MAX_LOGGED_METHOD).collect(),

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod edit;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,6 +71,8 @@ pub struct AdminBindError {
 /// The bound admin listener, ready to serve.
 pub struct AdminListener {
     listener: TcpListener,
+    /// The `[tls.<name>]` the API is served with, if any.
+    tls: Option<String>,
     tokens: Arc<Vec<String>>,
     metrics_allow: Arc<Vec<std::net::IpAddr>>,
 }
@@ -84,6 +87,7 @@ impl AdminListener {
             })?;
         Ok(Self {
             listener,
+            tls: config.tls.clone(),
             tokens: Arc::new(config.tokens.clone()),
             metrics_allow: Arc::new(config.metrics_allow.clone()),
         })
@@ -96,6 +100,7 @@ impl AdminListener {
     /// Serve the API until the task is aborted.
     pub async fn serve(self, shared: Arc<Shared>, requests: mpsc::Sender<AdminEnvelope>) {
         let address = self.local_address();
+        let tls = self.tls.clone().map(|name| (name, Arc::clone(&shared.tls)));
         let state = ApiState {
             shared,
             requests,
@@ -109,13 +114,17 @@ impl AdminListener {
             ))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(state);
-        info!(address = ?address, "admin API ready");
-        if let Err(error) = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        {
+        info!(address = ?address, tls = tls.is_some(), "admin API ready");
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let served = match tls {
+            None => axum::serve(self.listener, service).await,
+            Some((name, registry)) => {
+                use axum::serve::ListenerExt;
+                let incoming = tls::TlsIncoming::start(self.listener, name, registry);
+                axum::serve(incoming.tap_io(|_| ()), service).await
+            }
+        };
+        if let Err(error) = served {
             warn!(event = events::ADMIN_FAILED, %error, "the admin API stopped");
         }
     }

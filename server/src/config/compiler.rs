@@ -25,6 +25,8 @@ use super::suggest::{did_you_mean, suggestion_suffix};
 
 #[path = "security.rs"]
 mod security;
+#[path = "tls.rs"]
+mod tls;
 use super::value::{describe, settings_line};
 use super::{parse_pull_url, PullMode, PullSource, PullUrl};
 use super::{
@@ -42,6 +44,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "admin",
     "access_log",
     "hls",
+    "tls",
 ];
 const SERVER_KEYS: &[&str] = &[
     "plugin_dir",
@@ -107,6 +110,7 @@ pub(super) fn compile(
     compiler.check_top_level_keys(root);
     let server = compiler.server(root);
     let limits = compiler.limits(root);
+    let tls = compiler.tls(root);
     let plugins = compiler.plugins(root, catalog);
     let points = compiler.points(root, &plugins);
     let security = compiler.security(root);
@@ -141,6 +145,7 @@ pub(super) fn compile(
         admin,
         access_log,
         hls,
+        tls,
         warnings: warnings.into_iter().map(|(_, warning)| warning).collect(),
     })
 }
@@ -208,6 +213,8 @@ struct Compiler<'a> {
     config_dir: PathBuf,
     lines: LineIndex,
     known_plugins: Vec<String>,
+    /// Names of the `[tls.<name>]` tables, which `tls = "name"` must refer to.
+    tls_names: Vec<String>,
     errors: Vec<ConfigError>,
     warnings: Vec<(usize, String)>,
 }
@@ -219,6 +226,7 @@ impl<'a> Compiler<'a> {
             config_dir: config_dir(file),
             lines: LineIndex::new(text),
             known_plugins,
+            tls_names: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
         }
@@ -636,7 +644,7 @@ impl<'a> Compiler<'a> {
         }
         let enabled = self.read_bool(section, "enabled").unwrap_or(true);
         let listen = self.listen(section);
-        listen_entries.extend(listen.iter().map(|&(address, line)| ListenEntry {
+        listen_entries.extend(listen.iter().map(|&(address, line, _)| ListenEntry {
             address,
             plugin: name.to_string(),
             plugin_enabled: enabled,
@@ -653,23 +661,29 @@ impl<'a> Compiler<'a> {
         PluginConfig {
             name: name.to_string(),
             enabled,
-            listen: listen.into_iter().map(|(address, _)| address).collect(),
+            tls_listen: listen
+                .iter()
+                .filter_map(|(address, _, tls)| Some((*address, tls.clone()?)))
+                .collect(),
+            listen: listen.into_iter().map(|(address, _, _)| address).collect(),
             settings,
             line: section.line,
         }
     }
 
-    fn listen(&mut self, section: &Section<'_>) -> Vec<(SocketAddr, usize)> {
-        let Some(entries) = self.read_string_array(section, "listen") else {
+    /// The `listen` entries: each a string address, or `{ address = "...", tls = "name" }`.
+    fn listen(&mut self, section: &Section<'_>) -> Vec<(SocketAddr, usize, Option<String>)> {
+        let Some(entries) = self.read_listen_array(section) else {
             return Vec::new();
         };
-        let mut addresses: Vec<(SocketAddr, usize)> = Vec::with_capacity(entries.len());
-        for (text, line) in entries {
+        let mut addresses: Vec<(SocketAddr, usize, Option<String>)> =
+            Vec::with_capacity(entries.len());
+        for (text, line, tls) in entries {
             let Ok(address) = text.parse::<SocketAddr>() else {
                 let message = format!(
                     "invalid listen address \"{text}\" in {}: {}{LISTEN_HINT}",
                     section.label,
-                    listen_mistake(text)
+                    listen_mistake(&text)
                 );
                 self.error(line, message);
                 continue;
@@ -677,8 +691,8 @@ impl<'a> Compiler<'a> {
             // Port 0 asks the OS for a fresh port on every bind, so repeats can't collide.
             let repeated = addresses
                 .iter()
-                .find(|(seen, _)| *seen == address && address.port() != 0);
-            if let Some(&(_, first_line)) = repeated {
+                .find(|(seen, _, _)| *seen == address && address.port() != 0);
+            if let Some(&(_, first_line, _)) = repeated {
                 let message = format!(
                     "duplicate listen address {address} in {} (already listed on line {first_line}); remove one",
                     section.label
@@ -686,7 +700,7 @@ impl<'a> Compiler<'a> {
                 self.error(line, message);
                 continue;
             }
-            addresses.push((address, line));
+            addresses.push((address, line, tls));
         }
         addresses
     }

@@ -83,6 +83,8 @@ pub struct Config {
     pub access_log: Option<AccessLogConfig>,
     /// The `[hls]` table (defaults without one): how `hls` points are segmented.
     pub hls: crate::hls::HlsSettings,
+    /// The `[tls.<name>]` tables: certificate sets that listen entries refer to by name.
+    pub tls: BTreeMap<String, TlsConfig>,
     /// Things that are allowed but probably not intended, as `file:line: message`.
     pub warnings: Vec<String>,
 }
@@ -152,7 +154,31 @@ pub struct AdminConfig {
     pub tokens: Vec<String>,
     /// Peers that may read `/metrics` without a token.
     pub metrics_allow: Vec<std::net::IpAddr>,
+    /// The `[tls.<name>]` the API is served with (`tls = "name"`), or plain HTTP.
+    pub tls: Option<String>,
 }
+
+/// One `[tls.<name>]` table: the certificates presented on the listeners that name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub name: String,
+    /// The default certificate first (`cert`, `key`), then the `sni` ones; a client's server
+    /// name picks the certificate whose names cover it, else the default.
+    pub certs: Vec<CertFiles>,
+    /// A connection that has not completed its handshake this long after it was accepted
+    /// is closed.
+    pub handshake_timeout: Duration,
+}
+
+/// A certificate chain and its private key, as PEM files (absolute paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Default `handshake_timeout_ms` of a `[tls.<name>]` table.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(10_000);
 
 /// The `[access_log]` table: the W3C access log file and its rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +199,9 @@ pub struct PluginConfig {
     pub name: String,
     pub enabled: bool,
     pub listen: Vec<SocketAddr>,
+    /// The listen addresses written as `{ address = "...", tls = "name" }`, with their
+    /// `[tls.<name>]`.
+    pub tls_listen: BTreeMap<SocketAddr, String>,
     /// The plugin's own keys as TOML, one `key = value` per line.
     pub settings: String,
     /// Line of the table header, for later messages about this plugin.

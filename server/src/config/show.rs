@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
+use toml_edit::{value, Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
 
 use super::{Config, PointSource, PullMode};
 
@@ -17,6 +17,9 @@ pub fn effective_toml(config: &Config, control_socket: &Path) -> String {
         table.insert("tokens", value(strings(admin.tokens.iter())));
         let allow = admin.metrics_allow.iter().map(ToString::to_string);
         table.insert("metrics_allow", value(strings(allow)));
+        if let Some(tls) = &admin.tls {
+            table.insert("tls", value(tls.as_str()));
+        }
         document.insert("admin", Item::Table(table));
     }
     if let Some(log) = &config.access_log {
@@ -32,8 +35,7 @@ pub fn effective_toml(config: &Config, control_socket: &Path) -> String {
     for plugin in config.plugins.values() {
         let mut table = Table::new();
         table.insert("enabled", value(plugin.enabled));
-        let listen = plugin.listen.iter().map(ToString::to_string);
-        table.insert("listen", value(strings(listen)));
+        table.insert("listen", value(listen_array(plugin)));
         // The plugin's own settings are TOML already, one key per line.
         if let Ok(settings) = plugin.settings.parse::<DocumentMut>() {
             for (key, item) in settings.iter() {
@@ -43,6 +45,9 @@ pub fn effective_toml(config: &Config, control_socket: &Path) -> String {
         plugins.insert(&plugin.name, Item::Table(table));
     }
     document.insert("plugins", Item::Table(plugins));
+    if !config.tls.is_empty() {
+        document.insert("tls", Item::Table(tls_tables(config)));
+    }
     let mut points = ArrayOfTables::new();
     for point in &config.points {
         points.push(point_table(point));
@@ -118,6 +123,52 @@ fn millis(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// `listen`, with TLS entries as `{ address = "...", tls = "name" }`.
+fn listen_array(plugin: &super::PluginConfig) -> Array {
+    plugin
+        .listen
+        .iter()
+        .map(|address| match plugin.tls_listen.get(address) {
+            Some(tls) => {
+                let mut entry = InlineTable::new();
+                entry.insert("address", address.to_string().into());
+                entry.insert("tls", tls.as_str().into());
+                Value::InlineTable(entry)
+            }
+            None => address.to_string().into(),
+        })
+        .collect()
+}
+
+/// The `[tls.<name>]` tables.
+fn tls_tables(config: &Config) -> Table {
+    let mut tables = Table::new();
+    tables.set_implicit(true);
+    for tls in config.tls.values() {
+        let mut table = Table::new();
+        let mut certs = tls.certs.iter();
+        if let Some(default) = certs.next() {
+            table.insert("cert", value(default.cert.display().to_string()));
+            table.insert("key", value(default.key.display().to_string()));
+        }
+        let sni: Array = certs
+            .map(|files| {
+                let mut entry = InlineTable::new();
+                entry.insert("cert", files.cert.display().to_string().into());
+                entry.insert("key", files.key.display().to_string().into());
+                Value::InlineTable(entry)
+            })
+            .collect();
+        table.insert("sni", value(sni));
+        table.insert(
+            "handshake_timeout_ms",
+            value(tls.handshake_timeout.as_millis() as i64),
+        );
+        tables.insert(&tls.name, Item::Table(table));
+    }
+    tables
+}
+
 fn strings<T: ToString>(items: impl Iterator<Item = T>) -> Array {
     items.map(|item| item.to_string()).collect()
 }
@@ -145,10 +196,15 @@ mod tests {
         let path = Path::new("/etc/ferrocast/ferrocast.toml");
         let text = r#"
 [admin]
+tls = "main"
 [access_log]
 path = "access.log"
+[tls.main]
+cert = "certs/main.pem"
+key = "certs/main.key"
+sni = [{ cert = "b.pem", key = "b.key" }]
 [plugins.http]
-listen = ["127.0.0.1:8080"]
+listen = ["127.0.0.1:8080", { address = "127.0.0.1:8443", tls = "main" }]
 max_header_bytes = 8192
 [[point]]
 name = "live"
@@ -176,6 +232,7 @@ protocols = ["http"]
         assert_eq!(again.admin, expected.admin);
         assert_eq!(again.access_log, expected.access_log);
         assert_eq!(again.hls, expected.hls);
+        assert_eq!(again.tls, expected.tls);
         assert_eq!(again.server, expected.server);
         // Lines differ between the two files; everything else must not.
         for plugin in expected.plugins.values_mut() {

@@ -301,7 +301,7 @@ kind = "stream"
             (28, "is missing required key `source`"),
             (28, "is missing required key `protocols`"),
             (29, "`kind` must be one of \"broadcast\", \"on-demand\", found \"stream\""),
-            (31, "unknown top-level table [pointz]; expected one of: server, plugins, point, limits, security, admin, access_log, hls (did you mean `point`?)"),
+            (31, "unknown top-level table [pointz]; expected one of: server, plugins, point, limits, security, admin, access_log, hls, tls (did you mean `point`?)"),
         ],
     );
     // Every error carries the file, and Display is `file:line: message`.
@@ -1177,6 +1177,66 @@ timeline = "source"
         &[
             (7, "`timeline` must be one of \"continuous\", \"source\", found \"sorce\" (did you mean `source`?)"),
             (13, "`timeline` only applies to broadcast points"),
+        ],
+    );
+}
+
+#[test]
+fn listen_entries_may_name_a_tls_table() {
+    let fixture = Fixture::new();
+    let text = r#"[tls.main]
+cert = "certs/fullchain.pem"
+key = "certs/privkey.pem"
+sni = [{ cert = "other.pem", key = "other.key" }]
+
+[plugins.http]
+listen = ["127.0.0.1:8080", { address = "127.0.0.1:8443", tls = "main" }]
+
+[admin]
+tls = "main"
+"#;
+    let path = fixture.config("ferrocast.toml", text);
+    let config = compile_file(&path, &FakeCatalog::default()).expect("valid");
+    let http = &config.plugins["http"];
+    let tls_address: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+    assert_eq!(http.listen.len(), 2);
+    assert_eq!(
+        http.tls_listen.get(&tls_address).map(String::as_str),
+        Some("main")
+    );
+    let main = &config.tls["main"];
+    assert_eq!(main.certs.len(), 2);
+    assert_eq!(
+        main.certs[0].cert,
+        fixture.root().join("certs/fullchain.pem")
+    );
+    assert_eq!(main.certs[1].key, fixture.root().join("other.key"));
+    assert_eq!(main.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
+    assert_eq!(config.admin.unwrap().tls.as_deref(), Some("main"));
+}
+
+#[test]
+fn tls_mistakes_are_reported_with_their_lines() {
+    let fixture = Fixture::new();
+    let text = r#"[tls.main]
+cert = "a.pem"
+handshake_timeout_ms = 5
+
+[plugins.http]
+listen = [
+  { address = "127.0.0.1:8443", tls = "mian" },
+  { tls = "main" },
+]
+"#;
+    let path = fixture.config("ferrocast.toml", text);
+    let errors = expect_errors(compile_file(&path, &FakeCatalog::default()));
+    assert_errors(
+        &errors,
+        &[
+            (1, "[tls.main] is missing required key `key`"),
+            (3, "`handshake_timeout_ms` must be"),
+            (7, "refers to no [tls.mian] table"),
+            (8, "is missing required key `address`"),
         ],
     );
 }

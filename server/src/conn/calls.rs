@@ -517,6 +517,10 @@ impl HostCalls for Connection<'_> {
         }
     }
 
+    fn is_secure(&self) -> bool {
+        self.secure
+    }
+
     fn present_credentials(&mut self, credentials: ferrocast_plugin_api::Credentials) {
         self.credentials = credentials;
     }

@@ -81,6 +81,8 @@ pub struct Connection<'a> {
     pub(super) credentials: ferrocast_plugin_api::Credentials,
     /// Served only to be refused: every request gets OVER_CAPACITY.
     pub(super) refused: Option<crate::limits::Refusal>,
+    /// The connection arrived over TLS (terminated by the host).
+    pub(super) secure: bool,
     /// The first valid request was made (a host call succeeded, or the plugin answered).
     pub(super) answered: bool,
     /// When the current play was accepted, until its first media byte is queued.
@@ -113,6 +115,7 @@ impl<'a> Connection<'a> {
             publisher: None,
             credentials: ferrocast_plugin_api::Credentials::none(),
             refused: None,
+            secure: false,
             answered: false,
             transports: TransportSet::default(),
             play_accepted: None,

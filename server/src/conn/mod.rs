@@ -169,15 +169,15 @@ impl Ending {
 /// The span is entered around the work that may log, not around every poll of the task: a
 /// live client's task is polled once per chunk, and entering a span costs a lock read in the
 /// log filter each time.
-pub async fn serve_connection(
-    socket: TcpStream,
+pub async fn serve_connection<S: ClientStream>(
+    socket: S,
     peer: SocketAddr,
     local: SocketAddr,
     plugin: Arc<ServingPlugin>,
     shared: Arc<Shared>,
     admitted: Admitted,
 ) {
-    let _ = socket.set_nodelay(true);
+    let secure = socket.is_secure();
     let info = SessionInfo {
         id: shared.new_session_id(),
         peer: peer.to_string().into(),
@@ -215,9 +215,10 @@ pub async fn serve_connection(
     let mut conn = Connection::new(&shared, &plugin.name, info, span.clone());
     conn.out.count_sent_in(sent);
     conn.refused = admitted.refused;
+    conn.secure = secure;
     let ending = match span.in_scope(|| session.on_open(&mut conn)) {
         Ok(()) => {
-            let (reader, writer) = socket.into_split();
+            let (reader, writer) = socket.into_halves();
             drive(Io::new(reader, writer), &mut session, &mut conn, &span).await
         }
         Err(fault) => Ending::Fault(fault),
@@ -280,6 +281,37 @@ fn log_receiver_report(conn: &Connection<'_>) {
         highest_seq = report.highest_seq,
         "client's last RTCP receiver report"
     );
+}
+
+/// A client's byte stream: a plain TCP socket, or TLS over one (terminated by the host).
+pub trait ClientStream: Send + 'static {
+    type Reader: AsyncRead + Unpin + Send;
+    type Writer: AsyncWrite + Unpin + Send;
+    fn into_halves(self) -> (Self::Reader, Self::Writer);
+    /// Whether the bytes cross the network encrypted.
+    fn is_secure(&self) -> bool;
+}
+
+impl ClientStream for TcpStream {
+    type Reader = tokio::net::tcp::OwnedReadHalf;
+    type Writer = tokio::net::tcp::OwnedWriteHalf;
+    fn into_halves(self) -> (Self::Reader, Self::Writer) {
+        self.into_split()
+    }
+    fn is_secure(&self) -> bool {
+        false
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    type Reader = tokio::io::ReadHalf<Self>;
+    type Writer = tokio::io::WriteHalf<Self>;
+    fn into_halves(self) -> (Self::Reader, Self::Writer) {
+        tokio::io::split(self)
+    }
+    fn is_secure(&self) -> bool {
+        true
+    }
 }
 
 /// The plugin's session for a new connection; `None` (logged) if the plugin panicked.

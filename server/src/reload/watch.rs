@@ -31,10 +31,16 @@ pub struct Watches {
     _watchers: Vec<RecommendedWatcher>,
 }
 
-/// Watch `config` and the plugin libraries in `plugin_dir`; each debounced change is sent
-/// on `changes`. A watch that cannot be set up is reported and skipped: SIGHUP and
-/// `ferrocast reload` still work.
-pub fn start(config: &Path, plugin_dir: &Path, changes: mpsc::Sender<Change>) -> Watches {
+/// Watch `config`, the plugin libraries in `plugin_dir` and the TLS certificate and key
+/// files `tls_files` (a change to one reloads the configuration, which reloads certificates);
+/// each debounced change is sent on `changes`. A watch that cannot be set up is reported and
+/// skipped: SIGHUP and `ferrocast reload` still work.
+pub fn start(
+    config: &Path,
+    plugin_dir: &Path,
+    tls_files: &[PathBuf],
+    changes: mpsc::Sender<Change>,
+) -> Watches {
     let mut watchers = Vec::new();
     let config_name = config.file_name().map(OsString::from);
     let config_dir = config
@@ -64,9 +70,42 @@ pub fn start(config: &Path, plugin_dir: &Path, changes: mpsc::Sender<Change>) ->
             ),
         }
     }
+    watchers.extend(watch_tls_files(tls_files, &changes));
     Watches {
         _watchers: watchers,
     }
+}
+
+/// One watch per directory holding certificate files. The directory is watched, not the
+/// file: certbot swaps the `live/` symlinks, and installers replace files by rename.
+fn watch_tls_files(files: &[PathBuf], changes: &mpsc::Sender<Change>) -> Vec<RecommendedWatcher> {
+    let mut by_dir: std::collections::BTreeMap<PathBuf, Vec<OsString>> = Default::default();
+    for file in files {
+        let dir = file
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_owned);
+        by_dir
+            .entry(dir)
+            .or_default()
+            .extend(file.file_name().map(OsString::from));
+    }
+    let mut watchers = Vec::new();
+    for (dir, names) in by_dir {
+        let filter = move |path: &Path| {
+            path.file_name()
+                .is_some_and(|name| names.iter().any(|wanted| wanted == name))
+        };
+        match watch_dir(&dir, Change::Config, Box::new(filter), changes.clone()) {
+            Ok(watcher) => watchers.push(watcher),
+            Err(error) => warn!(
+                event = events::WATCH_FAILED,
+                dir = %dir.display(),
+                %error,
+                "cannot watch this certificate directory; reload with SIGHUP or `ferrocast reload` after a renewal"
+            ),
+        }
+    }
+    watchers
 }
 
 fn watch_dir(

@@ -31,6 +31,8 @@ pub struct ReloadOutcome {
     pub failed: Vec<PartFailure>,
     /// The new configuration was refused as a whole: nothing changed.
     pub refused: Option<ReloadRefusal>,
+    /// TLS certificates refused at this reload; the previous ones keep serving.
+    pub tls_refused: Vec<String>,
 }
 
 impl ReloadOutcome {
@@ -107,6 +109,7 @@ impl Server {
             plan: Some(plan),
             failed,
             refused: None,
+            tls_refused: Vec::new(),
         }
     }
 

@@ -122,6 +122,8 @@ fn listen_socket(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// A bound listener, accepting or about to.
 pub struct Listener {
     pub local: SocketAddr,
+    /// The address as configured: what TLS assignments are keyed by.
+    configured: SocketAddr,
     state: ListenerState,
 }
 
@@ -136,6 +138,7 @@ impl Listener {
     pub fn bound(listener: TcpListener, configured: SocketAddr) -> Self {
         Self {
             local: listener.local_addr().unwrap_or(configured),
+            configured,
             state: ListenerState::Bound(listener),
         }
     }
@@ -148,7 +151,10 @@ impl Listener {
             info!(event = events::LISTENING, plugin = %plugin, address = %self.local, "listening");
             self.state = ListenerState::Accepting(tokio::spawn(accept_loop(
                 socket,
-                plugin.to_owned(),
+                ListenerId {
+                    plugin: plugin.to_owned(),
+                    address: self.configured,
+                },
                 Arc::clone(shared),
             )));
         }
@@ -224,7 +230,11 @@ impl ListenerTable {
 
 /// Accept connections for `plugin`; each gets the plugin's current instance (so a new
 /// generation takes new connections at once), after the connection limits had their say.
-async fn accept_loop(listener: TcpListener, plugin: String, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, id: ListenerId, shared: Arc<Shared>) {
+    let ListenerId {
+        plugin,
+        address: configured,
+    } = id;
     let local = listener.local_addr().ok();
     let mut spare = SpareDescriptor::open();
     let mut failures = RefusalLog::default();
@@ -255,14 +265,15 @@ async fn accept_loop(listener: TcpListener, plugin: String, shared: Arc<Shared>)
                         _ => None,
                     },
                 };
-                tokio::spawn(serve_connection(
+                let _ = socket.set_nodelay(true);
+                let accepted = Accepted {
                     socket,
                     peer,
                     local,
-                    serving,
-                    Arc::clone(&shared),
+                    plugin: serving,
                     admitted,
-                ));
+                };
+                dispatch(accepted, &plugin, configured, &shared);
             }
             Err(error) => {
                 let out_of_descriptors =
@@ -280,6 +291,58 @@ async fn accept_loop(listener: TcpListener, plugin: String, shared: Arc<Shared>)
             }
         }
     }
+}
+
+/// An admitted connection on its way to its plugin.
+struct Accepted {
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    plugin: Arc<crate::state::ServingPlugin>,
+    /// Holds the connection's place in the limits from the accept on, so handshakes in
+    /// progress count too.
+    admitted: Admitted,
+}
+
+/// Hand an admitted connection to its plugin: through a TLS handshake when its listener is
+/// marked TLS, directly otherwise.
+fn dispatch(accepted: Accepted, plugin: &str, configured: SocketAddr, shared: &Arc<Shared>) {
+    match shared.tls.for_listener(plugin, configured) {
+        Some(tls) => {
+            tokio::spawn(serve_tls(accepted, tls, Arc::clone(shared)));
+        }
+        None if shared.tls.is_tls_listener(plugin, configured) => {
+            // Its certificates never loaded (refused, logged): never serve plain text where
+            // TLS was asked for.
+            debug!(peer = %accepted.peer, "TLS listener without certificates; connection closed");
+        }
+        None => {
+            tokio::spawn(serve_connection(
+                accepted.socket,
+                accepted.peer,
+                accepted.local,
+                accepted.plugin,
+                Arc::clone(shared),
+                accepted.admitted,
+            ));
+        }
+    }
+}
+
+/// Complete the TLS handshake (bounded), then serve the decrypted stream like any other.
+async fn serve_tls(accepted: Accepted, tls: crate::tls::ListenerTls, shared: Arc<Shared>) {
+    let Accepted {
+        socket,
+        peer,
+        local,
+        plugin,
+        admitted,
+    } = accepted;
+    let Some(stream) = crate::tls::accept(&shared.tls, &tls, socket, &plugin.name, peer).await
+    else {
+        return;
+    };
+    serve_connection(stream, peer, local, plugin, shared, admitted).await;
 }
 
 /// Log a refusal at the accept path; a flood becomes one summary line every few seconds.

@@ -62,8 +62,19 @@ impl Target {
 }
 
 /// Parse a request URL. `local` (`ip:port` of the connection) stands in for the authority
-/// when a client sends only an absolute path.
-pub fn parse(uri: &str, local: &str) -> Result<Target, UrlError> {
+/// when a client sends only an absolute path. On a `secure` (TLS) connection the base is
+/// `rtsps://` whatever the client wrote, so the URLs it is given back stay on TLS.
+pub fn parse(uri: &str, local: &str, secure: bool) -> Result<Target, UrlError> {
+    let mut target = parse_as_written(uri, local)?;
+    if secure {
+        if let Some(rest) = target.base.strip_prefix("rtsp://") {
+            target.base = format!("rtsps://{rest}");
+        }
+    }
+    Ok(target)
+}
+
+fn parse_as_written(uri: &str, local: &str) -> Result<Target, UrlError> {
     if uri == "*" {
         return Ok(Target {
             base: String::new(),
@@ -134,7 +145,17 @@ mod tests {
     use super::*;
 
     fn target(uri: &str) -> Target {
-        parse(uri, "10.0.0.1:554").unwrap()
+        parse(uri, "10.0.0.1:554", false).unwrap()
+    }
+
+    #[test]
+    fn a_secure_connection_gets_rtsps_urls_back() {
+        let written = parse("rtsp://example.com:8555/vod", "10.0.0.1:8555", true).unwrap();
+        assert_eq!(written.content_base(), "rtsps://example.com:8555/vod/");
+        let path_only = parse("/vod/trackID=0", "10.0.0.1:8555", true).unwrap();
+        assert_eq!(path_only.track_url(), "rtsps://10.0.0.1:8555/vod/trackID=0");
+        let plain = parse("/vod", "10.0.0.1:554", false).unwrap();
+        assert_eq!(plain.content_base(), "rtsp://10.0.0.1:554/vod/");
     }
 
     #[test]
@@ -201,7 +222,7 @@ mod tests {
             "rtsp://h/a%5cb",
             "rtsp://h/%ff",
         ] {
-            assert!(parse(bad, "l:1").is_err(), "{bad}");
+            assert!(parse(bad, "l:1", false).is_err(), "{bad}");
         }
     }
 }

@@ -8,7 +8,7 @@ use toml_edit::Table;
 use super::Compiler;
 use crate::config::{AccessLogConfig, AdminConfig, DEFAULT_ADMIN_LISTEN};
 
-const ADMIN_KEYS: &[&str] = &["listen", "tokens", "metrics_allow"];
+const ADMIN_KEYS: &[&str] = &["listen", "tokens", "metrics_allow", "tls"];
 const ACCESS_LOG_KEYS: &[&str] = &["path", "max_bytes", "keep"];
 const DEFAULT_ACCESS_LOG_MAX_BYTES: u64 = 100 * 1024 * 1024;
 const DEFAULT_ACCESS_LOG_KEEP: u32 = 5;
@@ -87,10 +87,12 @@ impl Compiler<'_> {
                 format!("the admin API would listen on {listen}, which is not a loopback address, without a token; add tokens = [\"<output of `ferrocast hash-token`>\"] or listen on 127.0.0.1"),
             );
         }
+        let tls = self.read_tls_name(&section);
         Some(AdminConfig {
             listen,
             tokens,
             metrics_allow,
+            tls,
         })
     }
 }
