@@ -431,6 +431,26 @@ pub trait HostCalls {
     fn describe_source(&mut self, name: &str, description: &str) {
         let _ = (name, description);
     }
+    /// Make this connection the receiving end of HTTP tunnel `cookie` (since 1.1).
+    fn open_tunnel(&mut self, cookie: &str) -> Result<(), HostError> {
+        let _ = cookie;
+        Err(HostError::new(
+            crate::types::ErrorCode::UNSUPPORTED_TRANSPORT,
+            "HTTP tunnelling is not supported by this server",
+        ))
+    }
+    /// Hand `data` to the receiving end of tunnel `cookie` (since 1.1).
+    fn feed_tunnel(&mut self, cookie: &str, data: &[u8]) -> Result<(), HostError> {
+        let _ = (cookie, data);
+        Err(HostError::new(
+            crate::types::ErrorCode::UNSUPPORTED_TRANSPORT,
+            "HTTP tunnelling is not supported by this server",
+        ))
+    }
+    /// End tunnel `cookie`; its receiving session gets `on_peer_closed` (since 1.1).
+    fn close_tunnel(&mut self, cookie: &str) {
+        let _ = cookie;
+    }
 }
 
 /// Presents a [`HostCalls`] as the ABI's [`FfiHost`].
@@ -502,6 +522,15 @@ impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
     }
     fn describe_source(&mut self, name: RStr<'_>, description: RStr<'_>) {
         self.0.describe_source(name.as_str(), description.as_str());
+    }
+    fn open_tunnel(&mut self, cookie: RStr<'_>) -> RResult<(), HostError> {
+        self.0.open_tunnel(cookie.as_str()).into()
+    }
+    fn feed_tunnel(&mut self, cookie: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), HostError> {
+        self.0.feed_tunnel(cookie.as_str(), data.as_slice()).into()
+    }
+    fn close_tunnel(&mut self, cookie: RStr<'_>) {
+        self.0.close_tunnel(cookie.as_str());
     }
 }
 

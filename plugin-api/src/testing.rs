@@ -78,6 +78,14 @@ pub struct MockHost {
     pub resource_body: Vec<u8>,
     /// `describe_source` calls: (name, description).
     pub source_descriptions: Vec<(String, String)>,
+    /// Tunnels this session opened with `open_tunnel`, in order.
+    pub opened_tunnels: Vec<String>,
+    /// Open tunnels `feed_tunnel` may feed; others are NOT_FOUND.
+    pub tunnels: Vec<String>,
+    /// What `feed_tunnel` fed: (cookie, bytes), in order.
+    pub tunnel_feeds: Vec<(String, Vec<u8>)>,
+    /// Tunnels closed with `close_tunnel`, in order.
+    pub closed_tunnels: Vec<String>,
 }
 
 impl MockHost {
@@ -296,6 +304,29 @@ impl FfiHost for MockHost {
     fn describe_source(&mut self, name: RStr<'_>, description: RStr<'_>) {
         self.source_descriptions
             .push((name.as_str().to_owned(), description.as_str().to_owned()));
+    }
+    fn open_tunnel(&mut self, cookie: RStr<'_>) -> RResult<(), HostError> {
+        if self.tunnels.iter().any(|open| open == cookie.as_str()) {
+            return RResult::RErr(HostError::new(
+                ErrorCode::INVALID_STATE,
+                "tunnel already open",
+            ));
+        }
+        self.opened_tunnels.push(cookie.as_str().to_owned());
+        self.tunnels.push(cookie.as_str().to_owned());
+        RResult::ROk(())
+    }
+    fn feed_tunnel(&mut self, cookie: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), HostError> {
+        if !self.tunnels.iter().any(|open| open == cookie.as_str()) {
+            return RResult::RErr(HostError::new(ErrorCode::NOT_FOUND, "no such tunnel"));
+        }
+        self.tunnel_feeds
+            .push((cookie.as_str().to_owned(), data.as_slice().to_vec()));
+        RResult::ROk(())
+    }
+    fn close_tunnel(&mut self, cookie: RStr<'_>) {
+        self.tunnels.retain(|open| open != cookie.as_str());
+        self.closed_tunnels.push(cookie.as_str().to_owned());
     }
 }
 

@@ -47,5 +47,6 @@ pub mod server;
 pub mod state;
 pub mod systemd;
 pub mod transport;
+pub mod tunnels;
 pub mod udp;
 pub mod warn_limit;

@@ -541,6 +541,43 @@ impl HostCalls for Connection<'_> {
         info!(position_ms = position.as_millis() as u64, "paused");
         Ok(position.as_millis() as u64)
     }
+
+    fn open_tunnel(&mut self, cookie: &str) -> Result<(), HostError> {
+        if self.tunnel.is_some() {
+            return Err(HostError::new(
+                ErrorCode::INVALID_STATE,
+                "this connection already carries a tunnel",
+            ));
+        }
+        let client = peer_ip(&self.info.peer);
+        let end = self
+            .shared
+            .tunnels
+            .open(cookie, self.info.id, client)
+            .map_err(|error| error.to_host_error())?;
+        info!(tunnels = self.shared.tunnels.len(), "HTTP tunnel opened");
+        self.tunnel = Some(end);
+        self.answered = true;
+        Ok(())
+    }
+
+    fn feed_tunnel(&mut self, cookie: &str, data: &[u8]) -> Result<(), HostError> {
+        let client = peer_ip(&self.info.peer);
+        self.shared
+            .tunnels
+            .feed(cookie, client, data)
+            .map_err(|error| error.to_host_error())?;
+        // The POST side never answers; feeding its tunnel is its valid request.
+        self.answered = true;
+        Ok(())
+    }
+
+    fn close_tunnel(&mut self, cookie: &str) {
+        let client = peer_ip(&self.info.peer);
+        if self.shared.tunnels.close(cookie, client) {
+            info!("HTTP tunnel closed by its request side");
+        }
+    }
 }
 
 #[cfg(test)]

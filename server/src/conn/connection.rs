@@ -91,6 +91,8 @@ pub struct Connection<'a> {
     pub(super) counters: Arc<PluginCounters>,
     /// A packaged (HLS) resource the session asked for.
     pub(super) resource: super::resource::ResourceSlot,
+    /// The receiving end of an HTTP tunnel this connection carries (RTSP over HTTP).
+    pub(super) tunnel: Option<crate::tunnels::TunnelEnd>,
 }
 
 impl<'a> Connection<'a> {
@@ -119,6 +121,7 @@ impl<'a> Connection<'a> {
             framed: FramedMedia::default(),
             counters: shared.counters_of(plugin),
             resource: super::resource::ResourceSlot::default(),
+            tunnel: None,
         }
     }
 

@@ -350,6 +350,8 @@ enum Wakeup {
     Timer(Option<u64>),
     /// A resource request made progress (see `resource`).
     Resource(resource::ResourceStep),
+    /// Request bytes fed into the connection's HTTP tunnel; `None` once it was closed.
+    Tunnel(Option<Vec<u8>>),
 }
 
 async fn drive<R, W>(
@@ -498,6 +500,7 @@ where
             Wakeup::Timer(next_timer.map(|(timer, _)| timer))
         }
         step = resource::resource_step(&mut conn.resource) => Wakeup::Resource(step),
+        fed = next_tunnel_piece(&mut conn.tunnel) => Wakeup::Tunnel(fed),
     }
 }
 
@@ -541,6 +544,12 @@ fn handle<R, W>(
             session.on_timer(conn, timer)?;
         }
         Wakeup::Resource(step) => conn.resource.on_step(step, Instant::now()),
+        // Bytes from the tunnel's request side reach the session as if read here.
+        Wakeup::Tunnel(Some(fed)) => session.on_data(conn, &fed)?,
+        Wakeup::Tunnel(None) => {
+            conn.tunnel = None;
+            session.on_peer_closed(conn)?;
+        }
         Wakeup::Rtcp(None) | Wakeup::Timer(None) => {}
     }
     Ok(())
@@ -622,6 +631,14 @@ async fn recv_rtcp(source: Option<&RtcpSource>) -> Vec<RtcpPacket> {
 /// Whether RTCP from `from` is the client's (at `client`): the same IP, IPv4-mapped or not.
 fn rtcp_from_client(from: SocketAddr, client: std::net::IpAddr) -> bool {
     from.ip().to_canonical() == client.to_canonical()
+}
+
+/// The next piece fed into the connection's tunnel; pending forever without one.
+async fn next_tunnel_piece(tunnel: &mut Option<crate::tunnels::TunnelEnd>) -> Option<Vec<u8>> {
+    match tunnel {
+        Some(end) => end.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next step of the live cursor; pending forever when nothing live plays.
