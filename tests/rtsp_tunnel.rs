@@ -1,7 +1,7 @@
-//! RTSP tunnelled over HTTP (the QuickTime scheme) on the RTSP listener, with the real binary
-//! and plugins: ffmpeg's `-rtsp_transport http` on a live point, a hand-written tunnel client
-//! that pauses and seeks an on-demand point, and the refusals (a POST without its GET, a body
-//! that is not base64).
+//! RTSP tunnelled over HTTP (the QuickTime scheme) on the RTSP listener and on the HTTP
+//! plugin's port, with the real binary and plugins: ffmpeg's `-rtsp_transport http` on a live
+//! and an on-demand point, a hand-written tunnel client that pauses and seeks an on-demand
+//! point, and the refusals (a POST without its GET, a body that is not base64).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,12 +13,18 @@ use ferrocast_tests::*;
 struct Rig {
     server: Ferrocast,
     rtsp: SocketAddr,
+    http: SocketAddr,
     _plugins: TempDir,
 }
 
 impl Rig {
     fn url(&self, path: &str) -> String {
         format!("rtsp://{}/{}", self.rtsp, path)
+    }
+
+    /// The same point through the HTTP plugin's port.
+    fn http_url(&self, path: &str) -> String {
+        format!("rtsp://{}/{}", self.http, path)
     }
 }
 
@@ -42,6 +48,7 @@ fn rig() -> Rig {
     Rig {
         server,
         rtsp,
+        http,
         _plugins: plugins,
     }
 }
@@ -77,13 +84,24 @@ fn ffmpeg_plays_a_live_point_through_the_tunnel() {
     let logs = rig.server.logs();
     assert!(logs.contains("HTTP tunnel opened"), "{logs}");
     assert!(logs.contains("transport=RTP/AVP/TCP interleaved"), "{logs}");
+    // The same on the HTTP plugin's port: one open port is enough.
+    let decoded = decode(
+        &rig.http_url("live"),
+        &["-rtsp_transport", "http"],
+        Some(3.0),
+    );
+    decoded.assert_clean(60, "RTSP over HTTP on the HTTP port");
+    let logs = rig.server.logs();
+    assert!(logs.contains("connection handed over"), "{logs}");
 }
 
 #[test]
 fn ffmpeg_plays_an_on_demand_point_through_the_tunnel() {
     let rig = rig();
-    let decoded = decode(&rig.url("vod"), &["-rtsp_transport", "http"], Some(4.0));
-    decoded.assert_clean(90, "on-demand RTSP over HTTP");
+    for url in [rig.url("vod"), rig.http_url("vod")] {
+        let decoded = decode(&url, &["-rtsp_transport", "http"], Some(4.0));
+        decoded.assert_clean(90, &format!("on-demand RTSP over HTTP at {url}"));
+    }
 }
 
 /// Range start of a PLAY answer (`npt=6.0-12.0`).
@@ -99,8 +117,18 @@ fn range_start(range: &str) -> f64 {
 #[test]
 fn pause_and_seek_through_the_tunnel() {
     let rig = rig();
-    let url = rig.url("vod");
-    let mut client = RtspClient::connect_tunnel(rig.rtsp, "vod", "tunnel-seek-1");
+    pause_and_seek(&rig, rig.rtsp, "tunnel-seek-1");
+}
+
+#[test]
+fn pause_and_seek_through_the_tunnel_on_the_http_port() {
+    let rig = rig();
+    pause_and_seek(&rig, rig.http, "tunnel-seek-2");
+}
+
+fn pause_and_seek(rig: &Rig, address: SocketAddr, cookie: &str) {
+    let url = format!("rtsp://{address}/vod");
+    let mut client = RtspClient::connect_tunnel(address, "vod", cookie);
     let described = client.request("DESCRIBE", &url, &[("Accept", "application/sdp")]);
     assert_eq!(described.status, 200, "{described:?}");
     let setup = client.setup_interleaved(&url);
@@ -150,22 +178,32 @@ fn pause_and_seek_through_the_tunnel() {
 #[test]
 fn a_post_without_its_get_is_refused() {
     let rig = rig();
-    let mut post = TcpStream::connect(rig.rtsp).unwrap();
-    post.write_all(post_head(rig.rtsp, "vod", "no-such-get").as_bytes())
-        .unwrap();
-    post.write_all(base64(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n").as_bytes())
-        .unwrap();
-    let (answer, closed) = read_until_closed(&mut post, Duration::from_secs(5));
-    assert!(answer.starts_with("HTTP/1.0 404 Not Found\r\n"), "{answer}");
-    assert!(answer.contains("no-such-get"), "{answer}");
-    assert!(closed, "the refused POST is closed");
+    for address in [rig.rtsp, rig.http] {
+        let mut post = TcpStream::connect(address).unwrap();
+        post.write_all(post_head(address, "vod", "no-such-get").as_bytes())
+            .unwrap();
+        post.write_all(base64(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n").as_bytes())
+            .unwrap();
+        let (answer, closed) = read_until_closed(&mut post, Duration::from_secs(5));
+        assert!(
+            answer.starts_with("HTTP/1.0 404 Not Found\r\n"),
+            "{address}: {answer}"
+        );
+        assert!(answer.contains("no-such-get"), "{answer}");
+        assert!(closed, "the refused POST is closed");
+    }
 }
 
 #[test]
 fn a_broken_base64_body_is_refused_and_ends_the_session() {
     let rig = rig();
-    let url = rig.url("vod");
-    let mut client = RtspClient::connect_tunnel(rig.rtsp, "vod", "tunnel-broken-1");
+    broken_base64(&rig, rig.rtsp, "tunnel-broken-1");
+    broken_base64(&rig, rig.http, "tunnel-broken-2");
+}
+
+fn broken_base64(rig: &Rig, address: SocketAddr, cookie: &str) {
+    let url = format!("rtsp://{address}/vod");
+    let mut client = RtspClient::connect_tunnel(address, "vod", cookie);
     let options = client.request("OPTIONS", &url, &[]);
     assert_eq!(options.status, 200, "{options:?}");
     let setup = client.setup_interleaved(&url);

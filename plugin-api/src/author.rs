@@ -330,6 +330,16 @@ impl<'a> Host<'a> {
     pub fn close_tunnel(&mut self, cookie: &str) {
         self.ffi.close_tunnel(RStr::from_str(cookie));
     }
+
+    /// Since 1.1. Hand this connection over to the control plugin `plugin`: after the
+    /// current event, a new session of it gets [`Session::on_open`], then `data` (what this
+    /// session read so far) as [`Session::on_data`], and every later event; this session
+    /// gets none. An HTTP port uses it to pass an RTSP-over-HTTP request to `rtsp`.
+    pub fn hand_over(&mut self, plugin: &str, data: &[u8]) -> Result<(), HostError> {
+        self.ffi
+            .hand_over(RStr::from_str(plugin), RSlice::from_slice(data))
+            .into_result()
+    }
 }
 
 /// Author-side conveniences over the calls above; nothing here crosses the interface.

@@ -246,4 +246,14 @@ pub trait FfiHost {
     fn close_tunnel(&mut self, cookie: RStr<'_>) {
         let _ = cookie;
     }
+    /// Since 1.1. Hand this connection over to the control plugin `plugin` (an HTTP port
+    /// passing an RTSP-over-HTTP request to `rtsp`, say): after the current event, a new
+    /// session of that plugin gets `on_open`, then `data` (what this session read so far) as
+    /// `on_data`, and every later event. This session gets no more events. Refused when
+    /// there is no such control plugin (`NOT_FOUND`) or this session already started
+    /// something (`INVALID_STATE`).
+    fn hand_over(&mut self, plugin: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), HostError> {
+        let _ = (plugin, data);
+        RResult::RErr(unsupported("handing a connection over"))
+    }
 }

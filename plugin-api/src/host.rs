@@ -451,6 +451,14 @@ pub trait HostCalls {
     fn close_tunnel(&mut self, cookie: &str) {
         let _ = cookie;
     }
+    /// Hand the connection over to control plugin `plugin`, replaying `data` (since 1.1).
+    fn hand_over(&mut self, plugin: &str, data: &[u8]) -> Result<(), HostError> {
+        let _ = (plugin, data);
+        Err(HostError::new(
+            crate::types::ErrorCode::UNSUPPORTED_TRANSPORT,
+            "handing a connection over is not supported by this server",
+        ))
+    }
 }
 
 /// Presents a [`HostCalls`] as the ABI's [`FfiHost`].
@@ -531,6 +539,9 @@ impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
     }
     fn close_tunnel(&mut self, cookie: RStr<'_>) {
         self.0.close_tunnel(cookie.as_str());
+    }
+    fn hand_over(&mut self, plugin: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), HostError> {
+        self.0.hand_over(plugin.as_str(), data.as_slice()).into()
     }
 }
 

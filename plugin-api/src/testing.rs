@@ -86,6 +86,8 @@ pub struct MockHost {
     pub tunnel_feeds: Vec<(String, Vec<u8>)>,
     /// Tunnels closed with `close_tunnel`, in order.
     pub closed_tunnels: Vec<String>,
+    /// A `hand_over` the session made: (plugin, bytes to replay).
+    pub handed_over: Option<(String, Vec<u8>)>,
 }
 
 impl MockHost {
@@ -327,6 +329,16 @@ impl FfiHost for MockHost {
     fn close_tunnel(&mut self, cookie: RStr<'_>) {
         self.tunnels.retain(|open| open != cookie.as_str());
         self.closed_tunnels.push(cookie.as_str().to_owned());
+    }
+    fn hand_over(&mut self, plugin: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), HostError> {
+        if self.handed_over.is_some() {
+            return RResult::RErr(HostError::new(
+                ErrorCode::INVALID_STATE,
+                "already handed over",
+            ));
+        }
+        self.handed_over = Some((plugin.as_str().to_owned(), data.as_slice().to_vec()));
+        RResult::ROk(())
     }
 }
 

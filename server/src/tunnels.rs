@@ -6,14 +6,40 @@
 //! requests into the tunnel, and they reach the GET's session as if read from its own socket.
 //! The table is bounded, cookies are bounded in length, and a tunnel goes when its GET
 //! connection ends (its `TunnelEnd` is dropped) or when a POST closes it (a broken body).
+//!
+//! On the HTTP plugin's port, the http plugin recognises either half and hands the connection
+//! over to the rtsp plugin ([`Handover`]); from then on the connection is an rtsp one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferrocast_plugin_api::{ErrorCode, HostError};
 use thiserror::Error;
 use tokio::sync::mpsc;
+
+/// A session's request to pass its connection to another control plugin, carried out by the
+/// IO loop after the current plugin call.
+pub struct Handover {
+    pub plugin: Arc<crate::state::ServingPlugin>,
+    /// What the first session read, replayed to the new one.
+    pub data: Vec<u8>,
+}
+
+/// `name` with a static lifetime, as a connection names its plugin. Each distinct name is
+/// allocated once, so the memory is bounded by the plugins ever configured.
+pub fn static_name(name: &str) -> &'static str {
+    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
 
 /// Longest cookie accepted (clients send 22 to 32 characters).
 pub const MAX_COOKIE_LEN: usize = 128;
@@ -197,6 +223,14 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn static_names_are_allocated_once() {
+        let first = static_name("rtsp");
+        let again = static_name(&String::from("rtsp"));
+        assert!(std::ptr::eq(first, again));
+        assert_eq!(static_name("http"), "http");
     }
 
     #[tokio::test]

@@ -572,6 +572,36 @@ impl HostCalls for Connection<'_> {
         Ok(())
     }
 
+    fn hand_over(&mut self, plugin: &str, data: &[u8]) -> Result<(), HostError> {
+        let busy = self.pending_handover.is_some()
+            || self.media.is_some()
+            || self.publisher.is_some()
+            || self.tunnel.is_some()
+            || !self.out.is_empty();
+        if busy {
+            return Err(HostError::new(
+                ErrorCode::INVALID_STATE,
+                "a session that started something cannot hand its connection over",
+            ));
+        }
+        let plugins = self.shared.plugins.load();
+        let target = plugins.get(plugin).filter(|target| {
+            target.name != self.plugin
+                && target.generation.library.info.kind == ferrocast_plugin_api::PluginKind::CONTROL
+        });
+        let Some(target) = target else {
+            return Err(HostError::new(
+                ErrorCode::NOT_FOUND,
+                format!("no control plugin `{plugin}` is enabled on this server"),
+            ));
+        };
+        self.pending_handover = Some(crate::tunnels::Handover {
+            plugin: Arc::clone(target),
+            data: data.to_vec(),
+        });
+        Ok(())
+    }
+
     fn close_tunnel(&mut self, cookie: &str) {
         let client = peer_ip(&self.info.peer);
         if self.shared.tunnels.close(cookie, client) {

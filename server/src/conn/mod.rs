@@ -388,6 +388,12 @@ where
             }
             continue;
         }
+        if let Some(handover) = conn.pending_handover.take() {
+            if let Err(ending) = span.in_scope(|| take_over(session, conn, handover)) {
+                return ending;
+            }
+            continue;
+        }
         if let Some(answer) = conn.resource.take_ready() {
             if let Err(fault) = span.in_scope(|| deliver_resource(session, conn, answer)) {
                 return Ending::Fault(fault);
@@ -552,6 +558,27 @@ fn handle<R, W>(
         }
         Wakeup::Rtcp(None) | Wakeup::Timer(None) => {}
     }
+    Ok(())
+}
+
+/// Pass the connection to a session of the plugin the current session handed it to, and
+/// replay what the first session read.
+fn take_over(
+    session: &mut PluginSession,
+    conn: &mut Connection<'_>,
+    handover: crate::tunnels::Handover,
+) -> Result<(), Ending> {
+    let Some(next) = open_session(&handover.plugin, &conn.info) else {
+        return Err(Ending::Closed);
+    };
+    info!(from = conn.plugin, to = %handover.plugin.name, "connection handed over");
+    *session = next;
+    conn.plugin = crate::tunnels::static_name(&handover.plugin.name);
+    conn.counters = conn.shared.counters_of(conn.plugin);
+    conn.timers = Default::default();
+    conn.handed_over = Some(handover.plugin.generation.session_started());
+    session.on_open(conn)?;
+    session.on_data(conn, &handover.data)?;
     Ok(())
 }
 
