@@ -459,6 +459,30 @@ pub fn rtcp_has_bye(mut packet: &[u8]) -> bool {
     false
 }
 
+/// The head of a tunnel's POST half, as ffmpeg sends it.
+pub fn post_head(address: SocketAddr, path: &str, cookie: &str) -> String {
+    format!("POST /{path} HTTP/1.1\r\nHost: {address}\r\nx-sessioncookie: {cookie}\r\nContent-Type: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\nCache-Control: no-cache\r\nContent-Length: 32767\r\nExpires: Sun, 9 Jan 1972 00:00:00 GMT\r\n\r\n")
+}
+
+/// Standard base64 with padding, as tunnel clients encode each request.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let mut n = [0u8; 3];
+        n[..chunk.len()].copy_from_slice(chunk);
+        let bits = u32::from_be_bytes([0, n[0], n[1], n[2]]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ALPHABET[(bits >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,28 +560,4 @@ mod tests {
         assert_eq!(rtp_payload(&padded), Some(&b"data"[..]));
         assert_eq!(rtp_payload(&[0x40; 12]), None, "version 1");
     }
-}
-
-/// The head of a tunnel's POST half, as ffmpeg sends it.
-pub fn post_head(address: SocketAddr, path: &str, cookie: &str) -> String {
-    format!("POST /{path} HTTP/1.1\r\nHost: {address}\r\nx-sessioncookie: {cookie}\r\nContent-Type: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\nCache-Control: no-cache\r\nContent-Length: 32767\r\nExpires: Sun, 9 Jan 1972 00:00:00 GMT\r\n\r\n")
-}
-
-/// Standard base64 with padding, as tunnel clients encode each request.
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let mut n = [0u8; 3];
-        n[..chunk.len()].copy_from_slice(chunk);
-        let bits = u32::from_be_bytes([0, n[0], n[1], n[2]]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                ALPHABET[(bits >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }

@@ -33,6 +33,11 @@
 //!   a session it closes idle connections.
 //!
 //! Every request is logged once: INFO for successes, WARN for refusals with the reason.
+//!
+//! A connection's first bytes decide its role: RTSP, the GET half of an HTTP tunnel (an HTTP
+//! answer, then RTSP as above, with the requests fed in by the host from the POST half), or
+//! the POST half (base64 decoded and fed to the GET half, never answered; a body that is not
+//! base64 closes the tunnel).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
