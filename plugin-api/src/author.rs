@@ -320,6 +320,7 @@ impl<'a> Host<'a> {
 
     /// Since 1.1. Hand `data` to the session at the receiving end of tunnel `cookie`:
     /// `NOT_FOUND` without one, `FORBIDDEN` if it was opened from another client address.
+    /// An empty `data` only checks that the tunnel is open.
     pub fn feed_tunnel(&mut self, cookie: &str, data: &[u8]) -> Result<(), HostError> {
         self.ffi
             .feed_tunnel(RStr::from_str(cookie), RSlice::from_slice(data))

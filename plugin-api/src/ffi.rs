@@ -236,7 +236,8 @@ pub trait FfiHost {
     }
     /// Since 1.1. Hand `data` to the session at the receiving end of tunnel `cookie`.
     /// `NOT_FOUND` when no such tunnel is open, `FORBIDDEN` when it was opened from another
-    /// client address, `OVER_CAPACITY` when the receiving end is too far behind.
+    /// client address, `OVER_CAPACITY` when the receiving end is too far behind. An empty
+    /// `data` only checks that the tunnel is open.
     fn feed_tunnel(&mut self, cookie: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), HostError> {
         let _ = (cookie, data);
         RResult::RErr(unsupported("HTTP tunnelling"))
