@@ -315,6 +315,39 @@ impl<'a> Host<'a> {
     pub fn is_secure(&self) -> bool {
         self.ffi.is_secure()
     }
+
+    /// Since 1.1. Make this connection the receiving end of the HTTP tunnel `cookie` (the
+    /// QuickTime scheme of RTSP over HTTP: a GET carries the answers, a POST the requests).
+    /// What another connection feeds with [`Host::feed_tunnel`] arrives as
+    /// [`Session::on_data`]; [`Host::close_tunnel`] ends it with
+    /// [`Session::on_peer_closed`]. The tunnel goes when this connection ends.
+    pub fn open_tunnel(&mut self, cookie: &str) -> Result<(), HostError> {
+        self.ffi.open_tunnel(RStr::from_str(cookie)).into_result()
+    }
+
+    /// Since 1.1. Hand `data` to the session at the receiving end of tunnel `cookie`:
+    /// `NOT_FOUND` without one, `FORBIDDEN` if it was opened from another client address.
+    /// An empty `data` only checks that the tunnel is open.
+    pub fn feed_tunnel(&mut self, cookie: &str, data: &[u8]) -> Result<(), HostError> {
+        self.ffi
+            .feed_tunnel(RStr::from_str(cookie), RSlice::from_slice(data))
+            .into_result()
+    }
+
+    /// Since 1.1. End tunnel `cookie`: its receiving session gets [`Session::on_peer_closed`].
+    pub fn close_tunnel(&mut self, cookie: &str) {
+        self.ffi.close_tunnel(RStr::from_str(cookie));
+    }
+
+    /// Since 1.1. Hand this connection over to the control plugin `plugin`: after the
+    /// current event, a new session of it gets [`Session::on_open`], then `data` (what this
+    /// session read so far) as [`Session::on_data`], and every later event; this session
+    /// gets none. An HTTP port uses it to pass an RTSP-over-HTTP request to `rtsp`.
+    pub fn hand_over(&mut self, plugin: &str, data: &[u8]) -> Result<(), HostError> {
+        self.ffi
+            .hand_over(RStr::from_str(plugin), RSlice::from_slice(data))
+            .into_result()
+    }
 }
 
 /// Author-side conveniences over the calls above; nothing here crosses the interface.

@@ -231,4 +231,36 @@ pub trait FfiHost {
     fn is_secure(&self) -> bool {
         false
     }
+    /// Since 1.1. Make this connection the receiving end of the HTTP tunnel `cookie` (RTSP
+    /// over HTTP): bytes another connection feeds into it with `feed_tunnel` arrive as
+    /// `FfiSession::on_data`, and `close_tunnel` ends it with `on_peer_closed`. The tunnel
+    /// goes when this connection ends. Refused when the cookie is malformed or too long,
+    /// already open (`INVALID_STATE`), or the server holds too many tunnels (`OVER_CAPACITY`).
+    fn open_tunnel(&mut self, cookie: RStr<'_>) -> RResult<(), HostError> {
+        let _ = cookie;
+        RResult::RErr(unsupported("HTTP tunnelling"))
+    }
+    /// Since 1.1. Hand `data` to the session at the receiving end of tunnel `cookie`.
+    /// `NOT_FOUND` when no such tunnel is open, `FORBIDDEN` when it was opened from another
+    /// client address, `OVER_CAPACITY` when the receiving end is too far behind. An empty
+    /// `data` only checks that the tunnel is open.
+    fn feed_tunnel(&mut self, cookie: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), HostError> {
+        let _ = (cookie, data);
+        RResult::RErr(unsupported("HTTP tunnelling"))
+    }
+    /// Since 1.1. End tunnel `cookie` (opened from this client's address): its receiving
+    /// session gets `on_peer_closed`. Nothing happens when there is no such tunnel.
+    fn close_tunnel(&mut self, cookie: RStr<'_>) {
+        let _ = cookie;
+    }
+    /// Since 1.1. Hand this connection over to the control plugin `plugin` (an HTTP port
+    /// passing an RTSP-over-HTTP request to `rtsp`, say): after the current event, a new
+    /// session of that plugin gets `on_open`, then `data` (what this session read so far) as
+    /// `on_data`, and every later event. This session gets no more events. Refused when
+    /// there is no such control plugin (`NOT_FOUND`) or this session already started
+    /// something (`INVALID_STATE`).
+    fn hand_over(&mut self, plugin: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), HostError> {
+        let _ = (plugin, data);
+        RResult::RErr(unsupported("handing a connection over"))
+    }
 }

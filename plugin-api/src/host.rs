@@ -435,6 +435,34 @@ pub trait HostCalls {
     fn is_secure(&self) -> bool {
         false
     }
+    /// Make this connection the receiving end of HTTP tunnel `cookie` (since 1.1).
+    fn open_tunnel(&mut self, cookie: &str) -> Result<(), HostError> {
+        let _ = cookie;
+        Err(HostError::new(
+            crate::types::ErrorCode::UNSUPPORTED_TRANSPORT,
+            "HTTP tunnelling is not supported by this server",
+        ))
+    }
+    /// Hand `data` to the receiving end of tunnel `cookie` (since 1.1).
+    fn feed_tunnel(&mut self, cookie: &str, data: &[u8]) -> Result<(), HostError> {
+        let _ = (cookie, data);
+        Err(HostError::new(
+            crate::types::ErrorCode::UNSUPPORTED_TRANSPORT,
+            "HTTP tunnelling is not supported by this server",
+        ))
+    }
+    /// End tunnel `cookie`; its receiving session gets `on_peer_closed` (since 1.1).
+    fn close_tunnel(&mut self, cookie: &str) {
+        let _ = cookie;
+    }
+    /// Hand the connection over to control plugin `plugin`, replaying `data` (since 1.1).
+    fn hand_over(&mut self, plugin: &str, data: &[u8]) -> Result<(), HostError> {
+        let _ = (plugin, data);
+        Err(HostError::new(
+            crate::types::ErrorCode::UNSUPPORTED_TRANSPORT,
+            "handing a connection over is not supported by this server",
+        ))
+    }
 }
 
 /// Presents a [`HostCalls`] as the ABI's [`FfiHost`].
@@ -509,6 +537,18 @@ impl<H: HostCalls> FfiHost for HostAdapter<'_, H> {
     }
     fn is_secure(&self) -> bool {
         self.0.is_secure()
+    }
+    fn open_tunnel(&mut self, cookie: RStr<'_>) -> RResult<(), HostError> {
+        self.0.open_tunnel(cookie.as_str()).into()
+    }
+    fn feed_tunnel(&mut self, cookie: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), HostError> {
+        self.0.feed_tunnel(cookie.as_str(), data.as_slice()).into()
+    }
+    fn close_tunnel(&mut self, cookie: RStr<'_>) {
+        self.0.close_tunnel(cookie.as_str());
+    }
+    fn hand_over(&mut self, plugin: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), HostError> {
+        self.0.hand_over(plugin.as_str(), data.as_slice()).into()
     }
 }
 

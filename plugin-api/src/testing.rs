@@ -80,6 +80,16 @@ pub struct MockHost {
     pub source_descriptions: Vec<(String, String)>,
     /// What `is_secure` answers: the connection came over TLS.
     pub secure: bool,
+    /// Tunnels this session opened with `open_tunnel`, in order.
+    pub opened_tunnels: Vec<String>,
+    /// Open tunnels `feed_tunnel` may feed; others are NOT_FOUND.
+    pub tunnels: Vec<String>,
+    /// What `feed_tunnel` fed: (cookie, bytes), in order.
+    pub tunnel_feeds: Vec<(String, Vec<u8>)>,
+    /// Tunnels closed with `close_tunnel`, in order.
+    pub closed_tunnels: Vec<String>,
+    /// A `hand_over` the session made: (plugin, bytes to replay).
+    pub handed_over: Option<(String, Vec<u8>)>,
 }
 
 impl MockHost {
@@ -301,6 +311,39 @@ impl FfiHost for MockHost {
     }
     fn is_secure(&self) -> bool {
         self.secure
+    }
+    fn open_tunnel(&mut self, cookie: RStr<'_>) -> RResult<(), HostError> {
+        if self.tunnels.iter().any(|open| open == cookie.as_str()) {
+            return RResult::RErr(HostError::new(
+                ErrorCode::INVALID_STATE,
+                "tunnel already open",
+            ));
+        }
+        self.opened_tunnels.push(cookie.as_str().to_owned());
+        self.tunnels.push(cookie.as_str().to_owned());
+        RResult::ROk(())
+    }
+    fn feed_tunnel(&mut self, cookie: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), HostError> {
+        if !self.tunnels.iter().any(|open| open == cookie.as_str()) {
+            return RResult::RErr(HostError::new(ErrorCode::NOT_FOUND, "no such tunnel"));
+        }
+        self.tunnel_feeds
+            .push((cookie.as_str().to_owned(), data.as_slice().to_vec()));
+        RResult::ROk(())
+    }
+    fn close_tunnel(&mut self, cookie: RStr<'_>) {
+        self.tunnels.retain(|open| open != cookie.as_str());
+        self.closed_tunnels.push(cookie.as_str().to_owned());
+    }
+    fn hand_over(&mut self, plugin: RStr<'_>, data: RSlice<'_, u8>) -> RResult<(), HostError> {
+        if self.handed_over.is_some() {
+            return RResult::RErr(HostError::new(
+                ErrorCode::INVALID_STATE,
+                "already handed over",
+            ));
+        }
+        self.handed_over = Some((plugin.as_str().to_owned(), data.as_slice().to_vec()));
+        RResult::ROk(())
     }
 }
 

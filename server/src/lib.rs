@@ -49,5 +49,6 @@ pub mod state;
 pub mod systemd;
 pub mod tls;
 pub mod transport;
+pub mod tunnels;
 pub mod udp;
 pub mod warn_limit;

@@ -47,6 +47,8 @@ pub struct Shared {
     pub hls: crate::hls::Packagers,
     /// The TLS certificate sets and which listener uses which; a reload swaps them.
     pub tls: Arc<crate::tls::TlsRegistry>,
+    /// The open HTTP tunnels (RTSP over HTTP), by cookie.
+    pub tunnels: crate::tunnels::TunnelTable,
 }
 
 /// Points and plugins an operator put into the drain state: they take no new sessions.
@@ -71,6 +73,7 @@ impl Shared {
             plugin_counters: Mutex::default(),
             hls: crate::hls::Packagers::default(),
             tls: Arc::default(),
+            tunnels: crate::tunnels::TunnelTable::default(),
         }
     }
 

@@ -3,6 +3,9 @@
 //! command line cannot do what they check (PAUSE, ranged PLAY, exact sequence numbers, the
 //! status of a refusal); the session watchers use it to set up the sessions they watch.
 //!
+//! It also speaks RTSP tunnelled over HTTP ([`RtspClient::connect_tunnel`]): answers and
+//! media on a GET, requests base64-encoded on a POST.
+//!
 //! Every wait is bounded: a response has [`RESPONSE_TIMEOUT`] to arrive.
 
 use std::io::{ErrorKind, Read, Write};
@@ -55,6 +58,8 @@ pub struct RtspRefusal {
 /// kept in [`Self::rtp`]; other channels (RTCP) are counted in [`Self::other_frames`].
 pub struct RtspClient {
     stream: TcpStream,
+    /// The POST half of a tunnel: requests go there, base64-encoded.
+    post: Option<TcpStream>,
     buffered: Vec<u8>,
     cseq: u32,
     session: Option<String>,
@@ -103,12 +108,58 @@ impl RtspClient {
             })?;
         Ok(Self {
             stream,
+            post: None,
             buffered: Vec::new(),
             cseq: 0,
             session: None,
             rtp: Vec::new(),
             other_frames: 0,
         })
+    }
+
+    /// RTSP over HTTP to `address`: a GET for `path` with `cookie` that must be answered
+    /// `200` with the tunnel's content type, then a POST that carries the requests.
+    pub fn connect_tunnel(address: SocketAddr, path: &str, cookie: &str) -> Self {
+        let mut client = Self::connect(address);
+        let get = format!("GET /{path} HTTP/1.1\r\nHost: {address}\r\nx-sessioncookie: {cookie}\r\nAccept: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\nCache-Control: no-cache\r\n\r\n");
+        client
+            .stream
+            .write_all(get.as_bytes())
+            .expect("send the GET");
+        let deadline = Instant::now() + RESPONSE_TIMEOUT;
+        let end = loop {
+            if let Some(end) = head_end(&client.buffered) {
+                break end;
+            }
+            assert!(Instant::now() < deadline, "no answer to the tunnel GET");
+            let open = read_into(&mut client.stream, &mut client.buffered).expect("read the GET");
+            assert!(
+                open,
+                "the server closed the tunnel GET: {:?}",
+                String::from_utf8_lossy(&client.buffered)
+            );
+        };
+        let head = String::from_utf8_lossy(&client.buffered[..end]).into_owned();
+        assert_eq!(status_code(&head), 200, "{head}");
+        assert_eq!(
+            header(&head, "content-type").as_deref(),
+            Some("application/x-rtsp-tunnelled"),
+            "{head}"
+        );
+        client.buffered.drain(..end);
+        let mut post =
+            TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).expect("connect the POST");
+        post.set_read_timeout(Some(RESPONSE_TIMEOUT))
+            .expect("set the read timeout");
+        post.write_all(post_head(address, path, cookie).as_bytes())
+            .expect("send the POST head");
+        client.post = Some(post);
+        client
+    }
+
+    /// The POST half of a tunnel, to send raw bytes on it.
+    pub fn tunnel_post(&mut self) -> &mut TcpStream {
+        self.post.as_mut().expect("a tunnelled client")
     }
 
     /// The session id the server gave, without its parameters.
@@ -124,7 +175,7 @@ impl RtspClient {
             other_frames: &mut self.other_frames,
         };
         exchange(
-            &mut self.stream,
+            (&mut self.stream, self.post.as_mut()),
             &mut self.buffered,
             &mut self.cseq,
             &mut self.session,
@@ -157,7 +208,7 @@ impl RtspClient {
             response,
         };
         let response = exchange(
-            &mut self.stream,
+            (&mut self.stream, self.post.as_mut()),
             &mut self.buffered,
             &mut self.cseq,
             &mut self.session,
@@ -265,7 +316,7 @@ impl RtspClient {
 /// Send one request on `stream` and read its response, handing interleaved frames that arrive
 /// before it to `sink`. Records the session id the response gives.
 fn exchange(
-    stream: &mut TcpStream,
+    (stream, post): (&mut TcpStream, Option<&mut TcpStream>),
     buffered: &mut Vec<u8>,
     cseq: &mut u32,
     session: &mut Option<String>,
@@ -282,7 +333,10 @@ fn exchange(
         text.push_str(&format!("{name}: {value}\r\n"));
     }
     text.push_str("\r\n");
-    stream.write_all(text.as_bytes())?;
+    match post {
+        Some(post) => post.write_all(base64(text.as_bytes()).as_bytes())?,
+        None => stream.write_all(text.as_bytes())?,
+    }
     let deadline = Instant::now() + RESPONSE_TIMEOUT;
     let response = loop {
         take_frames(buffered, sink);
@@ -403,6 +457,30 @@ pub fn rtcp_has_bye(mut packet: &[u8]) -> bool {
         packet = &packet[length..];
     }
     false
+}
+
+/// The head of a tunnel's POST half, as ffmpeg sends it.
+pub fn post_head(address: SocketAddr, path: &str, cookie: &str) -> String {
+    format!("POST /{path} HTTP/1.1\r\nHost: {address}\r\nx-sessioncookie: {cookie}\r\nContent-Type: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\nCache-Control: no-cache\r\nContent-Length: 32767\r\nExpires: Sun, 9 Jan 1972 00:00:00 GMT\r\n\r\n")
+}
+
+/// Standard base64 with padding, as tunnel clients encode each request.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let mut n = [0u8; 3];
+        n[..chunk.len()].copy_from_slice(chunk);
+        let bits = u32::from_be_bytes([0, n[0], n[1], n[2]]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ALPHABET[(bits >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ use serde::Deserialize;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod proto;
+pub mod rtsp_tunnel;
 pub mod session;
 
 pub use session::{Config, HttpSession};

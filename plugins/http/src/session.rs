@@ -152,6 +152,9 @@ pub struct HttpSession {
     timer_armed: bool,
     /// An HLS request waiting for the host's `on_resource`.
     pending_resource: Option<hls::PendingResource>,
+    /// The connection's first bytes, kept until its first request shows whether it opens an
+    /// RTSP-over-HTTP tunnel (then the connection goes to the rtsp plugin with them).
+    opening: Option<Vec<u8>>,
 }
 
 impl HttpSession {
@@ -163,6 +166,45 @@ impl HttpSession {
             served: 0,
             timer_armed: false,
             pending_resource: None,
+            opening: Some(Vec::new()),
+        }
+    }
+
+    /// Watch the first request for an RTSP-over-HTTP tunnel and hand such a connection over
+    /// to the rtsp plugin. True when the connection is no longer this session's to serve.
+    fn hand_over_tunnel(&mut self, host: &mut Host<'_>, data: &[u8]) -> bool {
+        let Some(opening) = &mut self.opening else {
+            return false;
+        };
+        opening.extend_from_slice(data);
+        let opens = crate::rtsp_tunnel::opens_tunnel(opening);
+        if opens != Some(true) {
+            if opens == Some(false) || opening.len() > self.config.max_header_bytes {
+                self.opening = None;
+            }
+            return false;
+        }
+        let first = self.opening.take().unwrap_or_default();
+        match host.hand_over(crate::rtsp_tunnel::RTSP_PLUGIN, &first) {
+            Ok(()) => {
+                self.cancel_header_timer(host);
+                self.input.clear();
+                self.state = State::Closed;
+                host.log(
+                    LogLevel::INFO,
+                    "RTSP over HTTP: connection handed over to the rtsp plugin",
+                );
+                true
+            }
+            Err(error) => {
+                let exchange = Exchange {
+                    label: "RTSP-over-HTTP request".to_owned(),
+                    head_only: false,
+                };
+                let message = format!("RTSP over HTTP is not served here: {}", error.message);
+                self.refuse(host, &exchange, 404, &message, &[], false);
+                true
+            }
         }
     }
 
@@ -652,6 +694,9 @@ impl Session for HttpSession {
         match &mut self.state {
             State::Closed => {}
             State::Head => {
+                if self.hand_over_tunnel(host, data) {
+                    return;
+                }
                 self.input.push(data);
                 self.arm_header_timer(host);
                 self.drive(host);

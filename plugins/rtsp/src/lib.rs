@@ -14,6 +14,11 @@
 //!   keep-alives on the session's RTCP channel.
 //! - Sessions time out without requests or RTCP; the host reports RTCP over UDP through
 //!   `on_transport_activity`.
+//! - RTSP tunnelled over HTTP (the QuickTime scheme): a connection that opens with a `GET`
+//!   carrying `x-sessioncookie` and `Accept: application/x-rtsp-tunnelled` opens the tunnel
+//!   with the host and then serves RTSP on it, the requests arriving through the host from
+//!   the `POST` half, whose session decodes their base64 (see [`proto::tunnel`]). The http
+//!   plugin hands such connections over, so the same works on its port.
 //!
 //! The code is split into [`proto`], a protocol core that knows nothing about the host
 //! (request parsing, URLs, `Transport`, `Range`, SDP, responses), and [`session`], the

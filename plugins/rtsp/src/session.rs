@@ -33,6 +33,11 @@
 //!   a session it closes idle connections.
 //!
 //! Every request is logged once: INFO for successes, WARN for refusals with the reason.
+//!
+//! A connection's first bytes decide its role: RTSP, the GET half of an HTTP tunnel (an HTTP
+//! answer, then RTSP as above, with the requests fed in by the host from the POST half), or
+//! the POST half (base64 decoded and fed to the GET half, never answered; a body that is not
+//! base64 closes the tunnel).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -50,6 +55,7 @@ use crate::proto::request::{valid_cseq, Limits, Message, ParseError, Request, Re
 use crate::proto::response::{self, Response};
 use crate::proto::sdp::{self, Description, Timeline};
 use crate::proto::transport::{self, Choice, Refusal};
+use crate::proto::tunnel::{self, Base64Stream, Opening};
 use crate::proto::url::{self, Target};
 
 /// The `Server` header of every response.
@@ -170,6 +176,22 @@ pub struct RtspSession {
     /// What the client last presented: later requests of the session (SETUP and PLAY on
     /// the control URL, which has no query) carry the signed URL's token on.
     credentials: Credentials,
+    /// How the connection's bytes are read, decided by its first bytes.
+    role: Role,
+}
+
+/// What a connection turned out to be.
+#[derive(Debug)]
+enum Role {
+    /// The first bytes, until they tell RTSP from the HTTP of a tunnel.
+    Opening(Vec<u8>),
+    /// RTSP: on its own, or the GET half of a tunnel (requests then arrive through the host).
+    Rtsp,
+    /// The POST half of tunnel `cookie`: base64 requests, handed to the GET half.
+    TunnelPost {
+        cookie: String,
+        base64: Base64Stream,
+    },
 }
 
 impl RtspSession {
@@ -188,6 +210,7 @@ impl RtspSession {
             stray_frames: 0,
             credentials: Credentials::none(),
             closed: false,
+            role: Role::Opening(Vec::new()),
         }
     }
 
@@ -282,6 +305,127 @@ impl RtspSession {
 
     fn transport(&self) -> Option<&Transport> {
         self.active.as_ref()?.transport.as_ref()
+    }
+
+    // -----------------------------------------------------------------------------------
+    // RTSP over HTTP
+
+    /// Decide what the connection is from its first bytes: RTSP, or a half of a tunnel.
+    fn open_connection(&mut self, host: &mut Host<'_>) {
+        let Role::Opening(first) = &self.role else {
+            return;
+        };
+        match tunnel::classify(first, self.config.max_request_bytes) {
+            Opening::Undecided => {
+                if !self.header_timer_armed {
+                    host.set_timer(HEADER_TIMER, self.config.header_timeout);
+                    self.header_timer_armed = true;
+                }
+            }
+            Opening::Rtsp => {
+                let first = first.clone();
+                self.start_rtsp(host, &first);
+            }
+            Opening::Get { cookie, head_len } => {
+                let rest = first[head_len..].to_vec();
+                self.open_tunnel(host, &cookie, &rest);
+            }
+            Opening::Post { cookie, head_len } => {
+                let rest = first[head_len..].to_vec();
+                self.open_post(host, cookie, &rest);
+            }
+            Opening::Refused { status, message } => self.refuse_http(host, status, &message),
+        }
+    }
+
+    /// Read `first` and what follows as RTSP.
+    fn start_rtsp(&mut self, host: &mut Host<'_>, first: &[u8]) {
+        self.role = Role::Rtsp;
+        if self.header_timer_armed {
+            host.cancel_timer(HEADER_TIMER);
+            self.header_timer_armed = false;
+        }
+        self.parser.push(first);
+        self.drive(host);
+    }
+
+    /// The GET half: open the tunnel, answer, and serve RTSP fed in by the POST half.
+    fn open_tunnel(&mut self, host: &mut Host<'_>, cookie: &str, rest: &[u8]) {
+        if let Err(error) = host.open_tunnel(cookie) {
+            let status = match error.code {
+                ErrorCode::INVALID_STATE => 403,
+                ErrorCode::OVER_CAPACITY | ErrorCode::UNSUPPORTED_TRANSPORT => 503,
+                _ => 400,
+            };
+            return self.refuse_http(host, status, &error.message);
+        }
+        host.write(&tunnel::get_answer(SERVER));
+        host.log(
+            LogLevel::INFO,
+            "GET tunnel -> 200 (RTSP over HTTP: requests come on the POST with the same x-sessioncookie)",
+        );
+        self.touch(host);
+        self.start_rtsp(host, rest);
+    }
+
+    /// The POST half: its body goes to the GET half of an open tunnel; never answered.
+    fn open_post(&mut self, host: &mut Host<'_>, cookie: String, rest: &[u8]) {
+        if self.header_timer_armed {
+            host.cancel_timer(HEADER_TIMER);
+            self.header_timer_armed = false;
+        }
+        if let Err(error) = host.feed_tunnel(&cookie, &[]) {
+            let status = match error.code {
+                ErrorCode::NOT_FOUND => 404,
+                ErrorCode::FORBIDDEN => 403,
+                _ => 503,
+            };
+            return self.refuse_http(host, status, &error.message);
+        }
+        host.log(
+            LogLevel::INFO,
+            "POST tunnel: its requests go to the GET with the same x-sessioncookie",
+        );
+        self.role = Role::TunnelPost {
+            cookie,
+            base64: Base64Stream::default(),
+        };
+        self.feed_post(host, rest);
+    }
+
+    /// Decode a piece of the POST body and hand the requests to the GET half. A body that
+    /// is not base64 ends the tunnel: nothing after it can be trusted.
+    fn feed_post(&mut self, host: &mut Host<'_>, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.touch(host);
+        let Role::TunnelPost { cookie, base64 } = &mut self.role else {
+            return;
+        };
+        let mut decoded = Vec::with_capacity(data.len() / 4 * 3 + 3);
+        if let Err(error) = base64.decode(data, &mut decoded) {
+            host.close_tunnel(cookie);
+            let message = format!("{error}; the tunnel is closed");
+            return self.refuse_http(host, 400, &message);
+        }
+        if decoded.is_empty() {
+            return;
+        }
+        if let Err(error) = host.feed_tunnel(cookie, &decoded) {
+            host.log(
+                LogLevel::INFO,
+                &format!("POST tunnel closed: {}", error.message),
+            );
+            self.close(host);
+        }
+    }
+
+    /// Answer the HTTP request that opened the connection with a refusal, and close.
+    fn refuse_http(&mut self, host: &mut Host<'_>, status: u16, message: &str) {
+        host.write(&tunnel::http_refusal(status, SERVER, message));
+        host.log(LogLevel::WARN, &format!("HTTP -> {status}: {message}"));
+        self.close(host);
     }
 
     // -----------------------------------------------------------------------------------
@@ -862,8 +1006,17 @@ impl Session for RtspSession {
         if self.closed {
             return;
         }
-        self.parser.push(data);
-        self.drive(host);
+        match &mut self.role {
+            Role::Rtsp => {
+                self.parser.push(data);
+                self.drive(host);
+            }
+            Role::Opening(first) => {
+                first.extend_from_slice(data);
+                self.open_connection(host);
+            }
+            Role::TunnelPost { .. } => self.feed_post(host, data),
+        }
     }
 
     fn on_timer_fired(&mut self, host: &mut Host<'_>, timer: TimerId) {
@@ -873,7 +1026,8 @@ impl Session for RtspSession {
         match timer {
             HEADER_TIMER => {
                 self.header_timer_armed = false;
-                if !self.parser.in_message() {
+                let opening = matches!(&self.role, Role::Opening(first) if !first.is_empty());
+                if !self.parser.in_message() && !opening {
                     return; // a stale expiry
                 }
                 let exchange = Exchange {

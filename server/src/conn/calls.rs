@@ -545,6 +545,75 @@ impl HostCalls for Connection<'_> {
         info!(position_ms = position.as_millis() as u64, "paused");
         Ok(position.as_millis() as u64)
     }
+
+    fn open_tunnel(&mut self, cookie: &str) -> Result<(), HostError> {
+        self.check_refused()?;
+        if self.tunnel.is_some() {
+            return Err(HostError::new(
+                ErrorCode::INVALID_STATE,
+                "this connection already carries a tunnel",
+            ));
+        }
+        let client = peer_ip(&self.info.peer);
+        let end = self
+            .shared
+            .tunnels
+            .open(cookie, self.info.id, client)
+            .map_err(|error| error.to_host_error())?;
+        info!(tunnels = self.shared.tunnels.len(), "HTTP tunnel opened");
+        self.tunnel = Some(end);
+        self.answered = true;
+        Ok(())
+    }
+
+    fn feed_tunnel(&mut self, cookie: &str, data: &[u8]) -> Result<(), HostError> {
+        self.check_refused()?;
+        let client = peer_ip(&self.info.peer);
+        self.shared
+            .tunnels
+            .feed(cookie, client, data)
+            .map_err(|error| error.to_host_error())?;
+        // The POST side never answers; feeding its tunnel is its valid request.
+        self.answered = true;
+        Ok(())
+    }
+
+    fn hand_over(&mut self, plugin: &str, data: &[u8]) -> Result<(), HostError> {
+        let busy = self.pending_handover.is_some()
+            || self.media.is_some()
+            || self.publisher.is_some()
+            || self.tunnel.is_some()
+            || !self.out.is_empty();
+        if busy {
+            return Err(HostError::new(
+                ErrorCode::INVALID_STATE,
+                "a session that started something cannot hand its connection over",
+            ));
+        }
+        let plugins = self.shared.plugins.load();
+        let target = plugins.get(plugin).filter(|target| {
+            target.name != self.plugin
+                && target.generation.library.info.kind == ferrocast_plugin_api::PluginKind::CONTROL
+        });
+        let Some(target) = target else {
+            return Err(HostError::new(
+                ErrorCode::NOT_FOUND,
+                format!("no control plugin `{plugin}` is enabled on this server"),
+            ));
+        };
+        self.pending_handover = Some(crate::tunnels::Handover {
+            plugin: Arc::clone(target),
+            data: data.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn close_tunnel(&mut self, cookie: &str) {
+        let client = peer_ip(&self.info.peer);
+        if self.shared.tunnels.close(cookie, client) {
+            info!("HTTP tunnel closed by its request side");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -570,6 +639,67 @@ mod tests {
             peer: "127.0.0.1:40000".into(),
             local: "127.0.0.1:8080".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_is_fed_from_another_connection_of_its_client_and_goes_with_its_get() {
+        let shared = shared();
+        let mut get = Connection::new(&shared, "rtsp", info(), Span::none());
+        let mut post_info = info();
+        post_info.id = 8;
+        post_info.peer = "127.0.0.1:40001".into();
+        let mut post = Connection::new(&shared, "rtsp", post_info, Span::none());
+        assert_eq!(
+            post.feed_tunnel("c1", b"").unwrap_err().code,
+            ErrorCode::NOT_FOUND
+        );
+        get.open_tunnel("c1").unwrap();
+        assert_eq!(
+            get.open_tunnel("c2").unwrap_err().code,
+            ErrorCode::INVALID_STATE,
+            "one tunnel per connection"
+        );
+        post.feed_tunnel("c1", b"").unwrap();
+        assert!(post.answered, "feeding is the POST's valid request");
+        post.feed_tunnel("c1", b"OPTIONS").unwrap();
+        let fed = get.tunnel.as_mut().unwrap().recv().await;
+        assert_eq!(fed.as_deref(), Some(&b"OPTIONS"[..]));
+        let mut stranger_info = info();
+        stranger_info.peer = "192.0.2.9:40000".into();
+        let mut stranger = Connection::new(&shared, "rtsp", stranger_info, Span::none());
+        assert_eq!(
+            stranger.feed_tunnel("c1", b"x").unwrap_err().code,
+            ErrorCode::FORBIDDEN
+        );
+        drop(get);
+        assert!(shared.tunnels.is_empty(), "the tunnel goes with its GET");
+    }
+
+    #[test]
+    fn a_refused_connection_opens_and_feeds_no_tunnel() {
+        let shared = shared();
+        let mut conn = Connection::new(&shared, "rtsp", info(), Span::none());
+        conn.refused = Some(crate::limits::Refusal::Connections);
+        assert_eq!(
+            conn.open_tunnel("c1").unwrap_err().code,
+            ErrorCode::OVER_CAPACITY
+        );
+        assert_eq!(
+            conn.feed_tunnel("c1", b"x").unwrap_err().code,
+            ErrorCode::OVER_CAPACITY
+        );
+    }
+
+    #[test]
+    fn a_connection_is_handed_over_only_to_an_enabled_control_plugin() {
+        let shared = shared();
+        let mut conn = Connection::new(&shared, "http", info(), Span::none());
+        let refused = conn
+            .hand_over("rtsp", b"GET / HTTP/1.1\r\n\r\n")
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::NOT_FOUND);
+        assert!(refused.message.contains("`rtsp`"), "{}", refused.message);
+        assert!(conn.pending_handover.is_none());
     }
 
     #[test]

@@ -93,6 +93,12 @@ pub struct Connection<'a> {
     pub(super) counters: Arc<PluginCounters>,
     /// A packaged (HLS) resource the session asked for.
     pub(super) resource: super::resource::ResourceSlot,
+    /// The receiving end of an HTTP tunnel this connection carries (RTSP over HTTP).
+    pub(super) tunnel: Option<crate::tunnels::TunnelEnd>,
+    /// The session asked to pass the connection to another control plugin.
+    pub(super) pending_handover: Option<crate::tunnels::Handover>,
+    /// The connection was handed over: counted on the new plugin's generation.
+    pub(super) handed_over: Option<crate::plugins::GenerationSession>,
 }
 
 impl<'a> Connection<'a> {
@@ -122,6 +128,9 @@ impl<'a> Connection<'a> {
             framed: FramedMedia::default(),
             counters: shared.counters_of(plugin),
             resource: super::resource::ResourceSlot::default(),
+            tunnel: None,
+            pending_handover: None,
+            handed_over: None,
         }
     }
 

@@ -385,6 +385,8 @@ enum Wakeup {
     Timer(Option<u64>),
     /// A resource request made progress (see `resource`).
     Resource(resource::ResourceStep),
+    /// Request bytes fed into the connection's HTTP tunnel; `None` once it was closed.
+    Tunnel(Option<Vec<u8>>),
 }
 
 async fn drive<R, W>(
@@ -418,6 +420,12 @@ where
         if let Some(chunk) = conn.framed.next() {
             if let Err(fault) = session.on_media(conn, chunk.as_media()) {
                 return Ending::Fault(fault);
+            }
+            continue;
+        }
+        if let Some(handover) = conn.pending_handover.take() {
+            if let Err(ending) = span.in_scope(|| take_over(session, conn, handover)) {
+                return ending;
             }
             continue;
         }
@@ -533,6 +541,7 @@ where
             Wakeup::Timer(next_timer.map(|(timer, _)| timer))
         }
         step = resource::resource_step(&mut conn.resource) => Wakeup::Resource(step),
+        fed = next_tunnel_piece(&mut conn.tunnel) => Wakeup::Tunnel(fed),
     }
 }
 
@@ -576,8 +585,35 @@ fn handle<R, W>(
             session.on_timer(conn, timer)?;
         }
         Wakeup::Resource(step) => conn.resource.on_step(step, Instant::now()),
+        // Bytes from the tunnel's request side reach the session as if read here.
+        Wakeup::Tunnel(Some(fed)) => session.on_data(conn, &fed)?,
+        Wakeup::Tunnel(None) => {
+            conn.tunnel = None;
+            session.on_peer_closed(conn)?;
+        }
         Wakeup::Rtcp(None) | Wakeup::Timer(None) => {}
     }
+    Ok(())
+}
+
+/// Pass the connection to a session of the plugin the current session handed it to, and
+/// replay what the first session read.
+fn take_over(
+    session: &mut PluginSession,
+    conn: &mut Connection<'_>,
+    handover: crate::tunnels::Handover,
+) -> Result<(), Ending> {
+    let Some(next) = open_session(&handover.plugin, &conn.info) else {
+        return Err(Ending::Closed);
+    };
+    info!(from = conn.plugin, to = %handover.plugin.name, "connection handed over");
+    *session = next;
+    conn.plugin = crate::tunnels::static_name(&handover.plugin.name);
+    conn.counters = conn.shared.counters_of(conn.plugin);
+    conn.timers = Default::default();
+    conn.handed_over = Some(handover.plugin.generation.session_started());
+    session.on_open(conn)?;
+    session.on_data(conn, &handover.data)?;
     Ok(())
 }
 
@@ -657,6 +693,14 @@ async fn recv_rtcp(source: Option<&RtcpSource>) -> Vec<RtcpPacket> {
 /// Whether RTCP from `from` is the client's (at `client`): the same IP, IPv4-mapped or not.
 fn rtcp_from_client(from: SocketAddr, client: std::net::IpAddr) -> bool {
     from.ip().to_canonical() == client.to_canonical()
+}
+
+/// The next piece fed into the connection's tunnel; pending forever without one.
+async fn next_tunnel_piece(tunnel: &mut Option<crate::tunnels::TunnelEnd>) -> Option<Vec<u8>> {
+    match tunnel {
+        Some(end) => end.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next step of the live cursor; pending forever when nothing live plays.

@@ -1268,3 +1268,37 @@ fn responses_are_counted_by_status() {
     assert_eq!(counters.get("responses_200"), Some(&1), "{counters:?}");
     assert_eq!(counters.get("responses_404"), Some(&2), "{counters:?}");
 }
+
+#[test]
+fn an_rtsp_over_http_request_hands_the_connection_to_rtsp() {
+    let get = b"GET /live HTTP/1.1\r\nHost: h\r\nx-sessioncookie: abc\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n";
+    for split in [1, 9, usize::MAX] {
+        let mut client = Client::new();
+        client.send_in_pieces(get, split);
+        assert_eq!(
+            client.mock.handed_over,
+            Some(("rtsp".to_owned(), get.to_vec())),
+            "split {split}"
+        );
+        assert!(client.take_written().is_empty(), "rtsp answers, not http");
+        assert!(client.mock.plays.is_empty());
+        assert!(!client.mock.closed);
+    }
+    // A POST with its first base64 in the same read goes over with it.
+    let post = b"POST /live HTTP/1.1\r\nx-sessioncookie: abc\r\nContent-Type: application/x-rtsp-tunnelled\r\nContent-Length: 32767\r\n\r\nT1BUSU9O";
+    let mut client = Client::new();
+    client.send(post);
+    assert_eq!(
+        client.mock.handed_over,
+        Some(("rtsp".to_owned(), post.to_vec()))
+    );
+}
+
+#[test]
+fn only_the_first_request_of_a_connection_may_open_a_tunnel() {
+    let mut client = Client::new();
+    client.send(b"GET /vod HTTP/1.1\r\nHost: h\r\nRange: bytes=0-0\r\n\r\n");
+    client.take_written();
+    client.send(b"GET /live HTTP/1.1\r\nHost: h\r\nx-sessioncookie: abc\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n");
+    assert_eq!(client.mock.handed_over, None);
+}

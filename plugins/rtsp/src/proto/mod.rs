@@ -10,10 +10,12 @@
 //! - [`range`]: normal play time (`Range: npt=…`).
 //! - [`sdp`]: the DESCRIBE answer.
 //! - [`response`]: status lines and header fields.
+//! - [`tunnel`]: RTSP over HTTP: the opening GET and POST, and the POST's base64 stream.
 
 pub mod range;
 pub mod request;
 pub mod response;
 pub mod sdp;
 pub mod transport;
+pub mod tunnel;
 pub mod url;

@@ -1346,3 +1346,175 @@ fn access_refusals_are_401_with_a_challenge_403_and_503_with_retry_after() {
     assert_eq!(reply.get("Retry-After"), Some("9"));
     assert!(!client.mock.closed);
 }
+
+// ---------------------------------------------------------------------------------------------
+// TEARDOWN in every state
+
+#[test]
+fn teardown_is_answered_in_every_state_of_a_session() {
+    let session = format!("Session: {}", Client::id());
+    // Playing live, and after a PAUSE the live point refused (GStreamer pauses before it
+    // tears down when it stops).
+    for paused in [false, true] {
+        let mut client = Client::new();
+        client.setup_tcp("live");
+        assert_eq!(client.play("live", 2, &[session.as_str()]).status, 200);
+        if paused {
+            client.mock.pause_answer = Some(Err(HostError::new(
+                ErrorCode::INVALID_STATE,
+                "`live` is live and cannot pause",
+            )));
+            let reply = client.request("PAUSE", "rtsp://h/live/", 3, &[session.as_str()]);
+            assert_eq!(reply.status, 455, "{reply:?}");
+        }
+        let reply = client.request("TEARDOWN", "rtsp://h/live/", 4, &[session.as_str()]);
+        assert_eq!(reply.status, 200, "paused {paused}: {reply:?}");
+        assert!(client.mock.closed);
+        assert_eq!(client.mock.torn_down, [1]);
+    }
+    // On demand: playing, paused, and at the end of the file; on the track URL (as
+    // GStreamer names it) and on the aggregate one.
+    for state in ["playing", "paused", "complete"] {
+        for url in ["rtsp://h/vod/trackID=0", "rtsp://h/vod/"] {
+            let mut client = Client::new();
+            client.setup_tcp("vod");
+            assert_eq!(client.play("vod", 2, &[session.as_str()]).status, 200);
+            match state {
+                "paused" => {
+                    let reply = client.request("PAUSE", "rtsp://h/vod/", 3, &[session.as_str()]);
+                    assert_eq!(reply.status, 200, "{reply:?}");
+                }
+                "complete" => client.stream_ended(EndReason::COMPLETE),
+                _ => {}
+            }
+            let reply = client.request("TEARDOWN", url, 4, &[session.as_str()]);
+            assert_eq!(reply.status, 200, "{state} {url}: {reply:?}");
+            assert_eq!(reply.get("Session"), Some(session_header().as_str()));
+            assert!(client.mock.closed);
+            assert_eq!(client.mock.torn_down, [1]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RTSP over HTTP
+
+const COOKIE: &str = "3bf05ca8a1b9";
+
+fn tunnel_get() -> Vec<u8> {
+    format!("GET /live HTTP/1.1\r\nHost: 127.0.0.1\r\nx-sessioncookie: {COOKIE}\r\nAccept: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\n\r\n").into_bytes()
+}
+
+fn tunnel_post() -> Vec<u8> {
+    format!("POST /live HTTP/1.1\r\nHost: 127.0.0.1\r\nx-sessioncookie: {COOKIE}\r\nContent-Type: application/x-rtsp-tunnelled\r\nContent-Length: 32767\r\n\r\n").into_bytes()
+}
+
+fn base64(bytes: &[u8]) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(3) {
+        let mut n = [0u8; 3];
+        n[..chunk.len()].copy_from_slice(chunk);
+        let bits = u32::from_be_bytes([0, n[0], n[1], n[2]]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ALPHABET[(bits >> (18 - 6 * i) & 63) as usize]
+            } else {
+                b'='
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn a_tunnel_get_opens_the_tunnel_and_then_speaks_rtsp() {
+    for split in [1, 7, usize::MAX] {
+        let mut client = Client::new();
+        client.send_in_pieces(&tunnel_get(), split);
+        let written = String::from_utf8(client.take_written()).unwrap();
+        assert!(written.starts_with("HTTP/1.0 200 OK\r\n"), "{written}");
+        assert!(written.contains("Content-Type: application/x-rtsp-tunnelled\r\n"));
+        assert_eq!(client.mock.opened_tunnels, [COOKIE]);
+        assert!(!client.mock.closed);
+        assert_eq!(client.header_timer(), None);
+        // What the POST half feeds arrives as on_data.
+        let reply = client.request("OPTIONS", "*", 1, &[]);
+        assert_eq!(reply.status, 200);
+        client.setup_tcp("live");
+    }
+}
+
+#[test]
+fn a_tunnel_post_feeds_decoded_requests_and_is_never_answered() {
+    let mut client = Client::new();
+    client.mock.tunnels.push(COOKIE.to_owned());
+    let requests = [
+        request("OPTIONS", "rtsp://h/live", 1, &[]),
+        request("DESCRIBE", "rtsp://h/live", 2, &["Accept: application/sdp"]),
+    ];
+    let mut bytes = tunnel_post();
+    for one in &requests {
+        bytes.extend(base64(one));
+    }
+    client.send_in_pieces(&bytes, 5);
+    assert!(client.take_written().is_empty(), "the POST gets no answer");
+    let fed: Vec<u8> = client
+        .mock
+        .tunnel_feeds
+        .iter()
+        .flat_map(|(cookie, data)| {
+            assert_eq!(cookie, COOKIE);
+            data.clone()
+        })
+        .collect();
+    assert_eq!(fed, requests.concat());
+    assert!(!client.mock.closed);
+    // The POST going away leaves the tunnel alone.
+    client.peer_closed();
+    assert!(client.mock.closed_tunnels.is_empty());
+}
+
+#[test]
+fn a_post_without_its_get_is_refused() {
+    let mut client = Client::new();
+    client.send(&tunnel_post());
+    let written = String::from_utf8(client.take_written()).unwrap();
+    assert!(
+        written.starts_with("HTTP/1.0 404 Not Found\r\n"),
+        "{written}"
+    );
+    assert!(client.mock.closed);
+    assert!(client.mock.tunnel_feeds.is_empty());
+}
+
+#[test]
+fn a_broken_base64_body_closes_the_tunnel() {
+    let mut client = Client::new();
+    client.mock.tunnels.push(COOKIE.to_owned());
+    let mut bytes = tunnel_post();
+    bytes.extend(base64(&request("OPTIONS", "*", 1, &[])));
+    bytes.extend(b"not base64!");
+    client.send(&bytes);
+    let written = String::from_utf8(client.take_written()).unwrap();
+    assert!(
+        written.starts_with("HTTP/1.0 400 Bad Request\r\n"),
+        "{written}"
+    );
+    assert!(written.contains("not base64"), "{written}");
+    assert_eq!(client.mock.closed_tunnels, [COOKIE]);
+    assert!(client.mock.closed);
+}
+
+#[test]
+fn plain_http_on_the_rtsp_port_is_refused_in_http() {
+    let mut client = Client::new();
+    client.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    let written = String::from_utf8(client.take_written()).unwrap();
+    assert!(
+        written.starts_with("HTTP/1.0 400 Bad Request\r\n"),
+        "{written}"
+    );
+    assert!(client.mock.closed);
+    assert!(client.mock.opened_tunnels.is_empty());
+}
