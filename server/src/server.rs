@@ -153,6 +153,9 @@ impl Server {
         let shared = Arc::new(Shared::new(points, config.server.write_timeout, plugins));
         shared.gate.set_limits(config.limits);
         shared.hls.sync(&shared.points.load(), config.hls);
+        shared
+            .recorders
+            .sync(&shared.points.load(), &config.recordings);
         start_descriptor_limit(&shared);
         shared
             .access

@@ -45,6 +45,8 @@ pub struct Shared {
     plugin_counters: Mutex<BTreeMap<String, Arc<PluginCounters>>>,
     /// The HLS packagers of broadcast points with `hls`, kept in step with the point table.
     pub hls: crate::hls::Packagers,
+    /// The recorders of broadcast points with `record`, kept in step with the point table.
+    pub recorders: crate::record::Recorders,
 }
 
 /// Points and plugins an operator put into the drain state: they take no new sessions.
@@ -68,6 +70,7 @@ impl Shared {
             sessions: SessionTable::default(),
             plugin_counters: Mutex::default(),
             hls: crate::hls::Packagers::default(),
+            recorders: crate::record::Recorders::default(),
         }
     }
 

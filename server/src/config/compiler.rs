@@ -16,6 +16,7 @@ use toml_edit::{ImDocument, Item, Key, Table, TableLike, Value};
 
 mod admin;
 mod hls;
+mod record;
 #[path = "limits.rs"]
 mod limits;
 
@@ -71,6 +72,7 @@ const POINT_KEYS: &[&str] = &[
     "play",
     "timeline",
     "udp_join_rate",
+    "record",
 ];
 /// Keys that only mean something for a point whose source is a pull URL.
 const PULL_KEYS: &[&str] = &[
@@ -118,6 +120,7 @@ pub(super) fn compile(
     let Compiler {
         errors,
         mut warnings,
+        recordings,
         ..
     } = compiler;
     if !errors.is_empty() {
@@ -141,6 +144,7 @@ pub(super) fn compile(
         admin,
         access_log,
         hls,
+        recordings,
         warnings: warnings.into_iter().map(|(_, warning)| warning).collect(),
     })
 }
@@ -210,6 +214,8 @@ struct Compiler<'a> {
     known_plugins: Vec<String>,
     errors: Vec<ConfigError>,
     warnings: Vec<(usize, String)>,
+    /// Each point's valid `record` table, by point name.
+    recordings: BTreeMap<String, crate::record::RecordSettings>,
 }
 
 impl<'a> Compiler<'a> {
@@ -221,6 +227,7 @@ impl<'a> Compiler<'a> {
             known_plugins,
             errors: Vec::new(),
             warnings: Vec::new(),
+            recordings: BTreeMap::new(),
         }
     }
 
@@ -899,7 +906,8 @@ impl<'a> Compiler<'a> {
         let play = self.play_rule(section);
         let timeline = self.timeline_mode(section, kind);
         let udp_join_rate = self.udp_join_rate(section, kind);
-        Some(PointConfig {
+        let record = self.point_record(section, kind);
+        let point = PointConfig {
             timeline,
             udp_join_rate,
             limits,
@@ -912,7 +920,11 @@ impl<'a> Compiler<'a> {
             reconnect_grace,
             source_timeout,
             line: section.line,
-        })
+        };
+        if let Some(record) = record {
+            self.recordings.insert(point.name.clone(), record);
+        }
+        Some(point)
     }
 
     fn require_point_keys(&mut self, section: &Section<'_>) {

@@ -83,6 +83,8 @@ pub struct Config {
     pub access_log: Option<AccessLogConfig>,
     /// The `[hls]` table (defaults without one): how `hls` points are segmented.
     pub hls: crate::hls::HlsSettings,
+    /// Each recorded broadcast point's `record` settings, by point name.
+    pub recordings: BTreeMap<String, crate::record::RecordSettings>,
     /// Things that are allowed but probably not intended, as `file:line: message`.
     pub warnings: Vec<String>,
 }
