@@ -183,10 +183,13 @@ impl Writer {
     }
 
     /// After a failed write, drop a partial packet at the end, so the file plays to its last
-    /// whole one.
+    /// whole one; a file that got nothing at all is removed (retries leave no empty files).
     fn truncate_to_whole_packets(&mut self) {
         if let Some(open) = &self.file {
             let _ = open.file.set_len(open.length);
+            if open.length == 0 {
+                let _ = std::fs::remove_file(&open.path);
+            }
         }
     }
 
