@@ -92,11 +92,26 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 fn assert_starts_decodable(file: &Path) {
     let data = std::fs::read(file).unwrap();
     assert!(!data.is_empty(), "{} is empty", file.display());
-    assert_eq!(data.len() % TS_PACKET, 0, "{}: a partial packet", file.display());
+    assert_eq!(
+        data.len() % TS_PACKET,
+        0,
+        "{}: a partial packet",
+        file.display()
+    );
     assert_eq!(data[0], 0x47, "{}: no sync byte", file.display());
-    assert_eq!(ts::pid(&data[..TS_PACKET]), 0, "{}: PAT first", file.display());
+    assert_eq!(
+        ts::pid(&data[..TS_PACKET]),
+        0,
+        "{}: PAT first",
+        file.display()
+    );
     let (frames, errors) = first_frames(&file.display().to_string(), 1);
-    assert_eq!(frames.first().map(|f| f.0), Some(true), "{}: {errors}", file.display());
+    assert_eq!(
+        frames.first().map(|f| f.0),
+        Some(true),
+        "{}: {errors}",
+        file.display()
+    );
 }
 
 #[test]
@@ -136,7 +151,10 @@ fn retention_deletes_only_the_points_old_files() {
     encoder.wait(Duration::from_secs(30));
     let started = rig.server.event_lines("RECORDING_STARTED");
     assert!(started.len() >= 6, "{started:?}");
-    let first = log_field(&started[0], "path").unwrap().trim_matches('"').to_owned();
+    let first = log_field(&started[0], "path")
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
     assert!(
         wait_until(Duration::from_secs(10), || !Path::new(&first).exists()),
         "the oldest recording {first} is still there"
@@ -168,7 +186,11 @@ fn a_slow_disk_drops_recording_data_without_disturbing_clients() {
     let elapsed = reader.started.elapsed().as_secs() as usize;
     assert!(lagging.len() <= elapsed / 10 + 2, "{lagging:?}");
     drop(encoder);
-    assert!(reader.continuity_errors().is_empty(), "{:?}", reader.continuity_errors());
+    assert!(
+        reader.continuity_errors().is_empty(),
+        "{:?}",
+        reader.continuity_errors()
+    );
     assert_decodes(rig.rec.path(), &reader.body(), 150);
     let files = recordings(rig.rec.path());
     assert_eq!(files.len(), 1, "{files:?}");
@@ -208,7 +230,11 @@ fn a_full_disk_fails_the_recording_not_the_point_and_recording_resumes() {
         reader.longest_gap_since(failing)
     );
     assert!(reader.received_after(failing) > 200_000);
-    assert!(reader.continuity_errors().is_empty(), "{:?}", reader.continuity_errors());
+    assert!(
+        reader.continuity_errors().is_empty(),
+        "{:?}",
+        reader.continuity_errors()
+    );
     let failed = rig.server.event_lines("RECORDING_FAILED");
     assert!(failed[0].contains("No space left on device"), "{failed:?}");
     // Every file is whole packets; the one that failed plays up to the failure, the one
@@ -282,7 +308,10 @@ fn a_recording_plays_pauses_and_seeks_while_it_is_written() {
     let before_pause = client.rtp.len();
     assert!(before_pause > 30, "only {before_pause} RTP packets");
     client.receive_for(Duration::from_millis(800));
-    assert!(client.rtp.len() - before_pause <= 2, "packets arrived while paused");
+    assert!(
+        client.rtp.len() - before_pause <= 2,
+        "packets arrived while paused"
+    );
     let start = seek(&mut client, &url, 3.0);
     assert!((2.0..=3.5).contains(&start), "seeked to {start}");
     let after_seek = client.rtp.len();

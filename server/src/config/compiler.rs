@@ -16,9 +16,9 @@ use toml_edit::{ImDocument, Item, Key, Table, TableLike, Value};
 
 mod admin;
 mod hls;
-mod record;
 #[path = "limits.rs"]
 mod limits;
+mod record;
 
 use super::error::{ConfigError, ConfigErrors, Location};
 use super::lines::LineIndex;

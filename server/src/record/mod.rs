@@ -85,9 +85,11 @@ impl Recorders {
             })
             .collect();
         running.retain(|name, recorder| {
-            streams.get(name.as_str()).is_some_and(|(stream, settings)| {
-                Arc::ptr_eq(stream, &recorder.stream) && **settings == recorder.settings
-            })
+            streams
+                .get(name.as_str())
+                .is_some_and(|(stream, settings)| {
+                    Arc::ptr_eq(stream, &recorder.stream) && **settings == recorder.settings
+                })
         });
         for (name, (stream, settings)) in streams {
             if running.contains_key(name) {

@@ -46,8 +46,17 @@ pub fn parse_file_name(point: &str, name: &str) -> Option<SystemTime> {
         digits(&date[4..6])?,
         digits(&date[6..])?,
     );
-    let (hour, minute, second) = (digits(&time[..2])?, digits(&time[2..4])?, digits(&time[4..])?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 59 {
+    let (hour, minute, second) = (
+        digits(&time[..2])?,
+        digits(&time[2..4])?,
+        digits(&time[4..])?,
+    );
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
         return None;
     }
     let days = u64::try_from(days_from_civil(year as i64, month as u32, day as u32)).ok()?;
@@ -138,7 +147,8 @@ impl Rotation {
                 _ => ChunkAction::Open(now),
             },
             Some(start) => {
-                let due = new_source || now.duration_since(start).unwrap_or_default() >= self.segment;
+                let due =
+                    new_source || now.duration_since(start).unwrap_or_default() >= self.segment;
                 // Names are to the second: a file never starts in its predecessor's second
                 // (an encoder restart within it continues the file, from a keyframe).
                 if keyframe && due && whole_seconds(now) > whole_seconds(start) {
@@ -239,9 +249,9 @@ impl LagReport {
     pub fn dropped(&mut self, bytes: u64, now: std::time::Instant) -> Option<Dropped> {
         self.dropped_bytes += bytes;
         self.dropped_chunks += 1;
-        let due = self
-            .last
-            .is_none_or(|last| now.saturating_duration_since(last) >= self.window);
+        let due = self.last.map_or(true, |last| {
+            now.saturating_duration_since(last) >= self.window
+        });
         if !due {
             return None;
         }
@@ -307,7 +317,10 @@ mod tests {
 
     #[test]
     fn only_the_points_own_pattern_parses() {
-        assert_eq!(parse_file_name("live", "live-20261130T203000Z.ts"), Some(at(NOV_30)));
+        assert_eq!(
+            parse_file_name("live", "live-20261130T203000Z.ts"),
+            Some(at(NOV_30))
+        );
         for other in [
             "live-b-20261130T203000Z.ts",
             "live-20261130T203000Z.ts.part",
@@ -328,7 +341,10 @@ mod tests {
     fn a_file_starts_at_the_first_keyframe() {
         let rotation = Rotation::new(Duration::from_secs(10));
         assert_eq!(rotation.decide(false, false, at(5)), ChunkAction::Skip);
-        assert_eq!(rotation.decide(true, false, at(5)), ChunkAction::Open(at(5)));
+        assert_eq!(
+            rotation.decide(true, false, at(5)),
+            ChunkAction::Open(at(5))
+        );
     }
 
     #[test]
@@ -337,19 +353,28 @@ mod tests {
         rotation.opened(at(100));
         assert_eq!(rotation.decide(true, false, at(109)), ChunkAction::Write);
         assert_eq!(rotation.decide(false, false, at(111)), ChunkAction::Write);
-        assert_eq!(rotation.decide(true, false, at(111)), ChunkAction::Open(at(111)));
+        assert_eq!(
+            rotation.decide(true, false, at(111)),
+            ChunkAction::Open(at(111))
+        );
     }
 
     #[test]
     fn an_encoder_restart_starts_a_new_file_unless_in_the_same_second() {
         let mut rotation = Rotation::new(Duration::from_secs(3600));
         rotation.opened(at(100));
-        assert_eq!(rotation.decide(true, true, at(105)), ChunkAction::Open(at(105)));
+        assert_eq!(
+            rotation.decide(true, true, at(105)),
+            ChunkAction::Open(at(105))
+        );
         let same_second = at(100) + Duration::from_millis(700);
         assert_eq!(rotation.decide(true, true, same_second), ChunkAction::Write);
         rotation.closed();
         assert_eq!(rotation.decide(false, true, at(200)), ChunkAction::Skip);
-        assert_eq!(rotation.decide(true, true, at(200)), ChunkAction::Open(at(200)));
+        assert_eq!(
+            rotation.decide(true, true, at(200)),
+            ChunkAction::Open(at(200))
+        );
     }
 
     #[test]
@@ -359,7 +384,10 @@ mod tests {
         assert_eq!(rotation.failed(at(100)), at(101));
         assert_eq!(rotation.decide(true, false, at(100)), ChunkAction::Skip);
         assert_eq!(rotation.decide(false, false, at(101)), ChunkAction::Skip);
-        assert_eq!(rotation.decide(true, false, at(101)), ChunkAction::Open(at(101)));
+        assert_eq!(
+            rotation.decide(true, false, at(101)),
+            ChunkAction::Open(at(101))
+        );
         assert_eq!(rotation.failed(at(101)), at(103));
         assert_eq!(rotation.failed(at(103)), at(107));
         for _ in 0..20 {
@@ -376,12 +404,21 @@ mod tests {
         let names: Vec<String> = [0, 10, 20, 30]
             .iter()
             .map(|offset| file_name("live", at(NOV_30 + offset)))
-            .chain(["other-20261130T203000Z.ts".to_owned(), "live.txt".to_owned()])
+            .chain([
+                "other-20261130T203000Z.ts".to_owned(),
+                "live.txt".to_owned(),
+            ])
             .collect();
         let names = || names.iter().map(String::as_str);
         // Now +35, retain 15: the cutoff is +20; files started at +0 and +10 end by +20.
         let gone = expired("live", names(), at(NOV_30 + 35), Duration::from_secs(15));
-        assert_eq!(gone, [file_name("live", at(NOV_30)), file_name("live", at(NOV_30 + 10))]);
+        assert_eq!(
+            gone,
+            [
+                file_name("live", at(NOV_30)),
+                file_name("live", at(NOV_30 + 10))
+            ]
+        );
         // The newest is kept however old.
         let gone = expired("live", names(), at(NOV_30 + 10_000), Duration::from_secs(1));
         assert_eq!(gone.len(), 3);
@@ -393,12 +430,21 @@ mod tests {
     fn lag_lines_are_limited_to_one_per_window_and_carry_the_drops_between() {
         let start = std::time::Instant::now();
         let mut report = LagReport::new(Duration::from_secs(10));
-        assert_eq!(report.dropped(100, start), Some(Dropped { bytes: 100, chunks: 1 }));
+        assert_eq!(
+            report.dropped(100, start),
+            Some(Dropped {
+                bytes: 100,
+                chunks: 1
+            })
+        );
         assert_eq!(report.dropped(50, start + Duration::from_secs(1)), None);
         assert_eq!(report.dropped(50, start + Duration::from_secs(9)), None);
         assert_eq!(
             report.dropped(10, start + Duration::from_secs(10)),
-            Some(Dropped { bytes: 110, chunks: 3 })
+            Some(Dropped {
+                bytes: 110,
+                chunks: 3
+            })
         );
     }
 

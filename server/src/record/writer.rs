@@ -212,7 +212,7 @@ impl Writer {
         };
         let due = self
             .last_sweep
-            .is_none_or(|last| last.elapsed() >= self.sweep_interval());
+            .map_or(true, |last| last.elapsed() >= self.sweep_interval());
         if !due {
             return;
         }

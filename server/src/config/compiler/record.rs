@@ -7,8 +7,8 @@ use std::time::Duration;
 use toml_edit::Item;
 
 use super::{Compiler, Section};
-use crate::config::PointKind;
 use crate::config::value::describe;
+use crate::config::PointKind;
 use crate::record::plan::parse_duration;
 use crate::record::RecordSettings;
 
@@ -145,11 +145,23 @@ mod tests {
     #[test]
     fn bad_record_settings_are_errors_at_their_line() {
         let cases = [
-            ("record = { dir = \"r\", segment = \"1x\" }", "must be a duration such as"),
-            ("record = { dir = \"r\", segment = \"0s\" }", "must be from 1s"),
-            ("record = { dir = \"r\", retain = 7 }", "must be a duration string"),
+            (
+                "record = { dir = \"r\", segment = \"1x\" }",
+                "must be a duration such as",
+            ),
+            (
+                "record = { dir = \"r\", segment = \"0s\" }",
+                "must be from 1s",
+            ),
+            (
+                "record = { dir = \"r\", retain = 7 }",
+                "must be a duration string",
+            ),
             ("record = { segment = \"1h\" }", "`record` needs `dir`"),
-            ("record = { dir = \"r\", keep = \"1d\" }", "unknown key `keep`"),
+            (
+                "record = { dir = \"r\", keep = \"1d\" }",
+                "unknown key `keep`",
+            ),
             ("record = \"r\"", "`record` must be a table"),
         ];
         for (record, expected) in cases {
@@ -167,6 +179,11 @@ mod tests {
             std::env::temp_dir().display()
         );
         let errors = compile(Path::new("/f.toml"), &text, &HttpOnly).unwrap_err();
-        assert!(errors.to_string().contains("/f.toml:9: `record` only applies to broadcast points"), "{errors}");
+        assert!(
+            errors
+                .to_string()
+                .contains("/f.toml:9: `record` only applies to broadcast points"),
+            "{errors}"
+        );
     }
 }
