@@ -17,6 +17,8 @@ struct Rig {
     server: Ferrocast,
     rec: TempDir,
     rtsp: SocketAddr,
+    /// The admin API, for `/metrics` (no token needed from loopback).
+    admin: SocketAddr,
     _plugins: TempDir,
 }
 
@@ -30,12 +32,13 @@ fn rig_in(rec: TempDir, record: &str, env: &[(&str, &str)]) -> Rig {
     let plugins = shipped_plugins_dir(&["http", "rtsp", "tcp"]);
     let http = loopback();
     let rtsp = loopback();
+    let admin = loopback();
     let dir = rec.path().display();
     let points = format!(
         "[[point]]\nname = \"live\"\nkind = \"broadcast\"\nsource = \"push\"\nprotocols = [\"http\"]\nrecord = {{ dir = \"{dir}\"{record} }}\n\n[[point]]\nname = \"archive\"\nkind = \"on-demand\"\nsource = \"{dir}\"\nprotocols = [\"http\", \"rtsp\", \"tcp\"]\n"
     );
     let config = format!(
-        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.tcp]\n",
+        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.tcp]\n\n[admin]\nlisten = \"{admin}\"\nmetrics_allow = [\"127.0.0.1\"]\n",
         config_with(http, &points)
     );
     let server = Ferrocast::start_with_env(&config, plugins.path(), http, env);
@@ -43,8 +46,19 @@ fn rig_in(rec: TempDir, record: &str, env: &[(&str, &str)]) -> Rig {
         server,
         rec,
         rtsp,
+        admin,
         _plugins: plugins,
     }
+}
+
+/// The value of `series` (name and labels) in the server's `/metrics`.
+fn metric(rig: &Rig, series: &str) -> Option<f64> {
+    let scraped = http_get(rig.admin, "/metrics", 1 << 20);
+    assert_eq!(scraped.status, 200, "{}", scraped.body_text());
+    scraped
+        .body_text()
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// `live`'s recordings in `dir`, oldest first (the names sort by start time).
@@ -185,6 +199,11 @@ fn a_slow_disk_drops_recording_data_without_disturbing_clients() {
     let lagging = rig.server.event_lines("RECORDING_LAGGING");
     let elapsed = reader.started.elapsed().as_secs() as usize;
     assert!(lagging.len() <= elapsed / 10 + 2, "{lagging:?}");
+    let dropped = metric(
+        &rig,
+        "ferrocast_recording_dropped_bytes_total{point=\"live\"}",
+    );
+    assert!(dropped.is_some_and(|bytes| bytes > 0.0), "{dropped:?}");
     drop(encoder);
     assert!(
         reader.continuity_errors().is_empty(),
@@ -342,4 +361,64 @@ fn a_killed_server_leaves_a_file_that_plays_to_its_last_packet() {
     assert_starts_decodable(&files[0]);
     let decoded = decode(&files[0].display().to_string(), &[], None);
     decoded.assert_clean(75, "the recording of a killed server");
+}
+
+#[test]
+fn a_reload_moves_stops_and_starts_the_recording() {
+    let rig = rig("", &[]);
+    let _encoder = Encoder::push_live(&rig.server, 60);
+    rig.server
+        .wait_for("RECORDING_STARTED", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    let path = rig.server.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let first_dir = format!("record = {{ dir = \"{}\"", rig.rec.path().display());
+    assert!(original.contains(&first_dir), "{original}");
+    let moved = tempfile::tempdir().unwrap();
+    let reload = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        let done = rig.server.command(&["reload"]);
+        assert_eq!(done.code, Some(0), "{}", done.text);
+    };
+
+    // Another directory: the file is closed, the next starts there at a keyframe.
+    let moved_dir = format!("record = {{ dir = \"{}\"", moved.path().display());
+    reload(&original.replace(&first_dir, &moved_dir));
+    assert!(
+        wait_until(Duration::from_secs(10), || !recordings(moved.path())
+            .is_empty()),
+        "no recording in the new directory: {}",
+        rig.server.logs()
+    );
+    let old = recordings(rig.rec.path());
+    assert_eq!(old.len(), 1, "{old:?}");
+    let old_size = std::fs::metadata(&old[0]).unwrap().len();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        std::fs::metadata(&old[0]).unwrap().len(),
+        old_size,
+        "still written"
+    );
+
+    // No `record`: the recording stops.
+    let without: String = original
+        .lines()
+        .filter(|line| !line.starts_with("record = "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    reload(&without);
+    std::thread::sleep(Duration::from_secs(1));
+    let new = recordings(moved.path());
+    let new_size = std::fs::metadata(&new[0]).unwrap().len();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        std::fs::metadata(&new[0]).unwrap().len(),
+        new_size,
+        "still written"
+    );
+    assert_eq!(rig.server.event_lines("RECORDING_STARTED").len(), 2);
+    for file in [&old[0], &new[0]] {
+        assert_starts_decodable(file);
+        decode(&file.display().to_string(), &[], None).assert_clean(25, "a reloaded recording");
+    }
 }
