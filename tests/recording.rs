@@ -422,3 +422,20 @@ fn a_reload_moves_stops_and_starts_the_recording() {
         decode(&file.display().to_string(), &[], None).assert_clean(25, "a reloaded recording");
     }
 }
+
+#[test]
+fn an_encoder_restart_starts_a_new_file() {
+    let rig = rig("", &[]);
+    let mut first = Encoder::push_live(&rig.server, 4);
+    first.wait(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut second = Encoder::push_live(&rig.server, 4);
+    second.wait(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    let files = recordings(rig.rec.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in &files {
+        assert_starts_decodable(file);
+        decode(&file.display().to_string(), &[], None).assert_clean(50, "a recording");
+    }
+}
