@@ -254,6 +254,23 @@ fn a_full_disk_fails_the_recording_not_the_point_and_recording_resumes() {
         "{:?}",
         reader.continuity_errors()
     );
+    // `status` shows the file being written and the failures.
+    let status = rig.server.command(&["status"]).text;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("record live file "))
+        .unwrap_or_else(|| panic!("no recording in status: {status}"));
+    let field = |name: &str| -> u64 {
+        let mut words = line.split_whitespace();
+        words.find(|word| *word == name);
+        words.next().and_then(|value| value.parse().ok()).unwrap()
+    };
+    assert!(field("failures") >= 1, "{line}");
+    assert!(field("bytes") > 0 && field("dropped_bytes") > 0, "{line}");
+    assert!(
+        line.contains(&rig.rec.path().display().to_string()),
+        "{line}"
+    );
     let failed = rig.server.event_lines("RECORDING_FAILED");
     assert!(failed[0].contains("No space left on device"), "{failed:?}");
     // Every file is whole packets; the one that failed plays up to the failure, the one

@@ -572,6 +572,17 @@ impl Server {
                 hls.next_msn
             );
         }
+        for record in self.shared.recorders.status() {
+            let file = record
+                .file
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |file| file.display().to_string());
+            let _ = writeln!(
+                text,
+                "record {} file {file} bytes {} dropped_bytes {} failures {}",
+                record.point, record.bytes, record.dropped_bytes, record.failures
+            );
+        }
         for (plugin, address) in self.local_addresses() {
             let _ = writeln!(text, "listener {plugin} {address}");
         }

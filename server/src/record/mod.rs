@@ -46,10 +46,76 @@ pub struct RecordSettings {
     pub retain: Option<Duration>,
 }
 
+/// What `status` shows of a point's recording.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordStatus {
+    pub point: String,
+    /// The file being written, if any.
+    pub file: Option<PathBuf>,
+    /// Bytes written to it.
+    pub bytes: u64,
+    /// Recording bytes dropped since the recorder started (a slow or failing disk).
+    pub dropped_bytes: u64,
+    /// Files that could not be opened or written since the recorder started.
+    pub failures: u64,
+}
+
+/// A recorder's [`RecordStatus`], updated by its feeder and its writer.
+#[derive(Clone, Default)]
+pub(crate) struct Progress(Arc<Mutex<RecordStatus>>);
+
+impl Progress {
+    fn new(point: &str) -> Self {
+        Self(Arc::new(Mutex::new(RecordStatus {
+            point: point.to_owned(),
+            ..RecordStatus::default()
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RecordStatus> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn snapshot(&self) -> RecordStatus {
+        self.lock().clone()
+    }
+
+    /// `bytes` of the recording were dropped: counted here and in the metrics.
+    pub(crate) fn dropped(&self, bytes: u64) {
+        let mut status = self.lock();
+        status.dropped_bytes += bytes;
+        crate::metrics::recording_dropped(&status.point, bytes);
+    }
+
+    pub(crate) fn opened(&self, file: &std::path::Path, bytes: u64) {
+        let mut status = self.lock();
+        status.file = Some(file.to_owned());
+        status.bytes = bytes;
+    }
+
+    pub(crate) fn wrote(&self, bytes: u64) {
+        self.lock().bytes += bytes;
+    }
+
+    pub(crate) fn closed(&self) {
+        let mut status = self.lock();
+        status.file = None;
+        status.bytes = 0;
+    }
+
+    pub(crate) fn failed(&self) {
+        let mut status = self.lock();
+        status.failures += 1;
+        status.file = None;
+        status.bytes = 0;
+    }
+}
+
 /// The recording of one point: its feeder task (the writer thread ends with it).
 struct Recorder {
     stream: Arc<LiveStream>,
     settings: RecordSettings,
+    progress: Progress,
     task: JoinHandle<()>,
 }
 
@@ -106,6 +172,17 @@ impl Recorders {
             }
         }
     }
+
+    /// Every recorder's state, by point name.
+    pub fn status(&self) -> Vec<RecordStatus> {
+        let mut all: Vec<RecordStatus> = self
+            .running()
+            .values()
+            .map(|recorder| recorder.progress.snapshot())
+            .collect();
+        all.sort_by(|a, b| a.point.cmp(&b.point));
+        all
+    }
 }
 
 fn start(
@@ -114,7 +191,13 @@ fn start(
     settings: &RecordSettings,
 ) -> std::io::Result<Recorder> {
     let (queue, received) = sync_channel(QUEUE_CHUNKS);
-    let writer = Writer::new(name, settings.clone(), TestHooks::from_env());
+    let progress = Progress::new(name);
+    let writer = Writer::new(
+        name,
+        settings.clone(),
+        TestHooks::from_env(),
+        progress.clone(),
+    );
     std::thread::Builder::new()
         .name(format!("record {name}"))
         .spawn(move || writer.run(received))?;
@@ -124,11 +207,13 @@ fn start(
         resync: Resync::Start,
         new_source: true,
         lag: LagReport::new(LAG_REPORT_WINDOW),
+        progress: progress.clone(),
     };
     let task = tokio::spawn(feeder.run(Arc::clone(stream)));
     Ok(Recorder {
         stream: Arc::clone(stream),
         settings: settings.clone(),
+        progress,
         task,
     })
 }
@@ -150,6 +235,7 @@ struct Feeder {
     resync: Resync,
     new_source: bool,
     lag: LagReport,
+    progress: Progress,
 }
 
 impl Feeder {
@@ -199,7 +285,7 @@ impl Feeder {
         let keyframe = chunk.chunk.random_access;
         if self.resync != Resync::No && !keyframe {
             if self.resync == Resync::AfterDrop {
-                crate::metrics::recording_dropped(&self.point, data.len() as u64);
+                self.progress.dropped(data.len() as u64);
             }
             return true;
         }
@@ -217,7 +303,7 @@ impl Feeder {
             }
             Err(TrySendError::Full(_)) => {
                 self.resync = Resync::AfterDrop;
-                crate::metrics::recording_dropped(&self.point, data.len() as u64);
+                self.progress.dropped(data.len() as u64);
                 if let Some(dropped) = self.lag.dropped(data.len() as u64, Instant::now()) {
                     warn!(event = events::RECORDING_LAGGING, point = %self.point, dropped_bytes = dropped.bytes, dropped_chunks = dropped.chunks, queue_chunks = QUEUE_CHUNKS, "the recording disk is too slow: recording data was dropped (clients are not affected); the recording resumes at the next keyframe");
                 }

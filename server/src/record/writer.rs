@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tracing::{error, info, warn};
 
 use super::plan::{expired, file_name, ChunkAction, Rotation};
-use super::RecordSettings;
+use super::{Progress, RecordSettings};
 use crate::events;
 
 const TS_PACKET_LEN: u64 = 188;
@@ -84,10 +84,16 @@ pub(super) struct Writer {
     file: Option<OpenFile>,
     hooks: TestHooks,
     last_sweep: Option<Instant>,
+    progress: Progress,
 }
 
 impl Writer {
-    pub(super) fn new(point: &str, settings: RecordSettings, hooks: TestHooks) -> Self {
+    pub(super) fn new(
+        point: &str,
+        settings: RecordSettings,
+        hooks: TestHooks,
+        progress: Progress,
+    ) -> Self {
         Self {
             point: point.to_owned(),
             rotation: Rotation::new(settings.segment),
@@ -95,6 +101,7 @@ impl Writer {
             file: None,
             hooks,
             last_sweep: None,
+            progress,
         }
     }
 
@@ -127,7 +134,7 @@ impl Writer {
     fn chunk(&mut self, data: &Bytes, keyframe: bool, new_source: bool, at: SystemTime) {
         match self.rotation.decide(keyframe, new_source, at) {
             ChunkAction::Skip => {
-                crate::metrics::recording_dropped(&self.point, data.len() as u64);
+                self.progress.dropped(data.len() as u64);
                 return;
             }
             ChunkAction::Open(start) => {
@@ -135,7 +142,7 @@ impl Writer {
                 if let Err(error) = self.open(start) {
                     let path = self.path_for(start);
                     self.fail(&path, &error, at);
-                    crate::metrics::recording_dropped(&self.point, data.len() as u64);
+                    self.progress.dropped(data.len() as u64);
                     return;
                 }
             }
@@ -146,7 +153,7 @@ impl Writer {
             self.truncate_to_whole_packets();
             self.file = None;
             self.fail(&path.unwrap_or_default(), &error, at);
-            crate::metrics::recording_dropped(&self.point, data.len() as u64);
+            self.progress.dropped(data.len() as u64);
         }
     }
 
@@ -166,6 +173,7 @@ impl Writer {
         }
         info!(event = events::RECORDING_STARTED, point = %self.point, path = %path.display(), "recording to a new file");
         self.rotation.opened(start);
+        self.progress.opened(&path, length);
         self.file = Some(OpenFile { file, path, length });
         self.last_sweep = None; // a new file is a good moment to apply retention
         Ok(())
@@ -178,6 +186,7 @@ impl Writer {
         self.hooks.before_write()?;
         open.file.write_all(data)?;
         open.length += data.len() as u64;
+        self.progress.wrote(data.len() as u64);
         self.rotation.written();
         Ok(())
     }
@@ -195,6 +204,7 @@ impl Writer {
 
     fn fail(&mut self, path: &Path, error: &std::io::Error, now: SystemTime) {
         let retry = self.rotation.failed(now);
+        self.progress.failed();
         let retry_in_ms = retry.duration_since(now).unwrap_or_default().as_millis() as u64;
         error!(event = events::RECORDING_FAILED, point = %self.point, path = %path.display(), %error, retry_in_ms, "recording stopped (the live point keeps serving); a new file is tried at a keyframe after the retry time");
     }
@@ -202,6 +212,7 @@ impl Writer {
     fn close(&mut self) {
         if let Some(open) = self.file.take() {
             info!(point = %self.point, path = %open.path.display(), bytes = open.length, "recording file closed");
+            self.progress.closed();
         }
         self.rotation.closed();
     }

@@ -64,24 +64,25 @@ impl Compiler<'_> {
         };
         let segment = self.record_duration(&record, "segment", MIN_SEGMENT..=MAX_SEGMENT);
         let retain = self.record_duration(&record, "retain", MIN_RETAIN..=MAX_RETAIN);
+        // An invalid duration was reported: the configuration is refused whatever is kept.
         Some(RecordSettings {
             dir: dir?,
-            segment: segment.unwrap_or(Ok(DEFAULT_SEGMENT)).ok()?,
-            retain: retain.transpose().ok()?,
+            segment: segment.unwrap_or(DEFAULT_SEGMENT),
+            retain,
         })
     }
 
-    /// `None` if absent, `Some(Err(()))` if invalid (reported).
+    /// The duration `key`; `None` if absent or invalid (reported).
     fn record_duration(
         &mut self,
         record: &Section<'_>,
         key: &str,
         range: std::ops::RangeInclusive<Duration>,
-    ) -> Option<Result<Duration, ()>> {
+    ) -> Option<Duration> {
         let (item, line) = self.entry(record, key)?;
         let parsed = item.as_str().and_then(parse_duration);
         let message = match (parsed, item) {
-            (Some(duration), _) if range.contains(&duration) => return Some(Ok(duration)),
+            (Some(duration), _) if range.contains(&duration) => return Some(duration),
             (Some(duration), _) => format!(
                 "`{key}` of `record` must be from {:?} to {:?}, found {duration:?}",
                 range.start(),
@@ -97,7 +98,7 @@ impl Compiler<'_> {
             ),
         };
         self.error(line, message);
-        Some(Err(()))
+        None
     }
 }
 
