@@ -235,6 +235,16 @@ impl IndexCache {
                 }
             };
         }
+        // A file growing while its last growth is indexed (a recording): that build goes on,
+        // and lookups get the index before it. Superseding it instead would, under steady
+        // growth, never let a build finish.
+        if let Some(entry) = entries.get(path) {
+            if let (EntryState::Building(done), Some(smaller)) = (&entry.state, &entry.grown_from) {
+                if entry.version.size < version.size {
+                    return Current::Building(done.clone(), Some(Arc::clone(smaller)));
+                }
+            }
+        }
         let Ok(runtime) = Handle::try_current() else {
             // Nowhere to build (no runtime): answer "building" without claiming the entry,
             // so that the next lookup from a runtime starts the build.
@@ -516,6 +526,27 @@ mod tests {
         // Rewritten smaller: nothing stale is answered.
         std::fs::write(&file, [0x47u8; 188]).unwrap();
         assert!(matches!(cache.lookup(&file), IndexLookup::Building));
+    }
+
+    #[tokio::test]
+    async fn a_file_growing_during_its_build_keeps_that_build_and_the_older_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = media_file(&dir, "recording.ts");
+        let counting = Counting::new(Duration::from_millis(300), false);
+        let cache = counting.cache(2);
+        assert_eq!(cache.wait(&file).await.unwrap().size, 188);
+        for size in [376, 564] {
+            std::fs::write(&file, vec![0x47u8; size]).unwrap();
+            match cache.lookup(&file) {
+                IndexLookup::Ready(index) => assert_eq!(index.size, 188),
+                other => panic!("{other:?}"),
+            }
+        }
+        // The build of 376 bytes was not superseded by the growth to 564.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(counting.builds(), 2);
+        assert_eq!(cache.wait(&file).await.unwrap().size, 564);
+        assert_eq!(counting.builds(), 3);
     }
 
     #[tokio::test]

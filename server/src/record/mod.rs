@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use self::plan::LagReport;
-use self::writer::{Message, TestHooks, Writer};
+use self::writer::{Message, Served, TestHooks, Writer};
 use crate::events;
 use crate::points::{LiveChunk, LiveEvent, LiveStream, PointMedia, PointRegistry};
 
@@ -115,6 +115,8 @@ impl Progress {
 struct Recorder {
     stream: Arc<LiveStream>,
     settings: RecordSettings,
+    /// An on-demand point serves the directory: the writer keeps the file's index fresh.
+    served: bool,
     progress: Progress,
     task: JoinHandle<()>,
 }
@@ -154,14 +156,20 @@ impl Recorders {
             streams
                 .get(name.as_str())
                 .is_some_and(|(stream, settings)| {
-                    Arc::ptr_eq(stream, &recorder.stream) && **settings == recorder.settings
+                    Arc::ptr_eq(stream, &recorder.stream)
+                        && **settings == recorder.settings
+                        && served(points, &settings.dir) == recorder.served
                 })
         });
         for (name, (stream, settings)) in streams {
             if running.contains_key(name) {
                 continue;
             }
-            match start(name, stream, settings) {
+            let served = served(points, &settings.dir).then(|| Served {
+                indexes: Arc::clone(points.indexes()),
+                runtime: tokio::runtime::Handle::current(),
+            });
+            match start(name, stream, settings, served) {
                 Ok(recorder) => {
                     info!(point = %name, dir = %settings.dir.display(), segment_ms = settings.segment.as_millis() as u64, retain_ms = settings.retain.map(|r| r.as_millis() as u64), "recording enabled");
                     running.insert(name.to_owned(), recorder);
@@ -185,19 +193,27 @@ impl Recorders {
     }
 }
 
+/// Whether an on-demand directory point serves `dir`.
+fn served(points: &PointRegistry, dir: &std::path::Path) -> bool {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return false;
+    };
+    points
+        .all()
+        .any(|point| matches!(&point.media, PointMedia::Directory(root) if *root == dir))
+}
+
 fn start(
     name: &str,
     stream: &Arc<LiveStream>,
     settings: &RecordSettings,
+    served: Option<Served>,
 ) -> std::io::Result<Recorder> {
     let (queue, received) = sync_channel(QUEUE_CHUNKS);
     let progress = Progress::new(name);
-    let writer = Writer::new(
-        name,
-        settings.clone(),
-        TestHooks::from_env(),
-        progress.clone(),
-    );
+    let is_served = served.is_some();
+    let hooks = TestHooks::from_env();
+    let writer = Writer::new(name, settings.clone(), hooks, progress.clone(), served);
     std::thread::Builder::new()
         .name(format!("record {name}"))
         .spawn(move || writer.run(received))?;
@@ -213,6 +229,7 @@ fn start(
     Ok(Recorder {
         stream: Arc::clone(stream),
         settings: settings.clone(),
+        served: is_served,
         progress,
         task,
     })

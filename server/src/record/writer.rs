@@ -22,6 +22,17 @@ const TS_PACKET_LEN: u64 = 188;
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const MIN_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often, at most, the file being written is re-indexed for an on-demand point serving
+/// the directory (each build continues from where the last stopped).
+const INDEX_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The file-index cache of the on-demand point that serves the recording directory, and the
+/// runtime its builds run on.
+pub(super) struct Served {
+    pub(super) indexes: std::sync::Arc<crate::points::IndexCache>,
+    pub(super) runtime: tokio::runtime::Handle,
+}
+
 /// What the feeder hands the writer.
 pub(super) enum Message {
     Chunk {
@@ -85,6 +96,8 @@ pub(super) struct Writer {
     hooks: TestHooks,
     last_sweep: Option<Instant>,
     progress: Progress,
+    served: Option<Served>,
+    last_indexed: Option<Instant>,
 }
 
 impl Writer {
@@ -93,6 +106,7 @@ impl Writer {
         settings: RecordSettings,
         hooks: TestHooks,
         progress: Progress,
+        served: Option<Served>,
     ) -> Self {
         Self {
             point: point.to_owned(),
@@ -102,6 +116,8 @@ impl Writer {
             hooks,
             last_sweep: None,
             progress,
+            served,
+            last_indexed: None,
         }
     }
 
@@ -120,6 +136,7 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             self.sweep_if_due(SystemTime::now());
+            self.index_if_due();
         }
         self.close();
     }
@@ -215,6 +232,23 @@ impl Writer {
             self.progress.closed();
         }
         self.rotation.closed();
+    }
+
+    /// Keep the served file's index close behind the writing, so that a player asking for it
+    /// gets (at once) an index at most about a second old.
+    fn index_if_due(&mut self) {
+        let (Some(served), Some(open)) = (&self.served, &self.file) else {
+            return;
+        };
+        if self
+            .last_indexed
+            .is_some_and(|last| last.elapsed() < INDEX_INTERVAL)
+        {
+            return;
+        }
+        self.last_indexed = Some(Instant::now());
+        let _runtime = served.runtime.enter();
+        served.indexes.prepare(&open.path);
     }
 
     fn sweep_if_due(&mut self, now: SystemTime) {
