@@ -150,6 +150,24 @@ pub const TLS_HANDSHAKE_FAILED: &str = "TLS_HANDSHAKE_FAILED";
 /// at an `https://`/`rtsps://` URL, or give it a plain-text listener.
 pub const TLS_PLAINTEXT_REFUSED: &str = "TLS_PLAINTEXT_REFUSED";
 
+/// A point's recording started a new file (at start, at the segment time, or after an
+/// encoder restart). Informational.
+pub const RECORDING_STARTED: &str = "RECORDING_STARTED";
+
+/// A point's recording dropped data because its disk could not keep up; the file goes on at
+/// the next keyframe. Use a faster disk, or record fewer points on it.
+pub const RECORDING_LAGGING: &str = "RECORDING_LAGGING";
+
+/// A point's recording could not open or write its file (a full disk, permissions); the live
+/// point keeps serving and a new file is tried later. Free space or fix the directory.
+pub const RECORDING_FAILED: &str = "RECORDING_FAILED";
+
+/// Retention deleted a recording older than the point's `retain`. Informational.
+pub const RECORDING_EXPIRED: &str = "RECORDING_EXPIRED";
+
+/// Retention could not delete an expired recording. Check the directory's permissions.
+pub const RECORDING_RETENTION_FAILED: &str = "RECORDING_RETENTION_FAILED";
+
 #[cfg(test)]
 mod tests {
     //! Every `warn!` and `error!` in the host names its event: the source files under `src/`

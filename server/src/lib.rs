@@ -11,6 +11,7 @@
 //! - [`pull`]: pull sources (HTTP, TCP, UDP) with reconnect, and origin/edge relays.
 //! - [`media`]: MPEG-TS parsing: packet alignment, keyframes, PAT/PMT, file index.
 //! - [`hls`]: HLS packaging: live segments and playlists, on-demand playlists.
+//! - [`record`]: recording of broadcast points to rotated, retained files.
 //! - [`conn`]: one client connection: the IO loop around a plugin session and its parts.
 //! - [`transport`]: RTP transports (UDP, interleaved) and RTCP for RTSP-style sessions.
 //! - [`outputs`]: standalone UDP pushes of broadcast points.
@@ -42,6 +43,7 @@ pub mod plugins;
 pub mod points;
 pub mod pull;
 pub mod random;
+pub mod record;
 pub mod reload;
 pub mod scaffold;
 pub mod server;

@@ -55,6 +55,7 @@ pub struct Counters {
     reloads: Family<ResultLabel, Counter>,
     first_media: Histogram,
     access_log_dropped: Counter,
+    recording_dropped: Family<PointLabel, Counter>,
 }
 
 static COUNTERS: LazyLock<Counters> = LazyLock::new(|| Counters {
@@ -68,6 +69,7 @@ static COUNTERS: LazyLock<Counters> = LazyLock::new(|| Counters {
         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     ]),
     access_log_dropped: Counter::default(),
+    recording_dropped: Family::default(),
 });
 
 /// A session ended having sent `bytes` for `point` over `protocol`.
@@ -132,6 +134,16 @@ pub fn first_media(waited: Duration) {
 
 pub fn access_log_dropped() {
     COUNTERS.access_log_dropped.inc();
+}
+
+/// `bytes` of `point`'s recording were dropped (a slow or failed disk).
+pub fn recording_dropped(point: &str, bytes: u64) {
+    COUNTERS
+        .recording_dropped
+        .get_or_create(&PointLabel {
+            point: point.to_owned(),
+        })
+        .inc_by(bytes);
 }
 
 /// The running state at scrape time.
@@ -352,6 +364,11 @@ fn register_counters(registry: &mut Registry) {
         "access_log_dropped_lines",
         "Access log lines dropped because the writer fell behind",
         c.access_log_dropped.clone(),
+    );
+    registry.register(
+        "recording_dropped_bytes",
+        "Recording bytes dropped because the disk was too slow or failing, by point",
+        c.recording_dropped.clone(),
     );
 }
 

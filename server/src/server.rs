@@ -165,6 +165,9 @@ impl Server {
         let shared = Arc::new(Shared::new(points, config.server.write_timeout, plugins));
         shared.gate.set_limits(config.limits);
         shared.hls.sync(&shared.points.load(), config.hls);
+        shared
+            .recorders
+            .sync(&shared.points.load(), &config.recordings);
         start_descriptor_limit(&shared);
         if let Some(refusal) = shared
             .tls
@@ -612,6 +615,17 @@ impl Server {
                 hls.max_bytes,
                 hls.evicted_for_memory,
                 hls.next_msn
+            );
+        }
+        for record in self.shared.recorders.status() {
+            let file = record
+                .file
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |file| file.display().to_string());
+            let _ = writeln!(
+                text,
+                "record {} file {file} bytes {} dropped_bytes {} failures {}",
+                record.point, record.bytes, record.dropped_bytes, record.failures
             );
         }
         for (plugin, address) in self.local_addresses() {

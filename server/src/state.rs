@@ -49,6 +49,8 @@ pub struct Shared {
     pub tls: Arc<crate::tls::TlsRegistry>,
     /// The open HTTP tunnels (RTSP over HTTP), by cookie.
     pub tunnels: crate::tunnels::TunnelTable,
+    /// The recorders of broadcast points with `record`, kept in step with the point table.
+    pub recorders: crate::record::Recorders,
 }
 
 /// Points and plugins an operator put into the drain state: they take no new sessions.
@@ -74,6 +76,7 @@ impl Shared {
             hls: crate::hls::Packagers::default(),
             tls: Arc::default(),
             tunnels: crate::tunnels::TunnelTable::default(),
+            recorders: crate::record::Recorders::default(),
         }
     }
 

@@ -18,6 +18,7 @@ mod admin;
 mod hls;
 #[path = "limits.rs"]
 mod limits;
+mod record;
 
 use super::error::{ConfigError, ConfigErrors, Location};
 use super::lines::LineIndex;
@@ -74,6 +75,7 @@ const POINT_KEYS: &[&str] = &[
     "play",
     "timeline",
     "udp_join_rate",
+    "record",
 ];
 /// Keys that only mean something for a point whose source is a pull URL.
 const PULL_KEYS: &[&str] = &[
@@ -122,6 +124,7 @@ pub(super) fn compile(
     let Compiler {
         errors,
         mut warnings,
+        recordings,
         ..
     } = compiler;
     if !errors.is_empty() {
@@ -146,6 +149,7 @@ pub(super) fn compile(
         access_log,
         hls,
         tls,
+        recordings,
         warnings: warnings.into_iter().map(|(_, warning)| warning).collect(),
     })
 }
@@ -217,6 +221,8 @@ struct Compiler<'a> {
     tls_names: Vec<String>,
     errors: Vec<ConfigError>,
     warnings: Vec<(usize, String)>,
+    /// Each point's valid `record` table, by point name.
+    recordings: BTreeMap<String, crate::record::RecordSettings>,
 }
 
 impl<'a> Compiler<'a> {
@@ -229,6 +235,7 @@ impl<'a> Compiler<'a> {
             tls_names: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
+            recordings: BTreeMap::new(),
         }
     }
 
@@ -913,7 +920,8 @@ impl<'a> Compiler<'a> {
         let play = self.play_rule(section);
         let timeline = self.timeline_mode(section, kind);
         let udp_join_rate = self.udp_join_rate(section, kind);
-        Some(PointConfig {
+        let record = self.point_record(section, kind);
+        let point = PointConfig {
             timeline,
             udp_join_rate,
             limits,
@@ -926,7 +934,11 @@ impl<'a> Compiler<'a> {
             reconnect_grace,
             source_timeout,
             line: section.line,
-        })
+        };
+        if let Some(record) = record {
+            self.recordings.insert(point.name.clone(), record);
+        }
+        Some(point)
     }
 
     fn require_point_keys(&mut self, section: &Section<'_>) {

@@ -85,6 +85,8 @@ pub struct Config {
     pub hls: crate::hls::HlsSettings,
     /// The `[tls.<name>]` tables: certificate sets that listen entries refer to by name.
     pub tls: BTreeMap<String, TlsConfig>,
+    /// Each recorded broadcast point's `record` settings, by point name.
+    pub recordings: BTreeMap<String, crate::record::RecordSettings>,
     /// Things that are allowed but probably not intended, as `file:line: message`.
     pub warnings: Vec<String>,
 }

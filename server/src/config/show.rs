@@ -50,7 +50,11 @@ pub fn effective_toml(config: &Config, control_socket: &Path) -> String {
     }
     let mut points = ArrayOfTables::new();
     for point in &config.points {
-        points.push(point_table(point));
+        let mut table = point_table(point);
+        if let Some(record) = config.recordings.get(&point.name) {
+            table.insert("record", value(record_table(record)));
+        }
+        points.push(table);
     }
     document.insert("point", Item::ArrayOfTables(points));
     document.to_string()
@@ -115,6 +119,18 @@ fn point_table(point: &super::PointConfig) -> Table {
         table.insert("pull_idle_timeout_ms", value(millis(pull.idle_timeout)));
         table.insert("reconnect_min_ms", value(millis(pull.backoff_min)));
         table.insert("reconnect_max_ms", value(millis(pull.backoff_max)));
+    }
+    table
+}
+
+/// A point's `record`, durations in milliseconds (`"5400000ms"` reads back the same).
+fn record_table(record: &crate::record::RecordSettings) -> toml_edit::InlineTable {
+    let mut table = toml_edit::InlineTable::new();
+    table.insert("dir", record.dir.display().to_string().into());
+    let segment = format!("{}ms", record.segment.as_millis());
+    table.insert("segment", segment.into());
+    if let Some(retain) = record.retain {
+        table.insert("retain", format!("{}ms", retain.as_millis()).into());
     }
     table
 }
@@ -211,6 +227,7 @@ name = "live"
 kind = "broadcast"
 source = "push"
 protocols = ["http"]
+record = { dir = "rec", segment = "1h30m", retain = "7d" }
 [[point]]
 name = "relay"
 kind = "broadcast"
@@ -233,6 +250,8 @@ protocols = ["http"]
         assert_eq!(again.access_log, expected.access_log);
         assert_eq!(again.hls, expected.hls);
         assert_eq!(again.tls, expected.tls);
+        assert_eq!(again.recordings, expected.recordings);
+        assert_eq!(expected.recordings.len(), 1);
         assert_eq!(again.server, expected.server);
         // Lines differ between the two files; everything else must not.
         for plugin in expected.plugins.values_mut() {

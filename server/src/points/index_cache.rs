@@ -7,7 +7,10 @@
 //! many requests ask for it, a failure is remembered for that version like a success, and at
 //! most [`MAX_CONCURRENT_BUILDS`] builds read files at once. A file that only grew (a
 //! recording still being written: same first bytes, larger) is indexed on from where the
-//! last build stopped, not from its start. The cache is shared by every
+//! last build stopped, not from its start, and meanwhile a lookup answers with the index of
+//! the smaller version, so that a recording plays and seeks while it is written (the
+//! file changes with every write; a player must not be told to retry forever). The cache
+//! is shared by every
 //! version of the point table, so a reload keeps it.
 
 use std::collections::HashMap;
@@ -117,6 +120,8 @@ struct Entry {
     state: EntryState,
     /// Where the last finished build of this file stopped.
     progress: Option<Arc<IndexProgress>>,
+    /// While a grown version is built: the index of the smaller version, for lookups.
+    grown_from: Option<Arc<FileIndex>>,
 }
 
 enum EntryState {
@@ -169,7 +174,8 @@ impl IndexCache {
         match self.entry_or_build(path, version) {
             Current::Ready(index) => IndexLookup::Ready(index),
             Current::Failed(failure) => IndexLookup::Failed(failure),
-            Current::Building(_) => IndexLookup::Building,
+            Current::Building(_, Some(smaller)) => IndexLookup::Ready(smaller),
+            Current::Building(_, None) => IndexLookup::Building,
         }
     }
 
@@ -213,7 +219,7 @@ impl IndexCache {
                 Current::Ready(index) => return Ok(index),
                 Current::Failed(failure) => return Err(failure),
                 // Ends (with an error) when the build drops its sender; then look again.
-                Current::Building(mut done) => while done.changed().await.is_ok() {},
+                Current::Building(mut done, _) => while done.changed().await.is_ok() {},
             }
         }
     }
@@ -224,13 +230,25 @@ impl IndexCache {
             return match &entry.state {
                 EntryState::Ready(index) => Current::Ready(Arc::clone(index)),
                 EntryState::Failed(failure) => Current::Failed(failure.clone()),
-                EntryState::Building(done) => Current::Building(done.clone()),
+                EntryState::Building(done) => {
+                    Current::Building(done.clone(), entry.grown_from.clone())
+                }
             };
+        }
+        // A file growing while its last growth is indexed (a recording): that build goes on,
+        // and lookups get the index before it. Superseding it instead would, under steady
+        // growth, never let a build finish.
+        if let Some(entry) = entries.get(path) {
+            if let (EntryState::Building(done), Some(smaller)) = (&entry.state, &entry.grown_from) {
+                if entry.version.size < version.size {
+                    return Current::Building(done.clone(), Some(Arc::clone(smaller)));
+                }
+            }
         }
         let Ok(runtime) = Handle::try_current() else {
             // Nowhere to build (no runtime): answer "building" without claiming the entry,
             // so that the next lookup from a runtime starts the build.
-            return Current::Building(watch::channel(()).1);
+            return Current::Building(watch::channel(()).1, None);
         };
         let (done_tx, done_rx) = watch::channel(());
         // A finished build of a smaller version is where a grown file continues from (the
@@ -242,12 +260,21 @@ impl IndexCache {
                     && !matches!(entry.state, EntryState::Building(_))
             })
             .and_then(|entry| entry.progress.clone());
+        let grown_from = entries
+            .get(path)
+            .filter(|entry| entry.version.size < version.size)
+            .and_then(|entry| match &entry.state {
+                EntryState::Ready(index) => Some(Arc::clone(index)),
+                EntryState::Building(_) => entry.grown_from.clone(),
+                EntryState::Failed(_) => None,
+            });
         entries.insert(
             path.to_owned(),
             Entry {
                 version,
                 state: EntryState::Building(done_rx.clone()),
                 progress: progress.clone(),
+                grown_from: grown_from.clone(),
             },
         );
         // Unlocked first: a build the runtime refuses is dropped at once, and its drop locks.
@@ -260,7 +287,7 @@ impl IndexCache {
             _done: done_tx,
         };
         runtime.spawn(build.run());
-        Current::Building(done_rx)
+        Current::Building(done_rx, grown_from)
     }
 
     /// Whether the build of `version` is still the one the cache waits for (a newer version
@@ -325,7 +352,8 @@ fn media_files(root: &Path, limit: usize) -> Vec<PathBuf> {
 enum Current {
     Ready(Arc<FileIndex>),
     Failed(IndexFailure),
-    Building(watch::Receiver<()>),
+    /// With the index of a smaller version of a grown file, if there is one.
+    Building(watch::Receiver<()>, Option<Arc<FileIndex>>),
 }
 
 /// One background build. Dropping it (finished, superseded or cancelled) wakes the waiters.
@@ -487,10 +515,38 @@ mod tests {
         let before = cache.wait(&file).await.unwrap();
         assert_eq!(before.size, 188);
         std::fs::write(&file, [0x47u8; 376]).unwrap();
-        assert!(matches!(cache.lookup(&file), IndexLookup::Building));
+        // Grown: a lookup answers the smaller version's index while the new one is built.
+        match cache.lookup(&file) {
+            IndexLookup::Ready(index) => assert_eq!(index.size, 188),
+            other => panic!("{other:?}"),
+        }
         let after = cache.wait(&file).await.unwrap();
         assert_eq!(after.size, 376);
         assert_eq!(counting.builds(), 2);
+        // Rewritten smaller: nothing stale is answered.
+        std::fs::write(&file, [0x47u8; 188]).unwrap();
+        assert!(matches!(cache.lookup(&file), IndexLookup::Building));
+    }
+
+    #[tokio::test]
+    async fn a_file_growing_during_its_build_keeps_that_build_and_the_older_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = media_file(&dir, "recording.ts");
+        let counting = Counting::new(Duration::from_millis(300), false);
+        let cache = counting.cache(2);
+        assert_eq!(cache.wait(&file).await.unwrap().size, 188);
+        for size in [376, 564] {
+            std::fs::write(&file, vec![0x47u8; size]).unwrap();
+            match cache.lookup(&file) {
+                IndexLookup::Ready(index) => assert_eq!(index.size, 188),
+                other => panic!("{other:?}"),
+            }
+        }
+        // The build of 376 bytes was not superseded by the growth to 564.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(counting.builds(), 2);
+        assert_eq!(cache.wait(&file).await.unwrap().size, 564);
+        assert_eq!(counting.builds(), 3);
     }
 
     #[tokio::test]

@@ -71,6 +71,10 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     plan_points(old, new, &mut plan);
     plan_server(old, new, &mut plan);
     plan_access(old, new, &mut plan);
+    if old.recordings != new.recordings {
+        plan.server
+            .push("recording (a point's `record`; restarts that point's recorder)".into());
+    }
     if old.hls != new.hls {
         plan.server
             .push("HLS segmenting ([hls]; from each point's next segment)".into());

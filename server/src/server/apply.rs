@@ -209,6 +209,7 @@ impl Server {
             .set_policy(crate::access::AccessPolicy::from_config(new));
         let new_points = self.shared.points.load();
         self.shared.hls.sync(&new_points, new.hls);
+        self.shared.recorders.sync(&new_points, &new.recordings);
         old_points
             .live_streams()
             .filter(|stream| {

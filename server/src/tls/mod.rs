@@ -452,6 +452,7 @@ mod tests {
             admin: None,
             access_log: None,
             hls: Default::default(),
+            recordings: Default::default(),
             tls: Default::default(),
             warnings: Vec::new(),
         };
