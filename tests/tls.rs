@@ -1,8 +1,8 @@
 //! TLS terminated by the host, against the real binary and real clients: curl and ffmpeg play
 //! and push over HTTPS, ffmpeg plays RTSPS, raw TS over TLS, the admin API over HTTPS; SNI picks
 //! the certificate; certificates reload under a playing client and a bad one is refused; plain
-//! text and silent clients on a TLS port are closed. The CA and certificates are made at test
-//! time.
+//! text and silent clients on a TLS port are closed; an encoder publishes over RTMPS. The CA and
+//! certificates are made at test time.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -636,5 +636,61 @@ fn a_certificate_close_to_expiry_is_warned_about_and_measured() {
     assert!(
         line.contains("set=\"main\"") && line.contains("name=\"localhost\""),
         "{line}"
+    );
+}
+
+/// An encoder publishing over RTMPS: a test pattern and tone, for `seconds`, killed on drop.
+struct RtmpsEncoder(Child);
+
+impl Drop for RtmpsEncoder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_encoder_publishes_over_rtmps_and_players_decode_it() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("main", "first", &["localhost", "127.0.0.1"], false);
+    let plugins = shipped_plugins_dir(&["http", "rtmp"]);
+    let (http, rtmps) = (loopback(), loopback());
+    let points =
+        standard_points().replace("protocols = [\"http\"]", "protocols = [\"http\", \"rtmp\"]");
+    let config = format!(
+        "{}\n{}\n[plugins.rtmp]\nlisten = [{{ address = \"{rtmps}\", tls = \"main\" }}]\n",
+        config_with(http, &points),
+        tls_table("main", &cert, &key, ""),
+    );
+    let server = Ferrocast::start(&config, plugins.path(), http);
+    server.wait_for(&format!("listening on {rtmps}"), Duration::from_secs(10));
+
+    let url = format!("rtmps://127.0.0.1:{}/live/live", rtmps.port());
+    let _encoder = RtmpsEncoder(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", "30", "-c:v", "libx264", "-preset", "ultrafast"])
+            .args(["-g", "25", "-pix_fmt", "yuv420p", "-b:v", "400k"])
+            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ffmpeg"),
+    );
+    wait_until_live(http, "/live", Duration::from_secs(15));
+    let live = decode(&format!("http://{http}/live"), &[], Some(3.0));
+    assert!(
+        live.status.success() && live.errors.trim().is_empty(),
+        "playing what arrived over RTMPS failed: {}\nserver: {}",
+        live.errors,
+        server.logs()
+    );
+    live.assert_clean(50, "an RTMPS publish played over HTTP");
+    assert!(
+        !server.logs().contains("TLS_HANDSHAKE_FAILED"),
+        "{}",
+        server.logs()
     );
 }
