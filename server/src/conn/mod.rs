@@ -17,6 +17,7 @@
 //! - `transports`: the session's RTP transports and RTCP schedule;
 //! - `admission`: admission, drain and the re-check after a reload;
 //! - `play`: play, seek, resume and pause decisions;
+//! - `zero_copy`: on-demand file ranges sent with `sendfile` on a plain TCP socket;
 //! - `resource`: a packaged (HLS) resource the session asked for, held while a blocking
 //!   playlist reload waits.
 
@@ -31,6 +32,7 @@ mod play;
 mod publisher;
 mod resource;
 mod transports;
+mod zero_copy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +51,7 @@ use self::media::{LiveStep, Media};
 use self::output::OutputQueue;
 use self::publisher::Silence;
 use self::transports::RtcpSource;
+use self::zero_copy::FileSpan;
 use crate::events;
 use crate::media::rtp::{parse_rtcp, RtcpPacket};
 use crate::state::{ServingPlugin, Shared};
@@ -333,7 +336,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
 /// What woke the IO loop.
 enum Wakeup {
     Read(std::io::Result<usize>),
-    Wrote(std::io::Result<usize>),
+    Wrote(std::io::Result<Written>),
     WriteStalled,
     SourceSilent,
     /// No first valid request within the idle timeout (or a refused connection's grace).
@@ -360,8 +363,10 @@ async fn drive<R, W>(
 ) -> Ending
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin + 'static,
 {
+    // File ranges go out by `sendfile` when the socket is plain TCP and it is allowed.
+    let zero_copy = zero_copy::enabled() && zero_copy::plain_tcp(&io.writer).is_some();
     let write_timeout = conn.shared.write_timeout();
     let mut changes = conn.shared.subscribe_changes();
     let idle = IdlePolicy {
@@ -393,7 +398,7 @@ where
             continue;
         }
         let now = Instant::now();
-        conn.out.watch_stall(now);
+        let mut direct = None;
         if conn.out.is_empty() {
             if conn.close_requested {
                 io.close().await;
@@ -404,17 +409,32 @@ where
                 return Ending::Refused(refusal);
             }
             if let Some(Media::File(cursor)) = &mut conn.media {
-                let block = cursor.read_block().await;
-                span.in_scope(|| conn.on_file_block(block));
-                continue;
+                if !zero_copy || conn.framed.is_active() || cursor.is_done() {
+                    let block = cursor.read_block().await;
+                    span.in_scope(|| conn.on_file_block(block));
+                    continue;
+                }
+                if let Err(error) = cursor.open().await {
+                    span.in_scope(|| conn.on_file_block(Err(error)));
+                    continue;
+                }
+                direct = cursor.rest();
             }
         }
+        conn.out.watch_stall(now, direct.is_some());
         if conn.pace_due(now) {
             span.in_scope(|| conn.pace());
             continue;
         }
         let idle_deadline = idle.deadline(conn.refused.is_some(), conn.answered);
-        let wakeup = next_wakeup(&mut io, conn, &mut changes, write_timeout, idle_deadline).await;
+        let wakeup = next_wakeup(
+            &mut io,
+            conn,
+            &mut changes,
+            (write_timeout, direct),
+            idle_deadline,
+        )
+        .await;
         let handled = if wakeup.is_routine() {
             handle(wakeup, &mut io, session, conn)
         } else {
@@ -463,12 +483,12 @@ async fn next_wakeup<R, W>(
     io: &mut Io<R, W>,
     conn: &mut Connection<'_>,
     changes: &mut watch::Receiver<u64>,
-    write_timeout: Duration,
+    (write_timeout, direct): (Duration, Option<FileSpan>),
     idle_deadline: Option<Instant>,
 ) -> Wakeup
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin + 'static,
 {
     let next_timer = conn.timers.next();
     let want_live = conn.wants_live();
@@ -483,7 +503,7 @@ where
             Wakeup::Read(read)
         }
         _ = sleep_until_opt(ingest_paused) => Wakeup::IngestDue,
-        written = write_some(&mut io.writer, &conn.out) => Wakeup::Wrote(written),
+        written = write_some(&mut io.writer, &conn.out, direct) => Wakeup::Wrote(written),
         _ = sleep_until_opt(write_deadline) => Wakeup::WriteStalled,
         _ = sleep_until_opt(source_deadline) => Wakeup::SourceSilent,
         _ = sleep_until_opt(idle_deadline) => Wakeup::Idle,
@@ -518,7 +538,8 @@ fn handle<R, W>(
         Wakeup::Read(Err(error)) | Wakeup::Wrote(Err(error)) => {
             return Err(Ending::PeerGone(error))
         }
-        Wakeup::Wrote(Ok(n)) => conn.out.consume(n, Instant::now()),
+        Wakeup::Wrote(Ok(Written::Queued(n))) => conn.out.consume(n, Instant::now()),
+        Wakeup::Wrote(Ok(Written::FromFile(n))) => on_file_sent(conn, n),
         Wakeup::WriteStalled => return Err(Ending::TooSlow),
         Wakeup::SourceSilent => return Err(Ending::SourceSilent(conn.silence())),
         Wakeup::Idle => {
@@ -572,20 +593,49 @@ fn deliver_resource(
     delivered
 }
 
-/// Write as much of the queue as the socket takes in one vectored write. Pending forever when
-/// the queue is empty, so it can sit in a `select!`.
-async fn write_some<W: AsyncWrite + Unpin>(
+/// What the socket took.
+enum Written {
+    /// Bytes from the front of the output queue.
+    Queued(usize),
+    /// Bytes of the file range, sent by the kernel from the file.
+    FromFile(usize),
+}
+
+/// Write as much of the queue as the socket takes in one vectored write; with the queue empty,
+/// send the `direct` file range with `sendfile` (on a plain TCP socket). Pending forever when
+/// there is neither, so it can sit in a `select!`.
+async fn write_some<W: AsyncWrite + Unpin + 'static>(
     writer: &mut W,
     out: &OutputQueue,
-) -> std::io::Result<usize> {
+    direct: Option<FileSpan>,
+) -> std::io::Result<Written> {
     if out.is_empty() {
-        return std::future::pending().await;
+        return match (direct, zero_copy::plain_tcp(&*writer)) {
+            (Some(span), Some(socket)) => {
+                zero_copy::send(socket, span).await.map(Written::FromFile)
+            }
+            _ => std::future::pending().await,
+        };
     }
     let n = writer.write_vectored(&out.write_batch()).await?;
     if n == 0 {
         return Err(std::io::ErrorKind::WriteZero.into());
     }
-    Ok(n)
+    Ok(Written::Queued(n))
+}
+
+/// The kernel sent `n` bytes of the file range.
+fn on_file_sent(conn: &mut Connection<'_>, n: usize) {
+    let Some(Media::File(cursor)) = &mut conn.media else {
+        return;
+    };
+    match cursor.on_sent(n) {
+        Ok(()) => {
+            conn.out.sent_direct(n, Instant::now());
+            conn.note_first_media();
+        }
+        Err(error) => conn.on_file_block(Err(error)),
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

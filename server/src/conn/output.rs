@@ -88,10 +88,17 @@ impl OutputQueue {
         }
     }
 
-    /// Start the stall clock when output starts waiting, and stop it when the queue is empty.
-    /// Called once per turn of the IO loop.
-    pub fn watch_stall(&mut self, now: Instant) {
-        if self.buffers.is_empty() {
+    /// The socket took `n` bytes at `now` straight from a file (`sendfile`), past the queue.
+    pub fn sent_direct(&mut self, n: usize, now: Instant) {
+        self.sent += n as u64;
+        self.stalled_since = Some(now);
+    }
+
+    /// Start the stall clock when output starts waiting (queued bytes, or a file range the
+    /// socket must take directly: `file_waiting`), and stop it when nothing waits. Called once
+    /// per turn of the IO loop.
+    pub fn watch_stall(&mut self, now: Instant, file_waiting: bool) {
+        if self.buffers.is_empty() && !file_waiting {
             self.stalled_since = None;
         } else if self.stalled_since.is_none() {
             self.stalled_since = Some(now);
@@ -201,15 +208,15 @@ mod tests {
         let timeout = Duration::from_secs(10);
         let start = Instant::now();
         let mut out = OutputQueue::default();
-        out.watch_stall(start);
+        out.watch_stall(start, false);
         assert_eq!(
             out.stall_deadline(timeout),
             None,
             "nothing waits, nothing stalls"
         );
         out.push(block(10, 1));
-        out.watch_stall(start);
-        out.watch_stall(start + Duration::from_secs(5));
+        out.watch_stall(start, false);
+        out.watch_stall(start + Duration::from_secs(5), false);
         assert_eq!(out.stall_deadline(timeout), Some(start + timeout));
         assert!(!out.is_stalled(start + Duration::from_secs(9), timeout));
         assert!(out.is_stalled(start + timeout, timeout));
@@ -221,12 +228,12 @@ mod tests {
         let start = Instant::now();
         let mut out = OutputQueue::default();
         out.push(block(10, 1));
-        out.watch_stall(start);
+        out.watch_stall(start, false);
         out.consume(1, start + Duration::from_secs(8));
         assert!(!out.is_stalled(start + Duration::from_secs(12), timeout));
         assert!(out.is_stalled(start + Duration::from_secs(18), timeout));
         out.consume(9, start + Duration::from_secs(19));
-        out.watch_stall(start + Duration::from_secs(19));
+        out.watch_stall(start + Duration::from_secs(19), false);
         assert_eq!(
             out.stall_deadline(timeout),
             None,
@@ -257,5 +264,23 @@ mod tests {
             let at = start + Duration::from_secs(i * 16);
             assert_eq!(lags.on_lag(at), LagVerdict::SkipToKeyframe, "lag {i}");
         }
+    }
+
+    #[test]
+    fn a_file_range_waiting_for_the_socket_stalls_like_queued_bytes() {
+        let timeout = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut out = OutputQueue::default();
+        out.watch_stall(start, true);
+        assert_eq!(out.stall_deadline(timeout), Some(start + timeout));
+        out.sent_direct(1000, start + Duration::from_secs(4));
+        out.watch_stall(start + Duration::from_secs(4), true);
+        assert_eq!(
+            out.stall_deadline(timeout),
+            Some(start + Duration::from_secs(14))
+        );
+        assert_eq!(out.bytes_sent(), 1000);
+        out.watch_stall(start + Duration::from_secs(5), false);
+        assert_eq!(out.stall_deadline(timeout), None);
     }
 }
