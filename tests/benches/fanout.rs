@@ -106,8 +106,15 @@ fn main() {
         return;
     }
     let settings = Settings::from_env();
-    let most = settings.clients.max(settings.sessions);
-    bench::ensure_fd_limit("fanout", most * 4 + 256, 65536, "FANOUT_RAISED");
+    // A load's descriptors: a socket per HTTP or TCP client; a control connection and an
+    // RTP/RTCP pair per RTSP session (with headroom).
+    let most = settings
+        .protocols
+        .iter()
+        .map(|&p| settings.clients_of(p) * if p.name().starts_with("rtsp") { 4 } else { 2 })
+        .max()
+        .unwrap_or(0);
+    bench::ensure_fd_limit("fanout", most + 256, 65536, "FANOUT_RAISED");
     bench::build_release_server();
 
     let work = tempfile::tempdir().expect("temp dir");

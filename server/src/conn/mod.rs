@@ -59,8 +59,12 @@ use crate::state::{ServingPlugin, Shared};
 /// How long, and how much, to keep reading from a client after closing our side.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
-/// Size of one read from the client.
+/// Size of one read from the client, once it has sent a read's worth at once (a publisher).
 const READ_BUFFER: usize = 16 * 1024;
+/// Size of the first reads: a player sends a request or two and then mostly nothing, and
+/// thousands of listeners each holding [`READ_BUFFER`] bytes would cost more than their
+/// output.
+const FIRST_READ_BUFFER: usize = 2 * 1024;
 
 /// How long a connection refused by a limit may take to get its answer out.
 const REFUSED_GRACE: Duration = Duration::from_secs(2);
@@ -303,12 +307,22 @@ struct Io<R, W> {
     reading: bool,
 }
 
+impl<R, W> Io<R, W> {
+    /// A read of `n` bytes filled the buffer: the client sends more than small requests, so
+    /// read in full-size blocks from now on.
+    fn grow_after(&mut self, n: usize) {
+        if n == self.read_buf.len() && n < READ_BUFFER {
+            self.read_buf.resize(READ_BUFFER, 0);
+        }
+    }
+}
+
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
     fn new(reader: R, writer: W) -> Self {
         Self {
             reader,
             writer,
-            read_buf: vec![0u8; READ_BUFFER],
+            read_buf: vec![0u8; FIRST_READ_BUFFER],
             reading: true,
         }
     }
@@ -534,7 +548,10 @@ fn handle<R, W>(
             session.on_peer_closed(conn)?;
             conn.on_peer_closed();
         }
-        Wakeup::Read(Ok(n)) => session.on_data(conn, &io.read_buf[..n])?,
+        Wakeup::Read(Ok(n)) => {
+            session.on_data(conn, &io.read_buf[..n])?;
+            io.grow_after(n);
+        }
         Wakeup::Read(Err(error)) | Wakeup::Wrote(Err(error)) => {
             return Err(Ending::PeerGone(error))
         }
@@ -712,6 +729,19 @@ mod tests {
             short.deadline(true, false),
             Some(accepted + Duration::from_millis(500))
         );
+    }
+
+    #[test]
+    fn the_read_buffer_starts_small_and_grows_once_a_read_fills_it() {
+        let (reader, writer) = tokio::io::duplex(64);
+        let mut io = Io::new(reader, writer);
+        assert_eq!(io.read_buf.len(), FIRST_READ_BUFFER);
+        io.grow_after(FIRST_READ_BUFFER - 1);
+        assert_eq!(io.read_buf.len(), FIRST_READ_BUFFER, "a request fits");
+        io.grow_after(FIRST_READ_BUFFER);
+        assert_eq!(io.read_buf.len(), READ_BUFFER);
+        io.grow_after(READ_BUFFER);
+        assert_eq!(io.read_buf.len(), READ_BUFFER, "never past the full size");
     }
 
     #[test]
