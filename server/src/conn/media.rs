@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferrocast_plugin_api::EndReason;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 use tokio::time::Instant;
 use tracing::{warn, Span};
@@ -87,6 +87,22 @@ impl LiveCursor {
             let received = self.rx.recv().await;
             if let Some(step) = self.on_event(received, Instant::now()) {
                 return step;
+            }
+        }
+    }
+
+    /// The next chunk or end already waiting in the ring, without waiting; `None` when there
+    /// is none yet.
+    pub fn next_ready(&mut self) -> Option<LiveStep> {
+        loop {
+            let received = match self.rx.try_recv() {
+                Err(TryRecvError::Empty) => return None,
+                Ok(event) => Ok(event),
+                Err(TryRecvError::Lagged(skipped)) => Err(RecvError::Lagged(skipped)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+            };
+            if let Some(step) = self.on_event(received, Instant::now()) {
+                return Some(step);
             }
         }
     }

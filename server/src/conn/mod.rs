@@ -356,6 +356,8 @@ enum Wakeup {
     /// No first valid request within the idle timeout (or a refused connection's grace).
     Idle,
     Live(LiveStep),
+    /// Small live media held back to gather more may go out now.
+    Flush,
     /// Paced media became due: the loop sends it.
     PaceDue,
     /// A publisher that ran ahead of real time may be read again.
@@ -505,7 +507,10 @@ where
     W: AsyncWrite + Unpin + 'static,
 {
     let next_timer = conn.timers.next();
-    let want_live = conn.wants_live();
+    // While small live media is held back, the ring is left alone: what arrives meanwhile is
+    // taken in one go when the hold ends, so a listener wakes once per hold, not per chunk.
+    let held = conn.out.held_until();
+    let want_live = conn.wants_live() && held.is_none();
     let rtcp_in = conn.transports.rtcp_source();
     let write_deadline = conn.out.stall_deadline(write_timeout);
     let source_deadline = conn.source_deadline();
@@ -517,7 +522,10 @@ where
             Wakeup::Read(read)
         }
         _ = sleep_until_opt(ingest_paused) => Wakeup::IngestDue,
-        written = write_some(&mut io.writer, &conn.out, direct) => Wakeup::Wrote(written),
+        written = write_some(&mut io.writer, &conn.out, direct), if held.is_none() => {
+            Wakeup::Wrote(written)
+        }
+        _ = sleep_until_opt(held) => Wakeup::Flush,
         _ = sleep_until_opt(write_deadline) => Wakeup::WriteStalled,
         _ = sleep_until_opt(source_deadline) => Wakeup::SourceSilent,
         _ = sleep_until_opt(idle_deadline) => Wakeup::Idle,
@@ -565,7 +573,12 @@ fn handle<R, W>(
                 None => Ending::Idle(conn.shared.gate.limits().idle_timeout),
             })
         }
-        Wakeup::Live(step) => conn.on_live_step(step),
+        Wakeup::Live(step) => {
+            let was_empty = conn.out.is_empty();
+            conn.on_live_step(step);
+            conn.out.coalesce_live(was_empty, Instant::now());
+        }
+        Wakeup::Flush => take_waiting_live(conn),
         Wakeup::PaceDue | Wakeup::IngestDue => {}
         Wakeup::ReportsDue => conn.send_reports(Instant::now()),
         Wakeup::TablesChanged => conn.recheck(),
@@ -639,6 +652,21 @@ async fn write_some<W: AsyncWrite + Unpin + 'static>(
         return Err(std::io::ErrorKind::WriteZero.into());
     }
     Ok(Written::Queued(n))
+}
+
+/// End a hold: take in the live media that waited in the ring meanwhile (as much as the
+/// queue has room for), to go out in one write.
+fn take_waiting_live(conn: &mut Connection<'_>) {
+    conn.out.release();
+    while conn.wants_live() {
+        let Some(Media::Live(cursor)) = &mut conn.media else {
+            return;
+        };
+        let Some(step) = cursor.next_ready() else {
+            return;
+        };
+        conn.on_live_step(step);
+    }
 }
 
 /// The kernel sent `n` bytes of the file range.

@@ -21,6 +21,13 @@ pub const MAX_IOVECS: usize = 64;
 /// A live client that lags this many times within [`LAG_WINDOW`] is disconnected.
 pub const MAX_LAGS: usize = 5;
 pub const LAG_WINDOW: Duration = Duration::from_secs(60);
+/// Live media smaller than this, arriving at an empty queue, waits up to
+/// [`COALESCE_DELAY`] for more before it is written: at radio bitrates a chunk is a few
+/// hundred bytes, and one write (and one wake-up) per chunk and listener costs more than the
+/// bytes. The delay is the latency budget this adds for such streams; at video bitrates a
+/// chunk is larger and goes out at once.
+pub const COALESCE_BYTES: usize = 8 * 1024;
+pub const COALESCE_DELAY: Duration = Duration::from_millis(100);
 
 /// Bytes waiting for the client's socket.
 #[derive(Default)]
@@ -30,6 +37,8 @@ pub struct OutputQueue {
     sent: u64,
     /// Since when the queue has waited for the socket without any progress.
     stalled_since: Option<Instant>,
+    /// Small live media waits for more until then (see [`COALESCE_BYTES`]).
+    coalesce_until: Option<Instant>,
 }
 
 impl OutputQueue {
@@ -59,6 +68,25 @@ impl OutputQueue {
         self.sent
     }
 
+    /// Live media was just queued at `now`, into a queue that was empty if `was_empty`: if it
+    /// is small, hold it back to gather more.
+    pub fn coalesce_live(&mut self, was_empty: bool, now: Instant) {
+        if was_empty && !self.buffers.is_empty() && self.queued < COALESCE_BYTES {
+            self.coalesce_until = Some(now + COALESCE_DELAY);
+        }
+    }
+
+    /// Until when the queue's media is held back to gather more; `None` when it may be
+    /// written now.
+    pub fn held_until(&self) -> Option<Instant> {
+        self.coalesce_until.filter(|_| self.queued < COALESCE_BYTES)
+    }
+
+    /// The hold is over: write what was gathered.
+    pub fn release(&mut self) {
+        self.coalesce_until = None;
+    }
+
     /// The front of the queue as one vectored write.
     pub fn write_batch(&self) -> Vec<IoSlice<'_>> {
         self.buffers
@@ -73,6 +101,7 @@ impl OutputQueue {
         self.queued -= n;
         self.sent += n as u64;
         self.stalled_since = Some(now);
+        self.coalesce_until = None;
         while n > 0 {
             let front = self
                 .buffers
@@ -282,5 +311,44 @@ mod tests {
         assert_eq!(out.bytes_sent(), 1000);
         out.watch_stall(start + Duration::from_secs(5), false);
         assert_eq!(out.stall_deadline(timeout), None);
+    }
+
+    #[test]
+    fn small_live_media_into_an_empty_queue_is_held_for_the_delay_large_media_is_not() {
+        let now = Instant::now();
+        let mut out = OutputQueue::default();
+        out.push(block(800, 1));
+        out.coalesce_live(true, now);
+        assert_eq!(out.held_until(), Some(now + COALESCE_DELAY));
+        out.push(block(800, 2));
+        out.coalesce_live(false, now);
+        assert_eq!(out.held_until(), Some(now + COALESCE_DELAY), "no new hold");
+        out.push(block(COALESCE_BYTES, 3));
+        assert_eq!(out.held_until(), None, "enough gathered: write now");
+        out.release();
+        out.consume(out.queued_bytes(), now);
+
+        let mut video = OutputQueue::default();
+        video.push(block(COALESCE_BYTES, 1));
+        video.coalesce_live(true, now);
+        assert_eq!(video.held_until(), None);
+        let mut busy = OutputQueue::default();
+        busy.push(block(10, 1));
+        busy.coalesce_live(false, now);
+        assert_eq!(
+            busy.held_until(),
+            None,
+            "only media into an empty queue waits"
+        );
+    }
+
+    #[test]
+    fn a_write_ends_the_hold() {
+        let now = Instant::now();
+        let mut out = OutputQueue::default();
+        out.push(block(100, 1));
+        out.coalesce_live(true, now);
+        out.consume(10, now);
+        assert_eq!(out.held_until(), None);
     }
 }
