@@ -3,9 +3,10 @@
 //!
 //! `cargo bench -p ferrocast-tests --bench fanout`. It builds the release server, encodes a
 //! test stream at the bitrate asked for (ffmpeg, 1280x720 H.264 with one keyframe a second, and
-//! AAC), starts ferrocast with the http, rtsp, udp and tcp plugins and pushes the stream to a
-//! live point in real time; it also starts the ideal server (`ferrocast_tests::ideal`, this
-//! executable in a process of its own) playing the same stream. Then for each protocol and
+//! AAC; below 0.5 Mbps a radio-like stream with a thumbnail picture), starts ferrocast with
+//! the http, rtsp, udp and tcp plugins and pushes the stream to a live point in real time; it
+//! also starts the ideal server (`ferrocast_tests::ideal`, this executable in a process of its
+//! own) playing the same stream. Then for each protocol and
 //! each server in turn it joins clients at the join rate, lets them settle, and measures over a
 //! steady window:
 //!
@@ -105,8 +106,15 @@ fn main() {
         return;
     }
     let settings = Settings::from_env();
-    let most = settings.clients.max(settings.sessions);
-    bench::ensure_fd_limit("fanout", most * 4 + 256, 65536, "FANOUT_RAISED");
+    // A load's descriptors: a socket per HTTP or TCP client; a control connection and an
+    // RTP/RTCP pair per RTSP session (with headroom).
+    let most = settings
+        .protocols
+        .iter()
+        .map(|&p| settings.clients_of(p) * if p.name().starts_with("rtsp") { 4 } else { 2 })
+        .max()
+        .unwrap_or(0);
+    bench::ensure_fd_limit("fanout", most + 256, 65536, "FANOUT_RAISED");
     bench::build_release_server();
 
     let work = tempfile::tempdir().expect("temp dir");
@@ -243,14 +251,50 @@ fn server_config(target: &Target) -> String {
     )
 }
 
-/// Encode `SAMPLE_SECONDS` of 720p H.264 and AAC at about `mbps` into `path`.
+/// Below this bitrate (Mbps) the sample is a radio-like stream: a thumbnail video and a
+/// low-rate AAC track (see [`StreamShape`]).
+const LOW_BITRATE_MBPS: f64 = 0.5;
+
+/// Picture size and the video and audio rates (kbps) of the encoded stream.
+struct StreamShape {
+    size: &'static str,
+    video_kbps: u64,
+    audio_kbps: u64,
+}
+
+impl StreamShape {
+    /// 720p with 128 kbps AAC, or below [`LOW_BITRATE_MBPS`] a 192x108 picture and 48 kbps
+    /// AAC: at 0.16 Mbps that is the packet rate and size of a 128 kbps radio stream as TS,
+    /// with keyframes still there for the clean-join check and the ideal server's GOP.
+    fn for_mbps(mbps: f64) -> Self {
+        let kbps = mbps * 1000.0;
+        if mbps < LOW_BITRATE_MBPS {
+            Self {
+                size: "192x108",
+                video_kbps: (kbps * 0.75 - 48.0).max(16.0).round() as u64,
+                audio_kbps: 48,
+            }
+        } else {
+            Self {
+                size: "1280x720",
+                video_kbps: (kbps - 128.0).max(100.0).round() as u64,
+                audio_kbps: 128,
+            }
+        }
+    }
+}
+
+/// Encode `SAMPLE_SECONDS` of H.264 and AAC at about `mbps` into `path`.
 fn encode_sample(path: &Path, mbps: f64) {
-    let video_kbps = ((mbps * 1000.0) - 128.0).max(100.0).round() as u64;
+    let shape = StreamShape::for_mbps(mbps);
+    let video_kbps = shape.video_kbps;
     let rate = format!("{video_kbps}k");
     let buffer = format!("{}k", video_kbps / 2);
+    let picture = format!("testsrc2=size={}:rate=25", shape.size);
+    let audio_rate = format!("{}k", shape.audio_kbps);
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
+        .args(["-f", "lavfi", "-i", &picture])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &SAMPLE_SECONDS.to_string()])
         .args([
@@ -264,7 +308,7 @@ fn encode_sample(path: &Path, mbps: f64) {
         .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0"])
         .args(["-b:v", &rate, "-minrate", &rate, "-maxrate", &rate])
         .args(["-bufsize", &buffer, "-x264-params", "nal-hrd=cbr"])
-        .args(["-c:a", "aac", "-b:a", "128k", "-f", "mpegts"])
+        .args(["-c:a", "aac", "-b:a", &audio_rate, "-f", "mpegts"])
         .arg(path)
         .status()
         .expect("run ffmpeg (is it installed?)");

@@ -245,7 +245,7 @@ impl<'a> Connection<'a> {
     }
 
     /// The first media of a play is on its way: how long it took goes to the metrics.
-    fn note_first_media(&mut self) {
+    pub fn note_first_media(&mut self) {
         if let Some(accepted) = self.play_accepted.take() {
             crate::metrics::first_media(accepted.elapsed());
         }

@@ -5,6 +5,7 @@
 //! a lagging client ahead or drop it, how much of the range is left); the IO loop does the
 //! receiving and reading.
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +13,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferrocast_plugin_api::EndReason;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 use tokio::time::Instant;
 use tracing::{warn, Span};
 
 use super::output::{LagVerdict, LagWindow};
+use super::zero_copy::FileSpan;
 use crate::events;
 use crate::media::pacer::FilePacer;
 use crate::media::rtp::RtpPacketizer;
@@ -89,6 +91,22 @@ impl LiveCursor {
         }
     }
 
+    /// The next chunk or end already waiting in the ring, without waiting; `None` when there
+    /// is none yet.
+    pub fn next_ready(&mut self) -> Option<LiveStep> {
+        loop {
+            let received = match self.rx.try_recv() {
+                Err(TryRecvError::Empty) => return None,
+                Ok(event) => Ok(event),
+                Err(TryRecvError::Lagged(skipped)) => Err(RecvError::Lagged(skipped)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+            };
+            if let Some(step) = self.on_event(received, Instant::now()) {
+                return Some(step);
+            }
+        }
+    }
+
     /// Decide what one event from the ring means for this client at `now`; `None` means
     /// nothing to send yet.
     pub fn on_event(
@@ -148,11 +166,16 @@ impl LiveCursor {
     }
 }
 
-/// Streams a byte range of an on-demand file.
+/// Streams a byte range of an on-demand file: read block by block into the output queue, or
+/// handed to the kernel with `sendfile` (see `zero_copy`) when the socket is plain TCP.
 pub struct FileCursor {
     pub path: PathBuf,
     file: Option<tokio::fs::File>,
+    /// Where the next byte of the range is.
     position: u64,
+    /// Where the open file's own read position is (`sendfile` sends from an explicit offset
+    /// and leaves it alone).
+    read_position: u64,
     end: u64,
 }
 
@@ -162,6 +185,7 @@ impl FileCursor {
             path,
             file: None,
             position: start,
+            read_position: 0,
             end,
         }
     }
@@ -172,28 +196,67 @@ impl FileCursor {
             .then(|| (self.end - self.position).min(FILE_BLOCK as u64) as usize)
     }
 
+    /// Whether the range has been sent in full.
+    pub fn is_done(&self) -> bool {
+        self.position >= self.end
+    }
+
+    /// Open the file if it is not open yet.
+    pub async fn open(&mut self) -> std::io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(tokio::fs::File::open(&self.path).await?);
+        }
+        Ok(())
+    }
+
+    /// The rest of the range, for `sendfile`; `None` until the file is open or once the range
+    /// is sent.
+    pub fn rest(&self) -> Option<FileSpan> {
+        let file = self.file.as_ref()?;
+        (!self.is_done()).then(|| FileSpan {
+            fd: file.as_raw_fd(),
+            offset: self.position,
+            len: usize::try_from(self.end - self.position).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// The kernel sent `n` bytes of the range from the file; `n == 0` short of the range's
+    /// end means the file is shorter than it was.
+    pub fn on_sent(&mut self, n: usize) -> std::io::Result<()> {
+        if n == 0 && !self.is_done() {
+            return Err(self.ended_early());
+        }
+        self.position += n as u64;
+        Ok(())
+    }
+
     /// The next block of the range, or `None` when it has been sent in full.
     pub async fn read_block(&mut self) -> std::io::Result<Option<Bytes>> {
         let Some(want) = self.next_read() else {
             return Ok(None);
         };
-        if self.file.is_none() {
-            let mut file = tokio::fs::File::open(&self.path).await?;
-            file.seek(std::io::SeekFrom::Start(self.position)).await?;
-            self.file = Some(file);
-        }
+        self.open().await?;
         let file = self.file.as_mut().expect("opened above");
+        if self.read_position != self.position {
+            file.seek(std::io::SeekFrom::Start(self.position)).await?;
+            self.read_position = self.position;
+        }
         let mut block = vec![0u8; want];
         let n = file.read(&mut block).await?;
         if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("{} ended early; was it truncated?", self.path.display()),
-            ));
+            return Err(self.ended_early());
         }
         block.truncate(n);
         self.position += n as u64;
+        self.read_position = self.position;
         Ok(Some(Bytes::from(block)))
+    }
+
+    fn ended_early(&self) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{} ended early; was it truncated?", self.path.display()),
+        )
     }
 }
 
@@ -343,5 +406,33 @@ mod tests {
         assert_eq!(cursor.next_read(), Some(5));
         cursor.position += 5;
         assert_eq!(cursor.next_read(), None);
+    }
+
+    #[tokio::test]
+    async fn a_range_sent_partly_by_the_kernel_then_read_continues_where_it_left_off() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        std::io::Write::write_all(&mut file, &content).unwrap();
+        let mut cursor = FileCursor::new(file.path().into(), 100, 150_000);
+        assert!(cursor.rest().is_none(), "not open yet");
+        cursor.open().await.unwrap();
+        let span = cursor.rest().unwrap();
+        assert_eq!((span.offset, span.len), (100, 149_900));
+        cursor.on_sent(1_000).unwrap();
+        let block = cursor.read_block().await.unwrap().unwrap();
+        assert_eq!(&block[..], &content[1_100..1_100 + FILE_BLOCK]);
+        cursor.on_sent(10).unwrap();
+        let block = cursor.read_block().await.unwrap().unwrap();
+        let from = 1_110 + FILE_BLOCK;
+        assert_eq!(&block[..], &content[from..from + FILE_BLOCK]);
+    }
+
+    #[test]
+    fn nothing_sent_short_of_the_end_means_the_file_shrank() {
+        let mut cursor = FileCursor::new("f.ts".into(), 0, 10);
+        assert!(cursor.on_sent(0).is_err());
+        cursor.on_sent(10).unwrap();
+        assert!(cursor.is_done());
+        assert!(cursor.on_sent(0).is_ok());
     }
 }

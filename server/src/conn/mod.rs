@@ -17,6 +17,7 @@
 //! - `transports`: the session's RTP transports and RTCP schedule;
 //! - `admission`: admission, drain and the re-check after a reload;
 //! - `play`: play, seek, resume and pause decisions;
+//! - `zero_copy`: on-demand file ranges sent with `sendfile` on a plain TCP socket;
 //! - `resource`: a packaged (HLS) resource the session asked for, held while a blocking
 //!   playlist reload waits.
 
@@ -31,6 +32,7 @@ mod play;
 mod publisher;
 mod resource;
 mod transports;
+mod zero_copy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +51,7 @@ use self::media::{LiveStep, Media};
 use self::output::OutputQueue;
 use self::publisher::Silence;
 use self::transports::RtcpSource;
+use self::zero_copy::FileSpan;
 use crate::events;
 use crate::media::rtp::{parse_rtcp, RtcpPacket};
 use crate::state::{ServingPlugin, Shared};
@@ -56,8 +59,12 @@ use crate::state::{ServingPlugin, Shared};
 /// How long, and how much, to keep reading from a client after closing our side.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
-/// Size of one read from the client.
+/// Size of one read from the client, once it has sent a read's worth at once (a publisher).
 const READ_BUFFER: usize = 16 * 1024;
+/// Size of the first reads: a player sends a request or two and then mostly nothing, and
+/// thousands of listeners each holding [`READ_BUFFER`] bytes would cost more than their
+/// output.
+const FIRST_READ_BUFFER: usize = 2 * 1024;
 
 /// How long a connection refused by a limit may take to get its answer out.
 const REFUSED_GRACE: Duration = Duration::from_secs(2);
@@ -335,12 +342,22 @@ struct Io<R, W> {
     reading: bool,
 }
 
+impl<R, W> Io<R, W> {
+    /// A read of `n` bytes filled the buffer: the client sends more than small requests, so
+    /// read in full-size blocks from now on.
+    fn grow_after(&mut self, n: usize) {
+        if n == self.read_buf.len() && n < READ_BUFFER {
+            self.read_buf.resize(READ_BUFFER, 0);
+        }
+    }
+}
+
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
     fn new(reader: R, writer: W) -> Self {
         Self {
             reader,
             writer,
-            read_buf: vec![0u8; READ_BUFFER],
+            read_buf: vec![0u8; FIRST_READ_BUFFER],
             reading: true,
         }
     }
@@ -368,12 +385,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
 /// What woke the IO loop.
 enum Wakeup {
     Read(std::io::Result<usize>),
-    Wrote(std::io::Result<usize>),
+    Wrote(std::io::Result<Written>),
     WriteStalled,
     SourceSilent,
     /// No first valid request within the idle timeout (or a refused connection's grace).
     Idle,
     Live(LiveStep),
+    /// Small live media held back to gather more may go out now.
+    Flush,
     /// Paced media became due: the loop sends it.
     PaceDue,
     /// A publisher that ran ahead of real time may be read again.
@@ -397,8 +416,10 @@ async fn drive<R, W>(
 ) -> Ending
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin + 'static,
 {
+    // File ranges go out by `sendfile` when the socket is plain TCP and it is allowed.
+    let zero_copy = zero_copy::enabled() && zero_copy::plain_tcp(&io.writer).is_some();
     let write_timeout = conn.shared.write_timeout();
     let mut changes = conn.shared.subscribe_changes();
     let idle = IdlePolicy {
@@ -436,7 +457,7 @@ where
             continue;
         }
         let now = Instant::now();
-        conn.out.watch_stall(now);
+        let mut direct = None;
         if conn.out.is_empty() {
             if conn.close_requested {
                 io.close().await;
@@ -447,17 +468,32 @@ where
                 return Ending::Refused(refusal);
             }
             if let Some(Media::File(cursor)) = &mut conn.media {
-                let block = cursor.read_block().await;
-                span.in_scope(|| conn.on_file_block(block));
-                continue;
+                if !zero_copy || conn.framed.is_active() || cursor.is_done() {
+                    let block = cursor.read_block().await;
+                    span.in_scope(|| conn.on_file_block(block));
+                    continue;
+                }
+                if let Err(error) = cursor.open().await {
+                    span.in_scope(|| conn.on_file_block(Err(error)));
+                    continue;
+                }
+                direct = cursor.rest();
             }
         }
+        conn.out.watch_stall(now, direct.is_some());
         if conn.pace_due(now) {
             span.in_scope(|| conn.pace());
             continue;
         }
         let idle_deadline = idle.deadline(conn.refused.is_some(), conn.answered);
-        let wakeup = next_wakeup(&mut io, conn, &mut changes, write_timeout, idle_deadline).await;
+        let wakeup = next_wakeup(
+            &mut io,
+            conn,
+            &mut changes,
+            (write_timeout, direct),
+            idle_deadline,
+        )
+        .await;
         let handled = if wakeup.is_routine() {
             handle(wakeup, &mut io, session, conn)
         } else {
@@ -506,15 +542,18 @@ async fn next_wakeup<R, W>(
     io: &mut Io<R, W>,
     conn: &mut Connection<'_>,
     changes: &mut watch::Receiver<u64>,
-    write_timeout: Duration,
+    (write_timeout, direct): (Duration, Option<FileSpan>),
     idle_deadline: Option<Instant>,
 ) -> Wakeup
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin + 'static,
 {
     let next_timer = conn.timers.next();
-    let want_live = conn.wants_live();
+    // While small live media is held back, the ring is left alone: what arrives meanwhile is
+    // taken in one go when the hold ends, so a listener wakes once per hold, not per chunk.
+    let held = conn.out.held_until();
+    let want_live = conn.wants_live() && held.is_none();
     let rtcp_in = conn.transports.rtcp_source();
     let write_deadline = conn.out.stall_deadline(write_timeout);
     let source_deadline = conn.source_deadline();
@@ -526,7 +565,10 @@ where
             Wakeup::Read(read)
         }
         _ = sleep_until_opt(ingest_paused) => Wakeup::IngestDue,
-        written = write_some(&mut io.writer, &conn.out) => Wakeup::Wrote(written),
+        written = write_some(&mut io.writer, &conn.out, direct), if held.is_none() => {
+            Wakeup::Wrote(written)
+        }
+        _ = sleep_until_opt(held) => Wakeup::Flush,
         _ = sleep_until_opt(write_deadline) => Wakeup::WriteStalled,
         _ = sleep_until_opt(source_deadline) => Wakeup::SourceSilent,
         _ = sleep_until_opt(idle_deadline) => Wakeup::Idle,
@@ -558,11 +600,15 @@ fn handle<R, W>(
             session.on_peer_closed(conn)?;
             conn.on_peer_closed();
         }
-        Wakeup::Read(Ok(n)) => session.on_data(conn, &io.read_buf[..n])?,
+        Wakeup::Read(Ok(n)) => {
+            session.on_data(conn, &io.read_buf[..n])?;
+            io.grow_after(n);
+        }
         Wakeup::Read(Err(error)) | Wakeup::Wrote(Err(error)) => {
             return Err(Ending::PeerGone(error))
         }
-        Wakeup::Wrote(Ok(n)) => conn.out.consume(n, Instant::now()),
+        Wakeup::Wrote(Ok(Written::Queued(n))) => conn.out.consume(n, Instant::now()),
+        Wakeup::Wrote(Ok(Written::FromFile(n))) => on_file_sent(conn, n),
         Wakeup::WriteStalled => return Err(Ending::TooSlow),
         Wakeup::SourceSilent => return Err(Ending::SourceSilent(conn.silence())),
         Wakeup::Idle => {
@@ -571,7 +617,12 @@ fn handle<R, W>(
                 None => Ending::Idle(conn.shared.gate.limits().idle_timeout),
             })
         }
-        Wakeup::Live(step) => conn.on_live_step(step),
+        Wakeup::Live(step) => {
+            let was_empty = conn.out.is_empty();
+            conn.on_live_step(step);
+            conn.out.coalesce_live(was_empty, Instant::now());
+        }
+        Wakeup::Flush => take_waiting_live(conn),
         Wakeup::PaceDue | Wakeup::IngestDue => {}
         Wakeup::ReportsDue => conn.send_reports(Instant::now()),
         Wakeup::TablesChanged => conn.recheck(),
@@ -643,20 +694,64 @@ fn deliver_resource(
     delivered
 }
 
-/// Write as much of the queue as the socket takes in one vectored write. Pending forever when
-/// the queue is empty, so it can sit in a `select!`.
-async fn write_some<W: AsyncWrite + Unpin>(
+/// What the socket took.
+enum Written {
+    /// Bytes from the front of the output queue.
+    Queued(usize),
+    /// Bytes of the file range, sent by the kernel from the file.
+    FromFile(usize),
+}
+
+/// Write as much of the queue as the socket takes in one vectored write; with the queue empty,
+/// send the `direct` file range with `sendfile` (on a plain TCP socket). Pending forever when
+/// there is neither, so it can sit in a `select!`.
+async fn write_some<W: AsyncWrite + Unpin + 'static>(
     writer: &mut W,
     out: &OutputQueue,
-) -> std::io::Result<usize> {
+    direct: Option<FileSpan>,
+) -> std::io::Result<Written> {
     if out.is_empty() {
-        return std::future::pending().await;
+        return match (direct, zero_copy::plain_tcp(&*writer)) {
+            (Some(span), Some(socket)) => {
+                zero_copy::send(socket, span).await.map(Written::FromFile)
+            }
+            _ => std::future::pending().await,
+        };
     }
     let n = writer.write_vectored(&out.write_batch()).await?;
     if n == 0 {
         return Err(std::io::ErrorKind::WriteZero.into());
     }
-    Ok(n)
+    Ok(Written::Queued(n))
+}
+
+/// End a hold: take in the live media that waited in the ring meanwhile (as much as the
+/// queue has room for), to go out in one write.
+fn take_waiting_live(conn: &mut Connection<'_>) {
+    conn.out.release();
+    while conn.wants_live() {
+        let Some(Media::Live(cursor)) = &mut conn.media else {
+            return;
+        };
+        let Some(step) = cursor.next_ready() else {
+            return;
+        };
+        conn.on_live_step(step);
+    }
+}
+
+/// The kernel sent `n` bytes of the file range.
+fn on_file_sent(conn: &mut Connection<'_>, n: usize) {
+    let Some(Media::File(cursor)) = &mut conn.media else {
+        return;
+    };
+    match cursor.on_sent(n) {
+        Ok(()) => {
+            conn.out.sent_direct(n, Instant::now());
+            conn.note_first_media();
+        }
+        Err(error) => conn.on_file_block(Err(error)),
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -741,6 +836,19 @@ mod tests {
             short.deadline(true, false),
             Some(accepted + Duration::from_millis(500))
         );
+    }
+
+    #[test]
+    fn the_read_buffer_starts_small_and_grows_once_a_read_fills_it() {
+        let (reader, writer) = tokio::io::duplex(64);
+        let mut io = Io::new(reader, writer);
+        assert_eq!(io.read_buf.len(), FIRST_READ_BUFFER);
+        io.grow_after(FIRST_READ_BUFFER - 1);
+        assert_eq!(io.read_buf.len(), FIRST_READ_BUFFER, "a request fits");
+        io.grow_after(FIRST_READ_BUFFER);
+        assert_eq!(io.read_buf.len(), READ_BUFFER);
+        io.grow_after(READ_BUFFER);
+        assert_eq!(io.read_buf.len(), READ_BUFFER, "never past the full size");
     }
 
     #[test]

@@ -23,6 +23,13 @@ pub const MAX_IOVECS: usize = 64;
 /// A live client that lags this many times within [`LAG_WINDOW`] is disconnected.
 pub const MAX_LAGS: usize = 5;
 pub const LAG_WINDOW: Duration = Duration::from_secs(60);
+/// Live media smaller than this, arriving at an empty queue, waits up to
+/// [`COALESCE_DELAY`] for more before it is written: at radio bitrates a chunk is a few
+/// hundred bytes, and one write (and one wake-up) per chunk and listener costs more than the
+/// bytes. The delay is the latency budget this adds for such streams; at video bitrates a
+/// chunk is larger and goes out at once.
+pub const COALESCE_BYTES: usize = 8 * 1024;
+pub const COALESCE_DELAY: Duration = Duration::from_millis(100);
 
 /// Bytes waiting for the client's socket.
 #[derive(Default)]
@@ -33,6 +40,8 @@ pub struct OutputQueue {
     sent: SentBytes,
     /// Since when the queue has waited for the socket without any progress.
     stalled_since: Option<Instant>,
+    /// Small live media waits for more until then (see [`COALESCE_BYTES`]).
+    coalesce_until: Option<Instant>,
 }
 
 impl OutputQueue {
@@ -73,6 +82,25 @@ impl OutputQueue {
         self.sent = sent;
     }
 
+    /// Live media was just queued at `now`, into a queue that was empty if `was_empty`: if it
+    /// is small, hold it back to gather more.
+    pub fn coalesce_live(&mut self, was_empty: bool, now: Instant) {
+        if was_empty && !self.buffers.is_empty() && self.queued < COALESCE_BYTES {
+            self.coalesce_until = Some(now + COALESCE_DELAY);
+        }
+    }
+
+    /// Until when the queue's media is held back to gather more; `None` when it may be
+    /// written now.
+    pub fn held_until(&self) -> Option<Instant> {
+        self.coalesce_until.filter(|_| self.queued < COALESCE_BYTES)
+    }
+
+    /// The hold is over: write what was gathered.
+    pub fn release(&mut self) {
+        self.coalesce_until = None;
+    }
+
     /// The front of the queue as one vectored write.
     pub fn write_batch(&self) -> Vec<IoSlice<'_>> {
         self.buffers
@@ -87,6 +115,7 @@ impl OutputQueue {
         self.queued -= n;
         self.sent.add(n as u64);
         self.stalled_since = Some(now);
+        self.coalesce_until = None;
         while n > 0 {
             let front = self
                 .buffers
@@ -102,10 +131,17 @@ impl OutputQueue {
         }
     }
 
-    /// Start the stall clock when output starts waiting, and stop it when the queue is empty.
-    /// Called once per turn of the IO loop.
-    pub fn watch_stall(&mut self, now: Instant) {
-        if self.buffers.is_empty() {
+    /// The socket took `n` bytes at `now` straight from a file (`sendfile`), past the queue.
+    pub fn sent_direct(&mut self, n: usize, now: Instant) {
+        self.sent.add(n as u64);
+        self.stalled_since = Some(now);
+    }
+
+    /// Start the stall clock when output starts waiting (queued bytes, or a file range the
+    /// socket must take directly: `file_waiting`), and stop it when nothing waits. Called once
+    /// per turn of the IO loop.
+    pub fn watch_stall(&mut self, now: Instant, file_waiting: bool) {
+        if self.buffers.is_empty() && !file_waiting {
             self.stalled_since = None;
         } else if self.stalled_since.is_none() {
             self.stalled_since = Some(now);
@@ -215,15 +251,15 @@ mod tests {
         let timeout = Duration::from_secs(10);
         let start = Instant::now();
         let mut out = OutputQueue::default();
-        out.watch_stall(start);
+        out.watch_stall(start, false);
         assert_eq!(
             out.stall_deadline(timeout),
             None,
             "nothing waits, nothing stalls"
         );
         out.push(block(10, 1));
-        out.watch_stall(start);
-        out.watch_stall(start + Duration::from_secs(5));
+        out.watch_stall(start, false);
+        out.watch_stall(start + Duration::from_secs(5), false);
         assert_eq!(out.stall_deadline(timeout), Some(start + timeout));
         assert!(!out.is_stalled(start + Duration::from_secs(9), timeout));
         assert!(out.is_stalled(start + timeout, timeout));
@@ -235,12 +271,12 @@ mod tests {
         let start = Instant::now();
         let mut out = OutputQueue::default();
         out.push(block(10, 1));
-        out.watch_stall(start);
+        out.watch_stall(start, false);
         out.consume(1, start + Duration::from_secs(8));
         assert!(!out.is_stalled(start + Duration::from_secs(12), timeout));
         assert!(out.is_stalled(start + Duration::from_secs(18), timeout));
         out.consume(9, start + Duration::from_secs(19));
-        out.watch_stall(start + Duration::from_secs(19));
+        out.watch_stall(start + Duration::from_secs(19), false);
         assert_eq!(
             out.stall_deadline(timeout),
             None,
@@ -271,5 +307,62 @@ mod tests {
             let at = start + Duration::from_secs(i * 16);
             assert_eq!(lags.on_lag(at), LagVerdict::SkipToKeyframe, "lag {i}");
         }
+    }
+
+    #[test]
+    fn a_file_range_waiting_for_the_socket_stalls_like_queued_bytes() {
+        let timeout = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut out = OutputQueue::default();
+        out.watch_stall(start, true);
+        assert_eq!(out.stall_deadline(timeout), Some(start + timeout));
+        out.sent_direct(1000, start + Duration::from_secs(4));
+        out.watch_stall(start + Duration::from_secs(4), true);
+        assert_eq!(
+            out.stall_deadline(timeout),
+            Some(start + Duration::from_secs(14))
+        );
+        assert_eq!(out.bytes_sent(), 1000);
+        out.watch_stall(start + Duration::from_secs(5), false);
+        assert_eq!(out.stall_deadline(timeout), None);
+    }
+
+    #[test]
+    fn small_live_media_into_an_empty_queue_is_held_for_the_delay_large_media_is_not() {
+        let now = Instant::now();
+        let mut out = OutputQueue::default();
+        out.push(block(800, 1));
+        out.coalesce_live(true, now);
+        assert_eq!(out.held_until(), Some(now + COALESCE_DELAY));
+        out.push(block(800, 2));
+        out.coalesce_live(false, now);
+        assert_eq!(out.held_until(), Some(now + COALESCE_DELAY), "no new hold");
+        out.push(block(COALESCE_BYTES, 3));
+        assert_eq!(out.held_until(), None, "enough gathered: write now");
+        out.release();
+        out.consume(out.queued_bytes(), now);
+
+        let mut video = OutputQueue::default();
+        video.push(block(COALESCE_BYTES, 1));
+        video.coalesce_live(true, now);
+        assert_eq!(video.held_until(), None);
+        let mut busy = OutputQueue::default();
+        busy.push(block(10, 1));
+        busy.coalesce_live(false, now);
+        assert_eq!(
+            busy.held_until(),
+            None,
+            "only media into an empty queue waits"
+        );
+    }
+
+    #[test]
+    fn a_write_ends_the_hold() {
+        let now = Instant::now();
+        let mut out = OutputQueue::default();
+        out.push(block(100, 1));
+        out.coalesce_live(true, now);
+        out.consume(10, now);
+        assert_eq!(out.held_until(), None);
     }
 }
