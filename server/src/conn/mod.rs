@@ -408,6 +408,9 @@ enum Wakeup {
     Tunnel(Option<Vec<u8>>),
 }
 
+/// The IO loop: one `select!` over every way the connection can wake (socket, ring, file,
+/// timers, RTCP, resources, tunnels). It stays one function, longer than most, so that every
+/// wake-up source and its priority is visible in one place; each arm hands off to `Connection`.
 async fn drive<R, W>(
     mut io: Io<R, W>,
     session: &mut PluginSession,
