@@ -196,7 +196,6 @@ impl RingTap {
     pub fn skip_to_keyframe(&mut self) {
         self.walk.lost();
         self.last = None;
-        self.pending.clear();
     }
 
     /// Subscribe again after falling off the ring; `Some(Lagged)` unless the cached GOP
