@@ -452,3 +452,45 @@ fn a_reload_that_adds_hls_to_a_live_point_starts_packaging_it() {
     let text = wait_for_segments(address, 1);
     assert!(text.contains("seg"), "{text}");
 }
+
+/// HLS players hold no subscription to the point, so the packager is not what keeps an
+/// on-demand pull going: their requests are. The pull starts with the first HLS request,
+/// keeps going while players fetch, and stops once they are gone.
+#[test]
+fn hls_requests_start_and_keep_an_on_demand_pull_which_stops_without_them() {
+    let (origin, _plugins) = start(0);
+    let _encoder = Encoder::push(&origin.url("live"), 60);
+    wait_for_segments(origin.http, 1);
+    let edge_plugins = standard_plugin_dir();
+    let edge_http = ferrocast_tests::loopback();
+    let edge_points = format!(
+        "[hls]\ntarget_duration_ms = 2000\n\n[[point]]\nname = \"relay\"\nkind = \"broadcast\"\nsource = \"http://{}/live\"\nprotocols = [\"http\", \"hls\"]\npull = \"on-demand\"\npull_idle_timeout_ms = 1000\nreconnect_grace_ms = 15000\n",
+        origin.http
+    );
+    let edge = Ferrocast::start(
+        &config_with(edge_http, &edge_points),
+        edge_plugins.path(),
+        edge_http,
+    );
+    thread::sleep(Duration::from_secs(3));
+    assert!(
+        !edge.logs().contains("PULL_CONNECTED"),
+        "the packager alone must not start the pull: {}",
+        edge.logs()
+    );
+
+    // The first playlist request starts the pull; the playlist fills as it is fetched.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(edge_http, "/relay/index.m3u8", 1 << 20).status != 200 {
+        assert!(Instant::now() < deadline, "the edge never listed a segment");
+        thread::sleep(Duration::from_millis(500));
+    }
+    assert!(edge.logs().contains("PULL_CONNECTED"));
+    decode(&edge.url("relay/index.m3u8"), &[], Some(8.0)).assert_clean(150, "HLS of the pull");
+    assert!(
+        !edge.logs().contains("PULL_STOPPED"),
+        "the pull stopped while a player fetched: {}",
+        edge.logs()
+    );
+    edge.wait_for("PULL_STOPPED", Duration::from_secs(15));
+}

@@ -29,13 +29,18 @@ fn rig(record: &str, env: &[(&str, &str)]) -> Rig {
 }
 
 fn rig_in(rec: TempDir, record: &str, env: &[(&str, &str)]) -> Rig {
+    rig_with(rec, "protocols = [\"http\"]", record, env)
+}
+
+/// [`rig_in`] with `live`'s `protocols` line (and any other keys) given.
+fn rig_with(rec: TempDir, live: &str, record: &str, env: &[(&str, &str)]) -> Rig {
     let plugins = shipped_plugins_dir(&["http", "rtsp", "tcp"]);
     let http = loopback();
     let rtsp = loopback();
     let admin = loopback();
     let dir = rec.path().display();
     let points = format!(
-        "[[point]]\nname = \"live\"\nkind = \"broadcast\"\nsource = \"push\"\nprotocols = [\"http\"]\nrecord = {{ dir = \"{dir}\"{record} }}\n\n[[point]]\nname = \"archive\"\nkind = \"on-demand\"\nsource = \"{dir}\"\nprotocols = [\"http\", \"rtsp\", \"tcp\"]\n"
+        "[[point]]\nname = \"live\"\nkind = \"broadcast\"\nsource = \"push\"\n{live}\nrecord = {{ dir = \"{dir}\"{record} }}\n\n[[point]]\nname = \"archive\"\nkind = \"on-demand\"\nsource = \"{dir}\"\nprotocols = [\"http\", \"rtsp\", \"tcp\"]\n"
     );
     let config = format!(
         "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.tcp]\n\n[admin]\nlisten = \"{admin}\"\nmetrics_allow = [\"127.0.0.1\"]\n",
@@ -455,4 +460,78 @@ fn an_encoder_restart_starts_a_new_file() {
         assert_starts_decodable(file);
         decode(&file.display().to_string(), &[], None).assert_clean(50, "a recording");
     }
+}
+
+/// The `point live …` line of `ferrocast status`.
+fn status_line(rig: &Rig) -> String {
+    let status = rig.server.command(&["status"]).text;
+    status
+        .lines()
+        .find(|line| line.starts_with("point live "))
+        .unwrap_or_else(|| panic!("no line for live: {status}"))
+        .to_owned()
+}
+
+#[test]
+fn hls_and_recording_are_not_clients_of_the_point() {
+    let rig = rig_with(
+        tempfile::tempdir().unwrap(),
+        "protocols = [\"http\", \"hls\"]\nmax_clients = 1",
+        "",
+        &[],
+    );
+    let _encoder = Encoder::push_live(&rig.server, 60);
+    // Both the packager and the recorder are fed: a segment is listed, a file is written.
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            http_get(rig.server.http, "/live/index.m3u8", 1 << 20)
+                .body_text()
+                .contains("#EXTINF")
+                && recordings(rig.rec.path())
+                    .first()
+                    .is_some_and(|file| file.metadata().is_ok_and(|m| m.len() > 100_000))
+        }),
+        "no HLS segment or recording: {}",
+        rig.server.logs()
+    );
+    let http_sessions = "ferrocast_clients{point=\"live\",protocol=\"http\"}";
+    // Only the encoder's session (an HTTP PUT) so far.
+    assert!(
+        status_line(&rig).contains(" clients 0 "),
+        "{}",
+        status_line(&rig)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(&rig, http_sessions)
+            == Some(1.0)),
+        "the encoder alone: {:?}",
+        metric(&rig, http_sessions)
+    );
+
+    // One player fits in `max_clients = 1` and is the only client.
+    let player = TsReader::http(rig.server.http, "/live");
+    assert!(
+        player.wait_bytes(188 * 100, Duration::from_secs(10)),
+        "the one player was not admitted: {:?}",
+        player.head()
+    );
+    assert!(
+        status_line(&rig).contains(" clients 1 "),
+        "{}",
+        status_line(&rig)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(&rig, http_sessions)
+            == Some(2.0)),
+        "the encoder and the player: {:?}",
+        metric(&rig, http_sessions)
+    );
+    // A second player is over the limit.
+    let second = http_get(rig.server.http, "/live", 4096);
+    assert_eq!(second.status, 503, "{}", second.head);
+    assert!(
+        status_line(&rig).contains(" clients 1 "),
+        "{}",
+        status_line(&rig)
+    );
 }

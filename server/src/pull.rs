@@ -250,9 +250,9 @@ impl Puller {
         }
     }
 
-    /// On-demand: return once a client is there.
+    /// On-demand: return once a client is there, or HLS players ask for the point.
     async fn wait_for_demand(&self) {
-        while self.stream.client_count() == 0 {
+        while !self.stream.wanted() {
             tokio::time::sleep(DEMAND_POLL).await;
         }
     }
@@ -309,7 +309,7 @@ impl Puller {
             if body.is_done() {
                 return (Ended::Lost(PullError::ResponseEnded), pushed);
             }
-            if watchdog.idle(self.stream.client_count(), Instant::now()) {
+            if watchdog.idle(usize::from(self.stream.wanted()), Instant::now()) {
                 return (Ended::Idle, pushed);
             }
             let read = tokio::time::timeout(watchdog.read_timeout(), source.read(&mut buf)).await;

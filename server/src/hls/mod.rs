@@ -5,8 +5,9 @@
 //!   window, the memory bound), a plain state machine;
 //! - [`playlist`]: live and on-demand playlists as text, and resource names;
 //! - this module: one packager task per broadcast point with `hls` among its protocols, fed
-//!   from the point's broadcast ring like any client, and the answers to requests, including
-//!   blocking playlist reloads (`_HLS_msn`, `_HLS_part`).
+//!   from the point's broadcast ring through a [`RingTap`] (so it is not one of the point's
+//!   clients), and the answers to requests, including blocking playlist reloads (`_HLS_msn`,
+//!   `_HLS_part`). HLS requests are the point's demand for an on-demand pull.
 //!
 //! The plugin speaks HTTP (conditional requests, HEAD, cache headers); the host owns the
 //! media and hands the plugin the segment's own refcounted chunks.
@@ -20,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ferrocast_plugin_api::{ErrorCode, HostError, NO_BLOCK};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -28,7 +29,7 @@ use self::playlist::ResourceName;
 pub use self::segmenter::HlsSettings;
 use self::segmenter::Segmenter;
 use crate::events;
-use crate::points::{LiveEvent, LiveStream, PointMedia, PointRegistry, Resolved};
+use crate::points::{LiveStream, PointMedia, PointRegistry, Resolved, RingTap, TapEvent};
 
 /// The protocol name that enables HLS on a point (served by the HTTP plugin).
 pub const PROTOCOL: &str = "hls";
@@ -40,6 +41,9 @@ const SEGMENT_MAX_AGE: u32 = 86_400;
 const VOD_PLAYLIST_MAX_AGE: u32 = 60;
 /// How far ahead of the last part a blocking reload may ask (RFC 8216bis §6.2.5.2).
 const MAX_MSN_AHEAD: u64 = 2;
+/// An HLS request wants the point's source for this many target durations (a player reloads
+/// its playlist at least once per target duration).
+const DEMAND_TARGET_DURATIONS: u32 = 2;
 
 /// A resource ready to be sent.
 #[derive(Clone, Debug)]
@@ -166,33 +170,23 @@ impl HlsPoint {
 
     /// Feed the point's ring into the segmenter until the point goes away.
     async fn run(self: Arc<Self>) {
-        loop {
-            let join = self.stream.join();
-            let mut rx = join.rx;
-            if join.at_keyframe {
-                for chunk in join.backlog {
-                    self.feed(&chunk);
+        let mut tap = RingTap::new(&self.stream);
+        while let Some(event) = tap.next().await {
+            match event {
+                TapEvent::Chunk(chunk) => self.feed(&chunk),
+                TapEvent::Skipped { .. } => {}
+                TapEvent::SourceRestarted => {
+                    self.lock().restart(SystemTime::now());
+                    self.changed();
                 }
-            }
-            loop {
-                match rx.recv().await {
-                    Ok(LiveEvent::Media(chunk)) if !chunk.is_keepalive() => self.feed(&chunk),
-                    Ok(LiveEvent::Media(_)) => {}
-                    Ok(LiveEvent::SourceRestarted) => {
-                        self.lock().restart(SystemTime::now());
-                        self.changed();
-                    }
-                    Ok(LiveEvent::Ended) => {
-                        self.lock().clear(SystemTime::now());
-                        self.changed();
-                    }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        warn!(event = events::HLS_LAGGING, point = %self.name, missed, "the HLS packager fell behind the point's ring; a discontinuity follows");
-                        self.lock().restart(SystemTime::now());
-                        self.changed();
-                        break; // rejoin at the next keyframe
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                TapEvent::Ended => {
+                    self.lock().clear(SystemTime::now());
+                    self.changed();
+                }
+                TapEvent::Lagged { missed } => {
+                    warn!(event = events::HLS_LAGGING, point = %self.name, missed, "the HLS packager fell behind the point's ring; a discontinuity follows");
+                    self.lock().restart(SystemTime::now());
+                    self.changed();
                 }
             }
         }
@@ -221,11 +215,15 @@ impl HlsPoint {
         msn: u64,
         part: u64,
     ) -> Result<Answer, HostError> {
+        let segmenter = self.lock();
+        // HLS players hold no subscription: their requests are what keeps an on-demand pull
+        // going, for as long as a player may wait between two playlist reloads.
+        self.stream
+            .note_demand(segmenter.settings().target_duration * DEMAND_TARGET_DURATIONS);
         // Live, or within the grace; an on-demand pull starts pulling here.
         if !self.stream.playable() {
             return Err(not_live(&self.name));
         }
-        let segmenter = self.lock();
         match name {
             ResourceName::Playlist => self.playlist(&segmenter, msn, part),
             ResourceName::Init => Err(not_found(&self.name, "init.ts")),

@@ -6,7 +6,7 @@
 //! ring is skipped forward to the next keyframe by its own connection task; neither the
 //! encoder nor the other clients wait for it.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -152,7 +152,7 @@ pub struct LiveStatus {
     /// Times a source came back within the grace.
     pub reconnects: u64,
     pub last_error: Option<String>,
-    /// Subscribers of the point: clients and pushes.
+    /// Subscribers of the point: clients and pushes (not HLS packagers or recorders).
     pub clients: usize,
     /// The source's bitrate over the last second or so (zero without a source).
     pub ingest_bits_per_second: u64,
@@ -264,6 +264,12 @@ pub struct LiveStream {
     /// A late joiner on UDP transports catches up at this multiple of the stream's bitrate
     /// (0: at once).
     udp_join_rate: AtomicU32,
+    /// Ring subscribers that are not clients (HLS packagers, recorders: `super::tap`).
+    pub(super) taps: AtomicUsize,
+    /// Until when requests that hold no subscription (HLS) want the source, in milliseconds
+    /// since `created`.
+    pub(super) demand_until_ms: AtomicU64,
+    pub(super) created: tokio::time::Instant,
 }
 
 /// What a late joiner receives before the live ring: PAT/PMT, then the current GOP.
@@ -316,6 +322,9 @@ impl LiveStream {
             source_timeout_ms: AtomicU64::new(source_timeout.as_millis() as u64),
             pull_on_demand: AtomicBool::new(pull_on_demand),
             udp_join_rate: AtomicU32::new(crate::config::DEFAULT_UDP_JOIN_RATE),
+            taps: AtomicUsize::new(0),
+            demand_until_ms: AtomicU64::new(0),
+            created: tokio::time::Instant::now(),
         })
     }
 
@@ -472,7 +481,7 @@ impl LiveStream {
                 session,
                 reconnects = inner.reconnects,
                 grace_left_ms = left.as_millis() as u64,
-                clients = self.tx.receiver_count(),
+                clients = self.client_count(),
                 "encoder is back; clients resume at its first keyframe"
             );
             // Clients still attached resync on the new stream.
@@ -596,7 +605,7 @@ impl LiveStream {
             session,
             reason = why,
             grace_ms = grace.as_millis() as u64,
-            clients = self.tx.receiver_count(),
+            clients = self.client_count(),
             "encoder lost; holding clients for it to reconnect"
         );
         let stream = Arc::clone(self);
@@ -621,7 +630,7 @@ impl LiveStream {
                     event = events::SOURCE_GAVE_UP,
                     point = %self.name,
                     grace_ms = self.reconnect_grace().as_millis() as u64,
-                    clients = self.tx.receiver_count(),
+                    clients = self.client_count(),
                     "no encoder reconnected within the reconnect grace; ending the point's streams"
                 );
                 let _ = self.tx.send(LiveEvent::Ended);
@@ -692,8 +701,11 @@ impl LiveStream {
         }
     }
 
+    /// Clients and pushes on the point's ring; taps (HLS packagers, recorders) are not clients.
     pub fn client_count(&self) -> usize {
-        self.tx.receiver_count()
+        self.tx
+            .receiver_count()
+            .saturating_sub(self.taps.load(Ordering::Acquire))
     }
 
     /// Remember why the source could not be reached (a pull that failed to connect).
@@ -725,7 +737,7 @@ impl LiveStream {
             },
             reconnects: inner.reconnects,
             last_error: inner.last_error.clone(),
-            clients: self.tx.receiver_count(),
+            clients: self.client_count(),
             ingest_bits_per_second: inner.ingest_rate.bits_per_second(std::time::Instant::now()),
             source_lost: inner.source_lost_total(),
             source_description: inner.source_description.clone(),

@@ -6,7 +6,9 @@
 //! - [`join_pace`]: the paced catch-up of a late joiner over UDP (RTP transports, UDP pushes);
 //! - [`timeline`]: the re-basing of PTS/DTS/PCR that keeps a point's output timeline
 //!   continuous across source changes;
-//! - [`index_cache`]: the time indexes of on-demand files, built off the async threads.
+//! - [`index_cache`]: the time indexes of on-demand files, built off the async threads;
+//! - [`tap`]: a subscriber of a live point's ring that is not a client (the HLS packager,
+//!   the recorder), walking chunks from a keyframe on.
 //!
 //! On-demand points resolve to files; the connection task reads and sends them itself.
 
@@ -15,6 +17,7 @@ pub mod ingest_rate;
 pub mod join_pace;
 pub mod live;
 pub mod registry;
+pub mod tap;
 pub mod timeline;
 
 pub use index_cache::{FileVersion, IndexCache, IndexFailure, IndexLookup};
@@ -26,4 +29,5 @@ pub use live::{
 pub use registry::{
     log_points, log_status, IndexedMedia, Point, PointMedia, PointRegistry, Resolved,
 };
+pub use tap::{RingTap, TapEvent};
 pub use timeline::{Timeline, TimelineMode};

@@ -5,10 +5,13 @@
 //!   when a new file starts, what retention deletes, how often lag is logged;
 //! - [`writer`]: the thread that writes one point's files;
 //! - this module: per recording point, a feeder task that reads the point's ring (its
-//!   output, after the continuous-timeline re-basing) like any client and hands chunks to the
-//!   writer through a bounded queue. A full queue (a slow disk) drops recording data, never
-//!   slows ingest or clients, and the feeder resumes at the next keyframe so files stay
-//!   decodable.
+//!   output, after the continuous-timeline re-basing) through a [`RingTap`], so the recorder
+//!   is not one of the point's clients, and hands chunks to the writer through a bounded
+//!   queue. A full queue (a slow disk) drops recording data, never slows ingest or clients,
+//!   and the feeder resumes at the next keyframe so files stay decodable.
+//!
+//! A recorder does not keep an on-demand pull going: such a point is recorded while someone
+//! watches it (`pull = "always"` records all the time).
 
 pub mod plan;
 mod writer;
@@ -19,14 +22,13 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use self::plan::LagReport;
 use self::writer::{Message, Served, TestHooks, Writer};
 use crate::events;
-use crate::points::{LiveChunk, LiveEvent, LiveStream, PointMedia, PointRegistry};
+use crate::points::{LiveChunk, LiveStream, PointMedia, PointRegistry, RingTap, TapEvent};
 
 /// Chunks queued between a point and its writer: a few seconds of a typical stream, so a
 /// disk that stalls briefly loses nothing, and memory stays bounded (chunks are at most 64
@@ -220,7 +222,6 @@ fn start(
     let feeder = Feeder {
         point: name.to_owned(),
         queue,
-        resync: Resync::Start,
         new_source: true,
         lag: LagReport::new(LAG_REPORT_WINDOW),
         progress: progress.clone(),
@@ -235,21 +236,21 @@ fn start(
     })
 }
 
-/// Why the feeder waits for a keyframe.
+/// What became of a chunk offered to the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resync {
-    /// Nothing to wait for: every chunk goes to the writer.
-    No,
-    /// Joined mid-picture: nothing was lost yet.
-    Start,
-    /// Data was dropped: what is skipped until the keyframe is lost too.
-    AfterDrop,
+enum Offer {
+    Queued,
+    /// The queue was full (a slow disk): the recording resumes at the next keyframe.
+    Dropped,
+    /// The writer stopped.
+    WriterGone,
 }
 
 struct Feeder {
     point: String,
     queue: SyncSender<Message>,
-    resync: Resync,
+    /// The next chunk queued starts a new file: the recorder just started, or a new source
+    /// took over.
     new_source: bool,
     lag: LagReport,
     progress: Progress,
@@ -258,77 +259,52 @@ struct Feeder {
 impl Feeder {
     /// Read the point's ring until the point or the writer goes away.
     async fn run(mut self, stream: Arc<LiveStream>) {
-        loop {
-            let join = stream.join();
-            let mut rx = join.rx;
-            if join.at_keyframe {
-                for chunk in join.backlog {
-                    if !self.offer(&chunk) {
-                        return;
-                    }
+        let mut tap = RingTap::new(&stream);
+        while let Some(event) = tap.next().await {
+            match event {
+                TapEvent::Chunk(chunk) => match self.offer(&chunk) {
+                    Offer::Queued => {}
+                    Offer::Dropped => tap.skip_to_keyframe(),
+                    Offer::WriterGone => return,
+                },
+                TapEvent::Skipped { bytes } => self.progress.dropped(bytes),
+                TapEvent::SourceRestarted => self.new_source = true,
+                TapEvent::Ended => {
+                    self.new_source = true;
+                    // Best effort: a full queue closes the file at the next source's start.
+                    let _ = self.queue.try_send(Message::Close);
                 }
-            }
-            loop {
-                let alive = match rx.recv().await {
-                    Ok(LiveEvent::Media(chunk)) if !chunk.is_keepalive() => self.offer(&chunk),
-                    Ok(LiveEvent::Media(_)) => true,
-                    Ok(LiveEvent::SourceRestarted) => {
-                        self.new_source = true;
-                        true
-                    }
-                    Ok(LiveEvent::Ended) => {
-                        self.new_source = true;
-                        // Best effort: a full queue closes the file at the next source's start.
-                        let _ = self.queue.try_send(Message::Close);
-                        true
-                    }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        self.resync = Resync::AfterDrop;
-                        warn!(event = events::RECORDING_LAGGING, point = %self.point, missed_chunks = missed, "the recorder fell behind the point's ring; the recording resumes at the next keyframe");
-                        break;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
-                if !alive {
-                    return;
+                TapEvent::Lagged { missed } => {
+                    warn!(event = events::RECORDING_LAGGING, point = %self.point, missed_chunks = missed, "the recorder fell behind the point's ring; the recording resumes at the next keyframe");
                 }
             }
         }
     }
 
-    /// Hand `chunk` to the writer, or drop it; false once the writer is gone.
-    fn offer(&mut self, chunk: &LiveChunk) -> bool {
+    /// Hand `chunk` to the writer without waiting.
+    fn offer(&mut self, chunk: &LiveChunk) -> Offer {
         let data = &chunk.chunk.data;
-        let keyframe = chunk.chunk.random_access;
-        if self.resync != Resync::No && !keyframe {
-            if self.resync == Resync::AfterDrop {
-                self.progress.dropped(data.len() as u64);
-            }
-            return true;
-        }
         let message = Message::Chunk {
             data: data.clone(),
-            keyframe,
+            keyframe: chunk.chunk.random_access,
             new_source: self.new_source,
             at: SystemTime::now(),
         };
         match self.queue.try_send(message) {
             Ok(()) => {
-                self.resync = Resync::No;
                 self.new_source = false;
-                true
+                Offer::Queued
             }
             Err(TrySendError::Full(_)) => {
-                self.resync = Resync::AfterDrop;
                 self.progress.dropped(data.len() as u64);
                 if let Some(dropped) = self.lag.dropped(data.len() as u64, Instant::now()) {
                     warn!(event = events::RECORDING_LAGGING, point = %self.point, dropped_bytes = dropped.bytes, dropped_chunks = dropped.chunks, queue_chunks = QUEUE_CHUNKS, "the recording disk is too slow: recording data was dropped (clients are not affected); the recording resumes at the next keyframe");
                 }
-                true
+                Offer::Dropped
             }
             Err(TrySendError::Disconnected(_)) => {
                 error!(event = events::RECORDING_FAILED, point = %self.point, "the recording writer stopped; the point serves without recording until the next reload");
-                false
+                Offer::WriterGone
             }
         }
     }
