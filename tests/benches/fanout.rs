@@ -25,6 +25,13 @@
 //! `FANOUT_PROTOCOLS` a comma list of `http`, `rtsp-tcp`, `rtsp-udp`, `tcp` (all), and
 //! `FANOUT_RUNS` runs of everything (1; figures are then medians over runs).
 //!
+//! `FANOUT_REFERENCE=gstreamer` also measures GStreamer's rtsp-server (`tests/reference/
+//! gst_rtsp_server.py`, started by `ferrocast_tests::gst_reference`: the same sample, looped
+//! and fed in real time, as one shared live media, MP2T over RTP with 7 TS packets per RTP
+//! packet) for `rtsp-tcp` and `rtsp-udp`, after the other two servers in each run, and prints
+//! its figures in a second table with ferrocast's Gbps/core over GStreamer's. It needs
+//! `apt-get install python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0`.
+//!
 //! The load generator shares the machine with both servers: figures are for comparing the two
 //! servers in one sitting, not absolutes. Nothing here asserts on them.
 
@@ -36,6 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrocast_tests::bench::{self, percentile, sleep_until};
+use ferrocast_tests::gst_reference::GstReference;
 use ferrocast_tests::ideal::{self, IdealPorts};
 use ferrocast_tests::load::{cpu_seconds, rss_kib, LoadClient, Protocol, Target};
 use ferrocast_tests::paced::{bytes_per_tick, PacedEncoder, TICK};
@@ -60,6 +68,8 @@ struct Settings {
     window: Duration,
     protocols: Vec<Protocol>,
     runs: usize,
+    /// Whether GStreamer's rtsp-server is measured too (`FANOUT_REFERENCE=gstreamer`).
+    gstreamer: bool,
 }
 
 impl Settings {
@@ -87,6 +97,11 @@ impl Settings {
             window: Duration::from_secs_f64(number("FANOUT_WINDOW_S", 10.0)),
             protocols,
             runs: bench::runs("FANOUT_RUNS", 1, 20),
+            gstreamer: match std::env::var("FANOUT_REFERENCE").as_deref() {
+                Ok("gstreamer") => true,
+                Ok("") | Err(_) => false,
+                Ok(other) => panic!("FANOUT_REFERENCE={other}: the one reference is `gstreamer`"),
+            },
         }
     }
 
@@ -135,6 +150,16 @@ fn main() {
     wait_until_live(server.http, "/live", Duration::from_secs(15));
     let ideal_target = target();
     let mut ideal = start_ideal(&ideal_target, &sample_path);
+    let gstreamer_target = target();
+    let gstreamer = settings.gstreamer.then(|| {
+        GstReference::start(
+            gstreamer_target.rtsp,
+            &gstreamer_target.path,
+            &sample_path,
+            per_tick,
+        )
+        .unwrap_or_else(|error| panic!("{error}"))
+    });
 
     println!(
         "\nfan-out: {:.2} Mbps stream, {} HTTP/TCP clients, {} RTSP sessions, {} joins/s, {} s window, {} run(s)\n",
@@ -149,6 +174,7 @@ fn main() {
     for protocol in settings.protocols.clone() {
         let mut ours = Vec::new();
         let mut floor = Vec::new();
+        let mut reference = Vec::new();
         for _ in 0..settings.runs {
             let load = Load {
                 protocol,
@@ -170,18 +196,31 @@ fn main() {
             );
             ours.push(server_run);
             floor.push(ideal_run);
+            if let Some(gstreamer) = gstreamer.as_ref().filter(|_| is_rtsp(protocol)) {
+                let run = load.run(&gstreamer_target, gstreamer.pid());
+                eprintln!(
+                    "{} run {}: GStreamer {:.2} Gbps/core",
+                    protocol.name(),
+                    reference.len() + 1,
+                    run.gbps / run.cores.max(f64::MIN_POSITIVE),
+                );
+                reference.push(run);
+            }
         }
         let row = Row {
             protocol,
             server: Summary::of(ours),
             ideal: Summary::of(floor),
+            gstreamer: (!reference.is_empty()).then(|| Summary::of(reference)),
         };
         eprintln!("{}", row.line());
         rows.push(row);
     }
     let _ = ideal.kill();
     let _ = ideal.wait();
+    drop(gstreamer);
     print_table(&rows);
+    print_gstreamer_table(&rows);
     let lagging = server.logs().matches("CLIENT_LAGGING").count();
     if lagging > 0 {
         println!("\nnote: the server logged CLIENT_LAGGING {lagging} times");
@@ -463,6 +502,8 @@ struct Row {
     protocol: Protocol,
     server: Summary,
     ideal: Summary,
+    /// GStreamer's rtsp-server, for RTSP with `FANOUT_REFERENCE=gstreamer`.
+    gstreamer: Option<Summary>,
 }
 
 impl Row {
@@ -502,6 +543,50 @@ fn print_table(rows: &[Row]) {
                     row.protocol.name()
                 );
             }
+        }
+    }
+}
+
+/// The protocols GStreamer's rtsp-server is measured on.
+fn is_rtsp(protocol: Protocol) -> bool {
+    matches!(protocol, Protocol::RtspTcp | Protocol::RtspUdp)
+}
+
+/// GStreamer's figures, for the rows that have them, beside ferrocast's and the ideal's.
+fn print_gstreamer_table(rows: &[Row]) {
+    let measured: Vec<(&Row, &Summary)> = rows
+        .iter()
+        .filter_map(|row| row.gstreamer.as_ref().map(|g| (row, g)))
+        .collect();
+    if measured.is_empty() {
+        return;
+    }
+    println!("\nAgainst GStreamer rtsp-server (shared media):\n");
+    println!("| protocol | sessions | GStreamer Gbps | GStreamer cores | GStreamer Gbps/core | ferrocast Gbps/core | ideal Gbps/core | ferrocast / GStreamer | healthy (GStreamer) | TTFB p50 / p99 (GStreamer) | clean joins (GStreamer) | RSS per client (GStreamer) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (row, g) in &measured {
+        println!(
+            "| {} | {} | {:.2} | {:.2} | **{:.1}** | {:.1} | {:.1} | {:.2} | {} | {} | {} | {:.1} KiB |",
+            row.protocol.name(),
+            g.runs[0].clients,
+            g.median(|m| m.gbps),
+            g.median(|m| m.cores),
+            g.gbps_per_core(),
+            row.server.gbps_per_core(),
+            row.ideal.gbps_per_core(),
+            row.server.gbps_per_core() / g.gbps_per_core().max(f64::MIN_POSITIVE),
+            g.healthy(),
+            g.first_byte(),
+            g.clean_joins(),
+            g.median(|m| m.rss_per_client_kib),
+        );
+    }
+    for (row, g) in &measured {
+        if let Some(failure) = g.first_failure() {
+            println!(
+                "note: {} GStreamer: a client stopped early: {failure}",
+                row.protocol.name()
+            );
         }
     }
 }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 pub use tempfile::TempDir;
 
 pub mod bench;
+pub mod gst_reference;
 pub mod head;
 pub mod ideal;
 pub mod load;
