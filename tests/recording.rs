@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ferrocast_tests::admin::{metric_sample, scrape_metrics};
 use ferrocast_tests::rtsp::RtspClient;
 use ferrocast_tests::*;
 
@@ -53,12 +54,7 @@ fn rig_in(rec: TempDir, record: &str, env: &[(&str, &str)]) -> Rig {
 
 /// The value of `series` (name and labels) in the server's `/metrics`.
 fn metric(rig: &Rig, series: &str) -> Option<f64> {
-    let scraped = http_get(rig.admin, "/metrics", 1 << 20);
-    assert_eq!(scraped.status, 200, "{}", scraped.body_text());
-    scraped
-        .body_text()
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    metric_sample(&scrape_metrics(rig.admin, None), series)
 }
 
 /// `live`'s recordings in `dir`, oldest first (the names sort by start time).

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferrocast_tests::auth::hash_password;
 use ferrocast_tests::*;
 
 const KEY: &str = "rtmp-k3y";
@@ -29,21 +30,6 @@ impl Rig {
     }
 }
 
-/// `ferrocast hash-password` of `secret`.
-fn hash(secret: &str) -> String {
-    ensure_built();
-    let mut child = Command::new(ferrocast_binary())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run ferrocast hash-password");
-    writeln!(child.stdin.take().unwrap(), "{secret}").unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 /// A server with `live` open to RTMP, HTTP, RTSP and TCP; `httponly` without RTMP; and
 /// `keyed`, which takes RTMP encoders with a stream key only.
 fn start() -> Rig {
@@ -60,7 +46,7 @@ fn start() -> Rig {
         ),
         point_toml("httponly", "broadcast", "push", &["http"]),
         point_toml("keyed", "broadcast", "push", &["http", "rtmp"]),
-        hash(KEY),
+        hash_password(KEY),
     );
     let plugin_tables = format!(
         "[plugins.rtmp]\nlisten = [\"{rtmp}\"]\n\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n\

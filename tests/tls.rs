@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferrocast_tests::admin::scrape_metrics;
 use ferrocast_tests::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
@@ -626,7 +627,7 @@ fn a_certificate_close_to_expiry_is_warned_about_and_measured() {
         "{warning}"
     );
     server.wait_for("admin API ready", Duration::from_secs(10));
-    let metrics = http_get(admin, "/metrics", 1 << 20).body_text();
+    let metrics = scrape_metrics(admin, None);
     let line = metrics
         .lines()
         .find(|line| line.starts_with("ferrocast_tls_cert_expiry_seconds{"))

@@ -5,7 +5,8 @@
 //! Every wait here is bounded; a test that would hang fails with the server's log instead.
 //!
 //! Here: the server process, its configuration, plugin directories, HTTP exchanges, ffmpeg
-//! encoders and players. Beside it: [`rtsp`] (the one RTSP client), [`ts`] (the one MPEG-TS
+//! encoders and players. Beside it: [`auth`] (hashed secrets), [`admin`] (the admin API's
+//! table, requests and `/metrics`), [`rtsp`] (the one RTSP client), [`ts`] (the one MPEG-TS
 //! reader and its continuity check), [`watch`] (RTSP session watchers), [`head`] (response
 //! heads), [`paced`] (an encoder played by the test itself), [`proxy`] (network faults),
 //! [`panicky`] (the panicking fixture plugin), [`bench`](mod@bench) (benchmark support) and, for
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod head;
 pub mod ideal;
