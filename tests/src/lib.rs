@@ -6,7 +6,8 @@
 //!
 //! Here: the server process, its configuration, plugin directories, HTTP exchanges, ffmpeg
 //! encoders and players. Beside it: [`auth`] (hashed secrets), [`admin`] (the admin API's
-//! table, requests and `/metrics`), [`rtsp`] (the one RTSP client), [`ts`] (the one MPEG-TS
+//! table, requests and `/metrics`), [`rtsp`] (the one RTSP client), [`rtsp_rig`] (a server
+//! serving RTSP), [`ts`] (the one MPEG-TS
 //! reader and its continuity check), [`watch`] (RTSP session watchers), [`head`] (response
 //! heads), [`paced`] (an encoder played by the test itself), [`proxy`] (network faults),
 //! [`panicky`] (the panicking fixture plugin), [`bench`](mod@bench) (benchmark support) and, for
@@ -31,6 +32,7 @@ pub mod paced;
 pub mod panicky;
 pub mod proxy;
 pub mod rtsp;
+pub mod rtsp_rig;
 mod timeline;
 pub mod ts;
 pub mod watch;
