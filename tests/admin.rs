@@ -428,16 +428,35 @@ fn metrics_follow_clients_and_pass_promtool() {
     );
     assert_eq!(promtool_findings(&during), "", "{during}");
 
+    // The bytes count grows while the player plays, not only when it ends.
+    let sent = "ferrocast_sent_bytes_total{point=\"live\",protocol=\"http\"}";
+    let sent_now = || metric_sample(&scrape(), sent).unwrap_or(0.0);
+    let received = reader.bytes() as f64;
+    let first = sent_now();
+    assert!(
+        first >= received,
+        "{sent} is {first}, the player already received {received}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || sent_now()
+            >= first + (188 * 200) as f64),
+        "{sent} did not grow past {first} while the player played"
+    );
+    assert!(!reader.ended(), "the player must still be playing");
+
+    // When the player ends, its bytes stay counted: the total never steps back.
+    let playing = sent_now();
     reader.stop();
     drop(reader);
-    let sent = "ferrocast_sent_bytes_total{point=\"live\",protocol=\"http\"}";
-    assert!(wait_until(Duration::from_secs(10), || {
-        metric_sample(&scrape(), sent).is_some_and(|bytes| bytes >= (188 * 100) as f64)
-    }));
     assert!(wait_until(Duration::from_secs(10), || metric_sample(
         &scrape(),
         clients
     ) == Some(1.0)));
+    let ended = sent_now();
+    assert!(
+        ended >= playing,
+        "{sent} went from {playing} back to {ended}"
+    );
 }
 
 #[test]
