@@ -10,7 +10,7 @@ use ferrocast_tests::admin::{
     admin_request, config_with_admin, metric_sample, promtool_findings, scrape_metrics,
 };
 use ferrocast_tests::{
-    all_plugins_dir, ensure_built, ferrocast_binary, loopback, standard_plugin_dir,
+    all_plugins_dir, check_config, ensure_built, ferrocast_binary, loopback, standard_plugin_dir,
     standard_points, wait_until, Encoder, Ferrocast, TsReader,
 };
 use serde_json::Value;
@@ -267,20 +267,10 @@ fn kick_drain_and_reload_leave_other_sessions_playing() {
 fn a_non_loopback_admin_listener_needs_a_token() {
     ensure_built();
     let plugins = standard_plugin_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ferrocast.toml");
-    std::fs::write(
-        &path,
+    let output = check_config(
         "[admin]\nlisten = \"0.0.0.0:0\"\n\n[plugins.http]\nlisten = [\"127.0.0.1:0\"]\n",
-    )
-    .unwrap();
-    let output = Command::new(ferrocast_binary())
-        .arg("--check-config")
-        .arg(&path)
-        .arg("--plugin-dir")
-        .arg(plugins.path())
-        .output()
-        .unwrap();
+        plugins.path(),
+    );
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
@@ -680,14 +670,7 @@ fn version_and_the_effective_configuration() {
         );
     }
     // What it prints is itself a valid configuration.
-    std::fs::write(&path, &shown).unwrap();
-    let check = Command::new(ferrocast_binary())
-        .arg("--check-config")
-        .arg(&path)
-        .arg("--plugin-dir")
-        .arg(plugins.path())
-        .output()
-        .unwrap();
+    let check = check_config(&shown, plugins.path());
     assert!(
         check.status.success(),
         "{}",

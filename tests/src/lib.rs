@@ -754,6 +754,27 @@ pub fn first_frames(input: &str, count: usize) -> (Vec<(bool, String)>, String) 
     (frames, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
+/// `ferrocast --check-config <file>` with the plugins in `plugins`: how it exited and what it
+/// printed.
+pub fn check_config_file(file: &Path, plugins: &Path) -> std::process::Output {
+    Command::new(ferrocast_binary())
+        .arg("--check-config")
+        .arg(file)
+        .arg("--plugin-dir")
+        .arg(plugins)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ferrocast --check-config")
+}
+
+/// [`check_config_file`] of `config` (TOML), written to a `ferrocast.toml` of its own.
+pub fn check_config(config: &str, plugins: &Path) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join(CONFIG_FILE);
+    std::fs::write(&file, config).expect("write config");
+    check_config_file(&file, plugins)
+}
+
 /// A minimal config for tests: HTTP on `http`, the points given as TOML.
 pub fn config_with(http: SocketAddr, points: &str) -> String {
     format!(
