@@ -465,8 +465,12 @@ fn stale_live_and_foreign_control_sockets_at_the_path() {
 
 #[test]
 fn malformed_requests_get_plain_refusals_and_do_not_flood_the_log() {
-    let rig = RtspRig::start(&["udp"], &standard_points_over(&["rtsp", "udp"]));
-    let (server, http, rtsp) = (&rig.server, rig.server.http, rig.rtsp);
+    let RtspRig {
+        server,
+        rtsp,
+        plugins: _plugins,
+    } = RtspRig::start(&["udp"], &standard_points_over(&["rtsp", "udp"]));
+    let http = server.http;
 
     // A 404 does not send the request's own input back, and no response may be sniffed.
     let probe = "/%3Cscript%3Ealert(1)%3C%2Fscript%3E";

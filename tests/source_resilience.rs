@@ -110,8 +110,11 @@ fn rtsp_sessions_continue_their_rtp_stream_across_an_encoder_restart() {
         "source = \"push\"\n",
         "source = \"push\"\nreconnect_grace_ms = 10000\n",
     );
-    let rig = RtspRig::start(&["tcp"], &points);
-    let (server, rtsp) = (&rig.server, rig.rtsp);
+    let RtspRig {
+        server,
+        rtsp,
+        plugins: _plugins,
+    } = RtspRig::start(&["tcp"], &points);
     let first = Encoder::push_live(&server, 60);
 
     let mut client = RtspClient::connect(rtsp);

@@ -21,11 +21,14 @@ fn sessions_of(server: &Ferrocast, plugin: &str) -> usize {
 
 #[test]
 fn rtsp_sessions_count_under_their_transport_and_report_the_media_they_sent() {
-    let rig = RtspRig::start(
+    let RtspRig {
+        server,
+        rtsp,
+        plugins: _plugins,
+    } = RtspRig::start(
         &["udp", "tcp"],
         &standard_points_over(&["rtsp", "udp", "tcp"]),
     );
-    let (server, rtsp) = (&rig.server, rig.rtsp);
     let _encoder = Encoder::push_live(&server, 60);
 
     // ffmpeg plays over RTP/UDP for 6 s and sends RTCP receiver reports meanwhile.

@@ -78,8 +78,12 @@ fn check_client(number: usize, watch: RtpWatch, dir: &std::path::Path) {
 
 #[test]
 fn fifty_udp_joiners_lose_nothing_and_start_at_once() {
-    let rig = RtspRig::start(&["udp"], &standard_points_over(&["rtsp", "udp"]));
-    let (server, http, rtsp) = (&rig.server, rig.server.http, rig.rtsp);
+    let RtspRig {
+        server,
+        rtsp,
+        plugins: _plugins,
+    } = RtspRig::start(&["udp"], &standard_points_over(&["rtsp", "udp"]));
+    let http = server.http;
     let dir = server.dir.path().to_path_buf();
     let sample = stream_sample(&dir);
     let per_tick = bytes_per_tick(&sample);
