@@ -640,16 +640,6 @@ fn a_certificate_close_to_expiry_is_warned_about_and_measured() {
     );
 }
 
-/// An encoder publishing over RTMPS: a test pattern and tone, for `seconds`, killed on drop.
-struct RtmpsEncoder(Child);
-
-impl Drop for RtmpsEncoder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn an_encoder_publishes_over_rtmps_and_players_decode_it() {
     let pki = Pki::new();
@@ -667,19 +657,7 @@ fn an_encoder_publishes_over_rtmps_and_players_decode_it() {
     server.wait_for(&format!("listening on {rtmps}"), Duration::from_secs(10));
 
     let url = format!("rtmps://127.0.0.1:{}/live/live", rtmps.port());
-    let _encoder = RtmpsEncoder(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-t", "30", "-c:v", "libx264", "-preset", "ultrafast"])
-            .args(["-g", "25", "-pix_fmt", "yuv420p", "-b:v", "400k"])
-            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ffmpeg"),
-    );
+    let _encoder = Encoder::publish_rtmp(&url, 30);
     wait_until_live(http, "/live", Duration::from_secs(15));
     let live = decode(&format!("http://{http}/live"), &[], Some(3.0));
     assert!(
