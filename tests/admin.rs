@@ -48,6 +48,26 @@ impl Admin {
         self.call("POST", path, Some(TOKEN), "")
     }
 
+    /// The ids on `point` once only its encoder's session remains (the readiness probe's
+    /// connections close shortly).
+    fn publisher_ids(&self, point: &str) -> Vec<u64> {
+        assert!(
+            wait_until(Duration::from_secs(10), || self.session_ids(point).len()
+                == 1),
+            "{point} lists more than its publisher"
+        );
+        self.session_ids(point)
+    }
+
+    /// The session on `point` that is not one of `others`.
+    fn other_session(&self, point: &str, others: &[u64]) -> u64 {
+        *self
+            .session_ids(point)
+            .iter()
+            .find(|id| !others.contains(id))
+            .expect("the player is listed")
+    }
+
     fn session_ids(&self, point: &str) -> Vec<u64> {
         let answer = self.get(&format!("/api/v1/sessions?point={point}"));
         assert_eq!(answer.status, 200);
@@ -183,20 +203,11 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 fn kick_drain_and_reload_leave_other_sessions_playing() {
     let (server, admin, _plugins) = start();
     let _encoder = Encoder::push_live(&server, 60);
-    // The readiness probe's connections close shortly; then only the encoder remains.
-    assert!(wait_until(Duration::from_secs(10), || admin
-        .session_ids("live")
-        .len()
-        == 1));
-    let publisher = admin.session_ids("live");
+    let publisher = admin.publisher_ids("live");
 
     let kicked = TsReader::http(server.http, "/live");
     assert!(kicked.wait_bytes(188 * 100, Duration::from_secs(10)));
-    let kicked_id = *admin
-        .session_ids("live")
-        .iter()
-        .find(|id| !publisher.contains(id))
-        .unwrap();
+    let kicked_id = admin.other_session("live", &publisher);
     let kept = TsReader::http(server.http, "/live");
     assert!(kept.wait_bytes(188 * 100, Duration::from_secs(10)));
     assert_eq!(admin.get("/api/v1/points/live").json["clients"]["http"], 3);
@@ -721,18 +732,10 @@ fn the_status_page_and_its_event_stream() {
 fn the_session_list_counts_bytes_while_a_client_plays() {
     let (server, admin, _plugins) = start();
     let _encoder = Encoder::push_live(&server, 60);
-    assert!(wait_until(Duration::from_secs(10), || admin
-        .session_ids("live")
-        .len()
-        == 1));
-    let publisher = admin.session_ids("live");
+    let publisher = admin.publisher_ids("live");
     let player = TsReader::http(server.http, "/live");
     assert!(player.wait_bytes(188 * 100, Duration::from_secs(10)));
-    let id = *admin
-        .session_ids("live")
-        .iter()
-        .find(|id| !publisher.contains(id))
-        .expect("the player is listed");
+    let id = admin.other_session("live", &publisher);
     let sent = || -> u64 {
         let sessions = admin.get("/api/v1/sessions?point=live").json;
         let session = sessions
