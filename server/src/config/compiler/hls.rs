@@ -33,7 +33,7 @@ impl Compiler<'_> {
             settings.part_duration = (!part.is_zero()).then_some(part);
         }
         if let (Some(part), Some((_, line))) =
-            (settings.part_duration, self.entry(&section, "part_ms"))
+            (settings.part_duration, self.entry(&section, HLS_PART.name))
         {
             if part * 2 > settings.target_duration {
                 self.error(

@@ -117,7 +117,7 @@ mod tests {
             ),
             (
                 "record = { dir = \"r\", segment = \"0s\" }",
-                "must be from 1s",
+                "`segment` of `record` of [[point]] `live` must be from 1s to 86400s, found 0ns",
             ),
             (
                 "record = { dir = \"r\", retain = 7 }",
