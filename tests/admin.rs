@@ -6,28 +6,16 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ferrocast_tests::admin::{
+    admin_request, config_with_admin, metric_sample, promtool_findings, scrape_metrics,
+};
 use ferrocast_tests::{
-    all_plugins_dir, ensure_built, ferrocast_binary, http_exchange, loopback, sample_ts,
-    standard_plugin_dir, wait_until, Encoder, Ferrocast, TsReader,
+    all_plugins_dir, check_config, ensure_built, ferrocast_binary, loopback, standard_plugin_dir,
+    standard_points, wait_until, Encoder, Ferrocast, TsReader,
 };
 use serde_json::Value;
 
 const TOKEN: &str = "test-token-0123456789";
-
-/// The hash `ferrocast hash-token` prints for `token`.
-fn hash_token(token: &str) -> String {
-    ensure_built();
-    let mut child = Command::new(ferrocast_binary())
-        .arg("hash-token")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run ferrocast hash-token");
-    writeln!(child.stdin.take().unwrap(), "{token}").unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
 
 struct Admin {
     address: SocketAddr,
@@ -41,20 +29,7 @@ struct Answer {
 impl Admin {
     /// Status and body text of a request.
     fn raw(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        let response = http_exchange(
-            self.address,
-            request.as_bytes(),
-            1 << 20,
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let response = admin_request(self.address, method, path, token, body);
         (response.status, response.body_text())
     }
 
@@ -73,6 +48,26 @@ impl Admin {
         self.call("POST", path, Some(TOKEN), "")
     }
 
+    /// The ids on `point` once only its encoder's session remains (the readiness probe's
+    /// connections close shortly).
+    fn publisher_ids(&self, point: &str) -> Vec<u64> {
+        assert!(
+            wait_until(Duration::from_secs(10), || self.session_ids(point).len()
+                == 1),
+            "{point} lists more than its publisher"
+        );
+        self.session_ids(point)
+    }
+
+    /// The session on `point` that is not one of `others`.
+    fn other_session(&self, point: &str, others: &[u64]) -> u64 {
+        *self
+            .session_ids(point)
+            .iter()
+            .find(|id| !others.contains(id))
+            .expect("the player is listed")
+    }
+
     fn session_ids(&self, point: &str) -> Vec<u64> {
         let answer = self.get(&format!("/api/v1/sessions?point={point}"));
         assert_eq!(answer.status, 200);
@@ -86,39 +81,17 @@ impl Admin {
     }
 }
 
-fn config(http: SocketAddr, admin: SocketAddr, hash: &str) -> String {
+fn config(http: SocketAddr, admin: SocketAddr) -> String {
     format!(
-        r#"# The operator's comment stays.
-[server]
-write_timeout_ms = 5000
-
-[admin]
-listen = "{admin}"
-tokens = ["{hash}"]
-
-[plugins.http]
-listen = ["{http}"]
-
-[[point]]
-name = "live"
-kind = "broadcast"
-source = "push"
-protocols = ["http"]
-
-[[point]]
-name = "vod"
-kind = "on-demand"
-source = "{}"
-protocols = ["http"]
-"#,
-        sample_ts().display()
+        "# The operator's comment stays.\n{}",
+        config_with_admin(http, admin, &[TOKEN], &standard_points())
     )
 }
 
 /// HTTP and RTSP, with `live` and `vod` on HTTP only.
 fn config_with_rtsp(http: SocketAddr, admin: SocketAddr) -> String {
     let rtsp = loopback();
-    config(http, admin, &hash_token(TOKEN)).replace(
+    config(http, admin).replace(
         "[[point]]\nname = \"live\"",
         &format!("[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[[point]]\nname = \"live\""),
     )
@@ -127,11 +100,7 @@ fn config_with_rtsp(http: SocketAddr, admin: SocketAddr) -> String {
 fn start() -> (Ferrocast, Admin, tempfile::TempDir) {
     let plugins = standard_plugin_dir();
     let (http, admin) = (loopback(), loopback());
-    let server = Ferrocast::start(
-        &config(http, admin, &hash_token(TOKEN)),
-        plugins.path(),
-        http,
-    );
+    let server = Ferrocast::start(&config(http, admin), plugins.path(), http);
     server.wait_for("admin API ready", Duration::from_secs(10));
     (server, Admin { address: admin }, plugins)
 }
@@ -234,20 +203,11 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 fn kick_drain_and_reload_leave_other_sessions_playing() {
     let (server, admin, _plugins) = start();
     let _encoder = Encoder::push_live(&server, 60);
-    // The readiness probe's connections close shortly; then only the encoder remains.
-    assert!(wait_until(Duration::from_secs(10), || admin
-        .session_ids("live")
-        .len()
-        == 1));
-    let publisher = admin.session_ids("live");
+    let publisher = admin.publisher_ids("live");
 
     let kicked = TsReader::http(server.http, "/live");
     assert!(kicked.wait_bytes(188 * 100, Duration::from_secs(10)));
-    let kicked_id = *admin
-        .session_ids("live")
-        .iter()
-        .find(|id| !publisher.contains(id))
-        .unwrap();
+    let kicked_id = admin.other_session("live", &publisher);
     let kept = TsReader::http(server.http, "/live");
     assert!(kept.wait_bytes(188 * 100, Duration::from_secs(10)));
     assert_eq!(admin.get("/api/v1/points/live").json["clients"]["http"], 3);
@@ -318,20 +278,10 @@ fn kick_drain_and_reload_leave_other_sessions_playing() {
 fn a_non_loopback_admin_listener_needs_a_token() {
     ensure_built();
     let plugins = standard_plugin_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ferrocast.toml");
-    std::fs::write(
-        &path,
+    let output = check_config(
         "[admin]\nlisten = \"0.0.0.0:0\"\n\n[plugins.http]\nlisten = [\"127.0.0.1:0\"]\n",
-    )
-    .unwrap();
-    let output = Command::new(ferrocast_binary())
-        .arg("--check-config")
-        .arg(&path)
-        .arg("--plugin-dir")
-        .arg(plugins.path())
-        .output()
-        .unwrap();
+        plugins.path(),
+    );
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
@@ -420,45 +370,11 @@ fn a_protocol_toggle_is_written_back_and_survives_a_restart() {
     );
 }
 
-/// The value of the sample `name{labels}` in an exposition, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// `promtool check metrics` on an exposition: its findings, empty when clean.
-fn promtool_findings(text: &str) -> String {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool (Debian package prometheus; .ci/run installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if output.status.success() {
-        findings.trim().to_owned()
-    } else {
-        format!("promtool failed: {findings}")
-    }
-}
-
 #[test]
 fn metrics_follow_clients_and_pass_promtool() {
     let plugins = standard_plugin_dir();
     let (http, admin_address) = (loopback(), loopback());
-    let text = config(http, admin_address, &hash_token(TOKEN))
+    let text = config(http, admin_address)
         .replace("tokens = [", "metrics_allow = [\"127.0.0.2\"]\ntokens = [");
     let server = Ferrocast::start(&text, plugins.path(), http);
     server.wait_for("admin API ready", Duration::from_secs(10));
@@ -487,53 +403,68 @@ fn metrics_follow_clients_and_pass_promtool() {
     };
     assert_eq!(from_allowed("/metrics"), 200);
     assert_eq!(from_allowed("/api/v1/status"), 401);
-    let scrape = || {
-        let (status, text) = admin.raw("GET", "/metrics", Some(TOKEN), "");
-        assert_eq!(status, 200, "{text}");
-        text
-    };
+    let scrape = || scrape_metrics(admin_address, Some(TOKEN));
     let before = scrape();
     assert_eq!(promtool_findings(&before), "", "{before}");
     let clients = "ferrocast_clients{point=\"live\",protocol=\"http\"}";
-    assert_eq!(sample(&before, clients), Some(0.0), "{before}");
+    assert_eq!(metric_sample(&before, clients), Some(0.0), "{before}");
     let waiting = "ferrocast_point_source_state{point=\"live\",state=\"waiting\"}";
-    assert_eq!(sample(&before, waiting), Some(1.0), "{before}");
+    assert_eq!(metric_sample(&before, waiting), Some(1.0), "{before}");
     let lost = "ferrocast_point_source_lost_seconds{point=\"live\"}";
-    assert_eq!(sample(&before, lost), Some(0.0), "{before}");
+    assert_eq!(metric_sample(&before, lost), Some(0.0), "{before}");
 
     let _encoder = Encoder::push_live(&server, 60);
     let reader = TsReader::http(server.http, "/live");
     assert!(reader.wait_bytes(188 * 100, Duration::from_secs(10)));
-    assert!(wait_until(Duration::from_secs(10), || sample(
+    assert!(wait_until(Duration::from_secs(10), || metric_sample(
         &scrape(),
         clients
     ) == Some(2.0)));
     let during = scrape();
     let live = "ferrocast_point_source_state{point=\"live\",state=\"live\"}";
-    assert_eq!(sample(&during, live), Some(1.0), "{during}");
+    assert_eq!(metric_sample(&during, live), Some(1.0), "{during}");
     assert!(
-        sample(&during, "ferrocast_first_media_seconds_count").unwrap() >= 1.0,
+        metric_sample(&during, "ferrocast_first_media_seconds_count").unwrap() >= 1.0,
         "{during}"
     );
     assert_eq!(promtool_findings(&during), "", "{during}");
 
+    // The bytes count grows while the player plays, not only when it ends.
+    let sent = "ferrocast_sent_bytes_total{point=\"live\",protocol=\"http\"}";
+    let sent_now = || metric_sample(&scrape(), sent).unwrap_or(0.0);
+    let received = reader.bytes() as f64;
+    let first = sent_now();
+    assert!(
+        first >= received,
+        "{sent} is {first}, the player already received {received}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || sent_now()
+            >= first + (188 * 200) as f64),
+        "{sent} did not grow past {first} while the player played"
+    );
+    assert!(!reader.ended(), "the player must still be playing");
+
+    // When the player ends, its bytes stay counted: the total never steps back.
+    let playing = sent_now();
     reader.stop();
     drop(reader);
-    let sent = "ferrocast_sent_bytes_total{point=\"live\",protocol=\"http\"}";
-    assert!(wait_until(Duration::from_secs(10), || {
-        sample(&scrape(), sent).is_some_and(|bytes| bytes >= (188 * 100) as f64)
-    }));
-    assert!(wait_until(Duration::from_secs(10), || sample(
+    assert!(wait_until(Duration::from_secs(10), || metric_sample(
         &scrape(),
         clients
     ) == Some(1.0)));
+    let ended = sent_now();
+    assert!(
+        ended >= playing,
+        "{sent} went from {playing} back to {ended}"
+    );
 }
 
 #[test]
 fn the_access_log_has_a_line_per_play_and_reopens_on_sigusr2() {
     let plugins = standard_plugin_dir();
     let (http, admin_address) = (loopback(), loopback());
-    let text = config(http, admin_address, &hash_token(TOKEN)).replace(
+    let text = config(http, admin_address).replace(
         "[plugins.http]",
         "[access_log]\npath = \"{dir}/access.log\"\n\n[plugins.http]",
     );
@@ -750,14 +681,7 @@ fn version_and_the_effective_configuration() {
         );
     }
     // What it prints is itself a valid configuration.
-    std::fs::write(&path, &shown).unwrap();
-    let check = Command::new(ferrocast_binary())
-        .arg("--check-config")
-        .arg(&path)
-        .arg("--plugin-dir")
-        .arg(plugins.path())
-        .output()
-        .unwrap();
+    let check = check_config(&shown, plugins.path());
     assert!(
         check.status.success(),
         "{}",
@@ -808,18 +732,10 @@ fn the_status_page_and_its_event_stream() {
 fn the_session_list_counts_bytes_while_a_client_plays() {
     let (server, admin, _plugins) = start();
     let _encoder = Encoder::push_live(&server, 60);
-    assert!(wait_until(Duration::from_secs(10), || admin
-        .session_ids("live")
-        .len()
-        == 1));
-    let publisher = admin.session_ids("live");
+    let publisher = admin.publisher_ids("live");
     let player = TsReader::http(server.http, "/live");
     assert!(player.wait_bytes(188 * 100, Duration::from_secs(10)));
-    let id = *admin
-        .session_ids("live")
-        .iter()
-        .find(|id| !publisher.contains(id))
-        .expect("the player is listed");
+    let id = admin.other_session("live", &publisher);
     let sent = || -> u64 {
         let sessions = admin.get("/api/v1/sessions?point=live").json;
         let session = sessions

@@ -6,28 +6,12 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ferrocast_tests::auth::hash_password;
 use ferrocast_tests::*;
 
 const KEY: &str = "k3y-for-the-encoder";
 const PASSWORD: &str = "pw-of-enc";
 const SIGNING_KEY: &str = "0123456789abcdef0123456789abcdef";
-
-/// `ferrocast hash-password` of `secret`, as an operator makes it.
-fn hash(secret: &str) -> String {
-    ensure_built();
-    let mut child = Command::new(ferrocast_binary())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run ferrocast hash-password");
-    writeln!(child.stdin.take().unwrap(), "{secret}").unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    let phc = String::from_utf8(output.stdout).unwrap().trim().to_owned();
-    assert!(phc.starts_with("$argon2id$"), "{phc}");
-    phc
-}
 
 fn basic(user: &str, password: &str) -> String {
     // A tiny base64 encoder: the tests crate has no dependency for it.
@@ -82,8 +66,8 @@ fn assert_no_secrets(server: &Ferrocast) {
 fn protected_live(extra: &str) -> String {
     let publish = format!(
         "publish = {{ keys = [\"{}\"], users = [{{ name = \"enc\", password = \"{}\" }}] }}\n",
-        hash(KEY),
-        hash(PASSWORD)
+        hash_password(KEY),
+        hash_password(PASSWORD)
     );
     format!(
         "{extra}\n{}{publish}",
@@ -200,7 +184,7 @@ fn open_and_key_rules_from_security_defaults_and_a_reload() {
     let config = std::fs::read_to_string(server.config_path()).unwrap();
     let keyed = config.replace(
         "publish = \"open\"",
-        &format!("publish = {{ keys = [\"{}\"] }}", hash(KEY)),
+        &format!("publish = {{ keys = [\"{}\"] }}", hash_password(KEY)),
     );
     std::fs::write(server.config_path(), keyed).unwrap();
     let reload = server.command(&["reload"]);

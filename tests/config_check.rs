@@ -1,8 +1,6 @@
 //! `ferrocast --check-config` and startup on bad configuration: every error at once, each with
 //! file:line, and a non-zero exit.
 
-use std::process::Command;
-
 use ferrocast_tests::*;
 
 fn check(config: &str) -> (Option<i32>, String, String) {
@@ -10,13 +8,7 @@ fn check(config: &str) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, config).unwrap();
-    let output = Command::new(ferrocast_binary())
-        .arg("--check-config")
-        .arg(&path)
-        .arg("--plugin-dir")
-        .arg(plugins.path())
-        .output()
-        .unwrap();
+    let output = check_config_file(&path, plugins.path());
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -27,13 +19,7 @@ fn check(config: &str) -> (Option<i32>, String, String) {
 #[test]
 fn the_default_configuration_is_valid() {
     let plugins = all_plugins_dir();
-    let output = Command::new(ferrocast_binary())
-        .arg("--check-config")
-        .arg(workspace().join("config/ferrocast.toml"))
-        .arg("--plugin-dir")
-        .arg(plugins.path())
-        .output()
-        .unwrap();
+    let output = check_config_file(&workspace().join("config/ferrocast.toml"), plugins.path());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use ferrocast_tests::rtsp_rig::{standard_points_over, RtspRig};
 use ferrocast_tests::*;
 
 /// The point's source timeout: a publisher without media is dropped after this.
@@ -464,17 +465,12 @@ fn stale_live_and_foreign_control_sockets_at_the_path() {
 
 #[test]
 fn malformed_requests_get_plain_refusals_and_do_not_flood_the_log() {
-    let plugins = shipped_plugins_dir(&["http", "rtsp", "udp"]);
-    let (http, rtsp) = (loopback(), loopback());
-    let points = standard_points().replace(
-        "protocols = [\"http\"]",
-        "protocols = [\"http\", \"rtsp\", \"udp\"]",
-    );
-    let config = format!(
-        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.udp]\n",
-        config_with(http, &points)
-    );
-    let server = Ferrocast::start(&config, plugins.path(), http);
+    let RtspRig {
+        server,
+        rtsp,
+        plugins: _plugins,
+    } = RtspRig::start(&["udp"], &standard_points_over(&["rtsp", "udp"]));
+    let http = server.http;
 
     // A 404 does not send the request's own input back, and no response may be sniffed.
     let probe = "/%3Cscript%3Ealert(1)%3C%2Fscript%3E";

@@ -2,26 +2,12 @@
 //! encoder starts, not while it publishes), and the owner reclaims it from its own stale
 //! connection within the grace. A real player keeps decoding throughout.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferrocast_tests::auth::hash_password;
 use ferrocast_tests::*;
 
 const KEY: &str = "the-owners-stream-key";
-
-fn hash(secret: &str) -> String {
-    ensure_built();
-    let mut child = Command::new(ferrocast_binary())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run ferrocast hash-password");
-    writeln!(child.stdin.take().unwrap(), "{secret}").unwrap();
-    let output = child.wait_with_output().unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
 
 /// A point `live` that takes pushes with `KEY` only; a silent encoder is timed out late, so
 /// that a stale connection holds the point unless the owner takes it over.
@@ -29,7 +15,7 @@ fn start() -> (Ferrocast, TempDir) {
     let points = format!(
         "{}reconnect_grace_ms = 10000\nsource_timeout_ms = 30000\npublish = {{ keys = [\"{}\"] }}\n",
         point_toml("live", "broadcast", "push", &["http"]),
-        hash(KEY)
+        hash_password(KEY)
     );
     start_with_points(&points)
 }

@@ -4,12 +4,14 @@
 //! `ferrocast status` and the admin API; wrong credentials are refused where the point has a
 //! publish rule.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferrocast_tests::admin::{admin_request, config_with_admin};
+use ferrocast_tests::auth::hash_password;
 use ferrocast_tests::*;
 use serde_json::Value;
 
@@ -18,32 +20,17 @@ const DESCRIPTION: &str = "Live from the loopback";
 const PASSWORD: &str = "pw-of-the-source";
 const TOKEN: &str = "icecast-test-token-0123";
 
-/// `ferrocast <command>` with `secret` on stdin (hash-password, hash-token): its output.
-fn hash(command: &str, secret: &str) -> String {
-    ensure_built();
-    let mut child = Command::new(ferrocast_binary())
-        .arg(command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run ferrocast");
-    writeln!(child.stdin.take().unwrap(), "{secret}").unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 /// The server with the admin API and a push point `live`; `publish` is the point's publish
 /// rule (a TOML line), if any.
 fn start(publish: Option<&str>) -> (Ferrocast, SocketAddr, tempfile::TempDir) {
     let plugins = standard_plugin_dir();
     let (http, admin) = (loopback(), loopback());
-    let config = format!(
-        "[admin]\nlisten = \"{admin}\"\ntokens = [\"{}\"]\n\n[plugins.http]\nlisten = [\"{http}\"]\n\n{}{}\n",
-        hash("hash-token", TOKEN),
+    let points = format!(
+        "{}{}\n",
         point_toml("live", "broadcast", "push", &["http"]),
         publish.unwrap_or_default(),
     );
+    let config = config_with_admin(http, admin, &[TOKEN], &points);
     let server = Ferrocast::start(&config, plugins.path(), http);
     server.wait_for("admin API ready", Duration::from_secs(10));
     (server, admin, plugins)
@@ -97,11 +84,7 @@ impl Drop for Source {
 }
 
 fn admin_point(admin: SocketAddr) -> Value {
-    let request = format!(
-        "GET /api/v1/points/live HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
-    );
-    let response = http_exchange(admin, request.as_bytes(), 1 << 20, Duration::from_secs(10))
-        .expect("admin API");
+    let response = admin_request(admin, "GET", "/api/v1/points/live", Some(TOKEN), "");
     assert_eq!(response.status, 200, "{}", response.body_text());
     serde_json::from_str(&response.body_text()).expect("JSON")
 }
@@ -157,7 +140,7 @@ fn legacy_icecast_source_method_publishes_and_a_player_decodes_it() {
 fn wrong_source_password_is_refused_where_the_point_has_a_publish_rule() {
     let rule = format!(
         "publish = {{ users = [{{ name = \"source\", password = \"{}\" }}] }}\n",
-        hash("hash-password", PASSWORD)
+        hash_password(PASSWORD)
     );
     let (server, _admin, _plugins) = start(Some(&rule));
     for legacy in [false, true] {

@@ -1,10 +1,9 @@
 //! Plugin counters: the HTTP plugin counts its responses by status, and `ferrocast status`
 //! and the admin listener's `/metrics` show the counts under the plugin's name.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferrocast_tests::admin::{config_with_admin, metric_sample, promtool_findings, scrape_metrics};
 use ferrocast_tests::*;
 
 #[test]
@@ -34,60 +33,19 @@ fn http_responses_by_status_show_in_status() {
     }
 }
 
-/// The value of the sample `series` (name and labels) in an exposition, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// `promtool check metrics` on an exposition: its findings, empty when clean.
-fn promtool_findings(text: &str) -> String {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool (Debian package prometheus; .ci/run installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if output.status.success() {
-        findings.trim().to_owned()
-    } else {
-        format!("promtool failed: {findings}")
-    }
-}
-
 #[test]
 fn http_responses_by_status_show_in_metrics_under_the_plugin() {
     let plugins = standard_plugin_dir();
     let (http, admin) = (loopback(), loopback());
     // No tokens: allowed on loopback, and /metrics is then open.
-    let config = format!(
-        "[admin]\nlisten = \"{admin}\"\n\n{}",
-        config_with(http, &standard_points())
-    );
+    let config = config_with_admin(http, admin, &[], &standard_points());
     let server = Ferrocast::start(&config, plugins.path(), http);
     server.wait_for("admin API ready", Duration::from_secs(10));
-    let scrape = || {
-        let response = http_get(admin, "/metrics", 1 << 20);
-        assert_eq!(response.status, 200, "{}", response.body_text());
-        response.body_text()
-    };
+    let scrape = || scrape_metrics(admin, None);
     let ok = "ferrocast_plugin_events_total{plugin=\"http\",name=\"responses_200\"}";
     let missing = "ferrocast_plugin_events_total{plugin=\"http\",name=\"responses_404\"}";
     let before = scrape();
-    assert_eq!(sample(&before, missing), None, "{before}");
+    assert_eq!(metric_sample(&before, missing), None, "{before}");
     assert!(
         before.contains("# TYPE ferrocast_plugin_events_total counter\n"),
         "{before}"
@@ -100,7 +58,7 @@ fn http_responses_by_status_show_in_metrics_under_the_plugin() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let after = loop {
         let text = scrape();
-        if sample(&text, ok) == Some(1.0) && sample(&text, missing) == Some(3.0) {
+        if metric_sample(&text, ok) == Some(1.0) && metric_sample(&text, missing) == Some(3.0) {
             break text;
         }
         assert!(

@@ -145,20 +145,10 @@ fn a_plugin_that_panics_during_init_is_reported_as_a_config_error() {
         "libferrocast_panicky.so",
         &built_library("libfixture_panic.so"),
     )]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ferrocast.toml");
-    std::fs::write(
-        &config,
+    let output = check_config(
         "[plugins.panicky]\nlisten = []\npanic_on_create = true\n",
-    )
-    .unwrap();
-    let output = std::process::Command::new(ferrocast_binary())
-        .arg("--check-config")
-        .arg(&config)
-        .arg("--plugin-dir")
-        .arg(plugins.path())
-        .output()
-        .unwrap();
+        plugins.path(),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ferrocast_tests::admin::{metric_sample, scrape_metrics};
 use ferrocast_tests::rtsp::RtspClient;
+use ferrocast_tests::rtsp_rig::RtspRig;
 use ferrocast_tests::*;
 
 const TS_PACKET: usize = 188;
@@ -34,19 +36,17 @@ fn rig_in(rec: TempDir, record: &str, env: &[(&str, &str)]) -> Rig {
 
 /// [`rig_in`] with `live`'s `protocols` line (and any other keys) given.
 fn rig_with(rec: TempDir, live: &str, record: &str, env: &[(&str, &str)]) -> Rig {
-    let plugins = shipped_plugins_dir(&["http", "rtsp", "tcp"]);
-    let http = loopback();
-    let rtsp = loopback();
     let admin = loopback();
     let dir = rec.path().display();
     let points = format!(
         "[[point]]\nname = \"live\"\nkind = \"broadcast\"\nsource = \"push\"\n{live}\nrecord = {{ dir = \"{dir}\"{record} }}\n\n[[point]]\nname = \"archive\"\nkind = \"on-demand\"\nsource = \"{dir}\"\nprotocols = [\"http\", \"rtsp\", \"tcp\"]\n"
     );
-    let config = format!(
-        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.tcp]\n\n[admin]\nlisten = \"{admin}\"\nmetrics_allow = [\"127.0.0.1\"]\n",
-        config_with(http, &points)
-    );
-    let server = Ferrocast::start_with_env(&config, plugins.path(), http, env);
+    let admin_table = format!("[admin]\nlisten = \"{admin}\"\nmetrics_allow = [\"127.0.0.1\"]\n");
+    let RtspRig {
+        server,
+        rtsp,
+        plugins,
+    } = RtspRig::start_with(&["tcp"], &points, &admin_table, env);
     Rig {
         server,
         rec,
@@ -58,12 +58,7 @@ fn rig_with(rec: TempDir, live: &str, record: &str, env: &[(&str, &str)]) -> Rig
 
 /// The value of `series` (name and labels) in the server's `/metrics`.
 fn metric(rig: &Rig, series: &str) -> Option<f64> {
-    let scraped = http_get(rig.admin, "/metrics", 1 << 20);
-    assert_eq!(scraped.status, 200, "{}", scraped.body_text());
-    scraped
-        .body_text()
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    metric_sample(&scrape_metrics(rig.admin, None), series)
 }
 
 /// `live`'s recordings in `dir`, oldest first (the names sort by start time).
@@ -303,22 +298,17 @@ fn describe_when_ready(client: &mut RtspClient, url: &str) -> String {
 
 /// SETUP and PLAY `url` from `npt` seconds; where the play starts, from the Range answered.
 fn play_from(client: &mut RtspClient, url: &str, npt: f64) -> f64 {
-    let setup = client.setup_interleaved(url);
-    assert_eq!(setup.status, 200, "{setup:?}");
-    seek(client, url, npt)
+    let play = client.setup_and_play(url, Some(&format!("npt={npt}-")));
+    play.range_start()
+        .unwrap_or_else(|| panic!("no start in the answer {play:?}"))
 }
 
 fn seek(client: &mut RtspClient, url: &str, npt: f64) -> f64 {
     let range = format!("npt={npt}-");
     let play = client.request("PLAY", &format!("{url}/"), &[("Range", &range)]);
     assert_eq!(play.status, 200, "{play:?}");
-    let range = play.header("range").unwrap_or_default();
-    range
-        .trim_start_matches("npt=")
-        .split('-')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no start in Range {range}"))
+    play.range_start()
+        .unwrap_or_else(|| panic!("no start in the answer {play:?}"))
 }
 
 #[test]

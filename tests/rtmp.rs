@@ -8,9 +8,10 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferrocast_tests::auth::hash_password;
 use ferrocast_tests::*;
 
 const KEY: &str = "rtmp-k3y";
@@ -29,21 +30,6 @@ impl Rig {
     }
 }
 
-/// `ferrocast hash-password` of `secret`.
-fn hash(secret: &str) -> String {
-    ensure_built();
-    let mut child = Command::new(ferrocast_binary())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run ferrocast hash-password");
-    writeln!(child.stdin.take().unwrap(), "{secret}").unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 /// A server with `live` open to RTMP, HTTP, RTSP and TCP; `httponly` without RTMP; and
 /// `keyed`, which takes RTMP encoders with a stream key only.
 fn start() -> Rig {
@@ -60,7 +46,7 @@ fn start() -> Rig {
         ),
         point_toml("httponly", "broadcast", "push", &["http"]),
         point_toml("keyed", "broadcast", "push", &["http", "rtmp"]),
-        hash(KEY),
+        hash_password(KEY),
     );
     let plugin_tables = format!(
         "[plugins.rtmp]\nlisten = [\"{rtmp}\"]\n\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n\
@@ -75,63 +61,6 @@ fn start() -> Rig {
         rtmp,
         rtsp,
         tcp,
-    }
-}
-
-/// ffmpeg publishing over RTMP in real time for `seconds`: a generated test pattern and tone
-/// (H.264 with a keyframe a second, AAC), as a live encoder sends them. A looped file copied
-/// as is would jump back in time at every loop, which players report as errors. It logs
-/// errors only, so its stderr pipe cannot fill up; killed on drop.
-struct RtmpEncoder {
-    child: Child,
-}
-
-impl RtmpEncoder {
-    fn push(url: &str, seconds: u32) -> Self {
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-t", &seconds.to_string()])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-            ])
-            .args(["-g", "25", "-pix_fmt", "yuv420p", "-b:v", "400k"])
-            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ffmpeg");
-        Self { child }
-    }
-
-    /// Wait for ffmpeg to give up (within `timeout`); its exit success and its messages.
-    fn refused(mut self, timeout: Duration) -> String {
-        let status = wait_child(&mut self.child, timeout).expect("ffmpeg must give up");
-        let mut errors = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            stderr
-                .read_to_string(&mut errors)
-                .expect("read ffmpeg's messages");
-        }
-        assert!(!status.success(), "{errors}");
-        errors
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RtmpEncoder {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -189,7 +118,7 @@ fn assert_in_sync(input: &str, extra: &[&str]) {
 #[test]
 fn an_rtmp_publish_plays_cleanly_over_http_rtsp_and_tcp_in_sync() {
     let rig = start();
-    let _encoder = RtmpEncoder::push(&rig.rtmp_url("live"), 60);
+    let _encoder = Encoder::publish_rtmp(&rig.rtmp_url("live"), 60);
     wait_until_live(rig.server.http, "/live", Duration::from_secs(15));
     rig.server
         .wait_for("encoder publishing to `live`", Duration::from_secs(5));
@@ -216,16 +145,16 @@ fn an_rtmp_publish_plays_cleanly_over_http_rtsp_and_tcp_in_sync() {
 #[test]
 fn a_killed_and_restarted_rtmp_encoder_keeps_its_clients() {
     let rig = start();
-    let mut first = RtmpEncoder::push(&rig.rtmp_url("live"), 60);
+    let first = Encoder::publish_rtmp(&rig.rtmp_url("live"), 60);
     wait_until_live(rig.server.http, "/live", Duration::from_secs(15));
     let reader = TsReader::http(rig.server.http, "/live");
     std::thread::sleep(Duration::from_secs(2));
 
-    first.kill();
+    drop(first);
     rig.server.wait_for("SOURCE_LOST", Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(1));
     let restarted = Instant::now();
-    let _second = RtmpEncoder::push(&rig.rtmp_url("live"), 60);
+    let _second = Encoder::publish_rtmp(&rig.rtmp_url("live"), 60);
     rig.server
         .wait_for("SOURCE_RESUMED", Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(3));
@@ -245,10 +174,10 @@ fn a_killed_and_restarted_rtmp_encoder_keeps_its_clients() {
 #[test]
 fn a_second_encoder_and_a_point_without_rtmp_are_refused() {
     let rig = start();
-    let _first = RtmpEncoder::push(&rig.rtmp_url("live"), 60);
+    let _first = Encoder::publish_rtmp(&rig.rtmp_url("live"), 60);
     wait_until_live(rig.server.http, "/live", Duration::from_secs(15));
 
-    let second = RtmpEncoder::push(&rig.rtmp_url("live"), 60);
+    let second = Encoder::publish_rtmp(&rig.rtmp_url("live"), 60);
     let errors = second.refused(Duration::from_secs(15));
     assert!(errors.contains("Server error"), "{errors}");
     rig.server.wait_for(
@@ -258,7 +187,7 @@ fn a_second_encoder_and_a_point_without_rtmp_are_refused() {
     // The first encoder is undisturbed.
     assert_decodes_cleanly(&rig.server.url("live"), &["-rw_timeout", "10000000"], 2);
 
-    let disabled = RtmpEncoder::push(&rig.rtmp_url("httponly"), 60);
+    let disabled = Encoder::publish_rtmp(&rig.rtmp_url("httponly"), 60);
     let errors = disabled.refused(Duration::from_secs(15));
     assert!(errors.contains("Server error"), "{errors}");
     rig.server
@@ -268,17 +197,17 @@ fn a_second_encoder_and_a_point_without_rtmp_are_refused() {
 #[test]
 fn a_stream_key_is_checked() {
     let rig = start();
-    let without = RtmpEncoder::push(&rig.rtmp_url("keyed"), 60);
+    let without = Encoder::publish_rtmp(&rig.rtmp_url("keyed"), 60);
     let errors = without.refused(Duration::from_secs(15));
     assert!(errors.contains("Server error"), "{errors}");
     rig.server.wait_for(
         "publish refused (NetStream.Publish.Denied)",
         Duration::from_secs(5),
     );
-    let wrong = RtmpEncoder::push(&rig.rtmp_url("keyed?key=wrong"), 60);
+    let wrong = Encoder::publish_rtmp(&rig.rtmp_url("keyed?key=wrong"), 60);
     wrong.refused(Duration::from_secs(15));
 
-    let _keyed = RtmpEncoder::push(&rig.rtmp_url(&format!("keyed?key={KEY}")), 60);
+    let _keyed = Encoder::publish_rtmp(&rig.rtmp_url(&format!("keyed?key={KEY}")), 60);
     wait_until_live(rig.server.http, "/keyed", Duration::from_secs(15));
     assert!(
         !rig.server.logs().contains(KEY),
@@ -330,7 +259,7 @@ fn chunk_header(length: u32, type_id: u8) -> Vec<u8> {
 #[test]
 fn hostile_rtmp_input_is_closed_without_disturbing_a_publish() {
     let rig = start();
-    let _encoder = RtmpEncoder::push(&rig.rtmp_url("live"), 60);
+    let _encoder = Encoder::publish_rtmp(&rig.rtmp_url("live"), 60);
     wait_until_live(rig.server.http, "/live", Duration::from_secs(15));
     let reader = TsReader::http(rig.server.http, "/live");
 

@@ -6,57 +6,20 @@
 use std::process::Command;
 use std::time::Duration;
 
+use ferrocast_tests::rtsp_rig::{standard_points_over, RtspRig};
 use ferrocast_tests::*;
 
-struct Rig {
-    server: Ferrocast,
-    rtsp: std::net::SocketAddr,
-    _plugins: TempDir,
-}
-
-impl Rig {
-    fn url(&self, path: &str) -> String {
-        format!("rtsp://{}/{}", self.rtsp, path)
-    }
-}
-
-fn rig() -> Rig {
-    let plugins = shipped_plugins_dir(&["http", "rtsp", "udp", "tcp"]);
-    let http = loopback();
-    let rtsp = loopback();
+/// HTTP, RTSP and both RTP transports: `live` and `vod` on all of them, `tcponly` on demand
+/// over RTSP with interleaved RTP only, `httponly` on demand over HTTP only.
+fn rig() -> RtspRig {
     let sample = sample_ts().display().to_string();
     let points = format!(
         "{}\n{}\n{}",
-        standard_points().replace(
-            "protocols = [\"http\"]",
-            "protocols = [\"http\", \"rtsp\", \"udp\", \"tcp\"]"
-        ),
+        standard_points_over(&["rtsp", "udp", "tcp"]),
         point_toml("tcponly", "on-demand", &sample, &["rtsp", "tcp"]),
         point_toml("httponly", "on-demand", &sample, &["http"])
     );
-    let config = format!(
-        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.udp]\n\n[plugins.tcp]\n",
-        config_with(http, &points)
-    );
-    let server = Ferrocast::start(&config, plugins.path(), http);
-    server.wait_for(
-        &format!("rtsp       listening on {rtsp}"),
-        Duration::from_secs(10),
-    );
-    Rig {
-        server,
-        rtsp,
-        _plugins: plugins,
-    }
-}
-
-/// Where the play starts, from a Range header's value (`npt=6.0-`).
-fn range_start(range: &str) -> Option<f64> {
-    range
-        .trim_start_matches("npt=")
-        .split('-')
-        .next()
-        .and_then(|start| start.parse().ok())
+    RtspRig::start(&["udp", "tcp"], &points)
 }
 
 #[test]
@@ -111,12 +74,9 @@ fn on_demand_over_rtsp_seeks_and_reports_its_duration() {
     // are the file's own from there, and they decode without a single error.
     let mut client = RtspClient::connect(rig.rtsp);
     let url = rig.url("vod");
-    let setup = client.setup_interleaved(&url);
-    assert_eq!(setup.status, 200, "{setup:?}");
-    let play = client.request("PLAY", &format!("{url}/"), &[("Range", "npt=6.5-")]);
-    assert_eq!(play.status, 200, "{play:?}");
+    let play = client.setup_and_play(&url, Some("npt=6.5-"));
     let range = play.header("range").unwrap_or_default();
-    let start = range_start(&range).unwrap_or(-1.0);
+    let start = play.range_start().unwrap_or(-1.0);
     assert!(
         (5.5..=6.5).contains(&start),
         "seek to 6.5 s started at {range}"
@@ -174,10 +134,7 @@ fn pause_and_resume_keep_position_and_rtp_sequence() {
         "{}",
         described.body
     );
-    let setup = client.setup_interleaved(&url);
-    assert_eq!(setup.status, 200, "{setup:?}");
-    let play = client.request("PLAY", &format!("{url}/"), &[("Range", "npt=0-")]);
-    assert_eq!(play.status, 200, "{play:?}");
+    let play = client.setup_and_play(&url, Some("npt=0-"));
     let rtp_info = play.header("rtp-info").expect("RTP-Info");
     let first_seq: u16 = rtp_info
         .split(';')
@@ -200,7 +157,7 @@ fn pause_and_resume_keep_position_and_rtp_sequence() {
     let resumed = client.request("PLAY", &format!("{url}/"), &[]);
     assert_eq!(resumed.status, 200, "{resumed:?}");
     let range = resumed.header("range").unwrap_or_default();
-    let resumed_at = range_start(&range).unwrap_or(0.0);
+    let resumed_at = resumed.range_start().unwrap_or(0.0);
     assert!((1.5..=3.0).contains(&resumed_at), "resumed at {range}");
     client.receive_for(Duration::from_millis(2000));
     assert!(client.rtp.len() > before_pause + during_pause + 50);

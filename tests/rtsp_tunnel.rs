@@ -8,49 +8,18 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ferrocast_tests::rtsp::{base64, post_head};
+use ferrocast_tests::rtsp_rig::{standard_points_over, RtspRig};
 use ferrocast_tests::*;
 
-struct Rig {
-    server: Ferrocast,
-    rtsp: SocketAddr,
-    http: SocketAddr,
-    _plugins: TempDir,
+/// HTTP and RTSP (with both RTP transport plugins), `live` and `vod` on RTSP with
+/// interleaved RTP.
+fn rig() -> RtspRig {
+    RtspRig::start(&["udp", "tcp"], &standard_points_over(&["rtsp", "tcp"]))
 }
 
-impl Rig {
-    fn url(&self, path: &str) -> String {
-        format!("rtsp://{}/{}", self.rtsp, path)
-    }
-
-    /// The same point through the HTTP plugin's port.
-    fn http_url(&self, path: &str) -> String {
-        format!("rtsp://{}/{}", self.http, path)
-    }
-}
-
-fn rig() -> Rig {
-    let plugins = shipped_plugins_dir(&["http", "rtsp", "udp", "tcp"]);
-    let http = loopback();
-    let rtsp = loopback();
-    let points = standard_points().replace(
-        "protocols = [\"http\"]",
-        "protocols = [\"http\", \"rtsp\", \"tcp\"]",
-    );
-    let config = format!(
-        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.udp]\n\n[plugins.tcp]\n",
-        config_with(http, &points)
-    );
-    let server = Ferrocast::start(&config, plugins.path(), http);
-    server.wait_for(
-        &format!("rtsp       listening on {rtsp}"),
-        Duration::from_secs(10),
-    );
-    Rig {
-        server,
-        rtsp,
-        http,
-        _plugins: plugins,
-    }
+/// `rtsp://` on the HTTP plugin's port: the same point, tunnelled there.
+fn http_url(rig: &RtspRig, path: &str) -> String {
+    format!("rtsp://{}/{}", rig.server.http, path)
 }
 
 /// Everything the server sends on `stream` until it closes it (bounded in time).
@@ -86,7 +55,7 @@ fn ffmpeg_plays_a_live_point_through_the_tunnel() {
     assert!(logs.contains("transport=RTP/AVP/TCP interleaved"), "{logs}");
     // The same on the HTTP plugin's port: one open port is enough.
     let decoded = decode(
-        &rig.http_url("live"),
+        &http_url(&rig, "live"),
         &["-rtsp_transport", "http"],
         Some(3.0),
     );
@@ -98,20 +67,10 @@ fn ffmpeg_plays_a_live_point_through_the_tunnel() {
 #[test]
 fn ffmpeg_plays_an_on_demand_point_through_the_tunnel() {
     let rig = rig();
-    for url in [rig.url("vod"), rig.http_url("vod")] {
+    for url in [rig.url("vod"), http_url(&rig, "vod")] {
         let decoded = decode(&url, &["-rtsp_transport", "http"], Some(4.0));
         decoded.assert_clean(90, &format!("on-demand RTSP over HTTP at {url}"));
     }
-}
-
-/// Range start of a PLAY answer (`npt=6.0-12.0`).
-fn range_start(range: &str) -> f64 {
-    range
-        .trim_start_matches("npt=")
-        .split('-')
-        .next()
-        .and_then(|start| start.parse().ok())
-        .unwrap_or(-1.0)
 }
 
 #[test]
@@ -123,18 +82,15 @@ fn pause_and_seek_through_the_tunnel() {
 #[test]
 fn pause_and_seek_through_the_tunnel_on_the_http_port() {
     let rig = rig();
-    pause_and_seek(&rig, rig.http, "tunnel-seek-2");
+    pause_and_seek(&rig, rig.server.http, "tunnel-seek-2");
 }
 
-fn pause_and_seek(rig: &Rig, address: SocketAddr, cookie: &str) {
+fn pause_and_seek(rig: &RtspRig, address: SocketAddr, cookie: &str) {
     let url = format!("rtsp://{address}/vod");
     let mut client = RtspClient::connect_tunnel(address, "vod", cookie);
     let described = client.request("DESCRIBE", &url, &[("Accept", "application/sdp")]);
     assert_eq!(described.status, 200, "{described:?}");
-    let setup = client.setup_interleaved(&url);
-    assert_eq!(setup.status, 200, "{setup:?}");
-    let play = client.request("PLAY", &format!("{url}/"), &[("Range", "npt=0-")]);
-    assert_eq!(play.status, 200, "{play:?}");
+    client.setup_and_play(&url, Some("npt=0-"));
     client.receive_for(Duration::from_millis(1500));
     let before_pause = client.rtp.len();
     assert!(
@@ -150,7 +106,7 @@ fn pause_and_seek(rig: &Rig, address: SocketAddr, cookie: &str) {
 
     let seeked = client.request("PLAY", &format!("{url}/"), &[("Range", "npt=6.5-")]);
     assert_eq!(seeked.status, 200, "{seeked:?}");
-    let start = range_start(&seeked.header("range").unwrap_or_default());
+    let start = seeked.range_start().unwrap_or(-1.0);
     assert!((5.5..=6.5).contains(&start), "seek started at {start}");
     let at_seek = client.rtp.len();
     client.receive_for(Duration::from_millis(1500));
@@ -178,7 +134,7 @@ fn pause_and_seek(rig: &Rig, address: SocketAddr, cookie: &str) {
 #[test]
 fn a_post_without_its_get_is_refused() {
     let rig = rig();
-    for address in [rig.rtsp, rig.http] {
+    for address in [rig.rtsp, rig.server.http] {
         let mut post = TcpStream::connect(address).unwrap();
         post.write_all(post_head(address, "vod", "no-such-get").as_bytes())
             .unwrap();
@@ -198,10 +154,10 @@ fn a_post_without_its_get_is_refused() {
 fn a_broken_base64_body_is_refused_and_ends_the_session() {
     let rig = rig();
     broken_base64(&rig, rig.rtsp, "tunnel-broken-1");
-    broken_base64(&rig, rig.http, "tunnel-broken-2");
+    broken_base64(&rig, rig.server.http, "tunnel-broken-2");
 }
 
-fn broken_base64(rig: &Rig, address: SocketAddr, cookie: &str) {
+fn broken_base64(rig: &RtspRig, address: SocketAddr, cookie: &str) {
     let url = format!("rtsp://{address}/vod");
     let mut client = RtspClient::connect_tunnel(address, "vod", cookie);
     let options = client.request("OPTIONS", &url, &[]);

@@ -5,29 +5,16 @@
 
 use std::time::Duration;
 
+use ferrocast_tests::rtsp_rig::{standard_points_over, RtspRig};
 use ferrocast_tests::watch::RtpWatch;
 use ferrocast_tests::*;
 
 /// Start the server (with `env`) serving a live point over RTSP/UDP, push to it, and watch
 /// one session for a few seconds.
-fn watch_live_over_udp(env: &[(&str, &str)]) -> (Ferrocast, RtpWatch, TempDir) {
-    let plugins = shipped_plugins_dir(&["http", "rtsp", "udp"]);
-    let (http, rtsp) = (loopback(), loopback());
-    let points = standard_points().replacen(
-        "protocols = [\"http\"]",
-        "protocols = [\"http\", \"rtsp\", \"udp\"]",
-        1,
-    );
-    let config = format!(
-        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.udp]\n",
-        config_with(http, &points)
-    );
-    let server = Ferrocast::start_with_env(&config, plugins.path(), http, env);
-    server.wait_for(
-        &format!("rtsp       listening on {rtsp}"),
-        Duration::from_secs(10),
-    );
-    let mut encoder = Encoder::push_live(&server, 8);
+fn watch_live_over_udp(env: &[(&str, &str)]) -> (RtspRig, RtpWatch) {
+    let rig = RtspRig::start_with(&["udp"], &standard_points_over(&["rtsp", "udp"]), "", env);
+    let (server, rtsp) = (&rig.server, rig.rtsp);
+    let mut encoder = Encoder::push_live(server, 8);
     let watch = RtpWatch::rtsp_udp(rtsp, "live");
     assert!(
         watch.wait_packets(200, Duration::from_secs(10)),
@@ -38,7 +25,7 @@ fn watch_live_over_udp(env: &[(&str, &str)]) -> (Ferrocast, RtpWatch, TempDir) {
     std::thread::sleep(Duration::from_secs(3));
     watch.stop();
     encoder.wait(Duration::from_secs(15));
-    (server, watch, plugins)
+    (rig, watch)
 }
 
 fn assert_sequenced_and_decodable(server: &Ferrocast, watch: &RtpWatch) {
@@ -50,8 +37,9 @@ fn assert_sequenced_and_decodable(server: &Ferrocast, watch: &RtpWatch) {
 
 #[test]
 fn rtp_over_udp_with_segmentation_offload_arrives_packet_by_packet_and_decodes() {
-    let (server, watch, _plugins) = watch_live_over_udp(&[]);
-    assert_sequenced_and_decodable(&server, &watch);
+    let (rig, watch) = watch_live_over_udp(&[]);
+    let server = &rig.server;
+    assert_sequenced_and_decodable(server, &watch);
     assert!(
         !server.logs().contains("UDP_GSO_REFUSED"),
         "this kernel refused GSO, so the offload path was not tested:\n{}",
@@ -61,8 +49,9 @@ fn rtp_over_udp_with_segmentation_offload_arrives_packet_by_packet_and_decodes()
 
 #[test]
 fn rtp_over_udp_without_segmentation_offload_arrives_packet_by_packet_and_decodes() {
-    let (server, watch, _plugins) = watch_live_over_udp(&[("FERROCAST_UDP_GSO", "off")]);
-    assert_sequenced_and_decodable(&server, &watch);
+    let (rig, watch) = watch_live_over_udp(&[("FERROCAST_UDP_GSO", "off")]);
+    let server = &rig.server;
+    assert_sequenced_and_decodable(server, &watch);
     assert!(server
         .logs()
         .contains("UDP segmentation offload turned off"));

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use ferrocast_tests::rtsp_rig::{standard_points_over, RtspRig};
 use ferrocast_tests::*;
 
 fn server(grace_ms: u64, source_timeout_ms: u64) -> (Ferrocast, TempDir) {
@@ -105,29 +106,20 @@ fn an_expired_grace_ends_clients_cleanly_near_the_deadline() {
 
 #[test]
 fn rtsp_sessions_continue_their_rtp_stream_across_an_encoder_restart() {
-    let plugins = all_plugins_dir();
-    let (http, rtsp) = (loopback(), loopback());
-    let points = standard_points()
-        .replace(
-            "protocols = [\"http\"]",
-            "protocols = [\"http\", \"rtsp\", \"tcp\"]",
-        )
-        .replace(
-            "source = \"push\"\n",
-            "source = \"push\"\nreconnect_grace_ms = 10000\n",
-        );
-    let config = format!(
-        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.tcp]\n",
-        config_with(http, &points)
+    let points = standard_points_over(&["rtsp", "tcp"]).replace(
+        "source = \"push\"\n",
+        "source = \"push\"\nreconnect_grace_ms = 10000\n",
     );
-    let server = Ferrocast::start(&config, plugins.path(), http);
+    let RtspRig {
+        server,
+        rtsp,
+        plugins: _plugins,
+    } = RtspRig::start(&["tcp"], &points);
     let first = Encoder::push_live(&server, 60);
 
     let mut client = RtspClient::connect(rtsp);
     let url = format!("rtsp://{rtsp}/live");
-    let setup = client.setup_interleaved(&url);
-    assert_eq!(setup.status, 200, "{setup:?}");
-    assert_eq!(client.request("PLAY", &format!("{url}/"), &[]).status, 200);
+    client.setup_and_play(&url, None);
     client.receive_for(Duration::from_secs(2));
     first.signal("KILL");
     server.wait_for("SOURCE_LOST", Duration::from_secs(5));

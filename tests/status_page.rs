@@ -7,16 +7,15 @@
 //! them); without them the test fails and says so. A screenshot of the page is saved under
 //! `target/status-page/`.
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use ferrocast_tests::admin::config_with_admin;
 use ferrocast_tests::{
-    build_dir, ensure_built, ferrocast_binary, free_port, loopback, standard_plugin_dir, Encoder,
-    Ferrocast, TsReader,
+    build_dir, free_port, loopback, point_toml, standard_plugin_dir, Encoder, Ferrocast, TsReader,
 };
 use serde_json::json;
 
@@ -27,37 +26,12 @@ const SHOW: Duration = Duration::from_secs(20);
 /// The whole browser session, start to end.
 const WHOLE_TEST: Duration = Duration::from_secs(240);
 
-/// The hash `ferrocast hash-token` prints for `token`.
-fn hash_token(token: &str) -> String {
-    ensure_built();
-    let mut child = Command::new(ferrocast_binary())
-        .arg("hash-token")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run ferrocast hash-token");
-    writeln!(child.stdin.take().unwrap(), "{token}").unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 fn config(http: SocketAddr, admin: SocketAddr) -> String {
-    format!(
-        r#"[admin]
-listen = "{admin}"
-tokens = ["{}"]
-
-[plugins.http]
-listen = ["{http}"]
-
-[[point]]
-name = "live"
-kind = "broadcast"
-source = "push"
-protocols = ["http"]
-"#,
-        hash_token(TOKEN)
+    config_with_admin(
+        http,
+        admin,
+        &[TOKEN],
+        &point_toml("live", "broadcast", "push", &["http"]),
     )
 }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferrocast_tests::admin::scrape_metrics;
 use ferrocast_tests::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
@@ -626,7 +627,7 @@ fn a_certificate_close_to_expiry_is_warned_about_and_measured() {
         "{warning}"
     );
     server.wait_for("admin API ready", Duration::from_secs(10));
-    let metrics = http_get(admin, "/metrics", 1 << 20).body_text();
+    let metrics = scrape_metrics(admin, None);
     let line = metrics
         .lines()
         .find(|line| line.starts_with("ferrocast_tls_cert_expiry_seconds{"))
@@ -637,16 +638,6 @@ fn a_certificate_close_to_expiry_is_warned_about_and_measured() {
         line.contains("set=\"main\"") && line.contains("name=\"localhost\""),
         "{line}"
     );
-}
-
-/// An encoder publishing over RTMPS: a test pattern and tone, for `seconds`, killed on drop.
-struct RtmpsEncoder(Child);
-
-impl Drop for RtmpsEncoder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -666,19 +657,7 @@ fn an_encoder_publishes_over_rtmps_and_players_decode_it() {
     server.wait_for(&format!("listening on {rtmps}"), Duration::from_secs(10));
 
     let url = format!("rtmps://127.0.0.1:{}/live/live", rtmps.port());
-    let _encoder = RtmpsEncoder(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-t", "30", "-c:v", "libx264", "-preset", "ultrafast"])
-            .args(["-g", "25", "-pix_fmt", "yuv420p", "-b:v", "400k"])
-            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ffmpeg"),
-    );
+    let _encoder = Encoder::publish_rtmp(&url, 30);
     wait_until_live(http, "/live", Duration::from_secs(15));
     let live = decode(&format!("http://{http}/live"), &[], Some(3.0));
     assert!(

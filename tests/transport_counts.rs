@@ -6,6 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ferrocast_tests::rtsp_rig::{standard_points_over, RtspRig};
 use ferrocast_tests::watch::RtpWatch;
 use ferrocast_tests::*;
 
@@ -20,17 +21,14 @@ fn sessions_of(server: &Ferrocast, plugin: &str) -> usize {
 
 #[test]
 fn rtsp_sessions_count_under_their_transport_and_report_the_media_they_sent() {
-    let plugins = shipped_plugins_dir(&["http", "rtsp", "udp", "tcp"]);
-    let (http, rtsp) = (loopback(), loopback());
-    let points = standard_points().replace(
-        "protocols = [\"http\"]",
-        "protocols = [\"http\", \"rtsp\", \"udp\", \"tcp\"]",
+    let RtspRig {
+        server,
+        rtsp,
+        plugins: _plugins,
+    } = RtspRig::start(
+        &["udp", "tcp"],
+        &standard_points_over(&["rtsp", "udp", "tcp"]),
     );
-    let config = format!(
-        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.udp]\n\n[plugins.tcp]\n",
-        config_with(http, &points)
-    );
-    let server = Ferrocast::start(&config, plugins.path(), http);
     let _encoder = Encoder::push_live(&server, 60);
 
     // ffmpeg plays over RTP/UDP for 6 s and sends RTCP receiver reports meanwhile.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrocast_tests::paced::{bytes_per_tick, PacedEncoder};
+use ferrocast_tests::rtsp_rig::{standard_points_over, RtspRig};
 use ferrocast_tests::watch::RtpWatch;
 use ferrocast_tests::*;
 
@@ -77,17 +78,12 @@ fn check_client(number: usize, watch: RtpWatch, dir: &std::path::Path) {
 
 #[test]
 fn fifty_udp_joiners_lose_nothing_and_start_at_once() {
-    let plugins = shipped_plugins_dir(&["http", "rtsp", "udp"]);
-    let (http, rtsp) = (loopback(), loopback());
-    let points = standard_points().replace(
-        "protocols = [\"http\"]",
-        "protocols = [\"http\", \"rtsp\", \"udp\"]",
-    );
-    let config = format!(
-        "{}\n[plugins.rtsp]\nlisten = [\"{rtsp}\"]\n\n[plugins.udp]\n",
-        config_with(http, &points)
-    );
-    let server = Ferrocast::start(&config, plugins.path(), http);
+    let RtspRig {
+        server,
+        rtsp,
+        plugins: _plugins,
+    } = RtspRig::start(&["udp"], &standard_points_over(&["rtsp", "udp"]));
+    let http = server.http;
     let dir = server.dir.path().to_path_buf();
     let sample = stream_sample(&dir);
     let per_tick = bytes_per_tick(&sample);

@@ -285,6 +285,7 @@ mod tests {
         let mut checks = SettingChecks::new();
         checks.millis("timeout_ms", 99, 100..=1000);
         checks.bytes("size", 500, 100..=1000);
+        checks.bytes("buffer", 1001, 100..=1000);
         checks.duration(
             "idle_ms",
             Duration::from_millis(1500),
@@ -304,6 +305,7 @@ mod tests {
                     "timeout_ms",
                     "99 is out of range; use 100 to 1000 milliseconds"
                 ),
+                ("buffer", "1001 is out of range; use 100 to 1000 bytes"),
                 (
                     "idle_ms",
                     "1500 is out of range; use 100 to 1000 milliseconds"

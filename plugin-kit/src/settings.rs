@@ -39,44 +39,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn values_in_range_pass_in_their_types() {
-        let mut checks = SettingChecks::new();
-        let timeout = checks.millis("timeout_ms", 100, 100..=1000);
-        let size = checks.bytes("size", 1000, 100..=1000);
-        let count = checks.in_range("count", 7, 1..=10, "requests");
-        assert!(checks.errors().is_empty());
-        assert_eq!(
-            checks.finish((timeout, size, count)).unwrap(),
-            (Duration::from_millis(100), 1000, 7)
-        );
-    }
-
-    #[test]
-    fn every_error_is_reported_by_key_in_order() {
-        let mut checks = SettingChecks::new();
-        checks.millis("timeout_ms", 99, 100..=1000);
-        checks.bytes("size", 500, 100..=1000);
-        checks.bytes("buffer", 1001, 100..=1000);
-        checks.in_range("count", 0, 1..=10, "requests");
-        let errors = checks.finish(()).unwrap_err();
-        let found: Vec<(&str, &str)> = errors
-            .iter()
-            .map(|error| (error.key.as_str(), error.message.as_str()))
-            .collect();
-        assert_eq!(
-            found,
-            [
-                (
-                    "timeout_ms",
-                    "99 is out of range; use 100 to 1000 milliseconds"
-                ),
-                ("buffer", "1001 is out of range; use 100 to 1000 bytes"),
-                ("count", "0 is out of range; use 1 to 10 requests"),
-            ]
-        );
-    }
-
-    #[test]
     fn defaults_in_milliseconds() {
         assert_eq!(millis_of(Duration::from_secs(10)), 10_000);
         assert_eq!(millis_of(Duration::MAX), u64::MAX);

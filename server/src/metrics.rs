@@ -47,7 +47,6 @@ pub struct ResultLabel {
 
 /// What happened since start, counted where it happens.
 pub struct Counters {
-    bytes_sent: Family<PointProtocol, Counter>,
     refusals: Family<PluginCode, Counter>,
     plugin_faults: Family<PluginLabel, Counter>,
     slow_skipped: Family<PointLabel, Counter>,
@@ -59,7 +58,6 @@ pub struct Counters {
 }
 
 static COUNTERS: LazyLock<Counters> = LazyLock::new(|| Counters {
-    bytes_sent: Family::default(),
     refusals: Family::default(),
     plugin_faults: Family::default(),
     slow_skipped: Family::default(),
@@ -71,17 +69,6 @@ static COUNTERS: LazyLock<Counters> = LazyLock::new(|| Counters {
     access_log_dropped: Counter::default(),
     recording_dropped: Family::default(),
 });
-
-/// A session ended having sent `bytes` for `point` over `protocol`.
-pub fn bytes_sent(point: &str, protocol: &str, bytes: u64) {
-    COUNTERS
-        .bytes_sent
-        .get_or_create(&PointProtocol {
-            point: point.to_owned(),
-            protocol: protocol.to_owned(),
-        })
-        .inc_by(bytes);
-}
 
 /// The host refused a request of `plugin`'s session with `code`.
 pub fn refused(plugin: &str, code: &str) {
@@ -151,6 +138,8 @@ pub fn recording_dropped(point: &str, bytes: u64) {
 pub struct Snapshot {
     /// Sessions by point and protocol.
     pub clients: Vec<(PointProtocol, i64)>,
+    /// Bytes sent since start by point and protocol, live sessions included.
+    pub sent_bytes: Vec<(PointProtocol, u64)>,
     /// Each live point's source state (`waiting`, `live`, `source lost`, `ended`).
     pub source_states: Vec<(String, &'static str)>,
     /// Each live point's encoder reconnects within the grace since start.
@@ -196,6 +185,15 @@ pub fn render(snapshot: &Snapshot) -> String {
         clients.get_or_create(labels).set(*count);
     }
     registry.register("clients", "Sessions on a point, by protocol", clients);
+    let sent = Family::<PointProtocol, Counter>::default();
+    for (labels, bytes) in &snapshot.sent_bytes {
+        sent.get_or_create(labels).inc_by(*bytes);
+    }
+    registry.register(
+        "sent_bytes",
+        "Bytes sent to clients, by point and protocol (sessions still playing included)",
+        sent,
+    );
     let states = Family::<PointState, Gauge>::default();
     for (point, current) in &snapshot.source_states {
         for state in SOURCE_STATES {
@@ -326,11 +324,6 @@ fn register_tls_expiries(registry: &mut Registry, now: std::time::SystemTime) {
 fn register_counters(registry: &mut Registry) {
     let c = &*COUNTERS;
     registry.register(
-        "sent_bytes",
-        "Bytes sent to clients, by point and protocol (counted when a session ends)",
-        c.bytes_sent.clone(),
-    );
-    registry.register(
         "refusals",
         "Requests the host refused, by plugin and error code",
         c.refusals.clone(),
@@ -444,16 +437,14 @@ mod tests {
 
     #[test]
     fn the_exposition_names_follow_the_conventions() {
-        bytes_sent("live", "http", 1000);
         reload("applied");
+        let live_http = PointProtocol {
+            point: "live".into(),
+            protocol: "http".into(),
+        };
         let snapshot = Snapshot {
-            clients: vec![(
-                PointProtocol {
-                    point: "live".into(),
-                    protocol: "http".into(),
-                },
-                2,
-            )],
+            clients: vec![(live_http.clone(), 2)],
+            sent_bytes: vec![(live_http, 1000)],
             source_states: vec![("live".into(), "live")],
             reconnects: vec![("live".into(), 1)],
             ingest_rates: vec![("live".into(), 500_000)],
@@ -469,7 +460,7 @@ mod tests {
         };
         let text = render(&snapshot);
         assert!(
-            text.contains("ferrocast_sent_bytes_total{point=\"live\",protocol=\"http\"}"),
+            text.contains("ferrocast_sent_bytes_total{point=\"live\",protocol=\"http\"} 1000\n"),
             "{text}"
         );
         assert!(

@@ -306,14 +306,46 @@ impl SessionEntry {
 
 /// The live client connections, by session id. Touched when a connection opens, names its
 /// point, and closes, and by the admin API: never per packet.
+///
+/// It also keeps the bytes of the sessions that ended, by point and control plugin, so that
+/// [`Self::sent_by_point`] adds those and the live sessions' counts under one lock: a
+/// session's bytes pass from the live count to the ended one at once, and the total never
+/// steps back.
 #[derive(Default)]
 pub struct SessionTable {
-    entries: Mutex<BTreeMap<u64, SessionEntry>>,
+    inner: Mutex<Sessions>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    live: BTreeMap<u64, Listed>,
+    /// Bytes sent by sessions that ended or moved to another point, by (point, plugin).
+    ended_sent: BTreeMap<(String, String), u64>,
+}
+
+struct Listed {
+    entry: SessionEntry,
+    /// Bytes of this session already counted in `ended_sent` under an earlier point.
+    counted: u64,
+}
+
+impl Listed {
+    /// Move what the session sent under its current point, beyond what was counted, into
+    /// `ended_sent`.
+    fn settle(&mut self, ended_sent: &mut BTreeMap<(String, String), u64>) {
+        let Some(point) = &self.entry.point else {
+            return;
+        };
+        let sent = self.entry.sent.get();
+        let key = (point.clone(), self.entry.plugin.clone());
+        *ended_sent.entry(key).or_default() += sent.saturating_sub(self.counted);
+        self.counted = sent;
+    }
 }
 
 impl SessionTable {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, SessionEntry>> {
-        self.entries
+    fn lock(&self) -> MutexGuard<'_, Sessions> {
+        self.inner
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
@@ -321,27 +353,33 @@ impl SessionTable {
     /// Add a session; it stays listed until the returned guard is dropped.
     pub fn register(&self, entry: SessionEntry) -> SessionRegistration<'_> {
         let id = entry.id;
-        self.lock().insert(id, entry);
+        self.lock().live.insert(id, Listed { entry, counted: 0 });
         SessionRegistration { table: self, id }
     }
 
     pub fn set_point(&self, id: u64, point: &str) {
-        if let Some(entry) = self.lock().get_mut(&id) {
-            entry.point = Some(point.to_owned());
+        let mut sessions = self.lock();
+        let Sessions { live, ended_sent } = &mut *sessions;
+        if let Some(listed) = live.get_mut(&id) {
+            if listed.entry.point.as_deref() != Some(point) {
+                // What it sent for its previous point stays counted there.
+                listed.settle(ended_sent);
+                listed.entry.point = Some(point.to_owned());
+            }
         }
     }
 
     /// The transport plugins the session's media now goes out through.
     pub fn set_transports(&self, id: u64, plugins: Vec<String>) {
-        if let Some(entry) = self.lock().get_mut(&id) {
-            entry.transports = plugins;
+        if let Some(listed) = self.lock().live.get_mut(&id) {
+            listed.entry.transports = plugins;
         }
     }
 
     pub fn mark_kicked(&self, id: u64) -> bool {
-        match self.lock().get_mut(&id) {
-            Some(entry) => {
-                entry.kicked = true;
+        match self.lock().live.get_mut(&id) {
+            Some(listed) => {
+                listed.entry.kicked = true;
                 true
             }
             None => false,
@@ -350,16 +388,42 @@ impl SessionTable {
 
     /// The point the session named, if any.
     pub fn point(&self, id: u64) -> Option<String> {
-        self.lock().get(&id).and_then(|entry| entry.point.clone())
+        self.lock()
+            .live
+            .get(&id)
+            .and_then(|listed| listed.entry.point.clone())
     }
 
     pub fn is_kicked(&self, id: u64) -> bool {
-        self.lock().get(&id).is_some_and(|entry| entry.kicked)
+        self.lock()
+            .live
+            .get(&id)
+            .is_some_and(|listed| listed.entry.kicked)
     }
 
     /// Every session, by id.
     pub fn list(&self) -> Vec<SessionEntry> {
-        self.lock().values().cloned().collect()
+        self.lock()
+            .live
+            .values()
+            .map(|listed| listed.entry.clone())
+            .collect()
+    }
+
+    /// Bytes sent since start by (point, control plugin): the sessions that ended and, as
+    /// far as their sockets took them, the live ones. Read at scrape time, so a write costs
+    /// nothing more than the connection's own count.
+    pub fn sent_by_point(&self) -> BTreeMap<(String, String), u64> {
+        let sessions = self.lock();
+        let mut sent = sessions.ended_sent.clone();
+        for listed in sessions.live.values() {
+            if let Some(point) = &listed.entry.point {
+                let key = (point.clone(), listed.entry.plugin.clone());
+                let live = listed.entry.sent.get().saturating_sub(listed.counted);
+                *sent.entry(key).or_default() += live;
+            }
+        }
+        sent
     }
 }
 
@@ -371,7 +435,11 @@ pub struct SessionRegistration<'t> {
 
 impl Drop for SessionRegistration<'_> {
     fn drop(&mut self) {
-        self.table.lock().remove(&self.id);
+        let mut sessions = self.table.lock();
+        let Sessions { live, ended_sent } = &mut *sessions;
+        if let Some(mut listed) = live.remove(&self.id) {
+            listed.settle(ended_sent);
+        }
     }
 }
 
@@ -424,6 +492,41 @@ mod session_table_tests {
         counted.add(188);
         counted.add(376);
         assert_eq!(table.list()[0].sent.get(), 564);
+    }
+
+    #[test]
+    fn sent_bytes_by_point_include_live_sessions_and_never_step_back() {
+        let table = SessionTable::default();
+        let total = |table: &SessionTable| table.sent_by_point();
+        let key = |point: &str| (point.to_owned(), "http".to_owned());
+        let first = entry(1);
+        let first_sent = first.sent.clone();
+        let first_registration = table.register(first);
+        first_sent.add(100);
+        // Nothing is counted before the session names its point.
+        assert!(total(&table).is_empty());
+        table.set_point(1, "live");
+        assert_eq!(total(&table)[&key("live")], 100);
+        first_sent.add(50);
+        assert_eq!(total(&table)[&key("live")], 150, "counted while it plays");
+
+        let second = entry(2);
+        let second_sent = second.sent.clone();
+        let _second_registration = table.register(second);
+        table.set_point(2, "live");
+        second_sent.add(10);
+        assert_eq!(total(&table)[&key("live")], 160);
+        drop(first_registration);
+        assert_eq!(total(&table)[&key("live")], 160, "an end changes no total");
+        assert_eq!(table.list().len(), 1);
+
+        // A session moving to another point leaves what it sent for the first one there.
+        table.set_point(2, "vod");
+        second_sent.add(5);
+        let moved = total(&table);
+        assert_eq!((moved[&key("live")], moved[&key("vod")]), (160, 5));
+        table.set_point(2, "vod");
+        assert_eq!(total(&table)[&key("vod")], 5, "naming the same point again");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! Every wait here is bounded; a test that would hang fails with the server's log instead.
 //!
 //! Here: the server process, its configuration, plugin directories, HTTP exchanges, ffmpeg
-//! encoders and players. Beside it: [`rtsp`] (the one RTSP client), [`ts`] (the one MPEG-TS
+//! encoders and players. Beside it: [`auth`] (hashed secrets), [`admin`] (the admin API's
+//! table, requests and `/metrics`), [`rtsp`] (the one RTSP client), [`rtsp_rig`] (a server
+//! serving RTSP), [`ts`] (the one MPEG-TS
 //! reader and its continuity check), [`watch`] (RTSP session watchers), [`head`] (response
 //! heads), [`paced`] (an encoder played by the test itself), [`proxy`] (network faults),
 //! [`panicky`] (the panicking fixture plugin), [`bench`](mod@bench) (benchmark support) and, for
@@ -15,11 +17,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod gst_reference;
 pub mod head;
@@ -29,6 +34,7 @@ pub mod paced;
 pub mod panicky;
 pub mod proxy;
 pub mod rtsp;
+pub mod rtsp_rig;
 mod timeline;
 pub mod ts;
 pub mod watch;
@@ -150,23 +156,36 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 
 /// Output captured from a child process, line by line, as it is produced.
 #[derive(Clone, Default)]
-pub struct Captured(Arc<Mutex<String>>);
+pub struct Captured {
+    text: Arc<Mutex<String>>,
+    /// Streams attached and not read to their end yet.
+    open: Arc<AtomicUsize>,
+}
 
 impl Captured {
     /// Collect everything `stream` yields, on a thread of its own.
     pub fn attach(&self, stream: impl Read + Send + 'static) {
-        let sink = self.0.clone();
+        let sink = self.text.clone();
+        let open = self.open.clone();
+        open.fetch_add(1, Ordering::SeqCst);
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 let mut text = sink.lock().unwrap();
                 text.push_str(&line);
                 text.push('\n');
             }
+            open.fetch_sub(1, Ordering::SeqCst);
         });
     }
 
     pub fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
+        self.text.lock().unwrap().clone()
+    }
+
+    /// Wait (within `timeout`) until every attached stream was read to its end (its process
+    /// exited and closed it); whether they all were.
+    pub fn wait_closed(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || self.open.load(Ordering::SeqCst) == 0)
     }
 }
 
@@ -569,31 +588,27 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn push(url: &str, seconds: u32) -> Self {
-        let mut child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-t", &seconds.to_string()])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-            ])
-            .args([
-                "-g",
-                "25",
-                "-keyint_min",
-                "25",
-                "-pix_fmt",
-                "yuv420p",
-                "-b:v",
-                "400k",
-            ])
-            .args(["-c:a", "aac", "-b:a", "64k"])
-            .args(["-f", "mpegts", "-method", "PUT", url])
+        Self::start(test_pattern(seconds).args(["-f", "mpegts", "-method", "PUT", url]))
+    }
+
+    /// The same test pattern and tone published over RTMP (FLV) to `url` (`rtmp://` or
+    /// `rtmps://`), in real time for `seconds`. Killed on drop.
+    pub fn publish_rtmp(url: &str, seconds: u32) -> Self {
+        Self::start(test_pattern(seconds).args(["-f", "flv", url]))
+    }
+
+    /// Wait (within `timeout`) for ffmpeg to give up, which it must, unsuccessfully; what it
+    /// printed.
+    pub fn refused(mut self, timeout: Duration) -> String {
+        let status = self.wait(timeout).expect("ffmpeg must give up");
+        self.output.wait_closed(Duration::from_secs(5));
+        let errors = self.output.text();
+        assert!(!status.success(), "ffmpeg went on: {errors}");
+        errors
+    }
+
+    fn start(command: &mut Command) -> Self {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -621,6 +636,39 @@ impl Drop for Encoder {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// ffmpeg encoding a generated test pattern and tone (H.264 with a keyframe a second, AAC) in
+/// real time for `seconds`, logging errors only; the output format and URL are the caller's.
+/// A looped file copied as is would jump back in time at every loop, which players report as
+/// errors.
+fn test_pattern(seconds: u32) -> Command {
+    let mut command = Command::new("ffmpeg");
+    command
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-g",
+            "25",
+            "-keyint_min",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            "-b:v",
+            "400k",
+        ])
+        .args(["-c:a", "aac", "-b:a", "64k"]);
+    command
 }
 
 /// An encoder pushing to `push_url` (the server's `live`, or a path to it) for 60 s and,
@@ -748,6 +796,27 @@ pub fn first_frames(input: &str, count: usize) -> (Vec<(bool, String)>, String) 
         })
         .collect();
     (frames, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// `ferrocast --check-config <file>` with the plugins in `plugins`: how it exited and what it
+/// printed.
+pub fn check_config_file(file: &Path, plugins: &Path) -> std::process::Output {
+    Command::new(ferrocast_binary())
+        .arg("--check-config")
+        .arg(file)
+        .arg("--plugin-dir")
+        .arg(plugins)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ferrocast --check-config")
+}
+
+/// [`check_config_file`] of `config` (TOML), written to a `ferrocast.toml` of its own.
+pub fn check_config(config: &str, plugins: &Path) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join(CONFIG_FILE);
+    std::fs::write(&file, config).expect("write config");
+    check_config_file(&file, plugins)
 }
 
 /// A minimal config for tests: HTTP on `http`, the points given as TOML.

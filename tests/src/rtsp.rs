@@ -42,6 +42,16 @@ impl RtspResponse {
     pub fn header(&self, name: &str) -> Option<String> {
         header(&self.head, name)
     }
+
+    /// Where a PLAY answer says the play starts, from its Range header (`npt=6.0-12.0`).
+    pub fn range_start(&self) -> Option<f64> {
+        self.header("range")?
+            .trim_start_matches("npt=")
+            .split('-')
+            .next()?
+            .parse()
+            .ok()
+    }
 }
 
 /// An RTSP exchange that failed: the method, the status the server answered (0 if it
@@ -192,6 +202,17 @@ impl RtspClient {
             &format!("{url}/trackID=0"),
             &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
         )
+    }
+
+    /// [`Self::setup_interleaved`], then PLAY from `range` (`npt=6.5-`; none: where the
+    /// session is), each required to answer 200. The PLAY's answer.
+    pub fn setup_and_play(&mut self, url: &str, range: Option<&str>) -> RtspResponse {
+        let setup = self.setup_interleaved(url);
+        assert_eq!(setup.status, 200, "SETUP {url}: {setup:?}");
+        let range: Vec<(&str, &str)> = range.map(|r| ("Range", r)).into_iter().collect();
+        let play = self.request("PLAY", &format!("{url}/"), &range);
+        assert_eq!(play.status, 200, "PLAY {url}: {play:?}");
+        play
     }
 
     /// Send a request and require a 200; interleaved frames that arrive first go to `sink`.

@@ -104,6 +104,15 @@ async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, Api
         .into_iter()
         .map(|(plugin, counters)| (plugin, counters.snapshot()))
         .collect();
+    snapshot.sent_bytes = state
+        .shared
+        .sessions
+        .sent_by_point()
+        .into_iter()
+        .map(|((point, protocol), bytes)| {
+            (crate::metrics::PointProtocol { point, protocol }, bytes)
+        })
+        .collect();
     let sessions = state.shared.sessions.list();
     let points = state.shared.points.load();
     for name in points.names() {

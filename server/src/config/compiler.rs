@@ -15,6 +15,7 @@ use std::time::Duration;
 use toml_edit::{ImDocument, Item, Key, Table, TableLike, Value};
 
 mod admin;
+mod bounded;
 mod hls;
 #[path = "limits.rs"]
 mod limits;
@@ -390,10 +391,23 @@ impl<'a> Compiler<'a> {
         range: RangeInclusive<i64>,
     ) -> Option<i64> {
         let (item, line) = self.entry(section, key)?;
+        self.integer_in(item, line, key, &format!("`{key}`"), range)
+    }
+
+    /// `item`, the value of `key` at `line`, as an integer in `range`; errors name it as
+    /// `what` (the key, and its table where that helps).
+    fn integer_in(
+        &mut self,
+        item: &Item,
+        line: usize,
+        key: &str,
+        what: &str,
+        range: RangeInclusive<i64>,
+    ) -> Option<i64> {
         let (min, max) = (range.start(), range.end());
         let Some(value) = item.as_integer() else {
             let mut message = format!(
-                "`{key}` must be an integer from {min} to {max}, found {}",
+                "{what} must be an integer from {min} to {max}, found {}",
                 describe(item)
             );
             if let Some(number) = item.as_str().and_then(|text| text.parse::<i64>().ok()) {
@@ -405,7 +419,7 @@ impl<'a> Compiler<'a> {
         if !range.contains(&value) {
             self.error(
                 line,
-                format!("`{key}` must be between {min} and {max}, found {value}"),
+                format!("{what} must be between {min} and {max}, found {value}"),
             );
             return None;
         }

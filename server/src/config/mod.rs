@@ -14,6 +14,7 @@
 //!
 //! The format is documented in the default file, `config/ferrocast.toml`.
 
+mod bounds;
 mod compiler;
 mod error;
 mod lines;

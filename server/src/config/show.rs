@@ -5,6 +5,9 @@ use std::path::Path;
 
 use toml_edit::{value, Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
 
+use super::bounds::{
+    HLS_MAX_MEMORY_MB, HLS_PART, HLS_TARGET_DURATION, HLS_WINDOW, RECORD_RETAIN, RECORD_SEGMENT,
+};
 use super::{Config, PointSource, PullMode};
 
 /// The effective configuration as TOML. `control_socket` is the path the server will use.
@@ -62,14 +65,12 @@ pub fn effective_toml(config: &Config, control_socket: &Path) -> String {
 
 fn hls_table(hls: &crate::hls::HlsSettings) -> Table {
     let mut table = Table::new();
-    table.insert(
-        "target_duration_ms",
-        value(hls.target_duration.as_millis() as i64),
-    );
-    table.insert("window", value(hls.window as i64));
-    let part_ms = hls.part_duration.map_or(0, |part| part.as_millis() as i64);
-    table.insert("part_ms", value(part_ms));
-    table.insert("max_memory_mb", value((hls.max_bytes >> 20) as i64));
+    let target = HLS_TARGET_DURATION.shown(hls.target_duration);
+    table.insert(HLS_TARGET_DURATION.name, value(target));
+    table.insert(HLS_WINDOW.name, value(hls.window as i64));
+    let part = HLS_PART.shown(hls.part_duration.unwrap_or_default());
+    table.insert(HLS_PART.name, value(part));
+    table.insert(HLS_MAX_MEMORY_MB.name, value((hls.max_bytes >> 20) as i64));
     table
 }
 
@@ -124,13 +125,12 @@ fn point_table(point: &super::PointConfig) -> Table {
 }
 
 /// A point's `record`, durations in milliseconds (`"5400000ms"` reads back the same).
-fn record_table(record: &crate::record::RecordSettings) -> toml_edit::InlineTable {
-    let mut table = toml_edit::InlineTable::new();
+fn record_table(record: &crate::record::RecordSettings) -> InlineTable {
+    let mut table = InlineTable::new();
     table.insert("dir", record.dir.display().to_string().into());
-    let segment = format!("{}ms", record.segment.as_millis());
-    table.insert("segment", segment.into());
+    table.insert(RECORD_SEGMENT.name, RECORD_SEGMENT.shown(record.segment));
     if let Some(retain) = record.retain {
-        table.insert("retain", format!("{}ms", retain.as_millis()).into());
+        table.insert(RECORD_RETAIN.name, RECORD_RETAIN.shown(retain));
     }
     table
 }

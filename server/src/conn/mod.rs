@@ -255,8 +255,8 @@ pub async fn serve_connection<S: ClientStream>(
         crate::metrics::plugin_fault(&plugin.name);
     }
     if let Some(point) = shared.sessions.point(info_id) {
+        // The session table adds these bytes to the metrics when `_listed` drops.
         let bytes_sent = conn.bytes_sent();
-        crate::metrics::bytes_sent(&point, &plugin.name, bytes_sent);
         crate::access_log::record(crate::access_log::AccessRecord {
             ended: std::time::SystemTime::now(),
             client: peer.ip(),

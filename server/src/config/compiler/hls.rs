@@ -2,14 +2,18 @@
 //! segments (target duration, window, partial segments for low-latency HLS) and how much
 //! segment memory each may hold.
 
-use std::time::Duration;
-
 use toml_edit::Table;
 
 use super::Compiler;
+use crate::config::bounds::{HLS_MAX_MEMORY_MB, HLS_PART, HLS_TARGET_DURATION, HLS_WINDOW};
 use crate::hls::HlsSettings;
 
-const HLS_KEYS: &[&str] = &["target_duration_ms", "window", "part_ms", "max_memory_mb"];
+const HLS_KEYS: &[&str] = &[
+    HLS_TARGET_DURATION.name,
+    HLS_WINDOW.name,
+    HLS_PART.name,
+    HLS_MAX_MEMORY_MB.name,
+];
 
 impl Compiler<'_> {
     /// The defaults when the file has no `[hls]` table.
@@ -19,17 +23,17 @@ impl Compiler<'_> {
             return settings;
         };
         self.check_unknown_keys(&section, HLS_KEYS);
-        if let Some(ms) = self.read_integer(&section, "target_duration_ms", 500..=60_000) {
-            settings.target_duration = Duration::from_millis(ms as u64);
+        if let Some(target) = self.read_duration(&section, &HLS_TARGET_DURATION) {
+            settings.target_duration = target;
         }
-        if let Some(window) = self.read_integer(&section, "window", 2..=1000) {
+        if let Some(window) = self.read_count(&section, &HLS_WINDOW) {
             settings.window = window as usize;
         }
-        if let Some(ms) = self.read_integer(&section, "part_ms", 0..=5_000) {
-            settings.part_duration = (ms > 0).then(|| Duration::from_millis(ms as u64));
+        if let Some(part) = self.read_duration(&section, &HLS_PART) {
+            settings.part_duration = (!part.is_zero()).then_some(part);
         }
         if let (Some(part), Some((_, line))) =
-            (settings.part_duration, self.entry(&section, "part_ms"))
+            (settings.part_duration, self.entry(&section, HLS_PART.name))
         {
             if part * 2 > settings.target_duration {
                 self.error(
@@ -42,7 +46,7 @@ impl Compiler<'_> {
                 );
             }
         }
-        if let Some(mb) = self.read_integer(&section, "max_memory_mb", 1..=16_384) {
+        if let Some(mb) = self.read_count(&section, &HLS_MAX_MEMORY_MB) {
             settings.max_bytes = mb as usize * 1024 * 1024;
         }
         settings
@@ -117,7 +121,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("`window` must be between 2 and 1000"),
+            text.contains("`window` of [hls] must be between 2 and 1000, found 1"),
             "{text}"
         );
         assert!(text.contains("speed"), "{text}");

@@ -4,20 +4,14 @@
 
 use std::time::Duration;
 
-use toml_edit::Item;
-
 use super::{Compiler, Section};
+use crate::config::bounds::{RECORD_RETAIN, RECORD_SEGMENT};
 use crate::config::value::describe;
 use crate::config::PointKind;
-use crate::record::plan::parse_duration;
 use crate::record::RecordSettings;
 
-const RECORD_KEYS: &[&str] = &["dir", "segment", "retain"];
+const RECORD_KEYS: &[&str] = &["dir", RECORD_SEGMENT.name, RECORD_RETAIN.name];
 const DEFAULT_SEGMENT: Duration = Duration::from_secs(3600);
-const MIN_SEGMENT: Duration = Duration::from_secs(1);
-const MAX_SEGMENT: Duration = Duration::from_secs(24 * 3600);
-const MIN_RETAIN: Duration = Duration::from_secs(1);
-const MAX_RETAIN: Duration = Duration::from_secs(3650 * 86_400);
 const EXAMPLE: &str = "record = { dir = \"recordings\", segment = \"1h\", retain = \"7d\" }";
 
 impl Compiler<'_> {
@@ -62,43 +56,14 @@ impl Compiler<'_> {
                 None
             }
         };
-        let segment = self.record_duration(&record, "segment", MIN_SEGMENT..=MAX_SEGMENT);
-        let retain = self.record_duration(&record, "retain", MIN_RETAIN..=MAX_RETAIN);
+        let segment = self.read_duration(&record, &RECORD_SEGMENT);
+        let retain = self.read_duration(&record, &RECORD_RETAIN);
         // An invalid duration was reported: the configuration is refused whatever is kept.
         Some(RecordSettings {
             dir: dir?,
             segment: segment.unwrap_or(DEFAULT_SEGMENT),
             retain,
         })
-    }
-
-    /// The duration `key`; `None` if absent or invalid (reported).
-    fn record_duration(
-        &mut self,
-        record: &Section<'_>,
-        key: &str,
-        range: std::ops::RangeInclusive<Duration>,
-    ) -> Option<Duration> {
-        let (item, line) = self.entry(record, key)?;
-        let parsed = item.as_str().and_then(parse_duration);
-        let message = match (parsed, item) {
-            (Some(duration), _) if range.contains(&duration) => return Some(duration),
-            (Some(duration), _) => format!(
-                "`{key}` of `record` must be from {:?} to {:?}, found {duration:?}",
-                range.start(),
-                range.end()
-            ),
-            (None, Item::Value(value)) if value.is_str() => format!(
-                "`{key}` of `record` must be a duration such as \"90s\", \"1h\", \"1h30m\" or \"7d\" (units ms, s, m, h, d), found \"{}\"",
-                value.as_str().unwrap_or_default()
-            ),
-            (None, other) => format!(
-                "`{key}` of `record` must be a duration string such as \"1h\", found {}",
-                describe(other)
-            ),
-        };
-        self.error(line, message);
-        None
     }
 }
 
@@ -152,7 +117,7 @@ mod tests {
             ),
             (
                 "record = { dir = \"r\", segment = \"0s\" }",
-                "must be from 1s",
+                "`segment` of `record` of [[point]] `live` must be from 1s to 86400s, found 0ns",
             ),
             (
                 "record = { dir = \"r\", retain = 7 }",
