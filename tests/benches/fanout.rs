@@ -23,7 +23,9 @@
 //! clients (300), `FANOUT_SESSIONS` RTSP sessions for each RTSP transport (100),
 //! `FANOUT_JOIN_RATE` joins per second (100), `FANOUT_WINDOW_S` measured window (10),
 //! `FANOUT_PROTOCOLS` a comma list of `http`, `rtsp-tcp`, `rtsp-udp`, `tcp` (all), and
-//! `FANOUT_RUNS` runs of everything (1; figures are then medians over runs).
+//! `FANOUT_RUNS` runs of everything (1; figures are then medians over runs),
+//! `FANOUT_LOAD_THREADS` the load generator's worker threads (1) and `FANOUT_UDP_GRO`
+//! `on`/`off`, UDP GRO on the RTSP/UDP clients' RTP sockets (on).
 //!
 //! `FANOUT_REFERENCE=gstreamer` also measures GStreamer's rtsp-server (`tests/reference/
 //! gst_rtsp_server.py`, started by `ferrocast_tests::gst_reference`: the same sample, looped
@@ -38,14 +40,14 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrocast_tests::bench::{self, percentile, sleep_until};
 use ferrocast_tests::gst_reference::GstReference;
 use ferrocast_tests::ideal::{self, IdealPorts};
-use ferrocast_tests::load::{cpu_seconds, rss_kib, LoadClient, Protocol, Target};
+use ferrocast_tests::load::{cpu_seconds, rss_kib, Generator, LoadClient, Protocol, Target};
 use ferrocast_tests::paced::{bytes_per_tick, PacedEncoder, TICK};
 use ferrocast_tests::*;
 
@@ -70,6 +72,8 @@ struct Settings {
     runs: usize,
     /// Whether GStreamer's rtsp-server is measured too (`FANOUT_REFERENCE=gstreamer`).
     gstreamer: bool,
+    load_threads: usize,
+    udp_gro: bool,
 }
 
 impl Settings {
@@ -102,6 +106,11 @@ impl Settings {
                 Ok("") | Err(_) => false,
                 Ok(other) => panic!("FANOUT_REFERENCE={other}: the one reference is `gstreamer`"),
             },
+            load_threads: number("FANOUT_LOAD_THREADS", 1.0) as usize,
+            udp_gro: !matches!(
+                std::env::var("FANOUT_UDP_GRO").as_deref(),
+                Ok("off" | "0" | "false" | "no")
+            ),
         }
     }
 
@@ -121,15 +130,17 @@ fn main() {
         return;
     }
     let settings = Settings::from_env();
-    // A load's descriptors: a socket per HTTP or TCP client; a control connection and an
-    // RTP/RTCP pair per RTSP session (with headroom).
+    // A load's descriptors in this process: a socket per HTTP, TCP or interleaved RTSP
+    // client, a control connection and an RTP/RTCP pair per RTSP/UDP session (the servers,
+    // which inherit the limit, hold one per client), with headroom.
     let most = settings
         .protocols
         .iter()
-        .map(|&p| settings.clients_of(p) * if p.name().starts_with("rtsp") { 4 } else { 2 })
+        .map(|&p| settings.clients_of(p) * p.sockets_per_client())
         .max()
         .unwrap_or(0);
-    bench::ensure_fd_limit("fanout", most + 256, 65536, "FANOUT_RAISED");
+    bench::ensure_fd_limit("fanout", most + 512, 65536, "FANOUT_RAISED");
+    let generator = Generator::new(settings.load_threads, settings.udp_gro);
     bench::build_release_server();
 
     let work = tempfile::tempdir().expect("temp dir");
@@ -162,13 +173,15 @@ fn main() {
     });
 
     println!(
-        "\nfan-out: {:.2} Mbps stream, {} HTTP/TCP clients, {} RTSP sessions, {} joins/s, {} s window, {} run(s)\n",
+        "\nfan-out: {:.2} Mbps stream, {} HTTP/TCP clients, {} RTSP sessions, {} joins/s, {} s window, {} run(s); load generator: {} thread(s), UDP GRO {}\n",
         stream_rate * 8.0 / 1e6,
         settings.clients,
         settings.sessions,
         settings.join_rate,
         settings.window.as_secs_f64(),
-        settings.runs
+        settings.runs,
+        settings.load_threads,
+        if settings.udp_gro { "on" } else { "off" },
     );
     let mut rows = Vec::new();
     for protocol in settings.protocols.clone() {
@@ -184,20 +197,20 @@ fn main() {
                 stream_rate,
             };
             let (server_run, ideal_run) = (
-                load.run(&server_target, server.pid()),
-                load.run(&ideal_target, ideal.id()),
+                load.run(&generator, &server_target, server.pid()),
+                load.run(&generator, &ideal_target, ideal.id()),
             );
             eprintln!(
-                "{} run {}: ferrocast {:.2} Gbps/core, ideal {:.2} Gbps/core",
+                "{} run {}: ferrocast {}; ideal {}",
                 protocol.name(),
                 ours.len() + 1,
-                server_run.gbps / server_run.cores.max(f64::MIN_POSITIVE),
-                ideal_run.gbps / ideal_run.cores.max(f64::MIN_POSITIVE),
+                server_run.costs(),
+                ideal_run.costs(),
             );
             ours.push(server_run);
             floor.push(ideal_run);
             if let Some(gstreamer) = gstreamer.as_ref().filter(|_| is_rtsp(protocol)) {
-                let run = load.run(&gstreamer_target, gstreamer.pid());
+                let run = load.run(&generator, &gstreamer_target, gstreamer.pid());
                 eprintln!(
                     "{} run {}: GStreamer {:.2} Gbps/core",
                     protocol.name(),
@@ -221,6 +234,7 @@ fn main() {
     drop(gstreamer);
     print_table(&rows);
     print_gstreamer_table(&rows);
+    print_costs(&rows);
     let lagging = server.logs().matches("CLIENT_LAGGING").count();
     if lagging > 0 {
         println!("\nnote: the server logged CLIENT_LAGGING {lagging} times");
@@ -375,19 +389,45 @@ struct Measurement {
     clean_joins: usize,
     rss_per_client_kib: f64,
     failures: Vec<String>,
+    /// The load generator's own CPU (this process) over the window, in cores.
+    load_cores: f64,
+    /// RTP packets over UDP received, and missing by sequence number, over the whole load.
+    rtp_packets: u64,
+    rtp_missing: u64,
+}
+
+impl Measurement {
+    /// One run's figures, as printed while the benchmark goes.
+    fn costs(&self) -> String {
+        let mut text = format!(
+            "{:.2} Gbps/core ({:.2} cores, {}/{} healthy, {:.1} KiB RSS per client; load generator {:.2} cores)",
+            self.gbps / self.cores.max(f64::MIN_POSITIVE),
+            self.cores,
+            self.healthy,
+            self.clients,
+            self.rss_per_client_kib,
+            self.load_cores,
+        );
+        if self.rtp_packets > 0 {
+            text.push_str(&format!(
+                ", RTP {} packets, {} missing",
+                self.rtp_packets, self.rtp_missing
+            ));
+        }
+        text
+    }
 }
 
 impl Load {
-    fn run(&self, target: &Target, pid: u32) -> Measurement {
+    fn run(&self, generator: &Generator, target: &Target, pid: u32) -> Measurement {
         let rss_before = rss_kib(pid);
-        let stop = Arc::new(AtomicBool::new(false));
         let join_time = Duration::from_secs_f64(self.clients as f64 / self.join_rate);
         let deadline = Instant::now() + join_time + SETTLE + self.window + Duration::from_secs(30);
         let started = Instant::now();
         let clients: Vec<LoadClient> = (0..self.clients)
             .map(|index| {
                 sleep_until(started + Duration::from_secs_f64(index as f64 / self.join_rate));
-                LoadClient::spawn(self.protocol, target, &stop, deadline)
+                LoadClient::spawn(generator, self.protocol, target, deadline)
             })
             .collect();
         std::thread::sleep(SETTLE);
@@ -404,12 +444,13 @@ impl Load {
                 .collect()
         };
         let (from, cpu_from, wire_from) = (Instant::now(), cpu_seconds(pid), wire(&clients));
+        let load_from = cpu_seconds(std::process::id());
         std::thread::sleep(self.window / 2);
         let (half, media_half) = (Instant::now(), media(&clients));
         std::thread::sleep(self.window / 2);
         let (to, cpu_to, wire_to) = (Instant::now(), cpu_seconds(pid), wire(&clients));
+        let load_to = cpu_seconds(std::process::id());
         let (media_to, rss_after) = (media(&clients), rss_kib(pid));
-        stop.store(true, Ordering::Relaxed);
 
         let seconds = (to - from).as_secs_f64();
         let needed = self.stream_rate * (to - half).as_secs_f64() * HEALTHY_SHARE;
@@ -428,7 +469,12 @@ impl Load {
             .filter(|c| c.stats.clean_join() == Some(true))
             .count();
         let failures = clients.iter().filter_map(|c| c.stats.failure()).collect();
-        LoadClient::join_all(clients, Duration::from_secs(15));
+        let rtp = |count: fn(&ferrocast_tests::load::ClientStats) -> u64| -> u64 {
+            clients.iter().map(|c| count(&c.stats)).sum()
+        };
+        let rtp_packets = rtp(|s| s.rtp_packets.load(Ordering::Relaxed));
+        let rtp_missing = rtp(|s| s.rtp_missing.load(Ordering::Relaxed));
+        LoadClient::stop_all(clients, Duration::from_secs(15));
         // Let the server notice the departures before the next load.
         std::thread::sleep(Duration::from_secs(2));
         Measurement {
@@ -440,6 +486,9 @@ impl Load {
             clean_joins,
             rss_per_client_kib: rss_after.saturating_sub(rss_before) as f64 / self.clients as f64,
             failures,
+            load_cores: (load_to - load_from) / seconds,
+            rtp_packets,
+            rtp_missing,
         }
     }
 }
@@ -586,6 +635,34 @@ fn print_gstreamer_table(rows: &[Row]) {
             println!(
                 "note: {} GStreamer: a client stopped early: {failure}",
                 row.protocol.name()
+            );
+        }
+    }
+}
+
+/// What each server spent, and the load generator beside it: medians over the runs.
+fn print_costs(rows: &[Row]) {
+    println!("\n| protocol | server | cores | Gbps/core | healthy | TTFB p50 / p99 | RSS per client | load generator cores | RTP missing / received |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        for (who, summary) in [("ferrocast", &row.server), ("ideal", &row.ideal)] {
+            let rtp = summary.runs.iter().fold((0, 0), |(missing, packets), m| {
+                (missing + m.rtp_missing, packets + m.rtp_packets)
+            });
+            println!(
+                "| {} | {who} | {:.2} | {:.1} | {} | {} | {:.1} KiB | {:.2} | {} |",
+                row.protocol.name(),
+                summary.median(|m| m.cores),
+                summary.gbps_per_core(),
+                summary.healthy(),
+                summary.first_byte(),
+                summary.median(|m| m.rss_per_client_kib),
+                summary.median(|m| m.load_cores),
+                if rtp.1 > 0 {
+                    format!("{} / {}", rtp.0, rtp.1)
+                } else {
+                    "-".into()
+                },
             );
         }
     }
