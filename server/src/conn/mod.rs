@@ -623,6 +623,7 @@ fn handle<R, W>(
         Wakeup::Live(step) => {
             let was_empty = conn.out.is_empty();
             conn.on_live_step(step);
+            take_ready_live(conn);
             conn.out.coalesce_live(was_empty, Instant::now());
         }
         Wakeup::Flush => take_waiting_live(conn),
@@ -732,6 +733,13 @@ async fn write_some<W: AsyncWrite + Unpin + 'static>(
 /// queue has room for), to go out in one write.
 fn take_waiting_live(conn: &mut Connection<'_>) {
     conn.out.release();
+    take_ready_live(conn);
+}
+
+/// Take in the live media already waiting in the ring (as much as the queue has room for),
+/// so that the chunks a publisher's push delivered together go out in one write and cost one
+/// wake-up of this task, not one each.
+fn take_ready_live(conn: &mut Connection<'_>) {
     while conn.wants_live() {
         let Some(Media::Live(cursor)) = &mut conn.media else {
             return;
@@ -739,7 +747,14 @@ fn take_waiting_live(conn: &mut Connection<'_>) {
         let Some(step) = cursor.next_ready() else {
             return;
         };
-        conn.on_live_step(step);
+        match step {
+            LiveStep::Data(_) => conn.on_live_step(step),
+            // The end of a stream is logged, in the connection's span (this may run outside).
+            LiveStep::End(..) => {
+                let span = conn.span.clone();
+                span.in_scope(|| conn.on_live_step(step));
+            }
+        }
     }
 }
 
