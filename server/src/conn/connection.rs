@@ -307,8 +307,9 @@ impl<'a> Connection<'a> {
 
     /// Send live chunks in the session's framing: raw TS on the connection, the shared RTP
     /// packets on every transport, or to the session to frame itself.
-    pub fn deliver_live(&mut self, chunks: Vec<Arc<LiveChunk>>) {
-        if !chunks.is_empty() {
+    pub fn deliver_live(&mut self, chunks: impl IntoIterator<Item = Arc<LiveChunk>>) {
+        let mut chunks = chunks.into_iter().peekable();
+        if chunks.peek().is_some() {
             self.note_first_media();
         }
         let rtp = self.now_playing() == NowPlaying::LiveOnTransports;
@@ -328,7 +329,7 @@ impl<'a> Connection<'a> {
         match step {
             LiveStep::Data(live) => match &mut self.join_pacer {
                 Some(pacer) => pacer.push(live),
-                None => self.deliver_live(vec![live]),
+                None => self.deliver_live(std::iter::once(live)),
             },
             LiveStep::End(reason, message) => {
                 // A reload that removed the point also ends its stream; say so, the way

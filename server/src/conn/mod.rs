@@ -623,6 +623,7 @@ fn handle<R, W>(
         Wakeup::Live(step) => {
             let was_empty = conn.out.is_empty();
             conn.on_live_step(step);
+            take_ready_live(conn);
             conn.out.coalesce_live(was_empty, Instant::now());
         }
         Wakeup::Flush => take_waiting_live(conn),
@@ -732,6 +733,13 @@ async fn write_some<W: AsyncWrite + Unpin + 'static>(
 /// queue has room for), to go out in one write.
 fn take_waiting_live(conn: &mut Connection<'_>) {
     conn.out.release();
+    take_ready_live(conn);
+}
+
+/// Take in the live media already waiting in the ring (as much as the queue has room for),
+/// so that the chunks a publisher's push delivered together go out in one write and cost one
+/// wake-up of this task, not one each.
+fn take_ready_live(conn: &mut Connection<'_>) {
     while conn.wants_live() {
         let Some(Media::Live(cursor)) = &mut conn.media else {
             return;
@@ -739,7 +747,14 @@ fn take_waiting_live(conn: &mut Connection<'_>) {
         let Some(step) = cursor.next_ready() else {
             return;
         };
-        conn.on_live_step(step);
+        match step {
+            LiveStep::Data(_) => conn.on_live_step(step),
+            // The end of a stream is logged, in the connection's span (this may run outside).
+            LiveStep::End(..) => {
+                let span = conn.span.clone();
+                span.in_scope(|| conn.on_live_step(step));
+            }
+        }
     }
 }
 
@@ -852,6 +867,43 @@ mod tests {
         assert_eq!(io.read_buf.len(), READ_BUFFER);
         io.grow_after(READ_BUFFER);
         assert_eq!(io.read_buf.len(), READ_BUFFER, "never past the full size");
+    }
+
+    #[tokio::test]
+    async fn a_live_client_woken_by_one_chunk_takes_every_chunk_waiting_in_the_ring() {
+        use crate::media::test_support::{pat_packet, pmt_packet, PacketSpec};
+        use crate::points::{LiveStream, PointRegistry};
+        let shared = Shared::new(
+            PointRegistry::default(),
+            Duration::from_secs(10),
+            crate::state::PluginTable::new(),
+        );
+        let info = SessionInfo {
+            id: 1,
+            peer: "127.0.0.1:40000".into(),
+            local: "127.0.0.1:8080".into(),
+        };
+        let mut conn = Connection::new(&shared, "http", info, Span::none());
+        let stream = LiveStream::for_tests("live", Duration::from_secs(5), Duration::from_secs(5));
+        stream.publish(1).unwrap();
+        let join = stream.join();
+        let cursor = media::LiveCursor::new(Arc::clone(&stream), join, false, Span::none());
+        conn.media = Some(Media::Live(cursor));
+        let mut start = pat_packet(0x1000, 0).to_vec();
+        start.extend_from_slice(&pmt_packet(0x1000, 0x100, &[(0x1b, 0x100)], 0));
+        start.extend_from_slice(&PacketSpec::new(0x100).pusi().rai().build());
+        stream.push(1, &start).unwrap();
+        for cc in 1..3 {
+            stream
+                .push(1, &PacketSpec::new(0x100).cc(cc).build())
+                .unwrap();
+        }
+        let first = next_live(&mut conn.media).await;
+        conn.on_live_step(first);
+        take_ready_live(&mut conn);
+        assert_eq!(conn.out.write_batch().len(), 3, "three pushes, one write");
+        take_ready_live(&mut conn);
+        assert_eq!(conn.out.write_batch().len(), 3, "nothing more was waiting");
     }
 
     #[test]

@@ -497,6 +497,7 @@ impl LiveStream {
             return None;
         }
         let mut chunks = Vec::new();
+        let mut framed = Vec::new();
         inner.ingest_rate.add(data.len(), std::time::Instant::now());
         let media_before = inner.ingest.stats().media_packets;
         inner.ingest.push(data, &mut chunks);
@@ -551,7 +552,14 @@ impl LiveStream {
                     inner.gop.clear();
                 }
             }
+            framed.push(live);
+        }
+        if !framed.is_empty() {
             inner.last_sent = tokio::time::Instant::now();
+        }
+        // Framed first, then sent back to back: a client woken by the first finds the rest
+        // in the ring and writes them together, instead of waking (and writing) once per chunk.
+        for live in framed {
             // No receivers is normal (nobody watching); the chunk is simply dropped.
             let _ = self.tx.send(LiveEvent::Media(live));
         }
