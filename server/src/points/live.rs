@@ -264,6 +264,8 @@ pub struct LiveStream {
     /// A late joiner on UDP transports catches up at this multiple of the stream's bitrate
     /// (0: at once).
     udp_join_rate: AtomicU32,
+    /// Sends the chunks of the UDP sessions that caught up.
+    pub udp_fanout: Arc<crate::udp::fanout::PointFanout>,
 }
 
 /// What a late joiner receives before the live ring: PAT/PMT, then the current GOP.
@@ -316,6 +318,7 @@ impl LiveStream {
             source_timeout_ms: AtomicU64::new(source_timeout.as_millis() as u64),
             pull_on_demand: AtomicBool::new(pull_on_demand),
             udp_join_rate: AtomicU32::new(crate::config::DEFAULT_UDP_JOIN_RATE),
+            udp_fanout: Arc::default(),
         })
     }
 
@@ -693,7 +696,10 @@ impl LiveStream {
     }
 
     pub fn client_count(&self) -> usize {
-        self.tx.receiver_count()
+        // The UDP fan-out's subscription is not a client (its sessions keep their own).
+        self.tx
+            .receiver_count()
+            .saturating_sub(self.udp_fanout.subscriptions())
     }
 
     /// Remember why the source could not be reached (a pull that failed to connect).
