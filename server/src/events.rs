@@ -168,6 +168,10 @@ pub const RECORDING_EXPIRED: &str = "RECORDING_EXPIRED";
 /// Retention could not delete an expired recording. Check the directory's permissions.
 pub const RECORDING_RETENTION_FAILED: &str = "RECORDING_RETENTION_FAILED";
 
+/// The RTP/UDP fan-out of a point fell behind its ring (an overloaded host): every UDP session
+/// of the point lost the chunks it skipped. Give the server more CPU or fewer sessions.
+pub const UDP_FANOUT_LAGGING: &str = "UDP_FANOUT_LAGGING";
+
 #[cfg(test)]
 mod tests {
     //! Every `warn!` and `error!` in the host names its event: the source files under `src/`

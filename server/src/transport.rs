@@ -8,6 +8,7 @@
 //! keep-alives for the session.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,12 +49,50 @@ pub enum TransportWire {
     },
 }
 
+/// RTP packets and payload octets sent on a transport, for its sender reports; shared with
+/// the point's UDP fan-out, which sends for the session once it has caught up.
+#[derive(Debug, Default)]
+pub struct RtpCounts {
+    packets: AtomicU32,
+    octets: AtomicU32,
+}
+
+impl RtpCounts {
+    /// Count a batch as sent (the counts wrap, as RTCP's do).
+    pub fn add(&self, batch: &RtpBatch) {
+        let octets: usize = batch
+            .ranges()
+            .iter()
+            .map(|packet| packet.len().saturating_sub(12))
+            .sum();
+        self.packets
+            .fetch_add(batch.len() as u32, Ordering::Relaxed);
+        self.octets.fetch_add(octets as u32, Ordering::Relaxed);
+    }
+
+    pub fn packets(&self) -> u32 {
+        self.packets.load(Ordering::Relaxed)
+    }
+
+    pub fn octets(&self) -> u32 {
+        self.octets.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a UDP transport's RTP goes: the server's RTP socket, the client's RTP port, and the
+/// counts its sender reports quote.
+#[derive(Clone, Debug)]
+pub struct UdpDestination {
+    pub socket: Arc<UdpSocket>,
+    pub to: SocketAddr,
+    pub counts: Arc<RtpCounts>,
+}
+
 /// One transport of a session, with what was sent on it (for sender reports).
 pub struct Transport {
     pub info: TransportInfo,
     pub wire: TransportWire,
-    packets: u32,
-    octets: u32,
+    counts: Arc<RtpCounts>,
 }
 
 impl Transport {
@@ -116,8 +155,7 @@ impl Transport {
                 ssrc,
             },
             wire,
-            packets: 0,
-            octets: 0,
+            counts: Arc::default(),
         })
     }
 
@@ -125,12 +163,7 @@ impl Transport {
     /// connection's queue, sharing the packets' bytes); datagrams go out at once; a full
     /// socket buffer drops them, as UDP would on the network.
     pub fn send_rtp(&mut self, batch: &RtpBatch, out: &mut impl Extend<Bytes>) {
-        for packet in batch.ranges() {
-            self.packets = self.packets.wrapping_add(1);
-            self.octets = self
-                .octets
-                .wrapping_add(packet.len().saturating_sub(12) as u32);
-        }
+        self.counts.add(batch);
         match &self.wire {
             TransportWire::Interleaved { rtp, .. } => {
                 for packet in batch.iter() {
@@ -150,8 +183,8 @@ impl Transport {
             self.info.ssrc,
             NtpTime::now(),
             rtp_time,
-            self.packets,
-            self.octets,
+            self.counts.packets(),
+            self.counts.octets(),
             CNAME,
         );
         match &self.wire {
@@ -172,6 +205,18 @@ impl Transport {
                 out.extend([Bytes::copy_from_slice(&header), goodbye]);
             }
             TransportWire::Udp { rtcp, to_rtcp, .. } => send_datagram(rtcp, &goodbye, *to_rtcp),
+        }
+    }
+
+    /// Where the transport's RTP goes, for UDP transports.
+    pub fn udp_destination(&self) -> Option<UdpDestination> {
+        match &self.wire {
+            TransportWire::Udp { rtp, to_rtp, .. } => Some(UdpDestination {
+                socket: Arc::clone(rtp),
+                to: *to_rtp,
+                counts: Arc::clone(&self.counts),
+            }),
+            TransportWire::Interleaved { .. } => None,
         }
     }
 

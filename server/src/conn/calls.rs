@@ -243,6 +243,7 @@ impl Connection<'_> {
         info!(point = %info.name, transport = %transport.info.kind.as_str(), transport_plugin, server_rtp_port = transport.info.server_rtp_port, "transport set up");
         let described = transport.info.clone();
         self.transports.add(transport, &info.name, transport_plugin);
+        self.transports_changed();
         if !self.transports.counted_on(transport_plugin) {
             if let Some(plugin) = self.shared.plugins.load().get(transport_plugin) {
                 let counted = plugin.generation.session_started();
@@ -431,6 +432,7 @@ impl HostCalls for Connection<'_> {
 
     fn teardown_transport(&mut self, transport: u64) {
         self.transports.remove(transport);
+        self.transports_changed();
         self.shared
             .sessions
             .set_transports(self.info.id, self.transports.plugins());

@@ -25,6 +25,7 @@ use crate::media::pacer::PacerStep;
 use crate::media::rtp::RtpBatch;
 use crate::points::{JoinPacer, LiveChunk};
 use crate::state::{PluginCounters, Shared};
+use crate::udp::fanout::NewMember;
 
 /// Paced sends handled before the connection task looks at its socket again.
 const PACED_SENDS_PER_TURN: usize = 32;
@@ -290,7 +291,10 @@ impl<'a> Connection<'a> {
                 self.join_pacer = Some(JoinPacer::new(backlog, rate, multiple, Instant::now()));
                 self.pace();
             }
-            _ => self.deliver_live(backlog),
+            _ => {
+                self.deliver_live(backlog);
+                self.hand_over_to_fanout();
+            }
         }
         self.pending_end.take()
     }
@@ -315,7 +319,7 @@ impl<'a> Connection<'a> {
         let rtp = self.now_playing() == NowPlaying::LiveOnTransports;
         for live in chunks {
             if rtp {
-                self.transports.send_rtp(&live.rtp, &mut self.out);
+                self.send_live_rtp(&live);
             } else if self.framed.is_active() {
                 self.framed.push(FramedChunk::of_live(&live.chunk));
             } else {
@@ -324,12 +328,72 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// A live chunk's RTP on every transport, noting it as sent for a later hand-over.
+    fn send_live_rtp(&mut self, live: &LiveChunk) {
+        self.transports.send_rtp(&live.rtp, &mut self.out);
+        if let Some(Media::Live(cursor)) = &mut self.media {
+            cursor.sent_rtp(&live.rtp);
+        }
+    }
+
+    /// A session whose transports are all UDP, sending live chunks as they come (its
+    /// catch-up, if any, done), hands its sending to the point's fan-out. What waits in its
+    /// ring goes out from here first, after a subscription for the fan-out is taken, so the
+    /// fan-out (which skips what the session already sent) misses nothing.
+    fn hand_over_to_fanout(&mut self) {
+        if self.join_pacer.is_some() || !crate::udp::fanout::enabled() {
+            return;
+        }
+        let cursor = match &self.media {
+            Some(Media::Live(cursor)) if cursor.rtp && !cursor.on_fanout() => cursor,
+            _ => return,
+        };
+        let Some(destinations) = self.transports.udp_destinations() else {
+            return;
+        };
+        let ring = cursor.resubscribe();
+        loop {
+            let Some(Media::Live(cursor)) = &mut self.media else {
+                return;
+            };
+            match cursor.next_ready() {
+                Some(LiveStep::Data(live)) => self.deliver_live(vec![live]),
+                Some(end) => return self.on_live_step(end),
+                None => break,
+            }
+        }
+        let sent = self.out.sent_counter();
+        let Some(Media::Live(cursor)) = &mut self.media else {
+            return;
+        };
+        let Some(next_seq) = cursor.rtp_next() else {
+            return;
+        };
+        let member = NewMember {
+            destinations,
+            sent,
+            next_seq,
+        };
+        cursor.join_fanout(member, ring);
+    }
+
+    /// The session's transports changed: it sends its own chunks again until it hands over
+    /// with the new set.
+    pub fn transports_changed(&mut self) {
+        if let Some(Media::Live(cursor)) = &mut self.media {
+            cursor.leave_fanout();
+        }
+    }
+
     /// The live ring gave something.
     pub fn on_live_step(&mut self, step: LiveStep) {
         match step {
             LiveStep::Data(live) => match &mut self.join_pacer {
                 Some(pacer) => pacer.push(live),
-                None => self.deliver_live(std::iter::once(live)),
+                None => {
+                    self.deliver_live(std::iter::once(live));
+                    self.hand_over_to_fanout();
+                }
             },
             LiveStep::End(reason, message) => {
                 // A reload that removed the point also ends its stream; say so, the way
@@ -438,11 +502,17 @@ impl<'a> Connection<'a> {
     pub fn pace(&mut self) {
         if let Some(pacer) = &mut self.join_pacer {
             let now = Instant::now();
+            let mut due = Vec::new();
             while let Some(live) = pacer.take(now) {
-                self.transports.send_rtp(&live.rtp, &mut self.out);
+                due.push(live);
             }
-            if pacer.caught_up() {
+            let caught_up = pacer.caught_up();
+            for live in due {
+                self.send_live_rtp(&live);
+            }
+            if caught_up {
                 self.join_pacer = None;
+                self.hand_over_to_fanout();
             }
             return;
         }

@@ -22,8 +22,9 @@ use super::output::{LagVerdict, LagWindow};
 use super::zero_copy::FileSpan;
 use crate::events;
 use crate::media::pacer::FilePacer;
-use crate::media::rtp::RtpPacketizer;
+use crate::media::rtp::{RtpBatch, RtpPacketizer};
 use crate::points::{JoinSnapshot, LiveChunk, LiveEvent, LiveStream};
+use crate::udp::fanout::{FanoutEnd, Membership, NewMember};
 
 /// Size of one read from an on-demand file.
 const FILE_BLOCK: usize = 64 * 1024;
@@ -66,6 +67,10 @@ pub struct LiveCursor {
     lags: LagWindow,
     /// The connection's span: the cursor logs while the IO loop waits, outside it.
     span: Span,
+    /// The RTP sequence number after the last chunk the session sent itself.
+    rtp_next: Option<u16>,
+    /// The point's UDP fan-out sends for the session; the ring is left alone meanwhile.
+    fanout: Option<Membership>,
 }
 
 impl LiveCursor {
@@ -78,11 +83,53 @@ impl LiveCursor {
             waiting_for_keyframe: !join.at_keyframe,
             lags: LagWindow::default(),
             span,
+            rtp_next: None,
+            fanout: None,
+        }
+    }
+
+    /// The session sent `batch` itself.
+    pub fn sent_rtp(&mut self, batch: &RtpBatch) {
+        if !batch.is_empty() {
+            self.rtp_next = Some(crate::udp::fanout::seq_after(batch));
+        }
+    }
+
+    /// The RTP sequence number the session needs next, once it sent something.
+    pub fn rtp_next(&self) -> Option<u16> {
+        self.rtp_next
+    }
+
+    /// Whether the point's UDP fan-out sends for the session.
+    pub fn on_fanout(&self) -> bool {
+        self.fanout.is_some()
+    }
+
+    /// A subscription to the ring from now on, for a fan-out the hand-over may start.
+    pub fn resubscribe(&self) -> Receiver<LiveEvent> {
+        self.rx.resubscribe()
+    }
+
+    /// Hand the sending to the point's UDP fan-out (`ring`: see
+    /// [`crate::udp::fanout::PointFanout::join`]).
+    pub fn join_fanout(&mut self, member: NewMember, ring: Receiver<LiveEvent>) {
+        let fanout = Arc::clone(&self.stream.udp_fanout);
+        self.fanout = Some(fanout.join(&self.stream.name, member, ring));
+    }
+
+    /// Take the sending back from the fan-out (the transports changed): the ring goes on
+    /// from now.
+    pub fn leave_fanout(&mut self) {
+        if self.fanout.take().is_some() {
+            self.rx = self.rx.resubscribe();
         }
     }
 
     /// The next chunk to send, or the end of the stream.
     pub async fn next(&mut self) -> LiveStep {
+        if let Some(fanout) = &mut self.fanout {
+            return fanout_ended(fanout.ended().await);
+        }
         loop {
             let received = self.rx.recv().await;
             if let Some(step) = self.on_event(received, Instant::now()) {
@@ -94,6 +141,9 @@ impl LiveCursor {
     /// The next chunk or end already waiting in the ring, without waiting; `None` when there
     /// is none yet.
     pub fn next_ready(&mut self) -> Option<LiveStep> {
+        if let Some(fanout) = &mut self.fanout {
+            return fanout.try_ended().map(fanout_ended);
+        }
         loop {
             let received = match self.rx.try_recv() {
                 Err(TryRecvError::Empty) => return None,
@@ -164,6 +214,10 @@ impl LiveCursor {
             }
         }
     }
+}
+
+fn fanout_ended(end: FanoutEnd) -> LiveStep {
+    LiveStep::End(end.reason, end.message)
 }
 
 /// Streams a byte range of an on-demand file: read block by block into the output queue, or

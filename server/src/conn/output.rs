@@ -76,6 +76,11 @@ impl OutputQueue {
         self.sent.add(bytes);
     }
 
+    /// The counter of bytes sent, for RTP sent on the session's behalf.
+    pub fn sent_counter(&self) -> SentBytes {
+        self.sent.clone()
+    }
+
     /// Count what the socket takes in `sent` (the session table's counter); called before
     /// anything is written.
     pub fn count_sent_in(&mut self, sent: SentBytes) {

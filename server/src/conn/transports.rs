@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::output::OutputQueue;
 use crate::media::rtp::{ReportBlock, RtcpPacket, RtpBatch};
 use crate::plugins::GenerationSession;
-use crate::transport::{Transport, TransportWire, SENDER_REPORT_INTERVAL};
+use crate::transport::{Transport, TransportWire, UdpDestination, SENDER_REPORT_INTERVAL};
 
 /// How soon after PLAY the first sender reports go out.
 const FIRST_REPORT_AFTER: Duration = Duration::from_secs(1);
@@ -152,6 +152,16 @@ impl TransportSet {
         self.transports
             .iter()
             .any(|t| matches!(t.wire, TransportWire::Udp { .. }))
+    }
+
+    /// Where RTP goes when every transport is UDP (the point's fan-out can then send for the
+    /// session); `None` with no transports or an interleaved one.
+    pub fn udp_destinations(&self) -> Option<Vec<UdpDestination>> {
+        self.transports
+            .iter()
+            .map(Transport::udp_destination)
+            .collect::<Option<Vec<_>>>()
+            .filter(|destinations| !destinations.is_empty())
     }
 
     /// The SSRC of the first transport (a paced file's RTP stream uses it).
@@ -340,6 +350,28 @@ mod tests {
         set.remove(1);
         set.remove(2);
         assert!(set.plugins().is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_a_session_whose_transports_are_all_udp_has_udp_destinations() {
+        let mut set = TransportSet::default();
+        assert!(set.udp_destinations().is_none(), "no transports");
+        let request = TransportRequest {
+            path: "live".into(),
+            kind: TransportKind::UDP_UNICAST,
+            client_rtp_port: 40_000,
+            client_rtcp_port: 40_001,
+            rtp_channel: 0,
+            rtcp_channel: 0,
+        };
+        let localhost: IpAddr = "127.0.0.1".parse().unwrap();
+        let udp = Transport::open(1, "udp", &request, localhost, localhost, 7).unwrap();
+        set.add(udp, "live", "udp");
+        let destinations = set.udp_destinations().unwrap();
+        assert_eq!(destinations.len(), 1);
+        assert_eq!(destinations[0].to, "127.0.0.1:40000".parse().unwrap());
+        set.add(interleaved(2), "live", "tcp");
+        assert!(set.udp_destinations().is_none(), "one is interleaved");
     }
 
     #[test]

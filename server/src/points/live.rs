@@ -270,6 +270,8 @@ pub struct LiveStream {
     /// since `created`.
     pub(super) demand_until_ms: AtomicU64,
     pub(super) created: tokio::time::Instant,
+    /// Sends the chunks of the UDP sessions that caught up.
+    pub udp_fanout: Arc<crate::udp::fanout::PointFanout>,
 }
 
 /// What a late joiner receives before the live ring: PAT/PMT, then the current GOP.
@@ -325,6 +327,7 @@ impl LiveStream {
             taps: AtomicUsize::new(0),
             demand_until_ms: AtomicU64::new(0),
             created: tokio::time::Instant::now(),
+            udp_fanout: Arc::default(),
         })
     }
 
@@ -711,9 +714,12 @@ impl LiveStream {
 
     /// Clients and pushes on the point's ring; taps (HLS packagers, recorders) are not clients.
     pub fn client_count(&self) -> usize {
+        // Taps (HLS packagers, recorders) and the UDP fan-out's subscription are not
+        // clients (the fan-out's sessions keep their own subscriptions).
         self.tx
             .receiver_count()
             .saturating_sub(self.taps.load(Ordering::Acquire))
+            .saturating_sub(self.udp_fanout.subscriptions())
     }
 
     /// Remember why the source could not be reached (a pull that failed to connect).

@@ -16,6 +16,8 @@ use tracing::{info, warn};
 
 use crate::events;
 
+pub mod fanout;
+
 /// Most datagrams handed to one `sendmmsg` call.
 const BATCH: usize = 64;
 /// Most segments in one GSO message (the kernel's `UDP_MAX_SEGMENTS` before 6.x was 64).
@@ -172,15 +174,95 @@ pub fn send_packets_with(
     ranges: &[Range<usize>],
     to: SocketAddr,
 ) -> io::Result<usize> {
-    if gso.enabled() {
-        let runs = segment_runs(ranges, GSO_MAX_BYTES, GSO_MAX_SEGMENTS);
-        match send_runs(socket, data, &runs, to) {
-            Err(error) if refuses_gso(&error) => gso.refused(&error),
-            other => return other,
+    PreparedPackets::new(data, ranges).send(gso, socket, to)
+}
+
+/// RTP packets grouped into GSO messages once, to be sent to any number of destinations.
+pub struct PreparedPackets<'a> {
+    data: &'a [u8],
+    ranges: &'a [Range<usize>],
+    runs: Vec<SegmentRun>,
+}
+
+impl<'a> PreparedPackets<'a> {
+    /// Packets `ranges` into `data`, back to back.
+    pub fn new(data: &'a [u8], ranges: &'a [Range<usize>]) -> Self {
+        Self {
+            data,
+            ranges,
+            runs: segment_runs(ranges, GSO_MAX_BYTES, GSO_MAX_SEGMENTS),
         }
     }
-    let datagrams: Vec<&[u8]> = ranges.iter().map(|range| &data[range.clone()]).collect();
-    send_batch(socket, &datagrams, to)
+
+    /// Send the packets to `to` on a non-blocking UDP socket, with GSO where `gso` allows.
+    /// Returns how many packets went out; a full socket buffer drops the rest, as a congested
+    /// network would.
+    pub fn send(
+        &self,
+        gso: &GsoSwitch,
+        socket: &impl AsRawFd,
+        to: SocketAddr,
+    ) -> io::Result<usize> {
+        if gso.enabled() {
+            match send_runs(socket, self.data, &self.runs, to) {
+                Err(error) if refuses_gso(&error) => gso.refused(&error),
+                other => return other,
+            }
+        }
+        let datagrams: Vec<&[u8]> = self
+            .ranges
+            .iter()
+            .map(|range| &self.data[range.clone()])
+            .collect();
+        send_batch(socket, &datagrams, to)
+    }
+}
+
+/// One run in one `sendmsg`, built on the stack: a chunk's usual send. Packets sent.
+fn send_one_run(
+    socket: &impl AsRawFd,
+    data: &[u8],
+    run: &SegmentRun,
+    address: &SockAddr,
+) -> io::Result<usize> {
+    let mut iovec = libc::iovec {
+        iov_base: data[run.bytes.clone()].as_ptr() as *mut libc::c_void,
+        iov_len: run.bytes.len(),
+    };
+    // Aligned for `cmsghdr`, and larger than CMSG_SPACE of a u16 (24 bytes on Linux).
+    let mut control = [0u64; 4];
+    // SAFETY: an all-zero msghdr is a valid empty header; the fields set below point into
+    // `iovec`, `control` and `address`, which outlive the call.
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_name = address.as_ptr() as *mut libc::c_void;
+    header.msg_namelen = address.len();
+    header.msg_iov = &mut iovec;
+    header.msg_iovlen = 1;
+    if run.packets > 1 {
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+        header.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        header.msg_controllen = space as _;
+        // SAFETY: the control buffer holds `space` bytes, enough for one cmsghdr with a u16
+        // of data, and the header points at it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&header);
+            (*cmsg).cmsg_level = SOL_UDP;
+            (*cmsg).cmsg_type = UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, run.segment as u16);
+        }
+    }
+    // SAFETY: the header and the buffers it points to are initialised and outlive the call.
+    let result = unsafe { libc::sendmsg(socket.as_raw_fd(), &header, libc::MSG_DONTWAIT) };
+    if result < 0 {
+        let error = io::Error::last_os_error();
+        if error.kind() == io::ErrorKind::WouldBlock {
+            return Ok(0);
+        }
+        return Err(error);
+    }
+    Ok(run.packets)
 }
 
 /// One `sendmmsg` per [`BATCH`] runs, each run a message with a `UDP_SEGMENT` control message
@@ -192,6 +274,9 @@ fn send_runs(
     to: SocketAddr,
 ) -> io::Result<usize> {
     let address = SockAddr::from(to);
+    if let [run] = runs {
+        return send_one_run(socket, data, run, &address);
+    }
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
     let mut sent = 0;
