@@ -1,7 +1,8 @@
 //! RTP over UDP with segmentation offload (one send carrying many packets, cut by the kernel)
 //! and without it (`FERROCAST_UDP_GSO=off`, the path taken when the kernel refuses GSO): a
 //! live RTSP/UDP session gets separate RTP packets, sequenced one by one, whose transport
-//! stream ffmpeg decodes without errors.
+//! stream ffmpeg decodes without errors. The same holds with the point-wide fan-out
+//! (`FERROCAST_UDP_FANOUT=on`), which takes over a session's sending once it has caught up.
 
 use std::time::Duration;
 
@@ -55,4 +56,14 @@ fn rtp_over_udp_without_segmentation_offload_arrives_packet_by_packet_and_decode
     assert!(server
         .logs()
         .contains("UDP segmentation offload turned off"));
+}
+
+#[test]
+fn rtp_over_udp_from_the_point_wide_fan_out_arrives_packet_by_packet_and_decodes() {
+    let (rig, watch) = watch_live_over_udp(&[("FERROCAST_UDP_FANOUT", "on")]);
+    let server = &rig.server;
+    assert_sequenced_and_decodable(server, &watch);
+    assert!(server
+        .logs()
+        .contains("point-wide RTP/UDP fan-out turned on"));
 }
