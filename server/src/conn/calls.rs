@@ -381,8 +381,16 @@ impl HostCalls for Connection<'_> {
         let Some(publisher) = &mut self.publisher else {
             return Err(PublishRefusal::NotPublishing.into());
         };
-        publisher.push(self.info.id, data, Instant::now())?;
-        Ok(())
+        match publisher.push(self.info.id, data, Instant::now()) {
+            Ok(_) => Ok(()),
+            Err(refusal) => {
+                // A reload that let go of this encoder says why, before the push is refused.
+                if matches!(refusal, PublishRefusal::Displaced) {
+                    self.recheck();
+                }
+                Err(refusal.into())
+            }
+        }
     }
 
     /// The connection's span names the plugin, session and peer.

@@ -46,6 +46,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Span};
 
+pub use self::admission::LostUse;
 use self::connection::Connection;
 use self::media::{LiveStep, Media};
 use self::output::OutputQueue;

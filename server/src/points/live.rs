@@ -593,6 +593,17 @@ impl LiveStream {
         self.publish(session).map(|()| displaced)
     }
 
+    /// A reload took pushing away from this point (it now pulls): the encoder publishing
+    /// to it, if any, stops being the publisher now, so that the pull starting next is not
+    /// refused while the encoder's connection winds down. Clients are held as for a lost
+    /// source, and resume on the pull's first keyframe.
+    pub fn release_publisher(self: &Arc<Self>, why: &str) {
+        let current = self.lock().publisher;
+        if let Some(session) = current {
+            self.unpublish(session, why);
+        }
+    }
+
     /// The publisher went away (`why`). Clients stay attached for the reconnect grace, kept
     /// alive with null packets; if no encoder takes over by then, their streams end.
     pub fn unpublish(self: &Arc<Self>, session: u64, why: &str) {
@@ -828,6 +839,20 @@ mod tests {
             "clients may join while the encoder is expected back"
         );
         stream.publish(2).unwrap();
+        assert!(stream.is_live());
+    }
+
+    #[tokio::test]
+    async fn a_released_encoder_frees_the_point_for_the_next_source_at_once() {
+        let stream = test_stream(Duration::from_secs(60));
+        stream.publish(1).unwrap();
+        stream.release_publisher("the point now pulls");
+        assert!(matches!(stream.state(), LiveState::SourceLost { .. }));
+        assert!(stream.push(1, &ts_packet(0x100, false)).is_none());
+        stream.publish(2).unwrap();
+        assert!(stream.is_live());
+        // The released encoder's own end, later, leaves the new source alone.
+        stream.unpublish(1, "its connection closed");
         assert!(stream.is_live());
     }
 

@@ -251,6 +251,7 @@ impl Server {
                 } if *source || *kind => {
                     self.pullers
                         .stop(name, "the point's source was reconfigured");
+                    self.release_pushed_encoder(name);
                     restart.push(name.clone());
                 }
                 PointChange::Add(name) => restart.push(name.clone()),
@@ -258,6 +259,21 @@ impl Server {
             }
         }
         restart
+    }
+
+    /// A point that now pulls its source lets go of the encoder pushing to it before its
+    /// pull starts; the encoder's connection ends on its own re-check.
+    fn release_pushed_encoder(&self, point: &str) {
+        let points = self.shared.points.load();
+        let Some(config) = points.get(point) else {
+            return;
+        };
+        if let (PointMedia::Live(stream), true) = (&config.media, config.pull.is_some()) {
+            let why = crate::conn::LostUse::NowPulls {
+                point: point.to_owned(),
+            };
+            stream.release_publisher(&why.to_string());
+        }
     }
 
     /// A removed point or a disabled plugin leaves no drain behind: added again later, it
