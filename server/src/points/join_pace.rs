@@ -5,10 +5,11 @@
 //! UDP it would go out as one burst of up to a GOP of datagrams, far more than a default
 //! socket receive buffer holds. So a UDP joiner's backlog, and the live chunks that arrive
 //! while it is still behind, go through a token bucket: the first [`FIRST_BURST`] bytes (the
-//! start of the keyframe) at once, the rest at `multiple` times the stream's bitrate. Since the
-//! bucket drains `multiple - 1` times faster than the stream adds to it, a backlog of `G`
-//! seconds is sent within `G / (multiple - 1)` seconds; then the client is live and chunks go
-//! straight out again.
+//! start of the keyframe) at once, the rest at `multiple` times the stream's bitrate. Each live
+//! chunk that arrives earns its own size, so the client keeps the stream's pace whatever its
+//! bitrate turns out to be; time earns `multiple - 1` times the bitrate measured at the join,
+//! so a backlog of `G` seconds is sent within `G / (multiple - 1)` seconds. Then the client is
+//! live and chunks go straight out again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use super::LiveChunk;
 pub const FIRST_BURST: usize = 64 * 1024;
 /// The most a bucket that was not drained saves up (about a dozen datagrams).
 const BUCKET_DEPTH: usize = 16 * 1024;
-/// The catch-up rate when the stream's bitrate is not known yet, or very low.
+/// The least catch-up rate on top of the stream's own: when its bitrate is not known yet (a
+/// point that has just gone live), or very low.
 const MIN_RATE_BITS: u64 = 2_000_000;
 /// While this much is queued, the client reads no more from the point's ring (which holds the
 /// rest for it, and skips it ahead if it falls too far behind).
@@ -34,6 +36,7 @@ const QUEUE_LIMIT: usize = 1024 * 1024;
 pub struct JoinPacer {
     queue: VecDeque<Arc<LiveChunk>>,
     queued_bytes: usize,
+    /// What time earns on top of the live chunks' own sizes: the catch-up.
     bytes_per_second: u64,
     /// Bytes that may go out now; negative after a chunk larger than the tokens left.
     tokens: i64,
@@ -49,7 +52,8 @@ impl JoinPacer {
         multiple: u32,
         now: Instant,
     ) -> Self {
-        let bits = (stream_bits_per_second * u64::from(multiple)).max(MIN_RATE_BITS);
+        let extra = u64::from(multiple.saturating_sub(1));
+        let bits = (stream_bits_per_second * extra).max(MIN_RATE_BITS);
         let mut pacer = Self {
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -58,13 +62,19 @@ impl JoinPacer {
             refilled: now,
         };
         for chunk in backlog {
-            pacer.push(chunk);
+            pacer.enqueue(chunk);
         }
         pacer
     }
 
-    /// Queue a chunk behind the backlog.
+    /// Queue a live chunk behind the backlog. It earns its own size: the stream's pace is
+    /// kept even when the bitrate measured at the join was too low (or not known yet).
     pub fn push(&mut self, chunk: Arc<LiveChunk>) {
+        self.tokens += chunk_bytes(&chunk) as i64;
+        self.enqueue(chunk);
+    }
+
+    fn enqueue(&mut self, chunk: Arc<LiveChunk>) {
         self.queued_bytes += chunk_bytes(&chunk);
         self.queue.push_back(chunk);
     }
@@ -170,8 +180,9 @@ mod tests {
         assert_eq!(sent.len(), 80);
         let at_once = sent.iter().filter(|at| **at == start).count();
         assert_eq!(at_once, FIRST_BURST / chunk_bytes(&chunk(64)) + 1);
-        // 16 Mbps: the rest within (total - first burst) / 2 MB/s.
-        let bound = Duration::from_micros(((total - FIRST_BURST) as u64) * 1_000_000 / 2_000_000);
+        // With no live chunks arriving, time alone drains it at 3 × 4 Mbps: the rest
+        // within (total - first burst) / 1.5 MB/s.
+        let bound = Duration::from_micros(((total - FIRST_BURST) as u64) * 1_000_000 / 1_500_000);
         let took = *sent.last().unwrap() - start;
         assert!(
             took <= bound + Duration::from_millis(10),
@@ -215,6 +226,35 @@ mod tests {
         assert!(pacer.caught_up(), "caught up within 2 s");
         assert!(now - start < Duration::from_secs(2));
         assert!(sent >= 20);
+    }
+
+    #[test]
+    fn a_joiner_keeps_up_with_a_stream_faster_than_the_rate_measured_at_the_join() {
+        let start = Instant::now();
+        // Joined before the bitrate was known (0), to a stream of one ~12.6 kB chunk every
+        // 20 ms (~5 Mbps, more than the minimum catch-up rate): the live chunks' own sizes
+        // keep the client at the stream's pace, and time drains the backlog on top.
+        let mut pacer = JoinPacer::new(vec![chunk(64); 20], 0, 4, start);
+        let mut now = start;
+        for tick in 0..1000u64 {
+            now = start + Duration::from_millis(tick);
+            if tick % 20 == 0 {
+                pacer.push(chunk(64));
+            }
+            while pacer.take(now).is_some() {}
+            if pacer.caught_up() {
+                break;
+            }
+        }
+        assert!(pacer.caught_up(), "still behind after {:?}", now - start);
+        // The backlog past the first burst, at 2 Mbps: about 0.8 s.
+        let backlog = 20 * chunk_bytes(&chunk(64)) - FIRST_BURST;
+        let bound = Duration::from_secs_f64(backlog as f64 / (MIN_RATE_BITS / 8) as f64);
+        assert!(
+            now - start <= bound + Duration::from_millis(60),
+            "{:?}",
+            now - start
+        );
     }
 
     #[test]
