@@ -1,8 +1,9 @@
 //! RTP over UDP with segmentation offload (one send carrying many packets, cut by the kernel)
 //! and without it (`FERROCAST_UDP_GSO=off`, the path taken when the kernel refuses GSO): a
 //! live RTSP/UDP session gets separate RTP packets, sequenced one by one, whose transport
-//! stream ffmpeg decodes without errors. The same holds with the point-wide fan-out
-//! (`FERROCAST_UDP_FANOUT=on`), which takes over a session's sending once it has caught up.
+//! stream ffmpeg decodes without errors. The same holds with the point-wide fan-out (the
+//! default, which takes over a session's sending once it has caught up) and without it
+//! (`FERROCAST_UDP_FANOUT=off`, every session sending its own chunks).
 
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ fn assert_sequenced_and_decodable(server: &Ferrocast, watch: &RtpWatch) {
 
 #[test]
 fn rtp_over_udp_with_segmentation_offload_arrives_packet_by_packet_and_decodes() {
-    let (rig, watch) = watch_live_over_udp(&[]);
+    let (rig, watch) = watch_live_over_udp(&[("FERROCAST_UDP_FANOUT", "off")]);
     let server = &rig.server;
     assert_sequenced_and_decodable(server, &watch);
     assert!(
@@ -60,10 +61,12 @@ fn rtp_over_udp_without_segmentation_offload_arrives_packet_by_packet_and_decode
 
 #[test]
 fn rtp_over_udp_from_the_point_wide_fan_out_arrives_packet_by_packet_and_decodes() {
-    let (rig, watch) = watch_live_over_udp(&[("FERROCAST_UDP_FANOUT", "on")]);
+    let (rig, watch) = watch_live_over_udp(&[]);
     let server = &rig.server;
     assert_sequenced_and_decodable(server, &watch);
-    assert!(server
-        .logs()
-        .contains("point-wide RTP/UDP fan-out turned on"));
+    assert!(
+        server.logs().contains("RTP/UDP fan-out started"),
+        "the session never handed its sending to the point's fan-out:\n{}",
+        server.logs()
+    );
 }

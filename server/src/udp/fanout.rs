@@ -29,30 +29,20 @@ use crate::transport::UdpDestination;
 /// Chunks the fan-out remembers having sent, for a session that hands over behind it.
 const HISTORY: usize = 64;
 
-/// The environment variable that turns the fan-out on (`on`, `1`, `true` or `yes`). It is off
-/// by default until its cost per core is measured against per-session sending on a quiet
-/// machine; with it off, every UDP session sends each chunk from its own task.
+/// The environment variable that turns the fan-out off (`off`, `0`, `false` or `no`): every
+/// UDP session then sends each chunk from its own task, as a way to compare the two or to rule
+/// the fan-out out when diagnosing.
 pub const FANOUT_VARIABLE: &str = "FERROCAST_UDP_FANOUT";
-
-/// Whether `setting` (the variable's value) turns the fan-out on.
-fn turned_on_by(setting: Option<&str>) -> bool {
-    matches!(
-        setting
-            .map(|value| value.trim().to_ascii_lowercase())
-            .as_deref(),
-        Some("on" | "1" | "true" | "yes")
-    )
-}
 
 /// Whether caught-up UDP sessions hand their sending to the point's fan-out.
 pub fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| {
-        let on = turned_on_by(std::env::var(FANOUT_VARIABLE).ok().as_deref());
-        if on {
+        let on = super::switched_on_by(std::env::var(FANOUT_VARIABLE).ok().as_deref());
+        if !on {
             info!(
                 variable = FANOUT_VARIABLE,
-                "point-wide RTP/UDP fan-out turned on"
+                "point-wide RTP/UDP fan-out turned off; every UDP session sends its own chunks"
             );
         }
         on
@@ -201,6 +191,7 @@ impl PointFanout {
             inner.running = true;
             inner.next_seq = None;
             inner.history.clear();
+            info!(%point, "RTP/UDP fan-out started: the point's caught-up UDP sessions share one sender");
             tokio::spawn(run(Arc::clone(self), ring, point.to_owned()));
         }
         let id = inner.next_id;
@@ -563,14 +554,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(end.reason, EndReason::POINT_CLOSED);
-    }
-
-    #[test]
-    fn the_fan_out_is_off_unless_turned_on() {
-        assert!(!turned_on_by(None));
-        assert!(!turned_on_by(Some("off")));
-        assert!(!turned_on_by(Some("")));
-        assert!(turned_on_by(Some("on")));
-        assert!(turned_on_by(Some(" TRUE ")));
     }
 }

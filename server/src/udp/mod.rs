@@ -53,7 +53,7 @@ impl GsoSwitch {
             GSO_OFF => false,
             _ => {
                 let setting = std::env::var(GSO_VARIABLE).ok();
-                let on = gso_allowed_by(setting.as_deref());
+                let on = switched_on_by(setting.as_deref());
                 if !on {
                     info!(
                         variable = GSO_VARIABLE,
@@ -91,8 +91,9 @@ impl Default for GsoSwitch {
     }
 }
 
-/// Whether the `FERROCAST_UDP_GSO` setting allows GSO (it does unless it says no).
-pub fn gso_allowed_by(setting: Option<&str>) -> bool {
+/// Whether an on-by-default switch's setting (an environment variable's value) leaves it on:
+/// it does unless it says `off`, `0`, `false` or `no`.
+pub fn switched_on_by(setting: Option<&str>) -> bool {
     !matches!(
         setting
             .map(|value| value.trim().to_ascii_lowercase())
@@ -480,11 +481,11 @@ mod tests {
     }
 
     #[test]
-    fn gso_is_on_unless_the_setting_says_no() {
-        assert!(gso_allowed_by(None));
-        assert!(gso_allowed_by(Some("on")));
+    fn a_switch_is_on_unless_its_setting_says_no() {
+        assert!(switched_on_by(None));
+        assert!(switched_on_by(Some("on")));
         for no in ["off", "0", "false", "No", " OFF "] {
-            assert!(!gso_allowed_by(Some(no)), "{no}");
+            assert!(!switched_on_by(Some(no)), "{no}");
         }
     }
 
