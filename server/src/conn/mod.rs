@@ -62,11 +62,6 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Size of one read from the client, once it has sent a read's worth at once (a publisher).
 const READ_BUFFER: usize = 16 * 1024;
-/// Size of one read once reads fill even [`READ_BUFFER`] (an encoder pushing megabits): a
-/// burst the encoder wrote at once is read at once, and becomes one push to the point. Each
-/// push is a wake-up for every TCP client and a message for every RTP/UDP session, so a
-/// burst read in pieces costs every client more than the buffer costs the one encoder.
-const BULK_READ_BUFFER: usize = 64 * 1024;
 /// Size of the first reads: a player sends a request or two and then mostly nothing, and
 /// thousands of listeners each holding [`READ_BUFFER`] bytes would cost more than their
 /// output.
@@ -349,17 +344,12 @@ struct Io<R, W> {
 }
 
 impl<R, W> Io<R, W> {
-    /// A read of `n` bytes filled the buffer: the client sends more than it holds, so read
-    /// in larger blocks from now on.
+    /// A read of `n` bytes filled the buffer: the client sends more than small requests, so
+    /// read in full-size blocks from now on.
     fn grow_after(&mut self, n: usize) {
-        if n < self.read_buf.len() {
-            return;
+        if n == self.read_buf.len() && n < READ_BUFFER {
+            self.read_buf.resize(READ_BUFFER, 0);
         }
-        let larger = match n {
-            n if n < READ_BUFFER => READ_BUFFER,
-            _ => BULK_READ_BUFFER,
-        };
-        self.read_buf.resize(larger.max(self.read_buf.len()), 0);
     }
 }
 
@@ -868,7 +858,7 @@ mod tests {
     }
 
     #[test]
-    fn the_read_buffer_starts_small_and_grows_each_time_a_read_fills_it() {
+    fn the_read_buffer_starts_small_and_grows_once_a_read_fills_it() {
         let (reader, writer) = tokio::io::duplex(64);
         let mut io = Io::new(reader, writer);
         assert_eq!(io.read_buf.len(), FIRST_READ_BUFFER);
@@ -876,20 +866,8 @@ mod tests {
         assert_eq!(io.read_buf.len(), FIRST_READ_BUFFER, "a request fits");
         io.grow_after(FIRST_READ_BUFFER);
         assert_eq!(io.read_buf.len(), READ_BUFFER);
-        io.grow_after(READ_BUFFER - 1);
-        assert_eq!(io.read_buf.len(), READ_BUFFER);
         io.grow_after(READ_BUFFER);
-        assert_eq!(
-            io.read_buf.len(),
-            BULK_READ_BUFFER,
-            "an encoder's bursts in one read"
-        );
-        io.grow_after(BULK_READ_BUFFER);
-        assert_eq!(
-            io.read_buf.len(),
-            BULK_READ_BUFFER,
-            "never past the bulk size"
-        );
+        assert_eq!(io.read_buf.len(), READ_BUFFER, "never past the full size");
     }
 
     #[tokio::test]
