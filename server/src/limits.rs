@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -183,6 +183,8 @@ pub struct ConnectionGate {
     refused: AtomicU64,
     dropped: AtomicU64,
     log: Mutex<RefusalLog>,
+    /// Connections counted (guards alive), readable without the counts' lock.
+    open: AtomicUsize,
 }
 
 impl Default for ConnectionGate {
@@ -200,6 +202,7 @@ impl ConnectionGate {
             refused: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             log: Mutex::default(),
+            open: AtomicUsize::new(0),
         }
     }
 
@@ -241,7 +244,14 @@ impl ConnectionGate {
         }
     }
 
+    /// Open connections, without taking a lock: for decisions taken often, such as how long a
+    /// listener's small writes wait.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
     fn guard(self: &Arc<Self>, ip: IpAddr) -> ConnectionGuard {
+        self.open.fetch_add(1, Ordering::Relaxed);
         ConnectionGuard {
             gate: Arc::clone(self),
             ip,
@@ -282,6 +292,7 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let rate = self.gate.limits().connection_rate_per_ip;
         lock(&self.gate.counts).release(self.ip, rate, Instant::now());
+        self.gate.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -498,8 +509,14 @@ mod tests {
         assert_eq!(first, Admission::Admit);
         let (second, refused_guard) = gate.admit(ip(1));
         assert_eq!(second, Admission::Refuse(Refusal::Connections));
+        assert_eq!(
+            gate.open_connections(),
+            2,
+            "a refused connection is open until answered"
+        );
         drop(refused_guard);
         drop(guard);
+        assert_eq!(gate.open_connections(), 0);
         assert_eq!(gate.admit(ip(1)).0, Admission::Admit);
         assert_eq!(gate.counters().1, 1);
     }

@@ -625,7 +625,8 @@ fn handle<R, W>(
             let was_empty = conn.out.is_empty();
             conn.on_live_step(step);
             take_ready_live(conn);
-            conn.out.coalesce_live(was_empty, Instant::now());
+            let delay = output::coalesce_delay(conn.shared.gate.open_connections());
+            conn.out.coalesce_live(was_empty, Instant::now(), delay);
         }
         Wakeup::Flush => take_waiting_live(conn),
         Wakeup::PaceDue | Wakeup::IngestDue => {}

@@ -24,12 +24,27 @@ pub const MAX_IOVECS: usize = 64;
 pub const MAX_LAGS: usize = 5;
 pub const LAG_WINDOW: Duration = Duration::from_secs(60);
 /// Live media smaller than this, arriving at an empty queue, waits up to
-/// [`COALESCE_DELAY`] for more before it is written: at radio bitrates a chunk is a few
+/// [`coalesce_delay`] for more before it is written: at radio bitrates a chunk is a few
 /// hundred bytes, and one write (and one wake-up) per chunk and listener costs more than the
-/// bytes. The delay is the latency budget this adds for such streams; at video bitrates a
-/// chunk is larger and goes out at once.
+/// bytes. The delay is the latency budget this adds for such streams (players buffer seconds
+/// of them); at video bitrates a chunk is larger and goes out at once.
 pub const COALESCE_BYTES: usize = 8 * 1024;
+/// The hold while the server is not crowded.
 pub const COALESCE_DELAY: Duration = Duration::from_millis(100);
+/// The hold once the server has [`CROWD`] connections or more: with 10,000 radio listeners a
+/// 100 ms hold cost about twice the CPU of this one.
+pub const CROWDED_COALESCE_DELAY: Duration = Duration::from_millis(250);
+pub const CROWD: usize = 1000;
+
+/// How long small live media waits for more, with `open_connections` on the server: longer
+/// when there are many, where the wake-ups and writes of listeners are the server's cost.
+pub fn coalesce_delay(open_connections: usize) -> Duration {
+    if open_connections >= CROWD {
+        CROWDED_COALESCE_DELAY
+    } else {
+        COALESCE_DELAY
+    }
+}
 
 /// Bytes waiting for the client's socket.
 #[derive(Default)]
@@ -88,10 +103,10 @@ impl OutputQueue {
     }
 
     /// Live media was just queued at `now`, into a queue that was empty if `was_empty`: if it
-    /// is small, hold it back to gather more.
-    pub fn coalesce_live(&mut self, was_empty: bool, now: Instant) {
+    /// is small, hold it back for `delay` to gather more.
+    pub fn coalesce_live(&mut self, was_empty: bool, now: Instant, delay: Duration) {
         if was_empty && !self.buffers.is_empty() && self.queued < COALESCE_BYTES {
-            self.coalesce_until = Some(now + COALESCE_DELAY);
+            self.coalesce_until = Some(now + delay);
         }
     }
 
@@ -337,10 +352,10 @@ mod tests {
         let now = Instant::now();
         let mut out = OutputQueue::default();
         out.push(block(800, 1));
-        out.coalesce_live(true, now);
+        out.coalesce_live(true, now, COALESCE_DELAY);
         assert_eq!(out.held_until(), Some(now + COALESCE_DELAY));
         out.push(block(800, 2));
-        out.coalesce_live(false, now);
+        out.coalesce_live(false, now, COALESCE_DELAY);
         assert_eq!(out.held_until(), Some(now + COALESCE_DELAY), "no new hold");
         out.push(block(COALESCE_BYTES, 3));
         assert_eq!(out.held_until(), None, "enough gathered: write now");
@@ -349,11 +364,11 @@ mod tests {
 
         let mut video = OutputQueue::default();
         video.push(block(COALESCE_BYTES, 1));
-        video.coalesce_live(true, now);
+        video.coalesce_live(true, now, COALESCE_DELAY);
         assert_eq!(video.held_until(), None);
         let mut busy = OutputQueue::default();
         busy.push(block(10, 1));
-        busy.coalesce_live(false, now);
+        busy.coalesce_live(false, now, COALESCE_DELAY);
         assert_eq!(
             busy.held_until(),
             None,
@@ -362,11 +377,19 @@ mod tests {
     }
 
     #[test]
+    fn a_crowded_server_holds_small_live_media_longer() {
+        assert_eq!(coalesce_delay(0), COALESCE_DELAY);
+        assert_eq!(coalesce_delay(CROWD - 1), COALESCE_DELAY);
+        assert_eq!(coalesce_delay(CROWD), CROWDED_COALESCE_DELAY);
+        assert!(CROWDED_COALESCE_DELAY > COALESCE_DELAY);
+    }
+
+    #[test]
     fn a_write_ends_the_hold() {
         let now = Instant::now();
         let mut out = OutputQueue::default();
         out.push(block(100, 1));
-        out.coalesce_live(true, now);
+        out.coalesce_live(true, now, COALESCE_DELAY);
         out.consume(10, now);
         assert_eq!(out.held_until(), None);
     }
