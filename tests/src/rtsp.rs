@@ -512,18 +512,21 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// A [`FrameSink`] that keeps every frame it is handed, for unit tests.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Frames(pub Vec<(u8, Vec<u8>)>);
+
+#[cfg(test)]
+impl FrameSink for Frames {
+    fn frame(&mut self, channel: u8, data: &[u8]) {
+        self.0.push((channel, data.to_vec()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Default)]
-    struct Frames(Vec<(u8, Vec<u8>)>);
-
-    impl FrameSink for Frames {
-        fn frame(&mut self, channel: u8, data: &[u8]) {
-            self.0.push((channel, data.to_vec()));
-        }
-    }
 
     #[test]
     fn frames_and_messages_are_taken_apart_however_they_arrive() {

@@ -133,15 +133,7 @@ fn take_response(buffered: &mut Vec<u8>, sink: &mut impl FrameSink) -> Option<Rt
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Default)]
-    struct Frames(Vec<(u8, Vec<u8>)>);
-
-    impl FrameSink for Frames {
-        fn frame(&mut self, channel: u8, data: &[u8]) {
-            self.0.push((channel, data.to_vec()));
-        }
-    }
+    use crate::rtsp::Frames;
 
     #[test]
     fn a_response_is_taken_after_the_frames_before_it_and_leaves_what_follows() {
