@@ -6,7 +6,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use ferrocast_tests::rtsp_rig::{standard_points_over, RtspRig};
+use ferrocast_tests::rtsp_rig::RtspRig;
 use ferrocast_tests::*;
 
 /// The point's source timeout: a publisher without media is dropped after this.
@@ -465,11 +465,8 @@ fn stale_live_and_foreign_control_sockets_at_the_path() {
 
 #[test]
 fn malformed_requests_get_plain_refusals_and_do_not_flood_the_log() {
-    let RtspRig {
-        server,
-        rtsp,
-        plugins: _plugins,
-    } = RtspRig::start(&["udp"], &standard_points_over(&["rtsp", "udp"]));
+    let rig = RtspRig::standard_over_udp();
+    let (server, rtsp) = (&rig.server, rig.rtsp);
     let http = server.http;
 
     // A 404 does not send the request's own input back, and no response may be sniffed.
@@ -527,5 +524,5 @@ fn malformed_requests_get_plain_refusals_and_do_not_flood_the_log() {
         "{logged} warnings logged for 600 bad requests"
     );
     assert_eq!(http_get(http, "/vod", 188).status, 200, "still serving");
-    assert_memory_bounded(&server);
+    assert_memory_bounded(server);
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrocast_tests::paced::{bytes_per_tick, PacedEncoder};
-use ferrocast_tests::rtsp_rig::{standard_points_over, RtspRig};
+use ferrocast_tests::rtsp_rig::RtspRig;
 use ferrocast_tests::watch::RtpWatch;
 use ferrocast_tests::*;
 
@@ -78,11 +78,8 @@ fn check_client(number: usize, watch: RtpWatch, dir: &std::path::Path) {
 
 #[test]
 fn fifty_udp_joiners_lose_nothing_and_start_at_once() {
-    let RtspRig {
-        server,
-        rtsp,
-        plugins: _plugins,
-    } = RtspRig::start(&["udp"], &standard_points_over(&["rtsp", "udp"]));
+    let rig = RtspRig::standard_over_udp();
+    let (server, rtsp) = (&rig.server, rig.rtsp);
     let http = server.http;
     let dir = server.dir.path().to_path_buf();
     let sample = stream_sample(&dir);

@@ -197,6 +197,7 @@ struct Player {
     keyframes: Vec<usize>,
     clients: Vec<Client>,
     udp: UdpSocket,
+    /// The RTP sequence number of the last live packet.
     sequence: u16,
     ticks: u32,
 }
@@ -266,7 +267,7 @@ impl Player {
     }
 
     fn prepare(&mut self, chunk: &[u8]) -> Prepared {
-        let datagrams = self.rtp_packets(chunk);
+        let datagrams = self.live_rtp_packets(chunk);
         Prepared {
             stream: chunk.to_vec(),
             interleaved: interleave(&datagrams),
@@ -275,20 +276,24 @@ impl Player {
         }
     }
 
-    fn rtp_packets(&mut self, ts: &[u8]) -> Vec<Vec<u8>> {
-        let timestamp = self.ticks.wrapping_mul(3600);
-        ts.chunks(TS_PACKET * TS_PER_RTP)
-            .map(|payload| {
-                self.sequence = self.sequence.wrapping_add(1);
-                let mut packet = Vec::with_capacity(12 + payload.len());
-                packet.extend_from_slice(&[0x80, 33]);
-                packet.extend_from_slice(&self.sequence.to_be_bytes());
-                packet.extend_from_slice(&timestamp.to_be_bytes());
-                packet.extend_from_slice(&SSRC.to_be_bytes());
-                packet.extend_from_slice(payload);
-                packet
-            })
-            .collect()
+    /// A tick's RTP packets, numbered on from the last live packet.
+    fn live_rtp_packets(&mut self, ts: &[u8]) -> Vec<Vec<u8>> {
+        let packets = rtp_packets(ts, self.sequence.wrapping_add(1), self.timestamp());
+        self.sequence = self.sequence.wrapping_add(packets.len() as u16);
+        packets
+    }
+
+    /// A joining session's first RTP packets, numbered so that they end at the last live
+    /// packet: the session's sequence runs on unbroken into the next tick, and the sessions
+    /// already playing see no jump, as a real server's join from its history does.
+    fn join_rtp_packets(&self, ts: &[u8]) -> Vec<Vec<u8>> {
+        let count = ts.len().div_ceil(TS_PACKET * TS_PER_RTP) as u16;
+        let first = self.sequence.wrapping_sub(count).wrapping_add(1);
+        rtp_packets(ts, first, self.timestamp())
+    }
+
+    fn timestamp(&self) -> u32 {
+        self.ticks.wrapping_mul(3600)
     }
 
     /// PAT/PMT and the current GOP up to now, in the client's form, then it takes ticks.
@@ -309,11 +314,11 @@ impl Player {
         let alive = match &client.wire {
             Wire::Stream(_) => client.write(&first),
             Wire::Interleaved(_) => {
-                let packets = self.rtp_packets(&first);
+                let packets = self.join_rtp_packets(&first);
                 client.write(&interleave(&packets))
             }
             Wire::Udp(to, _) => {
-                let packets = self.rtp_packets(&first);
+                let packets = self.join_rtp_packets(&first);
                 send_rtp(&self.udp, &packets, &packets.concat(), *to);
                 true
             }
@@ -366,6 +371,22 @@ fn write_some(stream: &mut TcpStream, bytes: &[u8], backlog: &mut Vec<u8>) -> bo
     }
     backlog.extend_from_slice(&bytes[written..]);
     backlog.len() <= BACKLOG_LIMIT
+}
+
+/// `ts` in RTP packets of [`TS_PER_RTP`] TS packets, numbered from `first_sequence`.
+fn rtp_packets(ts: &[u8], first_sequence: u16, timestamp: u32) -> Vec<Vec<u8>> {
+    ts.chunks(TS_PACKET * TS_PER_RTP)
+        .zip(0u16..)
+        .map(|(payload, index)| {
+            let mut packet = Vec::with_capacity(12 + payload.len());
+            packet.extend_from_slice(&[0x80, 33]);
+            packet.extend_from_slice(&first_sequence.wrapping_add(index).to_be_bytes());
+            packet.extend_from_slice(&timestamp.to_be_bytes());
+            packet.extend_from_slice(&SSRC.to_be_bytes());
+            packet.extend_from_slice(payload);
+            packet
+        })
+        .collect()
 }
 
 fn interleave(packets: &[Vec<u8>]) -> Vec<u8> {
@@ -502,6 +523,46 @@ mod tests {
             Some(40000)
         );
         assert_eq!(client_port("RTP/AVP/TCP;unicast;interleaved=0-1"), None);
+    }
+
+    fn sequence_numbers(packets: &[Vec<u8>]) -> Vec<u16> {
+        packets
+            .iter()
+            .map(|packet| u16::from_be_bytes([packet[2], packet[3]]))
+            .collect()
+    }
+
+    #[test]
+    fn every_rtp_session_gets_an_unbroken_sequence_across_joins() {
+        let sample = std::fs::read(crate::sample_ts()).unwrap();
+        let per_tick = 20 * TS_PER_RTP * TS_PACKET;
+        let mut player = Player::new(sample, per_tick);
+        player.sequence = u16::MAX - 30; // wraps during the test
+        let mut playing = Vec::new();
+        let mut joiner = Vec::new();
+        for tick in 0..4 {
+            if tick == 2 {
+                // A join between ticks, its first bytes not a whole number of RTP packets.
+                let first = vec![0x47u8; 45 * TS_PACKET];
+                joiner = sequence_numbers(&player.join_rtp_packets(&first));
+                assert_eq!(joiner.len(), 7);
+            }
+            let chunk = player.next_chunk();
+            let tick_packets = sequence_numbers(&player.prepare(&chunk).datagrams);
+            playing.extend_from_slice(&tick_packets);
+            if tick >= 2 {
+                joiner.extend_from_slice(&tick_packets);
+            }
+        }
+        for sequence in [&playing, &joiner] {
+            let gaps = sequence
+                .windows(2)
+                .filter(|pair| pair[1] != pair[0].wrapping_add(1))
+                .count();
+            assert_eq!(gaps, 0, "{sequence:?}");
+        }
+        assert_eq!(playing.len(), 80);
+        assert_eq!(joiner.len(), 7 + 40);
     }
 
     #[test]

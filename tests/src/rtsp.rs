@@ -398,7 +398,7 @@ fn read_into(stream: &mut TcpStream, buffered: &mut Vec<u8>) -> std::io::Result<
 }
 
 /// Hand the complete interleaved frames at the front of `buffered` to `sink`.
-fn take_frames(buffered: &mut Vec<u8>, sink: &mut impl FrameSink) {
+pub(crate) fn take_frames(buffered: &mut Vec<u8>, sink: &mut impl FrameSink) {
     while buffered.len() >= 4 && buffered[0] == b'$' {
         let length = usize::from(u16::from_be_bytes([buffered[2], buffered[3]]));
         if buffered.len() < 4 + length {
@@ -429,23 +429,31 @@ fn take_interleaved(buffered: &mut Vec<u8>, sink: &mut impl FrameSink) {
 }
 
 /// Take one complete RTSP message (head and body) from the front of `buffered`.
-fn take_message(buffered: &mut Vec<u8>) -> Option<RtspResponse> {
-    if buffered.first() == Some(&b'$') {
+pub(crate) fn take_message(buffered: &mut Vec<u8>) -> Option<RtspResponse> {
+    let (message, used) = parse_message(buffered)?;
+    buffered.drain(..used);
+    Some(message)
+}
+
+/// The complete RTSP message (head and body) at the start of `data` and how many bytes it
+/// takes; None while it is incomplete or an interleaved frame comes first.
+pub fn parse_message(data: &[u8]) -> Option<(RtspResponse, usize)> {
+    if data.first() == Some(&b'$') {
         return None;
     }
-    let end = head_end(buffered)?;
-    let head = String::from_utf8_lossy(&buffered[..end]).into_owned();
+    let end = head_end(data)?;
+    let head = String::from_utf8_lossy(&data[..end]).into_owned();
     let length = content_length(&head).unwrap_or(0);
-    if buffered.len() < end + length {
+    if data.len() < end + length {
         return None;
     }
-    let body = String::from_utf8_lossy(&buffered[end..end + length]).into_owned();
-    buffered.drain(..end + length);
-    Some(RtspResponse {
+    let body = String::from_utf8_lossy(&data[end..end + length]).into_owned();
+    let message = RtspResponse {
         status: status_code(&head),
         head,
         body,
-    })
+    };
+    Some((message, end + length))
 }
 
 /// The payload of an RTP packet (version 2; CSRCs, extension and padding skipped).
@@ -504,18 +512,21 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// A [`FrameSink`] that keeps every frame it is handed, for unit tests.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Frames(pub Vec<(u8, Vec<u8>)>);
+
+#[cfg(test)]
+impl FrameSink for Frames {
+    fn frame(&mut self, channel: u8, data: &[u8]) {
+        self.0.push((channel, data.to_vec()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Default)]
-    struct Frames(Vec<(u8, Vec<u8>)>);
-
-    impl FrameSink for Frames {
-        fn frame(&mut self, channel: u8, data: &[u8]) {
-            self.0.push((channel, data.to_vec()));
-        }
-    }
 
     #[test]
     fn frames_and_messages_are_taken_apart_however_they_arrive() {
@@ -542,6 +553,24 @@ mod tests {
             );
             assert!(buffered.is_empty());
         }
+    }
+
+    #[test]
+    fn a_message_is_parsed_once_its_body_is_all_there() {
+        let stream = b"RTSP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nabc$\x00";
+        let whole = stream.len() - 2;
+        for cut in 0..whole {
+            assert!(parse_message(&stream[..cut]).is_none(), "cut at {cut}");
+        }
+        let (message, used) = parse_message(stream).expect("a message");
+        assert_eq!(
+            (message.status, message.body.as_str(), used),
+            (200, "abc", whole)
+        );
+        assert!(
+            parse_message(&stream[whole..]).is_none(),
+            "a frame is no message"
+        );
     }
 
     #[test]

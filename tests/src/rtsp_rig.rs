@@ -23,6 +23,12 @@ impl RtspRig {
         Self::start_with(transports, points, "", &[])
     }
 
+    /// Start with the `udp` transport, serving the standard points over HTTP, RTSP and
+    /// RTP/UDP: the set-up of a test of RTSP sessions over UDP.
+    pub fn standard_over_udp() -> Self {
+        Self::start(&["udp"], &standard_points_over(&["rtsp", "udp"]))
+    }
+
     /// [`Self::start`] with more configuration tables (`extra`, TOML) and environment
     /// variables for the server.
     pub fn start_with(

@@ -1,7 +1,14 @@
-//! Builders for hand-made TS packets, PSI sections and PES headers used by the
-//! media unit tests.
+//! Builders for hand-made TS packets, PSI sections, PES headers and live chunks used by
+//! the unit tests.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::ingest::Chunk;
+use super::rtp::RtpPacketizer;
 use super::ts::{crc32_mpeg2, write_pcr, write_timestamp, PAT_PID, TS_PACKET_LEN};
+use crate::points::LiveChunk;
 
 pub const PMT_PID: u16 = 0x1000;
 pub const VIDEO_PID: u16 = 0x0100;
@@ -237,4 +244,19 @@ pub fn timed_pes_packet(pid: u16, pcr: Option<u64>, pts: u64, dts: Option<u64>) 
         packet[5] = 0;
     }
     packet
+}
+
+/// A live chunk of `ts_packets` filler TS packets (7 per RTP packet), its RTP packets
+/// numbered on from where `packetizer` stands.
+pub fn live_chunk(packetizer: &mut RtpPacketizer, ts_packets: usize) -> Arc<LiveChunk> {
+    let data = Bytes::from(vec![0x47u8; TS_PACKET_LEN * ts_packets]);
+    let rtp = packetizer.packetize(&data, 0);
+    Arc::new(LiveChunk {
+        chunk: Chunk {
+            data,
+            random_access: false,
+            pcr_90k: None,
+        },
+        rtp,
+    })
 }

@@ -137,22 +137,12 @@ fn chunk_bytes(chunk: &LiveChunk) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::ingest::Chunk;
     use crate::media::rtp::RtpPacketizer;
-    use bytes::Bytes;
+    use crate::media::test_support::live_chunk;
 
     /// A chunk of `packets` TS packets (7 per RTP packet).
     fn chunk(packets: usize) -> Arc<LiveChunk> {
-        let data = Bytes::from(vec![0x47u8; 188 * packets]);
-        let rtp = RtpPacketizer::new(1, 1).packetize(&data, 0);
-        Arc::new(LiveChunk {
-            chunk: Chunk {
-                data,
-                random_access: false,
-                pcr_90k: None,
-            },
-            rtp,
-        })
+        live_chunk(&mut RtpPacketizer::new(1, 1), packets)
     }
 
     /// Drain `pacer` as an IO loop would, waking when it says; returns when each chunk left.

@@ -346,10 +346,9 @@ fn point_closed() -> FanoutEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::ingest::Chunk;
     use crate::media::rtp::RtpPacketizer;
+    use crate::media::test_support;
     use crate::transport::RtpCounts;
-    use bytes::Bytes;
     use std::net::SocketAddr;
     use std::time::Duration;
 
@@ -400,17 +399,9 @@ mod tests {
         );
     }
 
+    /// A live chunk of `packets` RTP packets.
     fn live_chunk(packetizer: &mut RtpPacketizer, packets: usize) -> Arc<LiveChunk> {
-        let data = Bytes::from(vec![0x47u8; 188 * 7 * packets]);
-        let rtp = packetizer.packetize(&data, 0);
-        Arc::new(LiveChunk {
-            chunk: Chunk {
-                data,
-                random_access: false,
-                pcr_90k: None,
-            },
-            rtp,
-        })
+        test_support::live_chunk(packetizer, 7 * packets)
     }
 
     struct Client {

@@ -240,19 +240,7 @@ fn send_one_run(
     header.msg_iov = &mut iovec;
     header.msg_iovlen = 1;
     if run.packets > 1 {
-        // SAFETY: CMSG_SPACE only computes a size.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
-        header.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        header.msg_controllen = space as _;
-        // SAFETY: the control buffer holds `space` bytes, enough for one cmsghdr with a u16
-        // of data, and the header points at it.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&header);
-            (*cmsg).cmsg_level = SOL_UDP;
-            (*cmsg).cmsg_type = UDP_SEGMENT;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, run.segment as u16);
-        }
+        attach_segment_size(&mut header, &mut control, run.segment as u16);
     }
     // SAFETY: the header and the buffers it points to are initialised and outlive the call.
     let result = unsafe { libc::sendmsg(socket.as_raw_fd(), &header, libc::MSG_DONTWAIT) };
@@ -264,6 +252,41 @@ fn send_one_run(
         return Err(error);
     }
     Ok(run.packets)
+}
+
+/// Bytes of control buffer one `UDP_SEGMENT` control message takes.
+fn segment_control_space() -> usize {
+    // SAFETY: CMSG_SPACE only computes a size.
+    unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize }
+}
+
+/// The `u64`s (kept as u64s so the buffer is aligned for `cmsghdr`) one `UDP_SEGMENT`
+/// control message takes.
+fn segment_control_words() -> usize {
+    segment_control_space().div_ceil(8)
+}
+
+/// Point `header` at `control` and write into it one `UDP_SEGMENT` control message asking
+/// the kernel to cut the message into datagrams of `segment` bytes. `control` must outlive
+/// every use of `header`.
+fn attach_segment_size(header: &mut libc::msghdr, control: &mut [u64], segment: u16) {
+    let space = segment_control_space();
+    assert!(
+        control.len() * 8 >= space,
+        "control buffer too small for UDP_SEGMENT"
+    );
+    header.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    header.msg_controllen = space as _;
+    // SAFETY: the header points at `control`, which holds at least `space` bytes aligned for
+    // `cmsghdr`: enough for one cmsghdr with a u16 of data, so CMSG_FIRSTHDR is not null and
+    // every write below stays inside `control`.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(header);
+        (*cmsg).cmsg_level = SOL_UDP;
+        (*cmsg).cmsg_type = UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, segment);
+    }
 }
 
 /// One `sendmmsg` per [`BATCH`] runs, each run a message with a `UDP_SEGMENT` control message
@@ -278,8 +301,7 @@ fn send_runs(
     if let [run] = runs {
         return send_one_run(socket, data, run, &address);
     }
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    let words = segment_control_words();
     let mut sent = 0;
     for batch in runs.chunks(BATCH) {
         let mut iovecs: Vec<libc::iovec> = batch
@@ -290,7 +312,7 @@ fn send_runs(
             })
             .collect();
         // u64s keep every control buffer aligned for `cmsghdr`.
-        let mut controls = vec![0u64; batch.len() * space.div_ceil(8)];
+        let mut controls = vec![0u64; batch.len() * words];
         let mut messages: Vec<libc::mmsghdr> = Vec::with_capacity(batch.len());
         for (index, (run, iovec)) in batch.iter().zip(iovecs.iter_mut()).enumerate() {
             // SAFETY: an all-zero msghdr is a valid empty header; the fields set below
@@ -301,21 +323,8 @@ fn send_runs(
             header.msg_iov = iovec as *mut libc::iovec;
             header.msg_iovlen = 1;
             if run.packets > 1 {
-                let control = &mut controls[index * space.div_ceil(8)..];
-                header.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-                header.msg_controllen = space as _;
-                // SAFETY: the control buffer holds `space` bytes, enough for one cmsghdr
-                // with a u16 of data, and the header points at it.
-                unsafe {
-                    let cmsg = libc::CMSG_FIRSTHDR(&header);
-                    (*cmsg).cmsg_level = SOL_UDP;
-                    (*cmsg).cmsg_type = UDP_SEGMENT;
-                    (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
-                    std::ptr::write_unaligned(
-                        libc::CMSG_DATA(cmsg) as *mut u16,
-                        run.segment as u16,
-                    );
-                }
+                let control = &mut controls[index * words..(index + 1) * words];
+                attach_segment_size(&mut header, control, run.segment as u16);
             }
             messages.push(libc::mmsghdr {
                 msg_hdr: header,

@@ -10,18 +10,11 @@ use tokio::net::TcpStream;
 
 use super::clients::{connect, read_some, write_all};
 use super::ClientFailure;
-use crate::head::{content_length, head_end, header, status_code};
-use crate::rtsp::FrameSink;
+use crate::head::header;
+use crate::rtsp::{take_frames, take_message, FrameSink, RtspResponse};
 
 /// The longest a request waits for its response.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One RTSP response.
-struct Response {
-    status: u16,
-    head: String,
-    body: String,
-}
 
 /// One control connection: the CSeq so far and, once the server gave one, the session id.
 pub(super) struct Control {
@@ -72,7 +65,7 @@ impl Control {
         url: &str,
         headers: &[(&str, &str)],
         sink: &mut impl FrameSink,
-    ) -> Result<Response, ClientFailure> {
+    ) -> Result<RtspResponse, ClientFailure> {
         self.cseq += 1;
         let mut text = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n", self.cseq);
         if let Some(session) = &self.session {
@@ -102,7 +95,7 @@ impl Control {
         Ok(response)
     }
 
-    async fn response(&mut self, sink: &mut impl FrameSink) -> Result<Response, ClientFailure> {
+    async fn response(&mut self, sink: &mut impl FrameSink) -> Result<RtspResponse, ClientFailure> {
         loop {
             if let Some(response) = take_response(&mut self.buffered, sink) {
                 return Ok(response);
@@ -115,7 +108,7 @@ impl Control {
 }
 
 /// The URL of the SDP's media track (its control attribute; the session-level one is `*`).
-fn track_url(url: &str, described: &Response) -> String {
+fn track_url(url: &str, described: &RtspResponse) -> String {
     let base = header(&described.head, "content-base").unwrap_or_else(|| format!("{url}/"));
     let track = described
         .body
@@ -132,47 +125,15 @@ fn track_url(url: &str, described: &Response) -> String {
 
 /// Hand the interleaved frames at the front of `buffered` to `sink`, then take one complete
 /// response (head and body) if it is there.
-fn take_response(buffered: &mut Vec<u8>, sink: &mut impl FrameSink) -> Option<Response> {
-    let mut at = 0;
-    while buffered.len() >= at + 4 && buffered[at] == b'$' {
-        let length = usize::from(u16::from_be_bytes([buffered[at + 2], buffered[at + 3]]));
-        if buffered.len() < at + 4 + length {
-            break;
-        }
-        sink.frame(buffered[at + 1], &buffered[at + 4..at + 4 + length]);
-        at += 4 + length;
-    }
-    buffered.drain(..at);
-    if buffered.first() == Some(&b'$') {
-        return None;
-    }
-    let end = head_end(buffered)?;
-    let head = String::from_utf8_lossy(&buffered[..end]).into_owned();
-    let length = content_length(&head).unwrap_or(0);
-    if buffered.len() < end + length {
-        return None;
-    }
-    let body = String::from_utf8_lossy(&buffered[end..end + length]).into_owned();
-    buffered.drain(..end + length);
-    Some(Response {
-        status: status_code(&head),
-        head,
-        body,
-    })
+fn take_response(buffered: &mut Vec<u8>, sink: &mut impl FrameSink) -> Option<RtspResponse> {
+    take_frames(buffered, sink);
+    take_message(buffered)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Default)]
-    struct Frames(Vec<(u8, Vec<u8>)>);
-
-    impl FrameSink for Frames {
-        fn frame(&mut self, channel: u8, data: &[u8]) {
-            self.0.push((channel, data.to_vec()));
-        }
-    }
+    use crate::rtsp::Frames;
 
     #[test]
     fn a_response_is_taken_after_the_frames_before_it_and_leaves_what_follows() {
@@ -194,7 +155,7 @@ mod tests {
 
     #[test]
     fn the_track_url_follows_the_sdp_control_attribute() {
-        let described = |head: &str, body: &str| Response {
+        let described = |head: &str, body: &str| RtspResponse {
             status: 200,
             head: head.into(),
             body: body.into(),
