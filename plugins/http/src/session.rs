@@ -383,6 +383,9 @@ impl HttpSession {
             label: exchange.label.clone(),
             keep_alive: false,
         };
+        // A live response is the connection's last: nothing more is read, so the room the
+        // request's head took is given back for the rest of the session.
+        self.input = HeadReader::new(self.config.max_header_bytes);
     }
 
     fn write_live_head(&self, host: &mut Host<'_>, exchange: &Exchange) {

@@ -41,6 +41,10 @@ impl Timers {
 
     pub fn cancel(&mut self, timer: u64) {
         self.0.remove(&timer);
+        if self.0.is_empty() {
+            // A player's session sets a timer for its request and then none: hold no table.
+            self.0 = HashMap::new();
+        }
     }
 
     /// The timer that fires first.

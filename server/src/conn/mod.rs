@@ -34,8 +34,12 @@ mod resource;
 mod transports;
 mod zero_copy;
 
+use std::future::Future;
+use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use ferrocast_plugin_api::host::{PluginFault, PluginSession};
@@ -49,7 +53,7 @@ use tracing::{debug, error, info, info_span, warn, Span};
 pub use self::admission::LostUse;
 use self::connection::Connection;
 use self::media::{LiveStep, Media};
-use self::output::OutputQueue;
+use self::output::{OutputQueue, MAX_IOVECS};
 use self::publisher::Silence;
 use self::transports::RtcpSource;
 use self::zero_copy::FileSpan;
@@ -64,7 +68,8 @@ const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
 const READ_BUFFER: usize = 16 * 1024;
 /// Size of the first reads: a player sends a request or two and then mostly nothing, and
 /// thousands of listeners each holding [`READ_BUFFER`] bytes would cost more than their
-/// output.
+/// output. On a plain TCP socket even this is held only while a read is being taken in (see
+/// [`ClientReader`]).
 const FIRST_READ_BUFFER: usize = 2 * 1024;
 
 /// How long a connection refused by a limit may take to get its answer out.
@@ -293,7 +298,7 @@ fn log_receiver_report(conn: &Connection<'_>) {
 
 /// A client's byte stream: a plain TCP socket, or TLS over one (terminated by the host).
 pub trait ClientStream: Send + 'static {
-    type Reader: AsyncRead + Unpin + Send;
+    type Reader: ClientReader;
     type Writer: AsyncWrite + Unpin + Send;
     fn into_halves(self) -> (Self::Reader, Self::Writer);
     /// Whether the bytes cross the network encrypted.
@@ -322,6 +327,34 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
+/// The reading half of a client's stream.
+pub trait ClientReader: AsyncRead + Unpin + Send {
+    /// [`Self::wait_readable`] waits for the client's bytes without a buffer, so the
+    /// connection holds no read buffer while the client sends nothing (a listener, nearly
+    /// always).
+    const WAITS_WITHOUT_BUFFER: bool = false;
+
+    /// Wait until a read would find bytes (or an error); at once for a reader that cannot
+    /// tell, which then waits in the read itself, holding its buffer.
+    fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+impl ClientReader for tokio::net::tcp::OwnedReadHalf {
+    const WAITS_WITHOUT_BUFFER: bool = true;
+
+    fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        self.readable()
+    }
+}
+
+/// TLS decrypts into its own buffers: readiness of the socket says nothing about plaintext.
+impl ClientReader for tokio::io::ReadHalf<tokio_rustls::server::TlsStream<TcpStream>> {}
+
+#[cfg(test)]
+impl ClientReader for tokio::io::DuplexStream {}
+
 /// The plugin's session for a new connection; `None` (logged) if the plugin panicked.
 fn open_session(plugin: &ServingPlugin, info: &SessionInfo) -> Option<PluginSession> {
     match plugin.instance.new_session(info.clone()) {
@@ -338,27 +371,53 @@ fn open_session(plugin: &ServingPlugin, info: &SessionInfo) -> Option<PluginSess
 struct Io<R, W> {
     reader: R,
     writer: W,
+    /// Empty until a read needs it, and again after a small read where the reader can wait
+    /// without it.
     read_buf: Vec<u8>,
     /// The peer has not closed its side yet.
     reading: bool,
 }
 
-impl<R, W> Io<R, W> {
-    /// A read of `n` bytes filled the buffer: the client sends more than small requests, so
-    /// read in full-size blocks from now on.
-    fn grow_after(&mut self, n: usize) {
-        if n == self.read_buf.len() && n < READ_BUFFER {
-            self.read_buf.resize(READ_BUFFER, 0);
+impl<R: ClientReader, W> Io<R, W> {
+    /// A read of `n` bytes was handled. If it filled the buffer the client sends more than it
+    /// holds (a publisher): read in full-size blocks from now on. Otherwise a buffer smaller
+    /// than [`READ_BUFFER`] is given back if the reader can wait without one: a listener's
+    /// request was read, and it may send nothing more for hours.
+    fn after_read(&mut self, n: usize) {
+        if n >= self.read_buf.len() {
+            self.read_buf
+                .resize(READ_BUFFER.max(self.read_buf.len()), 0);
+        } else if R::WAITS_WITHOUT_BUFFER && self.read_buf.len() < READ_BUFFER {
+            self.read_buf = Vec::new();
         }
+    }
+
+    /// Read what the client sent into the read buffer; how many bytes (0 at its end).
+    #[cfg(test)]
+    async fn read(&mut self) -> std::io::Result<usize> {
+        read_client(&mut self.reader, &mut self.read_buf).await
     }
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
+/// Wait for the client's bytes, then read them into `read_buf` (made at its first size if it
+/// was given back); how many bytes (0 at the client's end).
+async fn read_client<R: ClientReader>(
+    reader: &mut R,
+    read_buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    reader.wait_readable().await?;
+    if read_buf.is_empty() {
+        *read_buf = vec![0u8; FIRST_READ_BUFFER];
+    }
+    reader.read(read_buf).await
+}
+
+impl<R: ClientReader, W: AsyncWrite + Unpin> Io<R, W> {
     fn new(reader: R, writer: W) -> Self {
         Self {
             reader,
             writer,
-            read_buf: vec![0u8; FIRST_READ_BUFFER],
+            read_buf: Vec::new(),
             reading: true,
         }
     }
@@ -374,6 +433,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
         }
         let deadline = Instant::now() + LINGER_TIME;
         let mut discarded = 0usize;
+        if self.read_buf.is_empty() {
+            self.read_buf = vec![0u8; FIRST_READ_BUFFER];
+        }
         while discarded < LINGER_MAX_BYTES {
             match tokio::time::timeout_at(deadline, self.reader.read(&mut self.read_buf)).await {
                 Ok(Ok(n)) if n > 0 => discarded += n,
@@ -419,7 +481,7 @@ async fn drive<R, W>(
     span: &Span,
 ) -> Ending
 where
-    R: AsyncRead + Unpin,
+    R: ClientReader,
     W: AsyncWrite + Unpin + 'static,
 {
     // File ranges go out by `sendfile` when the socket is plain TCP and it is allowed.
@@ -550,49 +612,102 @@ async fn next_wakeup<R, W>(
     idle_deadline: Option<Instant>,
 ) -> Wakeup
 where
-    R: AsyncRead + Unpin,
+    R: ClientReader,
     W: AsyncWrite + Unpin + 'static,
 {
-    let next_timer = conn.timers.next();
     // While small live media is held back, the ring is left alone: what arrives meanwhile is
     // taken in one go when the hold ends, so a listener wakes once per hold, not per chunk.
     let held = conn.out.held_until();
     let want_live = conn.wants_live() && held.is_none();
     let rtcp_in = conn.transports.rtcp_source();
     let write_deadline = conn.out.stall_deadline(write_timeout);
-    let source_deadline = conn.source_deadline();
     let ingest_paused = conn.ingest_paused_until(Instant::now());
-    let pace_wake = conn.pace_wake();
-    let reports_due = conn.transports.reports_due();
+    let deadlines = Deadlines {
+        source_silent: conn.source_deadline(),
+        idle: idle_deadline,
+        timer: conn.timers.next(),
+        reports: conn.transports.reports_due(),
+        pace: conn.pace_wake(),
+        flush: held,
+        ingest: ingest_paused,
+    };
     tokio::select! {
-        read = io.reader.read(&mut io.read_buf), if io.reading && ingest_paused.is_none() => {
+        read = read_client(&mut io.reader, &mut io.read_buf), if io.reading && ingest_paused.is_none() => {
             Wakeup::Read(read)
         }
-        _ = sleep_until_opt(ingest_paused) => Wakeup::IngestDue,
-        written = write_some(&mut io.writer, &conn.out, direct), if held.is_none() => {
-            Wakeup::Wrote(written)
-        }
-        _ = sleep_until_opt(held) => Wakeup::Flush,
-        _ = sleep_until_opt(write_deadline) => Wakeup::WriteStalled,
-        _ = sleep_until_opt(source_deadline) => Wakeup::SourceSilent,
-        _ = sleep_until_opt(idle_deadline) => Wakeup::Idle,
+        wrote = write_some(&mut io.writer, &conn.out, direct, write_deadline), if held.is_none() => wrote,
+        _ = sleep_until_opt(deadlines.earliest()) => deadlines.due(Instant::now()),
         step = next_live(&mut conn.media), if want_live => Wakeup::Live(step),
-        _ = sleep_until_opt(pace_wake) => Wakeup::PaceDue,
-        _ = sleep_until_opt(reports_due) => Wakeup::ReportsDue,
         Ok(()) = changes.changed() => Wakeup::TablesChanged,
         packets = recv_rtcp(rtcp_in.as_ref().map(|(_, source)| source)) => {
             Wakeup::Rtcp(rtcp_in.map(|(transport, _)| (transport, packets)))
-        }
-        _ = sleep_until_opt(next_timer.map(|(_, at)| at)) => {
-            Wakeup::Timer(next_timer.map(|(timer, _)| timer))
         }
         step = resource::resource_step(&mut conn.resource) => Wakeup::Resource(step),
         fed = next_tunnel_piece(&mut conn.tunnel) => Wakeup::Tunnel(fed),
     }
 }
 
+/// The connection's deadlines. The IO loop sleeps on one timer until the earliest, not one
+/// per deadline: fewer timers to arm per turn, and less room in the task.
+#[derive(Debug, Clone, Copy, Default)]
+struct Deadlines {
+    /// A publisher's source timeout.
+    source_silent: Option<Instant>,
+    /// No valid request yet (see [`IdlePolicy`]).
+    idle: Option<Instant>,
+    /// The session's earliest timer, by its id.
+    timer: Option<(u64, Instant)>,
+    /// RTCP sender reports.
+    reports: Option<Instant>,
+    /// Paced media (a file on RTP transports, a UDP joiner's catch-up).
+    pace: Option<Instant>,
+    /// The end of a hold on small live media (see `output::coalesce_delay`).
+    flush: Option<Instant>,
+    /// A publisher held back by its ingest pace.
+    ingest: Option<Instant>,
+}
+
+impl Deadlines {
+    fn earliest(&self) -> Option<Instant> {
+        [
+            self.source_silent,
+            self.idle,
+            self.timer.map(|(_, at)| at),
+            self.reports,
+            self.pace,
+            self.flush,
+            self.ingest,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// What is due at `now`: endings first, then the session's timer, then routine work.
+    /// Anything else (a paused ingest, or nothing yet) only turns the loop, which then sees
+    /// what changed.
+    fn due(&self, now: Instant) -> Wakeup {
+        let passed = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+        if passed(self.source_silent) {
+            Wakeup::SourceSilent
+        } else if passed(self.idle) {
+            Wakeup::Idle
+        } else if let Some((timer, _)) = self.timer.filter(|(_, at)| *at <= now) {
+            Wakeup::Timer(Some(timer))
+        } else if passed(self.reports) {
+            Wakeup::ReportsDue
+        } else if passed(self.pace) {
+            Wakeup::PaceDue
+        } else if passed(self.flush) {
+            Wakeup::Flush
+        } else {
+            Wakeup::IngestDue
+        }
+    }
+}
+
 /// Hand one event to the plugin session or the connection; `Err` ends the connection.
-fn handle<R, W>(
+fn handle<R: ClientReader, W>(
     wakeup: Wakeup,
     io: &mut Io<R, W>,
     session: &mut PluginSession,
@@ -606,7 +721,7 @@ fn handle<R, W>(
         }
         Wakeup::Read(Ok(n)) => {
             session.on_data(conn, &io.read_buf[..n])?;
-            io.grow_after(n);
+            io.after_read(n);
         }
         Wakeup::Read(Err(error)) | Wakeup::Wrote(Err(error)) => {
             return Err(Ending::PeerGone(error))
@@ -708,10 +823,32 @@ enum Written {
     FromFile(usize),
 }
 
+/// Write as much of the queue as the socket takes, or say the client stalled: the socket
+/// took nothing by `stall_deadline`. The stall timer is armed only once the socket has no
+/// room: a socket that takes the bytes at once (nearly every write) costs no timer.
+async fn write_some<W: AsyncWrite + Unpin + 'static>(
+    writer: &mut W,
+    out: &OutputQueue,
+    direct: Option<FileSpan>,
+    stall_deadline: Option<Instant>,
+) -> Wakeup {
+    let write = write_once(writer, out, direct);
+    tokio::pin!(write);
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    if let Poll::Ready(written) = first {
+        return Wakeup::Wrote(written);
+    }
+    tokio::select! {
+        biased;
+        written = &mut write => Wakeup::Wrote(written),
+        _ = sleep_until_opt(stall_deadline) => Wakeup::WriteStalled,
+    }
+}
+
 /// Write as much of the queue as the socket takes in one vectored write; with the queue empty,
 /// send the `direct` file range with `sendfile` (on a plain TCP socket). Pending forever when
 /// there is neither, so it can sit in a `select!`.
-async fn write_some<W: AsyncWrite + Unpin + 'static>(
+async fn write_once<W: AsyncWrite + Unpin + 'static>(
     writer: &mut W,
     out: &OutputQueue,
     direct: Option<FileSpan>,
@@ -724,7 +861,13 @@ async fn write_some<W: AsyncWrite + Unpin + 'static>(
             _ => std::future::pending().await,
         };
     }
-    let n = writer.write_vectored(&out.write_batch()).await?;
+    // The slices are made on the stack for each attempt, never kept in the connection.
+    let n = std::future::poll_fn(|cx| {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let filled = out.fill_batch(&mut slices);
+        Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..filled])
+    })
+    .await?;
     if n == 0 {
         return Err(std::io::ErrorKind::WriteZero.into());
     }
@@ -788,21 +931,34 @@ async fn recv_rtcp(source: Option<&RtcpSource>) -> Vec<RtcpPacket> {
     let Some((socket, client)) = source else {
         return std::future::pending().await;
     };
-    let mut buf = [0u8; 1500];
     loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, from)) => {
-                if !rtcp_from_client(from, *client) {
-                    continue;
-                }
-                if let Ok(packets) = parse_rtcp(&buf[..n]) {
-                    return packets;
-                }
-            }
+        // Waiting needs no buffer; the datagram is taken in by a plain call, so the task's
+        // state never holds room for one.
+        let received = match socket.readable().await {
+            Ok(()) => take_rtcp(socket, *client),
+            Err(error) => Err(error),
+        };
+        match received {
+            Ok(Some(packets)) => return packets,
+            Ok(None) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
             // Errors on an unconnected UDP socket are transient; don't spin on them.
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// The RTCP datagram waiting on `socket`, parsed, if it is RTCP from the client's IP.
+fn take_rtcp(
+    socket: &tokio::net::UdpSocket,
+    client: std::net::IpAddr,
+) -> std::io::Result<Option<Vec<RtcpPacket>>> {
+    let mut buf = [0u8; 1500];
+    let (n, from) = socket.try_recv_from(&mut buf)?;
+    if !rtcp_from_client(from, client) {
+        return Ok(None);
+    }
+    Ok(parse_rtcp(&buf[..n]).ok())
 }
 
 /// Whether RTCP from `from` is the client's (at `client`): the same IP, IPv4-mapped or not.
@@ -858,17 +1014,143 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_read_buffer_starts_small_and_grows_once_a_read_fills_it() {
-        let (reader, writer) = tokio::io::duplex(64);
+    #[tokio::test]
+    async fn the_read_buffer_is_made_at_the_first_read_and_grows_each_time_a_read_fills_it() {
+        use tokio::io::AsyncWriteExt;
+        let (reader, mut client) = tokio::io::duplex(256 * 1024);
+        let (_other, writer) = tokio::io::duplex(64);
         let mut io = Io::new(reader, writer);
+        assert!(io.read_buf.is_empty(), "no buffer before the first read");
+        client.write_all(&[1; 100]).await.unwrap();
+        assert_eq!(io.read().await.unwrap(), 100);
         assert_eq!(io.read_buf.len(), FIRST_READ_BUFFER);
-        io.grow_after(FIRST_READ_BUFFER - 1);
-        assert_eq!(io.read_buf.len(), FIRST_READ_BUFFER, "a request fits");
-        io.grow_after(FIRST_READ_BUFFER);
-        assert_eq!(io.read_buf.len(), READ_BUFFER);
-        io.grow_after(READ_BUFFER);
-        assert_eq!(io.read_buf.len(), READ_BUFFER, "never past the full size");
+        io.after_read(100);
+        assert_eq!(
+            io.read_buf.len(),
+            FIRST_READ_BUFFER,
+            "a reader that cannot wait without it keeps it"
+        );
+        for (sent, after) in [
+            (FIRST_READ_BUFFER, READ_BUFFER),
+            (READ_BUFFER - 1, READ_BUFFER),
+            (READ_BUFFER, READ_BUFFER),
+            (10, READ_BUFFER),
+        ] {
+            client.write_all(&vec![2; sent]).await.unwrap();
+            assert_eq!(io.read().await.unwrap(), sent);
+            io.after_read(sent);
+            assert_eq!(io.read_buf.len(), after, "after a read of {sent} bytes");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tcp_listener_holds_no_read_buffer_between_requests_and_a_publisher_keeps_its_own() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (served, _) = listener.accept().await.unwrap();
+        let (reader, writer) = served.into_split();
+        let mut io = Io::new(reader, writer);
+        client
+            .write_all(b"GET /live HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let n = io.read().await.unwrap();
+        assert_eq!(&io.read_buf[..n], b"GET /live HTTP/1.1\r\n\r\n");
+        io.after_read(n);
+        assert!(io.read_buf.is_empty(), "given back after a small read");
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(io.read().await.unwrap(), 1);
+        assert_eq!(
+            io.read_buf.len(),
+            FIRST_READ_BUFFER,
+            "made again for the next read"
+        );
+        io.after_read(1);
+        assert!(io.read_buf.is_empty());
+        // A publisher: reads fill the buffer, which grows and is then kept, even after a
+        // small read.
+        client.write_all(&[7; 40 * 1024]).await.unwrap();
+        let mut total = 0;
+        while total < 40 * 1024 {
+            let n = io.read().await.unwrap();
+            assert!(io.read_buf[..n].iter().all(|&b| b == 7));
+            io.after_read(n);
+            total += n;
+        }
+        assert!(
+            io.read_buf.len() >= READ_BUFFER,
+            "a publisher keeps its buffer"
+        );
+        client.write_all(b"y").await.unwrap();
+        assert_eq!(io.read().await.unwrap(), 1);
+        io.after_read(1);
+        assert!(io.read_buf.len() >= READ_BUFFER, "kept after a small read");
+        drop(client);
+        assert_eq!(io.read().await.unwrap(), 0, "the client's end reads as 0");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stall_timer_counts_only_when_the_socket_is_full() {
+        let mut out = OutputQueue::default();
+        out.push(bytes::Bytes::from(vec![1u8; 100]));
+        let (mut writer, _reader) = tokio::io::duplex(64);
+        let passed = Instant::now() - Duration::from_secs(1);
+        let wrote = write_some(&mut writer, &out, None, Some(passed)).await;
+        assert!(
+            matches!(wrote, Wakeup::Wrote(Ok(Written::Queued(64)))),
+            "a socket with room takes the bytes, however late the deadline"
+        );
+        let soon = Instant::now() + Duration::from_secs(5);
+        let stalled = write_some(&mut writer, &out, None, Some(soon)).await;
+        assert!(
+            matches!(stalled, Wakeup::WriteStalled),
+            "a full socket waits until the deadline"
+        );
+        assert!(Instant::now() >= soon);
+    }
+
+    #[test]
+    fn the_loop_sleeps_until_the_earliest_deadline_and_then_names_what_is_due() {
+        let now = Instant::now();
+        let at = |ms: u64| now + Duration::from_millis(ms);
+        assert_eq!(Deadlines::default().earliest(), None);
+        let deadlines = Deadlines {
+            source_silent: Some(at(300)),
+            timer: Some((4, at(100))),
+            reports: Some(at(200)),
+            flush: Some(at(150)),
+            ..Deadlines::default()
+        };
+        assert_eq!(deadlines.earliest(), Some(at(100)));
+        assert!(matches!(deadlines.due(at(100)), Wakeup::Timer(Some(4))));
+        assert!(matches!(deadlines.due(at(250)), Wakeup::Timer(Some(4))));
+        let fired = Deadlines {
+            timer: None,
+            ..deadlines
+        };
+        assert_eq!(fired.earliest(), Some(at(150)));
+        assert!(matches!(fired.due(at(150)), Wakeup::Flush));
+        assert!(matches!(fired.due(at(250)), Wakeup::ReportsDue));
+        assert!(
+            matches!(fired.due(at(300)), Wakeup::SourceSilent),
+            "an ending comes before anything else due"
+        );
+        let idle = Deadlines {
+            idle: Some(at(50)),
+            pace: Some(at(10)),
+            ..Deadlines::default()
+        };
+        assert_eq!(idle.earliest(), Some(at(10)));
+        assert!(matches!(idle.due(at(20)), Wakeup::PaceDue));
+        assert!(matches!(idle.due(at(60)), Wakeup::Idle));
+        let paused = Deadlines {
+            ingest: Some(at(30)),
+            ..Deadlines::default()
+        };
+        assert!(matches!(paused.due(at(30)), Wakeup::IngestDue));
     }
 
     #[tokio::test]
@@ -940,5 +1222,20 @@ mod tests {
         for ending in [Ending::Closed, Ending::TooSlow] {
             assert_eq!(ending.publisher_gone(), "the encoder disconnected");
         }
+    }
+
+    /// The size of a connection task's state, without making one.
+    fn task_size<S, Fut>(
+        _: fn(S, SocketAddr, SocketAddr, Arc<ServingPlugin>, Arc<Shared>, Admitted) -> Fut,
+    ) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn a_connection_task_stays_small() {
+        // Every listener holds one for its whole session: at radio scale it is most of what a
+        // listener costs. Unoptimised builds lay it out larger than release builds do.
+        let size = task_size(serve_connection::<TcpStream>);
+        assert!(size <= 4_608, "{size} bytes");
     }
 }

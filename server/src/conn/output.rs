@@ -45,6 +45,9 @@ pub fn coalesce_delay(open_connections: usize) -> Duration {
         COALESCE_DELAY
     }
 }
+/// A queue that held more buffers than this gives the room back once it is empty, so a join's
+/// backlog does not leave every listener holding room for a GOP of buffers.
+const KEPT_BUFFER_SLOTS: usize = 8;
 
 /// Bytes waiting for the client's socket.
 #[derive(Default)]
@@ -121,13 +124,23 @@ impl OutputQueue {
         self.coalesce_until = None;
     }
 
+    /// Fill `slices` with the front of the queue, for one vectored write; how many were
+    /// filled. The caller's array lives only during the write's poll, not in the connection.
+    pub fn fill_batch<'q>(&'q self, slices: &mut [IoSlice<'q>]) -> usize {
+        let mut filled = 0;
+        for (slot, buffer) in slices.iter_mut().zip(&self.buffers) {
+            *slot = IoSlice::new(buffer);
+            filled += 1;
+        }
+        filled
+    }
+
     /// The front of the queue as one vectored write.
+    #[cfg(test)]
     pub fn write_batch(&self) -> Vec<IoSlice<'_>> {
-        self.buffers
-            .iter()
-            .take(MAX_IOVECS)
-            .map(|buffer| IoSlice::new(buffer))
-            .collect()
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let filled = self.fill_batch(&mut slices);
+        slices[..filled].to_vec()
     }
 
     /// The socket took `n` bytes at `now`.
@@ -148,6 +161,9 @@ impl OutputQueue {
                 let _ = front.split_to(n);
                 n = 0;
             }
+        }
+        if self.buffers.is_empty() && self.buffers.capacity() > KEPT_BUFFER_SLOTS {
+            self.buffers = VecDeque::new();
         }
     }
 
@@ -392,5 +408,18 @@ mod tests {
         out.coalesce_live(true, now, COALESCE_DELAY);
         out.consume(10, now);
         assert_eq!(out.held_until(), None);
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_back_a_backlogs_room() {
+        let mut out = OutputQueue::default();
+        out.extend((0..40).map(|i| block(10, i as u8)));
+        out.consume(400, Instant::now());
+        assert!(out.is_empty());
+        assert!(out.buffers.capacity() <= KEPT_BUFFER_SLOTS);
+        out.extend((0..3).map(|i| block(10, i as u8)));
+        let kept = out.buffers.capacity();
+        out.consume(30, Instant::now());
+        assert_eq!(out.buffers.capacity(), kept, "a small queue keeps its room");
     }
 }
