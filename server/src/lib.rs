@@ -48,6 +48,7 @@ pub mod reload;
 pub mod scaffold;
 pub mod server;
 pub mod state;
+pub mod switches;
 pub mod systemd;
 pub mod tls;
 pub mod transport;

@@ -29,7 +29,7 @@ pub const SENDFILE_MAX: usize = 256 * 1024;
 pub fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| {
-        let on = allowed_by(std::env::var(SENDFILE_VARIABLE).ok().as_deref());
+        let on = crate::switches::switched_on_by(std::env::var(SENDFILE_VARIABLE).ok().as_deref());
         if !on {
             info!(
                 variable = SENDFILE_VARIABLE,
@@ -38,16 +38,6 @@ pub fn enabled() -> bool {
         }
         on
     })
-}
-
-/// Whether a `FERROCAST_SENDFILE` setting allows `sendfile` (it does unless it says no).
-pub fn allowed_by(setting: Option<&str>) -> bool {
-    !matches!(
-        setting
-            .map(|value| value.trim().to_ascii_lowercase())
-            .as_deref(),
-        Some("off" | "0" | "false" | "no")
-    )
 }
 
 /// The plain TCP socket behind a connection's writer, if that is what it is.
@@ -102,16 +92,6 @@ fn send_now(socket: RawFd, span: FileSpan) -> io::Result<usize> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-
-    #[test]
-    fn only_an_explicit_no_turns_sendfile_off() {
-        for setting in [None, Some("on"), Some("1"), Some("")] {
-            assert!(allowed_by(setting), "{setting:?}");
-        }
-        for setting in ["off", "OFF", " 0 ", "false", "no"] {
-            assert!(!allowed_by(Some(setting)), "{setting}");
-        }
-    }
 
     #[tokio::test]
     async fn a_plain_tcp_writer_is_recognised_and_other_writers_are_not() {

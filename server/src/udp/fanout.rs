@@ -38,7 +38,7 @@ pub const FANOUT_VARIABLE: &str = "FERROCAST_UDP_FANOUT";
 pub fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| {
-        let on = super::switched_on_by(std::env::var(FANOUT_VARIABLE).ok().as_deref());
+        let on = crate::switches::switched_on_by(std::env::var(FANOUT_VARIABLE).ok().as_deref());
         if !on {
             info!(
                 variable = FANOUT_VARIABLE,

@@ -53,7 +53,7 @@ impl GsoSwitch {
             GSO_OFF => false,
             _ => {
                 let setting = std::env::var(GSO_VARIABLE).ok();
-                let on = switched_on_by(setting.as_deref());
+                let on = crate::switches::switched_on_by(setting.as_deref());
                 if !on {
                     info!(
                         variable = GSO_VARIABLE,
@@ -89,17 +89,6 @@ impl Default for GsoSwitch {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Whether an on-by-default switch's setting (an environment variable's value) leaves it on:
-/// it does unless it says `off`, `0`, `false` or `no`.
-pub fn switched_on_by(setting: Option<&str>) -> bool {
-    !matches!(
-        setting
-            .map(|value| value.trim().to_ascii_lowercase())
-            .as_deref(),
-        Some("off" | "0" | "false" | "no")
-    )
 }
 
 /// Whether a send error means this kernel, device or socket cannot do GSO (as opposed to a
@@ -404,25 +393,12 @@ pub fn send_batch(
                 }
             })
             .collect();
-        // SAFETY: `messages` holds `messages.len()` initialised headers whose buffers stay
-        // alive and unmoved for the duration of the call.
-        let result = unsafe {
-            libc::sendmmsg(
-                socket.as_raw_fd(),
-                messages.as_mut_ptr(),
-                messages.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
+        let went = match send_messages(socket, &mut messages) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(sent),
+            other => other?,
         };
-        if result < 0 {
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::WouldBlock {
-                return Ok(sent);
-            }
-            return Err(error);
-        }
-        sent += result as usize;
-        if (result as usize) < batch.len() {
+        sent += went;
+        if went < batch.len() {
             return Ok(sent);
         }
     }
@@ -487,15 +463,6 @@ mod tests {
     fn packets_apart_in_the_buffer_are_not_joined() {
         let runs = segment_runs(&[0..100, 150..250], 65_000, 64);
         assert_eq!(runs.len(), 2);
-    }
-
-    #[test]
-    fn a_switch_is_on_unless_its_setting_says_no() {
-        assert!(switched_on_by(None));
-        assert!(switched_on_by(Some("on")));
-        for no in ["off", "0", "false", "No", " OFF "] {
-            assert!(!switched_on_by(Some(no)), "{no}");
-        }
     }
 
     #[test]
