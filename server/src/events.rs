@@ -172,6 +172,11 @@ pub const RECORDING_RETENTION_FAILED: &str = "RECORDING_RETENTION_FAILED";
 /// of the point lost the chunks it skipped. Give the server more CPU or fewer sessions.
 pub const UDP_FANOUT_LAGGING: &str = "UDP_FANOUT_LAGGING";
 
+/// The TCP fan-out of a point fell behind its ring (an overloaded host): its listeners went
+/// back to writing on their own, and those that fell behind too skip to the next keyframe.
+/// Give the server more CPU or fewer listeners.
+pub const TCP_FANOUT_LAGGING: &str = "TCP_FANOUT_LAGGING";
+
 #[cfg(test)]
 mod tests {
     //! Every `warn!` and `error!` in the host names its event: the source files under `src/`

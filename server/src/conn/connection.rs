@@ -104,6 +104,9 @@ pub struct Connection<'a> {
     pub(super) pending_handover: Option<crate::tunnels::Handover>,
     /// The connection was handed over: counted on the new plugin's generation.
     pub(super) handed_over: Option<crate::plugins::GenerationSession>,
+    /// The client's socket, if it is plain TCP: a live point's TCP fan-out may write to it.
+    /// It stays open for as long as the connection (and so its media cursor) lives.
+    pub(super) plain_socket: Option<std::os::fd::RawFd>,
 }
 
 impl<'a> Connection<'a> {
@@ -136,6 +139,7 @@ impl<'a> Connection<'a> {
             tunnel: None,
             pending_handover: None,
             handed_over: None,
+            plain_socket: None,
         }
     }
 
@@ -381,6 +385,49 @@ impl<'a> Connection<'a> {
         cursor.join_fanout(member, ring);
     }
 
+    /// A raw TS listener on plain TCP that has written everything and finds nothing waiting
+    /// in the ring hands its writing to the point's TCP fan-out (`points::tcp_fanout`).
+    pub fn hand_over_to_tcp_fanout(&mut self) {
+        let Some(socket) = self.plain_socket else {
+            return;
+        };
+        if !self.out.is_empty()
+            || self.framed.is_active()
+            || self.close_requested
+            || self.publisher.is_some()
+            || !crate::points::tcp_fanout::enabled()
+        {
+            return;
+        }
+        let Some(Media::Live(cursor)) = &mut self.media else {
+            return;
+        };
+        if !cursor.may_join_tcp_fanout() {
+            return;
+        }
+        if let Some(step) = cursor.next_ready() {
+            // Not caught up after all: this goes out first, the hand-over waits for the next
+            // time the queue empties.
+            return self.on_live_step(step);
+        }
+        let hold = super::output::coalesce_delay(self.shared.gate.open_connections());
+        let sent = self.out.sent_counter();
+        if let Some(Media::Live(cursor)) = &mut self.media {
+            cursor.join_tcp_fanout(socket, sent, hold);
+        }
+    }
+
+    /// Take the writing back from the TCP fan-out, before anything else may be written: the
+    /// rest of a chunk it cut goes out first.
+    pub fn take_back_from_tcp_fanout(&mut self) {
+        if let Some(Media::Live(cursor)) = &mut self.media {
+            if cursor.on_tcp_fanout() {
+                let rest = cursor.leave_tcp_fanout();
+                self.out.push(rest);
+            }
+        }
+    }
+
     /// The session's transports changed: it sends its own chunks again until it hands over
     /// with the new set.
     pub fn transports_changed(&mut self) {
@@ -399,6 +446,7 @@ impl<'a> Connection<'a> {
                     self.hand_over_to_fanout();
                 }
             },
+            LiveStep::Rest(rest) => self.out.push(rest),
             LiveStep::End(reason, message) => {
                 // A reload that removed the point also ends its stream; say so, the way
                 // every other reconfigured session ends.

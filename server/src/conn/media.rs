@@ -23,6 +23,7 @@ use super::zero_copy::FileSpan;
 use crate::events;
 use crate::media::pacer::FilePacer;
 use crate::media::rtp::{RtpBatch, RtpPacketizer};
+use crate::points::tcp_fanout::{Listening, NewListener, Returned};
 use crate::points::{JoinSnapshot, LiveChunk, LiveEvent, LiveStream};
 use crate::udp::fanout::{FanoutEnd, Membership, NewMember};
 
@@ -54,6 +55,9 @@ impl Media {
 #[derive(Debug)]
 pub enum LiveStep {
     Data(Arc<LiveChunk>),
+    /// The rest of a chunk the TCP fan-out's last write to the client was cut in: it goes
+    /// out before anything else.
+    Rest(Bytes),
     End(EndReason, String),
 }
 
@@ -71,6 +75,13 @@ pub struct LiveCursor {
     rtp_next: Option<u16>,
     /// The point's UDP fan-out sends for the session; the ring is left alone meanwhile.
     fanout: Option<Membership>,
+    /// The point's TCP fan-out writes for the client; the ring is left alone meanwhile.
+    tcp: Option<Listening>,
+    /// The index of the next chunk the client needs ([`LiveChunk::index`]).
+    next_index: u64,
+    /// Back from the TCP fan-out: the ring, unread meanwhile, holds chunks the fan-out
+    /// already wrote (skipped) and may report a lag that is not the client's.
+    resuming: bool,
 }
 
 impl LiveCursor {
@@ -85,6 +96,9 @@ impl LiveCursor {
             span,
             rtp_next: None,
             fanout: None,
+            tcp: None,
+            next_index: join.next_index,
+            resuming: false,
         }
     }
 
@@ -125,10 +139,58 @@ impl LiveCursor {
         }
     }
 
+    /// Whether the client may hand its writing to the point's TCP fan-out: it takes raw TS,
+    /// is not on the fan-out already, and is not waiting for a keyframe.
+    pub fn may_join_tcp_fanout(&self) -> bool {
+        !self.rtp && self.tcp.is_none() && !self.waiting_for_keyframe
+    }
+
+    /// Whether the point's TCP fan-out writes for the client.
+    pub fn on_tcp_fanout(&self) -> bool {
+        self.tcp.is_some()
+    }
+
+    /// Hand the writing to the point's TCP fan-out, from the next chunk on. The caller
+    /// makes sure everything before it was written and nothing waits in the ring.
+    pub fn join_tcp_fanout(&mut self, socket: std::os::fd::RawFd, sent: crate::state::SentBytes, hold: Duration) {
+        let listener = NewListener {
+            socket,
+            sent,
+            next_index: self.next_index,
+            hold,
+        };
+        let fanout = Arc::clone(&self.stream.tcp_fanout);
+        self.tcp = Some(fanout.join(&self.stream.name, listener, self.rx.resubscribe()));
+    }
+
+    /// Take the writing back from the TCP fan-out: the rest of a chunk it cut, to be written
+    /// before anything else (empty if none).
+    pub fn leave_tcp_fanout(&mut self) -> Bytes {
+        match self.tcp.take().and_then(Listening::leave) {
+            Some(returned) => self.take_back(returned),
+            None => Bytes::new(),
+        }
+    }
+
+    /// The fan-out gave the client back: go on from the chunk it needs next.
+    fn take_back(&mut self, returned: Returned) -> Bytes {
+        self.next_index = returned.next_index;
+        self.resuming = true;
+        returned.rest
+    }
+
     /// The next chunk to send, or the end of the stream.
     pub async fn next(&mut self) -> LiveStep {
         if let Some(fanout) = &mut self.fanout {
             return fanout_ended(fanout.ended().await);
+        }
+        if let Some(listening) = &mut self.tcp {
+            let returned = listening.returned().await;
+            self.tcp = None;
+            let rest = self.take_back(returned);
+            if !rest.is_empty() {
+                return LiveStep::Rest(rest);
+            }
         }
         loop {
             let received = self.rx.recv().await;
@@ -143,6 +205,14 @@ impl LiveCursor {
     pub fn next_ready(&mut self) -> Option<LiveStep> {
         if let Some(fanout) = &mut self.fanout {
             return fanout.try_ended().map(fanout_ended);
+        }
+        if let Some(listening) = &mut self.tcp {
+            let returned = listening.try_returned()?;
+            self.tcp = None;
+            let rest = self.take_back(returned);
+            if !rest.is_empty() {
+                return Some(LiveStep::Rest(rest));
+            }
         }
         loop {
             let received = match self.rx.try_recv() {
@@ -166,6 +236,20 @@ impl LiveCursor {
     ) -> Option<LiveStep> {
         match received {
             Ok(LiveEvent::Media(live)) => {
+                if self.resuming {
+                    if live.index < self.next_index {
+                        return None;
+                    }
+                    self.resuming = false;
+                    if live.index > self.next_index {
+                        // The ring moved on past what the fan-out wrote.
+                        let skipped = live.index - self.next_index;
+                        if let Some(end) = self.on_lag(skipped, now) {
+                            return Some(end);
+                        }
+                    }
+                }
+                self.next_index = live.index + 1;
                 if live.chunk.random_access {
                     self.waiting_for_keyframe = false;
                 }
@@ -184,6 +268,9 @@ impl LiveCursor {
                 EndReason::SOURCE_ENDED,
                 "the encoder did not come back".into(),
             )),
+            // A ring left unread while the fan-out wrote: where the client stands is decided
+            // by the next chunk's index.
+            Err(RecvError::Lagged(_)) if self.resuming => None,
             Err(RecvError::Lagged(skipped)) => self.on_lag(skipped, now),
             Err(RecvError::Closed) => Some(LiveStep::End(
                 EndReason::POINT_CLOSED,
@@ -367,6 +454,7 @@ mod tests {
                 pcr_90k: None,
             },
             rtp,
+            index: 0,
         })))
     }
 
@@ -395,6 +483,7 @@ mod tests {
                 pcr_90k: None,
             },
             rtp,
+            index: 0,
         }));
         let now = Instant::now();
         assert!(sends(live.on_event(Ok(keepalive), now)));

@@ -51,6 +51,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Span};
 
 pub use self::admission::LostUse;
+pub(crate) use self::output::COALESCE_BYTES;
 use self::connection::Connection;
 use self::media::{LiveStep, Media};
 use self::output::{OutputQueue, MAX_IOVECS};
@@ -225,15 +226,17 @@ pub async fn serve_connection<S: ClientStream>(
     let Some(mut session) = span.in_scope(|| open_session(&plugin, &info)) else {
         return;
     };
+    // The socket is made before the connection's state and so outlives it: a live point's
+    // TCP fan-out writing to it is let go of when the state (its media cursor) drops.
+    let (reader, writer) = socket.into_halves();
+    let mut io = Io::new(reader, writer);
     let mut conn = Connection::new(&shared, &plugin.name, info, span.clone());
     conn.out.count_sent_in(sent);
     conn.refused = admitted.refused;
     conn.secure = secure;
+    conn.plain_socket = zero_copy::plain_tcp(&io.writer).map(std::os::fd::AsRawFd::as_raw_fd);
     let ending = match span.in_scope(|| session.on_open(&mut conn)) {
-        Ok(()) => {
-            let (reader, writer) = socket.into_halves();
-            drive(Io::new(reader, writer), &mut session, &mut conn, &span).await
-        }
+        Ok(()) => drive(&mut io, &mut session, &mut conn, &span).await,
         Err(fault) => Ending::Fault(fault),
     };
     span.in_scope(|| {
@@ -475,7 +478,7 @@ enum Wakeup {
 /// timers, RTCP, resources, tunnels). It stays one function, longer than most, so that every
 /// wake-up source and its priority is visible in one place; each arm hands off to `Connection`.
 async fn drive<R, W>(
-    mut io: Io<R, W>,
+    io: &mut Io<R, W>,
     session: &mut PluginSession,
     conn: &mut Connection<'_>,
     span: &Span,
@@ -553,7 +556,7 @@ where
         }
         let idle_deadline = idle.deadline(conn.refused.is_some(), conn.answered);
         let wakeup = next_wakeup(
-            &mut io,
+            io,
             conn,
             &mut changes,
             (write_timeout, direct),
@@ -561,9 +564,9 @@ where
         )
         .await;
         let handled = if wakeup.is_routine() {
-            handle(wakeup, &mut io, session, conn)
+            handle(wakeup, io, session, conn)
         } else {
-            span.in_scope(|| handle(wakeup, &mut io, session, conn))
+            span.in_scope(|| handle(wakeup, io, session, conn))
         };
         if let Err(ending) = handled {
             return ending;
@@ -713,6 +716,10 @@ fn handle<R: ClientReader, W>(
     session: &mut PluginSession,
     conn: &mut Connection<'_>,
 ) -> Result<(), Ending> {
+    if !matches!(wakeup, Wakeup::Live(_)) {
+        // Anything but media may write or change what plays: the connection writes itself.
+        conn.take_back_from_tcp_fanout();
+    }
     match wakeup {
         Wakeup::Read(Ok(0)) => {
             io.reading = false;
@@ -726,7 +733,12 @@ fn handle<R: ClientReader, W>(
         Wakeup::Read(Err(error)) | Wakeup::Wrote(Err(error)) => {
             return Err(Ending::PeerGone(error))
         }
-        Wakeup::Wrote(Ok(Written::Queued(n))) => conn.out.consume(n, Instant::now()),
+        Wakeup::Wrote(Ok(Written::Queued(n))) => {
+            conn.out.consume(n, Instant::now());
+            if conn.out.is_empty() {
+                conn.hand_over_to_tcp_fanout();
+            }
+        }
         Wakeup::Wrote(Ok(Written::FromFile(n))) => on_file_sent(conn, n),
         Wakeup::WriteStalled => return Err(Ending::TooSlow),
         Wakeup::SourceSilent => return Err(Ending::SourceSilent(conn.silence())),
@@ -893,7 +905,7 @@ fn take_ready_live(conn: &mut Connection<'_>) {
             return;
         };
         match step {
-            LiveStep::Data(_) => conn.on_live_step(step),
+            LiveStep::Data(_) | LiveStep::Rest(_) => conn.on_live_step(step),
             // The end of a stream is logged, in the connection's span (this may run outside).
             LiveStep::End(..) => {
                 let span = conn.span.clone();

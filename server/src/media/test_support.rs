@@ -258,5 +258,6 @@ pub fn live_chunk(packetizer: &mut RtpPacketizer, ts_packets: usize) -> Arc<Live
             pcr_90k: None,
         },
         rtp,
+        index: 0,
     })
 }

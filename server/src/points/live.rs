@@ -45,6 +45,9 @@ pub enum LiveEvent {
 pub struct LiveChunk {
     pub chunk: Chunk,
     pub rtp: RtpBatch,
+    /// The chunk's place in the point's ring: every chunk sent gets the next number, so a
+    /// client can tell where it stands against the TCP fan-out (`super::tcp_fanout`).
+    pub index: u64,
 }
 
 impl LiveChunk {
@@ -181,6 +184,8 @@ struct LiveInner {
     ingest: TsIngest,
     /// Chunks since the most recent keyframe, starting with it.
     gop: Vec<Arc<LiveChunk>>,
+    /// The index the next framed chunk gets ([`LiveChunk::index`]).
+    next_chunk_index: u64,
     /// Bumped on every publisher change; grace timers check it to know they are stale.
     epoch: u64,
     /// The next keyframe (and its PAT/PMT) is the first after a source change: flag it.
@@ -239,12 +244,15 @@ impl LiveInner {
         self.source_lost_before + current
     }
 
+    /// Frame a chunk for every protocol and number it; it must then be sent to the ring.
     fn frame(&mut self, chunk: Chunk) -> Arc<LiveChunk> {
         let timestamp = self
             .rtp_clock
             .timestamp(chunk.pcr_90k, std::time::Instant::now());
         let rtp = self.rtp.packetize(&chunk.data, timestamp);
-        Arc::new(LiveChunk { chunk, rtp })
+        let index = self.next_chunk_index;
+        self.next_chunk_index += 1;
+        Arc::new(LiveChunk { chunk, rtp, index })
     }
 }
 
@@ -272,6 +280,8 @@ pub struct LiveStream {
     pub(super) created: tokio::time::Instant,
     /// Sends the chunks of the UDP sessions that caught up.
     pub udp_fanout: Arc<crate::udp::fanout::PointFanout>,
+    /// Writes the chunks of the raw TS listeners on plain TCP that caught up.
+    pub tcp_fanout: Arc<super::tcp_fanout::TcpFanout>,
 }
 
 /// What a late joiner receives before the live ring: PAT/PMT, then the current GOP.
@@ -282,6 +292,8 @@ pub struct JoinSnapshot {
     pub rx: broadcast::Receiver<LiveEvent>,
     /// Where an RTP client starts: the first packet of the backlog, or the next one.
     pub rtp: RtpStart,
+    /// The index of the first chunk `rx` will give ([`LiveChunk::index`]).
+    pub next_index: u64,
 }
 
 impl LiveStream {
@@ -301,6 +313,7 @@ impl LiveStream {
                 publisher: None,
                 ingest: TsIngest::new(),
                 gop: Vec::new(),
+                next_chunk_index: 0,
                 epoch: 0,
                 mark_discontinuity: false,
                 reconnects: 0,
@@ -328,6 +341,7 @@ impl LiveStream {
             demand_until_ms: AtomicU64::new(0),
             created: tokio::time::Instant::now(),
             udp_fanout: Arc::default(),
+            tcp_fanout: Arc::default(),
         })
     }
 
@@ -699,6 +713,7 @@ impl LiveStream {
             at_keyframe: !inner.gop.is_empty(),
             rx,
             rtp: Self::rtp_start_of(&inner),
+            next_index: inner.next_chunk_index,
         }
     }
 
@@ -725,12 +740,13 @@ impl LiveStream {
 
     /// Clients and pushes on the point's ring; taps (HLS packagers, recorders) are not clients.
     pub fn client_count(&self) -> usize {
-        // Taps (HLS packagers, recorders) and the UDP fan-out's subscription are not
-        // clients (the fan-out's sessions keep their own subscriptions).
+        // Taps (HLS packagers, recorders) and the fan-outs' subscriptions are not clients
+        // (the fan-outs' sessions keep their own subscriptions).
         self.tx
             .receiver_count()
             .saturating_sub(self.taps.load(Ordering::Acquire))
             .saturating_sub(self.udp_fanout.subscriptions())
+            .saturating_sub(self.tcp_fanout.subscriptions())
     }
 
     /// Remember why the source could not be reached (a pull that failed to connect).

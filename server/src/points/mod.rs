@@ -7,6 +7,7 @@
 //! - [`timeline`]: the re-basing of PTS/DTS/PCR that keeps a point's output timeline
 //!   continuous across source changes;
 //! - [`index_cache`]: the time indexes of on-demand files, built off the async threads;
+//! - [`tcp_fanout`]: one writer for a live point's caught-up raw TS listeners on plain TCP;
 //! - [`tap`]: a subscriber of a live point's ring that is not a client (the HLS packager,
 //!   the recorder), walking chunks from a keyframe on.
 //!
@@ -18,6 +19,7 @@ pub mod join_pace;
 pub mod live;
 pub mod registry;
 pub mod tap;
+pub mod tcp_fanout;
 pub mod timeline;
 
 pub use index_cache::{FileVersion, IndexCache, IndexFailure, IndexLookup};

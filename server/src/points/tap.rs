@@ -277,6 +277,7 @@ mod tests {
                 random_access: keyframe,
                 pcr_90k: None,
             },
+            index: 0,
         })
     }
 

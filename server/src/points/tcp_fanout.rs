@@ -1,0 +1,506 @@
+//! The TCP fan-out of a live point: one writer for every caught-up listener that takes the
+//! point as raw TS on a plain TCP socket (HTTP, raw TCP).
+//!
+//! Such a listener's connection task sends its join backlog and anything it falls behind on
+//! itself. Once its output queue is empty and nothing waits for it in the ring, it hands its
+//! socket to the point's fan-out: one task that takes each chunk from the ring once and
+//! writes it to every listener's socket in turn, without waking the listeners' tasks. So a
+//! chunk costs one task wake-up for the point instead of one per listener. Small media (a
+//! radio stream) is held to gather more, as a listener's own queue would hold it, so each
+//! listener gets one write per hold.
+//!
+//! The fan-out never queues for anyone and never waits on a socket. A listener whose socket
+//! does not take a whole write, or that falls behind the fan-out, or any event in the ring
+//! other than media (a source change, the end, a lag), hands the listener back to its task,
+//! with the rest of the chunk the socket cut and the index of the next chunk it needs
+//! ([`super::LiveChunk::index`]). The task finds that chunk in its own ring subscription, kept
+//! but unread meanwhile, and goes on from there under the usual slow-client policy. A task
+//! that needs its socket for anything else (a request, a timer, a reload) takes it back the
+//! same way, at once.
+//!
+//! The fan-out writes to the listener's socket by its descriptor. The connection guarantees
+//! the descriptor stays open while it is a member: it leaves (under the shard's lock, so no
+//! write is under way) before it closes the socket.
+
+use std::io::{self, IoSlice};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{broadcast, oneshot};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::{LiveChunk, LiveEvent};
+use crate::events;
+use crate::state::SentBytes;
+
+/// The environment variable that turns the fan-out off (`off`, `0`, `false` or `no`): every
+/// listener then writes each chunk from its own task.
+pub const FANOUT_VARIABLE: &str = "FERROCAST_TCP_FANOUT";
+
+/// Listeners are kept in this many lists, each behind its own lock: a listener leaving waits
+/// at most for the writes to one list, not to every listener of the point.
+const SHARDS: usize = 32;
+
+/// Most buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+/// Listeners written to before the fan-out lets other tasks of its thread run.
+const WRITES_BEFORE_YIELD: usize = 256;
+
+/// Whether caught-up raw TS listeners on plain TCP hand their writing to the point's fan-out.
+pub fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let on = crate::switches::switched_on_by(std::env::var(FANOUT_VARIABLE).ok().as_deref());
+        if !on {
+            info!(
+                variable = FANOUT_VARIABLE,
+                "point-wide TCP fan-out turned off; every listener writes its own chunks"
+            );
+        }
+        on
+    })
+}
+
+/// A listener handing its writing over.
+pub struct NewListener {
+    /// The listener's plain TCP socket (see the module docs for who keeps it open).
+    pub socket: RawFd,
+    /// The listener's byte counter.
+    pub sent: SentBytes,
+    /// The index of the next chunk the listener needs.
+    pub next_index: u64,
+    /// How long small media is held to gather more (`conn::output::coalesce_delay`).
+    pub hold: Duration,
+}
+
+/// Where a listener stands when the fan-out gives it back (or its task takes it back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Returned {
+    /// The index of the first chunk the listener did not get any of.
+    pub next_index: u64,
+    /// The part of the chunk before it that the socket did not take (empty if none).
+    pub rest: Bytes,
+}
+
+struct Listener {
+    id: u64,
+    socket: RawFd,
+    sent: SentBytes,
+    next_index: u64,
+    back: oneshot::Sender<Returned>,
+}
+
+impl Listener {
+    /// Write what the listener lacks of `pending` (consecutive chunks); `Some` gives it back:
+    /// the socket did not take it all, or the listener needs a chunk before them.
+    fn write(&mut self, pending: &[Arc<LiveChunk>]) -> Option<Returned> {
+        let first = pending.first()?.index;
+        let last = pending.last()?.index;
+        if self.next_index > last {
+            return None;
+        }
+        // Chunks come in order with consecutive indexes; a listener needing one before them
+        // gets it from its own subscription.
+        let at = self.next_index.checked_sub(first).map(|at| at as usize);
+        let Some(mut at) = at.filter(|at| pending.get(*at).is_some_and(|l| l.index == self.next_index)) else {
+            return Some(self.back_at(self.next_index));
+        };
+        while at < pending.len() {
+            let batch = &pending[at..pending.len().min(at + MAX_IOVECS)];
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            for (slot, live) in slices.iter_mut().zip(batch) {
+                *slot = IoSlice::new(&live.chunk.data);
+            }
+            let wanted: usize = batch.iter().map(|live| live.chunk.data.len()).sum();
+            let written = match send_vectored(self.socket, &slices[..batch.len()]) {
+                Ok(written) => written,
+                // A full socket, or a broken one: the task finds out which when it writes.
+                Err(_) => return Some(self.back_at(batch[0].index)),
+            };
+            self.sent.add(written as u64);
+            if written < wanted {
+                return Some(cut_at(batch, written));
+            }
+            at += batch.len();
+            self.next_index = batch[batch.len() - 1].index + 1;
+        }
+        None
+    }
+
+    fn back_at(&self, next_index: u64) -> Returned {
+        Returned {
+            next_index,
+            rest: Bytes::new(),
+        }
+    }
+}
+
+/// Where a write of `batch` that the socket took `written` bytes of stopped.
+fn cut_at(batch: &[Arc<LiveChunk>], mut written: usize) -> Returned {
+    for live in batch {
+        let data = &live.chunk.data;
+        if written < data.len() {
+            return if written == 0 {
+                Returned {
+                    next_index: live.index,
+                    rest: Bytes::new(),
+                }
+            } else {
+                Returned {
+                    next_index: live.index + 1,
+                    rest: data.slice(written..),
+                }
+            };
+        }
+        written -= data.len();
+    }
+    let after = batch.last().map_or(0, |live| live.index + 1);
+    Returned {
+        next_index: after,
+        rest: Bytes::new(),
+    }
+}
+
+/// One non-blocking vectored write; no `SIGPIPE` if the peer is gone.
+fn send_vectored(socket: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: a zeroed msghdr is valid (no address, no control data); the iovecs point into
+    // `slices`, which outlive the call, and `IoSlice` is ABI-compatible with `iovec`.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = slices.as_ptr() as *mut libc::iovec;
+    message.msg_iovlen = slices.len() as _;
+    loop {
+        // SAFETY: the descriptor is open (see the module docs) and `message` is valid.
+        let sent = unsafe {
+            libc::sendmsg(
+                socket,
+                &message,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent >= 0 {
+            return Ok(sent as usize);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    listeners: Vec<Listener>,
+}
+
+/// The TCP fan-out of one live point.
+pub struct TcpFanout {
+    shards: [Mutex<Shard>; SHARDS],
+    /// A task holds a subscription to the point's ring and writes.
+    running: Mutex<bool>,
+    listeners: AtomicUsize,
+    next_id: AtomicU64,
+    /// The hold for small media, in milliseconds, as the latest listener to join asked.
+    hold_ms: AtomicU64,
+}
+
+impl Default for TcpFanout {
+    fn default() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::default()),
+            running: Mutex::new(false),
+            listeners: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            hold_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl TcpFanout {
+    /// How many ring subscriptions the fan-out holds (0 or 1): they are not clients.
+    pub fn subscriptions(&self) -> usize {
+        usize::from(*lock(&self.running))
+    }
+
+    /// How many listeners it writes to.
+    pub fn listeners(&self) -> usize {
+        self.listeners.load(Ordering::Relaxed)
+    }
+
+    /// Take over writing to a listener. `ring` is a subscription to the point's ring; it
+    /// starts the fan-out's task if none runs.
+    pub fn join(
+        self: &Arc<Self>,
+        point: &str,
+        listener: NewListener,
+        ring: broadcast::Receiver<LiveEvent>,
+    ) -> Listening {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (back, returned) = oneshot::channel();
+        self.hold_ms
+            .store(listener.hold.as_millis() as u64, Ordering::Relaxed);
+        lock(&self.shards[id as usize % SHARDS])
+            .listeners
+            .push(Listener {
+                id,
+                socket: listener.socket,
+                sent: listener.sent,
+                next_index: listener.next_index,
+                back,
+            });
+        self.listeners.fetch_add(1, Ordering::Relaxed);
+        let mut running = lock(&self.running);
+        if !*running {
+            *running = true;
+            info!(%point, "TCP fan-out started: the point's caught-up listeners share one writer");
+            tokio::spawn(run(Arc::clone(self), ring, point.to_owned()));
+        }
+        Listening {
+            fanout: Arc::clone(self),
+            id,
+            returned: Some(returned),
+        }
+    }
+
+    /// Take a listener out; where it stands, if it was still in.
+    fn leave(&self, id: u64) -> Option<Returned> {
+        let mut shard = lock(&self.shards[id as usize % SHARDS]);
+        let at = shard.listeners.iter().position(|l| l.id == id)?;
+        let listener = shard.listeners.swap_remove(at);
+        self.listeners.fetch_sub(1, Ordering::Relaxed);
+        Some(listener.back_at(listener.next_index))
+    }
+
+    /// Write `pending` to every listener; those the fan-out gives back are told where they
+    /// stand.
+    async fn write_all(&self, pending: &[Arc<LiveChunk>]) {
+        let mut since_yield = 0;
+        for shard in &self.shards {
+            {
+                let mut shard = lock(shard);
+                since_yield += shard.listeners.len();
+                let mut at = 0;
+                while at < shard.listeners.len() {
+                    match shard.listeners[at].write(pending) {
+                        None => at += 1,
+                        Some(returned) => {
+                            let listener = shard.listeners.swap_remove(at);
+                            self.listeners.fetch_sub(1, Ordering::Relaxed);
+                            let _ = listener.back.send(returned);
+                        }
+                    }
+                }
+            }
+            if since_yield >= WRITES_BEFORE_YIELD {
+                since_yield = 0;
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// Give every listener back where it stands: something other than media came, which
+    /// each listener's task handles itself.
+    fn give_all_back(&self) {
+        for shard in &self.shards {
+            let listeners = std::mem::take(&mut lock(shard).listeners);
+            self.listeners.fetch_sub(listeners.len(), Ordering::Relaxed);
+            for listener in listeners {
+                let returned = listener.back_at(listener.next_index);
+                let _ = listener.back.send(returned);
+            }
+        }
+    }
+
+    /// Whether the task goes on: not once the ring closed or nobody is left (the next
+    /// listener to join starts another).
+    fn keep_running(&self, ring_closed: bool) -> bool {
+        let mut running = lock(&self.running);
+        if ring_closed || self.listeners() == 0 {
+            *running = false;
+            return false;
+        }
+        true
+    }
+
+    fn hold(&self) -> Duration {
+        Duration::from_millis(self.hold_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// The chunks taken from the ring and not yet written, and the hold on small media.
+struct Pending {
+    chunks: Vec<Arc<LiveChunk>>,
+    bytes: usize,
+    held_until: Option<Instant>,
+}
+
+impl Pending {
+    fn push(&mut self, live: Arc<LiveChunk>) {
+        self.bytes += live.chunk.data.len();
+        self.chunks.push(live);
+    }
+
+    /// Whether to write now, holding small media for `hold` from its first chunk on.
+    fn due(&mut self, now: Instant, hold: Duration) -> bool {
+        if self.chunks.is_empty() {
+            return false;
+        }
+        if self.bytes >= crate::conn::COALESCE_BYTES || hold.is_zero() {
+            return true;
+        }
+        let until = *self.held_until.get_or_insert(now + hold);
+        until <= now
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.bytes = 0;
+        self.held_until = None;
+    }
+}
+
+/// What came from the ring besides media: every listener goes back to its task.
+enum Interruption {
+    Event,
+    Lagged(u64),
+    Closed,
+}
+
+/// The fan-out's task: each chunk of the point's ring once, for every listener.
+async fn run(fanout: Arc<TcpFanout>, mut ring: broadcast::Receiver<LiveEvent>, point: String) {
+    let mut pending = Pending {
+        chunks: Vec::new(),
+        bytes: 0,
+        held_until: None,
+    };
+    loop {
+        let received = tokio::select! {
+            biased;
+            received = ring.recv() => Some(received),
+            _ = sleep_until_opt(pending.held_until) => None,
+        };
+        let mut interruption = match received {
+            Some(Ok(event)) => take(&mut pending, event),
+            Some(Err(RecvError::Lagged(skipped))) => Some(Interruption::Lagged(skipped)),
+            Some(Err(RecvError::Closed)) => Some(Interruption::Closed),
+            None => None,
+        };
+        // What else already waits goes out in the same writes.
+        while interruption.is_none() {
+            interruption = match ring.try_recv() {
+                Err(TryRecvError::Empty) => break,
+                Ok(event) => take(&mut pending, event),
+                Err(TryRecvError::Lagged(skipped)) => Some(Interruption::Lagged(skipped)),
+                Err(TryRecvError::Closed) => Some(Interruption::Closed),
+            };
+        }
+        let closed = matches!(interruption, Some(Interruption::Closed));
+        match interruption {
+            Some(interruption) => {
+                if let Interruption::Lagged(skipped) = interruption {
+                    warn!(event = events::TCP_FANOUT_LAGGING, %point, skipped_chunks = skipped, "the TCP fan-out fell behind the point; its listeners catch up on their own");
+                }
+                // The listeners' own subscriptions hold what was pending.
+                pending.clear();
+                fanout.give_all_back();
+            }
+            None => {
+                if pending.due(Instant::now(), fanout.hold()) {
+                    fanout.write_all(&pending.chunks).await;
+                    pending.clear();
+                }
+            }
+        }
+        if !fanout.keep_running(closed) {
+            return;
+        }
+    }
+}
+
+/// Take one ring event into `pending`; anything but media interrupts.
+fn take(pending: &mut Pending, event: LiveEvent) -> Option<Interruption> {
+    match event {
+        LiveEvent::Media(live) => {
+            pending.push(live);
+            None
+        }
+        LiveEvent::SourceRestarted | LiveEvent::Ended => Some(Interruption::Event),
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A listener's place in its point's fan-out. Dropping it takes the listener out, and no
+/// write to its socket is under way once the drop returns.
+pub struct Listening {
+    fanout: Arc<TcpFanout>,
+    id: u64,
+    returned: Option<oneshot::Receiver<Returned>>,
+}
+
+impl Listening {
+    /// When the fan-out gives the listener back; pending forever once it did.
+    pub async fn returned(&mut self) -> Returned {
+        let Some(returned) = &mut self.returned else {
+            return std::future::pending().await;
+        };
+        let back = returned.await;
+        self.returned = None;
+        back.unwrap_or_else(|_| lost_track())
+    }
+
+    /// Whether the fan-out already gave the listener back; where it stands if so.
+    pub fn try_returned(&mut self) -> Option<Returned> {
+        let back = match self.returned.as_mut()?.try_recv() {
+            Ok(back) => back,
+            Err(oneshot::error::TryRecvError::Empty) => return None,
+            Err(oneshot::error::TryRecvError::Closed) => lost_track(),
+        };
+        self.returned = None;
+        Some(back)
+    }
+
+    /// Take the listener back now: where it stands (also if the fan-out just gave it back).
+    pub fn leave(mut self) -> Option<Returned> {
+        self.take_back()
+    }
+
+    fn take_back(&mut self) -> Option<Returned> {
+        if let Some(left) = self.fanout.leave(self.id) {
+            self.returned = None;
+            return Some(left);
+        }
+        self.try_returned()
+    }
+}
+
+/// Where a listener stands if the fan-out dropped it unsaid (only while the runtime shuts
+/// down): unknown, so its task treats every chunk as past a gap and restarts at a keyframe.
+fn lost_track() -> Returned {
+    Returned {
+        next_index: 0,
+        rest: Bytes::new(),
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        if self.returned.is_some() {
+            let _ = self.take_back();
+        }
+    }
+}
