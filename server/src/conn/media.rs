@@ -152,7 +152,12 @@ impl LiveCursor {
 
     /// Hand the writing to the point's TCP fan-out, from the next chunk on. The caller
     /// makes sure everything before it was written and nothing waits in the ring.
-    pub fn join_tcp_fanout(&mut self, socket: std::os::fd::RawFd, sent: crate::state::SentBytes, hold: Duration) {
+    pub fn join_tcp_fanout(
+        &mut self,
+        socket: std::os::fd::RawFd,
+        sent: crate::state::SentBytes,
+        hold: Duration,
+    ) {
         let listener = NewListener {
             socket,
             sent,
@@ -577,5 +582,80 @@ mod tests {
         cursor.on_sent(10).unwrap();
         assert!(cursor.is_done());
         assert!(cursor.on_sent(0).is_ok());
+    }
+
+    fn indexed(index: u64, keyframe: bool) -> Result<LiveEvent, RecvError> {
+        let Ok(LiveEvent::Media(live)) = chunk(keyframe) else {
+            unreachable!()
+        };
+        let live = Arc::into_inner(live).unwrap();
+        Ok(LiveEvent::Media(Arc::new(LiveChunk { index, ..live })))
+    }
+
+    #[test]
+    fn back_from_the_tcp_fanout_a_client_skips_what_it_wrote_and_is_not_blamed_for_the_rings_lag() {
+        let mut live = cursor(false);
+        let now = Instant::now();
+        assert!(sends(live.on_event(indexed(0, true), now)));
+        let rest = live.take_back(Returned {
+            next_index: 5,
+            rest: Bytes::from_static(b"tail"),
+        });
+        assert_eq!(&rest[..], b"tail");
+        assert_eq!(
+            live.on_event(Err(RecvError::Lagged(900)), now).map(|_| ()),
+            None
+        );
+        assert!(
+            !sends(live.on_event(indexed(3, false), now)),
+            "the fan-out wrote it"
+        );
+        assert!(
+            !sends(live.on_event(indexed(4, false), now)),
+            "the fan-out wrote it"
+        );
+        assert!(
+            sends(live.on_event(indexed(5, false), now)),
+            "the next one it needs"
+        );
+        assert!(
+            sends(live.on_event(indexed(6, false), now)),
+            "the ring's lag report did not skip it to a keyframe"
+        );
+    }
+
+    #[test]
+    fn back_from_the_tcp_fanout_past_a_gap_a_client_skips_to_the_next_keyframe() {
+        let mut live = cursor(false);
+        let now = Instant::now();
+        assert!(sends(live.on_event(indexed(0, true), now)));
+        live.take_back(Returned {
+            next_index: 5,
+            rest: Bytes::new(),
+        });
+        assert!(
+            !sends(live.on_event(indexed(7, false), now)),
+            "5 and 6 are gone"
+        );
+        assert!(!sends(live.on_event(indexed(8, false), now)));
+        assert!(
+            sends(live.on_event(indexed(9, true), now)),
+            "a keyframe starts it again"
+        );
+        assert!(sends(live.on_event(indexed(10, false), now)));
+        assert_eq!(live.next_index, 11);
+    }
+
+    #[test]
+    fn a_client_may_hand_over_only_as_raw_ts_and_not_while_waiting_for_a_keyframe() {
+        let mut live = cursor(false);
+        assert!(!live.may_join_tcp_fanout(), "no keyframe yet");
+        assert!(sends(live.on_event(indexed(0, true), Instant::now())));
+        assert!(live.may_join_tcp_fanout());
+        assert_eq!(live.next_index, 1);
+        assert!(
+            !cursor(true).may_join_tcp_fanout(),
+            "RTP goes to transports"
+        );
     }
 }

@@ -51,9 +51,9 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Span};
 
 pub use self::admission::LostUse;
-pub(crate) use self::output::COALESCE_BYTES;
 use self::connection::Connection;
 use self::media::{LiveStep, Media};
+pub(crate) use self::output::COALESCE_BYTES;
 use self::output::{OutputQueue, MAX_IOVECS};
 use self::publisher::Silence;
 use self::transports::RtcpSource;

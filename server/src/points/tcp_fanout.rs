@@ -108,7 +108,9 @@ impl Listener {
         // Chunks come in order with consecutive indexes; a listener needing one before them
         // gets it from its own subscription.
         let at = self.next_index.checked_sub(first).map(|at| at as usize);
-        let Some(mut at) = at.filter(|at| pending.get(*at).is_some_and(|l| l.index == self.next_index)) else {
+        let Some(mut at) =
+            at.filter(|at| pending.get(*at).is_some_and(|l| l.index == self.next_index))
+        else {
             return Some(self.back_at(self.next_index));
         };
         while at < pending.len() {
@@ -176,13 +178,8 @@ fn send_vectored(socket: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
     message.msg_iovlen = slices.len() as _;
     loop {
         // SAFETY: the descriptor is open (see the module docs) and `message` is valid.
-        let sent = unsafe {
-            libc::sendmsg(
-                socket,
-                &message,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
+        let sent =
+            unsafe { libc::sendmsg(socket, &message, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
         if sent >= 0 {
             return Ok(sent as usize);
         }
@@ -222,7 +219,9 @@ impl Default for TcpFanout {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl TcpFanout {
@@ -502,5 +501,265 @@ impl Drop for Listening {
         if self.returned.is_some() {
             let _ = self.take_back();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+    use crate::media::ingest::Chunk;
+    use crate::media::rtp::RtpPacketizer;
+
+    /// A chunk numbered `index`, its bytes all `index as u8` so a reader can tell them apart.
+    fn chunk(index: u64, len: usize) -> Arc<LiveChunk> {
+        Arc::new(LiveChunk {
+            chunk: Chunk {
+                data: Bytes::from(vec![index as u8; len]),
+                random_access: false,
+                pcr_90k: None,
+            },
+            rtp: RtpPacketizer::new(1, 1).packetize(&[], 0),
+            index,
+        })
+    }
+
+    /// A connected loopback pair: the server's end (non-blocking) and the client's.
+    fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        (server, client)
+    }
+
+    fn listener(socket: &TcpStream, next_index: u64) -> Listener {
+        let (back, _) = oneshot::channel();
+        Listener {
+            id: 0,
+            socket: socket.as_raw_fd(),
+            sent: SentBytes::default(),
+            next_index,
+            back,
+        }
+    }
+
+    fn read_exactly(client: &mut TcpStream, len: usize) -> Vec<u8> {
+        let mut got = vec![0; len];
+        client.read_exact(&mut got).unwrap();
+        got
+    }
+
+    #[test]
+    fn a_listener_gets_only_the_chunks_it_lacks_and_goes_back_when_it_needs_an_earlier_one() {
+        let (server, mut client) = tcp_pair();
+        let pending: Vec<_> = (3..6).map(|index| chunk(index, 100)).collect();
+        let mut caught_up = listener(&server, 4);
+        assert_eq!(caught_up.write(&pending), None);
+        assert_eq!(caught_up.next_index, 6);
+        assert_eq!(caught_up.sent.get(), 200);
+        let got = read_exactly(&mut client, 200);
+        assert_eq!(&got[..100], &[4; 100][..]);
+        assert_eq!(&got[100..], &[5; 100][..]);
+
+        assert_eq!(caught_up.write(&pending), None, "it has them all already");
+        assert_eq!(caught_up.sent.get(), 200);
+
+        let mut behind = listener(&server, 2);
+        assert_eq!(
+            behind.write(&pending),
+            Some(Returned {
+                next_index: 2,
+                rest: Bytes::new()
+            }),
+            "chunk 2 is in its own subscription, not here"
+        );
+    }
+
+    #[test]
+    fn a_full_socket_gives_the_listener_back_with_the_rest_of_the_chunk_it_cut() {
+        let (server, mut client) = tcp_pair();
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let pending: Vec<_> = (0..64).map(|index| chunk(index, 64 * 1024)).collect();
+        let mut slow = listener(&server, 0);
+        let returned = slow
+            .write(&pending)
+            .expect("the socket cannot take 4 MiB at once");
+        let written = slow.sent.get() as usize;
+        assert!(written > 0 && written < 64 * 64 * 1024);
+        // The socket took whole chunks up to `next_index - 1`, less the rest of the last.
+        let through = returned.next_index as usize * 64 * 1024;
+        assert_eq!(written + returned.rest.len(), through);
+        if !returned.rest.is_empty() {
+            let cut = &pending[returned.next_index as usize - 1].chunk.data;
+            assert_eq!(returned.rest, cut.slice(cut.len() - returned.rest.len()..));
+        }
+        let got = read_exactly(&mut client, written);
+        for (at, byte) in got.iter().enumerate() {
+            assert_eq!(*byte as usize, at / (64 * 1024), "byte {at} in order");
+        }
+    }
+
+    #[test]
+    fn a_write_cut_between_chunks_sends_nothing_back_but_where_to_go_on() {
+        let batch: Vec<_> = (7..10).map(|index| chunk(index, 10)).collect();
+        assert_eq!(
+            cut_at(&batch, 0),
+            Returned {
+                next_index: 7,
+                rest: Bytes::new()
+            }
+        );
+        assert_eq!(
+            cut_at(&batch, 10),
+            Returned {
+                next_index: 8,
+                rest: Bytes::new()
+            }
+        );
+        assert_eq!(
+            cut_at(&batch, 14),
+            Returned {
+                next_index: 9,
+                rest: Bytes::from(vec![8u8; 6])
+            }
+        );
+    }
+
+    #[test]
+    fn small_media_is_held_for_the_hold_and_large_media_goes_at_once() {
+        let now = Instant::now();
+        let hold = Duration::from_millis(250);
+        let mut pending = Pending {
+            chunks: Vec::new(),
+            bytes: 0,
+            held_until: None,
+        };
+        assert!(!pending.due(now, hold), "nothing to write");
+        pending.push(chunk(0, 376));
+        assert!(!pending.due(now, hold));
+        assert_eq!(pending.held_until, Some(now + hold));
+        pending.push(chunk(1, 376));
+        assert!(!pending.due(now + Duration::from_millis(100), hold));
+        assert!(pending.due(now + hold, hold));
+        pending.clear();
+
+        pending.push(chunk(2, crate::conn::COALESCE_BYTES));
+        assert!(pending.due(now, hold));
+        pending.clear();
+        pending.push(chunk(3, 188));
+        assert!(pending.due(now, Duration::ZERO), "no hold asked");
+    }
+
+    async fn read_async(client: &mut tokio::net::TcpStream, len: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = vec![0; len];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got))
+            .await
+            .expect("the fan-out wrote in time")
+            .unwrap();
+        got
+    }
+
+    async fn tokio_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let (server, client) = tcp_pair();
+        client.set_nonblocking(true).unwrap();
+        (
+            tokio::net::TcpStream::from_std(server).unwrap(),
+            tokio::net::TcpStream::from_std(client).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_fanout_writes_each_chunk_to_every_listener_and_gives_them_back_at_an_event() {
+        let (ring, _keep) = broadcast::channel(64);
+        let fanout = Arc::new(TcpFanout::default());
+        let (first_server, mut first_client) = tokio_pair().await;
+        let (second_server, mut second_client) = tokio_pair().await;
+        let join = |socket: &tokio::net::TcpStream, next_index| NewListener {
+            socket: socket.as_raw_fd(),
+            sent: SentBytes::default(),
+            next_index,
+            hold: Duration::ZERO,
+        };
+        let mut first = fanout.join("live", join(&first_server, 0), ring.subscribe());
+        let mut second = fanout.join("live", join(&second_server, 1), ring.subscribe());
+        assert_eq!(fanout.listeners(), 2);
+        assert_eq!(fanout.subscriptions(), 1, "one task for the point");
+        for index in 0..3 {
+            ring.send(LiveEvent::Media(chunk(index, 1000))).unwrap();
+        }
+        let got = read_async(&mut first_client, 3000).await;
+        assert_eq!(
+            got,
+            [vec![0u8; 1000], vec![1; 1000], vec![2; 1000]].concat()
+        );
+        let got = read_async(&mut second_client, 2000).await;
+        assert_eq!(
+            got,
+            [vec![1u8; 1000], vec![2; 1000]].concat(),
+            "chunk 0 it had"
+        );
+
+        ring.send(LiveEvent::SourceRestarted).unwrap();
+        let expected = Returned {
+            next_index: 3,
+            rest: Bytes::new(),
+        };
+        let back = tokio::time::timeout(Duration::from_secs(5), first.returned()).await;
+        assert_eq!(back.unwrap(), expected);
+        assert_eq!(second.returned().await, expected);
+        assert_eq!(fanout.listeners(), 0);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while fanout.subscriptions() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("a fan-out with nobody left stops");
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_leaves_is_written_nothing_more() {
+        let (ring, _keep) = broadcast::channel(64);
+        let fanout = Arc::new(TcpFanout::default());
+        let (server, mut client) = tokio_pair().await;
+        let listener = NewListener {
+            socket: server.as_raw_fd(),
+            sent: SentBytes::default(),
+            next_index: 0,
+            hold: Duration::ZERO,
+        };
+        let listening = fanout.join("live", listener, ring.subscribe());
+        ring.send(LiveEvent::Media(chunk(0, 500))).unwrap();
+        assert_eq!(read_async(&mut client, 500).await, vec![0u8; 500]);
+        assert_eq!(
+            listening.leave(),
+            Some(Returned {
+                next_index: 1,
+                rest: Bytes::new()
+            })
+        );
+        assert_eq!(fanout.listeners(), 0);
+        // A chunk sent after the leave stays with the listener's own subscription: drop the
+        // server's end once the fan-out had its chance, and the client sees the end, no bytes.
+        let _ = ring.send(LiveEvent::Media(chunk(1, 500)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(server);
+        let mut rest = Vec::new();
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(rest.is_empty(), "nothing written after the leave");
     }
 }
