@@ -164,7 +164,7 @@ impl LiveCursor {
             next_index: self.next_index,
             hold,
         };
-        let fanout = Arc::clone(&self.stream.tcp_fanout);
+        let fanout = Arc::clone(self.stream.tcp_fanouts.next_lane());
         self.tcp = Some(fanout.join(&self.stream.name, listener, self.rx.resubscribe()));
     }
 

@@ -280,8 +280,8 @@ pub struct LiveStream {
     pub(super) created: tokio::time::Instant,
     /// Sends the chunks of the UDP sessions that caught up.
     pub udp_fanout: Arc<crate::udp::fanout::PointFanout>,
-    /// Writes the chunks of the raw TS listeners on plain TCP that caught up.
-    pub tcp_fanout: Arc<super::tcp_fanout::TcpFanout>,
+    /// Write the chunks of the raw TS listeners on plain TCP that caught up.
+    pub tcp_fanouts: super::tcp_fanout::TcpFanouts,
 }
 
 /// What a late joiner receives before the live ring: PAT/PMT, then the current GOP.
@@ -341,7 +341,7 @@ impl LiveStream {
             demand_until_ms: AtomicU64::new(0),
             created: tokio::time::Instant::now(),
             udp_fanout: Arc::default(),
-            tcp_fanout: Arc::default(),
+            tcp_fanouts: Default::default(),
         })
     }
 
@@ -746,7 +746,7 @@ impl LiveStream {
             .receiver_count()
             .saturating_sub(self.taps.load(Ordering::Acquire))
             .saturating_sub(self.udp_fanout.subscriptions())
-            .saturating_sub(self.tcp_fanout.subscriptions())
+            .saturating_sub(self.tcp_fanouts.subscriptions())
     }
 
     /// Remember why the source could not be reached (a pull that failed to connect).

@@ -3,9 +3,11 @@
 //!
 //! Such a listener's connection task sends its join backlog and anything it falls behind on
 //! itself. Once its output queue is empty and nothing waits for it in the ring, it hands its
-//! socket to the point's fan-out: one task that takes each chunk from the ring once and
-//! writes it to every listener's socket in turn, without waking the listeners' tasks. So a
-//! chunk costs one task wake-up for the point instead of one per listener. Small media (a
+//! socket to the point's fan-out: a task that takes each chunk from the ring once and writes
+//! it to every listener's socket in turn, without waking the listeners' tasks. So a chunk
+//! costs one task wake-up instead of one per listener. A point has one such fan-out per core
+//! ([`TcpFanouts`]), listeners joining them in turn, so a popular point's writes are spread
+//! over the runtime's threads. Small media (a
 //! radio stream) is held to gather more, as a listener's own queue would hold it, so each
 //! listener gets one write per hold.
 //!
@@ -187,6 +189,45 @@ fn send_vectored(socket: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         if error.kind() != io::ErrorKind::Interrupted {
             return Err(error);
         }
+    }
+}
+
+/// The TCP fan-outs of one live point, one per core: a popular point's writes are spread
+/// over the runtime's threads instead of being held to one. A listener joins them in turn.
+pub struct TcpFanouts {
+    lanes: Box<[Arc<TcpFanout>]>,
+    next_lane: AtomicUsize,
+}
+
+impl Default for TcpFanouts {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+        Self::new(cores)
+    }
+}
+
+impl TcpFanouts {
+    pub fn new(lanes: usize) -> Self {
+        Self {
+            lanes: (0..lanes.max(1)).map(|_| Arc::default()).collect(),
+            next_lane: AtomicUsize::new(0),
+        }
+    }
+
+    /// The fan-out the next listener joins.
+    pub fn next_lane(&self) -> &Arc<TcpFanout> {
+        let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        &self.lanes[lane]
+    }
+
+    /// How many ring subscriptions the fan-outs hold: they are not clients.
+    pub fn subscriptions(&self) -> usize {
+        self.lanes.iter().map(|lane| lane.subscriptions()).sum()
+    }
+
+    /// How many listeners they write to.
+    pub fn listeners(&self) -> usize {
+        self.lanes.iter().map(|lane| lane.listeners()).sum()
     }
 }
 
@@ -725,6 +766,17 @@ mod tests {
         })
         .await
         .expect("a fan-out with nobody left stops");
+    }
+
+    #[test]
+    fn listeners_are_spread_over_the_lanes_in_turn() {
+        let fanouts = TcpFanouts::new(3);
+        let picked: Vec<_> = (0..6).map(|_| Arc::as_ptr(fanouts.next_lane())).collect();
+        assert_eq!(picked[0], picked[3]);
+        assert_ne!(picked[0], picked[1]);
+        assert_ne!(picked[1], picked[2]);
+        assert_ne!(picked[0], picked[2]);
+        assert_eq!(TcpFanouts::new(0).lanes.len(), 1, "at least one lane");
     }
 
     #[tokio::test]
