@@ -954,8 +954,9 @@ async fn recv_rtcp(source: Option<&RtcpSource>) -> Vec<RtcpPacket> {
             Ok(Some(packets)) => return packets,
             Ok(None) => {}
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-            // Errors on an unconnected UDP socket are transient; don't spin on them.
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            // Errors on an unconnected UDP socket are transient; don't spin on them. (Boxed:
+            // every connection's task would otherwise hold room for the timer.)
+            Err(_) => Box::pin(tokio::time::sleep(Duration::from_millis(100))).await,
         }
     }
 }
@@ -1248,6 +1249,6 @@ mod tests {
         // Every listener holds one for its whole session: at radio scale it is most of what a
         // listener costs. Unoptimised builds lay it out larger than release builds do.
         let size = task_size(serve_connection::<TcpStream>);
-        assert!(size <= 4_608, "{size} bytes");
+        assert!(size <= 3_712, "{size} bytes");
     }
 }

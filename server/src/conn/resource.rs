@@ -11,9 +11,11 @@ use crate::hls::{Answer, Prepared, Waiting};
 
 /// At most one request per session, as in HTTP/1.1 (one response at a time).
 #[derive(Default)]
+///
+/// Its parts are boxed: every connection holds a slot, and only HLS requests fill it.
 pub struct ResourceSlot {
-    ready: Option<Result<Prepared, HostError>>,
-    waiting: Option<Waiting>,
+    ready: Option<Box<Result<Prepared, HostError>>>,
+    waiting: Option<Box<Waiting>>,
     reading: Option<JoinHandle<Result<Prepared, HostError>>>,
     /// The body of the resource being handed over, for `send_resource_body`.
     pub(super) body: Option<Vec<Bytes>>,
@@ -35,8 +37,8 @@ impl ResourceSlot {
 
     pub fn start(&mut self, answer: Answer) {
         match answer {
-            Answer::Ready(prepared) => self.ready = Some(Ok(prepared)),
-            Answer::Wait(waiting) => self.waiting = Some(waiting),
+            Answer::Ready(prepared) => self.ready = Some(Box::new(Ok(prepared))),
+            Answer::Wait(waiting) => self.waiting = Some(Box::new(waiting)),
             Answer::Read(read) => {
                 self.reading = Some(tokio::task::spawn_blocking(move || read.read()));
             }
@@ -45,7 +47,7 @@ impl ResourceSlot {
 
     /// The answer to hand to the session now, if there is one.
     pub fn take_ready(&mut self) -> Option<Result<Prepared, HostError>> {
-        self.ready.take()
+        self.ready.take().map(|ready| *ready)
     }
 
     /// Act on what woke the connection.
@@ -55,12 +57,12 @@ impl ResourceSlot {
                 let answer = self.waiting.as_ref().and_then(|waiting| waiting.poll(now));
                 if let Some(answer) = answer {
                     self.waiting = None;
-                    self.ready = Some(answer);
+                    self.ready = Some(Box::new(answer));
                 }
             }
             ResourceStep::Read(answer) => {
                 self.reading = None;
-                self.ready = Some(answer);
+                self.ready = Some(Box::new(answer));
             }
         }
     }
@@ -80,10 +82,17 @@ pub async fn resource_step(slot: &mut ResourceSlot) -> ResourceStep {
     let Some(waiting) = slot.waiting.as_mut() else {
         return std::future::pending().await;
     };
+    // Boxed: every connection's task holds this future's room, and only a blocking playlist
+    // request ever waits here.
+    Box::pin(wait_for_change(waiting)).await;
+    ResourceStep::Changed
+}
+
+/// Until the waited-for playlist changed or the wait's deadline passed.
+async fn wait_for_change(waiting: &mut Waiting) {
     let deadline = waiting.deadline;
     tokio::select! {
         _ = waiting.changes.changed() => {}
         _ = tokio::time::sleep_until(deadline) => {}
     }
-    ResourceStep::Changed
 }
