@@ -1,6 +1,6 @@
 //! On-by-default switches read from the environment (`FERROCAST_UDP_GSO`,
-//! `FERROCAST_UDP_FANOUT`, `FERROCAST_SENDFILE`): ways to turn a fast path off for a process,
-//! to compare it or to rule it out when diagnosing.
+//! `FERROCAST_UDP_FANOUT`, `FERROCAST_TCP_FANOUT`, `FERROCAST_SENDFILE`): ways to turn a fast
+//! path off for a process, to compare it or to rule it out when diagnosing.
 
 /// Whether a switch's setting (the environment variable's value, if set) leaves it on: it
 /// does unless it says `off`, `0`, `false` or `no`.

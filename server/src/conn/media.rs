@@ -23,7 +23,7 @@ use super::zero_copy::FileSpan;
 use crate::events;
 use crate::media::pacer::FilePacer;
 use crate::media::rtp::{RtpBatch, RtpPacketizer};
-use crate::points::tcp_fanout::{Listening, NewListener, Returned};
+use crate::points::tcp_fanout::{Handback, Listening, NewListener};
 use crate::points::{JoinSnapshot, LiveChunk, LiveEvent, LiveStream};
 use crate::udp::fanout::{FanoutEnd, Membership, NewMember};
 
@@ -66,7 +66,9 @@ pub struct LiveCursor {
     pub stream: Arc<LiveStream>,
     /// Sent as RTP on transports, rather than raw TS on the connection.
     pub rtp: bool,
-    rx: Receiver<LiveEvent>,
+    /// The client's subscription to the ring; with the TCP fan-out while it writes for the
+    /// client.
+    rx: Option<Receiver<LiveEvent>>,
     waiting_for_keyframe: bool,
     lags: LagWindow,
     /// The connection's span: the cursor logs while the IO loop waits, outside it.
@@ -90,7 +92,7 @@ impl LiveCursor {
         Self {
             stream,
             rtp,
-            rx: join.rx,
+            rx: Some(join.rx),
             waiting_for_keyframe: !join.at_keyframe,
             lags: LagWindow::default(),
             span,
@@ -121,7 +123,10 @@ impl LiveCursor {
 
     /// A subscription to the ring from now on, for a fan-out the hand-over may start.
     pub fn resubscribe(&self) -> Receiver<LiveEvent> {
-        self.rx.resubscribe()
+        match &self.rx {
+            Some(rx) => rx.resubscribe(),
+            None => self.stream.join().rx,
+        }
     }
 
     /// Hand the sending to the point's UDP fan-out (`ring`: see
@@ -135,14 +140,14 @@ impl LiveCursor {
     /// from now.
     pub fn leave_fanout(&mut self) {
         if self.fanout.take().is_some() {
-            self.rx = self.rx.resubscribe();
+            self.rx = Some(self.resubscribe());
         }
     }
 
     /// Whether the client may hand its writing to the point's TCP fan-out: it takes raw TS,
     /// is not on the fan-out already, and is not waiting for a keyframe.
     pub fn may_join_tcp_fanout(&self) -> bool {
-        !self.rtp && self.tcp.is_none() && !self.waiting_for_keyframe
+        !self.rtp && self.rx.is_some() && self.tcp.is_none() && !self.waiting_for_keyframe
     }
 
     /// Whether the point's TCP fan-out writes for the client.
@@ -158,14 +163,18 @@ impl LiveCursor {
         sent: crate::state::SentBytes,
         hold: Duration,
     ) {
+        let Some(ring) = self.rx.take() else {
+            return;
+        };
         let listener = NewListener {
             socket,
             sent,
             next_index: self.next_index,
             hold,
+            ring,
         };
         let fanout = Arc::clone(self.stream.tcp_fanouts.next_lane());
-        self.tcp = Some(fanout.join(&self.stream.name, listener, self.rx.resubscribe()));
+        self.tcp = Some(fanout.join(&self.stream.name, listener));
     }
 
     /// Take the writing back from the TCP fan-out: the rest of a chunk it cut, to be written
@@ -177,11 +186,13 @@ impl LiveCursor {
         }
     }
 
-    /// The fan-out gave the client back: go on from the chunk it needs next.
-    fn take_back(&mut self, returned: Returned) -> Bytes {
-        self.next_index = returned.next_index;
+    /// The fan-out gave the client back: go on from the chunk it needs next, with its
+    /// subscription (a new one if the fan-out lost it, which the index then treats as a gap).
+    fn take_back(&mut self, back: Handback) -> Bytes {
+        self.rx = Some(back.ring.unwrap_or_else(|| self.stream.join().rx));
+        self.next_index = back.returned.next_index;
         self.resuming = true;
-        returned.rest
+        back.returned.rest
     }
 
     /// The next chunk to send, or the end of the stream.
@@ -198,7 +209,10 @@ impl LiveCursor {
             }
         }
         loop {
-            let received = self.rx.recv().await;
+            let Some(rx) = &mut self.rx else {
+                return std::future::pending().await;
+            };
+            let received = rx.recv().await;
             if let Some(step) = self.on_event(received, Instant::now()) {
                 return step;
             }
@@ -220,7 +234,7 @@ impl LiveCursor {
             }
         }
         loop {
-            let received = match self.rx.try_recv() {
+            let received = match self.rx.as_mut()?.try_recv() {
                 Err(TryRecvError::Empty) => return None,
                 Ok(event) => Ok(event),
                 Err(TryRecvError::Lagged(skipped)) => Err(RecvError::Lagged(skipped)),
@@ -584,6 +598,17 @@ mod tests {
         assert!(cursor.on_sent(0).is_ok());
     }
 
+    /// The fan-out giving `live` back at `next_index`, with `rest` of a cut chunk.
+    fn back(live: &LiveCursor, next_index: u64, rest: &'static [u8]) -> Handback {
+        Handback {
+            returned: crate::points::tcp_fanout::Returned {
+                next_index,
+                rest: Bytes::from_static(rest),
+            },
+            ring: Some(live.resubscribe()),
+        }
+    }
+
     fn indexed(index: u64, keyframe: bool) -> Result<LiveEvent, RecvError> {
         let Ok(LiveEvent::Media(live)) = chunk(keyframe) else {
             unreachable!()
@@ -597,10 +622,7 @@ mod tests {
         let mut live = cursor(false);
         let now = Instant::now();
         assert!(sends(live.on_event(indexed(0, true), now)));
-        let rest = live.take_back(Returned {
-            next_index: 5,
-            rest: Bytes::from_static(b"tail"),
-        });
+        let rest = live.take_back(back(&live, 5, b"tail"));
         assert_eq!(&rest[..], b"tail");
         assert_eq!(
             live.on_event(Err(RecvError::Lagged(900)), now).map(|_| ()),
@@ -629,10 +651,7 @@ mod tests {
         let mut live = cursor(false);
         let now = Instant::now();
         assert!(sends(live.on_event(indexed(0, true), now)));
-        live.take_back(Returned {
-            next_index: 5,
-            rest: Bytes::new(),
-        });
+        live.take_back(back(&live, 5, b""));
         assert!(
             !sends(live.on_event(indexed(7, false), now)),
             "5 and 6 are gone"

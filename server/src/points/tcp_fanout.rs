@@ -7,18 +7,17 @@
 //! it to every listener's socket in turn, without waking the listeners' tasks. So a chunk
 //! costs one task wake-up instead of one per listener. A point has one such fan-out per core
 //! ([`TcpFanouts`]), listeners joining them in turn, so a popular point's writes are spread
-//! over the runtime's threads. Small media (a
-//! radio stream) is held to gather more, as a listener's own queue would hold it, so each
-//! listener gets one write per hold.
+//! over the runtime's threads. Small media (a radio stream) is held to gather more, as a
+//! listener's own queue would hold it, so each listener gets one write per hold.
 //!
 //! The fan-out never queues for anyone and never waits on a socket. A listener whose socket
-//! does not take a whole write, or that falls behind the fan-out, or any event in the ring
-//! other than media (a source change, the end, a lag), hands the listener back to its task,
-//! with the rest of the chunk the socket cut and the index of the next chunk it needs
-//! ([`super::LiveChunk::index`]). The task finds that chunk in its own ring subscription, kept
-//! but unread meanwhile, and goes on from there under the usual slow-client policy. A task
-//! that needs its socket for anything else (a request, a timer, a reload) takes it back the
-//! same way, at once.
+//! does not take a whole write, or that falls behind the fan-out, and every listener at any
+//! ring event other than media (a source change, the end, a lag), goes back to its task with
+//! the rest of the chunk the socket cut, the index of the next chunk it needs
+//! ([`super::LiveChunk::index`]) and its own ring subscription, which the fan-out moved along
+//! over every chunk it wrote (so the ring frees chunks as it did). The task goes on from there
+//! under the usual slow-client policy. A task that needs its socket for anything else (a
+//! request, a timer, a reload) takes it back the same way, at once.
 //!
 //! The fan-out writes to the listener's socket by its descriptor. The connection guarantees
 //! the descriptor stays open while it is a member: it leaves (under the shard's lock, so no
@@ -79,6 +78,10 @@ pub struct NewListener {
     pub next_index: u64,
     /// How long small media is held to gather more (`conn::output::coalesce_delay`).
     pub hold: Duration,
+    /// The listener's own subscription to the point's ring, positioned at `next_index`: the
+    /// fan-out moves it along over what it writes, so the ring frees chunks as before, and
+    /// gives it back.
+    pub ring: broadcast::Receiver<LiveEvent>,
 }
 
 /// Where a listener stands when the fan-out gives it back (or its task takes it back).
@@ -90,12 +93,24 @@ pub struct Returned {
     pub rest: Bytes,
 }
 
+/// A listener given back to its task: where it stands, and its subscription.
+pub struct Handback {
+    pub returned: Returned,
+    /// `None` if the fan-out lost it (only while the runtime shuts down); `returned` then
+    /// says nothing useful and the task starts afresh.
+    pub ring: Option<broadcast::Receiver<LiveEvent>>,
+}
+
 struct Listener {
     id: u64,
     socket: RawFd,
     sent: SentBytes,
     next_index: u64,
-    back: oneshot::Sender<Returned>,
+    ring: broadcast::Receiver<LiveEvent>,
+    /// `ring` stands at `next_index`. Once anything unexpected came from it, it is left
+    /// alone and the task sorts it out (skipping what was written, by index).
+    ring_in_step: bool,
+    back: oneshot::Sender<Handback>,
 }
 
 impl Listener {
@@ -129,12 +144,36 @@ impl Listener {
             };
             self.sent.add(written as u64);
             if written < wanted {
-                return Some(cut_at(batch, written));
+                let returned = cut_at(batch, written);
+                self.advance_ring(returned.next_index);
+                return Some(returned);
             }
             at += batch.len();
-            self.next_index = batch[batch.len() - 1].index + 1;
+            self.advance_ring(batch[batch.len() - 1].index + 1);
         }
         None
+    }
+
+    /// The listener has everything before `next_index`: move its subscription past it. The
+    /// subscription sees the same chunks in the same order as the fan-out, and nothing else
+    /// while the listener is in (any other event sends everyone back first).
+    fn advance_ring(&mut self, next_index: u64) {
+        while self.ring_in_step && self.next_index < next_index {
+            match self.ring.try_recv() {
+                Ok(LiveEvent::Media(live)) if live.index == self.next_index => {}
+                _ => self.ring_in_step = false,
+            }
+            self.next_index += 1;
+        }
+        self.next_index = next_index;
+    }
+
+    /// Give the listener back to its task, standing at `returned`.
+    fn give_back(self, returned: Returned) {
+        let _ = self.back.send(Handback {
+            returned,
+            ring: Some(self.ring),
+        });
     }
 
     fn back_at(&self, next_index: u64) -> Returned {
@@ -278,14 +317,11 @@ impl TcpFanout {
 
     /// Take over writing to a listener. `ring` is a subscription to the point's ring; it
     /// starts the fan-out's task if none runs.
-    pub fn join(
-        self: &Arc<Self>,
-        point: &str,
-        listener: NewListener,
-        ring: broadcast::Receiver<LiveEvent>,
-    ) -> Listening {
+    pub fn join(self: &Arc<Self>, point: &str, listener: NewListener) -> Listening {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (back, returned) = oneshot::channel();
+        // A subscription for the task, should this listener start it.
+        let ring = listener.ring.resubscribe();
         self.hold_ms
             .store(listener.hold.as_millis() as u64, Ordering::Relaxed);
         lock(&self.shards[id as usize % SHARDS])
@@ -295,6 +331,8 @@ impl TcpFanout {
                 socket: listener.socket,
                 sent: listener.sent,
                 next_index: listener.next_index,
+                ring: listener.ring,
+                ring_in_step: true,
                 back,
             });
         self.listeners.fetch_add(1, Ordering::Relaxed);
@@ -311,13 +349,16 @@ impl TcpFanout {
         }
     }
 
-    /// Take a listener out; where it stands, if it was still in.
-    fn leave(&self, id: u64) -> Option<Returned> {
+    /// Take a listener out; where it stands and its subscription, if it was still in.
+    fn leave(&self, id: u64) -> Option<Handback> {
         let mut shard = lock(&self.shards[id as usize % SHARDS]);
         let at = shard.listeners.iter().position(|l| l.id == id)?;
         let listener = shard.listeners.swap_remove(at);
         self.listeners.fetch_sub(1, Ordering::Relaxed);
-        Some(listener.back_at(listener.next_index))
+        Some(Handback {
+            returned: listener.back_at(listener.next_index),
+            ring: Some(listener.ring),
+        })
     }
 
     /// Write `pending` to every listener; those the fan-out gives back are told where they
@@ -335,7 +376,7 @@ impl TcpFanout {
                         Some(returned) => {
                             let listener = shard.listeners.swap_remove(at);
                             self.listeners.fetch_sub(1, Ordering::Relaxed);
-                            let _ = listener.back.send(returned);
+                            listener.give_back(returned);
                         }
                     }
                 }
@@ -355,7 +396,7 @@ impl TcpFanout {
             self.listeners.fetch_sub(listeners.len(), Ordering::Relaxed);
             for listener in listeners {
                 let returned = listener.back_at(listener.next_index);
-                let _ = listener.back.send(returned);
+                listener.give_back(returned);
             }
         }
     }
@@ -489,12 +530,12 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 pub struct Listening {
     fanout: Arc<TcpFanout>,
     id: u64,
-    returned: Option<oneshot::Receiver<Returned>>,
+    returned: Option<oneshot::Receiver<Handback>>,
 }
 
 impl Listening {
     /// When the fan-out gives the listener back; pending forever once it did.
-    pub async fn returned(&mut self) -> Returned {
+    pub async fn returned(&mut self) -> Handback {
         let Some(returned) = &mut self.returned else {
             return std::future::pending().await;
         };
@@ -504,7 +545,7 @@ impl Listening {
     }
 
     /// Whether the fan-out already gave the listener back; where it stands if so.
-    pub fn try_returned(&mut self) -> Option<Returned> {
+    pub fn try_returned(&mut self) -> Option<Handback> {
         let back = match self.returned.as_mut()?.try_recv() {
             Ok(back) => back,
             Err(oneshot::error::TryRecvError::Empty) => return None,
@@ -515,11 +556,11 @@ impl Listening {
     }
 
     /// Take the listener back now: where it stands (also if the fan-out just gave it back).
-    pub fn leave(mut self) -> Option<Returned> {
+    pub fn leave(mut self) -> Option<Handback> {
         self.take_back()
     }
 
-    fn take_back(&mut self) -> Option<Returned> {
+    fn take_back(&mut self) -> Option<Handback> {
         if let Some(left) = self.fanout.leave(self.id) {
             self.returned = None;
             return Some(left);
@@ -528,12 +569,15 @@ impl Listening {
     }
 }
 
-/// Where a listener stands if the fan-out dropped it unsaid (only while the runtime shuts
-/// down): unknown, so its task treats every chunk as past a gap and restarts at a keyframe.
-fn lost_track() -> Returned {
-    Returned {
-        next_index: 0,
-        rest: Bytes::new(),
+/// A listener the fan-out dropped unsaid (only while the runtime shuts down): where it stands
+/// is unknown, so its task treats every chunk as past a gap and restarts at a keyframe.
+fn lost_track() -> Handback {
+    Handback {
+        returned: Returned {
+            next_index: 0,
+            rest: Bytes::new(),
+        },
+        ring: None,
     }
 }
 
@@ -582,11 +626,14 @@ mod tests {
 
     fn listener(socket: &TcpStream, next_index: u64) -> Listener {
         let (back, _) = oneshot::channel();
+        let (_, ring) = broadcast::channel(8);
         Listener {
             id: 0,
             socket: socket.as_raw_fd(),
             sent: SentBytes::default(),
             next_index,
+            ring,
+            ring_in_step: true,
             back,
         }
     }
@@ -725,14 +772,15 @@ mod tests {
         let fanout = Arc::new(TcpFanout::default());
         let (first_server, mut first_client) = tokio_pair().await;
         let (second_server, mut second_client) = tokio_pair().await;
-        let join = |socket: &tokio::net::TcpStream, next_index| NewListener {
+        let join = |socket: &tokio::net::TcpStream| NewListener {
             socket: socket.as_raw_fd(),
             sent: SentBytes::default(),
-            next_index,
+            next_index: 0,
             hold: Duration::ZERO,
+            ring: ring.subscribe(),
         };
-        let mut first = fanout.join("live", join(&first_server, 0), ring.subscribe());
-        let mut second = fanout.join("live", join(&second_server, 1), ring.subscribe());
+        let mut first = fanout.join("live", join(&first_server));
+        let mut second = fanout.join("live", join(&second_server));
         assert_eq!(fanout.listeners(), 2);
         assert_eq!(fanout.subscriptions(), 1, "one task for the point");
         for index in 0..3 {
@@ -743,11 +791,10 @@ mod tests {
             got,
             [vec![0u8; 1000], vec![1; 1000], vec![2; 1000]].concat()
         );
-        let got = read_async(&mut second_client, 2000).await;
+        let got = read_async(&mut second_client, 3000).await;
         assert_eq!(
             got,
-            [vec![1u8; 1000], vec![2; 1000]].concat(),
-            "chunk 0 it had"
+            [vec![0u8; 1000], vec![1; 1000], vec![2; 1000]].concat()
         );
 
         ring.send(LiveEvent::SourceRestarted).unwrap();
@@ -756,8 +803,12 @@ mod tests {
             rest: Bytes::new(),
         };
         let back = tokio::time::timeout(Duration::from_secs(5), first.returned()).await;
-        assert_eq!(back.unwrap(), expected);
-        assert_eq!(second.returned().await, expected);
+        for back in [back.unwrap(), second.returned().await] {
+            assert_eq!(back.returned, expected);
+            // Each subscription was moved along over the chunks written: the event is next.
+            let next = back.ring.unwrap().try_recv();
+            assert!(matches!(next, Ok(LiveEvent::SourceRestarted)), "{next:?}");
+        }
         assert_eq!(fanout.listeners(), 0);
         tokio::time::timeout(Duration::from_secs(5), async {
             while fanout.subscriptions() > 0 {
@@ -789,21 +840,26 @@ mod tests {
             sent: SentBytes::default(),
             next_index: 0,
             hold: Duration::ZERO,
+            ring: ring.subscribe(),
         };
-        let listening = fanout.join("live", listener, ring.subscribe());
+        let listening = fanout.join("live", listener);
         ring.send(LiveEvent::Media(chunk(0, 500))).unwrap();
         assert_eq!(read_async(&mut client, 500).await, vec![0u8; 500]);
+        let back = listening.leave().expect("it was in");
         assert_eq!(
-            listening.leave(),
-            Some(Returned {
+            back.returned,
+            Returned {
                 next_index: 1,
                 rest: Bytes::new()
-            })
+            }
         );
         assert_eq!(fanout.listeners(), 0);
-        // A chunk sent after the leave stays with the listener's own subscription: drop the
-        // server's end once the fan-out had its chance, and the client sees the end, no bytes.
+        // A chunk sent after the leave comes through the listener's own subscription, and is
+        // not written by the fan-out: drop the server's end once the fan-out had its chance,
+        // and the client sees the end, no bytes.
         let _ = ring.send(LiveEvent::Media(chunk(1, 500)));
+        let mut own = back.ring.unwrap();
+        assert!(matches!(own.try_recv(), Ok(LiveEvent::Media(live)) if live.index == 1));
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(server);
         let mut rest = Vec::new();
