@@ -5,9 +5,9 @@
 //! itself. Once its output queue is empty and nothing waits for it in the ring, it hands its
 //! socket to the point's fan-out: a task that takes each chunk from the ring once and writes
 //! it to every listener's socket in turn, without waking the listeners' tasks. So a chunk
-//! costs one task wake-up instead of one per listener. A point has one such fan-out per core
-//! ([`TcpFanouts`]), listeners joining them in turn, so a popular point's writes are spread
-//! over the runtime's threads. Small media (a radio stream) is held to gather more, as a
+//! costs one task wake-up instead of one per listener. A point has up to one such fan-out
+//! per core ([`TcpFanouts`]): listeners fill one before the next is used, so a popular
+//! point's writes are spread over the runtime's threads. Small media (a radio stream) is held to gather more, as a
 //! listener's own queue would hold it, so each listener gets one write per hold.
 //!
 //! The fan-out never queues for anyone and never waits on a socket. A listener whose socket
@@ -231,11 +231,15 @@ fn send_vectored(socket: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
     }
 }
 
+/// Listeners a lane takes before the next one is used: up to here one wake-up of one writer
+/// serves them all; past it, a popular point's writes are spread over the cores.
+const LANE_FILL: usize = 256;
+
 /// The TCP fan-outs of one live point, one per core: a popular point's writes are spread
-/// over the runtime's threads instead of being held to one. A listener joins them in turn.
+/// over the runtime's threads instead of being held to one. A listener joins the first lane
+/// with room ([`LANE_FILL`]), or the least busy once all are full.
 pub struct TcpFanouts {
     lanes: Box<[Arc<TcpFanout>]>,
-    next_lane: AtomicUsize,
 }
 
 impl Default for TcpFanouts {
@@ -249,14 +253,15 @@ impl TcpFanouts {
     pub fn new(lanes: usize) -> Self {
         Self {
             lanes: (0..lanes.max(1)).map(|_| Arc::default()).collect(),
-            next_lane: AtomicUsize::new(0),
         }
     }
 
     /// The fan-out the next listener joins.
     pub fn next_lane(&self) -> &Arc<TcpFanout> {
-        let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
-        &self.lanes[lane]
+        let with_room = self.lanes.iter().find(|lane| lane.listeners() < LANE_FILL);
+        with_room
+            .or_else(|| self.lanes.iter().min_by_key(|lane| lane.listeners()))
+            .expect("a point has at least one lane")
     }
 
     /// How many ring subscriptions the fan-outs hold: they are not clients.
@@ -820,13 +825,31 @@ mod tests {
     }
 
     #[test]
-    fn listeners_are_spread_over_the_lanes_in_turn() {
+    fn listeners_fill_a_lane_before_the_next_and_then_go_to_the_least_busy() {
         let fanouts = TcpFanouts::new(3);
-        let picked: Vec<_> = (0..6).map(|_| Arc::as_ptr(fanouts.next_lane())).collect();
-        assert_eq!(picked[0], picked[3]);
-        assert_ne!(picked[0], picked[1]);
-        assert_ne!(picked[1], picked[2]);
-        assert_ne!(picked[0], picked[2]);
+        let lane = |n: usize| Arc::as_ptr(&fanouts.lanes[n]);
+        let count = |n: usize, listeners: usize| {
+            fanouts.lanes[n]
+                .listeners
+                .store(listeners, Ordering::Relaxed)
+        };
+        assert_eq!(Arc::as_ptr(fanouts.next_lane()), lane(0));
+        count(0, LANE_FILL - 1);
+        assert_eq!(
+            Arc::as_ptr(fanouts.next_lane()),
+            lane(0),
+            "one writer serves them"
+        );
+        count(0, LANE_FILL);
+        assert_eq!(Arc::as_ptr(fanouts.next_lane()), lane(1));
+        count(1, LANE_FILL);
+        count(2, LANE_FILL + 5);
+        count(0, LANE_FILL + 1);
+        assert_eq!(
+            Arc::as_ptr(fanouts.next_lane()),
+            lane(1),
+            "all full: the least busy"
+        );
         assert_eq!(TcpFanouts::new(0).lanes.len(), 1, "at least one lane");
     }
 
