@@ -81,8 +81,9 @@ pub struct LiveCursor {
     tcp: Option<Listening>,
     /// The index of the next chunk the client needs ([`LiveChunk::index`]).
     next_index: u64,
-    /// Back from the TCP fan-out: the ring, unread meanwhile, holds chunks the fan-out
-    /// already wrote (skipped) and may report a lag that is not the client's.
+    /// Back from the TCP fan-out: the subscription may still hold chunks the fan-out wrote
+    /// (if the fan-out lost step with it; they are skipped by index) and report a lag that is
+    /// not the client's.
     resuming: bool,
 }
 
@@ -134,6 +135,9 @@ impl LiveCursor {
     pub fn join_fanout(&mut self, member: NewMember, ring: Receiver<LiveEvent>) {
         let fanout = Arc::clone(&self.stream.udp_fanout);
         self.fanout = Some(fanout.join(&self.stream.name, member, ring));
+        // The session's own subscription is not read while the fan-out sends (it takes a new
+        // one when it leaves): kept unread, it would hold the ring's chunks alive.
+        self.rx = None;
     }
 
     /// Take the sending back from the fan-out (the transports changed): the ring goes on

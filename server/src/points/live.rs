@@ -740,13 +740,12 @@ impl LiveStream {
 
     /// Clients and pushes on the point's ring; taps (HLS packagers, recorders) are not clients.
     pub fn client_count(&self) -> usize {
-        // Taps (HLS packagers, recorders) and the fan-outs' subscriptions are not clients
-        // (the fan-outs' sessions keep their own subscriptions).
-        self.tx
-            .receiver_count()
-            .saturating_sub(self.taps.load(Ordering::Acquire))
-            .saturating_sub(self.udp_fanout.subscriptions())
-            .saturating_sub(self.tcp_fanouts.subscriptions())
+        // Taps (HLS packagers, recorders) and the fan-outs' subscriptions are not clients.
+        // TCP listeners keep their subscriptions on the fan-out; UDP sessions hold none there.
+        let not_clients = self.taps.load(Ordering::Acquire)
+            + self.udp_fanout.subscriptions()
+            + self.tcp_fanouts.subscriptions();
+        (self.tx.receiver_count() + self.udp_fanout.members()).saturating_sub(not_clients)
     }
 
     /// Remember why the source could not be reached (a pull that failed to connect).

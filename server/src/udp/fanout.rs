@@ -15,11 +15,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use ferrocast_plugin_api::EndReason;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{info, warn};
 
-use super::{PreparedPackets, GSO};
+use super::{send_prepared, PreparedPackets, GSO};
 use crate::events;
 use crate::media::rtp::RtpBatch;
 use crate::points::{LiveChunk, LiveEvent};
@@ -119,21 +119,30 @@ struct Member {
 }
 
 impl Member {
-    /// Send a chunk to every destination of the session, unless it already has it.
-    fn send(&mut self, batch: &RtpBatch, prepared: &PreparedPackets<'_>) {
+    /// Send chunks (with their packets grouped into messages, `prepared`) to every destination
+    /// of the session, from the first it does not have yet, together.
+    fn send(&mut self, chunks: &[Arc<LiveChunk>], prepared: &[PreparedPackets<'_>]) {
+        let mut first = 0;
         if let Some(from) = self.from {
-            if seq_before(batch.first_seq(), from) {
+            let Some(at) = chunks
+                .iter()
+                .position(|live| !seq_before(live.rtp.first_seq(), from))
+            else {
                 return;
-            }
+            };
+            first = at;
             self.from = None;
         }
+        let (chunks, prepared) = (&chunks[first..], &prepared[first..]);
         for destination in &self.destinations {
             // As when a session sends itself: a full buffer drops, errors are the network's.
-            let _ = prepared.send(&GSO, destination.socket.as_ref(), destination.to);
-            destination.counts.add(batch);
+            let _ = send_prepared(&GSO, destination.socket.as_ref(), prepared, destination.to);
+            for live in chunks {
+                destination.counts.add(&live.rtp);
+            }
         }
-        self.sent
-            .add(batch.data().len() as u64 * self.destinations.len() as u64);
+        let bytes: u64 = chunks.iter().map(|live| live.rtp.data().len() as u64).sum();
+        self.sent.add(bytes * self.destinations.len() as u64);
     }
 
     fn end(mut self, end: &FanoutEnd) {
@@ -208,10 +217,8 @@ impl PointFanout {
             Handover::InStep => {}
             Handover::Behind => member.from = Some(session.next_seq),
             Handover::CatchUp(from) => {
-                for live in inner.history.range(from..) {
-                    let prepared = PreparedPackets::new(live.rtp.data(), live.rtp.ranges());
-                    member.send(&live.rtp, &prepared);
-                }
+                let missed: Vec<_> = inner.history.range(from..).cloned().collect();
+                member.send(&missed, &prepare(&missed));
             }
         }
         inner.members.push(member);
@@ -226,21 +233,29 @@ impl PointFanout {
         self.lock().members.retain(|member| member.id != id);
     }
 
-    /// Send a chunk to every member, grouped into messages once.
-    fn send_chunk(&self, live: &Arc<LiveChunk>) {
-        if live.rtp.is_empty() {
+    /// Send chunks that arrived together to every member, each grouped into messages once
+    /// and all of a member's messages sent together.
+    fn send_chunks(&self, chunks: &[Arc<LiveChunk>]) {
+        let chunks: Vec<_> = chunks
+            .iter()
+            .filter(|live| !live.rtp.is_empty())
+            .cloned()
+            .collect();
+        let Some(last) = chunks.last() else {
             return;
-        }
-        let prepared = PreparedPackets::new(live.rtp.data(), live.rtp.ranges());
+        };
+        let prepared = prepare(&chunks);
         let mut inner = self.lock();
         for member in &mut inner.members {
-            member.send(&live.rtp, &prepared);
+            member.send(&chunks, &prepared);
         }
-        inner.next_seq = Some(seq_after(&live.rtp));
-        if inner.history.len() == HISTORY {
-            inner.history.pop_front();
+        inner.next_seq = Some(seq_after(&last.rtp));
+        for live in chunks {
+            if inner.history.len() == HISTORY {
+                inner.history.pop_front();
+            }
+            inner.history.push_back(live);
         }
-        inner.history.push_back(Arc::clone(live));
     }
 
     /// The stream ended: tell every member, and let go of them.
@@ -264,28 +279,52 @@ impl PointFanout {
     }
 }
 
-/// The fan-out's task: each event of the point's ring once, for every member.
+/// Each chunk's packets grouped into messages.
+fn prepare(chunks: &[Arc<LiveChunk>]) -> Vec<PreparedPackets<'_>> {
+    chunks
+        .iter()
+        .map(|live| PreparedPackets::new(live.rtp.data(), live.rtp.ranges()))
+        .collect()
+}
+
+/// The fan-out's task: each event of the point's ring once, for every member. The chunks of
+/// one push arrive together; they go out to a member together too.
 async fn run(fanout: Arc<PointFanout>, mut ring: broadcast::Receiver<LiveEvent>, point: String) {
     loop {
-        let closed = match ring.recv().await {
-            Ok(LiveEvent::Media(live)) => {
-                fanout.send_chunk(&live);
-                false
-            }
+        let mut received = Some(ring.recv().await);
+        if let Some(Ok(LiveEvent::Media(live))) = received {
+            let mut chunks = vec![live];
+            // What follows at once: more media, then perhaps another event (handled below).
+            received = loop {
+                match ring.try_recv() {
+                    Ok(LiveEvent::Media(live)) => chunks.push(live),
+                    Ok(event) => break Some(Ok(event)),
+                    Err(TryRecvError::Empty) => break None,
+                    Err(TryRecvError::Lagged(skipped)) => {
+                        break Some(Err(RecvError::Lagged(skipped)))
+                    }
+                    Err(TryRecvError::Closed) => break Some(Err(RecvError::Closed)),
+                }
+            };
+            fanout.send_chunks(&chunks);
+        }
+        let closed = match received {
+            // Sent above, or nothing else came.
+            None | Some(Ok(LiveEvent::Media(_))) => false,
             // RTP sessions take every packet across a source change: the sequence goes on.
-            Ok(LiveEvent::SourceRestarted) => false,
-            Ok(LiveEvent::Ended) => {
+            Some(Ok(LiveEvent::SourceRestarted)) => false,
+            Some(Ok(LiveEvent::Ended)) => {
                 fanout.end_all(FanoutEnd {
                     reason: EndReason::SOURCE_ENDED,
                     message: "the encoder did not come back".into(),
                 });
                 false
             }
-            Err(RecvError::Lagged(skipped)) => {
+            Some(Err(RecvError::Lagged(skipped))) => {
                 warn!(event = events::UDP_FANOUT_LAGGING, %point, skipped_chunks = skipped, "the RTP/UDP fan-out fell behind the point; its sessions lost the skipped chunks");
                 false
             }
-            Err(RecvError::Closed) => {
+            Some(Err(RecvError::Closed)) => {
                 fanout.end_all(FanoutEnd {
                     reason: EndReason::POINT_CLOSED,
                     message: "point closed".into(),
@@ -447,6 +486,23 @@ mod tests {
             next_seq,
         };
         (member, counts, sent)
+    }
+
+    #[tokio::test]
+    async fn sessions_on_the_fan_out_count_as_the_points_clients_and_its_subscription_does_not() {
+        let stream = crate::points::LiveStream::for_tests(
+            "live",
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        );
+        let client = Client::new();
+        let (new_member, _, _) = member(&client, 0).await;
+        // As a session hands over: the fan-out's subscription, and none of its own.
+        let membership = stream.udp_fanout.join("live", new_member, stream.join().rx);
+        assert_eq!(stream.udp_fanout.members(), 1);
+        assert_eq!(stream.client_count(), 1);
+        drop(membership);
+        assert_eq!(stream.client_count(), 0);
     }
 
     /// Let the fan-out's task take what was sent into the ring.

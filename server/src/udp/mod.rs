@@ -193,19 +193,35 @@ impl<'a> PreparedPackets<'a> {
         socket: &impl AsRawFd,
         to: SocketAddr,
     ) -> io::Result<usize> {
-        if gso.enabled() {
-            match send_runs(socket, self.data, &self.runs, to) {
-                Err(error) if refuses_gso(&error) => gso.refused(&error),
-                other => return other,
-            }
-        }
-        let datagrams: Vec<&[u8]> = self
-            .ranges
-            .iter()
-            .map(|range| &self.data[range.clone()])
-            .collect();
-        send_batch(socket, &datagrams, to)
+        send_prepared(gso, socket, std::slice::from_ref(self), to)
     }
+
+    fn datagrams(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.ranges.iter().map(|range| &self.data[range.clone()])
+    }
+}
+
+/// Send the packets of several chunks, each grouped into messages once, to `to`: their
+/// messages go out together, in as few `sendmmsg` calls as [`BATCH`] allows. Returns how many
+/// packets went out; a full socket buffer drops the rest.
+pub fn send_prepared(
+    gso: &GsoSwitch,
+    socket: &impl AsRawFd,
+    chunks: &[PreparedPackets<'_>],
+    to: SocketAddr,
+) -> io::Result<usize> {
+    if gso.enabled() {
+        let parts: Vec<(&[u8], &[SegmentRun])> = chunks
+            .iter()
+            .map(|chunk| (chunk.data, &chunk.runs[..]))
+            .collect();
+        match send_runs(socket, &parts, to) {
+            Err(error) if refuses_gso(&error) => gso.refused(&error),
+            other => return other,
+        }
+    }
+    let datagrams: Vec<&[u8]> = chunks.iter().flat_map(|chunk| chunk.datagrams()).collect();
+    send_batch(socket, &datagrams, to)
 }
 
 /// One run in one `sendmsg`, built on the stack: a chunk's usual send. Packets sent.
@@ -278,24 +294,28 @@ fn attach_segment_size(header: &mut libc::msghdr, control: &mut [u64], segment: 
     }
 }
 
-/// One `sendmmsg` per [`BATCH`] runs, each run a message with a `UDP_SEGMENT` control message
-/// when it holds more than one packet. Packets sent, or the error of the first message.
+/// One `sendmmsg` per [`BATCH`] runs of the `parts` (each a chunk's data and its runs), each
+/// run a message with a `UDP_SEGMENT` control message when it holds more than one packet.
+/// Packets sent, or the error of the first message.
 fn send_runs(
     socket: &impl AsRawFd,
-    data: &[u8],
-    runs: &[SegmentRun],
+    parts: &[(&[u8], &[SegmentRun])],
     to: SocketAddr,
 ) -> io::Result<usize> {
     let address = SockAddr::from(to);
-    if let [run] = runs {
+    if let [(data, [run])] = parts {
         return send_one_run(socket, data, run, &address);
     }
+    let runs: Vec<(&[u8], &SegmentRun)> = parts
+        .iter()
+        .flat_map(|(data, runs)| runs.iter().map(move |run| (*data, run)))
+        .collect();
     let words = segment_control_words();
     let mut sent = 0;
     for batch in runs.chunks(BATCH) {
         let mut iovecs: Vec<libc::iovec> = batch
             .iter()
-            .map(|run| libc::iovec {
+            .map(|(data, run)| libc::iovec {
                 iov_base: data[run.bytes.clone()].as_ptr() as *mut libc::c_void,
                 iov_len: run.bytes.len(),
             })
@@ -303,7 +323,7 @@ fn send_runs(
         // u64s keep every control buffer aligned for `cmsghdr`.
         let mut controls = vec![0u64; batch.len() * words];
         let mut messages: Vec<libc::mmsghdr> = Vec::with_capacity(batch.len());
-        for (index, (run, iovec)) in batch.iter().zip(iovecs.iter_mut()).enumerate() {
+        for (index, ((_, run), iovec)) in batch.iter().zip(iovecs.iter_mut()).enumerate() {
             // SAFETY: an all-zero msghdr is a valid empty header; the fields set below
             // point into `iovecs`, `controls` and `address`, which outlive the call.
             let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -325,7 +345,10 @@ fn send_runs(
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(sent),
             Err(error) => return Err(error),
         };
-        sent += batch[..done].iter().map(|run| run.packets).sum::<usize>();
+        sent += batch[..done]
+            .iter()
+            .map(|(_, run)| run.packets)
+            .sum::<usize>();
         if done < batch.len() {
             return Ok(sent);
         }
@@ -527,6 +550,33 @@ mod tests {
             "this kernel refused GSO: the offload path was not tested"
         );
         receive_in_order(&receiver, &ranges);
+    }
+
+    #[test]
+    fn chunks_sent_together_arrive_in_order_each_cut_as_its_own() {
+        let receiver = receiver();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Two chunks, each with a short last packet: their runs cannot merge, their messages
+        // go out in one call.
+        let (first, first_ranges) = numbered_packets(5);
+        let (mut second, second_ranges) = numbered_packets(4);
+        for (index, range) in second_ranges.iter().enumerate() {
+            second[range.clone()].fill(5 + index as u8);
+        }
+        let gso = GsoSwitch::new();
+        let chunks = [
+            PreparedPackets::new(&first, &first_ranges),
+            PreparedPackets::new(&second, &second_ranges),
+        ];
+        let sent = send_prepared(&gso, &sender, &chunks, receiver.local_addr().unwrap());
+        assert_eq!(sent.unwrap(), 9);
+        assert!(gso.enabled());
+        let sizes: Vec<usize> = first_ranges
+            .iter()
+            .chain(&second_ranges)
+            .map(|range| range.len())
+            .collect();
+        receive_in_order(&receiver, &ranges(&sizes));
     }
 
     #[test]
