@@ -54,4 +54,5 @@ pub mod tls;
 pub mod transport;
 pub mod tunnels;
 pub mod udp;
+pub mod waits;
 pub mod warn_limit;

@@ -20,6 +20,7 @@ use crate::events;
 use crate::media::ts::TS_PACKET_LEN;
 use crate::points::{JoinPacer, LiveChunk, LiveEvent, LiveStream};
 use crate::udp::send_batch;
+use crate::waits::sleep_until_opt;
 
 /// 7 TS packets per datagram: 1316 bytes, under any Ethernet MTU.
 const DATAGRAM_LEN: usize = 7 * TS_PACKET_LEN;
@@ -200,13 +201,5 @@ impl Output {
             // A receiver that is not there (ICMP port unreachable) must not stop the push.
             debug!(%error, "datagrams not sent");
         }
-    }
-}
-
-/// Sleep until `deadline`; forever without one.
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -61,6 +61,7 @@ use self::zero_copy::FileSpan;
 use crate::events;
 use crate::media::rtp::{parse_rtcp, RtcpPacket};
 use crate::state::{ServingPlugin, Shared};
+use crate::waits::sleep_until_opt;
 
 /// How long, and how much, to keep reading from a client after closing our side.
 const LINGER_TIME: Duration = Duration::from_secs(2);
@@ -926,13 +927,6 @@ fn on_file_sent(conn: &mut Connection<'_>, n: usize) {
             conn.note_first_media();
         }
         Err(error) => conn.on_file_block(Err(error)),
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

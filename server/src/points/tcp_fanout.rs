@@ -38,6 +38,7 @@ use tracing::{info, warn};
 use super::{LiveChunk, LiveEvent};
 use crate::events;
 use crate::state::SentBytes;
+use crate::waits::{sleep_until_opt, Told};
 
 /// The environment variable that turns the fan-out off (`off`, `0`, `false` or `no`): every
 /// listener then writes each chunk from its own task.
@@ -350,7 +351,7 @@ impl TcpFanout {
         Listening {
             fanout: Arc::clone(self),
             id,
-            returned: Some(returned),
+            returned: Told::new(returned),
         }
     }
 
@@ -523,41 +524,23 @@ fn take(pending: &mut Pending, event: LiveEvent) -> Option<Interruption> {
     }
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// A listener's place in its point's fan-out. Dropping it takes the listener out, and no
 /// write to its socket is under way once the drop returns.
 pub struct Listening {
     fanout: Arc<TcpFanout>,
     id: u64,
-    returned: Option<oneshot::Receiver<Handback>>,
+    returned: Told<Handback>,
 }
 
 impl Listening {
     /// When the fan-out gives the listener back; pending forever once it did.
     pub async fn returned(&mut self) -> Handback {
-        let Some(returned) = &mut self.returned else {
-            return std::future::pending().await;
-        };
-        let back = returned.await;
-        self.returned = None;
-        back.unwrap_or_else(|_| lost_track())
+        self.returned.recv(lost_track).await
     }
 
     /// Whether the fan-out already gave the listener back; where it stands if so.
     pub fn try_returned(&mut self) -> Option<Handback> {
-        let back = match self.returned.as_mut()?.try_recv() {
-            Ok(back) => back,
-            Err(oneshot::error::TryRecvError::Empty) => return None,
-            Err(oneshot::error::TryRecvError::Closed) => lost_track(),
-        };
-        self.returned = None;
-        Some(back)
+        self.returned.try_recv(lost_track)
     }
 
     /// Take the listener back now: where it stands (also if the fan-out just gave it back).
@@ -567,7 +550,7 @@ impl Listening {
 
     fn take_back(&mut self) -> Option<Handback> {
         if let Some(left) = self.fanout.leave(self.id) {
-            self.returned = None;
+            self.returned.forget();
             return Some(left);
         }
         self.try_returned()
@@ -588,7 +571,7 @@ fn lost_track() -> Handback {
 
 impl Drop for Listening {
     fn drop(&mut self) {
-        if self.returned.is_some() {
+        if self.returned.is_pending() {
             let _ = self.take_back();
         }
     }

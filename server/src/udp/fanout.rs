@@ -25,6 +25,7 @@ use crate::media::rtp::RtpBatch;
 use crate::points::{LiveChunk, LiveEvent};
 use crate::state::SentBytes;
 use crate::transport::UdpDestination;
+use crate::waits::Told;
 
 /// Chunks the fan-out remembers having sent, for a session that hands over behind it.
 const HISTORY: usize = 64;
@@ -225,7 +226,7 @@ impl PointFanout {
         Membership {
             fanout: Arc::clone(self),
             id,
-            end: Some(end),
+            end: Told::new(end),
         }
     }
 
@@ -342,30 +343,19 @@ async fn run(fanout: Arc<PointFanout>, mut ring: broadcast::Receiver<LiveEvent>,
 pub struct Membership {
     fanout: Arc<PointFanout>,
     id: u64,
-    end: Option<oneshot::Receiver<FanoutEnd>>,
+    end: Told<FanoutEnd>,
 }
 
 impl Membership {
     /// When the fan-out stops sending to the session because the stream ended; pending
     /// forever after it said so once.
     pub async fn ended(&mut self) -> FanoutEnd {
-        let Some(end) = &mut self.end else {
-            return std::future::pending().await;
-        };
-        let said = end.await.unwrap_or_else(|_| point_closed());
-        self.end = None;
-        said
+        self.end.recv(point_closed).await
     }
 
     /// The end of the stream, if the fan-out said so already.
     pub fn try_ended(&mut self) -> Option<FanoutEnd> {
-        let said = match self.end.as_mut()?.try_recv() {
-            Ok(end) => end,
-            Err(oneshot::error::TryRecvError::Empty) => return None,
-            Err(oneshot::error::TryRecvError::Closed) => point_closed(),
-        };
-        self.end = None;
-        Some(said)
+        self.end.try_recv(point_closed)
     }
 }
 
