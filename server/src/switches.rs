@@ -2,6 +2,10 @@
 //! `FERROCAST_UDP_FANOUT`, `FERROCAST_TCP_FANOUT`, `FERROCAST_SENDFILE`): ways to turn a fast
 //! path off for a process, to compare it or to rule it out when diagnosing.
 
+use std::sync::OnceLock;
+
+use tracing::info;
+
 /// Whether a switch's setting (the environment variable's value, if set) leaves it on: it
 /// does unless it says `off`, `0`, `false` or `no`.
 pub fn switched_on_by(setting: Option<&str>) -> bool {
@@ -11,6 +15,18 @@ pub fn switched_on_by(setting: Option<&str>) -> bool {
             .as_deref(),
         Some("off" | "0" | "false" | "no")
     )
+}
+
+/// Whether the fast path behind the environment variable `variable` is on for the process:
+/// read once into `cell`, and `when_off` logged at info (once) if the setting turns it off.
+pub fn on_unless_switched_off(cell: &OnceLock<bool>, variable: &str, when_off: &str) -> bool {
+    *cell.get_or_init(|| {
+        let on = switched_on_by(std::env::var(variable).ok().as_deref());
+        if !on {
+            info!(variable, "{when_off}");
+        }
+        on
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use std::sync::OnceLock;
 use tokio::io::Interest;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tracing::info;
 
 /// The environment variable that turns `sendfile` off (`off`, `0`, `false` or `no`).
 pub const SENDFILE_VARIABLE: &str = "FERROCAST_SENDFILE";
@@ -28,16 +27,11 @@ pub const SENDFILE_MAX: usize = 256 * 1024;
 /// Whether the process may use `sendfile`; the first call reads the environment.
 pub fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        let on = crate::switches::switched_on_by(std::env::var(SENDFILE_VARIABLE).ok().as_deref());
-        if !on {
-            info!(
-                variable = SENDFILE_VARIABLE,
-                "sendfile turned off; on-demand files are read and written"
-            );
-        }
-        on
-    })
+    crate::switches::on_unless_switched_off(
+        &ENABLED,
+        SENDFILE_VARIABLE,
+        "sendfile turned off; on-demand files are read and written",
+    )
 }
 
 /// The plain TCP socket behind a connection's writer, if that is what it is.

@@ -57,16 +57,11 @@ const WRITES_BEFORE_YIELD: usize = 256;
 /// Whether caught-up raw TS listeners on plain TCP hand their writing to the point's fan-out.
 pub fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        let on = crate::switches::switched_on_by(std::env::var(FANOUT_VARIABLE).ok().as_deref());
-        if !on {
-            info!(
-                variable = FANOUT_VARIABLE,
-                "point-wide TCP fan-out turned off; every listener writes its own chunks"
-            );
-        }
-        on
-    })
+    crate::switches::on_unless_switched_off(
+        &ENABLED,
+        FANOUT_VARIABLE,
+        "point-wide TCP fan-out turned off; every listener writes its own chunks",
+    )
 }
 
 /// A listener handing its writing over.

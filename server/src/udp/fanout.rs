@@ -38,16 +38,11 @@ pub const FANOUT_VARIABLE: &str = "FERROCAST_UDP_FANOUT";
 /// Whether caught-up UDP sessions hand their sending to the point's fan-out.
 pub fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        let on = crate::switches::switched_on_by(std::env::var(FANOUT_VARIABLE).ok().as_deref());
-        if !on {
-            info!(
-                variable = FANOUT_VARIABLE,
-                "point-wide RTP/UDP fan-out turned off; every UDP session sends its own chunks"
-            );
-        }
-        on
-    })
+    crate::switches::on_unless_switched_off(
+        &ENABLED,
+        FANOUT_VARIABLE,
+        "point-wide RTP/UDP fan-out turned off; every UDP session sends its own chunks",
+    )
 }
 
 /// Whether RTP sequence number `a` comes before `b` (within half the sequence space).
