@@ -87,8 +87,9 @@ pub enum ChunkAction {
     Skip,
 }
 
-/// When a new file starts: at a keyframe once the segment time is reached or the encoder
-/// restarted, and after a failure once the retry time has come.
+/// When a new file starts: at a keyframe once the segment time is reached (less
+/// [`KEYFRAME_JITTER`]) or the encoder restarted, and after a failure once the retry time has
+/// come.
 #[derive(Debug, Clone)]
 pub struct Rotation {
     segment: Duration,
@@ -99,6 +100,12 @@ pub struct Rotation {
     /// Consecutive failures, for the retry backoff.
     failures: u32,
 }
+
+/// How early a keyframe may arrive and still close a segment. A real-time encoder's keyframes
+/// reach us with a few milliseconds of jitter; without this slack, a keyframe every second and
+/// a one-second segment would give two-second files whenever a keyframe came a little early.
+/// A tenth of the segment, at most this.
+pub const KEYFRAME_JITTER: Duration = Duration::from_millis(250);
 
 /// The first retry after a failure; each further failure doubles it, up to [`MAX_RETRY`].
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -128,8 +135,9 @@ impl Rotation {
                 _ => ChunkAction::Open(now),
             },
             Some(start) => {
-                let due =
-                    new_source || now.duration_since(start).unwrap_or_default() >= self.segment;
+                let slack = (self.segment / 10).min(KEYFRAME_JITTER);
+                let elapsed = now.duration_since(start).unwrap_or_default();
+                let due = new_source || elapsed + slack >= self.segment;
                 // Names are to the second: a file never starts in its predecessor's second
                 // (an encoder restart within it continues the file, from a keyframe).
                 if keyframe && due && whole_seconds(now) > whole_seconds(start) {
@@ -333,11 +341,29 @@ mod tests {
         let mut rotation = Rotation::new(Duration::from_secs(10));
         rotation.opened(at(100));
         assert_eq!(rotation.decide(true, false, at(109)), ChunkAction::Write);
+        let too_early = at(110) - KEYFRAME_JITTER - Duration::from_millis(1);
+        assert_eq!(rotation.decide(true, false, too_early), ChunkAction::Write);
         assert_eq!(rotation.decide(false, false, at(111)), ChunkAction::Write);
         assert_eq!(
             rotation.decide(true, false, at(111)),
             ChunkAction::Open(at(111))
         );
+    }
+
+    #[test]
+    fn a_keyframe_a_little_early_still_closes_the_segment() {
+        // A keyframe a second, a one-second segment: each keyframe, early by a few ms, rotates.
+        let mut rotation = Rotation::new(Duration::from_secs(1));
+        let start = at(100) + Duration::from_millis(900);
+        rotation.opened(start);
+        let early = start + Duration::from_millis(995);
+        assert_eq!(
+            rotation.decide(true, false, early),
+            ChunkAction::Open(early)
+        );
+        // Early by more than a tenth of the segment: not yet.
+        let too_early = start + Duration::from_millis(850);
+        assert_eq!(rotation.decide(true, false, too_early), ChunkAction::Write);
     }
 
     #[test]
