@@ -13,6 +13,7 @@
 //! [`panicky`] (the panicking fixture plugin), [`bench`](mod@bench) (benchmark support) and, for
 //! the fan-out benchmark, [`load`] (lean load clients) and [`ideal`] (the ideal server).
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -100,12 +101,24 @@ pub fn sample_ts() -> PathBuf {
     workspace().join("config/media/sample.ts")
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, and not handed out before in this process: the
+/// kernel may give a just-released ephemeral port again, and a test asking for two ports in a
+/// row must not get one twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
+    panic!("no loopback port that was not handed out before, in 1000 tries");
 }
 
 /// A plugin directory holding copies of the given libraries under the given names.
