@@ -17,7 +17,7 @@ use ferrocast_plugin_api::{ErrorCode, HostError, TransportInfo, TransportKind, T
 use tokio::net::UdpSocket;
 
 use crate::media::rtp::{bye, interleaved_header, sender_report, NtpTime, RtpBatch};
-use crate::udp::send_packets;
+use crate::udp::{send_packets, Peer};
 
 /// How often RTCP sender reports go out (RFC 3550's minimum interval).
 pub const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(5);
@@ -40,7 +40,8 @@ pub fn transport_plugin_for(kind: TransportKind) -> Option<&'static str> {
 pub enum TransportWire {
     /// `$ channel length` frames on the control connection.
     Interleaved { rtp: u8, rtcp: u8 },
-    /// Datagrams from the server's port pair to the client's.
+    /// Datagrams from the server's port pair to the client's; the RTP socket is connected to
+    /// `to_rtp` (see [`Peer::Connected`]).
     Udp {
         rtp: Arc<UdpSocket>,
         rtcp: Arc<UdpSocket>,
@@ -79,8 +80,9 @@ impl RtpCounts {
     }
 }
 
-/// Where a UDP transport's RTP goes: the server's RTP socket, the client's RTP port, and the
-/// counts its sender reports quote.
+/// Where a UDP transport's RTP goes: the server's RTP socket, connected to the client's RTP
+/// port `to` (so sends name no address: [`Peer::Connected`]), and the counts its sender
+/// reports quote.
 #[derive(Clone, Debug)]
 pub struct UdpDestination {
     pub socket: Arc<UdpSocket>,
@@ -121,6 +123,17 @@ impl Transport {
                         format!("cannot bind UDP ports for RTP on {local_ip}: {error}"),
                     )
                 })?;
+                let to_rtp = SocketAddr::new(peer_ip, request.client_rtp_port);
+                // Connected, the socket keeps its route to the client: no lookup per send.
+                // (Nothing is read from it; RTCP comes on the other socket of the pair.)
+                socket2::SockRef::from(&rtp)
+                    .connect(&to_rtp.into())
+                    .map_err(|error| {
+                        HostError::new(
+                            ErrorCode::UNAVAILABLE,
+                            format!("cannot send RTP from {local_ip} to {to_rtp}: {error}"),
+                        )
+                    })?;
                 let ports = (
                     rtp.local_addr().map_or(0, |a| a.port()),
                     rtcp.local_addr().map_or(0, |a| a.port()),
@@ -128,7 +141,7 @@ impl Transport {
                 let wire = TransportWire::Udp {
                     rtp: Arc::new(rtp),
                     rtcp: Arc::new(rtcp),
-                    to_rtp: SocketAddr::new(peer_ip, request.client_rtp_port),
+                    to_rtp,
                     to_rtcp: SocketAddr::new(peer_ip, request.client_rtcp_port),
                 };
                 (wire, ports)
@@ -171,8 +184,8 @@ impl Transport {
                     out.extend([Bytes::copy_from_slice(&header), packet]);
                 }
             }
-            TransportWire::Udp { rtp, to_rtp, .. } => {
-                let _ = send_packets(rtp.as_ref(), batch.data(), batch.ranges(), *to_rtp);
+            TransportWire::Udp { rtp, .. } => {
+                let _ = send_packets(rtp.as_ref(), batch.data(), batch.ranges(), Peer::Connected);
             }
         }
     }

@@ -19,7 +19,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{info, warn};
 
-use super::{send_prepared, PreparedPackets, GSO};
+use super::{send_prepared, Peer, PreparedPackets, GSO};
 use crate::events;
 use crate::media::rtp::RtpBatch;
 use crate::points::{LiveChunk, LiveEvent};
@@ -132,7 +132,7 @@ impl Member {
         let (chunks, prepared) = (&chunks[first..], &prepared[first..]);
         for destination in &self.destinations {
             // As when a session sends itself: a full buffer drops, errors are the network's.
-            let _ = send_prepared(&GSO, destination.socket.as_ref(), prepared, destination.to);
+            let _ = send_prepared(&GSO, destination.socket.as_ref(), prepared, Peer::Connected);
             for live in chunks {
                 destination.counts.add(&live.rtp);
             }
@@ -459,6 +459,7 @@ mod tests {
 
     async fn member(client: &Client, next_seq: u16) -> (NewMember, Arc<RtpCounts>, SentBytes) {
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.connect(client.addr()).await.unwrap();
         let counts = Arc::new(RtpCounts::default());
         let sent = SentBytes::default();
         let member = NewMember {

@@ -3,7 +3,9 @@
 //! [`GSO_MAX_SEGMENTS`] equal-sized packets that the kernel cuts into datagrams late, so a
 //! session's share of a chunk is one `sendmmsg(2)` of a few large messages. Where the kernel
 //! refuses GSO, or `FERROCAST_UDP_GSO=off` says not to try, every packet is its own message
-//! (still one `sendmmsg` per batch).
+//! (still one `sendmmsg` per batch). A session's RTP socket is connected to the client's RTP
+//! port ([`Peer::Connected`]): its sends name no address, so the kernel reuses the socket's
+//! cached route instead of looking one up for every message.
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,6 +31,40 @@ const SOL_UDP: libc::c_int = 17;
 const UDP_SEGMENT: libc::c_int = 103;
 /// The environment variable that turns GSO off (`off`, `0`, `false` or `no`).
 pub const GSO_VARIABLE: &str = "FERROCAST_UDP_GSO";
+
+/// Where a send goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// The address the socket is connected to.
+    Connected,
+    /// This address, named in every message (the socket is not connected).
+    To(SocketAddr),
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(to: SocketAddr) -> Self {
+        Peer::To(to)
+    }
+}
+
+impl Peer {
+    /// The address to name in each message, if any.
+    fn name(self) -> Option<SockAddr> {
+        match self {
+            Peer::Connected => None,
+            Peer::To(to) => Some(SockAddr::from(to)),
+        }
+    }
+}
+
+/// Point `header` at `name` (none: the socket's connected peer); `name` must outlive every use
+/// of `header`.
+fn set_name(header: &mut libc::msghdr, name: Option<&SockAddr>) {
+    if let Some(address) = name {
+        header.msg_name = address.as_ptr() as *mut libc::c_void;
+        header.msg_namelen = address.len();
+    }
+}
 
 /// Whether UDP GSO is used: undecided until the first send, then on, or off for good (by the
 /// environment, or after the kernel refused it once).
@@ -151,7 +187,7 @@ pub fn send_packets(
     socket: &impl AsRawFd,
     data: &[u8],
     ranges: &[Range<usize>],
-    to: SocketAddr,
+    to: impl Into<Peer>,
 ) -> io::Result<usize> {
     send_packets_with(&GSO, socket, data, ranges, to)
 }
@@ -162,7 +198,7 @@ pub fn send_packets_with(
     socket: &impl AsRawFd,
     data: &[u8],
     ranges: &[Range<usize>],
-    to: SocketAddr,
+    to: impl Into<Peer>,
 ) -> io::Result<usize> {
     PreparedPackets::new(data, ranges).send(gso, socket, to)
 }
@@ -191,7 +227,7 @@ impl<'a> PreparedPackets<'a> {
         &self,
         gso: &GsoSwitch,
         socket: &impl AsRawFd,
-        to: SocketAddr,
+        to: impl Into<Peer>,
     ) -> io::Result<usize> {
         send_prepared(gso, socket, std::slice::from_ref(self), to)
     }
@@ -208,8 +244,9 @@ pub fn send_prepared(
     gso: &GsoSwitch,
     socket: &impl AsRawFd,
     chunks: &[PreparedPackets<'_>],
-    to: SocketAddr,
+    to: impl Into<Peer>,
 ) -> io::Result<usize> {
+    let to = to.into();
     if gso.enabled() {
         let parts: Vec<(&[u8], &[SegmentRun])> = chunks
             .iter()
@@ -229,7 +266,7 @@ fn send_one_run(
     socket: &impl AsRawFd,
     data: &[u8],
     run: &SegmentRun,
-    address: &SockAddr,
+    name: Option<&SockAddr>,
 ) -> io::Result<usize> {
     let mut iovec = libc::iovec {
         iov_base: data[run.bytes.clone()].as_ptr() as *mut libc::c_void,
@@ -238,10 +275,9 @@ fn send_one_run(
     // Aligned for `cmsghdr`, and larger than CMSG_SPACE of a u16 (24 bytes on Linux).
     let mut control = [0u64; 4];
     // SAFETY: an all-zero msghdr is a valid empty header; the fields set below point into
-    // `iovec`, `control` and `address`, which outlive the call.
+    // `iovec`, `control` and `name`, which outlive the call.
     let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-    header.msg_name = address.as_ptr() as *mut libc::c_void;
-    header.msg_namelen = address.len();
+    set_name(&mut header, name);
     header.msg_iov = &mut iovec;
     header.msg_iovlen = 1;
     if run.packets > 1 {
@@ -300,11 +336,11 @@ fn attach_segment_size(header: &mut libc::msghdr, control: &mut [u64], segment: 
 fn send_runs(
     socket: &impl AsRawFd,
     parts: &[(&[u8], &[SegmentRun])],
-    to: SocketAddr,
+    to: Peer,
 ) -> io::Result<usize> {
-    let address = SockAddr::from(to);
+    let name = to.name();
     if let [(data, [run])] = parts {
-        return send_one_run(socket, data, run, &address);
+        return send_one_run(socket, data, run, name.as_ref());
     }
     let runs: Vec<(&[u8], &SegmentRun)> = parts
         .iter()
@@ -325,10 +361,9 @@ fn send_runs(
         let mut messages: Vec<libc::mmsghdr> = Vec::with_capacity(batch.len());
         for (index, ((_, run), iovec)) in batch.iter().zip(iovecs.iter_mut()).enumerate() {
             // SAFETY: an all-zero msghdr is a valid empty header; the fields set below
-            // point into `iovecs`, `controls` and `address`, which outlive the call.
+            // point into `iovecs`, `controls` and `name`, which outlive the call.
             let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-            header.msg_name = address.as_ptr() as *mut libc::c_void;
-            header.msg_namelen = address.len();
+            set_name(&mut header, name.as_ref());
             header.msg_iov = iovec as *mut libc::iovec;
             header.msg_iovlen = 1;
             if run.packets > 1 {
@@ -388,9 +423,9 @@ fn send_messages(socket: &impl AsRawFd, messages: &mut [libc::mmsghdr]) -> io::R
 pub fn send_batch(
     socket: &impl AsRawFd,
     datagrams: &[impl AsRef<[u8]>],
-    to: SocketAddr,
+    to: impl Into<Peer>,
 ) -> io::Result<usize> {
-    let address = SockAddr::from(to);
+    let name = to.into().name();
     let mut sent = 0;
     for batch in datagrams.chunks(BATCH) {
         let mut iovecs: Vec<libc::iovec> = batch
@@ -404,10 +439,9 @@ pub fn send_batch(
             .iter_mut()
             .map(|iovec| {
                 // SAFETY: an all-zero msghdr is a valid empty header; the fields set below
-                // point into `iovecs` and `address`, which outlive the call.
+                // point into `iovecs` and `name`, which outlive the call.
                 let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-                header.msg_name = address.as_ptr() as *mut libc::c_void;
-                header.msg_namelen = address.len();
+                set_name(&mut header, name.as_ref());
                 header.msg_iov = iovec as *mut libc::iovec;
                 header.msg_iovlen = 1;
                 libc::mmsghdr {
