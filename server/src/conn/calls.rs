@@ -381,7 +381,13 @@ impl HostCalls for Connection<'_> {
         let Some(publisher) = &mut self.publisher else {
             return Err(PublishRefusal::NotPublishing.into());
         };
-        match publisher.push(self.info.id, data, Instant::now()) {
+        let now = Instant::now();
+        let pushed = if self.reading {
+            publisher.push_more(self.info.id, data, now)
+        } else {
+            publisher.push(self.info.id, data, now)
+        };
+        match pushed {
             Ok(_) => Ok(()),
             Err(refusal) => {
                 // A reload that let go of this encoder says why, before the push is refused.

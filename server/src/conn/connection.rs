@@ -90,6 +90,9 @@ pub struct Connection<'a> {
     pub(super) secure: bool,
     /// The first valid request was made (a host call succeeded, or the plugin answered).
     pub(super) answered: bool,
+    /// The plugin is taking in a read from the client: what it pushes to a point is one burst
+    /// (see [`Connection::read_taken_in`]).
+    pub(super) reading: bool,
     /// When the current play was accepted, until its first media byte is queued.
     pub(super) play_accepted: Option<std::time::Instant>,
     /// Media the session asked to frame itself (`play_framed`).
@@ -131,6 +134,7 @@ impl<'a> Connection<'a> {
             refused: None,
             secure: false,
             answered: false,
+            reading: false,
             transports: TransportSet::default(),
             play_accepted: None,
             framed: FramedMedia::default(),
@@ -530,6 +534,26 @@ impl<'a> Connection<'a> {
             _ => None,
         };
         join.into_iter().chain(file).min()
+    }
+
+    /// Whether this connection feeds a point (an encoder publishing to it).
+    pub fn is_publishing(&self) -> bool {
+        self.publisher.is_some()
+    }
+
+    /// The plugin starts taking in a read: what it pushes until [`Connection::read_taken_in`]
+    /// is one burst, cut into full chunks however small the pieces (an HTTP chunked body
+    /// often brings one frame per piece).
+    pub fn taking_in_read(&mut self) {
+        self.reading = true;
+    }
+
+    /// The read is taken in: the point gets the last, incomplete chunk of the burst.
+    pub fn read_taken_in(&mut self) {
+        self.reading = false;
+        if let Some(publisher) = &self.publisher {
+            publisher.flush(self.info.id);
+        }
     }
 
     /// When a publishing encoder counts as silent.

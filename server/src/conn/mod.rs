@@ -67,7 +67,7 @@ use crate::waits::sleep_until_opt;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Size of one read from the client, once it has sent a read's worth at once (a publisher).
-const READ_BUFFER: usize = 16 * 1024;
+const READ_BUFFER: usize = 64 * 1024;
 /// Size of the first reads: a player sends a request or two and then mostly nothing, and
 /// thousands of listeners each holding [`READ_BUFFER`] bytes would cost more than their
 /// output. On a plain TCP socket even this is held only while a read is being taken in (see
@@ -564,6 +564,7 @@ where
             idle_deadline,
         )
         .await;
+        let fed_the_point = matches!(wakeup, Wakeup::Read(Ok(1..))) && conn.is_publishing();
         let handled = if wakeup.is_routine() {
             handle(wakeup, io, session, conn)
         } else {
@@ -571,6 +572,13 @@ where
         };
         if let Err(ending) = handled {
             return ending;
+        }
+        if fed_the_point {
+            // Let the point's readers (its fan-outs first) take what this read put in the
+            // ring before reading on: tokio runs a task woken here only once this one
+            // yields, and an encoder with a backlog (after a pause, or faster than real
+            // time) would otherwise fill a short ring before any reader ran.
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -728,7 +736,10 @@ fn handle<R: ClientReader, W>(
             conn.on_peer_closed();
         }
         Wakeup::Read(Ok(n)) => {
-            session.on_data(conn, &io.read_buf[..n])?;
+            conn.taking_in_read();
+            let taken = session.on_data(conn, &io.read_buf[..n]);
+            conn.read_taken_in();
+            taken?;
             io.after_read(n);
         }
         Wakeup::Read(Err(error)) | Wakeup::Wrote(Err(error)) => {

@@ -125,10 +125,38 @@ impl Publisher {
         data: &[u8],
         now: Instant,
     ) -> Result<Pushed, PublishRefusal> {
-        let pushed = self
-            .stream
-            .push(session, data)
-            .ok_or(PublishRefusal::Displaced)?;
+        self.push_with(session, data, now, true)
+    }
+
+    /// [`Publisher::push`] while a read is being handed over in pieces: the last incomplete
+    /// chunk waits for the next piece or for [`Publisher::flush`].
+    pub fn push_more(
+        &mut self,
+        session: u64,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<Pushed, PublishRefusal> {
+        self.push_with(session, data, now, false)
+    }
+
+    /// The read is over: send what [`Publisher::push_more`] held.
+    pub fn flush(&self, session: u64) {
+        self.stream.flush(session);
+    }
+
+    fn push_with(
+        &mut self,
+        session: u64,
+        data: &[u8],
+        now: Instant,
+        flush: bool,
+    ) -> Result<Pushed, PublishRefusal> {
+        let pushed = if flush {
+            self.stream.push(session, data)
+        } else {
+            self.stream.push_more(session, data)
+        }
+        .ok_or(PublishRefusal::Displaced)?;
         self.bytes_pushed += data.len() as u64;
         if pushed.media {
             self.last_media = now;
@@ -167,6 +195,8 @@ impl Publisher {
     /// Stop being the point's publisher (`why` is logged with SOURCE_LOST).
     pub fn end(self, session: u64, why: &str) {
         info!(event = events::PUSH_END, point = %self.stream.name, bytes = self.bytes_pushed, "encoder stopped publishing");
+        // A publisher that ends while taking in a read still delivers its last packets.
+        self.stream.flush(session);
         self.stream.unpublish(session, why);
     }
 }

@@ -12,8 +12,10 @@ use super::ts::{
     TS_PACKET_LEN,
 };
 
-/// Most packets one chunk may hold, bounding per-chunk latency and size.
-pub const MAX_CHUNK_PACKETS: usize = 64;
+/// Most packets one chunk may hold, bounding per-chunk latency and size. A whole number of
+/// RTP packets' worth: a full chunk ends on a full RTP packet, so the RTP/UDP fan-out can send
+/// it and the next chunk's packets in one segmented message.
+pub const MAX_CHUNK_PACKETS: usize = 9 * super::rtp::TS_PACKETS_PER_RTP;
 
 /// A run of whole TS packets (`data.len()` is a multiple of 188).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,6 +361,15 @@ impl TsIngest {
     /// for more input, and, while sync is being (re)acquired, a packet whose
     /// position is not yet confirmed by the next packet's sync byte.
     pub fn push(&mut self, input: &[u8], out: &mut Vec<Chunk>) {
+        self.push_more(input, out);
+        self.flush(out);
+    }
+
+    /// [`TsIngest::push`], except that the chunk being built stays open: more of the same
+    /// burst follows (an encoder's write that a protocol delivers in pieces), and
+    /// [`TsIngest::flush`] ends it. A burst so makes chunks of [`MAX_CHUNK_PACKETS`], not one
+    /// per piece.
+    pub fn push_more(&mut self, input: &[u8], out: &mut Vec<Chunk>) {
         self.stats.bytes += input.len() as u64;
         let chunks_before = out.len();
         let Self {
@@ -379,7 +390,13 @@ impl TsIngest {
             stats.media_packets += u64::from(info.media);
             builder.add(&packet, info, out);
         });
-        builder.flush(out);
+        self.stats.chunks += (out.len() - chunks_before) as u64;
+    }
+
+    /// End the chunk being built, if any: appended to `out`.
+    pub fn flush(&mut self, out: &mut Vec<Chunk>) {
+        let chunks_before = out.len();
+        self.builder.flush(out);
         self.stats.chunks += (out.len() - chunks_before) as u64;
     }
 
@@ -545,7 +562,35 @@ mod tests {
     }
 
     #[test]
-    fn chunk_holds_at_most_64_packets() {
+    fn a_burst_pushed_in_pieces_makes_full_chunks_and_the_flush_ends_it() {
+        let mut stream = psi_packets();
+        stream.extend_from_slice(&video_start(H264_IDR, None, true));
+        for i in 0..100 {
+            stream.extend_from_slice(&video_cont(i as u8));
+        }
+        // One packet per piece, as an HTTP chunked body may bring them.
+        let mut ingest = TsIngest::new();
+        let mut out = Vec::new();
+        for piece in stream.chunks(TS_PACKET_LEN) {
+            ingest.push_more(piece, &mut out);
+        }
+        let sizes = |out: &[Chunk]| -> Vec<usize> {
+            out.iter().map(|c| c.data.len() / TS_PACKET_LEN).collect()
+        };
+        // The open chunk waits; the full one went out.
+        assert_eq!(sizes(&out), vec![2, 63]);
+        ingest.flush(&mut out);
+        assert_eq!(sizes(&out), vec![2, 63, 38]);
+        assert_eq!(ingest.stats().chunks, 3);
+        ingest.flush(&mut out);
+        assert_eq!(out.len(), 3, "nothing more to flush");
+        // The same pieces pushed one by one: a chunk per piece once the first is out.
+        let (chunks, _) = run(&[TS_PACKET_LEN], &stream);
+        assert_eq!(chunks.len(), 102);
+    }
+
+    #[test]
+    fn a_chunk_holds_at_most_nine_rtp_packets_worth() {
         let mut stream = psi_packets();
         stream.extend_from_slice(&video_start(H264_IDR, None, true));
         for i in 0..150 {
@@ -556,9 +601,10 @@ mod tests {
             .iter()
             .map(|c| (c.data.len() / TS_PACKET_LEN, c.random_access))
             .collect();
+        assert_eq!(MAX_CHUNK_PACKETS, 63);
         assert_eq!(
             sizes,
-            vec![(2, false), (64, true), (64, false), (23, false)]
+            vec![(2, false), (63, true), (63, false), (25, false)]
         );
     }
 

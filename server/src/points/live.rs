@@ -509,19 +509,54 @@ impl LiveStream {
 
     /// Feed encoder bytes; `None` if `session` is not the publisher.
     pub fn push(&self, session: u64, data: &[u8]) -> Option<Pushed> {
+        self.push_with(session, data, true)
+    }
+
+    /// [`LiveStream::push`] with more of the same read to come: the last, incomplete chunk
+    /// waits for it (or for [`LiveStream::flush`]), so a read the protocol hands over in
+    /// small pieces still makes full chunks.
+    pub fn push_more(&self, session: u64, data: &[u8]) -> Option<Pushed> {
+        self.push_with(session, data, false)
+    }
+
+    /// Send what [`LiveStream::push_more`] held: the read is over.
+    pub fn flush(&self, session: u64) {
+        let mut inner = self.lock();
+        if inner.publisher != Some(session) {
+            return;
+        }
+        let mut chunks = Vec::new();
+        inner.ingest.flush(&mut chunks);
+        self.send_chunks(inner, chunks);
+    }
+
+    fn push_with(&self, session: u64, data: &[u8], flush: bool) -> Option<Pushed> {
         let mut inner = self.lock();
         if inner.publisher != Some(session) {
             return None;
         }
         let mut chunks = Vec::new();
-        let mut framed = Vec::new();
         inner.ingest_rate.add(data.len(), std::time::Instant::now());
         let media_before = inner.ingest.stats().media_packets;
-        inner.ingest.push(data, &mut chunks);
+        inner.ingest.push_more(data, &mut chunks);
+        if flush {
+            inner.ingest.flush(&mut chunks);
+        }
         let pushed = Pushed {
             media: inner.ingest.stats().media_packets > media_before,
             pcrs_90k: inner.ingest.latest_pcrs_90k().to_vec(),
         };
+        self.send_chunks(inner, chunks);
+        Some(pushed)
+    }
+
+    /// Frame the ingest's new chunks (keyframe gate, timeline, PSI before keyframes,
+    /// continuity, the GOP cache) and send them to the ring.
+    fn send_chunks(&self, mut inner: MutexGuard<'_, LiveInner>, chunks: Vec<Chunk>) {
+        if chunks.is_empty() {
+            return;
+        }
+        let mut framed = Vec::new();
         for mut chunk in chunks {
             if inner.awaiting_keyframe {
                 // A new source's media before its first keyframe cannot be decoded by anyone
@@ -580,7 +615,6 @@ impl LiveStream {
             // No receivers is normal (nobody watching); the chunk is simply dropped.
             let _ = self.tx.send(LiveEvent::Media(live));
         }
-        Some(pushed)
     }
 
     /// Publish, taking the point over from a stale publisher: one that is still connected

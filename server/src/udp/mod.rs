@@ -330,9 +330,53 @@ fn attach_segment_size(header: &mut libc::msghdr, control: &mut [u64], segment: 
     }
 }
 
-/// One `sendmmsg` per [`BATCH`] runs of the `parts` (each a chunk's data and its runs), each
-/// run a message with a `UDP_SEGMENT` control message when it holds more than one packet.
-/// Packets sent, or the error of the first message.
+/// Runs of consecutive chunks joined into GSO messages: the runs `runs` (indices into the list
+/// given to [`join_runs`]), cut into datagrams of `segment` bytes, `packets` of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedRun {
+    pub runs: Range<usize>,
+    pub segment: usize,
+    pub packets: usize,
+}
+
+/// Join consecutive runs (of one chunk or of chunks sent together) into as few GSO messages as
+/// the kernel takes: a run joins the message before it when that message holds only
+/// full-size packets (a datagram boundary falls at its end), the run's packets are the same
+/// size, and the message stays within `max_bytes` and `max_segments`. A chunk cut at a whole
+/// number of RTP packets and the next one so go out as one message, not two.
+pub fn join_runs(runs: &[&SegmentRun], max_bytes: usize, max_segments: usize) -> Vec<JoinedRun> {
+    let mut joined: Vec<JoinedRun> = Vec::new();
+    // Whether the last message ends on a full-size packet, and its bytes.
+    let mut open = false;
+    let mut bytes = 0;
+    for (index, run) in runs.iter().enumerate() {
+        let full = run.bytes.len() == run.segment * run.packets;
+        if let Some(message) = joined.last_mut().filter(|_| open) {
+            let fits = message.segment == run.segment
+                && message.packets + run.packets <= max_segments
+                && bytes + run.bytes.len() <= max_bytes;
+            if fits {
+                message.runs.end = index + 1;
+                message.packets += run.packets;
+                bytes += run.bytes.len();
+                open = full;
+                continue;
+            }
+        }
+        joined.push(JoinedRun {
+            runs: index..index + 1,
+            segment: run.segment,
+            packets: run.packets,
+        });
+        bytes = run.bytes.len();
+        open = full;
+    }
+    joined
+}
+
+/// One `sendmmsg` per [`BATCH`] messages of the `parts` (each a chunk's data and its runs):
+/// the runs joined into messages ([`join_runs`]), each with a `UDP_SEGMENT` control message
+/// when it holds more than one packet. Packets sent, or the error of the first message.
 fn send_runs(
     socket: &impl AsRawFd,
     parts: &[(&[u8], &[SegmentRun])],
@@ -346,29 +390,32 @@ fn send_runs(
         .iter()
         .flat_map(|(data, runs)| runs.iter().map(move |run| (*data, run)))
         .collect();
+    let segment_runs: Vec<&SegmentRun> = runs.iter().map(|(_, run)| *run).collect();
+    let joined = join_runs(&segment_runs, GSO_MAX_BYTES, GSO_MAX_SEGMENTS);
+    // One iovec per run, in order: a message's runs are consecutive iovecs.
+    let mut iovecs: Vec<libc::iovec> = runs
+        .iter()
+        .map(|(data, run)| libc::iovec {
+            iov_base: data[run.bytes.clone()].as_ptr() as *mut libc::c_void,
+            iov_len: run.bytes.len(),
+        })
+        .collect();
     let words = segment_control_words();
     let mut sent = 0;
-    for batch in runs.chunks(BATCH) {
-        let mut iovecs: Vec<libc::iovec> = batch
-            .iter()
-            .map(|(data, run)| libc::iovec {
-                iov_base: data[run.bytes.clone()].as_ptr() as *mut libc::c_void,
-                iov_len: run.bytes.len(),
-            })
-            .collect();
+    for batch in joined.chunks(BATCH) {
         // u64s keep every control buffer aligned for `cmsghdr`.
         let mut controls = vec![0u64; batch.len() * words];
         let mut messages: Vec<libc::mmsghdr> = Vec::with_capacity(batch.len());
-        for (index, ((_, run), iovec)) in batch.iter().zip(iovecs.iter_mut()).enumerate() {
+        for (index, message) in batch.iter().enumerate() {
             // SAFETY: an all-zero msghdr is a valid empty header; the fields set below
             // point into `iovecs`, `controls` and `name`, which outlive the call.
             let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
             set_name(&mut header, name.as_ref());
-            header.msg_iov = iovec as *mut libc::iovec;
-            header.msg_iovlen = 1;
-            if run.packets > 1 {
+            header.msg_iov = iovecs[message.runs.clone()].as_mut_ptr();
+            header.msg_iovlen = message.runs.len() as _;
+            if message.packets > 1 {
                 let control = &mut controls[index * words..(index + 1) * words];
-                attach_segment_size(&mut header, control, run.segment as u16);
+                attach_segment_size(&mut header, control, message.segment as u16);
             }
             messages.push(libc::mmsghdr {
                 msg_hdr: header,
@@ -382,7 +429,7 @@ fn send_runs(
         };
         sent += batch[..done]
             .iter()
-            .map(|(_, run)| run.packets)
+            .map(|message| message.packets)
             .sum::<usize>();
         if done < batch.len() {
             return Ok(sent);
@@ -522,6 +569,52 @@ mod tests {
         assert_eq!(runs.len(), 2);
     }
 
+    fn joined(runs: Range<usize>, segment: usize, packets: usize) -> JoinedRun {
+        JoinedRun {
+            runs,
+            segment,
+            packets,
+        }
+    }
+
+    #[test]
+    fn a_run_of_full_packets_joins_the_next_chunks_run() {
+        // Two chunks of 9 full packets, then one with a short last: one message.
+        let (full, short) = (run(0..9 * 1328, 1328, 9), run(0..3 * 1328 + 564, 1328, 4));
+        let joins = join_runs(&[&full, &full, &short], 65_000, 64);
+        assert_eq!(joins, vec![joined(0..3, 1328, 22)]);
+    }
+
+    #[test]
+    fn a_short_last_packet_or_another_size_starts_a_new_message() {
+        let short = run(0..2 * 1328 + 376, 1328, 3);
+        let full = run(0..1328, 1328, 1);
+        let other = run(0..2 * 1000, 1000, 2);
+        let joins = join_runs(&[&short, &full, &other, &full], 65_000, 64);
+        assert_eq!(
+            joins,
+            vec![
+                joined(0..1, 1328, 3),
+                joined(1..2, 1328, 1),
+                joined(2..3, 1000, 2),
+                joined(3..4, 1328, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn joined_messages_stay_within_the_segment_and_byte_limits() {
+        let full = run(0..9 * 1328, 1328, 9);
+        let runs = vec![&full; 10];
+        let joins = join_runs(&runs, 65_000, 64);
+        // Five runs of nine packets (59,760 bytes) fit in 65,000, six do not.
+        let counts: Vec<usize> = joins.iter().map(|j| j.packets).collect();
+        assert_eq!(counts, vec![45, 45]);
+        let joins = join_runs(&runs, 1 << 20, 20);
+        let counts: Vec<usize> = joins.iter().map(|j| j.packets).collect();
+        assert_eq!(counts, vec![18, 18, 18, 18, 18]);
+    }
+
     #[test]
     fn only_errors_about_gso_itself_turn_it_off() {
         for code in [libc::EIO, libc::EINVAL, libc::ENOPROTOOPT, libc::EOPNOTSUPP] {
@@ -611,6 +704,37 @@ mod tests {
             .map(|range| range.len())
             .collect();
         receive_in_order(&receiver, &ranges(&sizes));
+    }
+
+    #[test]
+    fn chunks_ending_on_a_full_packet_go_out_joined_and_arrive_as_their_packets() {
+        let receiver = receiver();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Three chunks: nine full packets, nine full packets, then three and a short one.
+        let sizes: [&[usize]; 3] = [&[1328; 9], &[1328; 9], &[1328, 1328, 1328, 200]];
+        let mut number = 0u8;
+        let buffers: Vec<(Vec<u8>, Vec<Range<usize>>)> = sizes
+            .iter()
+            .map(|sizes| {
+                let ranges = ranges(sizes);
+                let mut data = vec![0u8; ranges.last().unwrap().end];
+                for range in &ranges {
+                    data[range.clone()].fill(number);
+                    number += 1;
+                }
+                (data, ranges)
+            })
+            .collect();
+        let chunks: Vec<PreparedPackets<'_>> = buffers
+            .iter()
+            .map(|(data, ranges)| PreparedPackets::new(data, ranges))
+            .collect();
+        let gso = GsoSwitch::new();
+        let sent = send_prepared(&gso, &sender, &chunks, receiver.local_addr().unwrap());
+        assert_eq!(sent.unwrap(), 22);
+        assert!(gso.enabled());
+        let all: Vec<usize> = sizes.concat();
+        receive_in_order(&receiver, &ranges(&all));
     }
 
     #[test]
