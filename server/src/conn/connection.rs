@@ -541,6 +541,11 @@ impl<'a> Connection<'a> {
         self.publisher.is_some()
     }
 
+    /// Whether this connection's encoder is being held to real time (it pushed faster).
+    pub fn is_paced(&self) -> bool {
+        self.publisher.as_ref().is_some_and(Publisher::is_paced)
+    }
+
     /// The plugin starts taking in a read: what it pushes until [`Connection::read_taken_in`]
     /// is one burst, cut into full chunks however small the pieces (an HTTP chunked body
     /// often brings one frame per piece).

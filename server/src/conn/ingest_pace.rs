@@ -65,6 +65,12 @@ impl IngestPace {
         self.paused_until.filter(|until| *until > now)
     }
 
+    /// Whether the stream was too far ahead at its latest PCR: the encoder is being held back
+    /// (reading has paused, or is about to), as opposed to running at real time.
+    pub fn is_pacing(&self) -> bool {
+        self.paused_until.is_some()
+    }
+
     fn restart(&mut self, pcr_90k: u64, now: Instant) {
         self.origin = Some((now, pcr_90k));
         self.last_pcr = pcr_90k;
@@ -91,6 +97,7 @@ mod tests {
             let now = start + Duration::from_millis(100 * tenth);
             pace.on_pcr(1_000 + tenth * SECOND / 10, now);
             assert_eq!(pace.paused_until(now), None);
+            assert!(!pace.is_pacing());
         }
     }
 
@@ -119,6 +126,7 @@ mod tests {
         assert_eq!(pace.paused_until(now), Some(now + Duration::from_secs(3)));
         let resumed = now + Duration::from_secs(3);
         assert_eq!(pace.paused_until(resumed), None);
+        assert!(pace.is_pacing(), "held back until a PCR says otherwise");
         pace.on_pcr(6 * SECOND + SECOND / 10, resumed);
         assert!(pace.paused_until(resumed).is_some(), "still at the bound");
     }

@@ -66,8 +66,13 @@ use crate::waits::sleep_until_opt;
 /// How long, and how much, to keep reading from a client after closing our side.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
-/// Size of one read from the client, once it has sent a read's worth at once (a publisher).
+/// Size of one read from the client, once it has sent a read's worth at once (a publisher):
+/// an encoder's write of a few tens of milliseconds is one read, taken in as one burst.
 const READ_BUFFER: usize = 64 * 1024;
+/// Size of one read from a publisher held to real time (`ingest_pace`): its socket is always
+/// full, so every read is a whole block, and a block must stay a short stretch of media even
+/// at a low bitrate, or its viewers would get it in bursts a second apart.
+const PACED_READ_BUFFER: usize = 16 * 1024;
 /// Size of the first reads: a player sends a request or two and then mostly nothing, and
 /// thousands of listeners each holding [`READ_BUFFER`] bytes would cost more than their
 /// output. On a plain TCP socket even this is held only while a read is being taken in (see
@@ -384,13 +389,13 @@ struct Io<R, W> {
 
 impl<R: ClientReader, W> Io<R, W> {
     /// A read of `n` bytes was handled. If it filled the buffer the client sends more than it
-    /// holds (a publisher): read in full-size blocks from now on. Otherwise a buffer smaller
-    /// than [`READ_BUFFER`] is given back if the reader can wait without one: a listener's
-    /// request was read, and it may send nothing more for hours.
-    fn after_read(&mut self, n: usize) {
-        if n >= self.read_buf.len() {
-            self.read_buf
-                .resize(READ_BUFFER.max(self.read_buf.len()), 0);
+    /// holds (a publisher): read in blocks of `block` bytes from now on ([`READ_BUFFER`], or
+    /// [`PACED_READ_BUFFER`] while the publisher is held to real time). Otherwise a buffer
+    /// smaller than [`READ_BUFFER`] is given back if the reader can wait without one: a
+    /// listener's request was read, and it may send nothing more for hours.
+    fn after_read(&mut self, n: usize, block: usize) {
+        if n >= self.read_buf.len() || self.read_buf.len() > block {
+            self.read_buf.resize(block, 0);
         } else if R::WAITS_WITHOUT_BUFFER && self.read_buf.len() < READ_BUFFER {
             self.read_buf = Vec::new();
         }
@@ -740,7 +745,12 @@ fn handle<R: ClientReader, W>(
             let taken = session.on_data(conn, &io.read_buf[..n]);
             conn.read_taken_in();
             taken?;
-            io.after_read(n);
+            let block = if conn.is_paced() {
+                PACED_READ_BUFFER
+            } else {
+                READ_BUFFER
+            };
+            io.after_read(n, block);
         }
         Wakeup::Read(Err(error)) | Wakeup::Wrote(Err(error)) => {
             return Err(Ending::PeerGone(error))
@@ -1042,7 +1052,7 @@ mod tests {
         client.write_all(&[1; 100]).await.unwrap();
         assert_eq!(io.read().await.unwrap(), 100);
         assert_eq!(io.read_buf.len(), FIRST_READ_BUFFER);
-        io.after_read(100);
+        io.after_read(100, READ_BUFFER);
         assert_eq!(
             io.read_buf.len(),
             FIRST_READ_BUFFER,
@@ -1056,9 +1066,18 @@ mod tests {
         ] {
             client.write_all(&vec![2; sent]).await.unwrap();
             assert_eq!(io.read().await.unwrap(), sent);
-            io.after_read(sent);
+            io.after_read(sent, READ_BUFFER);
             assert_eq!(io.read_buf.len(), after, "after a read of {sent} bytes");
         }
+        // Held to real time, a publisher reads in smaller blocks, and in full ones again after.
+        client.write_all(&vec![3; 100]).await.unwrap();
+        assert_eq!(io.read().await.unwrap(), 100);
+        io.after_read(100, PACED_READ_BUFFER);
+        assert_eq!(io.read_buf.len(), PACED_READ_BUFFER);
+        client.write_all(&vec![4; PACED_READ_BUFFER]).await.unwrap();
+        assert_eq!(io.read().await.unwrap(), PACED_READ_BUFFER);
+        io.after_read(PACED_READ_BUFFER, READ_BUFFER);
+        assert_eq!(io.read_buf.len(), READ_BUFFER);
     }
 
     #[tokio::test]
@@ -1077,7 +1096,7 @@ mod tests {
             .unwrap();
         let n = io.read().await.unwrap();
         assert_eq!(&io.read_buf[..n], b"GET /live HTTP/1.1\r\n\r\n");
-        io.after_read(n);
+        io.after_read(n, READ_BUFFER);
         assert!(io.read_buf.is_empty(), "given back after a small read");
         client.write_all(b"x").await.unwrap();
         assert_eq!(io.read().await.unwrap(), 1);
@@ -1086,7 +1105,7 @@ mod tests {
             FIRST_READ_BUFFER,
             "made again for the next read"
         );
-        io.after_read(1);
+        io.after_read(1, READ_BUFFER);
         assert!(io.read_buf.is_empty());
         // A publisher: reads fill the buffer, which grows and is then kept, even after a
         // small read.
@@ -1095,7 +1114,7 @@ mod tests {
         while total < 40 * 1024 {
             let n = io.read().await.unwrap();
             assert!(io.read_buf[..n].iter().all(|&b| b == 7));
-            io.after_read(n);
+            io.after_read(n, READ_BUFFER);
             total += n;
         }
         assert!(
@@ -1104,7 +1123,7 @@ mod tests {
         );
         client.write_all(b"y").await.unwrap();
         assert_eq!(io.read().await.unwrap(), 1);
-        io.after_read(1);
+        io.after_read(1, READ_BUFFER);
         assert!(io.read_buf.len() >= READ_BUFFER, "kept after a small read");
         drop(client);
         assert_eq!(io.read().await.unwrap(), 0, "the client's end reads as 0");

@@ -182,6 +182,11 @@ impl Publisher {
         self.pace.paused_until(now)
     }
 
+    /// Whether the encoder is being held to real time.
+    pub fn is_paced(&self) -> bool {
+        self.pace.is_pacing()
+    }
+
     /// Why the encoder is lost if its source deadline passes now.
     pub fn silence(&self) -> Silence {
         let timeout = self.stream.source_timeout();
