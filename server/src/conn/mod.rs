@@ -1070,7 +1070,7 @@ mod tests {
             assert_eq!(io.read_buf.len(), after, "after a read of {sent} bytes");
         }
         // Held to real time, a publisher reads in smaller blocks, and in full ones again after.
-        client.write_all(&vec![3; 100]).await.unwrap();
+        client.write_all(&[3; 100]).await.unwrap();
         assert_eq!(io.read().await.unwrap(), 100);
         io.after_read(100, PACED_READ_BUFFER);
         assert_eq!(io.read_buf.len(), PACED_READ_BUFFER);
