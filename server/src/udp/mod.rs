@@ -344,12 +344,16 @@ pub struct JoinedRun {
 /// full-size packets (a datagram boundary falls at its end), the run's packets are the same
 /// size, and the message stays within `max_bytes` and `max_segments`. A chunk cut at a whole
 /// number of RTP packets and the next one so go out as one message, not two.
-pub fn join_runs(runs: &[&SegmentRun], max_bytes: usize, max_segments: usize) -> Vec<JoinedRun> {
+pub fn join_runs<'a>(
+    runs: impl IntoIterator<Item = &'a SegmentRun>,
+    max_bytes: usize,
+    max_segments: usize,
+) -> Vec<JoinedRun> {
     let mut joined: Vec<JoinedRun> = Vec::new();
     // Whether the last message ends on a full-size packet, and its bytes.
     let mut open = false;
     let mut bytes = 0;
-    for (index, run) in runs.iter().enumerate() {
+    for (index, run) in runs.into_iter().enumerate() {
         let full = run.bytes.len() == run.segment * run.packets;
         if let Some(message) = joined.last_mut().filter(|_| open) {
             let fits = message.segment == run.segment
@@ -390,8 +394,11 @@ fn send_runs(
         .iter()
         .flat_map(|(data, runs)| runs.iter().map(move |run| (*data, run)))
         .collect();
-    let segment_runs: Vec<&SegmentRun> = runs.iter().map(|(_, run)| *run).collect();
-    let joined = join_runs(&segment_runs, GSO_MAX_BYTES, GSO_MAX_SEGMENTS);
+    let joined = join_runs(
+        runs.iter().map(|(_, run)| *run),
+        GSO_MAX_BYTES,
+        GSO_MAX_SEGMENTS,
+    );
     // One iovec per run, in order: a message's runs are consecutive iovecs.
     let mut iovecs: Vec<libc::iovec> = runs
         .iter()
@@ -581,7 +588,7 @@ mod tests {
     fn a_run_of_full_packets_joins_the_next_chunks_run() {
         // Two chunks of 9 full packets, then one with a short last: one message.
         let (full, short) = (run(0..9 * 1328, 1328, 9), run(0..3 * 1328 + 564, 1328, 4));
-        let joins = join_runs(&[&full, &full, &short], 65_000, 64);
+        let joins = join_runs([&full, &full, &short], 65_000, 64);
         assert_eq!(joins, vec![joined(0..3, 1328, 22)]);
     }
 
@@ -590,7 +597,7 @@ mod tests {
         let short = run(0..2 * 1328 + 376, 1328, 3);
         let full = run(0..1328, 1328, 1);
         let other = run(0..2 * 1000, 1000, 2);
-        let joins = join_runs(&[&short, &full, &other, &full], 65_000, 64);
+        let joins = join_runs([&short, &full, &other, &full], 65_000, 64);
         assert_eq!(
             joins,
             vec![
@@ -605,12 +612,12 @@ mod tests {
     #[test]
     fn joined_messages_stay_within_the_segment_and_byte_limits() {
         let full = run(0..9 * 1328, 1328, 9);
-        let runs = vec![&full; 10];
-        let joins = join_runs(&runs, 65_000, 64);
+        let runs = [&full; 10];
+        let joins = join_runs(runs.iter().copied(), 65_000, 64);
         // Five runs of nine packets (59,760 bytes) fit in 65,000, six do not.
         let counts: Vec<usize> = joins.iter().map(|j| j.packets).collect();
         assert_eq!(counts, vec![45, 45]);
-        let joins = join_runs(&runs, 1 << 20, 20);
+        let joins = join_runs(runs.iter().copied(), 1 << 20, 20);
         let counts: Vec<usize> = joins.iter().map(|j| j.packets).collect();
         assert_eq!(counts, vec![18, 18, 18, 18, 18]);
     }
