@@ -37,7 +37,10 @@ impl Player {
             .args(["-i", input])
             .args(["-map", "0", "-c", "copy", "-f", "mpegts"])
             .arg(&copy)
-            .args(["-map", "0:v:0", "-f", "null", "-"])
+            // The decoded frames keep the stream's 90 kHz timestamps: ffmpeg's default time
+            // base of one frame can round two frames of a live join onto one tick, which its
+            // muxer reports as non-monotonic although the stream's DTS are evenly spaced.
+            .args(["-map", "0:v:0", "-enc_time_base:v", "-1", "-f", "null", "-"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
