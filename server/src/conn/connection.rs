@@ -414,7 +414,7 @@ impl<'a> Connection<'a> {
             // time the queue empties.
             return self.on_live_step(step);
         }
-        let hold = super::output::coalesce_delay(self.shared.gate.open_connections());
+        let hold = super::output::coalescing(self.shared.gate.open_connections());
         let sent = self.out.sent_counter();
         if let Some(Media::Live(cursor)) = &mut self.media {
             cursor.join_tcp_fanout(socket, sent, hold);

@@ -53,7 +53,7 @@ use tracing::{debug, error, info, info_span, warn, Span};
 pub use self::admission::LostUse;
 use self::connection::Connection;
 use self::media::{LiveStep, Media};
-pub(crate) use self::output::COALESCE_BYTES;
+pub(crate) use self::output::Coalesce;
 use self::output::{OutputQueue, MAX_IOVECS};
 use self::publisher::Silence;
 use self::transports::RtcpSource;
@@ -678,7 +678,7 @@ struct Deadlines {
     reports: Option<Instant>,
     /// Paced media (a file on RTP transports, a UDP joiner's catch-up).
     pace: Option<Instant>,
-    /// The end of a hold on small live media (see `output::coalesce_delay`).
+    /// The end of a hold on small live media (see `output::coalescing`).
     flush: Option<Instant>,
     /// A publisher held back by its ingest pace.
     ingest: Option<Instant>,
@@ -774,8 +774,8 @@ fn handle<R: ClientReader, W>(
             let was_empty = conn.out.is_empty();
             conn.on_live_step(step);
             take_ready_live(conn);
-            let delay = output::coalesce_delay(conn.shared.gate.open_connections());
-            conn.out.coalesce_live(was_empty, Instant::now(), delay);
+            let coalesce = output::coalescing(conn.shared.gate.open_connections());
+            conn.out.coalesce_live(was_empty, Instant::now(), coalesce);
         }
         Wakeup::Flush => take_waiting_live(conn),
         Wakeup::PaceDue | Wakeup::IngestDue => {}

@@ -23,26 +23,49 @@ pub const MAX_IOVECS: usize = 64;
 /// A live client that lags this many times within [`LAG_WINDOW`] is disconnected.
 pub const MAX_LAGS: usize = 5;
 pub const LAG_WINDOW: Duration = Duration::from_secs(60);
-/// Live media smaller than this, arriving at an empty queue, waits up to
-/// [`coalesce_delay`] for more before it is written: at radio bitrates a chunk is a few
+/// How long small live media arriving at an empty queue waits for more before it is
+/// written, and how much is enough to write at once. At radio bitrates a chunk is a few
 /// hundred bytes, and one write (and one wake-up) per chunk and listener costs more than the
 /// bytes. The delay is the latency budget this adds for such streams (players buffer seconds
-/// of them); at video bitrates a chunk is larger and goes out at once.
-pub const COALESCE_BYTES: usize = 8 * 1024;
+/// of them); at video bitrates `bytes` gather sooner and go out at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coalesce {
+    pub delay: Duration,
+    pub bytes: usize,
+}
+
 /// The hold while the server is not crowded.
-pub const COALESCE_DELAY: Duration = Duration::from_millis(100);
+pub const COALESCE: Coalesce = Coalesce {
+    delay: Duration::from_millis(100),
+    bytes: 8 * 1024,
+};
 /// The hold once the server has [`CROWD`] connections or more: with 10,000 radio listeners a
 /// 100 ms hold cost about twice the CPU of this one.
-pub const CROWDED_COALESCE_DELAY: Duration = Duration::from_millis(250);
+pub const CROWDED_COALESCE: Coalesce = Coalesce {
+    delay: Duration::from_millis(250),
+    bytes: 8 * 1024,
+};
 pub const CROWD: usize = 1000;
+/// The hold once the server has [`THRONG`] connections or more. Nearly all of a listener's
+/// cost is then the kernel's work for each write (over 90 % of the server's CPU with 10,000
+/// radio listeners), so half as many writes is about half the CPU: a 128 kbit/s stream goes
+/// out twice a second instead of about four times. Radio players buffer seconds, so half a
+/// second is not heard; a video stream gathers 16 KiB in tens of milliseconds.
+pub const THRONG_COALESCE: Coalesce = Coalesce {
+    delay: Duration::from_millis(500),
+    bytes: 16 * 1024,
+};
+pub const THRONG: usize = 5000;
 
-/// How long small live media waits for more, with `open_connections` on the server: longer
-/// when there are many, where the wake-ups and writes of listeners are the server's cost.
-pub fn coalesce_delay(open_connections: usize) -> Duration {
-    if open_connections >= CROWD {
-        CROWDED_COALESCE_DELAY
+/// How small live media is held, with `open_connections` on the server: longer when there
+/// are many, where the wake-ups and writes of listeners are the server's cost.
+pub fn coalescing(open_connections: usize) -> Coalesce {
+    if open_connections >= THRONG {
+        THRONG_COALESCE
+    } else if open_connections >= CROWD {
+        CROWDED_COALESCE
     } else {
-        COALESCE_DELAY
+        COALESCE
     }
 }
 /// A queue that held more buffers than this gives the room back once it is empty, so a join's
@@ -58,8 +81,9 @@ pub struct OutputQueue {
     sent: SentBytes,
     /// Since when the queue has waited for the socket without any progress.
     stalled_since: Option<Instant>,
-    /// Small live media waits for more until then (see [`COALESCE_BYTES`]).
-    coalesce_until: Option<Instant>,
+    /// Small live media waits until then for more, unless this many bytes gather first
+    /// (see [`Coalesce`]).
+    coalesce_until: Option<(Instant, usize)>,
 }
 
 impl OutputQueue {
@@ -106,17 +130,19 @@ impl OutputQueue {
     }
 
     /// Live media was just queued at `now`, into a queue that was empty if `was_empty`: if it
-    /// is small, hold it back for `delay` to gather more.
-    pub fn coalesce_live(&mut self, was_empty: bool, now: Instant, delay: Duration) {
-        if was_empty && !self.buffers.is_empty() && self.queued < COALESCE_BYTES {
-            self.coalesce_until = Some(now + delay);
+    /// is small, hold it back to gather more, as `coalesce` says.
+    pub fn coalesce_live(&mut self, was_empty: bool, now: Instant, coalesce: Coalesce) {
+        if was_empty && !self.buffers.is_empty() && self.queued < coalesce.bytes {
+            self.coalesce_until = Some((now + coalesce.delay, coalesce.bytes));
         }
     }
 
     /// Until when the queue's media is held back to gather more; `None` when it may be
     /// written now.
     pub fn held_until(&self) -> Option<Instant> {
-        self.coalesce_until.filter(|_| self.queued < COALESCE_BYTES)
+        self.coalesce_until
+            .filter(|&(_, enough)| self.queued < enough)
+            .map(|(until, _)| until)
     }
 
     /// The hold is over: write what was gathered.
@@ -368,23 +394,23 @@ mod tests {
         let now = Instant::now();
         let mut out = OutputQueue::default();
         out.push(block(800, 1));
-        out.coalesce_live(true, now, COALESCE_DELAY);
-        assert_eq!(out.held_until(), Some(now + COALESCE_DELAY));
+        out.coalesce_live(true, now, COALESCE);
+        assert_eq!(out.held_until(), Some(now + COALESCE.delay));
         out.push(block(800, 2));
-        out.coalesce_live(false, now, COALESCE_DELAY);
-        assert_eq!(out.held_until(), Some(now + COALESCE_DELAY), "no new hold");
-        out.push(block(COALESCE_BYTES, 3));
+        out.coalesce_live(false, now, COALESCE);
+        assert_eq!(out.held_until(), Some(now + COALESCE.delay), "no new hold");
+        out.push(block(COALESCE.bytes, 3));
         assert_eq!(out.held_until(), None, "enough gathered: write now");
         out.release();
         out.consume(out.queued_bytes(), now);
 
         let mut video = OutputQueue::default();
-        video.push(block(COALESCE_BYTES, 1));
-        video.coalesce_live(true, now, COALESCE_DELAY);
+        video.push(block(COALESCE.bytes, 1));
+        video.coalesce_live(true, now, COALESCE);
         assert_eq!(video.held_until(), None);
         let mut busy = OutputQueue::default();
         busy.push(block(10, 1));
-        busy.coalesce_live(false, now, COALESCE_DELAY);
+        busy.coalesce_live(false, now, COALESCE);
         assert_eq!(
             busy.held_until(),
             None,
@@ -394,10 +420,24 @@ mod tests {
 
     #[test]
     fn a_crowded_server_holds_small_live_media_longer() {
-        assert_eq!(coalesce_delay(0), COALESCE_DELAY);
-        assert_eq!(coalesce_delay(CROWD - 1), COALESCE_DELAY);
-        assert_eq!(coalesce_delay(CROWD), CROWDED_COALESCE_DELAY);
-        assert!(CROWDED_COALESCE_DELAY > COALESCE_DELAY);
+        assert_eq!(coalescing(0), COALESCE);
+        assert_eq!(coalescing(CROWD - 1), COALESCE);
+        assert_eq!(coalescing(CROWD), CROWDED_COALESCE);
+        assert_eq!(coalescing(THRONG - 1), CROWDED_COALESCE);
+        assert_eq!(coalescing(THRONG), THRONG_COALESCE);
+        assert!(COALESCE.delay < CROWDED_COALESCE.delay);
+        assert!(CROWDED_COALESCE.delay < THRONG_COALESCE.delay);
+    }
+
+    #[test]
+    fn a_throngs_hold_gathers_more_before_it_writes() {
+        let now = Instant::now();
+        let mut out = OutputQueue::default();
+        out.push(block(COALESCE.bytes, 1));
+        out.coalesce_live(true, now, THRONG_COALESCE);
+        assert_eq!(out.held_until(), Some(now + THRONG_COALESCE.delay));
+        out.push(block(THRONG_COALESCE.bytes - COALESCE.bytes, 2));
+        assert_eq!(out.held_until(), None, "enough gathered: write now");
     }
 
     #[test]
@@ -405,7 +445,7 @@ mod tests {
         let now = Instant::now();
         let mut out = OutputQueue::default();
         out.push(block(100, 1));
-        out.coalesce_live(true, now, COALESCE_DELAY);
+        out.coalesce_live(true, now, COALESCE);
         out.consume(10, now);
         assert_eq!(out.held_until(), None);
     }

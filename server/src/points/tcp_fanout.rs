@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{LiveChunk, LiveEvent};
+use crate::conn::Coalesce;
 use crate::events;
 use crate::state::SentBytes;
 use crate::waits::{sleep_until_opt, Told};
@@ -72,8 +73,8 @@ pub struct NewListener {
     pub sent: SentBytes,
     /// The index of the next chunk the listener needs.
     pub next_index: u64,
-    /// How long small media is held to gather more (`conn::output::coalesce_delay`).
-    pub hold: Duration,
+    /// How small media is held to gather more (`conn::output::coalescing`).
+    pub hold: Coalesce,
     /// The listener's own subscription to the point's ring, positioned at `next_index`: the
     /// fan-out moves it along over what it writes, so the ring frees chunks as before, and
     /// gives it back.
@@ -283,8 +284,10 @@ pub struct TcpFanout {
     running: Mutex<bool>,
     listeners: AtomicUsize,
     next_id: AtomicU64,
-    /// The hold for small media, in milliseconds, as the latest listener to join asked.
+    /// The hold for small media, as the latest listener to join asked: in milliseconds, and
+    /// the bytes that end it sooner.
     hold_ms: AtomicU64,
+    hold_bytes: AtomicUsize,
 }
 
 impl Default for TcpFanout {
@@ -295,6 +298,7 @@ impl Default for TcpFanout {
             listeners: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             hold_ms: AtomicU64::new(0),
+            hold_bytes: AtomicUsize::new(0),
         }
     }
 }
@@ -324,7 +328,9 @@ impl TcpFanout {
         // A subscription for the task, should this listener start it.
         let ring = listener.ring.resubscribe();
         self.hold_ms
-            .store(listener.hold.as_millis() as u64, Ordering::Relaxed);
+            .store(listener.hold.delay.as_millis() as u64, Ordering::Relaxed);
+        self.hold_bytes
+            .store(listener.hold.bytes, Ordering::Relaxed);
         lock(&self.shards[id as usize % SHARDS])
             .listeners
             .push(Listener {
@@ -413,8 +419,11 @@ impl TcpFanout {
         true
     }
 
-    fn hold(&self) -> Duration {
-        Duration::from_millis(self.hold_ms.load(Ordering::Relaxed))
+    fn hold(&self) -> Coalesce {
+        Coalesce {
+            delay: Duration::from_millis(self.hold_ms.load(Ordering::Relaxed)),
+            bytes: self.hold_bytes.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -431,15 +440,15 @@ impl Pending {
         self.chunks.push(live);
     }
 
-    /// Whether to write now, holding small media for `hold` from its first chunk on.
-    fn due(&mut self, now: Instant, hold: Duration) -> bool {
+    /// Whether to write now, holding small media as `hold` says from its first chunk on.
+    fn due(&mut self, now: Instant, hold: Coalesce) -> bool {
         if self.chunks.is_empty() {
             return false;
         }
-        if self.bytes >= crate::conn::COALESCE_BYTES || hold.is_zero() {
+        if self.bytes >= hold.bytes || hold.delay.is_zero() {
             return true;
         }
-        let until = *self.held_until.get_or_insert(now + hold);
+        let until = *self.held_until.get_or_insert(now + hold.delay);
         until <= now
     }
 
@@ -582,6 +591,12 @@ mod tests {
     use crate::media::ingest::Chunk;
     use crate::media::rtp::RtpPacketizer;
 
+    /// Every chunk goes out at once.
+    const NO_HOLD: Coalesce = Coalesce {
+        delay: Duration::ZERO,
+        bytes: 0,
+    };
+
     /// A chunk numbered `index`, its bytes all `index as u8` so a reader can tell them apart.
     fn chunk(index: u64, len: usize) -> Arc<LiveChunk> {
         Arc::new(LiveChunk {
@@ -708,7 +723,10 @@ mod tests {
     #[test]
     fn small_media_is_held_for_the_hold_and_large_media_goes_at_once() {
         let now = Instant::now();
-        let hold = Duration::from_millis(250);
+        let hold = Coalesce {
+            delay: Duration::from_millis(250),
+            bytes: 8 * 1024,
+        };
         let mut pending = Pending {
             chunks: Vec::new(),
             bytes: 0,
@@ -717,17 +735,17 @@ mod tests {
         assert!(!pending.due(now, hold), "nothing to write");
         pending.push(chunk(0, 376));
         assert!(!pending.due(now, hold));
-        assert_eq!(pending.held_until, Some(now + hold));
+        assert_eq!(pending.held_until, Some(now + hold.delay));
         pending.push(chunk(1, 376));
         assert!(!pending.due(now + Duration::from_millis(100), hold));
-        assert!(pending.due(now + hold, hold));
+        assert!(pending.due(now + hold.delay, hold));
         pending.clear();
 
-        pending.push(chunk(2, crate::conn::COALESCE_BYTES));
+        pending.push(chunk(2, hold.bytes));
         assert!(pending.due(now, hold));
         pending.clear();
         pending.push(chunk(3, 188));
-        assert!(pending.due(now, Duration::ZERO), "no hold asked");
+        assert!(pending.due(now, NO_HOLD), "no hold asked");
     }
 
     async fn read_async(client: &mut tokio::net::TcpStream, len: usize) -> Vec<u8> {
@@ -759,7 +777,7 @@ mod tests {
             socket: socket.as_raw_fd(),
             sent: SentBytes::default(),
             next_index: 0,
-            hold: Duration::ZERO,
+            hold: NO_HOLD,
             ring: ring.subscribe(),
         };
         let mut first = fanout.join("live", join(&first_server));
@@ -840,7 +858,7 @@ mod tests {
             socket: server.as_raw_fd(),
             sent: SentBytes::default(),
             next_index: 0,
-            hold: Duration::ZERO,
+            hold: NO_HOLD,
             ring: ring.subscribe(),
         };
         let listening = fanout.join("live", listener);
