@@ -10,6 +10,11 @@ use tokio::time::Instant;
 /// How far the stream's clock may run ahead of the wall clock: an encoder's buffered GOP at
 /// the start, or a burst after a network hiccup, passes unslowed.
 pub const MAX_LEAD: Duration = Duration::from_secs(2);
+/// Once the stream's clock runs this far ahead, it is read in short blocks: one large read of a
+/// low-bitrate stream can carry seconds of media, and past the bound each of those seconds is
+/// a second in which nothing more is read, so viewers would get it in bursts far apart. Half
+/// the bound leaves room for the server to miss a beat without the next read being a large one.
+const SHORT_READS_FROM: Duration = Duration::from_secs(1);
 /// A PCR step larger than this (or backwards) is a discontinuity, not a stream running fast:
 /// the clocks are matched again from there.
 const MAX_PCR_STEP: Duration = Duration::from_secs(5);
@@ -27,6 +32,8 @@ pub struct IngestPace {
     media_90k: u64,
     /// Reading waits until then.
     paused_until: Option<Instant>,
+    /// How far ahead of the wall clock the stream was at its latest PCR.
+    lead: Duration,
 }
 
 impl IngestPace {
@@ -54,9 +61,11 @@ impl IngestPace {
             self.origin = Some((now, pcr_90k));
             self.media_90k = 0;
             self.paused_until = None;
+            self.lead = Duration::ZERO;
             return;
         }
         let lead = media - wall;
+        self.lead = lead;
         self.paused_until = (lead > MAX_LEAD).then(|| now + (lead - MAX_LEAD));
     }
 
@@ -65,10 +74,10 @@ impl IngestPace {
         self.paused_until.filter(|until| *until > now)
     }
 
-    /// Whether the stream was too far ahead at its latest PCR: the encoder is being held back
-    /// (reading has paused, or is about to), as opposed to running at real time.
+    /// Whether the stream ran well ahead of real time at its latest PCR: the encoder is being
+    /// held back, or soon will be, and is read in short blocks (see [`SHORT_READS_FROM`]).
     pub fn is_pacing(&self) -> bool {
-        self.paused_until.is_some()
+        self.lead > SHORT_READS_FROM
     }
 
     fn restart(&mut self, pcr_90k: u64, now: Instant) {
@@ -76,6 +85,7 @@ impl IngestPace {
         self.last_pcr = pcr_90k;
         self.media_90k = 0;
         self.paused_until = None;
+        self.lead = Duration::ZERO;
     }
 }
 
@@ -129,6 +139,27 @@ mod tests {
         assert!(pace.is_pacing(), "held back until a PCR says otherwise");
         pace.on_pcr(6 * SECOND + SECOND / 10, resumed);
         assert!(pace.paused_until(resumed).is_some(), "still at the bound");
+    }
+
+    #[test]
+    fn a_stream_well_ahead_is_read_in_short_blocks_before_the_bound() {
+        let start = Instant::now();
+        let mut pace = IngestPace::new();
+        pace.on_pcr(0, start);
+        pace.on_pcr(SECOND / 2, start);
+        assert!(
+            !pace.is_pacing(),
+            "half a second ahead: an encoder's buffer"
+        );
+        // 1.5 s ahead: not paused yet, but one large read could now carry it seconds past
+        // the bound.
+        pace.on_pcr(3 * SECOND / 2, start);
+        assert_eq!(pace.paused_until(start), None);
+        assert!(pace.is_pacing());
+        // Falling behind (the server missed a beat) forgives the lead.
+        let late = start + Duration::from_secs(3);
+        pace.on_pcr(2 * SECOND, late);
+        assert!(!pace.is_pacing());
     }
 
     #[test]

@@ -69,10 +69,10 @@ const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Size of one read from the client, once it has sent a read's worth at once (a publisher):
 /// an encoder's write of a few tens of milliseconds is one read, taken in as one burst.
 const READ_BUFFER: usize = 64 * 1024;
-/// Size of one read from a publisher held to real time (`ingest_pace`): its socket is always
+/// Size of one read from a publisher well ahead of real time (`ingest_pace`): its socket is always
 /// full, so every read is a whole block, and a block must stay a short stretch of media even
 /// at a low bitrate, or its viewers would get it in bursts a second apart.
-const PACED_READ_BUFFER: usize = 16 * 1024;
+const PACED_READ_BUFFER: usize = 8 * 1024;
 /// Size of the first reads: a player sends a request or two and then mostly nothing, and
 /// thousands of listeners each holding [`READ_BUFFER`] bytes would cost more than their
 /// output. On a plain TCP socket even this is held only while a read is being taken in (see

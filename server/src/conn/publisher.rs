@@ -182,7 +182,8 @@ impl Publisher {
         self.pace.paused_until(now)
     }
 
-    /// Whether the encoder is being held to real time.
+    /// Whether the encoder runs well ahead of real time: it is being held back, or soon will
+    /// be, and is read in short blocks.
     pub fn is_paced(&self) -> bool {
         self.pace.is_pacing()
     }
