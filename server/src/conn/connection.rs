@@ -414,7 +414,7 @@ impl<'a> Connection<'a> {
             // time the queue empties.
             return self.on_live_step(step);
         }
-        let hold = super::output::coalescing(self.shared.gate.open_connections());
+        let hold = super::HoldRule::ByOpenConnections(Arc::clone(&self.shared.gate));
         let sent = self.out.sent_counter();
         if let Some(Media::Live(cursor)) = &mut self.media {
             cursor.join_tcp_fanout(socket, sent, hold);
@@ -541,9 +541,12 @@ impl<'a> Connection<'a> {
         self.publisher.is_some()
     }
 
-    /// Whether this connection's encoder is being held to real time (it pushed faster).
-    pub fn is_paced(&self) -> bool {
-        self.publisher.as_ref().is_some_and(Publisher::is_paced)
+    /// Whether this connection's encoder runs well ahead of real time (it pushes faster, and
+    /// is or soon will be held back).
+    pub fn is_paced(&self, now: Instant) -> bool {
+        self.publisher
+            .as_ref()
+            .is_some_and(|publisher| publisher.is_paced(now))
     }
 
     /// The plugin starts taking in a read: what it pushes until [`Connection::read_taken_in`]

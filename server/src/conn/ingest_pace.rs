@@ -24,16 +24,12 @@ const PCR_WRAP: u64 = 1 << 33;
 /// The stream's clock against the wall clock, for one publisher.
 #[derive(Debug, Default)]
 pub struct IngestPace {
-    /// Wall-clock time at which the stream's clock read `origin_pcr` (moved forward when the
-    /// stream falls behind, so lost time is not banked as credit for a later burst).
-    origin: Option<(Instant, u64)>,
+    /// Wall-clock time at which the media counted in `media_90k` began (moved forward when
+    /// the stream falls behind, so lost time is not banked as credit for a later burst).
+    origin: Option<Instant>,
     last_pcr: u64,
     /// Media time since `origin`, in 90 kHz units, unwrapped.
     media_90k: u64,
-    /// Reading waits until then.
-    paused_until: Option<Instant>,
-    /// How far ahead of the wall clock the stream was at its latest PCR.
-    lead: Duration,
 }
 
 impl IngestPace {
@@ -41,9 +37,9 @@ impl IngestPace {
         Self::default()
     }
 
-    /// A PCR (90 kHz units) arrived at `now`: pause reading if the stream is too far ahead.
+    /// A PCR (90 kHz units) arrived at `now`.
     pub fn on_pcr(&mut self, pcr_90k: u64, now: Instant) {
-        let Some((origin_at, _)) = self.origin else {
+        let Some(origin) = self.origin else {
             self.restart(pcr_90k, now);
             return;
         };
@@ -54,39 +50,40 @@ impl IngestPace {
         }
         self.last_pcr = pcr_90k;
         self.media_90k += step;
-        let media = Duration::from_micros(self.media_90k * 100 / 9);
-        let wall = now.saturating_duration_since(origin_at);
-        if media < wall {
+        if origin + media_duration(self.media_90k) < now {
             // Behind real time (a slow network): forgive it rather than allow a catch-up burst.
-            self.origin = Some((now, pcr_90k));
+            self.origin = Some(now);
             self.media_90k = 0;
-            self.paused_until = None;
-            self.lead = Duration::ZERO;
-            return;
         }
-        let lead = media - wall;
-        self.lead = lead;
-        self.paused_until = (lead > MAX_LEAD).then(|| now + (lead - MAX_LEAD));
     }
 
     /// While the stream is too far ahead: when reading may resume.
     pub fn paused_until(&self, now: Instant) -> Option<Instant> {
-        self.paused_until.filter(|until| *until > now)
+        let resume = self.caught_up_at()?.checked_sub(MAX_LEAD)?;
+        (resume > now).then_some(resume)
     }
 
-    /// Whether the stream ran well ahead of real time at its latest PCR: the encoder is being
-    /// held back, or soon will be, and is read in short blocks (see [`SHORT_READS_FROM`]).
-    pub fn is_pacing(&self) -> bool {
-        self.lead > SHORT_READS_FROM
+    /// Whether the stream runs well ahead of real time: the encoder is being held back, or
+    /// soon will be, and is read in short blocks (see [`SHORT_READS_FROM`]).
+    pub fn is_pacing(&self, now: Instant) -> bool {
+        self.caught_up_at()
+            .is_some_and(|at| at.saturating_duration_since(now) > SHORT_READS_FROM)
+    }
+
+    /// When real time reaches the media read so far.
+    fn caught_up_at(&self) -> Option<Instant> {
+        Some(self.origin? + media_duration(self.media_90k))
     }
 
     fn restart(&mut self, pcr_90k: u64, now: Instant) {
-        self.origin = Some((now, pcr_90k));
+        self.origin = Some(now);
         self.last_pcr = pcr_90k;
         self.media_90k = 0;
-        self.paused_until = None;
-        self.lead = Duration::ZERO;
     }
+}
+
+fn media_duration(media_90k: u64) -> Duration {
+    Duration::from_micros(media_90k * 100 / 9)
 }
 
 fn duration_to_90k(duration: Duration) -> u64 {
@@ -107,7 +104,7 @@ mod tests {
             let now = start + Duration::from_millis(100 * tenth);
             pace.on_pcr(1_000 + tenth * SECOND / 10, now);
             assert_eq!(pace.paused_until(now), None);
-            assert!(!pace.is_pacing());
+            assert!(!pace.is_pacing(now));
         }
     }
 
@@ -136,7 +133,7 @@ mod tests {
         assert_eq!(pace.paused_until(now), Some(now + Duration::from_secs(3)));
         let resumed = now + Duration::from_secs(3);
         assert_eq!(pace.paused_until(resumed), None);
-        assert!(pace.is_pacing(), "held back until a PCR says otherwise");
+        assert!(pace.is_pacing(resumed), "still at the bound");
         pace.on_pcr(6 * SECOND + SECOND / 10, resumed);
         assert!(pace.paused_until(resumed).is_some(), "still at the bound");
     }
@@ -148,18 +145,18 @@ mod tests {
         pace.on_pcr(0, start);
         pace.on_pcr(SECOND / 2, start);
         assert!(
-            !pace.is_pacing(),
+            !pace.is_pacing(start),
             "half a second ahead: an encoder's buffer"
         );
         // 1.5 s ahead: not paused yet, but one large read could now carry it seconds past
         // the bound.
         pace.on_pcr(3 * SECOND / 2, start);
         assert_eq!(pace.paused_until(start), None);
-        assert!(pace.is_pacing());
+        assert!(pace.is_pacing(start));
         // Falling behind (the server missed a beat) forgives the lead.
         let late = start + Duration::from_secs(3);
         pace.on_pcr(2 * SECOND, late);
-        assert!(!pace.is_pacing());
+        assert!(!pace.is_pacing(late));
     }
 
     #[test]

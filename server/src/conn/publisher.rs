@@ -184,8 +184,8 @@ impl Publisher {
 
     /// Whether the encoder runs well ahead of real time: it is being held back, or soon will
     /// be, and is read in short blocks.
-    pub fn is_paced(&self) -> bool {
-        self.pace.is_pacing()
+    pub fn is_paced(&self, now: Instant) -> bool {
+        self.pace.is_pacing(now)
     }
 
     /// Why the encoder is lost if its source deadline passes now.
