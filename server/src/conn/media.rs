@@ -165,7 +165,7 @@ impl LiveCursor {
         &mut self,
         socket: std::os::fd::RawFd,
         sent: crate::state::SentBytes,
-        hold: super::Coalesce,
+        hold: super::HoldRule,
     ) {
         let Some(ring) = self.rx.take() else {
             return;

@@ -53,7 +53,7 @@ use tracing::{debug, error, info, info_span, warn, Span};
 pub use self::admission::LostUse;
 use self::connection::Connection;
 use self::media::{LiveStep, Media};
-pub(crate) use self::output::Coalesce;
+pub(crate) use self::output::{Coalesce, HoldRule, COALESCE};
 use self::output::{OutputQueue, MAX_IOVECS};
 use self::publisher::Silence;
 use self::transports::RtcpSource;
@@ -745,7 +745,7 @@ fn handle<R: ClientReader, W>(
             let taken = session.on_data(conn, &io.read_buf[..n]);
             conn.read_taken_in();
             taken?;
-            let block = if conn.is_paced() {
+            let block = if conn.is_paced(Instant::now()) {
                 PACED_READ_BUFFER
             } else {
                 READ_BUFFER

@@ -9,11 +9,13 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::limits::ConnectionGate;
 use crate::state::SentBytes;
 
 /// Stop pulling live media into a client's output queue above this many bytes.
@@ -68,6 +70,25 @@ pub fn coalescing(open_connections: usize) -> Coalesce {
         COALESCE
     }
 }
+/// Where a hold comes from, for a writer that lives longer than one decision: the server's
+/// open connections at each write (so a crowd that thins stops being held for as a crowd), or
+/// a fixed hold.
+#[derive(Clone)]
+pub enum HoldRule {
+    ByOpenConnections(Arc<ConnectionGate>),
+    Fixed(Coalesce),
+}
+
+impl HoldRule {
+    /// The hold for a write now.
+    pub fn current(&self) -> Coalesce {
+        match self {
+            Self::ByOpenConnections(gate) => coalescing(gate.open_connections()),
+            Self::Fixed(hold) => *hold,
+        }
+    }
+}
+
 /// A queue that held more buffers than this gives the room back once it is empty, so a join's
 /// backlog does not leave every listener holding room for a GOP of buffers.
 const KEPT_BUFFER_SLOTS: usize = 8;
@@ -416,6 +437,24 @@ mod tests {
             None,
             "only media into an empty queue waits"
         );
+    }
+
+    #[test]
+    fn a_hold_rule_follows_the_connections_open_at_each_write() {
+        let gate = Arc::new(ConnectionGate::default());
+        let rule = HoldRule::ByOpenConnections(Arc::clone(&gate));
+        assert_eq!(rule.current(), COALESCE);
+        let crowd: Vec<_> = (0..CROWD as u32)
+            .filter_map(|n| {
+                gate.admit(std::net::Ipv4Addr::from(0x0a00_0000 + n).into())
+                    .1
+            })
+            .collect();
+        assert_eq!(gate.open_connections(), CROWD, "every connection admitted");
+        assert_eq!(rule.current(), CROWDED_COALESCE);
+        drop(crowd);
+        assert_eq!(rule.current(), COALESCE, "the crowd left");
+        assert_eq!(HoldRule::Fixed(THRONG_COALESCE).current(), THRONG_COALESCE);
     }
 
     #[test]

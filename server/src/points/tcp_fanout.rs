@@ -27,8 +27,8 @@ use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, oneshot};
@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{LiveChunk, LiveEvent};
-use crate::conn::Coalesce;
+use crate::conn::{Coalesce, HoldRule};
 use crate::events;
 use crate::state::SentBytes;
 use crate::waits::{sleep_until_opt, Told};
@@ -74,7 +74,7 @@ pub struct NewListener {
     /// The index of the next chunk the listener needs.
     pub next_index: u64,
     /// How small media is held to gather more (`conn::output::coalescing`).
-    pub hold: Coalesce,
+    pub hold: HoldRule,
     /// The listener's own subscription to the point's ring, positioned at `next_index`: the
     /// fan-out moves it along over what it writes, so the ring frees chunks as before, and
     /// gives it back.
@@ -284,10 +284,9 @@ pub struct TcpFanout {
     running: Mutex<bool>,
     listeners: AtomicUsize,
     next_id: AtomicU64,
-    /// The hold for small media, as the latest listener to join asked: in milliseconds, and
-    /// the bytes that end it sooner.
-    hold_ms: AtomicU64,
-    hold_bytes: AtomicUsize,
+    /// The hold for small media, by the rule the latest listener to join brought (in a
+    /// server, the same rule for all: the server's open connections at each write).
+    hold: ArcSwap<HoldRule>,
 }
 
 impl Default for TcpFanout {
@@ -297,8 +296,7 @@ impl Default for TcpFanout {
             running: Mutex::new(false),
             listeners: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
-            hold_ms: AtomicU64::new(0),
-            hold_bytes: AtomicUsize::new(0),
+            hold: ArcSwap::from_pointee(HoldRule::Fixed(crate::conn::COALESCE)),
         }
     }
 }
@@ -327,10 +325,7 @@ impl TcpFanout {
         let (back, returned) = oneshot::channel();
         // A subscription for the task, should this listener start it.
         let ring = listener.ring.resubscribe();
-        self.hold_ms
-            .store(listener.hold.delay.as_millis() as u64, Ordering::Relaxed);
-        self.hold_bytes
-            .store(listener.hold.bytes, Ordering::Relaxed);
+        self.hold.store(Arc::new(listener.hold));
         lock(&self.shards[id as usize % SHARDS])
             .listeners
             .push(Listener {
@@ -420,10 +415,7 @@ impl TcpFanout {
     }
 
     fn hold(&self) -> Coalesce {
-        Coalesce {
-            delay: Duration::from_millis(self.hold_ms.load(Ordering::Relaxed)),
-            bytes: self.hold_bytes.load(Ordering::Relaxed),
-        }
+        self.hold.load().current()
     }
 }
 
@@ -586,6 +578,8 @@ mod tests {
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
+
+    use std::time::Duration;
 
     use super::*;
     use crate::media::ingest::Chunk;
@@ -777,7 +771,7 @@ mod tests {
             socket: socket.as_raw_fd(),
             sent: SentBytes::default(),
             next_index: 0,
-            hold: NO_HOLD,
+            hold: HoldRule::Fixed(NO_HOLD),
             ring: ring.subscribe(),
         };
         let mut first = fanout.join("live", join(&first_server));
@@ -858,7 +852,7 @@ mod tests {
             socket: server.as_raw_fd(),
             sent: SentBytes::default(),
             next_index: 0,
-            hold: NO_HOLD,
+            hold: HoldRule::Fixed(NO_HOLD),
             ring: ring.subscribe(),
         };
         let listening = fanout.join("live", listener);
